@@ -1,0 +1,31 @@
+"""Config section `data`: where recordings come from, how they are split and normalized."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from training.schema import spec
+
+
+@dataclass
+class SyntheticConfig:
+    patients: int = spec(300, ge=3, help="patients generated (about 25 recordings each)")
+    seed: int = spec(0, ge=0, help="generator seed (independent of training.seed)")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "file"] = spec("synthetic", help="built-in generator or a native data file")
+    path: str = spec("", help="native data file (.npz) when source=file; see `python -m data.convert`")
+    synthetic: SyntheticConfig = spec(SyntheticConfig())
+    split: list[float] = spec([0.7, 0.15, 0.15], help="train/val/test shares of patients (sum to 1)")
+    normalization: Literal["global", "per_sample"] = spec("global", help="signal standardization")
+    balanced_sampler: bool = spec(False, help="sample training recordings with inverse class frequency")
+    num_workers: int = spec(0, ge=0, help="DataLoader worker processes")
+
+    def __post_init__(self) -> None:
+        if len(self.split) != 3 or abs(sum(self.split) - 1.0) > 1e-6 or min(self.split) < 0:
+            raise ValueError(f"data.split: expected three non-negative shares summing to 1, found {self.split}")
+        if self.source == "file" and not self.path:
+            raise ValueError("data.path: required when data.source is 'file'")

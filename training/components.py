@@ -1,0 +1,25 @@
+"""The six loss components: their keys, display names and head groups (DESIGN.md)."""
+
+from __future__ import annotations
+
+# Order matters: it is the order of weights (`weight_i`), of log lines and of every table.
+COMPONENTS: tuple[str, ...] = ("signal", "class", "peak_exist", "peak_latency", "peak_amplitude", "threshold")
+
+DISPLAY_NAMES: dict[str, str] = {
+    "signal": "Signal",
+    "class": "Class",
+    "peak_exist": "Peak",
+    "peak_latency": "PeakLat",
+    "peak_amplitude": "PeakAmp",
+    "threshold": "Thresh",
+}
+
+# Components answered by one head; a grouped balancer balances groups, then members inside one.
+HEAD_GROUPS: dict[str, tuple[str, ...]] = {
+    "signal": ("signal",),
+    "class": ("class",),
+    "peak": ("peak_exist", "peak_latency", "peak_amplitude"),
+    "threshold": ("threshold",),
+}
+
+CLASS_NAMES: tuple[str, ...] = ("NORMAL", "NÖROPATİ", "SNİK", "TOTAL", "İTİK")

@@ -1,0 +1,125 @@
+"""The root config: one typed section per part of the pipeline.
+
+Sections live next to the code that reads them (``data/config.py``, ``models/config.py``,
+``training/balancers/config.py``); the ones the training package reads are here. Every key is
+read by some code path: a key that nothing reads is a bug (see tests/training/test_config.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from data.config import DataConfig
+from models.config import ModelConfig
+from training.balancers.config import BalancerConfig
+from training.schema import ConfigError, apply_override, from_dict, parse_override, read_yaml, spec, to_dict
+
+
+@dataclass
+class DiffusionConfig:
+    timesteps: int = spec(1000, ge=2, help="number of diffusion steps T")
+    schedule: Literal["cosine", "linear"] = spec("cosine")
+    prediction: Literal["eps", "v", "x0"] = spec("v", help="what the signal head predicts")
+    min_snr_gamma: float = spec(5.0, ge=0.0, help="Min-SNR-gamma loss weight; 0 turns it off")
+
+
+@dataclass
+class LossConfig:
+    class_loss: Literal["ce", "focal"] = spec("ce")
+    focal_gamma: float = spec(2.0, ge=0.0)
+    class_weights: Literal["none", "inverse", "sqrt_inverse"] = spec("sqrt_inverse", help="from train split")
+    huber_delta: float = spec(1.0, gt=0.0, help="Huber delta, in standardized target units")
+    threshold_loss: Literal["huber", "gaussian_nll"] = spec("huber")
+    head_input: Literal["clean", "noisy"] = spec("clean", help="what x the auxiliary heads see in training")
+    balancer: BalancerConfig = spec(BalancerConfig())
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = spec(False)
+    metric: str = spec("val/total", help="a key of the validation summary")
+    mode: Literal["min", "max"] = spec("min")
+    patience: int = spec(10, ge=1, help="validations without improvement before stopping")
+    min_delta: float = spec(0.0, ge=0.0, help="smallest change that counts as an improvement")
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = spec(10, ge=1)
+    batch_size: int = spec(64, ge=1)
+    grad_accum_steps: int = spec(1, ge=1, help="micro-batches per optimizer step")
+    lr: float = spec(2e-3, gt=0.0)
+    weight_decay: float = spec(1e-2, ge=0.0)
+    warmup_steps: int = spec(50, ge=0, help="linear warm-up, then cosine decay to lr * min_lr_ratio")
+    min_lr_ratio: float = spec(0.05, ge=0.0, le=1.0)
+    grad_clip: float = spec(1.0, ge=0.0, help="max global gradient norm; 0 turns clipping off")
+    ema_decay: float = spec(0.999, ge=0.0, lt=1.0, help="EMA of weights; 0 turns it off")
+    precision: Literal["auto", "fp32", "bf16"] = spec("auto", help="auto: bf16 on CUDA, fp32 on CPU")
+    log_frequency: int = spec(50, ge=1, help="optimizer steps between step-log lines")
+    val_every: int = spec(1, ge=1, help="epochs between validations")
+    checkpoint_every_steps: int = spec(0, ge=0, help="also write last.pt every N steps; 0: per epoch only")
+    early_stopping: EarlyStoppingConfig = spec(EarlyStoppingConfig())
+    nan_policy: Literal["skip", "raise"] = spec("skip", help="non-finite loss: skip the step or stop")
+    max_consecutive_nan: int = spec(5, ge=1, help="stop after this many non-finite steps in a row")
+
+
+@dataclass
+class WandbConfig:
+    project: str = spec("abr-hierarchical-diffusion")
+    entity: str = spec("", help="team or user; empty: your default")
+    tags: list[str] = spec([])
+    group: str = spec("", help="runs of one -m sweep share a group automatically")
+    mode: Literal["offline", "online", "disabled"] = spec("offline")
+
+
+@dataclass
+class HealthConfig:
+    spike_factor: float = spec(5.0, gt=1.0, help="a step loss above factor x window median is a spike")
+    grad_explosion: float = spec(1e3, gt=0.0, help="pre-clip gradient norm that raises an alert")
+    stall_window: int = spec(200, ge=2, help="optimizer steps compared for stalled components")
+    stall_rel_change: float = spec(0.01, gt=0.0, help="a component changing less than this has stalled")
+    improve_rel_change: float = spec(0.2, gt=0.0, help="... while another improved more than this")
+    weight_clamp_margin: float = spec(0.05, ge=0.0, help="weights within this share of a clamp alert")
+    dominance_share: float = spec(0.9, gt=0.0, le=1.0, help="one weighted component above this share")
+    oscillation_window: int = spec(20, ge=4, help="weight records checked for sign-flipping changes")
+
+
+@dataclass
+class LoggingConfig:
+    log_dir: str = spec("logs", help="runs are written to <log_dir>/<experiment>")
+    use_tensorboard: bool = spec(True)
+    use_wandb: bool = spec(False)
+    wandb: WandbConfig = spec(WandbConfig())
+    health: HealthConfig = spec(HealthConfig())
+    figures: bool = spec(True, help="waveform figures at each validation")
+
+
+@dataclass
+class Config:
+    seed: int = spec(0, ge=0, help="one seed drives data order, init, noise and dropout")
+    device: str = spec("auto", help="auto, cpu, cuda, cuda:N")
+    data: DataConfig = spec(DataConfig())
+    model: ModelConfig = spec(ModelConfig())
+    diffusion: DiffusionConfig = spec(DiffusionConfig())
+    loss: LossConfig = spec(LossConfig())
+    training: TrainingConfig = spec(TrainingConfig())
+    logging: LoggingConfig = spec(LoggingConfig())
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read YAML (or start from defaults when ``path`` is None), apply ``key=value`` overrides,
+    and validate the whole tree. Errors are :class:`ConfigError` with one line naming the key."""
+    data = read_yaml(path) if path is not None else {}
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    try:
+        return from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} [{path}]" if path else str(exc)) from None
+
+
+def config_to_dict(cfg: Config) -> dict:
+    return to_dict(cfg)
