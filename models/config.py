@@ -1,4 +1,9 @@
-"""Config section `model`: the hierarchical U-Net's shape and conditioning."""
+"""Config section `model`: the hierarchical U-Net's shape and conditioning.
+
+The defaults are the quickstart network (well under 1M parameters, trains on CPU in minutes).
+The full 10-30M-parameter network is configured in ``configs/config.yaml``; its key values are
+pinned in ``tests/models/test_config.py`` (``DEFAULT_SIZE``).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +16,40 @@ from training.schema import spec
 class ModelConfig:
     base_channels: int = spec(32, ge=4, help="channels at the first level")
     channel_mults: list[int] = spec([1, 2, 4], help="channel multiplier per level")
-    down_factors: list[int] = spec([2, 5], help="downsampling between levels; product must divide 200")
-    d_state: int = spec(32, ge=2, help="S4D state size N (complex pairs: N/2)")
-    attn_heads: int = spec(4, ge=1, help="attention heads in decoder Transformer blocks")
+    down_factors: list[int] = spec([2, 5], help="downsampling between levels (one fewer than levels); product divides 200")
+    blocks_per_level: int = spec(1, ge=1, help="S4D blocks per encoder level, Transformer blocks per decoder level")
+    d_state: int = spec(32, ge=2, help="S4D state size N (N/2 complex conjugate pairs); even")
+    bidirectional: bool = spec(True, help="S4D sees the whole signal (two kernels, one flipped); False: causal")
+    bottleneck_attention: bool = spec(False, help="add a self-attention block in the bottleneck (see bench/model.py)")
+    attn_heads: int = spec(4, ge=1, help="attention heads in Transformer blocks and head pooling")
+    mlp_ratio: int = spec(2, ge=1, help="hidden width of every block MLP, as a multiple of its channels")
+    cond_dim: int = spec(128, ge=8, help="width of the timestep + static-parameter embedding (FiLM input)")
+    head_dim: int = spec(64, ge=4, help="hidden width of the class, peak and threshold heads")
     dropout: float = spec(0.0, ge=0.0, lt=1.0)
     cond_drop_prob: float = spec(0.1, ge=0.0, le=1.0, help="classifier-free guidance: drop the condition with p")
     ssm_lr: float = spec(1e-3, gt=0.0, help="learning rate of S4D log_dt and A (no weight decay)")
+
+    def __post_init__(self) -> None:
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"model.channel_mults: expected a non-empty list of integers >= 1, found {self.channel_mults}")
+        if len(self.down_factors) != len(self.channel_mults) - 1:
+            raise ValueError(
+                f"model.down_factors: expected {len(self.channel_mults) - 1} factors (one fewer than "
+                f"model.channel_mults), found {len(self.down_factors)}: {self.down_factors}"
+            )
+        if any(f < 2 for f in self.down_factors):
+            raise ValueError(f"model.down_factors: expected integers >= 2, found {self.down_factors}")
+        if self.d_state % 2:
+            raise ValueError(f"model.d_state: expected an even state size (conjugate pairs), found {self.d_state}")
+        widths = [self.base_channels * m for m in self.channel_mults]
+        bad = [w for w in widths if w % self.attn_heads]
+        if bad:
+            raise ValueError(
+                f"model.attn_heads: expected a divisor of every level width {widths}, found {self.attn_heads}"
+            )
+        if self.head_dim % self.attn_heads:
+            raise ValueError(f"model.head_dim: expected a multiple of attn_heads={self.attn_heads}, found {self.head_dim}")
+
+    def widths(self) -> list[int]:
+        """Channels per level, finest first."""
+        return [self.base_channels * m for m in self.channel_mults]

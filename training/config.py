@@ -7,6 +7,7 @@ read by some code path: a key that nothing reads is a bug (see tests/training/te
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -21,8 +22,29 @@ from training.schema import ConfigError, apply_override, from_dict, parse_overri
 class DiffusionConfig:
     timesteps: int = spec(1000, ge=2, help="number of diffusion steps T")
     schedule: Literal["cosine", "linear"] = spec("cosine")
+    cosine_s: float = spec(0.008, gt=0.0, help="cosine schedule offset s (Nichol & Dhariwal 2021)")
+    beta_start: float = spec(1e-4, gt=0.0, lt=1.0, help="linear schedule beta_0 for T=1000 (scaled by 1000/T)")
+    beta_end: float = spec(0.02, gt=0.0, lt=1.0, help="linear schedule beta_T for T=1000 (scaled by 1000/T)")
     prediction: Literal["eps", "v", "x0"] = spec("v", help="what the signal head predicts")
     min_snr_gamma: float = spec(5.0, ge=0.0, help="Min-SNR-gamma loss weight; 0 turns it off")
+    # sampling defaults (evaluation.generate and validation figures; CLI flags override them)
+    sampler: Literal["ddpm", "ddim", "dpmpp2m"] = spec("ddim", help="ddpm ancestral, ddim, DPM-Solver++ 2M")
+    sampling_steps: int = spec(50, ge=1, help="network evaluations per sample (ddpm: T for the full chain)")
+    eta: float = spec(0.0, ge=0.0, le=1.0, help="DDIM stochasticity: 0 deterministic, 1 = DDPM posterior noise")
+    timestep_spacing: Literal["linspace", "leading", "trailing"] = spec("linspace", help="how steps pick timesteps")
+    guidance: float = spec(1.0, ge=0.0, help="classifier-free guidance w: uncond + w*(cond - uncond); 1: off")
+    clip_x0: float = spec(0.0, ge=0.0, help="clamp predicted x0 to [-c, c] while sampling; 0: no clamping")
+
+    def __post_init__(self) -> None:
+        if self.sampling_steps > self.timesteps:
+            raise ValueError(
+                f"diffusion.sampling_steps: expected <= diffusion.timesteps ({self.timesteps}), "
+                f"found {self.sampling_steps}"
+            )
+        if self.schedule == "linear" and self.beta_start >= self.beta_end:
+            raise ValueError(
+                f"diffusion.beta_start: expected < diffusion.beta_end ({self.beta_end}), found {self.beta_start}"
+            )
 
 
 @dataclass
@@ -108,10 +130,33 @@ class Config:
     logging: LoggingConfig = spec(LoggingConfig())
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> Config:
+def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Read a config file, resolving ``extends: other.yaml`` (relative to this file) recursively:
+    the base is read first and this file's keys are merged over it, section by section."""
+    path = Path(path)
+    data = read_yaml(path)
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"config file '{path}': key 'extends': expected a file path, found {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"config file '{path}': key 'extends': '{base}' extends itself in a cycle")
+    return _deep_merge(read_config_file(base_path, (*_seen, path.resolve())), data)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
     """Read YAML (or start from defaults when ``path`` is None), apply ``key=value`` overrides,
     and validate the whole tree. Errors are :class:`ConfigError` with one line naming the key."""
-    data = read_yaml(path) if path is not None else {}
+    data = read_config_file(path) if path is not None else {}
     for text in overrides:
         keys, value = parse_override(text)
         apply_override(data, keys, value)

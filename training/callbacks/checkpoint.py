@@ -1,0 +1,98 @@
+"""Checkpointing and early stopping, as callbacks."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from training.callbacks.base import Callback
+from training.checkpoint import save_checkpoint
+
+if TYPE_CHECKING:
+    from training.step import StepOutput
+    from training.trainer import Trainer
+
+
+class CheckpointCallback(Callback):
+    """``last.pt`` every epoch (and every ``training.checkpoint_every_steps`` steps), ``best.pt``
+    when the monitored metric (``training.early_stopping.metric``/``mode``) improves, and an
+    interrupt checkpoint (``last.pt``) on SIGINT/SIGTERM. Rank 0 alone writes."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+
+    def _save(self, trainer: Trainer, name: str) -> None:
+        if not trainer.is_main:
+            return
+        for cb in trainer.callbacks:  # sinks flush first, so the checkpoint never runs ahead of the logs
+            flush = getattr(cb, "flush", None)
+            if callable(flush):
+                flush(trainer)
+        save_checkpoint(trainer.state_dict(), trainer.run_dir / "checkpoints" / name)
+
+    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
+        every = trainer.cfg.training.checkpoint_every_steps
+        if every and out.step % every == 0 and trainer.epoch_step < trainer.steps_per_epoch:
+            self._save(trainer, "last.pt")
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+        es = trainer.cfg.training.early_stopping
+        value = summary.get(es.metric)
+        improved = value is not None and math.isfinite(value) and (
+            self.best is None or (value < self.best if es.mode == "min" else value > self.best)
+        )
+        if improved:
+            self.best = value
+        self._save(trainer, "last.pt")  # after self.best changed, so the saved state knows it
+        if improved:
+            self._save(trainer, "best.pt")
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        from training.trainer import TrainingInterrupted
+
+        if isinstance(exc, TrainingInterrupted):
+            self._save(trainer, "last.pt")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = state["best"]
+
+
+class EarlyStoppingCallback(Callback):
+    """Stop when the monitored validation metric has not improved by more than ``min_delta`` for
+    ``patience`` validations."""
+
+    def __init__(self) -> None:
+        self.best: float | None = None
+        self.bad = 0
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        es = trainer.cfg.training.early_stopping
+        if not es.enabled:
+            return
+        if es.metric not in metrics:
+            raise ValueError(
+                f"config key 'training.early_stopping.metric': expected one of {sorted(metrics)}, found {es.metric!r}"
+            )
+        value = metrics[es.metric]
+        delta = (self.best - value) if (self.best is not None and es.mode == "min") else (
+            (value - self.best) if self.best is not None else math.inf
+        )
+        if delta > es.min_delta:
+            self.best, self.bad = value, 0
+            return
+        self.bad += 1
+        if self.bad >= es.patience:
+            trainer.should_stop = True
+            trainer.logger.info(
+                "early stopping: %s has not improved by more than %g for %d validations (best %.6g)",
+                es.metric, es.min_delta, self.bad, self.best,
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.bad = state["best"], state["bad"]

@@ -1,0 +1,115 @@
+"""Checkpoints: atomic writes, safe loads, and loading a finished run for evaluation/generation.
+
+A checkpoint is a plain dict of tensors and primitive containers, so it loads with
+``torch.load(weights_only=True)``: nothing in it can execute code. It is written to a temporary
+file in the same folder, fsynced, then renamed over the target (``os.replace`` is atomic on POSIX),
+so a kill -9 or a full disk never leaves a half-written ``last.pt``: the previous file survives.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = ("format_version", "model", "config", "stats", "step", "epoch")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format_version": FORMAT_VERSION, **state}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint without executing anything (``weights_only=True``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}': not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # truncated zip, foreign pickle, disallowed global: all unusable
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint '{path}': unreadable ({reason[:200]})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"checkpoint '{path}': expected a dict, found {type(state).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint '{path}': missing keys {missing}")
+    version = state["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint '{path}': format version {version!r} is newer than this code reads ({FORMAT_VERSION})"
+        )
+    return state
+
+
+def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Strict load with a one-line error: a checkpoint of another architecture is never half-loaded."""
+    result = model.load_state_dict(weights, strict=False)
+    own = model.state_dict()
+    mismatched = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
+    if result.missing_keys or result.unexpected_keys or mismatched:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing {len(result.missing_keys)} (e.g. {result.missing_keys[0]})")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {len(result.unexpected_keys)} (e.g. {result.unexpected_keys[0]})")
+        if mismatched:
+            parts.append(f"shape mismatch in {len(mismatched)} (e.g. {mismatched[0]})")
+        raise CheckpointError(
+            f"checkpoint '{path}': weights do not fit this model config ({'; '.join(parts)})"
+        )
+
+
+@dataclass
+class LoadedRun:
+    cfg: Any  # training.config.Config
+    model: torch.nn.Module  # eval mode, EMA weights when the run has them
+    stats: Any  # data.stats.DataStats
+    diffusion: Any  # training.diffusion.GaussianDiffusion
+    run_dir: Path
+    checkpoint: dict[str, Any]
+
+
+def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild the model of a run from its own checkpoint (EMA weights preferred) for inference."""
+    from data.stats import DataStats
+    from models import build_model
+    from training.config import Config
+    from training.diffusion import GaussianDiffusion
+    from training.schema import from_dict
+
+    run_dir = Path(run_dir)
+    if which not in ("best", "last"):
+        raise CheckpointError(f"--checkpoint: expected 'best' or 'last', found {which!r}")
+    path = run_dir / "checkpoints" / f"{which}.pt"
+    if which == "best" and not path.is_file() and (run_dir / "checkpoints" / "last.pt").is_file():
+        path = run_dir / "checkpoints" / "last.pt"
+    state = load_checkpoint(path, map_location=device)
+    cfg = from_dict(Config, state["config"])
+    stats = DataStats.from_dict(state["stats"])
+    model = build_model(cfg.model, stats).to(device)
+    load_model_state(model, state.get("ema") or state["model"], path)
+    model.eval()
+    diffusion = GaussianDiffusion(cfg.diffusion).to(device)
+    return LoadedRun(cfg=cfg, model=model, stats=stats, diffusion=diffusion, run_dir=run_dir, checkpoint=state)

@@ -1,0 +1,110 @@
+"""Build every part of a run from its config: data, network, diffusion, losses, balancer, trainer.
+
+One function serves train.py, the benchmarks and the tests, so they all train the same thing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.callbacks.base import Callback
+from training.config import Config
+from training.distributed import DistInfo
+from training.trainer import Trainer
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"config key 'device': expected auto, cpu, cuda or cuda:N, found {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config key 'device': {name!r} requested but no CUDA device is available")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def build_trainer(
+    cfg: Config,
+    run_dir: str | Path,
+    *,
+    device: torch.device | None = None,
+    dist_info: DistInfo | None = None,
+    callbacks: list[Callback] | None = None,
+    data=None,
+) -> Trainer:
+    """Everything seeded from ``cfg.seed``; ``callbacks=None`` gives the default monitoring set."""
+    from data.dataset import build_data
+    from models import build_model
+    from training.balancers import build_balancer
+    from training.balancers.meta_loss import MetaLoss
+    from training.callbacks import default_callbacks
+    from training.callbacks.checkpoint import CheckpointCallback, EarlyStoppingCallback
+    from training.diffusion import GaussianDiffusion
+    from training.losses import ComponentLosses
+
+    device = device or resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = data if data is not None else build_data(cfg)
+    model = build_model(cfg.model, data.stats)
+    diffusion = GaussianDiffusion(cfg.diffusion)
+    meta_loss = MetaLoss(
+        ComponentLosses(cfg.loss, data.stats, data.class_weights), build_balancer(cfg.loss.balancer)
+    )
+    if callbacks is None:
+        callbacks = [*default_callbacks(cfg), CheckpointCallback(), EarlyStoppingCallback()]
+    return Trainer(
+        cfg, Path(run_dir), model=model, diffusion=diffusion, meta_loss=meta_loss, data=data,
+        callbacks=callbacks, device=device, dist_info=dist_info,
+    )
+
+
+def write_run_files(trainer: Trainer) -> None:
+    """The run's resolved config and normalization statistics (rank 0)."""
+    import yaml
+
+    from training.schema import to_dict
+
+    if not trainer.is_main:
+        return
+    run_dir = trainer.run_dir
+    (run_dir / "config.yaml").write_text(
+        "# Resolved config of this run: `python train.py --config <this file>` reproduces it.\n"
+        + yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+    (run_dir / "normalization.json").write_text(
+        json.dumps(trainer.data.stats.to_dict(), indent=2) + "\n", encoding="utf-8"
+    )
+
+
+def setup_logging(run_dir: Path | None, is_main: bool = True, level: int = logging.INFO) -> logging.Logger:
+    """Logger "abr": console (routed through tqdm by the caller) and run_dir/train.log."""
+    logger = logging.getLogger("abr")
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    logger.setLevel(level if is_main else logging.WARNING)
+    logger.propagate = False
+    fmt = logging.Formatter("%(message)s")
+    console = logging.StreamHandler()
+    console.setFormatter(fmt)
+    logger.addHandler(console)
+    if run_dir is not None and is_main:
+        file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(file)
+    return logger

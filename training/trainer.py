@@ -1,0 +1,453 @@
+"""The training loop.
+
+It reads top to bottom in phases: build the epoch's batches, forward (one pass over the noisy
+*and* the clean signal), let the balancer combine and backpropagate, clip and step, update EMA,
+hand a :class:`StepOutput` to the callbacks; per epoch: validate, let the balancer adapt, hand the
+summary to the callbacks (which log, checkpoint and decide early stopping).
+
+The trainer knows no balancer, head or logging backend by name: balancers implement
+``training.balancers.base.Balancer``; monitoring, checkpoints and health checks are callbacks.
+
+Host syncs: the hot loop reads one value per optimizer step (whether the gradient norm is
+finite: the step must be skipped before ``optimizer.step()`` if it is not). Component losses stay
+on the device; callbacks read them only at log points.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import signal
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
+
+from training.balancers.base import BalanceContext
+from training.callbacks.base import Callback, Record
+from training.components import COMPONENTS, HEAD_GROUPS
+from training.config import Config
+from training.distributed import DistInfo, reduce_mean
+from training.ema import EMA
+from training.optim import build_optimizer, build_scheduler
+from training.sampling import EpochSampler
+from training.step import StepOutput
+
+HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot continue (e.g. too many non-finite steps in a row); the message says why."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written before this was raised."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Trainer:
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        *,
+        model: nn.Module,
+        diffusion: nn.Module,
+        meta_loss: nn.Module,
+        data: Any,  # data.dataset.DataBundle
+        callbacks: Iterable[Callback],
+        device: torch.device,
+        dist_info: DistInfo | None = None,
+    ) -> None:
+        self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
+        self.dist = dist_info or DistInfo()
+        self.is_main = self.dist.is_main
+        self.logger = logging.getLogger("abr")
+        self.data, self.diffusion, self.meta_loss = data, diffusion.to(device), meta_loss.to(device)
+        self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
+        self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
+        if self.dist.enabled:
+            ids = [device.index] if device.type == "cuda" else None
+            self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.callbacks: list[Callback] = list(callbacks)
+        tc = cfg.training
+        self.max_epochs = tc.epochs
+        self.use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
+
+        # -- data: a deterministic, resumable, rank-sharded order ---------------------------------
+        weights = getattr(data, "sample_weights", None) if cfg.data.balanced_sampler else None
+        self.sampler = EpochSampler(len(data.train), seed=cfg.seed, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, weights=weights)
+        micro_per_epoch = self.sampler.per_rank // tc.batch_size
+        self.steps_per_epoch = micro_per_epoch // tc.grad_accum_steps
+        if self.steps_per_epoch < 1:
+            raise TrainingError(
+                f"training.batch_size x grad_accum_steps = {tc.batch_size * tc.grad_accum_steps} exceeds the "
+                f"{self.sampler.per_rank} training recordings per process: lower them or add data"
+            )
+        self.total_steps = self.steps_per_epoch * tc.epochs
+
+        # -- optimization -------------------------------------------------------------------------
+        from models import param_groups
+
+        balancer = meta_loss.balancer
+        self.optimizer = build_optimizer(tc, param_groups(self.model, tc.lr, tc.weight_decay),
+                                         balancer.trainable_parameters())
+        self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
+        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.shared_params = list(self.model.shared_parameters())
+        self.last_shared_params = list(self.model.last_shared_parameters())
+        self.head_params = self.model.head_parameters()
+        self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
+
+        # -- progress state (all of it goes into checkpoints) -------------------------------------
+        self.step = 0  # optimizer steps done
+        self.epoch = 1  # the epoch being trained (1-based)
+        self.epoch_step = 0  # optimizer steps done inside self.epoch
+        self.epoch_sums = torch.zeros(len(COMPONENTS) + 2, device=device)  # total, weighted, components
+        self.epoch_count = torch.zeros((), device=device)
+        self.nan_streak = 0
+        self.skipped_steps = 0
+        self.should_stop = False
+        self.resumed = False
+        self.last_val: dict[str, float] = {}
+        self._signal: int | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # callbacks and records
+
+    @property
+    def lr(self) -> float:
+        return self.optimizer.param_groups[0]["lr"]
+
+    def emit(self, record: Record) -> None:
+        for cb in self.callbacks:
+            cb.on_record(self, record)
+
+    def _call(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------------------------------
+    # the objective
+
+    def _autocast(self):
+        if not self.use_bf16:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        nb = self.device.type == "cuda"
+        return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
+
+    def compute_losses(
+        self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, train: bool
+    ) -> tuple[dict[str, Tensor], list[Tensor]]:
+        """The six component losses for one batch, and the shared features the heads read.
+
+        One forward over 2B signals: the noisy x_t (for the diffusion loss) and, when
+        ``loss.head_input == 'clean'``, the clean x_0 at t = 0 (for the heads, which answer
+        questions about a recorded signal and see the clean signal at evaluation too).
+        """
+        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
+        B = x0.shape[0]
+        t = self.diffusion.sample_timesteps(B, self.device, generator=generator)  # [B]
+        noise = torch.randn(x0.shape, device=self.device, generator=generator)  # [B,1,L]
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        p_drop = self.cfg.model.cond_drop_prob if train else 0.0
+        drop = torch.rand(B, device=self.device, generator=generator) < p_drop  # [B] classifier-free guidance
+        clean = self.cfg.loss.head_input == "clean"
+        if clean:
+            x_in = torch.cat([x_t, x0])  # [2B,1,L]
+            t_in = torch.cat([t, torch.zeros_like(t)])
+            static_in = torch.cat([static, static])
+            drop_in = torch.cat([drop, torch.zeros_like(drop)])  # heads always see the condition
+        else:
+            x_in, t_in, static_in, drop_in = x_t, t, static, drop
+        with self._autocast():
+            out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
+        heads = {k: out[k][B:].float() if clean else out[k].float() for k in HEAD_OUTPUTS}
+        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
+        losses.update(self.meta_loss.components(heads, batch))
+        return {k: losses[k] for k in COMPONENTS}, list(out["features"])
+
+    # ------------------------------------------------------------------------------------------
+    # one optimizer step
+
+    def _optimizer_step(self, micro_batches: list[dict[str, Tensor]]) -> StepOutput:
+        tc = self.cfg.training
+        accum = len(micro_batches)
+        comp_sum = torch.zeros(len(COMPONENTS), device=self.device)
+        objective = torch.zeros((), device=self.device)
+        weighted = torch.zeros((), device=self.device)
+        for i, batch in enumerate(micro_batches):
+            sync = i == accum - 1 or not self.dist.enabled
+            with nullcontext() if sync else self.net.no_sync():
+                losses, features = self.compute_losses(self.net, batch, self.noise_gen, train=True)
+                ctx = BalanceContext(
+                    shared_params=self.shared_params, last_shared_params=self.last_shared_params,
+                    features=features, loss_scale=1.0 / accum, reduce_mean=reduce_mean,
+                )
+                result = self.meta_loss.balancer.backward(losses, ctx)
+            comp_sum += torch.stack([losses[k].detach() for k in COMPONENTS])
+            objective += result.objective
+            weighted += result.weighted_sum
+        comp_mean, objective, weighted = comp_sum / accum, objective / accum, weighted / accum
+
+        # Clip and check: the one host sync of the step (a non-finite step must not be applied).
+        max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.clip_params, max_norm)
+        finite = bool(torch.isfinite(grad_norm) & torch.isfinite(objective))
+        if finite:
+            self.optimizer.step()
+            self.meta_loss.balancer.after_optimizer_step()
+            if self.ema is not None:
+                self.ema.update(self.model)
+            self.nan_streak = 0
+        else:
+            self._on_nonfinite(comp_mean)
+        head_norms = self._head_grad_norms() if (self.step + 1) % tc.log_frequency == 0 else {}
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        self.epoch_step += 1
+        if finite:
+            self.epoch_sums += torch.cat([objective.view(1), weighted.view(1), comp_mean])
+            self.epoch_count += 1
+        return StepOutput(
+            step=self.step, epoch=self.epoch, losses=dict(zip(COMPONENTS, comp_mean.unbind())),
+            objective=objective, weighted_sum=weighted, lr=self.optimizer.param_groups[0]["lr"],
+            grad_norm=grad_norm.detach(), head_grad_norms=head_norms, skipped=not finite,
+        )
+
+    def _head_grad_norms(self) -> dict[str, Tensor]:
+        norms = {}
+        for head, params in self.head_params.items():
+            grads = [p.grad for p in params if p.grad is not None]
+            if grads:
+                norms[head] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        return norms
+
+    def _on_nonfinite(self, comp_mean: Tensor) -> None:
+        tc = self.cfg.training
+        self.nan_streak += 1
+        self.skipped_steps += 1
+        bad = [k for k, v in zip(COMPONENTS, comp_mean.tolist()) if not math.isfinite(v)]
+        where = f"components {bad}" if bad else "gradients"
+        if tc.nan_policy == "raise" or self.nan_streak >= tc.max_consecutive_nan:
+            raise TrainingError(
+                f"non-finite loss at step {self.step + 1} in {where}; {self.nan_streak} non-finite step(s) in a row "
+                f"(training.nan_policy={tc.nan_policy}, training.max_consecutive_nan={tc.max_consecutive_nan}); "
+                f"the last checkpoint is intact"
+            )
+        self.logger.warning(
+            "WARNING non-finite loss at step %d in %s: step skipped (%d in a row, %d in total)",
+            self.step + 1, where, self.nan_streak, self.skipped_steps,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # epochs
+
+    def _loader(self, dataset, sampler=None, shuffle_free_batch: int | None = None) -> DataLoader:
+        return DataLoader(
+            dataset, batch_size=shuffle_free_batch or self.cfg.training.batch_size, sampler=sampler,
+            shuffle=False, drop_last=sampler is not None, num_workers=self.cfg.data.num_workers,
+            pin_memory=self.device.type == "cuda", persistent_workers=False,
+        )
+
+    def _train_epoch(self) -> None:
+        tc = self.cfg.training
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, skip=self.epoch_step * tc.grad_accum_steps * tc.batch_size)
+        micro: list[dict[str, Tensor]] = []
+        for batch in self._loader(self.data.train, self.sampler):
+            if self.epoch_step >= self.steps_per_epoch:
+                break
+            micro.append(self._to_device(batch))
+            if len(micro) < tc.grad_accum_steps:
+                continue
+            out = self._optimizer_step(micro)
+            micro = []
+            self._call("on_step_end", out)
+            if self._signal is not None:
+                raise TrainingInterrupted(self._signal)
+
+    @torch.no_grad()
+    def validate(self, split: str = "val") -> dict[str, float]:
+        """Component means on a split with the EMA weights, at fixed noise (seeded per call) so
+        successive validations are comparable."""
+        net = self.ema.shadow if self.ema is not None else self.model
+        net.eval()
+        gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 7919)
+        sums = torch.zeros(len(COMPONENTS), device=self.device)
+        n = torch.zeros((), device=self.device)
+        for batch in self._loader(getattr(self.data, split), shuffle_free_batch=self.cfg.training.batch_size):
+            batch = self._to_device(batch)
+            losses, _ = self.compute_losses(net, batch, gen, train=False)
+            b = batch["signal"].shape[0]
+            sums += torch.stack([losses[k] for k in COMPONENTS]) * b
+            n += b
+        means = reduce_mean(sums / n.clamp_min(1))
+        comp = dict(zip(COMPONENTS, means.unbind()))
+        objective, weighted = self.meta_loss.balancer.combine(comp, update=False)
+        values = torch.cat([objective.detach().view(1), weighted.detach().view(1), means]).tolist()
+        names = ["total", "weighted", *COMPONENTS]
+        return {f"{split}/{k}": v for k, v in zip(names, values)}
+
+    def _epoch_means(self) -> dict[str, float]:
+        means = reduce_mean(self.epoch_sums / self.epoch_count.clamp_min(1)).tolist()
+        return dict(zip(["train/total", "train/weighted", *(f"train/{c}" for c in COMPONENTS)], means))
+
+    def fit(self) -> dict[str, float]:
+        """Train to the configured number of epochs (or an early stop); returns the last summary."""
+        tc = self.cfg.training
+        self._install_signal_handlers()
+        summary: dict[str, float] = {}
+        try:
+            self._call("on_train_start")
+            while self.epoch <= self.max_epochs and not self.should_stop:
+                self._call("on_epoch_start", self.epoch)
+                self._train_epoch()
+                summary = self._epoch_means()
+                if self.epoch % tc.val_every == 0 or self.epoch == self.max_epochs:
+                    self.last_val = self.validate("val")
+                    summary.update(self.last_val)
+                    self._call("on_validation_end", self.last_val)
+                summary["lr"] = self.lr
+                self.meta_loss.balancer.on_epoch_end(
+                    self.epoch, {c: summary[f"train/{c}"] for c in COMPONENTS}
+                )
+                self._advance_epoch()
+                self._call("on_epoch_end", self.epoch - 1, summary)
+            self._call("on_train_end")
+        except TrainingInterrupted as exc:
+            self.logger.warning(
+                "interrupted by %s at step %d; checkpoint saved; continue with --resume %s",
+                exc.args[0], self.step, self.run_dir,
+            )
+            self._call("on_exception", exc)
+            raise
+        except BaseException as exc:
+            self._call("on_exception", exc)
+            raise
+        finally:
+            self._restore_signal_handlers()
+        return summary
+
+    def _advance_epoch(self) -> None:
+        self.epoch += 1
+        self.epoch_step = 0
+        self.epoch_sums.zero_()
+        self.epoch_count.zero_()
+
+    # ------------------------------------------------------------------------------------------
+    # signals
+
+    def _install_signal_handlers(self) -> None:
+        self._old_handlers = {}
+
+        def handler(signum, _frame):
+            if self._signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._signal = signum
+            self.logger.warning("received %s: stopping after this step", signal.Signals(signum).name)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old_handlers[sig] = signal.signal(sig, handler)
+            except ValueError:  # not the main thread (e.g. inside a test runner thread)
+                pass
+
+    def _restore_signal_handlers(self) -> None:
+        for sig, old in getattr(self, "_old_handlers", {}).items():
+            signal.signal(sig, old)
+
+    # ------------------------------------------------------------------------------------------
+    # state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (see training/checkpoint.py)."""
+        from training.schema import to_dict
+
+        return {
+            "model": self.model.state_dict(),
+            "ema": self.ema.shadow.state_dict() if self.ema is not None else None,
+            "ema_updates": self.ema.updates if self.ema is not None else 0,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "meta_loss": self.meta_loss.state_dict(),
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "numpy": _numpy_state(),
+                "python": _python_state(),
+                "noise": self.noise_gen.get_state(),
+            },
+            "step": self.step,
+            "epoch": self.epoch,
+            "epoch_step": self.epoch_step,
+            "epoch_sums": self.epoch_sums.clone(),
+            "epoch_count": self.epoch_count.clone(),
+            "skipped_steps": self.skipped_steps,
+            "last_val": dict(self.last_val),
+            "config": to_dict(self.cfg),
+            "stats": self.data.stats.to_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from training.checkpoint import load_model_state
+
+        load_model_state(self.model, state["model"], "resume")
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.shadow.load_state_dict(state["ema"])
+            self.ema.updates = int(state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.meta_loss.load_state_dict(state["meta_loss"])
+        for cb in self.callbacks:
+            if type(cb).__name__ in state["callbacks"]:
+                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        _set_numpy_state(rng["numpy"])
+        _set_python_state(rng["python"])
+        self.noise_gen.set_state(rng["noise"])
+        self.step, self.epoch, self.epoch_step = state["step"], state["epoch"], state["epoch_step"]
+        self.epoch_sums.copy_(state["epoch_sums"])
+        self.epoch_count.copy_(state["epoch_count"])
+        self.skipped_steps = state["skipped_steps"]
+        self.last_val = dict(state["last_val"])
+        self.resumed = True
+
+
+# RNG states as plain tensors/ints so checkpoints load with weights_only=True.
+def _numpy_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached": float(cached)}
+
+
+def _set_numpy_state(s: dict[str, Any]) -> None:
+    np.random.set_state((s["name"], s["keys"].numpy().astype(np.uint32), s["pos"], s["has_gauss"], s["cached"]))
+
+
+def _python_state() -> list[Any]:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _set_python_state(s: list[Any]) -> None:
+    random.setstate((s[0], tuple(s[1]), s[2]))
