@@ -21,6 +21,8 @@ class DataConfig:
     synthetic: SyntheticConfig = spec(SyntheticConfig())
     split: list[float] = spec([0.7, 0.15, 0.15], help="train/val/test shares of patients (sum to 1)")
     normalization: Literal["global", "per_sample"] = spec("global", help="signal standardization")
+    strict: bool = spec(True, help="source=file: stop at the first bad recording; false drops and reports them")
+    split_seed: int = spec(0, ge=0, help="seed of the patient-level train/val/test split")
     balanced_sampler: bool = spec(False, help="sample training recordings with inverse class frequency")
     num_workers: int = spec(0, ge=0, help="DataLoader worker processes")
 

@@ -36,3 +36,35 @@ class DataStats:
     def identity(cls) -> DataStats:
         """Unit statistics: for tests and toy models that need no normalization."""
         return cls(0.0, 1.0, [0.0] * 4, [1.0] * 4, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+
+
+def fit_stats(records: object, normalization: str = "global") -> DataStats:
+    """Fit DataStats on ``records`` (a data.records.Records; pass the training split only).
+
+    Signal statistics are over every sample of every recording (µV); they are recorded in
+    per_sample mode too, though that mode z-scores each signal instead. Latency and amplitude
+    statistics are over the recordings whose wave V exists. A zero spread is stored as 1.
+    """
+    import numpy as np
+
+    def spread(x: np.ndarray) -> float:
+        s = float(x.std()) if x.size else 0.0
+        return s if s > 1e-12 else 1.0
+
+    def centre(x: np.ndarray) -> float:
+        return float(x.mean()) if x.size else 0.0
+
+    sig = records.signal.astype(np.float64)
+    static = records.static.astype(np.float64)
+    lat = records.peak_latency[records.peak_mask].astype(np.float64)
+    amp = records.peak_amplitude[records.peak_mask].astype(np.float64)
+    thr = records.threshold.astype(np.float64)
+    return DataStats(
+        signal_mean=centre(sig), signal_std=spread(sig),
+        static_mean=[centre(static[:, j]) for j in range(static.shape[1])],
+        static_std=[spread(static[:, j]) for j in range(static.shape[1])],
+        latency_mean=centre(lat), latency_std=spread(lat),
+        amplitude_mean=centre(amp), amplitude_std=spread(amp),
+        threshold_mean=centre(thr), threshold_std=spread(thr),
+        normalization=normalization,
+    )

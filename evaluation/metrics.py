@@ -295,6 +295,8 @@ def delta_m_percent(
     terms = []
     for k, (m, b, up) in enumerate(zip(model, single_task, higher_is_better, strict=True)):
         if not np.isfinite(b) or b == 0 or not np.isfinite(m):
-            raise ValueError(f"delta_m_percent: expected finite metrics and non-zero baseline, found M={m}, B={b} at {k}")
+            raise ValueError(
+                f"delta_m_percent: expected finite metrics and a non-zero baseline, found M={m}, B={b} at index {k}"
+            )
         terms.append((1.0 if up else -1.0) * (m - b) / abs(b))
     return float(100.0 * np.mean(terms))

@@ -23,7 +23,8 @@ FMP_INDEX = 3
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
     """Sinusoidal embedding of t (B) taken as a float (Vaswani et al. 2017; Ho et al. 2020) -> (B dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)  # (dim/2)
+    n = torch.arange(half, device=t.device, dtype=torch.float32)  # (dim/2)
+    freqs = torch.exp(-math.log(max_period) * n / half)  # (dim/2)
     angles = t.float()[:, None] * freqs[None]  # (B dim/2)
     emb = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)  # (B 2*(dim/2))
     return nn.functional.pad(emb, (0, dim % 2))  # (B dim)

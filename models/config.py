@@ -14,24 +14,28 @@ from training.schema import spec
 
 @dataclass
 class ModelConfig:
-    base_channels: int = spec(32, ge=4, help="channels at the first level")
+    base_channels: int = spec(16, ge=4, help="channels at the first level")
     channel_mults: list[int] = spec([1, 2, 4], help="channel multiplier per level")
-    down_factors: list[int] = spec([2, 5], help="downsampling between levels (one fewer than levels); product divides 200")
+    down_factors: list[int] = spec(
+        [2, 5], help="downsampling between levels (one fewer than levels); product divides L = 200"
+    )
     blocks_per_level: int = spec(1, ge=1, help="S4D blocks per encoder level, Transformer blocks per decoder level")
     d_state: int = spec(32, ge=2, help="S4D state size N (N/2 complex conjugate pairs); even")
     bidirectional: bool = spec(True, help="S4D sees the whole signal (two kernels, one flipped); False: causal")
     bottleneck_attention: bool = spec(False, help="add a self-attention block in the bottleneck (see bench/model.py)")
-    attn_heads: int = spec(4, ge=1, help="attention heads in Transformer blocks and head pooling")
+    attn_heads: int = spec(1, ge=1, help="attention heads in Transformer blocks and head pooling")
     mlp_ratio: int = spec(2, ge=1, help="hidden width of every block MLP, as a multiple of its channels")
-    cond_dim: int = spec(128, ge=8, help="width of the timestep + static-parameter embedding (FiLM input)")
-    head_dim: int = spec(64, ge=4, help="hidden width of the class, peak and threshold heads")
+    cond_dim: int = spec(64, ge=8, help="width of the timestep + static-parameter embedding (FiLM input)")
+    head_dim: int = spec(32, ge=4, help="hidden width of the class, peak and threshold heads")
     dropout: float = spec(0.0, ge=0.0, lt=1.0)
     cond_drop_prob: float = spec(0.1, ge=0.0, le=1.0, help="classifier-free guidance: drop the condition with p")
     ssm_lr: float = spec(1e-3, gt=0.0, help="learning rate of S4D log_dt and A (no weight decay)")
 
     def __post_init__(self) -> None:
         if not self.channel_mults or min(self.channel_mults) < 1:
-            raise ValueError(f"model.channel_mults: expected a non-empty list of integers >= 1, found {self.channel_mults}")
+            raise ValueError(
+                f"model.channel_mults: expected a non-empty list of integers >= 1, found {self.channel_mults}"
+            )
         if len(self.down_factors) != len(self.channel_mults) - 1:
             raise ValueError(
                 f"model.down_factors: expected {len(self.channel_mults) - 1} factors (one fewer than "
@@ -48,8 +52,27 @@ class ModelConfig:
                 f"model.attn_heads: expected a divisor of every level width {widths}, found {self.attn_heads}"
             )
         if self.head_dim % self.attn_heads:
-            raise ValueError(f"model.head_dim: expected a multiple of attn_heads={self.attn_heads}, found {self.head_dim}")
+            raise ValueError(
+                f"model.head_dim: expected a multiple of attn_heads={self.attn_heads}, found {self.head_dim}"
+            )
 
     def widths(self) -> list[int]:
         """Channels per level, finest first."""
         return [self.base_channels * m for m in self.channel_mults]
+
+
+# The full-size network (10-30M parameters) that configs/config.yaml's `model:` section holds; bench/model.py
+# and tests/models/test_config.py build it from here.
+FULL_SIZE: dict = {
+    "base_channels": 128,
+    "channel_mults": [1, 2, 4],
+    "down_factors": [2, 5],
+    "blocks_per_level": 2,
+    "d_state": 64,
+    "bidirectional": True,
+    "bottleneck_attention": False,
+    "attn_heads": 8,
+    "mlp_ratio": 2,
+    "cond_dim": 512,
+    "head_dim": 256,
+}

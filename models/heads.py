@@ -36,8 +36,9 @@ class PooledHead(nn.Module):
         super().__init__()
         self.pool_h = AttentionPool(C_h, heads)
         self.pool_z = AttentionPool(C_z, heads)
+        C = C_h + C_z
         self.mlp = nn.Sequential(
-            nn.LayerNorm(C_h + C_z), nn.Linear(C_h + C_z, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out)
+            nn.LayerNorm(C), nn.Linear(C, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, n_out)
         )
 
     def forward(self, h: Tensor, z: Tensor) -> Tensor:

@@ -53,8 +53,10 @@ class S4DKernel(nn.Module):
 
     def forward(self, L: int) -> Tensor:
         CdB, dtA = self.discretize()
-        # dA^l = exp(dt A l): the Vandermonde matrix, computed from the exponent for accuracy.
-        powers = torch.exp(dtA.unsqueeze(-1) * torch.arange(L, device=dtA.device))  # (H N/2 L)
+        # dA^l = exp(dt A l): the Vandermonde matrix, from the exponent (accurate; no repeated products),
+        # as modulus and angle (torch's complex exp is about 2x slower on CPU than real exp + cos/sin).
+        steps = torch.arange(L, device=dtA.device, dtype=torch.float32)  # (L) = l
+        powers = torch.polar(torch.exp(dtA.real.unsqueeze(-1) * steps), dtA.imag.unsqueeze(-1) * steps)  # (H N/2 L)
         return 2 * torch.einsum("shn,hnl->shl", CdB, powers).real  # (S H L)
 
 
@@ -93,10 +95,12 @@ class S4D(nn.Module):
                 k = nn.functional.pad(k_fwd, (0, L)) + nn.functional.pad(k_bwd.flip(-1), (L, 0))  # (H 2L)
             else:
                 k = k[0]  # (H L); rfft pads it to 2L
-            k_f = torch.fft.rfft(k, n=2 * L, dim=-1).transpose(0, 1)  # (L+1 H)
-            u_f = torch.fft.rfft(u, n=2 * L, dim=1)  # (B L+1 H)
-            y = torch.fft.irfft(u_f * k_f, n=2 * L, dim=1)[:, :L]  # (B L H)
-            return y + u * self.D.float()  # (B L H)
+            u = u.transpose(1, 2)  # (B H L): FFT along the last, contiguous axis
+            k_f = torch.fft.rfft(k, n=2 * L)  # (H L+1)
+            u_f = torch.fft.rfft(u, n=2 * L)  # (B H L+1)
+            y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (B H L)
+            y = y + u * self.D.float()[:, None]  # (B H L)
+            return y.transpose(1, 2)  # (B L H)
 
     def forward(self, u: Tensor) -> Tensor:
         y = self.dropout(self.activation(self.convolve(u)))  # (B L H) float32

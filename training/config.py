@@ -31,7 +31,9 @@ class DiffusionConfig:
     sampler: Literal["ddpm", "ddim", "dpmpp2m"] = spec("ddim", help="ddpm ancestral, ddim, DPM-Solver++ 2M")
     sampling_steps: int = spec(50, ge=1, help="network evaluations per sample (ddpm: T for the full chain)")
     eta: float = spec(0.0, ge=0.0, le=1.0, help="DDIM stochasticity: 0 deterministic, 1 = DDPM posterior noise")
-    timestep_spacing: Literal["linspace", "leading", "trailing"] = spec("linspace", help="how steps pick timesteps")
+    timestep_spacing: Literal["auto", "linspace", "leading", "trailing", "logsnr"] = spec(
+        "auto", help="how steps pick timesteps; auto: linspace for ddpm/ddim, logsnr for dpmpp2m"
+    )
     guidance: float = spec(1.0, ge=0.0, help="classifier-free guidance w: uncond + w*(cond - uncond); 1: off")
     clip_x0: float = spec(0.0, ge=0.0, help="clamp predicted x0 to [-c, c] while sampling; 0: no clamping")
 
@@ -94,18 +96,21 @@ class WandbConfig:
     tags: list[str] = spec([])
     group: str = spec("", help="runs of one -m sweep share a group automatically")
     mode: Literal["offline", "online", "disabled"] = spec("offline")
+    init_timeout: float = spec(30.0, gt=0.0, help="seconds to wait for an online init before going offline")
 
 
 @dataclass
 class HealthConfig:
-    spike_factor: float = spec(5.0, gt=1.0, help="a step loss above factor x window median is a spike")
+    enabled: bool = spec(True, help="run the health monitor (alerts in the console, TensorBoard, metrics.jsonl)")
+    spike_factor: float = spec(5.0, gt=1.0, help="window max objective above factor x median of recent windows")
     grad_explosion: float = spec(1e3, gt=0.0, help="pre-clip gradient norm that raises an alert")
     stall_window: int = spec(200, ge=2, help="optimizer steps compared for stalled components")
     stall_rel_change: float = spec(0.01, gt=0.0, help="a component changing less than this has stalled")
     improve_rel_change: float = spec(0.2, gt=0.0, help="... while another improved more than this")
-    weight_clamp_margin: float = spec(0.05, ge=0.0, help="weights within this share of a clamp alert")
+    weight_clamp_margin: float = spec(0.05, ge=0.0, help="weights within this share of the min..max clamp range alert")
     dominance_share: float = spec(0.9, gt=0.0, le=1.0, help="one weighted component above this share")
     oscillation_window: int = spec(20, ge=4, help="weight records checked for sign-flipping changes")
+    cooldown_steps: int = spec(200, ge=1, help="optimizer steps before the same alert may fire again")
 
 
 @dataclass

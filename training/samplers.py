@@ -21,8 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-Spacing = Literal["linspace", "leading", "trailing"]
-SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing")
+Spacing = Literal["linspace", "leading", "trailing", "logsnr"]
+SPACINGS: tuple[str, ...] = ("linspace", "leading", "trailing", "logsnr")
+# Lowest lambda = log(alpha / sigma) the "logsnr" grid spends steps on. Below it x0_hat is the data
+# mean and one step crosses the rest exactly; DPM-Solver's reference code stops its cosine schedule
+# at t = 0.9946 for the same reason, which is lambda = -4.8 (Lu et al. 2022, code `NoiseScheduleVP`).
+LAMBDA_FLOOR = -5.0
 
 
 @dataclass(frozen=True)
@@ -36,16 +40,24 @@ class Level:
 CLEAN = Level(1.0, 0.0)
 
 
-def timestep_sequence(T: int, steps: int, spacing: Spacing = "linspace") -> list[int]:
+def timestep_sequence(T: int, steps: int, spacing: Spacing = "linspace", lam: Tensor | None = None) -> list[int]:
     """The descending timesteps tau_1 > ... > tau_S that a sampler with ``steps`` evaluations visits.
 
     - ``linspace``: T-1 ... 0, evenly spaced; starts at the noisiest step and ends at the least noisy.
     - ``leading``: (S-1)*(T//S) ... 0, the original DDIM choice (Song et al. 2021); it never visits
       T-1, so it starts from a level whose signal is not quite zero (Lin et al. 2024, Table 2).
     - ``trailing``: T-1, T-1-T/S, ...; starts at T-1 and stops at T/S - 1 (Lin et al. 2024).
+    - ``logsnr``: T-1, then uniform in lambda = log(alpha/sigma) from max(lambda_{T-1}, -5) to
+      lambda_0 (Lu et al. 2022, sec. 3.3); needs ``lam`` [T]. Multistep solvers assume smooth step
+      ratios h_{i-1}/h_i; linspace on the cosine schedule ends with one step 4x longer in lambda
+      than the one before, and DPM-Solver++(2M) overshoots there (tests/training/test_samplers.py).
     """
     if not 1 <= steps <= T:
         raise ValueError(f"sampling steps: expected 1 <= steps <= T ({T}), found {steps}")
+    if spacing == "logsnr":
+        if lam is None or lam.shape != (T,):
+            raise ValueError(f"logsnr spacing: expected lambda per timestep [{T}], found {lam}")
+        return _logsnr_sequence(lam.double().cpu().numpy(), steps)
     if spacing == "linspace":
         ts = np.round(np.linspace(T - 1, 0, steps))
     elif spacing == "leading":
@@ -57,8 +69,30 @@ def timestep_sequence(T: int, steps: int, spacing: Spacing = "linspace") -> list
     return [int(t) for t in ts]
 
 
+def _logsnr_sequence(lam: np.ndarray, steps: int) -> list[int]:
+    T = lam.shape[0]
+    grid = np.linspace(max(lam[-1], LAMBDA_FLOOR), lam[0], steps)  # (S) increasing lambda
+    nearest = np.abs(lam[None, :] - grid[:, None]).argmin(axis=1)  # (S) t closest to each grid point
+    ts = [T - 1]
+    for i in range(1, steps):  # strictly decreasing, leaving room for the steps still to come
+        ts.append(max(min(int(nearest[i]), ts[-1] - 1), steps - 1 - i))
+    return ts
+
+
+def _beta(cur: Level, nxt: Level) -> float:
+    """1 - alpha_bar_t / alpha_bar_prev, written with sigmas: no cancellation when both are near 1."""
+    return max((cur.sigma**2 - nxt.sigma**2) / nxt.alpha**2, 0.0)
+
+
+def gaussian(shape: tuple[int, ...], device, generator: torch.Generator | None = None) -> Tensor:
+    """N(0, I) of ``shape`` on ``device``, drawn on the generator's device (a CPU generator works
+    with a CUDA model, and the same seed gives the same draws wherever the model runs)."""
+    src = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=src).to(device)
+
+
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
-    return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return gaussian(tuple(x.shape), x.device, generator).to(x.dtype)
 
 
 def ddim_step(
@@ -72,7 +106,7 @@ def ddim_step(
 
     eta = 0 is deterministic (the probability-flow ODE, first order); eta = 1 is DDPM's posterior.
     """
-    c = eta * (nxt.sigma / cur.sigma) * math.sqrt(max(1.0 - cur.alpha**2 / nxt.alpha**2, 0.0))
+    c = eta * (nxt.sigma / cur.sigma) * math.sqrt(_beta(cur, nxt))
     x = nxt.alpha * x0 + math.sqrt(max(nxt.sigma**2 - c**2, 0.0)) * eps  # (B C L)
     return x + c * _noise(x, generator) if c > 0 else x
 
@@ -83,7 +117,9 @@ def ddpm_step(x_t: Tensor, x0: Tensor, cur: Level, nxt: Level, generator: torch.
     With a strided chain the one-step beta is beta' = 1 - alpha_bar_t / alpha_bar_prev (respacing,
     Nichol & Dhariwal 2021, sec. 4), and the variance is the posterior's beta_tilde (eq. 7).
     """
-    beta = 1.0 - cur.alpha**2 / nxt.alpha**2  # beta'_t
+    if nxt.sigma == 0.0:  # posterior of the clean level given x0_hat: x0_hat itself
+        return x0
+    beta = _beta(cur, nxt)  # beta'_t
     c0 = nxt.alpha * beta / cur.sigma**2  # sqrt(alpha_bar_prev) beta_t / (1 - alpha_bar_t)
     ct = math.sqrt(1.0 - beta) * nxt.sigma**2 / cur.sigma**2  # sqrt(alpha_t) (1 - alpha_bar_prev) / (1 - alpha_bar_t)
     var = beta * nxt.sigma**2 / cur.sigma**2  # beta_tilde_t

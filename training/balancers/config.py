@@ -1,6 +1,7 @@
 """Config section `loss.balancer`: which strategy combines the six component losses.
 
-One sub-block per strategy; only the selected strategy's block is read.
+One sub-block per strategy; only the selected strategy's block is read (and, with grouping, the
+blocks of the inner strategies). docs/balancing.md says when to use which.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from training.components import HEAD_GROUPS
 from training.schema import spec
 
 STRATEGIES = (
@@ -22,6 +24,96 @@ STRATEGIES = (
     "famo",
     "jacobian",
 )
+
+# TorchJD aggregators selectable by `jacobian.aggregator` (training/balancers/jacobian.py maps them).
+AGGREGATORS = (
+    "upgrad",
+    "dualproj",
+    "pcgrad",
+    "mgda",
+    "imtl_g",
+    "aligned_mtl",
+    "cagrad",
+    "nash_mtl",
+    "graddrop",
+    "gradvac",
+    "config",
+    "mean",
+    "sum",
+)
+
+
+@dataclass
+class ScaleNormConfig:
+    statistic: Literal["running_mean", "batch"] = spec(
+        "running_mean", help="divide by a running mean of the loss, or by the current batch value (detached)"
+    )
+    warmup_steps: int = spec(10, ge=0, help="plain average over the first N observations, then momentum")
+    momentum: float = spec(0.95, ge=0.0, lt=1.0, help="running mean m <- momentum*m + (1-momentum)*L")
+    sqrt_output_correction: bool = spec(False, help="multiply by sqrt(output elements) (seed 001, fix 2)")
+    output_elements: dict[str, int] = spec(
+        {"signal": 200, "class": 5, "peak_exist": 1, "peak_latency": 1, "peak_amplitude": 1, "threshold": 1},
+        help="output elements each component's loss is averaged over (for sqrt_output_correction)",
+    )
+    eps: float = spec(1e-8, gt=0.0, help="floor of the running mean")
+
+
+@dataclass
+class GradNormConfig:
+    alpha: float = spec(1.5, ge=0.0, help="restoring-force strength alpha (Chen et al. 2018)")
+    lr: float = spec(0.025, gt=0.0, help="Adam learning rate of the weights (their own optimizer)")
+    layer: Literal["last", "all"] = spec("last", help="gradient norms on the last shared layer, or all shared params")
+    min_weight: float = spec(1e-4, gt=0.0, help="weights are clamped to at least this before renormalizing")
+
+
+@dataclass
+class UncertaintyConfig:
+    init_log_var: float = spec(0.0, help="initial s = log sigma^2 (shifted by -log weight, see docs)")
+    regularizer: Literal["log", "log1p"] = spec(
+        "log", help="log: 1/2 s (Kendall 2018; objective may be < 0); log1p: 1/2 log(1+sigma^2) (Liebel 2018; >= 0)"
+    )
+
+
+@dataclass
+class DWAConfig:
+    temperature: float = spec(2.0, gt=0.0, help="softmax temperature T (Liu et al. 2019)")
+    normalize: Literal["none", "initial"] = spec(
+        "none", help="none: the paper; initial: divide each loss by its first observed value (scale-free)"
+    )
+
+
+@dataclass
+class InverseLossConfig:
+    """Shared by equal_init, equal_init_ema and ema (seed 002)."""
+
+    ema_alpha: float = spec(0.9, ge=0.0, lt=1.0, help="w <- alpha*w + (1-alpha)*w_target at each update")
+    update_frequency: int = spec(1, ge=1, help="epochs between weight updates")
+    min_weight: float = spec(1e-4, gt=0.0)
+    max_weight: float = spec(1e4, gt=0.0)
+    eps: float = spec(1e-8, gt=0.0, help="w_target = w_config / (L + eps)")
+
+    def __post_init__(self) -> None:
+        if self.min_weight > self.max_weight:
+            raise ValueError(f"expected min_weight <= max_weight, found {self.min_weight} > {self.max_weight}")
+
+
+@dataclass
+class FAMOConfig:
+    lr: float = spec(0.025, gt=0.0, help="Adam learning rate of the task logits xi (Liu et al. 2023)")
+    gamma: float = spec(0.01, ge=0.0, help="weight decay of the logits (the paper's gamma)")
+    eps: float = spec(1e-8, gt=0.0, help="added to each loss before its log")
+
+
+@dataclass
+class JacobianConfig:
+    aggregator: Literal[AGGREGATORS] = spec("upgrad", help="TorchJD aggregator of the Jacobian rows")  # type: ignore[valid-type]
+
+
+@dataclass
+class GroupingConfig:
+    enabled: bool = spec(False, help="balance head groups with `strategy`, members inside a group with `inner`")
+    groups: dict[str, list[str]] = spec({k: list(v) for k, v in HEAD_GROUPS.items()})
+    inner: dict[str, str] = spec({"peak": "scale_norm"}, help="group -> inner strategy (default: fixed)")
 
 
 @dataclass
@@ -38,3 +130,16 @@ class BalancerConfig:
         },
         help="initial (fixed: constant) weight per component",
     )
+    scale_norm: ScaleNormConfig = spec(ScaleNormConfig())
+    gradnorm: GradNormConfig = spec(GradNormConfig())
+    uncertainty: UncertaintyConfig = spec(UncertaintyConfig())
+    dwa: DWAConfig = spec(DWAConfig())
+    inverse_loss: InverseLossConfig = spec(InverseLossConfig(), help="equal_init, equal_init_ema, ema")
+    famo: FAMOConfig = spec(FAMOConfig())
+    jacobian: JacobianConfig = spec(JacobianConfig())
+    grouping: GroupingConfig = spec(GroupingConfig())
+
+    def __post_init__(self) -> None:
+        for name, w in self.weights.items():
+            if not w > 0:
+                raise ValueError(f"expected weights.{name} > 0, found {w}")

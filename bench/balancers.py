@@ -1,0 +1,136 @@
+"""Balancer benchmark: training-step time of each strategy relative to `fixed`.
+
+    python bench/balancers.py [--threads 1] [--batch 16] [--steps 12] [--warmup 2]
+
+One training step as the trainer does it, on the quickstart network (``ModelConfig()``): one
+forward over the noisy x_t (for ``signal``) and the clean x0 at t = 0 (for the heads), the six
+component losses, ``balancer.backward``, clipping, the optimizer step and
+``balancer.after_optimizer_step``. Every strategy gets its own identically seeded model; the
+strategies take turns step by step (round robin) so that machine load drifts hit all of them
+alike. Reported: the median step time over ``--steps`` timed steps and its ratio to `fixed`.
+
+Prints a table and writes bench/results/balancers.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from data.stats import DataStats  # noqa: E402
+from models import ModelConfig, build_model  # noqa: E402
+from training.balancers import BalanceContext, BalancerConfig, build_balancer  # noqa: E402
+from training.balancers.config import STRATEGIES  # noqa: E402
+from training.balancers.meta_loss import MetaLoss  # noqa: E402
+from training.components import COMPONENTS  # noqa: E402
+from training.config import DiffusionConfig, LossConfig  # noqa: E402
+from training.diffusion import GaussianDiffusion  # noqa: E402
+from training.losses import ComponentLosses  # noqa: E402
+
+L = 200
+HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
+
+
+def make_batch(B: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    mask = torch.rand(B, generator=g) < 0.75
+    return {
+        "signal": torch.randn(B, 1, L, generator=g),
+        "static": torch.rand(B, 4, generator=g) * torch.tensor([10.0, 100.0, 50.0, 1500.0]),
+        "label": torch.randint(0, 5, (B,), generator=g),
+        "peak_mask": mask,
+        "peak_latency": 7.8 + torch.randn(B, generator=g),
+        "peak_amplitude": 0.17 + 0.1 * torch.randn(B, generator=g),
+        "threshold": 40 + 20 * torch.randn(B, generator=g),
+    }
+
+
+class Setup:
+    """One strategy's model, diffusion, MetaLoss and optimizer (same seed for every strategy)."""
+
+    def __init__(self, strategy: str, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.model = build_model(ModelConfig(), DataStats.identity()).train()
+        self.diffusion = GaussianDiffusion(DiffusionConfig())
+        self.meta = MetaLoss(ComponentLosses(LossConfig(), DataStats.identity(), torch.ones(5)),
+                             build_balancer(BalancerConfig(strategy=strategy)))
+        self.params = [*self.model.parameters(), *self.meta.balancer.trainable_parameters()]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-3)
+        self.shared = list(self.model.shared_parameters())
+        self.last_shared = list(self.model.last_shared_parameters())
+        self.gen = torch.Generator().manual_seed(seed + 1)
+
+    def step(self, batch: dict[str, torch.Tensor]) -> None:
+        x0, static = batch["signal"], batch["static"]
+        B = x0.shape[0]
+        t = self.diffusion.sample_timesteps(B, x0.device, generator=self.gen)
+        noise = torch.randn(x0.shape, generator=self.gen)
+        x_in = torch.cat([self.diffusion.q_sample(x0, t, noise), x0])  # [2B,1,L] noisy, then clean
+        t_in = torch.cat([t, torch.zeros_like(t)])
+        out = self.model(x_in, t_in, torch.cat([static, static]), drop_cond=torch.zeros(2 * B, dtype=torch.bool),
+                         return_features=True)
+        heads = {k: out[k][B:] for k in HEAD_OUTPUTS}
+        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B], x0, noise, t), **self.meta(heads, batch)}
+        ctx = BalanceContext(shared_params=self.shared, last_shared_params=self.last_shared,
+                             features=list(out["features"]))
+        self.meta.balancer.backward({k: losses[k] for k in COMPONENTS}, ctx)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.meta.balancer.after_optimizer_step()
+        self.opt.zero_grad(set_to_none=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--steps", type=int, default=12, help="timed steps per strategy")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps per strategy first")
+    ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "balancers.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    strategies = ["fixed", *[s for s in args.strategies if s != "fixed"]]
+    setups = {s: Setup(s) for s in strategies}
+    g = torch.Generator().manual_seed(123)
+    times: dict[str, list[float]] = {s: [] for s in strategies}
+    for i in range(args.warmup + args.steps):
+        batch = make_batch(args.batch, g)
+        for s in strategies:  # round robin: load drift is shared
+            t0 = time.perf_counter()
+            setups[s].step(batch)
+            if i >= args.warmup:
+                times[s].append(time.perf_counter() - t0)
+    base = statistics.median(times["fixed"])
+    rows = []
+    for s in strategies:
+        med = statistics.median(times[s])
+        rows.append({"strategy": s, "median_ms": round(1000 * med, 2), "relative_to_fixed": round(med / base, 3),
+                     "min_ms": round(1000 * min(times[s]), 2), "max_ms": round(1000 * max(times[s]), 2)})
+    print(f"{'strategy':16s} {'median ms':>10s} {'x fixed':>8s} {'min ms':>8s} {'max ms':>8s}")
+    for r in rows:
+        print(f"{r['strategy']:16s} {r['median_ms']:10.1f} {r['relative_to_fixed']:8.2f} {r['min_ms']:8.1f} "
+              f"{r['max_ms']:8.1f}")
+    result = {
+        "what": "training-step time per balancer strategy, quickstart model, CPU",
+        "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
+        "torch": torch.__version__, "machine": platform.platform(), "processor": platform.processor(),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

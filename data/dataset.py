@@ -1,0 +1,117 @@
+"""The training-facing data API: ``build_data(cfg) -> DataBundle``.
+
+Items are dicts of tensors; ``torch.utils.data.default_collate`` turns a list of them into the
+batch dict of DESIGN.md::
+
+    signal          float32 [1, 200]  normalized with the training statistics (see DataStats)
+    static          float32 [4]       physical units: age (years), intensity (dB nHL), rate (/s), FMP
+    label           int64   []        index into CLASS_NAMES
+    peak_mask       bool    []        wave V present
+    peak_latency    float32 []        ms; 0.0 where peak_mask is False (never NaN)
+    peak_amplitude  float32 []        µV; 0.0 where peak_mask is False
+    threshold       float32 []        dB nHL
+    patient_id      int64   []
+
+Every tensor is computed once when the dataset is built; ``__getitem__`` only indexes. For a
+trainer that wants to skip the DataLoader, ``ABRDataset.batch(index)`` returns a whole batch dict
+from an index tensor, and ``ABRDataset.tensors`` holds the full columns.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from data.records import Records
+from data.splits import balanced_sampler, class_weights, split_patients
+from data.stats import DataStats, fit_stats
+
+if TYPE_CHECKING:
+    from data.config import DataConfig
+    from training.config import Config
+
+log = logging.getLogger(__name__)
+
+
+class ABRDataset(torch.utils.data.Dataset):
+    """Recordings as precomputed tensors (see the module docstring for the item layout)."""
+
+    def __init__(self, records: Records, stats: DataStats) -> None:
+        signal = torch.from_numpy(np.ascontiguousarray(records.signal, dtype=np.float32))  # (N L) µV
+        if stats.normalization == "per_sample":  # discards absolute amplitude (docs/data.md)
+            mean, std = signal.mean(dim=1, keepdim=True), signal.std(dim=1, keepdim=True)
+            signal = (signal - mean) / std.clamp_min(1e-6)
+        else:
+            signal = (signal - stats.signal_mean) / stats.signal_std
+        mask = torch.from_numpy(records.peak_mask.astype(bool))
+
+        def masked(values: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.where(records.peak_mask, values, 0.0).astype(np.float32))
+
+        self.tensors: dict[str, torch.Tensor] = {
+            "signal": signal.unsqueeze(1).contiguous(),  # (N 1 L)
+            "static": torch.from_numpy(records.static.astype(np.float32)),  # (N 4)
+            "label": torch.from_numpy(records.label.astype(np.int64)),  # (N,)
+            "peak_mask": mask,  # (N,)
+            "peak_latency": masked(records.peak_latency),  # (N,)
+            "peak_amplitude": masked(records.peak_amplitude),  # (N,)
+            "threshold": torch.from_numpy(records.threshold.astype(np.float32)),  # (N,)
+            "patient_id": torch.from_numpy(records.patient_id.astype(np.int64)),  # (N,)
+        }
+
+    def __len__(self) -> int:
+        return len(self.tensors["label"])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {k: v[i] for k, v in self.tensors.items()}
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch dict for ``index`` (a 1-D integer tensor), without collating items."""
+        return {k: v[index] for k, v in self.tensors.items()}
+
+
+@dataclass
+class DataBundle:
+    train: torch.utils.data.Dataset
+    val: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset
+    stats: DataStats  # fitted on the train split only
+    class_weights: torch.Tensor  # float32 [5], mean 1
+    train_sampler: torch.utils.data.Sampler | None  # balanced sampler when cfg.data.balanced_sampler
+
+
+def load_records(data: DataConfig) -> Records:
+    """All recordings of the configured source: generated in memory, or read from a native file."""
+    if data.source == "synthetic":
+        from data.synthetic import generate
+
+        return generate(data.synthetic.patients, data.synthetic.seed)
+    from data.native import read_native
+
+    records, report = read_native(data.path, strict=data.strict)
+    if report.n_kept < report.n_read:
+        for line in report.lines():
+            log.warning(line)
+    return records
+
+
+def build_data(cfg: Config) -> DataBundle:
+    """Load, split by patient (stratified by class), fit statistics on train, build the datasets."""
+    records = load_records(cfg.data)
+    train, val, test = (records.subset(i) for i in
+                        split_patients(records.patient_id, records.label, cfg.data.split, cfg.data.split_seed))
+    if len(train) == 0:
+        raise ValueError(f"data: the training split is empty ({len(records)} recordings, split {cfg.data.split})")
+    stats = fit_stats(train, cfg.data.normalization)
+    return DataBundle(
+        train=ABRDataset(train, stats),
+        val=ABRDataset(val, stats),
+        test=ABRDataset(test, stats),
+        stats=stats,
+        class_weights=class_weights(train.label, cfg.loss.class_weights),
+        train_sampler=balanced_sampler(train.label, cfg.seed) if cfg.data.balanced_sampler else None,
+    )

@@ -1,0 +1,210 @@
+"""The Eaton-Peabody Lab (EPL) text format, as read by the open-source ``abr`` analysis program.
+
+An EPL file is one intensity series of one ear::
+
+    :RUN-3<TAB>LEVEL SWEEP<TAB>...
+    :SW EAR: R<TAB>SW FREQ: 16.00<TAB># AVERAGES: 512<TAB>REP RATE (/sec): 40<TAB>...<TAB>SAMPLE (µsec): 10
+    :NOTES-
+    :LEVELS:10;15;20;...;80;
+    :DATA
+     -0.052685<TAB> -0.016803<TAB> ...     (one row per time sample, one column per level)
+
+(Latin-1 text; lines may end in CR.) The ``abr`` program (Buran, BSD-3-Clause) reads it in
+``abr/parsers/EPL.py``: levels from ``:LEVELS:``, sampling period from ``SAMPLE (µsec)``, the data
+reshaped to (samples, levels), all-zero waveforms skipped (an acquisition bug), and by default a
+1st-order Butterworth band-pass 300-3000 Hz applied forward and backward (``filtfilt``). Its
+analysis files (``<file>-<freq>kHz-analyzed.txt``) hold the threshold and, per level, the marked
+``P<i> Latency`` / ``P<i> Amplitude`` (a negative latency means no peak).
+
+Conversion to the pipeline's 200 samples at 20 kHz:
+
+1. band-pass as the ``abr`` program does (its defaults; configurable, or off), at the file's rate;
+2. resample to 20 kHz with ``scipy.signal.resample_poly`` (polyphase FIR, Kaiser window, which is
+   the anti-aliasing low-pass at the new Nyquist frequency, 10 kHz);
+3. keep the first 10 ms (200 samples); a shorter record is reported as a bad signal length;
+4. multiply by ``scale`` (EPL samples are taken to be µV).
+
+The file carries no class, age or (without an analysis file) threshold: they are given by the
+caller. FMP is estimated as the variance over 2-10 ms divided by the variance of the record after
+12 ms, where the response is over (needs records of at least 14 ms, else pass ``fmp``). The
+levels are copied into the intensity column as they are (EPL files from animal labs use dB SPL).
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from scipy import signal as sps
+
+from data.records import (
+    SAMPLE_RATE_HZ,
+    SIGNAL_LENGTH,
+    DataFormatError,
+    Records,
+    ValidationReport,
+    class_index,
+    validate,
+)
+from data.waveform import FMP_WINDOW
+from training.components import CLASS_NAMES
+
+ABR_DEFAULT_FILTER = {"highpass": 300.0, "lowpass": 3000.0, "order": 1}  # abr/main.py defaults
+NOISE_FROM_MS = 12.0
+
+_P_LEVELS = re.compile(r":LEVELS:([0-9.;\-]+)")
+_P_PERIOD = re.compile(r"SAMPLE \(.+?sec\): ([0-9.]+)")
+_P_RATE = re.compile(r"REP RATE \(/sec\): ([0-9.]+)")
+_P_AVERAGES = re.compile(r"# AVERAGES: ([0-9]+)")
+_P_FREQ = re.compile(r"FREQ: ([0-9.]+)")
+
+
+def parse_epl(path: str | Path) -> dict:
+    """The raw content: levels (M,), fs_hz, rate, averages, frequency_khz, data (M T) as in the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    text = path.read_text(encoding="ISO-8859-1")
+    if not text.startswith(":RUN-"):
+        raise DataFormatError(f"{path}: not an EPL file (expected it to start with ':RUN-')")
+    header, sep, body = text.partition(":DATA")
+    if not sep:
+        raise DataFormatError(f"{path}: no ':DATA' marker; expected the header to end with ':DATA'")
+
+    def field(pattern: re.Pattern, what: str, required: bool = True) -> str | None:
+        m = pattern.search(header)
+        if m is None and required:
+            raise DataFormatError(f"{path}: header has no {what}")
+        return m.group(1) if m else None
+
+    levels = np.array([float(v) for v in field(_P_LEVELS, "':LEVELS:' list").strip(";").split(";") if v])
+    period_us = float(field(_P_PERIOD, "'SAMPLE (µsec)' sampling period"))
+    try:
+        values = np.array(body.split(), dtype=np.float64)
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: data section is not all numbers ({exc})") from None
+    if len(levels) == 0 or values.size % len(levels):
+        raise DataFormatError(f"{path}: {values.size} data values do not fill {len(levels)} level columns")
+    rate = field(_P_RATE, "'REP RATE (/sec)'", required=False)
+    averages = field(_P_AVERAGES, "'# AVERAGES'", required=False)
+    freq = field(_P_FREQ, "'FREQ'", required=False)
+    return {
+        "levels": levels,
+        "fs_hz": 1e6 / period_us,
+        "rate": float(rate) if rate else float("nan"),
+        "averages": int(averages) if averages else None,
+        "frequency_khz": float(freq) if freq else None,
+        "data": values.reshape(-1, len(levels)).T,  # (M T)
+    }
+
+
+def parse_analysis(path: str | Path, wave: int = 5) -> tuple[float | None, dict[float, tuple[float, float]]]:
+    """An ``abr`` analysis file: (threshold or None, {level: (latency ms, amplitude)} for wave ``wave``)."""
+    path = Path(path)
+    lines = path.read_text(encoding="ISO-8859-1").splitlines()
+    threshold = None
+    peaks: dict[float, tuple[float, float]] = {}
+    header = None
+    for line in lines:
+        if line.startswith("Threshold"):
+            value = line.split(":", 1)[1].strip()
+            threshold = None if value.lower() in ("none", "nan", "") else float(value)
+        elif line.startswith("Level"):
+            header = line.rstrip("\t").split("\t")
+        elif header is not None and line.strip():
+            cells = dict(zip(header, line.split("\t"), strict=False))
+            lat, amp = cells.get(f"P{wave} Latency"), cells.get(f"P{wave} Amplitude")
+            if lat is not None and amp is not None:
+                peaks[float(cells["Level"])] = (float(lat), float(amp))
+    if header is None:
+        raise DataFormatError(f"{path}: no 'Level' header line; expected an abr analysis file")
+    return threshold, peaks
+
+
+def resample(x: np.ndarray, fs_hz: float) -> np.ndarray:
+    """(M T) at fs_hz -> (M T') at 20 kHz, polyphase FIR (anti-aliasing included)."""
+    ratio = Fraction(SAMPLE_RATE_HZ / fs_hz).limit_denominator(1000)
+    return sps.resample_poly(x, ratio.numerator, ratio.denominator, axis=-1)
+
+
+def read_epl(
+    path: str | Path,
+    label: str,
+    age: float,
+    patient_id: int = 0,
+    threshold: float | None = None,
+    analysis: str | Path | None = None,
+    wave: int = 5,
+    filter_settings: dict | None = ABR_DEFAULT_FILTER,
+    scale: float = 1.0,
+    fmp: float | None = None,
+    strict: bool = True,
+) -> tuple[Records, ValidationReport]:
+    """Read one EPL file as Records (one recording per level); see the module docstring."""
+    path = Path(path)
+    raw = parse_epl(path)
+    cls = class_index(label)
+    if cls < 0:
+        raise DataFormatError(f"{path}: label: expected one of {list(CLASS_NAMES)}, found {label!r}")
+    notes = []
+    peaks: dict[float, tuple[float, float]] = {}
+    if analysis is not None:
+        file_threshold, peaks = parse_analysis(analysis, wave)
+        threshold = file_threshold if threshold is None else threshold
+        if not peaks:
+            notes.append(f"analysis file has no P{wave} columns: wave V absent in every recording")
+    else:
+        notes.append("no analysis file: wave V absent in every recording (pass --analysis to read marked peaks)")
+    if threshold is None:
+        raise DataFormatError(f"{path}: no threshold; pass --threshold (the analysis file, if any, says None)")
+    data, levels = raw["data"], raw["levels"]
+    x = data
+    if filter_settings:
+        b, a = sps.iirfilter(int(filter_settings["order"]), (filter_settings["highpass"], filter_settings["lowpass"]),
+                             btype="band", ftype="butter", fs=raw["fs_hz"])
+        x = sps.filtfilt(b, a, x, axis=-1)
+    x = resample(x, raw["fs_hz"]) * scale  # (M T') at 20 kHz, µV
+    fmp_values = _fmp(path, x, fmp)
+    lat = np.array([peaks.get(float(lv), (np.nan, np.nan))[0] for lv in levels])
+    amp = np.array([peaks.get(float(lv), (np.nan, np.nan))[1] for lv in levels]) * scale
+    mask = np.isfinite(lat) & (lat > 0) & np.isfinite(amp)
+    keep = ~(data == 0).all(axis=1)  # all-zero waveforms: the EPL acquisition bug the abr program skips
+    x, levels, lat, amp, mask, fmp_values = (v[keep] for v in (x, levels, lat, amp, mask, fmp_values))
+    m = len(levels)
+    cols = {
+        "signal": [row[:SIGNAL_LENGTH] for row in x],
+        "static": np.stack([np.full(m, float(age)), levels, np.full(m, raw["rate"]), fmp_values], axis=1),
+        "label": np.full(m, cls, dtype=np.int64),
+        "peak_mask": mask,
+        "peak_latency": np.where(mask, lat, np.nan),
+        "peak_amplitude": np.where(mask, amp, np.nan),
+        "threshold": np.full(m, float(threshold)),
+        "patient_id": np.full(m, int(patient_id), dtype=np.int64),
+    }
+    lengths = np.array([min(len(row), SIGNAL_LENGTH) for row in x])
+    fs = filter_settings or {}
+    filt = (f"Butterworth band-pass {fs['highpass']:g}-{fs['lowpass']:g} Hz, order {fs['order']}, filtfilt"
+            if fs else "none")
+    meta = {"source": {"kind": "epl", "file": path.name, "fs_hz": raw["fs_hz"], "filter": filt,
+                       "resampling": "scipy.signal.resample_poly to 20 kHz, first 10 ms", "scale": scale,
+                       "frequency_khz": raw["frequency_khz"], "averages": raw["averages"],
+                       "intensity_unit_in_file": "as in the file's :LEVELS: (dB SPL in EPL files)"}}
+    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    report.notes.extend(notes)
+    report.n_read += int((~keep).sum())
+    report.add("all-zero waveform (EPL acquisition bug)", np.flatnonzero(~keep))
+    return records, report
+
+
+def _fmp(path: Path, x: np.ndarray, fixed: float | None) -> np.ndarray:
+    if fixed is not None:
+        return np.full(len(x), float(fixed))
+    start = int(NOISE_FROM_MS * SAMPLE_RATE_HZ / 1e3)
+    if x.shape[1] < start + int(2e-3 * SAMPLE_RATE_HZ):
+        raise DataFormatError(f"{path}: record is {x.shape[1] / SAMPLE_RATE_HZ * 1e3:.1f} ms; FMP needs >= 14 ms "
+                              "(noise after 12 ms); pass --fmp VALUE")
+    noise_var = x[:, start:].var(axis=1)
+    window = x[:, :SIGNAL_LENGTH][:, FMP_WINDOW]
+    return window.var(axis=1) / np.maximum(noise_var, 1e-12)

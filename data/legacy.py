@@ -1,0 +1,307 @@
+"""The earlier system's processed file (pickle or joblib), read without executing code from it.
+
+The file holds a dict::
+
+    {"data": [ {"patient_id", "static_params" (4: age, intensity, rate, FMP), "signal" (200),
+                "v_peak" (2: latency ms, amplitude µV), "v_peak_mask" (2, bool), "target" (int),
+                "clinical_threshold" (optional)}, ... ],
+     "scaler": StandardScaler, "label_encoder": LabelEncoder, "metadata": {...}}
+
+``pickle.load`` on such a file runs whatever callables it names, so a crafted file can run a
+command. :class:`SafeUnpickler` resolves only an allow-list of names: numpy array reconstruction,
+builtin containers, and scikit-learn's StandardScaler / LabelEncoder, which are rebuilt as inert
+stand-ins holding their fitted attributes (sklearn is never imported). Anything else raises
+:class:`UnsafePickleError` before it can be called. joblib files go through the same allow-list
+(joblib's own unpickler, with ``find_class`` replaced), including compressed ones.
+
+Conversion: ``target`` indices follow the file's label encoder (classes in alphabetical order:
+NORMAL, NÖROPATİ, SNİK, TOTAL, İTİK); names are matched to CLASS_NAMES ignoring case and Turkish
+diacritics. If the scaler was fitted on 4 (static) or 200 (signal) features and that block looks
+standardized (column means near 0 and standard deviations near 1), it is inverse-transformed to
+physical units; the report says which. wave V counts as present where both ``v_peak_mask``
+entries are true; one true and one false is kept as absent and counted in the report.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from data.records import (
+    NUM_CLASSES,
+    SIGNAL_LENGTH,
+    STATIC_NAMES,
+    DataFormatError,
+    Records,
+    ValidationReport,
+    class_index,
+    validate,
+)
+from training.components import CLASS_NAMES
+
+
+class UnsafePickleError(DataFormatError):
+    """The file names a callable outside the allow-list; nothing from it was executed."""
+
+
+class _Inert:
+    """Stand-in for an allow-listed class: keeps the pickled state as attributes, has no behaviour."""
+
+    def __setstate__(self, state: object) -> None:
+        if isinstance(state, tuple) and len(state) == 2:  # (dict state, slot state)
+            state = {**(state[0] or {}), **(state[1] or {})}
+        if not isinstance(state, dict):
+            raise UnsafePickleError(f"{type(self).__name__}: expected a dict state, found {type(state).__name__}")
+        self.__dict__.update(state)
+
+
+class StandardScaler(_Inert):
+    """Fitted attributes of sklearn.preprocessing.StandardScaler (mean_, scale_, n_features_in_)."""
+
+
+class LabelEncoder(_Inert):
+    """Fitted attributes of sklearn.preprocessing.LabelEncoder (classes_)."""
+
+
+_ma, _numeric = np._core.multiarray, np._core.numeric  # numpy >= 2 (pinned in requirements.txt)
+_NUMPY_MODULES = ("numpy", "numpy.core.multiarray", "numpy._core.multiarray", "numpy.core.numeric",
+                  "numpy._core.numeric", "numpy.dtypes")
+_ALLOWED: dict[tuple[str, str], object] = {
+    **{(m, "_reconstruct"): _ma._reconstruct for m in _NUMPY_MODULES},
+    **{(m, "scalar"): _ma.scalar for m in _NUMPY_MODULES},
+    **{(m, "_frombuffer"): _numeric._frombuffer for m in _NUMPY_MODULES},
+    **{(m, "ndarray"): np.ndarray for m in _NUMPY_MODULES},
+    **{(m, "dtype"): np.dtype for m in _NUMPY_MODULES},
+    ("builtins", "dict"): dict, ("builtins", "list"): list, ("builtins", "tuple"): tuple,
+    ("builtins", "set"): set, ("builtins", "frozenset"): frozenset, ("builtins", "bytearray"): bytearray,
+    ("builtins", "complex"): complex, ("builtins", "object"): object,
+    ("collections", "OrderedDict"): dict,
+    ("copyreg", "_reconstructor"): None,  # filled below: object.__new__ only, never a base's __init__
+}
+_PY2_MODULES = {"copy_reg": "copyreg", "__builtin__": "builtins"}
+_SKLEARN = {"StandardScaler": StandardScaler, "LabelEncoder": LabelEncoder}
+_SKLEARN_MODULES = ("sklearn.preprocessing", "sklearn.preprocessing._data", "sklearn.preprocessing.data",
+                    "sklearn.preprocessing._label", "sklearn.preprocessing.label")
+
+
+def _reconstructor(cls: type, base: type, state: object) -> object:
+    """copyreg._reconstructor for protocol 0/1 files, limited to plain objects of allowed classes."""
+    if base is not object or state is not None:
+        raise UnsafePickleError(f"copyreg._reconstructor: expected base 'object', found {base!r}")
+    return object.__new__(cls)
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
+    """_codecs.encode as protocol 0-2 pickles use it for numpy's raw bytes: latin-1 only."""
+    if encoding.replace("-", "").lower() != "latin1" or not isinstance(text, str):
+        raise UnsafePickleError(f"_codecs.encode: expected a str and encoding 'latin1', found {encoding!r}")
+    return text.encode("latin1")
+
+
+_ALLOWED[("copyreg", "_reconstructor")] = _reconstructor
+_ALLOWED[("_codecs", "encode")] = _latin1_encode
+# numpy dtype classes (numpy.dtypes.Float32DType, ...) appear in some numpy >= 1.25 pickles
+_ALLOWED.update({("numpy.dtypes", name): getattr(np.dtypes, name) for name in dir(np.dtypes) if name.endswith("DType")})
+
+
+def allowed_global(module: str, name: str, extra: dict | None = None) -> object:
+    """Resolve ``module.name`` if it is on the allow-list; raise :class:`UnsafePickleError` otherwise."""
+    module = _PY2_MODULES.get(module, module)  # protocol 0-2 files name Python 2 modules
+    if (module, name) in _ALLOWED:
+        return _ALLOWED[(module, name)]
+    if module in _SKLEARN_MODULES and name in _SKLEARN:
+        return _SKLEARN[name]
+    if extra and (module, name) in extra:
+        return extra[(module, name)]
+    raise UnsafePickleError(
+        f"refusing to load '{module}.{name}': only numpy arrays, builtin containers and sklearn "
+        "StandardScaler/LabelEncoder are allowed in a legacy data file (nothing from the file was executed)"
+    )
+
+
+class SafeUnpickler(pickle.Unpickler):
+    """A pickle.Unpickler whose find_class only resolves :func:`allowed_global` names."""
+
+    def find_class(self, module: str, name: str) -> object:
+        return allowed_global(module, name)
+
+
+class _PySafeUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler with the same allow-list (reads exactly one pickle from a stream)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        return allowed_global(module, name)
+
+
+def _joblib_unpickler() -> type | None:
+    """joblib's NumpyUnpickler with the same allow-list (plus joblib's array wrapper), or None."""
+    try:
+        from joblib import numpy_pickle
+    except ImportError:
+        return None
+
+    class SafeArrayWrapper(numpy_pickle.NumpyArrayWrapper):
+        """Reads raw array bytes; an array of Python objects (a nested pickle) through the allow-list
+        too, whatever the installed joblib does with it."""
+
+        def read_array(self, unpickler: object, ensure_native_byte_order: bool) -> np.ndarray:
+            if self.dtype.hasobject:
+                return _PySafeUnpickler(unpickler.file_handle).load()
+            return super().read_array(unpickler, ensure_native_byte_order)
+
+    class SafeJoblibUnpickler(numpy_pickle.NumpyUnpickler):
+        def find_class(self, module: str, name: str) -> object:
+            extra = {("joblib.numpy_pickle", "NumpyArrayWrapper"): SafeArrayWrapper}
+            return allowed_global(module, name, extra)
+
+    return SafeJoblibUnpickler
+
+
+def safe_load(path: str | Path) -> object:
+    """Unpickle a pickle or joblib file through the allow-list (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    joblib_unpickler = _joblib_unpickler()
+    try:
+        if joblib_unpickler is None:
+            with path.open("rb") as f:
+                return SafeUnpickler(f).load()
+        from joblib.numpy_pickle_utils import _validate_fileobject_and_memmap
+
+        with path.open("rb") as f, _validate_fileobject_and_memmap(f, str(path), None) as (fobj, _):
+            if isinstance(fobj, str):  # joblib < 0.10 kept arrays in companion files
+                raise DataFormatError(f"{path}: a joblib < 0.10 file with companion .npy files is not supported; "
+                                      "re-save it with a current joblib")
+            return joblib_unpickler(str(path), fobj, ensure_native_byte_order=True).load()
+    except UnsafePickleError as exc:
+        raise UnsafePickleError(f"{path}: {exc}") from None
+    except DataFormatError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, io.UnsupportedOperation) as exc:
+        hint = "" if joblib_unpickler else " (if it was written by joblib.dump, install joblib to read it)"
+        raise DataFormatError(f"{path}: not a readable pickle/joblib file: {exc}{hint}") from None
+
+
+def read_legacy(path: str | Path, strict: bool = True) -> tuple[Records, ValidationReport]:
+    """Read the earlier system's processed file as validated Records in physical units."""
+    path = Path(path)
+    obj = safe_load(path)
+    if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise DataFormatError(f"{path}: expected a dict with a 'data' list of samples, found {found}")
+    samples = obj["data"]
+    report_notes: list[str] = []
+    label_map = _label_map(path, obj.get("label_encoder"), report_notes)
+    columns, lengths = _columns(path, samples, label_map, strict, report_notes)
+    _unscale(obj.get("scaler"), columns, lengths, report_notes)
+    meta = {"source": {"kind": "legacy", "file": path.name, "metadata": _plain(obj.get("metadata"))}}
+    records, report = validate(columns, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    report.notes.extend(report_notes)
+    return records, report
+
+
+def _label_map(path: Path, encoder: object, notes: list[str]) -> np.ndarray:
+    """Index in the file -> index in CLASS_NAMES (from the encoder's classes_, else the stated order)."""
+    if encoder is None or not hasattr(encoder, "classes_"):
+        notes.append("no label encoder in the file: targets read in the order " + ", ".join(CLASS_NAMES))
+        return np.arange(NUM_CLASSES)
+    names = [str(c) for c in np.asarray(encoder.classes_).tolist()]
+    mapping = np.array([class_index(n) for n in names])
+    if (mapping < 0).any():
+        unknown = [n for n, m in zip(names, mapping, strict=True) if m < 0]
+        raise DataFormatError(f"{path}: label_encoder.classes_: unknown class name(s) {unknown}; "
+                              f"expected names among {list(CLASS_NAMES)}")
+    return mapping
+
+
+_SAMPLE_KEYS = ("patient_id", "static_params", "signal", "v_peak", "v_peak_mask", "target")
+
+
+def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
+             notes: list[str]) -> tuple[dict[str, object], np.ndarray]:
+    n = len(samples)
+    signal: list[np.ndarray] = []
+    static = np.full((n, len(STATIC_NAMES)), np.nan)
+    label = np.full(n, -1, dtype=np.int64)
+    peak = np.full((n, 2), np.nan)
+    mask2 = np.zeros((n, 2), dtype=bool)
+    threshold = np.full(n, np.nan)
+    patient = np.full(n, -1, dtype=np.int64)
+    for i, s in enumerate(samples):
+        if not isinstance(s, dict):
+            raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
+        missing = [k for k in _SAMPLE_KEYS if k not in s]
+        if missing:
+            raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
+        signal.append(np.asarray(s["signal"], dtype=np.float64).reshape(-1))
+        st = np.asarray(s["static_params"], dtype=np.float64).reshape(-1)
+        if st.shape == (len(STATIC_NAMES),):
+            static[i] = st
+        elif strict:
+            raise DataFormatError(f"{path}: sample {i}: static_params has {st.size} values, "
+                                  f"expected 4 ({', '.join(STATIC_NAMES)})")
+        target = int(s["target"])
+        label[i] = label_map[target] if 0 <= target < len(label_map) else -1
+        peak[i] = np.asarray(s["v_peak"], dtype=np.float64).reshape(-1)[:2]
+        mask2[i] = np.asarray(s["v_peak_mask"], dtype=bool).reshape(-1)[:2]
+        threshold[i] = np.nan if s.get("clinical_threshold") is None else float(s["clinical_threshold"])
+        patient[i] = int(s["patient_id"])
+    peak_mask = mask2.all(axis=1)
+    partial = int((mask2.any(axis=1) & ~peak_mask).sum())
+    if partial:
+        notes.append(f"{partial} recordings had only one of latency/amplitude marked: kept with wave V absent")
+    lat = np.where(peak_mask, peak[:, 0], np.nan)
+    amp = np.where(peak_mask, peak[:, 1], np.nan)
+    lengths = np.array([s.size for s in signal])
+    cols = {"signal": signal, "static": static, "label": label, "peak_mask": peak_mask, "peak_latency": lat,
+            "peak_amplitude": amp, "threshold": threshold, "patient_id": patient}
+    return cols, lengths
+
+
+def _unscale(scaler: object, cols: dict[str, object], lengths: np.ndarray, notes: list[str]) -> None:
+    """Undo the file's StandardScaler on the block it was fitted to, if that block is still standardized."""
+    if scaler is None or not hasattr(scaler, "mean_") or not hasattr(scaler, "scale_"):
+        return
+    mean, scale = np.asarray(scaler.mean_, dtype=np.float64), np.asarray(scaler.scale_, dtype=np.float64)
+    if mean.size == len(STATIC_NAMES):
+        block = cols["static"]
+        ok = np.isfinite(block).all(axis=1)
+        if ok.any() and _looks_standardized(block[ok]):
+            cols["static"] = block * scale + mean
+            notes.append("static_params were standardized: inverse-transformed with the file's scaler")
+            return
+        notes.append("static_params already in physical units: the file's scaler was not applied")
+    elif mean.size == SIGNAL_LENGTH:
+        ok = np.flatnonzero(lengths == SIGNAL_LENGTH)
+        block = np.stack([cols["signal"][i] for i in ok]) if len(ok) else np.zeros((0, SIGNAL_LENGTH))
+        if len(ok) and _looks_standardized(block):
+            for i in ok:
+                cols["signal"][i] = cols["signal"][i] * scale + mean
+            notes.append("signals were standardized: inverse-transformed with the file's scaler")
+            return
+        notes.append("signals already in physical units: the file's scaler was not applied")
+    else:
+        notes.append(f"the file's scaler has {mean.size} features (neither 4 nor {SIGNAL_LENGTH}): not applied")
+
+
+def _looks_standardized(block: np.ndarray) -> bool:
+    return bool(np.all(np.abs(block.mean(axis=0)) < 0.1) and np.all(np.abs(block.std(axis=0) - 1.0) < 0.1))
+
+
+def _plain(value: object) -> object:
+    """JSON-safe copy of the file's metadata (arrays become lists, other objects their repr)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist() if value.size <= 1000 else f"array{value.shape}"
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return repr(value)

@@ -1,0 +1,133 @@
+"""The native file format: one NPZ (zip of ``.npy`` arrays), written byte-for-byte deterministically.
+
+Layout (format version 1; see docs/data.md for the full specification):
+
+=================  ===========  ========  ==================================================
+member             dtype        shape     content
+=================  ===========  ========  ==================================================
+``signal``         float32      (N, 200)  averaged waveform, µV, 10 ms at 20 kHz
+``static``         float32      (N, 4)    age (years), intensity (dB nHL), rate (1/s), FMP
+``label``          int64        (N,)      class index into ``meta.class_names``
+``peak_mask``      bool         (N,)      wave V present
+``peak_latency``   float32      (N,)      ms; NaN where ``peak_mask`` is False
+``peak_amplitude`` float32      (N,)      µV, baseline-to-peak; NaN where no peak
+``threshold``      float32      (N,)      dB nHL
+``patient_id``     int64        (N,)      recordings of one patient share it
+``meta``           unicode      ()        JSON: format, format_version, sample_rate_hz, units, ...
+=================  ===========  ========  ==================================================
+
+No member is pickled (``np.load(..., allow_pickle=False)`` reads it). Zip entries carry a fixed
+1980-01-01 timestamp and are stored uncompressed, so equal records give equal bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from data.records import (
+    SAMPLE_RATE_HZ,
+    SIGNAL_LENGTH,
+    STATIC_NAMES,
+    STATIC_UNITS,
+    DataFormatError,
+    Records,
+    ValidationReport,
+    validate,
+)
+from training.components import CLASS_NAMES
+
+FORMAT_NAME = "abr-native"
+FORMAT_VERSION = 1
+AMPLITUDE_CONVENTION = (
+    "baseline-to-peak: the recorded waveform's value (µV, against the recording's zero line) at the "
+    "marked wave-V peak; not peak-to-trough"
+)
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def standard_meta(extra: dict | None = None) -> dict:
+    """The metadata every native file carries, merged with ``extra`` (e.g. a ``source`` block)."""
+    meta = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sample_rate_hz": SAMPLE_RATE_HZ,
+        "signal_length": SIGNAL_LENGTH,
+        "class_names": list(CLASS_NAMES),
+        "static_names": list(STATIC_NAMES),
+        "units": {
+            "signal": "µV",
+            "static": dict(zip(STATIC_NAMES, STATIC_UNITS, strict=True)),
+            "peak_latency": "ms",
+            "peak_amplitude": "µV",
+            "threshold": "dB nHL",
+        },
+        "amplitude_convention": AMPLITUDE_CONVENTION,
+    }
+    meta.update({k: v for k, v in (extra or {}).items() if k not in meta})
+    return meta
+
+
+def write_native(path: str | Path, records: Records) -> Path:
+    """Write ``records`` to ``path`` (.npz); the same records always give the same bytes."""
+    path = Path(path)
+    meta = standard_meta(records.meta)
+    members = {**records.columns(), "meta": np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False))}
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, array in members.items():
+            buf = io.BytesIO()
+            array = array if array.flags.c_contiguous else np.ascontiguousarray(array)  # (keeps 0-d meta 0-d)
+            np.lib.format.write_array(buf, array, allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue())
+    os.replace(tmp, path)
+    return path
+
+
+def read_native(path: str | Path, strict: bool = True) -> tuple[Records, ValidationReport]:
+    """Read and validate a native file. ``strict``: the first bad recording raises
+    :class:`DataFormatError` (naming file and sample); otherwise bad recordings are dropped and
+    counted in the returned report."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DataFormatError(f"{path}: not a native .npz file ({exc}); "
+                              "convert it with `python -m data.convert`") from None
+    meta = _read_meta(path, arrays.pop("meta", None))
+    signal = arrays.get("signal")
+    if signal is not None and signal.ndim != 2:
+        raise DataFormatError(f"{path}: field 'signal' has shape {signal.shape}, expected (N, {SIGNAL_LENGTH})")
+    return validate(arrays, source=str(path), strict=strict, meta=meta)
+
+
+def _read_meta(path: Path, raw: np.ndarray | None) -> dict:
+    if raw is None:
+        raise DataFormatError(f"{path}: missing field(s) ['meta']; expected the native format's metadata member")
+    try:
+        meta = json.loads(str(raw[()]))
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise DataFormatError(f"{path}: field 'meta' is not JSON ({exc})") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise DataFormatError(f"{path}: meta.format: expected '{FORMAT_NAME}', found {meta.get('format')!r}")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise DataFormatError(f"{path}: meta.format_version: expected an integer <= {FORMAT_VERSION}, "
+                              f"found {version!r}")
+    if list(meta.get("class_names", [])) != list(CLASS_NAMES):
+        raise DataFormatError(f"{path}: meta.class_names: expected {list(CLASS_NAMES)}, "
+                              f"found {meta.get('class_names')!r}")
+    if meta.get("sample_rate_hz") != SAMPLE_RATE_HZ:
+        raise DataFormatError(f"{path}: meta.sample_rate_hz: expected {SAMPLE_RATE_HZ}, "
+                              f"found {meta.get('sample_rate_hz')!r}")
+    return meta

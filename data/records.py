@@ -1,0 +1,229 @@
+"""Recordings held as columns, and the one validator every loader goes through.
+
+A :class:`Records` is the in-memory form of the native file: one row per recording, numpy
+columns in physical units. Absent wave-V values are NaN here (and in the native file); the
+dataset turns them into 0.0 for tensors.
+
+Every reader (native NPZ, legacy pickle, CSV, EPL) builds plain columns and calls
+:func:`validate`, so one set of rules decides what is a usable recording:
+
+==========================  ========================================================
+reason                      rule
+==========================  ========================================================
+``signal length``           the signal does not have ``SIGNAL_LENGTH`` samples
+``non-finite signal``       NaN or Inf in the signal
+``non-finite static``       NaN or Inf in age, intensity, rate or FMP
+``unknown label``           the class index is not one of ``CLASS_NAMES``
+``non-finite threshold``    NaN or Inf threshold
+``peak value without peak`` latency or amplitude present where ``peak_mask`` is False
+``peak without value``      latency or amplitude missing where ``peak_mask`` is True
+==========================  ========================================================
+
+``strict=True`` raises :class:`DataFormatError` at the first offending recording, naming the file
+and the sample index; ``strict=False`` drops offending recordings and returns a
+:class:`ValidationReport` that counts them by reason. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from training.components import CLASS_NAMES
+
+SAMPLE_RATE_HZ = 20_000.0
+SIGNAL_LENGTH = 200  # 10 ms at 20 kHz
+STATIC_NAMES: tuple[str, ...] = ("age", "intensity", "rate", "fmp")
+STATIC_UNITS: tuple[str, ...] = ("years", "dB nHL", "1/s", "ratio")
+NUM_CLASSES = len(CLASS_NAMES)
+
+
+class DataFormatError(ValueError):
+    """A data file (or in-memory column set) that cannot be used; the message names file and sample."""
+
+
+@dataclass
+class Records:
+    """Recordings as columns (N rows). Units: µV, years, dB nHL, 1/s, ms."""
+
+    signal: np.ndarray  # (N L) float32, µV
+    static: np.ndarray  # (N 4) float32: age, intensity, rate, FMP
+    label: np.ndarray  # (N,) int64, index into CLASS_NAMES
+    peak_mask: np.ndarray  # (N,) bool, wave V present
+    peak_latency: np.ndarray  # (N,) float32, ms; NaN where peak_mask is False
+    peak_amplitude: np.ndarray  # (N,) float32, µV; NaN where peak_mask is False
+    threshold: np.ndarray  # (N,) float32, dB nHL
+    patient_id: np.ndarray  # (N,) int64
+    meta: dict = field(default_factory=dict)
+
+    COLUMNS = ("signal", "static", "label", "peak_mask", "peak_latency", "peak_amplitude", "threshold", "patient_id")
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.COLUMNS}
+
+    def subset(self, index: np.ndarray) -> Records:
+        """The rows ``index`` (an integer or boolean array), sharing ``meta``."""
+        return Records(**{k: v[index] for k, v in self.columns().items()}, meta=self.meta)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Records) or len(self) != len(other):
+            return False
+        return all(np.array_equal(a, b, equal_nan=a.dtype.kind == "f") for a, b in
+                   zip(self.columns().values(), other.columns().values(), strict=True))
+
+    @staticmethod
+    def concatenate(parts: Sequence[Records], meta: dict | None = None) -> Records:
+        cols = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Records)
+                if f.name != "meta"}
+        return Records(**cols, meta=dict(meta if meta is not None else parts[0].meta))
+
+
+@dataclass
+class ValidationReport:
+    """What a lenient read kept and what it dropped, by reason (with the first few sample indices)."""
+
+    source: str
+    n_read: int = 0
+    n_kept: int = 0
+    dropped: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # changes that kept the recording (e.g. a filled value)
+
+    def add(self, reason: str, index: np.ndarray) -> None:
+        if len(index):
+            self.dropped[reason] = self.dropped.get(reason, 0) + len(index)
+            self.examples.setdefault(reason, []).extend(int(i) for i in index[: 5 - len(self.examples.get(reason, []))])
+
+    def lines(self) -> list[str]:
+        out = [f"{self.source}: read {self.n_read} recordings, kept {self.n_kept}, dropped {self.n_read - self.n_kept}"]
+        for reason, count in sorted(self.dropped.items()):
+            out.append(f"  dropped {count}: {reason} (first samples: {self.examples[reason]})")
+        out.extend(f"  note: {n}" for n in self.notes)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "n_read": self.n_read, "n_kept": self.n_kept,
+                "dropped": dict(self.dropped), "examples": dict(self.examples), "notes": list(self.notes)}
+
+
+def canonical_class_name(name: str) -> str:
+    """ASCII upper-case form used to match class names: ``'Nöropati'`` and ``'NOROPATI'`` -> ``'NOROPATI'``."""
+    decomposed = unicodedata.normalize("NFKD", str(name).strip())
+    return "".join(c for c in decomposed if not unicodedata.combining(c)).upper()
+
+
+_CANONICAL = {canonical_class_name(n): i for i, n in enumerate(CLASS_NAMES)}
+
+
+def class_index(name: str) -> int:
+    """Index of a class name in CLASS_NAMES, ignoring case and Turkish diacritics; -1 if unknown."""
+    return _CANONICAL.get(canonical_class_name(name), -1)
+
+
+def validate(
+    columns: dict[str, object],
+    source: str,
+    strict: bool = True,
+    signal_lengths: np.ndarray | None = None,
+    meta: dict | None = None,
+    index_offset: int = 0,
+) -> tuple[Records, ValidationReport]:
+    """Check columns against the rules in the module docstring; return the usable rows and a report.
+
+    ``columns`` holds the eight Records columns; ``signal`` may be (N L) with any L, or a list of
+    per-sample arrays of any length (then ``signal_lengths`` is computed here). Sample indices in
+    messages are row numbers in ``source`` (plus ``index_offset``).
+    """
+    missing = [c for c in Records.COLUMNS if c not in columns]
+    if missing:
+        raise DataFormatError(f"{source}: missing field(s) {missing}; expected all of {list(Records.COLUMNS)}")
+    signal = columns["signal"]
+    if signal_lengths is None:
+        signal_lengths = (np.full(len(signal), signal.shape[1]) if isinstance(signal, np.ndarray) and signal.ndim == 2
+                          else np.array([np.size(s) for s in signal]))
+    n = len(signal_lengths)
+    cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS if k != "signal"}
+    for k, v in cols.items():
+        want = (n, len(STATIC_NAMES)) if k == "static" else (n,)
+        if v.shape != want:
+            raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
+    checks = _sample_checks(signal, signal_lengths, cols)
+    report = ValidationReport(source=source, n_read=n)
+    bad_any = np.zeros(n, dtype=bool)
+    for reason, bad in checks:
+        idx = np.flatnonzero(bad & ~bad_any)  # each recording is counted once, under its first reason
+        if strict and len(idx):
+            detail = _detail(reason, idx[0], signal_lengths, cols)
+            raise DataFormatError(f"{source}: sample {idx[0] + index_offset}: {reason} ({detail})")
+        report.add(reason, idx + index_offset)
+        bad_any |= bad
+    keep = np.flatnonzero(~bad_any)
+    records = _assemble(signal, cols, keep, meta or {})
+    report.n_kept = len(keep)
+    return records, report
+
+
+def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+    n = len(lengths)
+    length_ok = lengths == SIGNAL_LENGTH
+    signal_finite = np.zeros(n, dtype=bool)
+    if isinstance(signal, np.ndarray) and signal.ndim == 2:
+        if signal.shape[1] == SIGNAL_LENGTH:
+            signal_finite = np.isfinite(signal).all(axis=1)
+    else:
+        signal_finite[length_ok] = [bool(np.isfinite(np.asarray(signal[i], dtype=np.float64)).all())
+                                    for i in np.flatnonzero(length_ok)]
+    mask = cols["peak_mask"].astype(bool)
+    lat_ok = np.isfinite(cols["peak_latency"].astype(np.float64))
+    amp_ok = np.isfinite(cols["peak_amplitude"].astype(np.float64))
+    label = cols["label"]
+    label_ok = np.isin(label, np.arange(NUM_CLASSES)) if label.dtype.kind in "iu" else np.zeros(n, dtype=bool)
+    return [
+        ("signal length", ~length_ok),
+        ("non-finite signal", length_ok & ~signal_finite),
+        ("non-finite static", ~np.isfinite(cols["static"].astype(np.float64)).all(axis=1)),
+        ("unknown label", ~label_ok),
+        ("non-finite threshold", ~np.isfinite(cols["threshold"].astype(np.float64))),
+        ("peak value without peak", ~mask & (lat_ok | amp_ok)),
+        ("peak without value", mask & ~(lat_ok & amp_ok)),
+    ]
+
+
+def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray]) -> str:
+    if reason == "signal length":
+        return f"expected {SIGNAL_LENGTH} samples, found {lengths[i]}"
+    if reason == "unknown label":
+        return f"expected 0..{NUM_CLASSES - 1} ({', '.join(CLASS_NAMES)}), found {cols['label'][i]!r}"
+    if reason == "non-finite static":
+        return f"found {dict(zip(STATIC_NAMES, cols['static'][i].tolist(), strict=True))}"
+    if reason.startswith("peak"):
+        return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={cols['peak_latency'][i]!r}, "
+                f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN")
+    if reason == "non-finite threshold":
+        return f"found {cols['threshold'][i]!r}"
+    return "NaN or Inf among the samples"
+
+
+def _assemble(signal: object, cols: dict[str, np.ndarray], keep: np.ndarray, meta: dict) -> Records:
+    if isinstance(signal, np.ndarray) and signal.ndim == 2 and signal.shape[1] == SIGNAL_LENGTH:
+        sig = np.ascontiguousarray(signal[keep], dtype=np.float32)
+    else:
+        sig = np.array([np.asarray(signal[i], dtype=np.float32) for i in keep], dtype=np.float32)
+        sig = sig.reshape(len(keep), SIGNAL_LENGTH)
+    return Records(
+        signal=sig,
+        static=cols["static"][keep].astype(np.float32),
+        label=cols["label"][keep].astype(np.int64),
+        peak_mask=cols["peak_mask"][keep].astype(bool),
+        peak_latency=cols["peak_latency"][keep].astype(np.float32),
+        peak_amplitude=cols["peak_amplitude"][keep].astype(np.float32),
+        threshold=cols["threshold"][keep].astype(np.float32),
+        patient_id=cols["patient_id"][keep].astype(np.int64),
+        meta=meta,
+    )

@@ -1,0 +1,185 @@
+"""Recordings as a table (CSV): one row per recording, metadata columns and 200 sample columns.
+
+Default column names (each can be renamed with ``columns={"age": "Age", ...}`` or on the command
+line ``--columns age=Age,label=Diagnosis``):
+
+================  =====================================================================
+key               content
+================  =====================================================================
+``patient_id``    integer
+``age``           years
+``intensity``     dB nHL
+``rate``          stimuli per second
+``fmp``           FMP
+``label``         class name (NORMAL, NÖROPATİ, SNİK, TOTAL, İTİK; case and Turkish
+                  diacritics ignored) or class index 0-4
+``threshold``     dB nHL
+``peak_mask``     1/0, true/false, yes/no; if the column is absent, wave V counts as
+                  present where ``peak_latency`` is filled (the report says so)
+``peak_latency``  ms, empty where wave V is absent
+``peak_amplitude`` µV, empty where wave V is absent
+================  =====================================================================
+
+Sample columns are ``<prefix><i>`` (default ``s0`` ... ``s199``), ordered by ``i``; samples in µV.
+An empty sample cell, or a row that ends early, is reported as a bad signal for that row.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from data.records import (
+    SIGNAL_LENGTH,
+    STATIC_NAMES,
+    DataFormatError,
+    Records,
+    ValidationReport,
+    class_index,
+    validate,
+)
+from training.components import CLASS_NAMES
+
+KEYS = ("patient_id", *STATIC_NAMES, "label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
+_TRUE = {"1", "true", "yes", "y", "t", "1.0"}
+_FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
+
+
+def column_names(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """key -> column name, with ``overrides`` applied; unknown keys are an error."""
+    names = {k: k for k in KEYS}
+    for key, name in (overrides or {}).items():
+        if key not in names:
+            raise ValueError(f"table column key '{key}': expected one of {list(KEYS)}")
+        names[key] = name
+    return names
+
+
+def parse_column_spec(spec: str) -> dict[str, str]:
+    """``'age=Age,label=Diagnosis'`` -> {'age': 'Age', 'label': 'Diagnosis'}."""
+    out = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        if "=" not in part:
+            raise ValueError(f"--columns '{part}': expected key=column_name")
+        key, name = (s.strip() for s in part.split("=", 1))
+        out[key] = name
+    return out
+
+
+def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_prefix: str = "s",
+               delimiter: str = ",", strict: bool = True) -> tuple[Records, ValidationReport]:
+    path = Path(path)
+    names = column_names(columns)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: file not found")
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        header = next(reader, None)
+        if header is None:
+            raise DataFormatError(f"{path}: empty file; expected a header row")
+        rows = list(reader)
+    pos = {name: j for j, name in enumerate(header)}
+    derive_mask = names["peak_mask"] not in pos
+    missing = [names[k] for k in KEYS if names[k] not in pos and k != "peak_mask"]
+    if missing:
+        raise DataFormatError(f"{path}: missing column(s) {missing}; "
+                              f"rename with --columns key=name (keys: {list(KEYS)})")
+    sample_cols = _sample_columns(path, header, sample_prefix)
+    n = len(rows)
+
+    def floats(key: str) -> np.ndarray:
+        j = pos[names[key]]
+        return np.array([_float(r[j]) if j < len(r) else np.nan for r in rows])
+
+    signal = []
+    lengths = np.empty(n, dtype=np.int64)
+    first, last = sample_cols[0], sample_cols[-1] + 1
+    for i, r in enumerate(rows):
+        cells = r[first:last]
+        lengths[i] = len(cells)
+        try:
+            signal.append(np.array(cells, dtype=np.float64))
+        except ValueError:
+            signal.append(np.array([_float(c) for c in cells]))
+    latency, amplitude = floats("peak_latency"), floats("peak_amplitude")
+    report_notes = []
+    if derive_mask:
+        mask = np.isfinite(latency)
+        report_notes.append(f"no '{names['peak_mask']}' column: "
+                            f"wave V present where '{names['peak_latency']}' is filled")
+    else:
+        j = pos[names["peak_mask"]]
+        mask = np.array([_bool(path, i, r[j] if j < len(r) else "") for i, r in enumerate(rows)])
+    cols = {
+        "signal": signal,
+        "static": np.stack([floats(k) for k in STATIC_NAMES], axis=1) if n else np.zeros((0, 4)),
+        "label": np.array([_label(r[pos[names["label"]]] if pos[names["label"]] < len(r) else "") for r in rows],
+                          dtype=np.int64),
+        "peak_mask": mask, "peak_latency": latency, "peak_amplitude": amplitude,
+        "threshold": floats("threshold"),
+        "patient_id": np.nan_to_num(floats("patient_id"), nan=-1).astype(np.int64),
+    }
+    meta = {"source": {"kind": "table", "file": path.name, "columns": names, "sample_prefix": sample_prefix}}
+    # row i of the data is line i + 2 of the file; messages give the data row (sample) index
+    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    report.notes.extend(report_notes)
+    return records, report
+
+
+def write_table(path: str | Path, records: Records, columns: dict[str, str] | None = None,
+                sample_prefix: str = "s", delimiter: str = ",") -> Path:
+    """Write records as a table that :func:`read_table` reads back to the same values (float32)."""
+    path, names = Path(path), column_names(columns)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        w.writerow([names[k] for k in KEYS] + [f"{sample_prefix}{i}" for i in range(SIGNAL_LENGTH)])
+        for i in range(len(records)):
+            st = records.static[i]
+            w.writerow([int(records.patient_id[i]), *(_fmt(v) for v in st), CLASS_NAMES[records.label[i]],
+                        _fmt(records.threshold[i]), int(records.peak_mask[i]), _fmt(records.peak_latency[i]),
+                        _fmt(records.peak_amplitude[i]), *(_fmt(v) for v in records.signal[i])])
+    return path
+
+
+def _sample_columns(path: Path, header: list[str], prefix: str) -> list[int]:
+    found = {}
+    for j, name in enumerate(header):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            found[int(name[len(prefix):])] = j
+    if sorted(found) != list(range(SIGNAL_LENGTH)):
+        raise DataFormatError(f"{path}: expected sample columns {prefix}0..{prefix}{SIGNAL_LENGTH - 1}, "
+                              f"found {len(found)} columns named {prefix}<i>; set the prefix with --sample-prefix")
+    cols = [found[i] for i in range(SIGNAL_LENGTH)]
+    if cols != list(range(cols[0], cols[0] + SIGNAL_LENGTH)):
+        raise DataFormatError(f"{path}: sample columns {prefix}0..{prefix}{SIGNAL_LENGTH - 1} "
+                              "must be adjacent and in order")
+    return cols
+
+
+def _float(cell: str) -> float:
+    try:
+        return float(cell) if cell.strip() else float("nan")
+    except ValueError:
+        return float("nan")
+
+
+def _fmt(value: float) -> str:
+    return "" if not np.isfinite(value) else f"{float(value):.9g}"
+
+
+def _bool(path: Path, i: int, cell: str) -> bool:
+    c = cell.strip().lower()
+    if c in _TRUE:
+        return True
+    if c in _FALSE:
+        return False
+    raise DataFormatError(f"{path}: sample {i}: peak_mask expected 1/0, true/false or yes/no, found {cell!r}")
+
+
+def _label(cell: str) -> int:
+    c = cell.strip()
+    if c.lstrip("-").isdigit():
+        return int(c)
+    return class_index(c)

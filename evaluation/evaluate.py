@@ -1,0 +1,181 @@
+"""Evaluate one checkpoint of a run: metrics.json, figures and report.md under ``logs/EXP/eval/``.
+
+    python -m evaluation.evaluate --run logs/EXP [--checkpoint best|last] [--split test]
+        [--single-task class=logs/EXP_class_only ...] [--no-generate] [--gen-n 32]
+        [--sampler ddim --steps 50 --guidance 1.0] [--device auto] [--seed 0]
+
+The data split is rebuilt from the run's own config (``data.dataset.build_data``), so the split
+and the normalization are the ones the run trained with. Trivial baselines are fitted on the train
+split. ``--single-task TASK=RUN`` puts the metrics of a run trained on TASK alone (evaluated first,
+on the same split) beside the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from data.stats import DataStats
+from evaluation import plots
+from evaluation.collect import (
+    DEFAULT_SNR_LEVELS_DB,
+    MODERATE_SNR_DB,
+    GenerateFn,
+    class_examples,
+    collect,
+    collect_train_targets,
+    generate_conditions,
+)
+from evaluation.report import compute_metrics, write_report
+from evaluation.runlog import read_run
+from training.components import CLASS_NAMES, COMPONENTS
+
+
+def evaluate(
+    model: torch.nn.Module,
+    diffusion,
+    stats: DataStats,
+    train_ds,
+    eval_ds,
+    out_dir: str | Path,
+    *,
+    class_names: tuple[str, ...] = CLASS_NAMES,
+    generate_fn: GenerateFn | None = None,
+    run_dir: str | Path | None = None,
+    meta: dict[str, Any] | None = None,
+    single_task: dict[str, Any] | None = None,
+    snr_levels_db: Sequence[float] = DEFAULT_SNR_LEVELS_DB,
+    gen_n: int = 32,
+    sampler: str = "ddim",
+    steps: int = 50,
+    guidance: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: str | torch.device = "cpu",
+    figures: bool = True,
+) -> dict[str, Any]:
+    """Collect, score, plot and write. Returns the metrics dict (also in ``out_dir/metrics.json``).
+
+    ``generate_fn`` (``evaluation.generate.generate``) is optional: without it the generation
+    metrics and the generated waveforms are left out.
+    """
+    out_dir = Path(out_dir)
+    col = collect(model, diffusion, eval_ds, stats, snr_levels_db=snr_levels_db, batch_size=batch_size,
+                  device=device, seed=seed)
+    train = collect_train_targets(train_ds)
+    gen_kw = {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed}
+    conditions = (generate_conditions(generate_fn, model, diffusion, stats, col, n=gen_n, **gen_kw)
+                  if generate_fn is not None else None)
+    m = compute_metrics(col, train, stats, class_names, conditions, single_task)
+    m["meta"].update(meta or {})
+    m["meta"]["snr_levels_db"] = list(snr_levels_db)
+    m["meta"]["generation"] = gen_kw | {"n_per_condition": gen_n} if generate_fn is not None else "not run"
+    written: list[str] = []
+    if figures:
+        moderate = min(range(len(col.levels)), key=lambda i: abs(col.levels[i].snr_db - MODERATE_SNR_DB), default=0)
+        examples = class_examples(col, len(class_names), generate_fn, model, diffusion, stats, level_index=moderate,
+                                  **gen_kw)
+        written += [
+            plots.plot_confusion(m["class"]["model"]["confusion_matrix"], class_names, out_dir / "confusion.png"),
+            plots.plot_scatter(col, out_dir / "scatter.png"),
+            plots.plot_waveforms(examples, class_names, col.units, out_dir / "waveforms.png"),
+        ]
+        if run_dir is not None and (Path(run_dir) / "metrics.jsonl").is_file():
+            log = read_run(run_dir)
+            written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
+                        plots.plot_weights(log, out_dir / "weights.png")]
+    title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
+    write_report(m, out_dir, title, [str(p) for p in written])
+    return m
+
+
+def summary_line(m: dict[str, Any]) -> str:
+    """One line of facts for the console: the numbers the acceptance criteria of issue 8 name."""
+    cls = m["class"]["model"]
+    recalls = ", ".join(f"{n} {r:.2f}" for n, r, s in zip(m["meta"]["class_names"], cls["recall"], cls["support"],
+                                                          strict=True) if s > 0)
+    lv = min(m["denoising"], key=lambda lv: abs(lv["snr_db"] - MODERATE_SNR_DB), default=None)
+    denoise = f"denoising r at {lv['snr_db']:g} dB {lv['model']['pearson_r']:.3f}" if lv else "no denoising"
+    return (f"test recall per class: {recalls} | threshold R² {m['threshold']['model']['r2']:.3f} | "
+            f"wave V F1 {m['peak_exist']['model']['f1']:.3f} | {denoise} | {len(m['flags'])} flags")
+
+
+def load_single_task(spec: str) -> tuple[str, Any]:
+    """``"TASK=RUN_DIR"`` -> (task, that run's metrics block for TASK) from RUN_DIR/eval/metrics.json."""
+    task, sep, run = spec.partition("=")
+    if not sep or task not in COMPONENTS:
+        raise ValueError(f"--single-task: expected TASK=RUN_DIR with TASK one of {list(COMPONENTS)}, found '{spec}'")
+    path = Path(run) / "eval" / "metrics.json"
+    if not path.is_file():
+        raise ValueError(f"--single-task {task}: expected {path} (evaluate that run first), found none")
+    m = json.loads(path.read_text(encoding="utf-8"))
+    return task, (m["denoising"] if task == "signal" else m[task]["model"])
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--single-task", action="append", default=[], metavar="TASK=RUN",
+                   help="a run trained on TASK alone, already evaluated (repeatable)")
+    p.add_argument("--snr-levels", default=",".join(f"{s:g}" for s in DEFAULT_SNR_LEVELS_DB),
+                   help="denoising noise levels, diffusion SNR in dB, comma-separated")
+    p.add_argument("--no-generate", action="store_true", help="skip the generation metrics (faster)")
+    p.add_argument("--gen-n", type=int, default=32, help="signals generated per condition")
+    p.add_argument("--sampler", default="ddim")
+    p.add_argument("--steps", type=int, default=50)
+    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--no-figures", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    args = p.parse_args(argv)
+    try:
+        levels = [float(s) for s in args.snr_levels.split(",") if s.strip()]
+    except ValueError:
+        p.error(f"--snr-levels: expected comma-separated numbers, found '{args.snr_levels}'")
+    single_task = dict(load_single_task(s) for s in args.single_task)
+
+    from training.checkpoint import load_run  # imported here: the CLI needs the whole stack, evaluate() does not
+
+    device = _device(args.device)
+    loaded = load_run(args.run, which=args.checkpoint)
+    model = loaded.model.to(device).eval()
+    diffusion = loaded.diffusion.to(device) if isinstance(loaded.diffusion, torch.nn.Module) else loaded.diffusion
+    from data.dataset import build_data
+
+    bundle = build_data(loaded.cfg)
+    generate_fn = None
+    if not args.no_generate:
+        from evaluation.generate import generate as generate_fn
+    m = evaluate(
+        model, diffusion, loaded.stats, bundle.train, getattr(bundle, args.split), args.out or Path(args.run) / "eval",
+        generate_fn=generate_fn, run_dir=args.run, single_task=single_task, snr_levels_db=levels,
+        meta={"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split},
+        gen_n=args.gen_n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        batch_size=args.batch_size, device=device, figures=not args.no_figures,
+    )
+    out = Path(args.out or Path(args.run) / "eval")
+    print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    print(summary_line(m))
+    for flag in m["flags"]:
+        print(f"FLAG: {flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""Generate ABR signals for one clinical condition from a trained run.
+
+    python -m evaluation.generate --run logs/EXP --n 64 --intensity 80 --age 0.5 --rate 21.1 \\
+        --fmp 300 --sampler ddim --steps 50 --guidance 2.0 --out generated.npz
+
+writes ``generated.npz`` and ``generated.png``. The run is loaded with
+:func:`training.checkpoint.load_run`, which puts the EMA weights into the model when the run has
+them, so sampling uses the EMA weights. Sampler, steps, eta, guidance and clipping default to the
+run's ``diffusion`` config section.
+
+The .npz follows the native data format's conventions (data/native.py): ``signal`` float32
+(N, 200) in µV, ``static`` float32 (N, 4) age, intensity, rate, FMP, and a JSON ``meta`` member
+with ``format_version``, ``sample_rate_hz``, ``units`` and the generation settings. It has no
+labels, peaks or thresholds (a generated signal has none), so its ``meta.format`` is
+``abr-generated`` and ``data.native.read_native`` does not take it as a training file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from data.native import standard_meta
+from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
+from data.stats import DataStats
+
+FORMAT_NAME = "abr-generated"
+
+
+def generate(
+    model: nn.Module,
+    diffusion,
+    stats: DataStats,
+    static: Tensor,
+    n: int,
+    sampler: str = "ddim",
+    steps: int = 50,
+    guidance: float = 1.0,
+    generator: torch.Generator | None = None,
+    *,
+    eta: float = 0.0,
+    clip: float | None = None,
+    batch_size: int = 256,
+    length: int = SIGNAL_LENGTH,
+) -> Tensor:
+    """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
+    intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
+
+    ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract);
+    ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
+    mode (its mode is restored afterwards). With per-sample normalization the scale of each
+    recording is not known; the training split's ``signal_mean`` / ``signal_std`` are used then.
+    """
+    if n < 1:
+        raise ValueError(f"generate n: expected at least 1 signal, found {n}")
+    device = diffusion.betas.device
+    static = torch.as_tensor(static, dtype=torch.float32, device=device)
+    if static.shape == (4,):
+        static = static.expand(n, 4)  # (n 4)
+    if static.shape != (n, 4):
+        raise ValueError(f"generate static: expected shape [4] or [{n}, 4], found {list(static.shape)}")
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        for start in range(0, n, batch_size):
+            cond = static[start : start + batch_size]  # (b 4)
+
+            def denoise_fn(x_t: Tensor, t: Tensor, drop_cond: Tensor, cond: Tensor = cond) -> Tensor:
+                return model(x_t, t, cond, drop_cond=drop_cond)["signal"]
+
+            parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
+                                          eta=eta, guidance=guidance, generator=generator, clip=clip))
+    finally:
+        model.train(was_training)
+    x = torch.cat(parts)  # (n 1 L) standardized
+    return (x.float() * stats.signal_std + stats.signal_mean).cpu()  # (n 1 L) µV
+
+
+def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, settings: dict) -> tuple[Path, Path]:
+    """Write the .npz (see module docstring) and a PNG of the signals next to it; return both paths."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"--out: expected a file name ending in .npz, found '{path}'")
+    signal = signal_uv.detach().cpu().float().reshape(signal_uv.shape[0], -1).numpy()  # (N L)
+    static = torch.as_tensor(static, dtype=torch.float32).expand(signal.shape[0], 4).cpu().numpy()  # (N 4)
+    meta = standard_meta({"generation": settings})
+    meta["format"] = FORMAT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, signal=signal.astype(np.float32), static=static.astype(np.float32),
+             meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False)))
+    png = path.with_suffix(".png")
+    plot_signals(signal, static[0], png, settings)
+    return path, png
+
+
+def plot_signals(signal: np.ndarray, static: np.ndarray, path: Path, settings: dict) -> None:
+    """All signals (thin) and their mean (bold) against time in ms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t_ms = np.arange(signal.shape[1]) / SAMPLE_RATE_HZ * 1e3  # (L)
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    ax.plot(t_ms, signal.T, color="tab:blue", lw=0.6, alpha=max(0.08, min(0.6, 8 / len(signal))))
+    ax.plot(t_ms, signal.mean(axis=0), color="black", lw=1.8, label=f"mean of {len(signal)}")
+    cond = ", ".join(f"{k} {v:g}" for k, v in zip(STATIC_NAMES, static.tolist(), strict=True))
+    how = f"{settings.get('sampler')} {settings.get('steps')} steps, w={settings.get('guidance')}"
+    ax.set(xlabel="time (ms)", ylabel="µV", title=f"{cond}\n{how}")
+    ax.title.set_fontsize(9)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m evaluation.generate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
+    p.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    p.add_argument("--n", type=int, default=64, help="signals to generate")
+    p.add_argument("--age", type=float, default=0.5, help="years")
+    p.add_argument("--intensity", type=float, default=80.0, help="dB nHL")
+    p.add_argument("--rate", type=float, default=21.1, help="stimulus rate, 1/s")
+    p.add_argument("--fmp", type=float, default=300.0, help="FMP")
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp2m"), help="default: the run's diffusion.sampler")
+    p.add_argument("--steps", type=int, help="default: the run's diffusion.sampling_steps")
+    p.add_argument("--eta", type=float, help="DDIM eta; default: the run's diffusion.eta")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance w; default: the run's diffusion.guidance")
+    p.add_argument("--clip", type=float, help="clamp x0_hat to [-c, c] (standardized units); default: the run's")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--out", help="output .npz (a .png is written next to it); default: RUN/eval/generated.npz")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from training.checkpoint import load_run  # the CLI needs the whole stack, generate() does not
+
+    loaded = load_run(args.run, which=args.checkpoint, device=args.device)
+    kw = loaded.diffusion.sampling_kwargs()  # the run's config defaults, overridden by the flags given
+    for key in ("sampler", "steps", "eta", "guidance", "clip"):
+        if getattr(args, key) is not None:
+            kw[key] = getattr(args, key)
+    static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
+    generator = torch.Generator().manual_seed(args.seed)
+    signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],
+                      kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"], batch_size=args.batch_size)
+    ckpt = getattr(loaded, "checkpoint", None) or {}
+    settings = kw | {"seed": args.seed, "run": str(args.run), "checkpoint": args.checkpoint,
+                     "ema_weights": ckpt.get("ema") is not None}
+    out = Path(args.out) if args.out else Path(args.run) / "eval" / "generated.npz"
+    npz, png = write_generated(out, signal, static, settings)
+    print(f"wrote {npz} ({args.n} signals, µV) and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

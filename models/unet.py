@@ -1,0 +1,211 @@
+"""ABRNet: a hierarchical 1-D U-Net with S4D encoder, Transformer decoder, FiLM/CFG conditioning, six heads.
+
+Shapes for the quickstart config (L = 200, widths 32/64/128, down_factors 2, 5):
+
+    x_t (B 1 200) -> stem + position (B 200 32)
+    encoder level 0: S4Block x n  (B 200 32)  -> skip 0 -> down x2 -> (B 100 64)
+    encoder level 1: S4Block x n  (B 100 64)  -> skip 1 -> down x5 -> (B 20 128)
+    bottleneck:      S4Block x n [+ self-attention block]  (B 20 128)  -> z = proj (B 20 head_dim)
+    decoder level 1: up x5, merge skip 1, TransformerBlock x n (cross-attends skip 1)  (B 100 64)
+    decoder level 0: up x2, merge skip 0, TransformerBlock x n (cross-attends skip 0)  (B 200 32)
+    h = proj (B 200 32) -> signal (B 1 200); pooled(h, z) -> class, peak, threshold heads
+
+Every block is FiLM-conditioned on c = embed(t) + embed(static) (null embedding where dropped).
+Attention runs in the decoder (L = 100, 200 here: long enough that global mixing matters and cross-attention
+to encoder features can pick the right latencies); the bottleneck's attention block is optional
+(``model.bottleneck_attention``; bench/model.py measures it).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from data.stats import DataStats
+from models.blocks import S4Block, TransformerBlock
+from models.conditioning import Conditioning
+from models.config import ModelConfig
+from models.heads import PooledHead, SignalHead, TargetScale
+
+HEAD_KEYS = ("signal", "class", "peak", "threshold")
+
+
+class Downsample(nn.Module):
+    """(B L C) -> (B L/f C'): fold f neighbouring steps into channels, then mix (exact, no padding)."""
+
+    def __init__(self, C: int, C_out: int, f: int):
+        super().__init__()
+        self.f = f
+        self.proj = nn.Linear(f * C, C_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, L, C = x.shape
+        return self.proj(x.reshape(B, L // self.f, self.f * C))  # (B L/f C')
+
+
+class Upsample(nn.Module):
+    """(B L C) -> (B L*f C'): the transpose of :class:`Downsample`."""
+
+    def __init__(self, C: int, C_out: int, f: int):
+        super().__init__()
+        self.f, self.C_out = f, C_out
+        self.proj = nn.Linear(C, f * C_out)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, L, _ = x.shape
+        return self.proj(x).reshape(B, L * self.f, self.C_out)  # (B L*f C')
+
+
+class ABRNet(nn.Module):
+    def __init__(self, cfg: ModelConfig, stats: DataStats, signal_length: int = 200):
+        super().__init__()
+        _check_factors(cfg.down_factors, signal_length)
+        self.cfg, self.L = cfg, signal_length
+        W, E, n = cfg.widths(), cfg.cond_dim, cfg.blocks_per_level
+
+        def s4(C: int) -> S4Block:
+            return S4Block(C, E, cfg.d_state, cfg.bidirectional, cfg.mlp_ratio, cfg.dropout, cfg.ssm_lr)
+
+        def tf(C: int, cross: bool) -> TransformerBlock:
+            return TransformerBlock(C, E, cfg.attn_heads, cfg.mlp_ratio, cfg.dropout, cross=cross)
+
+        self.cond = Conditioning(E, stats)
+        self.stem = nn.Linear(1, W[0])
+        self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
+        levels = range(len(cfg.down_factors))
+        self.encoder = nn.ModuleList(nn.ModuleList(s4(W[i]) for _ in range(n)) for i in levels)
+        self.down = nn.ModuleList(Downsample(W[i], W[i + 1], f) for i, f in enumerate(cfg.down_factors))
+        mid = [s4(W[-1]) for _ in range(n)] + ([tf(W[-1], cross=False)] if cfg.bottleneck_attention else [])
+        self.bottleneck = nn.ModuleList(mid)
+        self.to_z = nn.Sequential(nn.LayerNorm(W[-1]), nn.Linear(W[-1], cfg.head_dim))
+        self.up = nn.ModuleList(Upsample(W[i + 1], W[i], f) for i, f in enumerate(cfg.down_factors))
+        self.merge = nn.ModuleList(nn.Linear(2 * W[i], W[i]) for i in levels)
+        self.decoder = nn.ModuleList(nn.ModuleList(tf(W[i], cross=True) for _ in range(n)) for i in levels)
+        self.to_h = nn.Sequential(nn.LayerNorm(W[0]), nn.Linear(W[0], W[0]))
+        pooled = {"hidden": cfg.head_dim, "heads": cfg.attn_heads, "dropout": cfg.dropout}
+        self.heads = nn.ModuleDict(
+            {
+                "signal": SignalHead(W[0]),
+                "class": PooledHead(W[0], cfg.head_dim, n_out=5, **pooled),
+                "peak": PooledHead(W[0], cfg.head_dim, n_out=3, **pooled),  # logit, latency, amplitude
+                "threshold": PooledHead(W[0], cfg.head_dim, n_out=1, **pooled),
+            }
+        )
+        self.target_scale = TargetScale(stats)
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        x_t: Tensor,
+        t: Tensor,
+        static: Tensor,
+        drop_cond: Tensor | None = None,
+        return_features: bool = False,
+    ) -> dict[str, Tensor | list[Tensor]]:
+        """x_t (B 1 L) normalized signal; t (B) diffusion step (0 = clean); static (B 4) physical units;
+        drop_cond (B) bool, True: null condition for that sample. None: in training mode each sample is
+        dropped with probability ``cfg.cond_drop_prob`` (global RNG); in eval mode none is dropped."""
+        B = self._check_inputs(x_t, t, static, drop_cond)
+        if drop_cond is None:
+            drop_cond = torch.zeros(B, dtype=torch.bool, device=x_t.device)
+            if self.training and self.cfg.cond_drop_prob > 0:
+                drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
+        c = self.cond(t, static, drop_cond.bool())  # (B E)
+        h, z = self.trunk(x_t, c)  # (B L C0), (B Lb head_dim)
+        out = self.read_heads(h, z)
+        if return_features:
+            out["features"] = [h, z]
+        return out
+
+    def trunk(self, x_t: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.stem(x_t.transpose(1, 2)) + self.pos  # (B L C0)
+        skips = []
+        for blocks, down in zip(self.encoder, self.down, strict=True):
+            for block in blocks:
+                x = block(x, c)  # (B Li Ci)
+            skips.append(x)
+            x = down(x)  # (B Li/f Ci+1)
+        for block in self.bottleneck:
+            x = block(x, c)  # (B Lb Cb)
+        z = self.to_z(x)  # (B Lb head_dim)
+        for i in reversed(range(len(skips))):
+            x = self.merge[i](torch.cat([self.up[i](x), skips[i]], dim=-1))  # (B Li Ci)
+            for block in self.decoder[i]:
+                x = block(x, c, context=skips[i])  # (B Li Ci)
+        return self.to_h(x), z  # (B L C0), (B Lb head_dim)
+
+    def read_heads(self, h: Tensor, z: Tensor) -> dict[str, Tensor]:
+        peak = self.heads["peak"](h, z).float()  # (B 3)
+        return {
+            "signal": self.heads["signal"](h).float(),  # (B 1 L)
+            "class_logits": self.heads["class"](h, z).float(),  # (B 5)
+            "peak_logit": peak[:, 0],  # (B)
+            "peak_latency": self.target_scale(peak[:, 1], 0),  # (B) ms
+            "peak_amplitude": self.target_scale(peak[:, 2], 1),  # (B) µV
+            "threshold": self.target_scale(self.heads["threshold"](h, z)[:, 0], 2),  # (B) dB nHL
+        }
+
+    def _check_inputs(self, x_t: Tensor, t: Tensor, static: Tensor, drop_cond: Tensor | None) -> int:
+        if x_t.dim() != 3 or x_t.shape[1:] != (1, self.L):
+            raise ValueError(f"ABRNet input x_t: expected shape [B, 1, {self.L}], found {list(x_t.shape)}")
+        B = x_t.shape[0]
+        if t.shape != (B,):
+            raise ValueError(f"ABRNet input t: expected shape [{B}], found {list(t.shape)}")
+        if static.shape != (B, 4):
+            raise ValueError(f"ABRNet input static: expected shape [{B}, 4], found {list(static.shape)}")
+        if drop_cond is not None and (drop_cond.shape != (B,) or drop_cond.dtype != torch.bool):
+            raise ValueError(
+                f"ABRNet input drop_cond: expected a bool tensor of shape [{B}], "
+                f"found {drop_cond.dtype} {list(drop_cond.shape)}"
+            )
+        return B
+
+    # ------------------------------------------------------------------ parameter views
+
+    def last_shared_parameters(self) -> list[nn.Parameter]:
+        """The last shared layer every head reads (GradNorm's W): the projection producing h."""
+        return list(self.to_h[-1].parameters())
+
+    def head_parameters(self) -> dict[str, list[nn.Parameter]]:
+        return {k: list(self.heads[k].parameters()) for k in HEAD_KEYS}
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        head = {id(p) for ps in self.head_parameters().values() for p in ps}
+        return [p for p in self.parameters() if id(p) not in head]
+
+    def parameter_table(self) -> str:
+        """Parameter count per block, one line each, then the total."""
+        rows = []
+        for name, child in self.named_children():
+            if isinstance(child, (nn.ModuleList, nn.ModuleDict)):
+                rows += [(f"{name}.{k}", _count(m)) for k, m in child.named_children()]
+            else:
+                rows.append((name, _count(child)))
+        rows.append(("pos", self.pos.numel()))
+        rows = [r for r in rows if r[1] > 0]
+        width = max(len(r[0]) for r in rows)
+        lines = [f"{'block':<{width}}  {'params':>11}"]
+        lines += [f"{name:<{width}}  {n:>11,}" for name, n in rows]
+        lines.append(f"{'total':<{width}}  {_count(self):>11,}")
+        return "\n".join(lines)
+
+
+def _count(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters())
+
+
+def _check_factors(factors: list[int], L: int) -> None:
+    total = math.prod(factors)
+    if L % total:
+        raise ValueError(
+            f"model.down_factors: expected factors whose product divides the signal length {L}, "
+            f"found {factors} (product {total})"
+        )
+
+
+def build_model(cfg: ModelConfig, stats: DataStats, signal_length: int = 200) -> ABRNet:
+    """The network of DESIGN.md for ``cfg``; refuses down_factors whose product does not divide L."""
+    return ABRNet(cfg, stats, signal_length)

@@ -1,0 +1,167 @@
+"""The synthetic generator: determinism, the real data set's statistics, physiology, and that no
+label can be read off a constant or a single static input."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from sklearn.metrics import balanced_accuracy_score, r2_score
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+from data import synthetic
+from data.records import SIGNAL_LENGTH, STATIC_NAMES, Records
+from data.summary import summarize
+from data.waveform import DT_MS
+from training.components import CLASS_NAMES
+
+NORMAL, NEURO, SNIK, TOTAL, ITIK = range(5)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_same_seed_same_bytes(tmp_path):
+    paths = [tmp_path / f"{name}.npz" for name in ("a", "b", "c")]
+    for path, seed in zip(paths, (3, 3, 4), strict=True):
+        assert synthetic.main(["--out", str(path), "--patients", "40", "--seed", str(seed)]) == 0
+    assert _sha(paths[0]) == _sha(paths[1])
+    assert _sha(paths[0]) != _sha(paths[2])
+
+
+def test_stats_cli_prints_the_design_statistics(tmp_path, capsys):
+    path = tmp_path / "s.npz"
+    synthetic.main(["--out", str(path), "--patients", "30", "--seed", "0"])
+    capsys.readouterr()
+    synthetic.main(["--stats", str(path)])
+    out = capsys.readouterr().out
+    for key in ("class_share_pct[NÖROPATİ]", "peak_present_pct", "latency_mean_ms", "amplitude_mean_uv", "real data"):
+        assert key in out
+
+
+def test_class_quota_is_exact_and_keeps_every_class():
+    assert synthetic.class_quota(2000).tolist() == [1594, 16, 212, 66, 112]
+    assert synthetic.class_quota(5).tolist() == [1, 1, 1, 1, 1]
+    assert all(synthetic.class_quota(n).sum() == n for n in (1, 3, 7, 300, 2038))
+
+
+def test_rejects_no_patients():
+    with pytest.raises(ValueError, match="expected at least 1"):
+        synthetic.generate(0)
+
+
+def test_layout_and_units(small_records: Records):
+    r = small_records
+    assert r.signal.shape == (len(r), SIGNAL_LENGTH) and r.signal.dtype == np.float32
+    assert r.static.shape == (len(r), len(STATIC_NAMES))
+    assert np.isfinite(r.signal).all() and np.isfinite(r.static).all() and np.isfinite(r.threshold).all()
+    assert np.isnan(r.peak_latency[~r.peak_mask]).all() and np.isfinite(r.peak_latency[r.peak_mask]).all()
+    assert set(np.unique(r.static[:, 1])) <= set(range(0, 101, 5))
+    assert (r.static[:, 0] == np.floor(r.static[:, 0])).all()  # completed years, as clinical records
+    assert set(np.unique(r.label)) == set(range(len(CLASS_NAMES)))
+
+
+def test_statistics_match_the_real_data_set(cohort: Records):
+    """The acceptance of issue 3, on 2,000 patients."""
+    s = summarize(cohort)
+    real = dict(zip(CLASS_NAMES, (79.7, 0.8, 10.6, 3.3, 5.6), strict=True))
+    for name, share in real.items():
+        assert abs(s["class_share_pct"][name] - share) <= 1.0, name
+    assert 70.0 <= s["peak_present_pct"] <= 80.0
+    assert 7.0 <= s["latency_mean_ms"] <= 9.0
+    assert s["latency_range_ms"][1] > 12.0 and s["latency_above_12ms_pct"] >= 0.05  # a right tail
+    assert 0.1 <= s["amplitude_mean_uv"] <= 0.3
+    assert s["age_median_years"] == 0.0 and s["age_range_years"][1] <= 75.0
+    assert s["intensity_levels"] == 21 and s["intensity_range_db"] == (0.0, 100.0)
+    assert s["rate_range_per_s"] == (11.1, 49.1) or np.allclose(s["rate_range_per_s"], (11.1, 49.1))
+    assert 24.0 <= s["recordings_per_patient"] <= 27.0
+
+
+def test_no_label_is_readable_from_a_constant_or_one_static_input(cohort: Records):
+    """A depth-6 tree on any single static input (or nothing) stays far from reading any label."""
+    r = cohort
+    test = (r.patient_id % 5) == 0
+    targets = {"label": (r.label, None), "peak_mask": (r.peak_mask, None), "threshold": (r.threshold, None),
+               "peak_latency": (r.peak_latency, r.peak_mask), "peak_amplitude": (r.peak_amplitude, r.peak_mask)}
+    for name, (y, mask) in targets.items():
+        rows = np.ones(len(y), bool) if mask is None else mask
+        tr, te = rows & ~test, rows & test
+        for j in [*range(len(STATIC_NAMES)), None]:
+            x = np.zeros((len(y), 1)) if j is None else r.static[:, [j]]
+            if y.dtype.kind in "bi":
+                pred = DecisionTreeClassifier(max_depth=6, min_samples_leaf=20).fit(x[tr], y[tr]).predict(x[te])
+                score = balanced_accuracy_score(y[te], pred)
+                assert score < 0.85, (name, j, score)
+            else:
+                pred = DecisionTreeRegressor(max_depth=6, min_samples_leaf=20).fit(x[tr], y[tr]).predict(x[te])
+                score = r2_score(y[te], pred)
+                assert score < 0.6, (name, j, score)
+
+
+def _slope(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.polyfit(x, y, 1)[0])
+
+
+def test_wave_v_latency_falls_with_intensity_and_rises_with_rate(cohort: Records):
+    r = cohort
+    age, level, rate = r.static[:, 0], r.static[:, 1], r.static[:, 2]
+    adult = r.peak_mask & (r.label == NORMAL) & (age >= 18) & (level >= 30) & (level <= 80)
+    assert -0.045 <= _slope(level[adult], r.peak_latency[adult]) <= -0.028  # ms/dB (0.03-0.04 in the brief)
+    loud = r.peak_mask & (r.label == NORMAL) & (level >= 60)
+    assert _slope(rate[loud], r.peak_latency[loud]) > 0.003  # ms per click/s
+
+
+def test_infants_have_longer_latencies(cohort: Records):
+    r = cohort
+    loud = r.peak_mask & (r.label == NORMAL) & (r.static[:, 1] == 80)
+    infant, adult = loud & (r.static[:, 0] == 0), loud & (r.static[:, 0] >= 18)
+    assert np.median(r.peak_latency[infant]) - np.median(r.peak_latency[adult]) > 0.4
+
+
+def test_amplitude_grows_with_sensation_level(cohort: Records):
+    r = cohort
+    normal = r.peak_mask & (r.label == NORMAL)
+    sl = r.static[:, 1] - r.threshold
+    low, high = normal & (sl <= 10), normal & (sl >= 50)
+    assert np.median(r.peak_amplitude[high]) > 2 * np.median(r.peak_amplitude[low])
+
+
+def test_pathologies(cohort: Records):
+    r = cohort
+    level, mask, lat = r.static[:, 1], r.peak_mask, r.peak_latency
+    assert not mask[r.label == TOTAL].any()  # no response at any level
+    loud = level >= 80
+    assert mask[(r.label == NEURO) & loud].mean() < 0.5 < mask[(r.label == NORMAL) & loud].mean()
+    # conductive: delayed at equal intensity; sensorineural: steeper latency-intensity function
+    at70 = mask & (level == 70)
+    assert np.median(lat[at70 & (r.label == ITIK)]) > np.median(lat[at70 & (r.label == NORMAL)]) + 0.5
+    band = mask & (level >= 60) & (level <= 100)
+    snik, normal = band & (r.label == SNIK), band & (r.label == NORMAL)
+    assert _slope(level[snik], lat[snik]) < _slope(level[normal], lat[normal])
+    # wave V only above threshold, with uncertainty near it
+    sl = level - r.threshold
+    hearing = np.isin(r.label, (NORMAL, SNIK, ITIK))
+    assert mask[hearing & (sl <= -10)].mean() < 0.05 and mask[hearing & (sl >= 10)].mean() > 0.9
+    near = mask[hearing & (np.abs(sl) <= 2.5)].mean()
+    assert 0.2 < near < 0.9
+
+
+def test_labels_are_marked_on_the_recorded_waveform(small_records: Records):
+    """In the window, the marked amplitude is the recorded waveform's local maximum at the marked latency."""
+    r = small_records
+    rows = np.flatnonzero(r.peak_mask & (r.peak_latency < 9.5))
+    idx = np.rint(r.peak_latency[rows] / DT_MS).astype(int)
+    on_signal = r.signal[rows, idx]
+    assert np.all(r.peak_amplitude[rows] >= on_signal - 1e-6)  # interpolated peak >= nearest sample
+    assert np.all(r.peak_amplitude[rows] - on_signal < 0.05)
+    neighbours = np.maximum(r.signal[rows, idx - 1], r.signal[rows, idx + 1])
+    assert np.mean(on_signal >= neighbours - 1e-6) > 0.9  # a local maximum (or next to one)
+
+
+def test_fmp_is_about_one_without_a_response(cohort: Records):
+    fmp = cohort.static[:, 3]
+    assert 0.7 < np.median(fmp[~cohort.peak_mask]) < 1.6
+    assert np.median(fmp[cohort.peak_mask]) > 1.5 * np.median(fmp[~cohort.peak_mask])
+    assert fmp.min() >= 0.0

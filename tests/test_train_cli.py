@@ -1,0 +1,70 @@
+"""train.py's command line: one-line errors for bad input, sweeps expand to their combinations."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=120)
+
+
+def test_wrong_type_exits_nonzero_with_one_line_naming_the_key():
+    r = run_cli("--config", "configs/config.yaml", "training.epochs=abc")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "training.epochs" in lines[0] and "Traceback" not in r.stderr
+
+
+def test_misspelled_section_gets_a_suggestion():
+    r = run_cli("--config", "configs/config.yaml", "traning.epochs=1")
+    assert r.returncode != 0
+    assert "did you mean 'training'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_missing_config_file_is_named():
+    r = run_cli("--config", "configs/does_not_exist.yaml")
+    assert r.returncode != 0
+    assert "configs/does_not_exist.yaml" in r.stderr and "not found" in r.stderr
+
+
+def test_debug_shows_the_traceback():
+    r = run_cli("--config", "configs/config.yaml", "training.epochs=abc", "--debug")
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_existing_run_is_never_overwritten_silently(tmp_path):
+    (tmp_path / "logs" / "exp").mkdir(parents=True)
+    (tmp_path / "logs" / "exp" / "metrics.jsonl").write_text("{}\n")
+    r = run_cli("--config", str(ROOT / "configs/quickstart.yaml"), "--experiment", "exp",
+                f"logging.log_dir={tmp_path / 'logs'}")
+    assert r.returncode != 0 and "--resume" in r.stderr and "--overwrite" in r.stderr
+    assert (tmp_path / "logs" / "exp" / "metrics.jsonl").read_text() == "{}\n"
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    r = run_cli("--resume", str(tmp_path))
+    assert r.returncode != 0 and "no checkpoints/last.pt" in r.stderr
+
+
+def test_bad_sweep_value_fails_before_any_run(tmp_path):
+    r = run_cli("--config", str(ROOT / "configs/quickstart.yaml"), "--experiment", "sw",
+                f"logging.log_dir={tmp_path}", "-m", "loss.balancer.strategy=fixed,nonsense")
+    assert r.returncode != 0 and "loss.balancer.strategy" in r.stderr
+    assert not (tmp_path / "sw").exists()
+
+
+def test_sweep_combinations_are_the_cartesian_product():
+    combos = train.sweep_combinations(["a=1,2", "b=x,[1,2]"])
+    assert combos == [["a=1", "b=x"], ["a=1", "b=[1,2]"], ["a=2", "b=x"], ["a=2", "b=[1,2]"]]
+    with pytest.raises(ValueError, match="expected key.path=value1,value2"):
+        train.sweep_combinations(["novalue"])

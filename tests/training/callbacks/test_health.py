@@ -1,0 +1,158 @@
+"""Health monitor: each alert fires on a crafted run, once per cooldown, and never on a healthy run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from training.callbacks import default_callbacks
+from training.callbacks.health import HealthMonitorCallback
+from training.callbacks.metrics import StepMetricsCallback
+from training.callbacks.testing import FakeBalancer, FakeMetaLoss, healthy_losses
+from training.callbacks.weights import LossWeightLoggerCallback
+from training.components import COMPONENTS
+
+
+def run(make_trainer, losses=healthy_losses, steps=60, meta_loss=None, **step_kwargs):
+    trainer = make_trainer([StepMetricsCallback(), LossWeightLoggerCallback(), HealthMonitorCallback()],
+                           meta_loss=meta_loss)
+    trainer.start()
+    trainer.steps(steps, losses, **step_kwargs)
+    return trainer
+
+
+def alerts(trainer, name=None):
+    return [r for r in trainer.of_kind("alert") if name is None or r.data["alert"] == name]
+
+
+def test_silent_on_a_healthy_run(make_trainer, cfg):
+    trainer = make_trainer(default_callbacks(cfg))
+    trainer.start()
+    for _ in range(5):
+        trainer.steps(100, healthy_losses, grad_norm=lambda s: 2.0 + math.sin(s))
+        trainer.validate({"val/total": 1.0})
+        trainer.end_epoch({"train/total": 1.0, "val/total": 1.0, "lr": 1e-4})
+        trainer.start_epoch()
+    trainer.end()
+    assert len(trainer.of_kind("step")) == 50
+    assert alerts(trainer) == []
+
+
+def test_nonfinite_values_and_skipped_steps(make_trainer):
+    trainer = run(make_trainer, steps=20, grad_norm=lambda s: math.inf if s == 5 else 1.0,
+                  skipped=lambda s: s == 15)
+    found = alerts(trainer, "nonfinite")
+    assert [a.step for a in found] == [10, 20]
+    assert "grad_norm/total" in found[0].data["keys"] and found[1].data["skipped_steps"] == 1
+    assert found[0].text.startswith("WARNING")
+
+
+def test_negative_total_only_where_the_strategy_cannot_produce_it(make_trainer):
+    trainer = run(make_trainer, steps=10, objective=-2.062)
+    (a,) = alerts(trainer, "negative_total")
+    assert a.data["total"] == pytest.approx(-2.062)
+    allowed = run(make_trainer, steps=10, objective=-2.062, meta_loss=FakeMetaLoss(FakeBalancer(can_be_negative=True)))
+    assert alerts(allowed) == []
+    nll = run(make_trainer, steps=10, objective=-2.0, losses=lambda s: {**healthy_losses(s), "threshold": -9.0})
+    assert alerts(nll, "negative_total") == []  # a Gaussian NLL component may be negative itself
+
+
+def test_loss_spike(make_trainer):
+    def losses(s):
+        return {c: v * (50.0 if s == 45 else 1.0) for c, v in healthy_losses(s).items()}
+
+    trainer = run(make_trainer, losses, steps=60)
+    (a,) = alerts(trainer, "loss_spike")
+    assert a.step == 50 and a.data["value"] > 5 * a.data["median"]
+
+
+def test_gradient_explosion(make_trainer, cfg):
+    trainer = run(make_trainer, steps=30, grad_norm=lambda s: 5e4 if s == 22 else 1.0)
+    (a,) = alerts(trainer, "grad_explosion")
+    assert a.step == 30 and a.data["value"] == 5e4
+    cfg.logging.health.grad_explosion = 1e5
+    assert alerts(run(make_trainer, steps=30, grad_norm=lambda s: 5e4 if s == 22 else 1.0)) == []
+
+
+def test_stalled_component_seed_001(make_trainer, cfg):
+    cfg.logging.health.stall_window = 20
+
+    def losses(s):  # PeakLat flat at 15.9 while Class falls fast (seed 001: countdown vs pointers)
+        return {**{c: math.exp(-s / 40) for c in COMPONENTS}, "peak_latency": 15.9, "class": 2.0 * math.exp(-s / 20)}
+
+    trainer = run(make_trainer, losses, steps=40)
+    (a,) = alerts(trainer, "stalled_component")
+    assert a.step == 30 and a.data["component"] == "peak_latency" and a.data["improving"] == "class"
+    assert "PeakLat changed" in a.text
+    cfg.logging.health.improve_rel_change = 0.9  # Class's improvement no longer counts
+    assert alerts(run(make_trainer, losses, steps=40), "stalled_component") == []
+
+
+def test_stall_needs_a_flat_component(make_trainer, cfg):
+    cfg.logging.health.stall_window = 20
+    cfg.logging.health.stall_rel_change = 1e-6  # a 0.1 % drift is no longer "flat"
+
+    def losses(s):
+        return {**{c: 1.0 - 1e-4 * s for c in COMPONENTS}, "class": 2.0 * math.exp(-s / 20)}
+
+    assert alerts(run(make_trainer, losses, steps=40), "stalled_component") == []
+
+
+def test_weight_near_clamp(make_trainer, cfg):
+    weights = [0.02, 1.0, 1.0, 1.0, 1.0, 9.8]
+    meta = FakeMetaLoss(FakeBalancer(weights, min_weight=0.01, max_weight=10.0))
+    trainer = run(make_trainer, steps=10, meta_loss=meta)
+    near = alerts(trainer, "weight_near_clamp")
+    assert {(a.data["component"], a.data["clamp"]) for a in near} == {("signal", 0.01), ("threshold", 10.0)}
+    cfg.logging.health.weight_clamp_margin = 0.0
+    assert alerts(run(make_trainer, steps=10, meta_loss=meta)) == []
+
+
+class Alternating(FakeBalancer):
+    """Signal's weight jumps up and down at every read (seed 000: rapid oscillation)."""
+
+    reads = 0
+
+    def get_loss_weights(self):
+        self.reads += 1
+        self.weights["signal"] = 1.3 if self.reads % 2 else 0.7
+        return super().get_loss_weights()
+
+
+def test_weight_oscillation(make_trainer, cfg):
+    cfg.logging.health.oscillation_window = 6
+    trainer = run(make_trainer, steps=60, meta_loss=FakeMetaLoss(Alternating()))
+    (a,) = alerts(trainer, "weight_oscillation")
+    assert a.data["component"] == "signal" and a.step == 50  # the 6th record (steps 0, 10, ..., 50)
+
+
+def test_dominant_component_and_cooldown(make_trainer, cfg):
+    def losses(s):  # seed 003: Thresh 130 against ~1 for the rest
+        return {**{c: 1.0 for c in COMPONENTS}, "threshold": 130.0}
+
+    trainer = run(make_trainer, losses, steps=60)
+    (a,) = alerts(trainer, "dominant_component")
+    assert a.data["component"] == "threshold" and a.data["share"] == pytest.approx(130 / 135)
+    cfg.logging.health.cooldown_steps = 20
+    assert [a.step for a in alerts(run(make_trainer, losses, steps=60), "dominant_component")] == [10, 30, 50]
+    cfg.logging.health.dominance_share = 0.99
+    assert alerts(run(make_trainer, losses, steps=60)) == []
+
+
+def test_state_round_trip_keeps_cooldowns(make_trainer):
+    losses = lambda s: {**{c: 1.0 for c in COMPONENTS}, "threshold": 130.0}  # noqa: E731
+    first = run(make_trainer, losses, steps=10)
+    state = first.callbacks[2].state_dict()
+    monitor = HealthMonitorCallback()
+    monitor.load_state_dict(state)
+    resumed = make_trainer([StepMetricsCallback(), LossWeightLoggerCallback(), monitor], step=10, resumed=True)
+    resumed.start()
+    resumed.steps(20, losses)
+    assert alerts(resumed) == []  # within the cooldown of the alert at step 10
+
+
+def test_disabled_by_config(cfg):
+    assert any(isinstance(cb, HealthMonitorCallback) for cb in default_callbacks(cfg))
+    cfg.logging.health.enabled = False
+    assert not any(isinstance(cb, HealthMonitorCallback) for cb in default_callbacks(cfg))

@@ -1,0 +1,58 @@
+"""metrics.jsonl: every record one line, strict JSON, flushed at epoch ends, truncated on resume."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from training.callbacks import default_callbacks
+from training.callbacks.base import Record
+from training.callbacks.jsonl import JsonlCallback, read_jsonl
+from training.callbacks.testing import healthy_losses
+
+
+def test_every_record_is_one_line(make_trainer, cfg):
+    cfg.logging.use_tensorboard = False
+    trainer = make_trainer(default_callbacks(cfg))
+    trainer.start()
+    trainer.steps(20, healthy_losses)
+    trainer.end_epoch({"train/total": 1.0, "val/total": 2.0, "lr": 1e-4})
+    rows = read_jsonl(trainer.run_dir / "metrics.jsonl")  # flushed at the epoch end, file still open
+    assert [r["kind"] for r in rows] == [r.kind for r in trainer.records]
+    step = next(r for r in rows if r["kind"] == "step")
+    rec = trainer.of_kind("step")[0]
+    assert step["scalars"] == rec.scalars and step["text"] == rec.text and step["step"] == 10
+    assert set(step) == {"kind", "step", "epoch", "scalars", "text", "data", "time"}
+    trainer.end()
+
+
+def test_non_finite_values_are_null(make_trainer):
+    trainer = make_trainer([JsonlCallback()])
+    trainer.start()
+    trainer.emit(Record("step", 1, 1, scalars={"train/total": math.nan, "lr": math.inf}, data={"max": [-math.inf]}))
+    trainer.end()
+    line = (trainer.run_dir / "metrics.jsonl").read_text()
+    row = json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))  # strict JSON
+    assert row["scalars"] == {"train/total": None, "lr": None} and row["data"] == {"max": [None]}
+
+
+def test_resume_drops_lines_past_the_checkpoint(make_trainer):
+    first = make_trainer([JsonlCallback()])
+    first.start()
+    for step in (10, 20, 30):
+        first.emit(Record("step", step, 1, scalars={"train/total": float(step)}))
+    first.end()
+    resumed = make_trainer([JsonlCallback()], resumed=True, step=20)
+    resumed.start()
+    resumed.emit(Record("step", 30, 1, scalars={"train/total": 30.5}))
+    resumed.end()
+    rows = read_jsonl(resumed.run_dir / "metrics.jsonl")
+    assert [(r["step"], r["scalars"]["train/total"]) for r in rows] == [(10, 10.0), (20, 20.0), (30, 30.5)]
+
+
+def test_other_ranks_write_nothing(make_trainer):
+    trainer = make_trainer([JsonlCallback()], is_main=False)
+    trainer.start()
+    trainer.emit(Record("step", 1, 1))
+    trainer.end()
+    assert not (trainer.run_dir / "metrics.jsonl").exists()

@@ -1,0 +1,121 @@
+"""W&B sink, offline only (no network): run files, metric names, fallback, resume, alerts."""
+
+from __future__ import annotations
+
+import json
+import logging
+from types import SimpleNamespace
+
+import pytest
+import wandb
+
+from training.callbacks import default_callbacks
+from training.callbacks.base import Record
+from training.callbacks.testing import healthy_losses, read_wandb_offline
+from training.callbacks.wandb_logger import WandbCallback
+from training.components import COMPONENTS
+
+
+@pytest.fixture(autouse=True)
+def offline_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+
+
+def wandb_run(make_trainer, cfg, **kwargs):
+    cfg.logging.use_wandb = True
+    cfg.logging.use_tensorboard = False
+    trainer = make_trainer(default_callbacks(cfg), **kwargs)
+    trainer.start()
+    trainer.steps(20, healthy_losses)
+    val = {"val/total": 5.0, **{f"val/{c}": 1.0 for c in COMPONENTS}}
+    trainer.validate(val)
+    trainer.end_epoch({"train/total": 6.0, **val, "lr": 1e-4})
+    trainer.end()
+    return trainer
+
+
+def history_keys(run_dir) -> tuple[set[str], list]:
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    records = read_wandb_offline(run_file)
+    keys = {i.key or "/".join(i.nested_key) for r in records if r.WhichOneof("record_type") == "history"
+            for i in r.history.item}
+    return keys, records
+
+
+def test_offline_run_files_with_the_tensorboard_names(make_trainer, cfg):
+    trainer = wandb_run(make_trainer, cfg)
+    keys, records = history_keys(trainer.run_dir)
+    names = {k for r in trainer.records for k in r.scalars}  # what TensorBoard writes as tags
+    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "eval/weight_0"} <= keys
+    metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records
+               if r.WhichOneof("record_type") == "metric"}
+    assert metrics.get("val/*") == "step" and metrics.get("*") == "step"
+    kinds = [r.WhichOneof("record_type") for r in records]
+    config = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "run"
+              for i in r.run.config.update}
+    config.update({i.key: json.loads(i.value_json) for r, k in zip(records, kinds, strict=True) if k == "config"
+                   for i in r.config.update})
+    assert config["training"]["log_frequency"] == 10  # the resolved config
+    assert config["loss_weight_index"]["weight_3"] == "peak_latency"
+    assert (trainer.run_dir / "wandb" / "run_id").exists()
+
+
+def test_online_failure_warns_once_and_goes_offline(make_trainer, cfg, monkeypatch, caplog):
+    real_init, seen = wandb.init, []
+
+    def init(**kwargs):
+        seen.append((kwargs["mode"], kwargs["settings"].init_timeout))
+        if kwargs["mode"] == "online":
+            raise wandb.errors.CommError("no network")
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    cfg.logging.wandb.mode = "online"
+    cfg.logging.wandb.init_timeout = 7.0
+    with caplog.at_level(logging.WARNING, logger="abr"):
+        trainer = wandb_run(make_trainer, cfg)
+    assert seen == [("online", 7.0), ("offline", 7.0)]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "abr" and "W&B" in r.getMessage()]
+    assert len(warnings) == 1 and "offline" in warnings[0]
+    assert "train/signal" in history_keys(trainer.run_dir)[0]
+
+
+def test_total_failure_never_stops_training(make_trainer, cfg, monkeypatch):
+    def init(**kwargs):
+        raise RuntimeError("broken install")
+
+    monkeypatch.setattr(wandb, "init", init)
+    trainer = wandb_run(make_trainer, cfg)
+    assert len(trainer.of_kind("step")) == 2  # the run went on
+
+
+def test_resume_continues_the_same_run(make_trainer, cfg):
+    first = wandb_run(make_trainer, cfg)
+    run_id = (first.run_dir / "wandb" / "run_id").read_text()
+    resumed = make_trainer([WandbCallback()], resumed=True, step=20)
+    resumed.cfg.logging.use_wandb = True
+    resumed.start()
+    resumed.end()
+    assert (resumed.run_dir / "wandb" / "run_id").read_text() == run_id
+
+
+def test_alerts_only_when_online(make_trainer):
+    calls = []
+    run = SimpleNamespace(offline=False, alert=lambda **k: calls.append(k), log=lambda *a, **k: None)
+    cb = WandbCallback()
+    cb.run = run
+    trainer = make_trainer([cb])
+    trainer.emit(Record("alert", 5, 1, text="WARNING [health/grad_explosion] ...", data={"alert": "grad_explosion"}))
+    assert calls and calls[0]["title"] == "grad_explosion"
+    run.offline, calls[:] = True, []
+    trainer.emit(Record("alert", 6, 1, text="WARNING ...", data={"alert": "x"}))
+    assert calls == []
+
+
+def test_disabled_mode_writes_nothing(make_trainer, cfg):
+    cfg.logging.wandb.mode = "disabled"
+    trainer = wandb_run(make_trainer, cfg)
+    assert not (trainer.run_dir / "wandb").exists()

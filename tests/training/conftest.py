@@ -1,0 +1,39 @@
+"""Tiny end-to-end runs shared by the trainer tests (CPU, seconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.config import load_config
+
+TINY = [
+    "data.synthetic.patients=12",
+    "training.epochs=2",
+    "training.batch_size=16",
+    "training.log_frequency=3",
+    "training.warmup_steps=2",
+    "diffusion.timesteps=100",
+    "logging.use_wandb=false",
+    "logging.figures=false",
+    "device=cpu",
+]
+
+
+def tiny_config(tmp_path: Path, *extra: str):
+    return load_config(None, [*TINY, f"logging.log_dir={tmp_path}", *extra])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def strip_times(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    return lambda *extra: tiny_config(tmp_path, *extra)

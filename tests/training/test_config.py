@@ -1,0 +1,125 @@
+"""The config system: schema validation, suggestions, overrides, extends, and no dead keys."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import get_type_hints
+
+import pytest
+
+from training.config import Config, load_config
+from training.schema import ConfigError, from_dict, to_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_round_trip_through_dict():
+    cfg = load_config(None)
+    assert from_dict(Config, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "config.yaml"])
+def test_shipped_configs_load(name):
+    path = ROOT / "configs" / name
+    if not path.exists():
+        pytest.fail(f"configs/{name} is missing")
+    load_config(path)
+
+
+def test_every_preset_loads():
+    presets = sorted((ROOT / "configs").rglob("*.yaml"))
+    assert presets, "no configs shipped"
+    for p in presets:
+        load_config(p)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"^config key 'training\.epochs': expected an integer, found 'abc'"):
+        load_config(None, ["training.epochs=abc"])
+
+
+def test_unknown_key_gets_a_suggestion():
+    with pytest.raises(ConfigError, match=r"'traning': unknown key \(did you mean 'training'\?\)"):
+        load_config(None, ["traning.epochs=1"])
+    with pytest.raises(ConfigError, match=r"'training\.epoch': unknown key \(did you mean 'epochs'\?\)"):
+        load_config(None, ["training.epoch=1"])
+
+
+@pytest.mark.parametrize(
+    ("override", "pattern"),
+    [
+        ("training.lr=-1", r"'training\.lr': expected a value > 0\.0, found -1\.0"),
+        ("training.epochs=0", r"'training\.epochs': expected a value >= 1, found 0"),
+        ("loss.balancer.strategy=foo", r"'loss\.balancer\.strategy': expected one of \[.*'fixed'"),
+        ("training.lr=.nan", r"'training\.lr': expected a finite number"),
+        ("logging.use_wandb=maybe", r"'logging\.use_wandb': expected true or false, found 'maybe'"),
+        ("data.split=[0.5,0.5]", r"data\.split: expected three non-negative shares summing to 1"),
+        ("training=3", r"'training': expected a mapping, found 3"),
+    ],
+)
+def test_out_of_range_and_bad_values(override, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        load_config(None, [override])
+
+
+def test_override_types_follow_the_schema():
+    cfg = load_config(None, ["training.lr=1e-4", "training.epochs=3.0", "logging.wandb.tags=[a,b]"])
+    assert cfg.training.lr == pytest.approx(1e-4) and isinstance(cfg.training.lr, float)
+    assert cfg.training.epochs == 3 and isinstance(cfg.training.epochs, int)
+    assert cfg.logging.wandb.tags == ["a", "b"]
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"config file '.*nope\.yaml': not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("training:\n  epochs: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"config file '.*bad\.yaml'.*line"):
+        load_config(p)
+
+
+def test_yaml_tags_are_not_executed(tmp_path):
+    p = tmp_path / "evil.yaml"
+    marker = tmp_path / "pwned"
+    p.write_text(f"seed: !!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(ConfigError):
+        load_config(p)
+    assert not marker.exists()
+
+
+def test_extends_merges_sections_and_detects_cycles(tmp_path):
+    (tmp_path / "base.yaml").write_text("training:\n  epochs: 7\n  lr: 0.5\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntraining:\n  epochs: 2\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.training.epochs, cfg.training.lr) == (2, 0.5)
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def _leaf_keys(cls, prefix=""):
+    hints = get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _leaf_keys(tp, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", f.name
+
+
+def test_no_key_exists_that_nothing_reads():
+    """Every leaf key is read somewhere outside the files that declare the schema (as `.name`,
+    or as a string key for the per-component weight maps)."""
+    sources = [
+        p for p in ROOT.rglob("*.py")
+        if ".venv" not in p.parts and "tests" not in p.parts and p.name != "config.py" and p.name != "schema.py"
+    ]
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    dead = [dotted for dotted, leaf in _leaf_keys(Config) if not re.search(rf"\.{leaf}\b", text)]
+    assert dead == [], f"config keys that no code reads: {dead}"

@@ -1,0 +1,139 @@
+"""The five head components (training/losses.py), against formulas written out here."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from data.stats import DataStats
+from training.config import LossConfig
+from training.losses import ComponentLosses, class_weights_from_counts, focal_loss, masked_huber
+
+CW = torch.tensor([0.5, 4.0, 1.0, 2.0, 1.5])
+
+
+def stats(**kw) -> DataStats:
+    return dataclasses.replace(DataStats.identity(), latency_std=2.0, amplitude_std=0.25, threshold_std=20.0, **kw)
+
+
+def make(B: int = 6, mask=None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    outputs = {
+        "class_logits": torch.randn(B, 5, generator=g, requires_grad=True),
+        "peak_logit": torch.randn(B, generator=g, requires_grad=True),
+        "peak_latency": (7.8 + torch.randn(B, generator=g)).requires_grad_(True),
+        "peak_amplitude": (0.2 + 0.1 * torch.randn(B, generator=g)).requires_grad_(True),
+        "threshold": (40 + 10 * torch.randn(B, generator=g)).requires_grad_(True),
+    }
+    m = torch.tensor(mask) if mask is not None else torch.arange(B) % 2 == 0
+    batch = {
+        "label": torch.arange(B) % 5,
+        "peak_mask": m,
+        "peak_latency": torch.where(m, 7.0 + torch.randn(B, generator=g), torch.full((B,), float("nan"))),
+        "peak_amplitude": torch.where(m, 0.1 + 0.1 * torch.randn(B, generator=g), torch.full((B,), float("nan"))),
+        "threshold": 30 + 10 * torch.randn(B, generator=g),
+    }
+    return outputs, batch
+
+
+def huber(e: torch.Tensor, d: float) -> torch.Tensor:
+    a = e.abs()
+    return torch.where(a <= d, 0.5 * e**2, d * (a - 0.5 * d))
+
+
+def test_components_match_their_formulas():
+    cfg = LossConfig(huber_delta=0.5)
+    losses = ComponentLosses(cfg, stats(), CW)
+    out, batch = make()
+    L = losses(out, batch)
+    assert list(L) == ["class", "peak_exist", "peak_latency", "peak_amplitude", "threshold"]
+    y = batch["label"]
+    logp = F.log_softmax(out["class_logits"].detach(), -1)[torch.arange(6), y]
+    assert L["class"].item() == pytest.approx(float((CW[y] * -logp).sum() / CW[y].sum()), rel=1e-6)
+    p = torch.sigmoid(out["peak_logit"].detach())
+    m = batch["peak_mask"].float()
+    assert L["peak_exist"].item() == pytest.approx(float(-(m * p.log() + (1 - m) * (1 - p).log()).mean()), rel=1e-5)
+    keep = batch["peak_mask"]
+    e_lat = (out["peak_latency"].detach()[keep] - batch["peak_latency"][keep]) / 2.0
+    assert L["peak_latency"].item() == pytest.approx(float(huber(e_lat, 0.5).mean()), rel=1e-6)
+    e_amp = (out["peak_amplitude"].detach()[keep] - batch["peak_amplitude"][keep]) / 0.25
+    assert L["peak_amplitude"].item() == pytest.approx(float(huber(e_amp, 0.5).mean()), rel=1e-6)
+    e_thr = (out["threshold"].detach() - batch["threshold"]) / 20.0
+    assert L["threshold"].item() == pytest.approx(float(huber(e_thr, 0.5).mean()), rel=1e-6)
+    sum(L.values()).backward()
+    assert all(torch.isfinite(v.grad).all() for v in out.values())  # NaN targets never leak
+
+
+def test_no_peak_in_batch_gives_exact_zero_with_zero_gradient():
+    losses = ComponentLosses(LossConfig(), stats(), CW)
+    out, batch = make(B=4, mask=[False] * 4)
+    L = losses(out, batch)
+    for k in ("peak_latency", "peak_amplitude"):
+        assert L[k].item() == 0.0 and L[k].requires_grad
+    (L["peak_latency"] + L["peak_amplitude"]).backward()
+    assert torch.equal(out["peak_latency"].grad, torch.zeros(4))
+    assert torch.equal(out["peak_amplitude"].grad, torch.zeros(4))
+
+
+def test_focal_keeps_class_weights_and_reduces_to_weighted_ce_at_gamma_zero():
+    out, batch = make(B=10)
+    logits, y = out["class_logits"].detach(), batch["label"]
+    ce = F.cross_entropy(logits, y, weight=CW)
+    assert focal_loss(logits, y, 0.0, CW).item() == pytest.approx(ce.item(), rel=1e-6)
+    gamma = 2.0
+    p = F.softmax(logits, -1)[torch.arange(10), y]
+    expected = (CW[y] * (1 - p) ** gamma * -p.log()).sum() / CW[y].sum()
+    assert focal_loss(logits, y, gamma, CW).item() == pytest.approx(expected.item(), rel=1e-6)
+    cfg = LossConfig(class_loss="focal", focal_gamma=gamma)
+    assert ComponentLosses(cfg, stats(), CW)(out, batch)["class"].item() == pytest.approx(expected.item(), rel=1e-6)
+    unweighted = focal_loss(logits, y, gamma, None).item()
+    assert unweighted != pytest.approx(expected.item(), rel=1e-3)  # the weights do change the loss
+
+
+def test_class_weights_none_ignores_the_tensor():
+    out, batch = make()
+    a = ComponentLosses(LossConfig(class_weights="none"), stats(), CW)(out, batch)["class"]
+    ref = F.cross_entropy(out["class_logits"], batch["label"])
+    assert a.item() == pytest.approx(ref.item(), rel=1e-6)
+
+
+def test_class_weights_from_counts():
+    counts = torch.tensor([797.0, 8.0, 106.0, 33.0, 0.0])
+    w = class_weights_from_counts(counts, "inverse")
+    inv = 1 / counts[:4]
+    assert torch.allclose(w[:4], (inv / inv.mean()).float()) and w[4] == 0
+    s = class_weights_from_counts(counts, "sqrt_inverse")
+    assert s[1] / s[0] == pytest.approx((797 / 8) ** 0.5, rel=1e-5)
+    assert torch.equal(class_weights_from_counts(counts, "none"), torch.ones(5))
+    with pytest.raises(ValueError, match=r"expected loss.class_weights in .*, found 'log'"):
+        class_weights_from_counts(counts, "log")
+
+
+def test_gaussian_nll_threshold_uses_the_variance_head():
+    cfg = LossConfig(threshold_loss="gaussian_nll")
+    losses = ComponentLosses(cfg, stats(), CW)
+    assert losses.can_be_negative
+    out, batch = make()
+    with pytest.raises(ValueError, match=r"expected outputs\['threshold_logvar'\]"):
+        losses(out, batch)
+    out["threshold_logvar"] = torch.full((6,), -1.0, requires_grad=True)
+    e = (out["threshold"] - batch["threshold"]) / 20.0
+    var = torch.exp(torch.tensor(-1.0))
+    expected = 0.5 * (torch.log(var) + e**2 / var).mean()
+    assert losses(out, batch)["threshold"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_bad_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match=r"expected class_weights: 5 finite values >= 0, found"):
+        ComponentLosses(LossConfig(), stats(), torch.ones(4))
+    with pytest.raises(ValueError, match=r"expected stats.latency_std > 0 .*, found 0.0"):
+        ComponentLosses(LossConfig(), dataclasses.replace(stats(), latency_std=0.0), CW)
+
+
+def test_masked_huber_delta_is_in_std_units():
+    pred, y = torch.tensor([3.0]), torch.tensor([0.0])
+    # error 3 / std 1.5 = 2 std; delta 1: 1 * (2 - 0.5) = 1.5
+    assert masked_huber(pred, y, torch.tensor([True]), 1.5, 1.0).item() == pytest.approx(1.5)

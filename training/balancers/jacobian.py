@@ -1,0 +1,93 @@
+"""`jacobian`: Jacobian descent through TorchJD (Quinton & Rey, 2024), over the shared features.
+
+``torchjd.autojac.mtl_backward`` backpropagates each component loss to its own head parameters
+as usual and builds the Jacobian (one row per component) of the shared parameters through the
+shared features ``ctx.features``; ``jac_to_grad`` then aggregates its rows with the configured
+aggregator into ``.grad``. Aggregators: ``upgrad`` (default; Quinton & Rey 2024), ``dualproj``,
+``pcgrad`` (Yu et al. 2020), ``mgda`` (Desideri 2012; Sener & Koltun 2018), ``imtl_g`` (Liu et
+al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021, needs cvxpy),
+``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop``, ``gradvac``, ``config``, ``mean``,
+``sum``. No aggregator is re-implemented here.
+
+``upgrad`` and ``dualproj`` take the config weights as their preference vector, so without
+conflict between the components they reproduce `fixed` exactly. The reported weights are the
+ones the aggregator applied to the Jacobian rows on the last step (1 for aggregators that are
+not a weighting of the rows, e.g. pcgrad, graddrop).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from training.balancers.base import BalanceContext, BalanceOutput, Balancer
+from training.balancers.common import stack_losses
+from training.balancers.config import JacobianConfig
+
+
+def build_aggregator(name: str, weights: Tensor):
+    """The TorchJD aggregator called ``name``; a missing optional dependency is a ValueError."""
+    from torchjd import aggregation as A
+
+    factories = {
+        "upgrad": lambda: A.UPGrad(pref_vector=weights),
+        "dualproj": lambda: A.DualProj(pref_vector=weights),
+        "pcgrad": A.PCGrad,
+        "mgda": A.MGDA,
+        "imtl_g": A.IMTLG,
+        "aligned_mtl": A.AlignedMTL,
+        "cagrad": lambda: A.CAGrad(c=0.5),
+        "nash_mtl": lambda: A.NashMTL(n_tasks=len(weights)),
+        "graddrop": A.GradDrop,
+        "gradvac": A.GradVac,
+        "config": A.ConFIG,
+        "mean": A.Mean,
+        "sum": A.Sum,
+    }
+    if name not in factories:
+        raise ValueError(f"expected jacobian.aggregator in {sorted(factories)}, found '{name}'")
+    try:
+        return factories[name]()
+    except ImportError as exc:  # TorchJD's optional solvers (quadprog, cvxpy, ...)
+        raise ValueError(f"expected the optional dependencies of jacobian.aggregator '{name}', found: {exc}") from None
+
+
+class JacobianBalancer(Balancer):
+    def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
+        super().__init__(names)
+        self.aggregator = build_aggregator(cfg.aggregator, weights.clone())
+        self.register_buffer("w", weights.clone())  # [K] weights applied on the last step
+
+    def combine(self, losses: dict[str, Tensor], *, update: bool = True) -> tuple[Tensor, Tensor]:
+        total = (self.w * stack_losses(losses, self.names)).sum()
+        return total, total
+
+    def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
+        if not ctx.features:
+            raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
+        L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)
+        # retain_graph: components of one head (peak) share the graph between the features and the
+        # head output, which torchjd walks once per component; the graph is freed with the losses.
+        mtl_backward([losses[n] * ctx.loss_scale for n in self.names], features=list(ctx.features), retain_graph=True)
+        shared = [p for p in ctx.shared_params if getattr(p, "jac", None) is not None]
+        if not shared:
+            raise ValueError(
+                "expected BalanceContext.shared_params to hold the feature extractor, found none with a .jac"
+            )
+        w = jac_to_grad(shared, self.aggregator)  # [K] or None
+        if w is not None:
+            self.w.copy_(w.detach().to(self.w))
+        else:
+            self.w.fill_(1.0)
+        total = (self.w * L.detach()).sum()
+        return BalanceOutput(total, total)
+
+    def weights_tensor(self) -> Tensor:
+        return self.w
+
+
+__all__ = ["JacobianBalancer", "build_aggregator", "torch"]

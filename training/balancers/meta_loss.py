@@ -1,0 +1,33 @@
+"""MetaLoss: the component losses and the balancer that combines them, as one module.
+
+The trainer calls ``meta_loss.components(outputs, batch)`` and ``meta_loss.balancer.backward``;
+the monitoring callback finds :meth:`get_loss_weights` here (seed 000). ``state_dict()`` holds the
+balancer's state, so a resumed run continues with the same weights.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from training.balancers.base import Balancer
+
+
+class MetaLoss(nn.Module):
+    def __init__(self, components: nn.Module, balancer: Balancer) -> None:
+        super().__init__()
+        self.components = components  # training.losses.ComponentLosses
+        self.balancer = balancer
+
+    def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return self.components(outputs, batch)
+
+    @property
+    def can_be_negative(self) -> bool:
+        """Whether the objective may legitimately be < 0 (strategy or component, e.g. Gaussian NLL)."""
+        return bool(self.balancer.can_be_negative or getattr(self.components, "can_be_negative", False))
+
+    def get_loss_weights(self) -> list[float] | list[list[float]]:
+        return self.balancer.get_loss_weights()
+
+    def weight_names(self) -> list[str] | list[list[str]]:
+        return self.balancer.weight_names()

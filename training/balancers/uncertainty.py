@@ -1,0 +1,51 @@
+"""`uncertainty`: homoscedastic uncertainty weighting (Kendall, Gal & Cipolla, CVPR 2018).
+
+One learnable s_i = log sigma_i^2 per component, trained by the model's optimizer:
+
+    log   (Kendall 2018):          sum_i 1/2 exp(-s_i) L_i + 1/2 s_i
+    log1p (Liebel & Koerner 2018):  sum_i 1/2 exp(-s_i) L_i + 1/2 log(1 + exp(s_i))
+
+Under ``log`` the optimum is s_i* = log L_i, so the objective is 1/2 sum_i (1 + log L_i): below
+zero whenever the losses are small. That is a legitimate negative log-likelihood, not a bug
+(seed 004); the honest display shows the objective *and* the weighted sum of the task losses
+(``BalanceOutput.weighted_sum``) separately. ``log1p`` keeps every term >= 0. Clamping s >= 0 or
+an abs()/exp() regularizer (seed 004's "fixes") change the model and are not offered.
+
+Reported weights are the precisions exp(-s_i); weighted_sum = sum_i exp(-s_i) L_i.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from training.balancers.common import ValueBalancer
+from training.balancers.config import UncertaintyConfig
+
+
+class UncertaintyBalancer(ValueBalancer):
+    def __init__(self, names: Sequence[str], weights: Tensor, cfg: UncertaintyConfig) -> None:
+        super().__init__(names)
+        self.regularizer = cfg.regularizer
+        # The initial precision exp(-s) is the config weight scaled by exp(-init_log_var).
+        self.s = nn.Parameter(cfg.init_log_var - torch.log(weights))  # [K]
+
+    @property
+    def can_be_negative(self) -> bool:  # type: ignore[override]
+        return self.regularizer == "log"
+
+    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+        precision = torch.exp(-self.s)  # [K]
+        reg = self.s if self.regularizer == "log" else F.softplus(self.s)  # softplus(s) = log(1 + sigma^2)
+        objective = (0.5 * precision * L + 0.5 * reg).sum()
+        weighted = (precision.detach() * L).sum()
+        return objective, weighted
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [self.s]
+
+    def weights_tensor(self) -> Tensor:
+        return torch.exp(-self.s.detach())

@@ -1,0 +1,86 @@
+"""The text every console view shows: tqdm postfix, step line, epoch summary (seed 003 formats).
+
+All three are pure functions of already-read floats, so sinks and tests share one definition:
+
+    postfix   Total=138.0 | LR=1.00e-04 | Signal=1.030 | Class=1.944 | Peak=0.831 | Thresh=130.5
+    step      Step 100 - Total: 138.0073, Signal: 1.0295, Class: 1.9444, Peak: 0.8308, PeakLat: ..., Thresh: ...
+    epoch     Epoch 1/200 Summary:
+                Train - Total: 138.0073, Signal: 1.0295, ...
+                Val   - Total: 124.2066, Signal: 0.9266, ...
+                LR: 1.00e-04
+
+The postfix numbers have a fixed width (:func:`fixed_width`, 5 characters, 4 significant digits)
+so the bar does not flicker and the whole line fits a 120-column terminal; the step line and the
+summary keep 4 decimals (the precise values are also in metrics.jsonl).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from training.components import COMPONENTS, DISPLAY_NAMES
+
+# The postfix shows Total and LR, then these components (Peak = peak_exist only), in this order.
+POSTFIX_COMPONENTS: tuple[str, ...] = ("signal", "class", "peak_exist", "threshold")
+POSTFIX_WIDTH = 5
+
+
+def fixed_width(x: float, width: int = POSTFIX_WIDTH) -> str:
+    """``x`` in exactly ``width`` characters: as many decimals as fit (at most 3), else ``1e5``."""
+    if not math.isfinite(x):
+        return str(x).rjust(width)
+    for decimals in (3, 2, 1, 0):
+        s = f"{x:.{decimals}f}"
+        if len(s) <= width:
+            return s.rjust(width)
+    mantissa, exponent = f"{x:.0e}".split("e")
+    s = f"{mantissa}e{int(exponent)}"
+    return (s if len(s) <= width else "-huge" if x < 0 else "huge").rjust(width)
+
+
+def format_lr(lr: float) -> str:
+    return f"{lr:.2e}"
+
+
+def format_postfix(values: Mapping[str, float], lr: float) -> str:
+    """tqdm postfix in the fixed order ``Total | LR | Signal | Class | Peak | Thresh``.
+
+    ``values``: "total" and component keys (missing ones are left out). Set it with
+    ``bar.set_postfix_str``: the dict form of ``set_postfix`` would reorder and reformat it.
+    """
+    parts = []
+    if "total" in values:
+        parts.append(f"Total={fixed_width(values['total'])}")
+    parts.append(f"LR={format_lr(lr)}")
+    parts += [f"{DISPLAY_NAMES[c]}={fixed_width(values[c])}" for c in POSTFIX_COMPONENTS if c in values]
+    return " | ".join(parts)
+
+
+def format_components(values: Mapping[str, float]) -> str:
+    """``Total: 138.0073, Signal: 1.0295, ...`` for "total" and the six components present in ``values``."""
+    keys = ["total", *COMPONENTS]
+    names = {"total": "Total", **DISPLAY_NAMES}
+    return ", ".join(f"{names[k]}: {values[k]:.4f}" for k in keys if k in values)
+
+
+def format_step_line(step: int, values: Mapping[str, float]) -> str:
+    return f"Step {step} - {format_components(values)}"
+
+
+def strip_prefix(scalars: Mapping[str, float], prefix: str) -> dict[str, float]:
+    """{"train/signal": 1.0, "lr": ...} -> {"signal": 1.0} for ``prefix="train/"``."""
+    return {k[len(prefix) :]: v for k, v in scalars.items() if k.startswith(prefix)}
+
+
+def format_epoch_summary(epoch: int, max_epochs: int, summary: Mapping[str, float]) -> str:
+    """The epoch block; ``summary`` has "train/<key>", optional "val/<key>" and "lr"."""
+    lines = [f"Epoch {epoch}/{max_epochs} Summary:"]
+    train, val = strip_prefix(summary, "train/"), strip_prefix(summary, "val/")
+    if train:
+        lines.append(f"  Train - {format_components(train)}")
+    if val:
+        lines.append(f"  Val   - {format_components(val)}")
+    if "lr" in summary:
+        lines.append(f"  LR: {format_lr(summary['lr'])}")
+    return "\n".join(lines)

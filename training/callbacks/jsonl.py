@@ -1,0 +1,108 @@
+"""metrics.jsonl sink: every record as one JSON object per line, in ``trainer.run_dir``.
+
+    {"kind": "step", "step": 100, "epoch": 1, "scalars": {...}, "text": "Step 100 - ...",
+     "data": {...}, "time": 1732200000.0}
+
+Strict JSON: a NaN or infinite value is written as ``null`` (its alert says which key it was).
+"time" (Unix seconds) is the only non-deterministic key; drop it to compare two runs. Figures are
+not serialized (their record keeps its tag). The file is flushed at each epoch end, alert,
+validation and at the end; a resumed run first drops the lines past the step it resumes from, so
+the file reads as if the run had never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from training.callbacks.base import Callback, Record
+
+if TYPE_CHECKING:
+    from training.trainer import Trainer
+
+FILENAME = "metrics.jsonl"
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {str(k): _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    if hasattr(x, "item"):  # numpy / torch scalar
+        return _clean(x.item())
+    return str(x)
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    return {"kind": record.kind, "step": record.step, "epoch": record.epoch, "scalars": _clean(record.scalars),
+            "text": record.text, "data": _clean(record.data), "time": time.time()}
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file (for tests, comparisons and notebooks)."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def truncate_after(path: Path, step: int) -> None:
+    """Drop the lines with a step past ``step`` (written after the checkpoint a run resumes from)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class JsonlCallback(Callback):
+    def __init__(self) -> None:
+        self.file: TextIO | None = None
+
+    def _open(self, trainer: Trainer) -> TextIO:
+        if self.file is None:
+            path = Path(trainer.run_dir) / FILENAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if trainer.resumed:
+                truncate_after(path, trainer.step)
+            self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
+        return self.file
+
+    def on_train_start(self, trainer: Trainer) -> None:
+        if trainer.is_main:
+            self._open(trainer)
+
+    def on_record(self, trainer: Trainer, record: Record) -> None:
+        if not trainer.is_main:
+            return
+        f = self._open(trainer)
+        f.write(json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n")
+        if record.kind in ("epoch", "alert", "hparams"):
+            f.flush()
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+        if self.file is not None:
+            self.file.flush()
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self._close()
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None

@@ -1,0 +1,128 @@
+"""Weights & Biases sink (``logging.use_wandb``, ``logging.wandb.*``).
+
+- Offline by default (``logging.wandb.mode``); run files land in ``trainer.run_dir/wandb``
+  (``wandb sync logs/<experiment>/wandb/offline-run-*`` uploads them later).
+- The resolved config is the run's config; the run is named after the experiment directory;
+  runs of one ``-m`` sweep share ``logging.wandb.group`` (train.py fills it in for a sweep).
+- Metric names are the record names, the same tags as TensorBoard. Every metric is plotted
+  against the optimizer step (``define_metric(..., step_metric="step")``), so train and val
+  curves share one x axis like in TensorBoard; "epoch" is logged too, to switch axes in the UI.
+  Validation metrics also get a "min" summary.
+- Alerts become ``run.alert`` when the run is online (W&B rate-limits them).
+- W&B never stops training: if an online init fails (no login, no network), one warning, then
+  the same run offline; if even that fails, W&B logging is off for the run. A resumed run
+  continues the same W&B run (its id is kept in ``run_dir/wandb/run_id``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.callbacks.base import Callback, Record
+
+if TYPE_CHECKING:
+    from training.trainer import Trainer
+
+log = logging.getLogger("abr")
+
+
+class WandbCallback(Callback):
+    def __init__(self) -> None:
+        self.run: Any = None
+        self._failed = False
+
+    # -- init --------------------------------------------------------------------------------------
+    def _init(self, trainer: Trainer, mode: str) -> Any:
+        import wandb
+
+        from training.config import config_to_dict
+
+        cfg = trainer.cfg.logging.wandb
+        wdir = Path(trainer.run_dir) / "wandb"
+        wdir.mkdir(parents=True, exist_ok=True)
+        id_file = wdir / "run_id"
+        run_id = id_file.read_text().strip() if trainer.resumed and id_file.exists() else None
+        run = wandb.init(
+            project=cfg.project, entity=cfg.entity or None, group=cfg.group or None, tags=list(cfg.tags),
+            name=Path(trainer.run_dir).name, dir=str(Path(trainer.run_dir)), mode=mode,
+            config=config_to_dict(trainer.cfg), id=run_id, resume="allow" if run_id else None,
+            settings=wandb.Settings(init_timeout=cfg.init_timeout, console="off"),
+            reinit="create_new",
+        )
+        id_file.write_text(run.id)
+        run.define_metric("step")
+        run.define_metric("epoch", step_metric="step")
+        run.define_metric("val/*", step_metric="step", summary="min")
+        run.define_metric("*", step_metric="step")
+        return run
+
+    def _open(self, trainer: Trainer) -> Any:
+        if self.run is not None or self._failed or not trainer.is_main:
+            return self.run
+        mode = trainer.cfg.logging.wandb.mode
+        if mode == "disabled":
+            self._failed = True
+            return None
+        try:
+            self.run = self._init(trainer, mode)
+        except Exception as exc:  # noqa: BLE001 (W&B must never stop training)
+            if mode == "online":
+                log.warning("W&B online init failed (%s: %s); logging offline to %s/wandb instead "
+                            "(upload later with `wandb sync`)", type(exc).__name__, exc, trainer.run_dir)
+                try:
+                    self.run = self._init(trainer, "offline")
+                except Exception as exc2:  # noqa: BLE001
+                    log.warning("W&B offline init failed too (%s); W&B logging is off for this run", exc2)
+            else:
+                log.warning("W&B init failed (%s: %s); W&B logging is off for this run", type(exc).__name__, exc)
+        self._failed = self.run is None
+        return self.run
+
+    @property
+    def online(self) -> bool:
+        return self.run is not None and not getattr(self.run, "offline", True)
+
+    # -- hooks ---------------------------------------------------------------------------------------
+    def on_train_start(self, trainer: Trainer) -> None:
+        self._open(trainer)
+
+    def on_record(self, trainer: Trainer, record: Record) -> None:
+        run = self._open(trainer)
+        if run is None:
+            return
+        try:
+            self._log(run, record)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("W&B logging failed (%s); W&B logging is off for the rest of this run", exc)
+            self.run, self._failed = None, True
+
+    def _log(self, run: Any, record: Record) -> None:
+        import wandb
+
+        payload: dict[str, Any] = dict(record.scalars)
+        if record.kind == "figure" and record.figure is not None:
+            payload[record.data.get("tag", "figures")] = wandb.Image(record.figure)
+        elif record.kind == "alert" and self.online:
+            run.alert(title=str(record.data.get("alert", "health")), text=record.text, level=wandb.AlertLevel.WARN)
+        elif record.kind == "hparams":
+            run.summary.update(record.scalars)
+        elif record.kind == "text" and record.data.get("tag") == "weights/index":
+            run.config.update({"loss_weight_index": record.data.get("mapping", {})}, allow_val_change=True)
+        if payload:
+            run.log({**payload, "step": record.step, "epoch": record.epoch})
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        self._finish(0)
+
+    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+        self._finish(1)
+
+    def _finish(self, exit_code: int) -> None:
+        if self.run is not None:
+            try:
+                self.run.finish(exit_code=exit_code)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("W&B finish failed (%s)", exc)
+            self.run = None

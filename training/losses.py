@@ -1,0 +1,130 @@
+"""The five head components of the objective (DESIGN.md); ``signal`` comes from the diffusion.
+
+Each component is a scalar tensor, keyed by its component name:
+
+    class           cross-entropy with class weights, or focal loss that keeps them
+    peak_exist      BCE with logits
+    peak_latency    Huber on (pred - y) / latency_std, over recordings whose wave V exists
+    peak_amplitude  Huber on (pred - y) / amplitude_std, same mask
+    threshold       Huber on (pred - y) / threshold_std, or Gaussian NLL with a variance head
+
+Regression errors are standardized by the training-split std, so ``huber_delta`` is in std units.
+A batch without any wave V gives peak_latency = peak_amplitude = 0 exactly, with gradient 0 (the
+loss is still connected to the graph, so gradient-based balancers see a zero row, not an error).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from data.stats import DataStats
+from training.config import LossConfig
+
+N_CLASSES = 5
+
+
+def class_weights_from_counts(counts: Tensor, mode: str) -> Tensor:
+    """Class weights [C] from training-split counts [C] for ``loss.class_weights``.
+
+    ``inverse``: w_c ∝ 1 / n_c; ``sqrt_inverse``: w_c ∝ 1 / sqrt(n_c); ``none``: 1. Normalized to
+    mean 1 over the classes present; an absent class gets weight 0 (it never appears as a target).
+    """
+    counts = counts.to(torch.float64)
+    present = counts > 0
+    if mode == "none":
+        return torch.ones_like(counts, dtype=torch.float32)
+    if mode not in ("inverse", "sqrt_inverse"):
+        raise ValueError(f"expected loss.class_weights in ['none', 'inverse', 'sqrt_inverse'], found '{mode}'")
+    power = 1.0 if mode == "inverse" else 0.5
+    w = torch.where(present, counts.clamp_min(1).pow(-power), torch.zeros_like(counts))
+    return (w / w[present].mean()).to(torch.float32)
+
+
+def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None) -> Tensor:
+    """Class-weighted focal loss (Lin et al. 2017), normalized like weighted cross-entropy:
+
+        FL = sum_b w_{y_b} (1 - p_{y_b})^gamma (-log p_{y_b}) / sum_b w_{y_b}
+
+    gamma = 0 gives exactly ``F.cross_entropy(logits, target, weight=weight)``.
+    logits [B, C], target [B] int64, weight [C] or None.
+    """
+    logp = F.log_softmax(logits, dim=-1).gather(1, target[:, None]).squeeze(1)  # [B] log p_y
+    modulating = (1.0 - logp.exp()).clamp_min(0.0).pow(gamma)  # [B]
+    w = weight[target] if weight is not None else torch.ones_like(logp)  # [B]
+    return (w * modulating * -logp).sum() / w.sum().clamp_min(1e-12)
+
+
+def masked_huber(pred: Tensor, target: Tensor, mask: Tensor, std: float, delta: float) -> Tensor:
+    """Huber on (pred - target) / std over mask [B] bool; 0 with gradient 0 when mask is empty.
+
+    Targets where mask is False may be NaN: they are replaced before any arithmetic, so no NaN can
+    reach the gradient through 0 * NaN.
+    """
+    y = torch.where(mask, target, pred.detach())  # [B], finite everywhere
+    e = (pred - y) / std  # [B] standardized error, 0 where masked out
+    h = F.huber_loss(e, torch.zeros_like(e), reduction="none", delta=delta)  # [B]
+    m = mask.to(h.dtype)
+    return (h * m).sum() / m.sum().clamp_min(1.0)
+
+
+class ComponentLosses(nn.Module):
+    """outputs (head outputs, physical units) + batch -> {component: scalar loss}.
+
+    outputs: class_logits [B,5], peak_logit [B], peak_latency [B] ms, peak_amplitude [B] µV,
+    threshold [B] dB, and threshold_logvar [B] (log variance in standardized units) when
+    ``threshold_loss == 'gaussian_nll'``.
+    """
+
+    def __init__(self, cfg: LossConfig, stats: DataStats, class_weights: Tensor) -> None:
+        super().__init__()
+        self.cfg = cfg
+        cw = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
+        if cw.numel() != N_CLASSES or not bool(torch.isfinite(cw).all()) or bool((cw < 0).any()):
+            raise ValueError(f"expected class_weights: {N_CLASSES} finite values >= 0, found {cw.tolist()}")
+        if cfg.class_weights == "none":
+            cw = torch.ones(N_CLASSES)
+        self.register_buffer("class_weights", cw)  # [5]
+        self.std = {}
+        for key in ("latency_std", "amplitude_std", "threshold_std"):
+            value = float(getattr(stats, key))
+            if not value > 0:
+                raise ValueError(f"expected stats.{key} > 0 to standardize regression errors, found {value}")
+            self.std[key] = value
+
+    @property
+    def can_be_negative(self) -> bool:
+        return self.cfg.threshold_loss == "gaussian_nll"  # -log N(y; mu, var) < 0 once var < 1/(2 pi)
+
+    def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        cfg = self.cfg
+        label, mask = batch["label"], batch["peak_mask"].bool()  # [B] int64, [B] bool
+        logits = outputs["class_logits"]  # [B,5]
+        if cfg.class_loss == "focal":
+            l_class = focal_loss(logits, label, cfg.focal_gamma, self.class_weights)
+        else:
+            l_class = F.cross_entropy(logits, label, weight=self.class_weights)
+        return {
+            "class": l_class,
+            "peak_exist": F.binary_cross_entropy_with_logits(outputs["peak_logit"], mask.to(logits.dtype)),
+            "peak_latency": masked_huber(
+                outputs["peak_latency"], batch["peak_latency"], mask, self.std["latency_std"], cfg.huber_delta
+            ),
+            "peak_amplitude": masked_huber(
+                outputs["peak_amplitude"], batch["peak_amplitude"], mask, self.std["amplitude_std"], cfg.huber_delta
+            ),
+            "threshold": self._threshold(outputs, batch["threshold"]),
+        }
+
+    def _threshold(self, outputs: dict[str, Tensor], target: Tensor) -> Tensor:
+        e = (outputs["threshold"] - target) / self.std["threshold_std"]  # [B] standardized error
+        if self.cfg.threshold_loss == "huber":
+            return F.huber_loss(e, torch.zeros_like(e), delta=self.cfg.huber_delta)
+        if "threshold_logvar" not in outputs:
+            raise ValueError(
+                "expected outputs['threshold_logvar'] (a variance head) for loss.threshold_loss=gaussian_nll, "
+                f"found outputs {sorted(outputs)}"
+            )
+        var = outputs["threshold_logvar"].exp()  # [B], standardized units
+        return F.gaussian_nll_loss(e, torch.zeros_like(e), var)
