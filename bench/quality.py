@@ -5,7 +5,10 @@
 
 For each strategy: ``python train.py --config CFG --experiment quality_<strategy> seed=S
 loss.balancer.strategy=<strategy> ...``; for each component a single-task run (strategy "fixed",
-the other five weights 0); then ``python -m evaluation.evaluate --run ...`` on the test split.
+the other five weights ``--off-weight``: 1e-8 by default, because ``loss.balancer.weights`` must be
+> 0; the shared trunk then sees that task's gradient only, to 1e-8 relative, and Adam still fits
+the other heads on its features, which no single-task metric reads); then
+``python -m evaluation.evaluate --run ...`` on the test split.
 Prints a table of per-task metrics and Δm% (the mean relative change against the single-task
 baselines, signed so that HIGHER is better: see ``evaluation.metrics.delta_m_percent``), writes
 bench/results/quality.json and docs/results.md (with the command and the machine), and the run
@@ -51,7 +54,7 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
                      "cmd": train_command(args, f"quality_{s}", [f"loss.balancer.strategy={s}"])})
     if not args.no_single_task:
         for task in COMPONENTS:
-            weights = [f"loss.balancer.weights.{c}={1.0 if c == task else 0.0}" for c in COMPONENTS]
+            weights = [f"loss.balancer.weights.{c}={1.0 if c == task else args.off_weight:g}" for c in COMPONENTS]
             name = f"quality_single_{task}"
             runs.append({"name": name, "kind": "single", "task": task,
                          "cmd": train_command(args, name, ["loss.balancer.strategy=fixed", *weights])})
@@ -105,7 +108,8 @@ Machine: {result['machine']}. Date: {result['date']}.
 
 One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test split, `best`
 checkpoint of each run. Every metric is the model's on the test split (see
-`python -m evaluation.evaluate`); single-task rows are runs with the other five loss weights at 0.
+`python -m evaluation.evaluate`); single-task rows are runs with the other five loss weights
+at {result['off_weight']:g}.
 Δm% is the mean relative change against the single-task run of each task on its own metric
 ({', '.join(f'{t}: {c}' for t, c in DELTA_M_METRICS.items())}), signed so that higher is better
 (the papers' -Δm). A dash: not measured (or the run failed: see bench/results/quality.json).
@@ -122,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated balancer strategies")
     p.add_argument("--no-single-task", action="store_true", help="skip the single-task runs (no Δm%%)")
+    p.add_argument("--off-weight", type=float, default=1e-8,
+                   help="weight of the other five components in a single-task run (0 where the config allows it)")
     p.add_argument("--root", default="logs/quality", help="where the runs are written")
     p.add_argument("--generate", action="store_true", help="also run the generation metrics (slow on CPU)")
     p.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each subprocess")
@@ -173,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "config": args.config,
         "seed": args.seed,
+        "off_weight": args.off_weight,
         "delta_m_metrics": DELTA_M_METRICS,
         "runs": [{k: v for k, v in r.items() if k not in ("cmd", "eval_cmd")} | {"cmd": shlex.join(r["cmd"])}
                  for r in runs],

@@ -24,7 +24,6 @@ entries are true; one true and one false is kept as absent and counted in the re
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 
@@ -181,9 +180,9 @@ def safe_load(path: str | Path) -> object:
         raise UnsafePickleError(f"{path}: {exc}") from None
     except DataFormatError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, io.UnsupportedOperation) as exc:
+    except Exception as exc:  # a malformed stream fails in many ways (KeyError on an unknown opcode, ...)
         hint = "" if joblib_unpickler else " (if it was written by joblib.dump, install joblib to read it)"
-        raise DataFormatError(f"{path}: not a readable pickle/joblib file: {exc}{hint}") from None
+        raise DataFormatError(f"{path}: not a readable pickle/joblib file: {type(exc).__name__}: {exc}{hint}") from None
 
 
 def read_legacy(path: str | Path, strict: bool = True) -> tuple[Records, ValidationReport]:
@@ -231,25 +230,40 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
     mask2 = np.zeros((n, 2), dtype=bool)
     threshold = np.full(n, np.nan)
     patient = np.full(n, -1, dtype=np.int64)
+    malformed: list[int] = []
     for i, s in enumerate(samples):
         if not isinstance(s, dict):
             raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
         missing = [k for k in _SAMPLE_KEYS if k not in s]
         if missing:
             raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
-        signal.append(np.asarray(s["signal"], dtype=np.float64).reshape(-1))
-        st = np.asarray(s["static_params"], dtype=np.float64).reshape(-1)
+        try:
+            signal.append(np.asarray(s["signal"], dtype=np.float64).reshape(-1))
+            st = np.asarray(s["static_params"], dtype=np.float64).reshape(-1)
+            target = int(s["target"])
+            v_peak = np.asarray(s["v_peak"], dtype=np.float64).reshape(-1)
+            v_mask = np.asarray(s["v_peak_mask"], dtype=bool).reshape(-1)
+            thr = s.get("clinical_threshold")
+            threshold[i] = np.nan if thr is None else float(thr)
+            patient[i] = int(s["patient_id"])
+        except (TypeError, ValueError) as exc:
+            raise DataFormatError(f"{path}: sample {i}: a field is not numeric ({exc})") from None
         if st.shape == (len(STATIC_NAMES),):
             static[i] = st
         elif strict:
             raise DataFormatError(f"{path}: sample {i}: static_params has {st.size} values, "
                                   f"expected 4 ({', '.join(STATIC_NAMES)})")
-        target = int(s["target"])
         label[i] = label_map[target] if 0 <= target < len(label_map) else -1
-        peak[i] = np.asarray(s["v_peak"], dtype=np.float64).reshape(-1)[:2]
-        mask2[i] = np.asarray(s["v_peak_mask"], dtype=bool).reshape(-1)[:2]
-        threshold[i] = np.nan if s.get("clinical_threshold") is None else float(s["clinical_threshold"])
-        patient[i] = int(s["patient_id"])
+        if v_peak.size == 2 and v_mask.size == 2:
+            peak[i], mask2[i] = v_peak, v_mask
+        else:
+            malformed.append(i)
+        if malformed and strict:
+            raise DataFormatError(f"{path}: sample {i}: v_peak and v_peak_mask: expected 2 values each, "
+                                  f"found {v_peak.size} and {v_mask.size}")
+    if malformed:
+        notes.append(f"{len(malformed)} recordings had a malformed v_peak/v_peak_mask: kept with wave V absent "
+                     f"(first samples: {malformed[:5]})")
     peak_mask = mask2.all(axis=1)
     partial = int((mask2.any(axis=1) & ~peak_mask).sum())
     if partial:

@@ -157,12 +157,13 @@ def validate(
     report = ValidationReport(source=source, n_read=n)
     bad_any = np.zeros(n, dtype=bool)
     for reason, bad in checks:
-        idx = np.flatnonzero(bad & ~bad_any)  # each recording is counted once, under its first reason
-        if strict and len(idx):
-            detail = _detail(reason, idx[0], signal_lengths, cols)
-            raise DataFormatError(f"{source}: sample {idx[0] + index_offset}: {reason} ({detail})")
-        report.add(reason, idx + index_offset)
+        report.add(reason, np.flatnonzero(bad & ~bad_any) + index_offset)  # each recording once, first reason
         bad_any |= bad
+    if strict and bad_any.any():  # the first bad recording in file order
+        i = int(np.argmax(bad_any))
+        reason = next(r for r, bad in checks if bad[i])
+        detail = _detail(reason, i, signal_lengths, cols)
+        raise DataFormatError(f"{source}: sample {i + index_offset}: {reason} ({detail})")
     keep = np.flatnonzero(~bad_any)
     records = _assemble(signal, cols, keep, meta or {})
     report.n_kept = len(keep)

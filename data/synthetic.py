@@ -142,8 +142,10 @@ def draw_protocol(rng: np.random.Generator, pat: Patients) -> tuple[np.ndarray, 
     return idx, level, rate
 
 
-def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray) -> dict:
-    """Waveforms and labels of the recordings (idx, level, rate); returns the Records columns."""
+def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray,
+             out: np.ndarray | None = None) -> dict:
+    """Waveforms and labels of the recordings (idx, level, rate); returns the Records columns.
+    ``out``: an (N L) float32 array to build the signals in (saves a copy), else one is allocated."""
     n = len(idx)
     label = pat.label[idx]
     months = pat.age_months[idx]
@@ -194,7 +196,8 @@ def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np
     amp_i, amp_iii = (np.where(present & neural, a, 0.0) for a in (amp_i, amp_iii))
     present = present | disordered
 
-    x = np.zeros((n, SIGNAL_LENGTH), dtype=np.float32)  # (N L) µV
+    x = np.zeros((n, SIGNAL_LENGTH), dtype=np.float32) if out is None else out  # (N L) µV
+    x[:] = 0.0
     wf.add_wave(x, lat_i, amp_i, 0.22 + 0.05 * infant, BETA_I)
     wf.add_wave(x, lat_iii, amp_iii, 0.28 + 0.05 * infant, BETA_III)
     wf.add_wave(x, lat_v, amp_v, width_v, BETA_V)
@@ -294,8 +297,9 @@ def generate(n_patients: int, seed: int = 0) -> Records:
     for rng, pat, start in chunks:
         idx, level, rate = draw_protocol(rng, pat)
         part = slice(row, row + len(idx))
-        for name, values in simulate(rng, pat, idx, level, rate).items():
-            getattr(out, name)[part] = values
+        for name, values in simulate(rng, pat, idx, level, rate, out=out.signal[part]).items():
+            if name != "signal":
+                getattr(out, name)[part] = values
         out.patient_id[part] = start + idx
         row += len(idx)
     return out

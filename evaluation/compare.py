@@ -100,7 +100,7 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
     keys = [f"val/{k}" for k in CURVE_KEYS]
     lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += ["| " + r["run"] + " | " + " | ".join(_f(r["final_epoch"].get(k)) for k in keys) + " |" for r in rows]
-    names = sorted({k for r in rows for k in r["final_weights"]})
+    names = list(dict.fromkeys(k for r in rows for k in r["final_weights"]))  # weight index order
     lines += ["", "## Final balancer weights", ""]
     if names:
         lines += ["| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]

@@ -102,7 +102,7 @@ def summary_line(m: dict[str, Any]) -> str:
                                                           strict=True) if s > 0)
     lv = min(m["denoising"], key=lambda lv: abs(lv["snr_db"] - MODERATE_SNR_DB), default=None)
     denoise = f"denoising r at {lv['snr_db']:g} dB {lv['model']['pearson_r']:.3f}" if lv else "no denoising"
-    return (f"test recall per class: {recalls} | threshold R² {m['threshold']['model']['r2']:.3f} | "
+    return (f"recall per class: {recalls} | threshold R² {m['threshold']['model']['r2']:.3f} | "
             f"wave V F1 {m['peak_exist']['model']['f1']:.3f} | {denoise} | {len(m['flags'])} flags")
 
 

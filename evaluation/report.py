@@ -146,7 +146,9 @@ def find_flags(m: dict[str, Any]) -> list[str]:
         flags.append(f"COLLAPSE: class head predicts one class ({names[top]}) for "
                      f"{100 * cls['pred_fraction'][top]:.1f} % of samples")
     for k, (rec, sup) in enumerate(zip(cls["recall"], cls["support"], strict=True)):
-        if sup > 0 and rec == 0:
+        if sup == 0:
+            flags.append(f"class {names[k]}: no recordings in this split, recall undefined")
+        elif rec == 0:
             flags.append(f"class {names[k]} (n={sup}): recall 0, never predicted correctly")
     present = [k for k, s in enumerate(cls["support"]) if s > 0]
     if len(present) == 1:
@@ -286,11 +288,14 @@ def render_report(m: dict[str, Any], title: str = "Evaluation report", figures: 
 
     lines += ["", "## Denoising", "",
               "x_t = q_sample(x0, t, ε) at the diffusion SNR ᾱ/(1-ᾱ) given; the noisy input is x_t/sqrt(ᾱ) "
-              "(same scale as x0). Pearson r: mean of per-recording correlations; SNR gain: output SNR minus "
-              "input SNR, per recording, averaged.", ""]
-    lines += _table(["SNR (dB)", "t", "MSE model", "MSE noisy input", "r model", "r noisy input",
-                     "SNR gain (dB)", "single-task r"], [
-        [f"{lv['snr_db']:g}", str(lv["t"]), _f(lv["model"]["mse"], 4), _f(lv["noisy_input"]["mse"], 4),
+              "(same scale as x0). The diffusion SNR is relative to the standardized data's global variance; "
+              "quiet recordings have less power, so the per-recording input SNR (mean shown) is lower. Pearson r: "
+              "mean of per-recording correlations; SNR gain: output SNR minus input SNR, per recording, averaged.",
+              ""]
+    lines += _table(["SNR (dB)", "t", "input SNR per recording (dB)", "MSE model", "MSE noisy input", "r model",
+                     "r noisy input", "SNR gain (dB)", "single-task r"], [
+        [f"{lv['snr_db']:g}", str(lv["t"]), _f(lv["noisy_input"]["snr_db"], 1), _f(lv["model"]["mse"], 4),
+         _f(lv["noisy_input"]["mse"], 4),
          _f(lv["model"]["pearson_r"]), _f(lv["noisy_input"]["pearson_r"]), _f(lv["model"]["snr_gain_db"], 2),
          _single_task_denoise(m, i)]
         for i, lv in enumerate(m["denoising"])

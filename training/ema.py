@@ -24,7 +24,7 @@ class EMA:
         ema_params = [p for p in self.shadow.parameters() if p.dtype.is_floating_point]
         params = [p.detach() for p in model.parameters() if p.dtype.is_floating_point]
         torch._foreach_lerp_(ema_params, params, 1.0 - d)
-        for b_ema, b in zip(self.shadow.buffers(), model.buffers()):
+        for b_ema, b in zip(self.shadow.buffers(), model.buffers(), strict=True):
             b_ema.copy_(b)
 
     def state_dict(self) -> dict:

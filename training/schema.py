@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import types
-import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -42,7 +41,8 @@ def spec(
     """A dataclass field with a range and a help text (``help`` is shown by ``--help-config``)."""
     meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
     if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
-        factory = (lambda d=default: _copy(d))
+        def factory(d=default):
+            return (_copy(d))
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
 

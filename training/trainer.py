@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, Record
-from training.components import COMPONENTS, HEAD_GROUPS
+from training.components import COMPONENTS
 from training.config import Config
 from training.distributed import DistInfo, reduce_mean
 from training.ema import EMA
@@ -225,7 +225,7 @@ class Trainer:
             self.epoch_sums += torch.cat([objective.view(1), weighted.view(1), comp_mean])
             self.epoch_count += 1
         return StepOutput(
-            step=self.step, epoch=self.epoch, losses=dict(zip(COMPONENTS, comp_mean.unbind())),
+            step=self.step, epoch=self.epoch, losses=dict(zip(COMPONENTS, comp_mean.unbind(), strict=True)),
             objective=objective, weighted_sum=weighted, lr=self.optimizer.param_groups[0]["lr"],
             grad_norm=grad_norm.detach(), head_grad_norms=head_norms, skipped=not finite,
         )
@@ -242,7 +242,7 @@ class Trainer:
         tc = self.cfg.training
         self.nan_streak += 1
         self.skipped_steps += 1
-        bad = [k for k, v in zip(COMPONENTS, comp_mean.tolist()) if not math.isfinite(v)]
+        bad = [k for k, v in zip(COMPONENTS, comp_mean.tolist(), strict=True) if not math.isfinite(v)]
         where = f"components {bad}" if bad else "gradients"
         if tc.nan_policy == "raise" or self.nan_streak >= tc.max_consecutive_nan:
             raise TrainingError(
@@ -298,15 +298,15 @@ class Trainer:
             sums += torch.stack([losses[k] for k in COMPONENTS]) * b
             n += b
         means = reduce_mean(sums / n.clamp_min(1))
-        comp = dict(zip(COMPONENTS, means.unbind()))
+        comp = dict(zip(COMPONENTS, means.unbind(), strict=True))
         objective, weighted = self.meta_loss.balancer.combine(comp, update=False)
         values = torch.cat([objective.detach().view(1), weighted.detach().view(1), means]).tolist()
         names = ["total", "weighted", *COMPONENTS]
-        return {f"{split}/{k}": v for k, v in zip(names, values)}
+        return {f"{split}/{k}": v for k, v in zip(names, values, strict=True)}
 
     def _epoch_means(self) -> dict[str, float]:
         means = reduce_mean(self.epoch_sums / self.epoch_count.clamp_min(1)).tolist()
-        return dict(zip(["train/total", "train/weighted", *(f"train/{c}" for c in COMPONENTS)], means))
+        return dict(zip(["train/total", "train/weighted", *(f"train/{c}" for c in COMPONENTS)], means, strict=True))
 
     def fit(self) -> dict[str, float]:
         """Train to the configured number of epochs (or an early stop); returns the last summary."""

@@ -224,3 +224,20 @@ def test_sample_errors():
         d.sample(fn, (1, 1, 4), clip=0)
     with pytest.raises(ValueError, match="timestep spacing: expected one of"):
         d.sample(fn, (1, 1, 4), spacing="uniform")
+
+
+@pytest.mark.parametrize("spacing,sampler,expected", [
+    ("trailing", "ddim", [99, 74, 49, 24]),
+    ("linspace", "ddim", [99, 66, 33, 0]),
+    ("auto", "ddim", [99, 66, 33, 0]),
+])
+def test_config_timestep_spacing_is_used(spacing, sampler, expected):
+    d = GaussianDiffusion(DiffusionConfig(timesteps=100, sampling_steps=4, timestep_spacing=spacing))
+    seen = []
+
+    def fn(x_t, t, drop_cond):
+        seen.append(int(t[0]))
+        return torch.zeros_like(x_t)
+
+    d.sample(fn, (1, 1, 3), sampler=sampler, steps=4)
+    assert seen == expected

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 import torch
-from conftest import read_jsonl, strip_times, tiny_config
 
+from tests.runs import read_jsonl, strip_times, tiny_config
 from train import prepare_run_dir
 from training.callbacks.base import Callback
 from training.checkpoint import load_checkpoint

@@ -95,8 +95,8 @@ def weights_dict(balancer: Balancer) -> dict[str, float]:
     """component -> weight for either weight shape (flat or grouped)."""
     weights, names = balancer.get_loss_weights(), balancer.weight_names()
     if weights and isinstance(weights[0], (list, tuple)):
-        return {n: float(w) for ws, ns in zip(weights, names) for w, n in zip(ws, ns)}
-    return {n: float(w) for w, n in zip(weights, names)}
+        return {n: float(w) for ws, ns in zip(weights, names, strict=True) for w, n in zip(ws, ns, strict=True)}
+    return {n: float(w) for w, n in zip(weights, names, strict=True)}
 
 
 __all__ = ["BalanceContext", "BalanceOutput", "Balancer", "weights_dict", "torch"]

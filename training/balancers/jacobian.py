@@ -67,12 +67,18 @@ class JacobianBalancer(Balancer):
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
         from torchjd.autojac import jac_to_grad, mtl_backward
 
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            # torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
+            # ranks would drift apart: refuse rather than train silently wrong.
+            raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
         if not ctx.features:
             raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
         L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)
         # retain_graph: components of one head (peak) share the graph between the features and the
         # head output, which torchjd walks once per component; the graph is freed with the losses.
-        mtl_backward([losses[n] * ctx.loss_scale for n in self.names], features=list(ctx.features), retain_graph=True)
+        scaled = [losses[n] * ctx.loss_scale for n in self.names]
+        mtl_backward(scaled, features=list(ctx.features), retain_graph=True)
         shared = [p for p in ctx.shared_params if getattr(p, "jac", None) is not None]
         if not shared:
             raise ValueError(

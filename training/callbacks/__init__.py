@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from training.callbacks.base import Callback, Record
 from training.callbacks.console import ConsoleCallback
+from training.callbacks.figures import WaveformFigureCallback
 from training.callbacks.health import HealthMonitorCallback
 from training.callbacks.jsonl import JsonlCallback
 from training.callbacks.metrics import EpochSummaryCallback, LossTracker, StepMetricsCallback
@@ -36,6 +37,8 @@ def default_callbacks(cfg: Config) -> list[Callback]:
         callbacks.append(TensorBoardCallback())
     if cfg.logging.use_wandb:
         callbacks.append(WandbCallback())
+    if cfg.logging.figures:
+        callbacks.append(WaveformFigureCallback())
     if cfg.logging.health.enabled:
         callbacks.append(HealthMonitorCallback())
     return callbacks
@@ -53,5 +56,6 @@ __all__ = [
     "StepMetricsCallback",
     "TensorBoardCallback",
     "WandbCallback",
+    "WaveformFigureCallback",
     "default_callbacks",
 ]

@@ -108,7 +108,8 @@ class TensorBoardCallback(Callback):
             w.add_text("alerts", record.text, record.step)
             w.flush()
         elif record.kind == "epoch":
-            w.add_text("epoch_summary", _markdown_block(record.text), record.step)
+            if record.text:
+                w.add_text("epoch_summary", _markdown_block(record.text), record.step)
             self.final_metrics.update({k: v for k, v in record.scalars.items()
                                        if k.startswith(("val/", "train_epoch/"))})
             w.flush()

@@ -165,7 +165,8 @@ def read_wandb_offline(run_file: str | Path) -> list[Any]:
     """The protobuf records of an offline ``run-<id>.wandb`` file.
 
     The file is a 7-byte W&B header followed by LevelDB-log blocks of 32 KiB, each record chunk
-    with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last).
+    with a 7-byte header (crc32, length, type: 1 full, 2 first, 3 middle, 4 last). The W&B
+    service writes it asynchronously even after ``run.finish()``: call ``wandb.teardown()`` first.
     """
     import struct
 

@@ -108,3 +108,12 @@ def toy_cfg():
 @pytest.fixture
 def all_strategies():
     return ALL_STRATEGIES
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The toys are tiny: threads only add overhead on a shared machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

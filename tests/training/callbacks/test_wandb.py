@@ -38,6 +38,7 @@ def wandb_run(make_trainer, cfg, **kwargs):
 
 
 def history_keys(run_dir) -> tuple[set[str], list]:
+    wandb.teardown()  # the W&B service writes the run file asynchronously, even after finish()
     (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
     records = read_wandb_offline(run_file)
     keys = {i.key or "/".join(i.nested_key) for r in records if r.WhichOneof("record_type") == "history"

@@ -1,11 +1,9 @@
-"""Tiny end-to-end runs shared by the trainer tests (CPU, seconds)."""
+"""Tiny end-to-end runs shared by tests (CPU, seconds): `from tests.runs import tiny_config`."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import pytest
 
 from training.config import load_config
 
@@ -33,7 +31,3 @@ def read_jsonl(path: Path) -> list[dict]:
 def strip_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time"} for r in records]
 
-
-@pytest.fixture
-def tiny(tmp_path):
-    return lambda *extra: tiny_config(tmp_path, *extra)

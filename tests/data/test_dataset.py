@@ -1,0 +1,101 @@
+"""build_data(cfg): the batch dict of DESIGN.md, statistics from the training split only, both sources."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from data.dataset import ABRDataset, build_data
+from data.native import write_native
+from data.records import DataFormatError
+from data.stats import DataStats, fit_stats
+from training.config import load_config
+
+from .conftest import columns_of
+
+BATCH = {
+    "signal": (torch.float32, (1, 200)), "static": (torch.float32, (4,)), "label": (torch.int64, ()),
+    "peak_mask": (torch.bool, ()), "peak_latency": (torch.float32, ()), "peak_amplitude": (torch.float32, ()),
+    "threshold": (torch.float32, ()), "patient_id": (torch.int64, ()),
+}
+
+
+def _cfg(*overrides: str):
+    return load_config(None, ["data.synthetic.patients=24", "data.synthetic.seed=2", *overrides])
+
+
+@pytest.fixture(scope="module")
+def bundle():
+    return build_data(_cfg())
+
+
+def test_items_and_batches_follow_the_contract(bundle):
+    item = bundle.train[0]
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in item.items()} == BATCH
+    batch = next(iter(DataLoader(bundle.train, batch_size=16)))
+    assert {k: (v.dtype, tuple(v.shape)) for k, v in batch.items()} == {k: (d, (16, *s)) for k, (d, s) in BATCH.items()}
+    direct = bundle.train.batch(torch.arange(16))
+    assert all(torch.equal(direct[k], batch[k]) for k in BATCH)
+    assert all(torch.isfinite(v).all() for k, v in bundle.train.tensors.items() if v.is_floating_point())
+    t = bundle.train.tensors
+    assert (t["peak_latency"][~t["peak_mask"]] == 0).all() and (t["peak_amplitude"][~t["peak_mask"]] == 0).all()
+
+
+def test_splits_are_by_patient_and_stats_from_train_only(bundle):
+    ids = [set(ds.tensors["patient_id"].tolist()) for ds in (bundle.train, bundle.val, bundle.test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]) and all(ids)
+    t = bundle.train.tensors
+    raw_signal = t["signal"] * bundle.stats.signal_std + bundle.stats.signal_mean  # back to µV
+    assert raw_signal.mean().item() == pytest.approx(bundle.stats.signal_mean, abs=1e-5)
+    assert t["signal"].std().item() == pytest.approx(1.0, abs=1e-3)
+    assert bundle.stats.static_mean == pytest.approx(t["static"].double().mean(0).tolist(), rel=1e-5)
+    lat = t["peak_latency"][t["peak_mask"]].double()
+    assert bundle.stats.latency_mean == pytest.approx(lat.mean().item(), rel=1e-5)
+    assert bundle.class_weights.shape == (5,) and bundle.class_weights.mean().item() == pytest.approx(1.0)
+    assert bundle.train_sampler is None
+    assert DataStats.from_dict(bundle.stats.to_dict()) == bundle.stats
+
+
+def test_deterministic(bundle):
+    again = build_data(_cfg())
+    assert torch.equal(again.train.tensors["signal"], bundle.train.tensors["signal"])
+    other = build_data(_cfg("data.split_seed=1"))
+    assert not torch.equal(other.train.tensors["patient_id"], bundle.train.tensors["patient_id"])
+
+
+def test_per_sample_normalization_z_scores_each_signal(small_records):
+    ds = ABRDataset(small_records, fit_stats(small_records, "per_sample"))
+    sig = ds.tensors["signal"][:, 0]
+    assert torch.allclose(sig.mean(1), torch.zeros(len(ds)), atol=1e-5)
+    assert torch.allclose(sig.std(1), torch.ones(len(ds)), atol=1e-4)
+
+
+def test_options_sampler_and_weights():
+    b = build_data(_cfg("data.balanced_sampler=true", "loss.class_weights=none"))
+    assert isinstance(b.train_sampler, torch.utils.data.WeightedRandomSampler)
+    assert b.class_weights.tolist() == [1.0] * 5
+    batch = default_collate([b.train[i] for i in list(b.train_sampler)[:8]])
+    assert batch["signal"].shape == (8, 1, 200)
+
+
+def test_file_source_strict_and_lenient(tmp_path, small_records):
+    path = write_native(tmp_path / "d.npz", small_records)
+    b = build_data(_cfg("data.source=file", f"data.path={path}"))
+    assert len(b.train) + len(b.val) + len(b.test) == len(small_records)
+    cols = columns_of(small_records)
+    cols["label"][5] = 99
+    bad = small_records.subset(np.arange(len(small_records)))
+    bad.label = cols["label"]
+    write_native(tmp_path / "bad.npz", bad)
+    with pytest.raises(DataFormatError, match=r"bad\.npz: sample 5: unknown label"):
+        build_data(_cfg("data.source=file", f"data.path={tmp_path / 'bad.npz'}"))
+    b = build_data(_cfg("data.source=file", f"data.path={tmp_path / 'bad.npz'}", "data.strict=false"))
+    assert len(b.train) + len(b.val) + len(b.test) == len(small_records) - 1
+
+
+def test_fit_stats_guards_zero_spread(small_records):
+    one = small_records.subset(np.zeros(3, dtype=int))  # three copies of one recording
+    s = fit_stats(one)
+    assert s.static_std == [1.0] * 4 and s.threshold_std == 1.0

@@ -1,0 +1,87 @@
+"""The Eaton-Peabody Lab text format (the ``abr`` program's input), on a fixture written for these tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data.epl import parse_analysis, parse_epl, read_epl, resample
+from data.records import SIGNAL_LENGTH, DataFormatError
+
+from .conftest import FIXTURES
+
+EPL = FIXTURES / "ABR-fixture-1"
+ANALYSIS = FIXTURES / "ABR-fixture-1-16.0kHz-analyzed.txt"
+
+
+def test_parse_header_and_data():
+    raw = parse_epl(EPL)
+    assert raw["levels"].tolist() == [20, 40, 60, 80]
+    assert raw["fs_hz"] == 100_000.0 and raw["rate"] == 21.0 and raw["averages"] == 512
+    assert raw["data"].shape == (4, 1500)
+
+
+def test_read_with_analysis():
+    records, report = read_epl(EPL, "SNİK", age=3, patient_id=7, analysis=ANALYSIS)
+    assert len(records) == 4 and records.signal.shape == (4, SIGNAL_LENGTH)
+    assert records.threshold.tolist() == [30.0] * 4  # from the analysis file
+    assert records.peak_mask.tolist() == [False, True, True, True]  # negative latency at 20 dB: no peak
+    np.testing.assert_allclose(records.peak_latency[1:], [6.06, 5.71, 5.45], rtol=1e-6)
+    assert records.static[:, :3].tolist() == [[3, lv, 21] for lv in (20, 40, 60, 80)]
+    assert (records.static[1:, 3] > 5 * records.static[0, 3]).all()  # FMP larger with a response
+    assert set(records.label.tolist()) == {2} and set(records.patient_id.tolist()) == {7}
+    assert "300-3000 Hz" in records.meta["source"]["filter"] and report.n_kept == 4
+
+
+def test_resampled_waveform_keeps_the_peak():
+    """The wave V peak (5.45 ms at 80 dB in the fixture) survives filtering and resampling."""
+    records, _ = read_epl(EPL, "NORMAL", age=1, analysis=ANALYSIS, filter_settings=None)
+    t_peak = np.argmax(records.signal[3, 80:140]) * 0.05 + 4.0
+    assert abs(t_peak - 5.45) < 0.1
+    x = np.sin(2 * np.pi * 1000 * np.arange(1000) / 100_000)[None]  # 1 kHz at 100 kHz
+    y = resample(x, 100_000.0)
+    assert y.shape == (1, 200) and abs(np.abs(y[0, 20:180]).max() - 1.0) < 0.02
+
+
+def test_without_analysis_needs_a_threshold_and_marks_no_peaks():
+    with pytest.raises(DataFormatError, match="no threshold; pass --threshold"):
+        read_epl(EPL, "NORMAL", age=0)
+    records, report = read_epl(EPL, "NORMAL", age=0, threshold=25)
+    assert not records.peak_mask.any()
+    assert any("no analysis file" in n for n in report.notes)
+
+
+def test_all_zero_waveforms_are_dropped_and_reported(tmp_path):
+    lines = EPL.read_bytes().decode("ISO-8859-1").split("\r\n")
+    head, rows = lines[0], lines[1:]
+    first_row = head.rsplit(":DATA\r", 1)
+    zeroed = [r.split("\t") for r in [first_row[1], *rows] if r]
+    for r in zeroed:
+        r[1] = " 0.000000"  # the 40 dB column
+    text = first_row[0] + ":DATA\r" + "\r\n".join("\t".join(r) for r in zeroed) + "\r\n"
+    path = tmp_path / "zeroed"
+    path.write_bytes(text.encode("ISO-8859-1"))
+    records, report = read_epl(path, "NORMAL", age=0, threshold=25)
+    assert len(records) == 3 and report.dropped == {"all-zero waveform (EPL acquisition bug)": 1}
+    assert report.n_read == 4
+
+
+def test_errors(tmp_path):
+    with pytest.raises(DataFormatError, match="label: expected one of"):
+        read_epl(EPL, "DEAF", age=0, threshold=20)
+    (tmp_path / "x").write_text("hello")
+    with pytest.raises(DataFormatError, match="not an EPL file"):
+        parse_epl(tmp_path / "x")
+    short = tmp_path / "short"
+    text = EPL.read_bytes().decode("ISO-8859-1")
+    head, data = text.split(":DATA\r")
+    short.write_bytes((head + ":DATA\r" + "\r\n".join(data.split("\r\n")[:1100])).encode("ISO-8859-1"))
+    with pytest.raises(DataFormatError, match="FMP needs >= 14 ms"):
+        read_epl(short, "NORMAL", age=0, threshold=20)
+    records, _ = read_epl(short, "NORMAL", age=0, threshold=20, fmp=2.5)
+    assert records.static[:, 3].tolist() == [2.5] * 4
+
+
+def test_analysis_parser():
+    threshold, peaks = parse_analysis(ANALYSIS, wave=1)
+    assert threshold == 30.0 and sorted(peaks) == [20.0, 40.0, 60.0, 80.0]

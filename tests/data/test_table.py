@@ -1,0 +1,78 @@
+"""The CSV table format: one row per recording, configurable column names."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from data.records import DataFormatError
+from data.table import parse_column_spec, read_table, write_table
+
+
+def test_round_trip(tmp_path, small_records):
+    path = write_table(tmp_path / "t.csv", small_records)
+    records, report = read_table(path)
+    assert records == small_records and report.n_kept == len(small_records)
+
+
+def test_renamed_columns_and_prefix(tmp_path, small_records):
+    names = parse_column_spec("label=Diagnosis, fmp=FMP,patient_id=Hasta")
+    path = write_table(tmp_path / "t.csv", small_records, columns=names, sample_prefix="x_", delimiter=";")
+    header = path.read_text(encoding="utf-8").splitlines()[0].split(";")
+    assert {"Diagnosis", "FMP", "Hasta", "x_0", "x_199"} <= set(header)
+    records, _ = read_table(path, columns=names, sample_prefix="x_", delimiter=";")
+    assert records == small_records
+    with pytest.raises(DataFormatError, match=r"missing column\(s\) \['Hasta', 'FMP', 'Diagnosis'\]"):
+        read_table(write_table(tmp_path / "u.csv", small_records), columns=names)
+    with pytest.raises(ValueError, match="table column key 'nope'"):
+        read_table(path, columns={"nope": "x"})
+
+
+def _rows(path):
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.reader(f))
+
+
+def _write(path, rows):
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+
+
+def test_bad_rows_strict_and_lenient(tmp_path, small_records):
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    header = rows[0]
+    rows[1 + 4][header.index("s17")] = ""  # empty sample -> non-finite signal
+    rows[1 + 6] = rows[1 + 6][:-3]  # row ends early -> signal length
+    rows[1 + 8][header.index("label")] = "UNKNOWN"
+    _write(path, rows)
+    with pytest.raises(DataFormatError, match=r"t\.csv: sample 4: non-finite signal"):
+        read_table(path)
+    records, report = read_table(path, strict=False)
+    assert report.dropped == {"non-finite signal": 1, "signal length": 1, "unknown label": 1}
+    assert len(records) == len(small_records) - 3
+
+
+def test_labels_as_indices_and_mask_derived_from_latency(tmp_path, small_records):
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    li, mi = rows[0].index("label"), rows[0].index("peak_mask")
+    for r, label in zip(rows[1:], small_records.label, strict=True):
+        r[li] = str(label)
+    rows = [[c for j, c in enumerate(r) if j != mi] for r in rows]
+    _write(path, rows)
+    records, report = read_table(path)
+    assert records == small_records
+    assert any("wave V present where 'peak_latency' is filled" in n for n in report.notes)
+
+
+def test_sample_columns_must_be_complete(tmp_path, small_records):
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    j = rows[0].index("s199")
+    _write(path, [r[:j] for r in rows])
+    with pytest.raises(DataFormatError, match="expected sample columns s0..s199, found 199"):
+        read_table(path)
+    assert np.isfinite(small_records.signal).all()
