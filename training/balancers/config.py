@@ -78,7 +78,8 @@ class UncertaintyConfig:
 class DWAConfig:
     temperature: float = spec(2.0, gt=0.0, help="softmax temperature T (Liu et al. 2019)")
     normalize: Literal["none", "initial"] = spec(
-        "none", help="none: the paper; initial: divide each loss by its first observed value (scale-free)"
+        "none", help="none: the paper's raw losses; initial: divide each loss by its first observed value, so "
+        "DWA also cures a scale imbalance (seed 001; reported weights then include 1/L0 and do not sum to K)"
     )
 
 
@@ -140,6 +141,10 @@ class BalancerConfig:
     grouping: GroupingConfig = spec(GroupingConfig())
 
     def __post_init__(self) -> None:
+        # `fixed` may switch a component off (single-task baselines); the adaptive strategies
+        # divide by or take logs of weights, so they need them positive. Unknown component
+        # names are refused by build_balancer, which knows the names it balances.
         for name, w in self.weights.items():
-            if not w > 0:
-                raise ValueError(f"expected weights.{name} > 0, found {w}")
+            if not (w >= 0 if self.strategy == "fixed" else w > 0):
+                bound = ">= 0" if self.strategy == "fixed" else "> 0 (only `fixed` accepts 0)"
+                raise ValueError(f"expected weights.{name} {bound}, found {w}")

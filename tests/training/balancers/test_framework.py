@@ -32,13 +32,19 @@ def test_unknown_weight_key_is_a_clear_error():
         build_balancer(cfg)
 
 
+def test_only_fixed_accepts_a_zero_weight():
+    cfg = from_dict(BalancerConfig, {"weights": {"a": 1.0, "b": 0.0}}, "loss.balancer")
+    objective, _ = build_balancer(cfg, ["a", "b"]).combine({"a": torch.tensor(2.0), "b": torch.tensor(5.0)})
+    assert float(objective) == 2.0
+
+
 def test_unknown_strategy_and_block_key_are_config_errors():
     with pytest.raises(ConfigError, match=r"loss.balancer.strategy': expected one of"):
         from_dict(BalancerConfig, {"strategy": "gradnrom"}, "loss.balancer")
     with pytest.raises(ConfigError, match=r"unknown key \(did you mean 'alpha'\?\)"):
         from_dict(BalancerConfig, {"gradnorm": {"alpah": 1.0}}, "loss.balancer")
-    with pytest.raises(ConfigError, match=r"expected weights.class > 0, found 0.0"):
-        from_dict(BalancerConfig, {"weights": {"class": 0.0}}, "loss.balancer")
+    with pytest.raises(ConfigError, match=r"expected weights.class > 0 \(only `fixed` accepts 0\), found 0.0"):
+        from_dict(BalancerConfig, {"strategy": "uncertainty", "weights": {"class": 0.0}}, "loss.balancer")
 
 
 def grouped_cfg(outer: str, inner: dict[str, str]) -> BalancerConfig:
