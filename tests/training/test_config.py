@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import re
 from pathlib import Path
@@ -113,13 +114,22 @@ def _leaf_keys(cls, prefix=""):
             yield f"{prefix}{f.name}", f.name
 
 
+def _code_without_validation(path: Path) -> str:
+    """A config module's code minus its ``__post_init__`` checks (validating a key is not using it)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ClassDef):
+            node.body = [n for n in node.body if not (isinstance(n, ast.FunctionDef) and n.name == "__post_init__")]
+    return ast.unparse(tree)
+
+
 def test_no_key_exists_that_nothing_reads():
-    """Every leaf key is read somewhere outside the files that declare the schema (as `.name`,
-    or as a string key for the per-component weight maps)."""
-    sources = [
-        p for p in ROOT.rglob("*.py")
-        if ".venv" not in p.parts and "tests" not in p.parts and p.name != "config.py" and p.name != "schema.py"
-    ]
-    text = "\n".join(p.read_text(encoding="utf-8") for p in sources)
+    """Every leaf key is read somewhere as `.name` outside its declaration: in the code, or in a
+    derived property of its config class (validation in ``__post_init__`` does not count)."""
+    sources = [p for p in ROOT.rglob("*.py") if ".venv" not in p.parts and "tests" not in p.parts]
+    text = "\n".join(
+        _code_without_validation(p) if p.name == "config.py" else p.read_text(encoding="utf-8")
+        for p in sources if p.name != "schema.py"
+    )
     dead = [dotted for dotted, leaf in _leaf_keys(Config) if not re.search(rf"\.{leaf}\b", text)]
     assert dead == [], f"config keys that no code reads: {dead}"
