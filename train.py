@@ -77,8 +77,11 @@ def sweep_combinations(specs: list[str]) -> list[list[str]]:
 
 
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    from training.distributed import is_main_process
     from training.schema import ConfigError
 
+    if not is_main_process():  # under torchrun rank 0 alone creates (or replaces) the run directory
+        return
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
             raise ConfigError(
@@ -190,7 +193,10 @@ def run(args: argparse.Namespace) -> int:
         train_one(cfg, run_dir, resume=False, group=name)
         run_dirs.append(run_dir)
     from evaluation.compare import compare_runs
+    from training.distributed import is_main_process
 
+    if not is_main_process():
+        return 0
     compare_runs(run_dirs, root / "comparison")
     print(f"sweep: {len(run_dirs)} runs in {root}; comparison in {root / 'comparison'}")
     return 0

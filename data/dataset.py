@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from data.records import Records
-from data.splits import balanced_sampler, class_weights, split_patients
+from data.splits import balanced_sampler, balanced_weights, class_weights, split_patients
 from data.stats import DataStats, fit_stats
 
 if TYPE_CHECKING:
@@ -82,6 +82,9 @@ class DataBundle:
     stats: DataStats  # fitted on the train split only
     class_weights: torch.Tensor  # float32 [5], mean 1
     train_sampler: torch.utils.data.Sampler | None  # balanced sampler when cfg.data.balanced_sampler
+    # The same balancing as per-recording weights (float64 [len(train)]), for a trainer with its own
+    # resumable, rank-sharded sampler (training/sampling.py); None unless cfg.data.balanced_sampler.
+    sample_weights: torch.Tensor | None = None
 
 
 def load_records(data: DataConfig) -> Records:
@@ -114,4 +117,5 @@ def build_data(cfg: Config) -> DataBundle:
         stats=stats,
         class_weights=class_weights(train.label, cfg.loss.class_weights),
         train_sampler=balanced_sampler(train.label, cfg.seed) if cfg.data.balanced_sampler else None,
+        sample_weights=balanced_weights(train.label) if cfg.data.balanced_sampler else None,
     )

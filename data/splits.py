@@ -67,10 +67,15 @@ def class_weights(label: np.ndarray, mode: str) -> torch.Tensor:
     return torch.tensor(w, dtype=torch.float32)
 
 
-def balanced_sampler(label: np.ndarray, seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """Draws training recordings with probability ∝ 1 / (count of their class): every class equally
-    often in expectation (NÖROPATİ is under 1 % of recordings). One epoch = len(label) draws."""
+def balanced_weights(label: np.ndarray) -> torch.Tensor:
+    """Per-recording sampling weights 1 / (count of its class), float64 [N]: drawn with replacement in
+    proportion to them, every class comes equally often in expectation (NÖROPATİ is under 1 %)."""
     counts = np.bincount(label, minlength=NUM_CLASSES).astype(np.float64)
-    weights = torch.as_tensor(1.0 / counts[label], dtype=torch.double)
+    return torch.as_tensor(1.0 / counts[label], dtype=torch.double)
+
+
+def balanced_sampler(label: np.ndarray, seed: int) -> torch.utils.data.WeightedRandomSampler:
+    """A sampler over :func:`balanced_weights`; one epoch = len(label) draws."""
+    weights = balanced_weights(label)
     generator = torch.Generator().manual_seed(int(seed))
     return torch.utils.data.WeightedRandomSampler(weights, len(label), replacement=True, generator=generator)

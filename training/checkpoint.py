@@ -25,7 +25,12 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename)."""
+    """Write ``state`` to ``path`` atomically (temporary file + fsync + rename).
+
+    A failed write (disk full, quota, I/O error) raises ``OSError`` naming the file and leaves the
+    previous checkpoint in place; temporaries left by a write that a kill -9 cut short are removed
+    after the next successful one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -35,9 +40,26 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        cause = _os_error(exc)  # torch.save reports a failed write as RuntimeError("unexpected pos ...")
+        if cause is not None:
+            raise OSError(cause.errno, f"checkpoint '{path}': write failed ({cause.strerror or cause}); "
+                          f"the previous {path.name} is intact") from exc
         raise
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
+def _os_error(exc: BaseException | None) -> OSError | None:
+    """The OSError behind ``exc`` (itself, or in its cause/context chain), if any."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, OSError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

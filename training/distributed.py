@@ -34,20 +34,47 @@ def init_distributed(device: torch.device) -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        torch.cuda.set_device(local_rank)  # before NCCL starts, so each rank's communicator uses its own GPU
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def is_main_process() -> bool:
+    """Rank 0, or a single process; readable before the process group exists (torchrun sets RANK)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def reduce_mean(x: torch.Tensor) -> torch.Tensor:
     """All-reduce mean across ranks (identity in a single process). Differentiable inputs are
     detached: this is for loss *values* that drive weights and for displayed metrics."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not _active():
         return x
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
     return y / dist.get_world_size()
+
+
+def all_reduce_grads(params: list[torch.Tensor]) -> None:
+    """Average ``.grad`` of parameters that live outside the DDP module (e.g. the uncertainty
+    balancer's log-variances) across ranks, in one collective; a missing gradient counts as zero.
+    DDP averages the network's gradients itself; without this, such parameters would drift apart."""
+    if not _active() or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])  # (P)
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    for p, g in zip(params, flat.split([q.numel() for q in params]), strict=True):
+        p.grad = g.view_as(p).clone()
 
 
 def broadcast_object(obj, src: int = 0):

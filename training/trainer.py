@@ -15,6 +15,7 @@ on the device; callbacks read them only at log points.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -33,7 +34,7 @@ from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, Record
 from training.components import COMPONENTS
 from training.config import Config
-from training.distributed import DistInfo, reduce_mean
+from training.distributed import DistInfo, all_reduce_grads, reduce_mean
 from training.ema import EMA
 from training.optim import build_optimizer, build_scheduler
 from training.sampling import EpochSampler
@@ -105,6 +106,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
         self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
         self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.balancer_params = list(balancer.trainable_parameters())  # outside DDP: averaged by hand
         self.shared_params = list(self.model.shared_parameters())
         self.last_shared_params = list(self.model.last_shared_parameters())
         self.head_params = self.model.head_parameters()
@@ -203,6 +205,15 @@ class Trainer:
             objective += result.objective
             weighted += result.weighted_sum
         comp_mean, objective, weighted = comp_sum / accum, objective / accum, weighted / accum
+        if self.dist.enabled:
+            # Global means (one small collective, no host sync): what rank 0 logs, and one
+            # skip decision below for every rank. DDP already averaged the network's gradients;
+            # the balancer's own parameters (e.g. uncertainty's s_i) are averaged here.
+            objective, weighted, comp_mean = reduce_mean(
+                torch.cat([objective.view(1), weighted.view(1), comp_mean])
+            ).split([1, 1, len(COMPONENTS)])
+            objective, weighted = objective.squeeze(0), weighted.squeeze(0)
+            all_reduce_grads(self.balancer_params)
 
         # Clip and check: the one host sync of the step (a non-finite step must not be applied).
         max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
@@ -363,10 +374,8 @@ class Trainer:
             self.logger.warning("received %s: stopping after this step", signal.Signals(signum).name)
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
+            with contextlib.suppress(ValueError):  # not the main thread (e.g. a test runner thread)
                 self._old_handlers[sig] = signal.signal(sig, handler)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
 
     def _restore_signal_handlers(self) -> None:
         for sig, old in getattr(self, "_old_handlers", {}).items():

@@ -76,6 +76,11 @@ def test_options_sampler_and_weights():
     b = build_data(_cfg("data.balanced_sampler=true", "loss.class_weights=none"))
     assert isinstance(b.train_sampler, torch.utils.data.WeightedRandomSampler)
     assert b.class_weights.tolist() == [1.0] * 5
+    w, label = b.sample_weights, b.train.tensors["label"]
+    assert w.shape == (len(b.train),)
+    per_class = [w[label == c].sum().item() for c in label.unique()]
+    assert per_class == pytest.approx([1.0] * len(per_class))  # every class equally likely
+    assert build_data(_cfg()).sample_weights is None
     batch = default_collate([b.train[i] for i in list(b.train_sampler)[:8]])
     assert batch["signal"].shape == (8, 1, 200)
 

@@ -42,10 +42,11 @@ class CheckpointCallback(Callback):
             self.best is None or (value < self.best if es.mode == "min" else value > self.best)
         )
         if improved:
-            self.best = value
-        self._save(trainer, "last.pt")  # after self.best changed, so the saved state knows it
-        if improved:
+            self.best = value  # before saving, so the saved state knows it
+            # best.pt first: a kill between the two writes then replays this epoch from the older
+            # last.pt and writes best.pt again; the other order would lose this best.pt for good.
             self._save(trainer, "best.pt")
+        self._save(trainer, "last.pt")
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
         from training.trainer import TrainingInterrupted

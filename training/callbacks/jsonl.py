@@ -6,8 +6,8 @@
 Strict JSON: a NaN or infinite value is written as ``null`` (its alert says which key it was).
 "time" (Unix seconds) is the only non-deterministic key; drop it to compare two runs. Figures are
 not serialized (their record keeps its tag). The file is flushed at each epoch end, alert,
-validation and at the end; a resumed run first drops the lines past the step it resumes from, so
-the file reads as if the run had never stopped.
+validation, before every checkpoint and at the end; a resumed run first drops the lines past the
+step it resumes from (and a last line torn by a kill), so the file reads as if the run had never stopped.
 """
 
 from __future__ import annotations
@@ -56,8 +56,9 @@ def truncate_after(path: Path, step: int) -> None:
     """Drop the lines with a step past ``step`` (written after the checkpoint a run resumes from)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.strip() and json.loads(line)["step"] <= step]
+    lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: text may hold U+2028
+    lines.pop()  # "" after the final newline, or a line torn by a kill mid-write (never a complete record)
+    kept = [line + "\n" for line in lines if line.strip() and json.loads(line)["step"] <= step]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -87,6 +88,11 @@ class JsonlCallback(Callback):
         f.write(json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n")
         if record.kind in ("epoch", "alert", "hparams"):
             f.flush()
+
+    def flush(self, trainer: Trainer) -> None:
+        """Called before every checkpoint, so a kill -9 never loses a line the checkpoint has seen."""
+        if self.file is not None:
+            self.file.flush()
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if self.file is not None:
