@@ -16,6 +16,7 @@ on the device; callbacks read them only at log points.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -192,6 +193,9 @@ class Trainer:
         comp_sum = torch.zeros(len(COMPONENTS), device=self.device)
         objective = torch.zeros((), device=self.device)
         weighted = torch.zeros((), device=self.device)
+        # A skipped step must leave the balancer as it was too: its per-step accumulators (FAMO's
+        # loss sums, GradNorm's weight gradient) and reported weights would otherwise carry the NaN on.
+        balancer_before = copy.deepcopy(self.meta_loss.balancer.state_dict())
         for i, batch in enumerate(micro_batches):
             sync = i == accum - 1 or not self.dist.enabled
             with nullcontext() if sync else self.net.no_sync():
@@ -226,6 +230,7 @@ class Trainer:
                 self.ema.update(self.model)
             self.nan_streak = 0
         else:
+            self.meta_loss.balancer.load_state_dict(balancer_before)
             self._on_nonfinite(comp_mean)
         head_norms = self._head_grad_norms() if (self.step + 1) % tc.log_frequency == 0 else {}
         self.optimizer.zero_grad(set_to_none=True)

@@ -66,6 +66,8 @@ class WaveformFigureCallback(Callback):
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if not (trainer.is_main and trainer.cfg.logging.figures):
             return
+        if getattr(trainer, "diffusion", None) is None:  # a trainer without a generative model (test fakes)
+            return
         with torch.no_grad():
             real, denoised, generated = self._waveforms(trainer)
         fig = waveform_figure(real, denoised, generated, title=f"validation, step {trainer.step}")

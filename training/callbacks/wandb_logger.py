@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 log = logging.getLogger("abr")
 
 
+def _first_line(exc: BaseException) -> str:
+    """W&B errors run over several lines (hints, code samples); a warning is one line."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class WandbCallback(Callback):
     def __init__(self) -> None:
         self.run: Any = None
@@ -70,13 +76,15 @@ class WandbCallback(Callback):
         except Exception as exc:  # noqa: BLE001 (W&B must never stop training)
             if mode == "online":
                 log.warning("W&B online init failed (%s: %s); logging offline to %s/wandb instead "
-                            "(upload later with `wandb sync`)", type(exc).__name__, exc, trainer.run_dir)
+                            "(upload later with `wandb sync`)", type(exc).__name__, _first_line(exc), trainer.run_dir)
                 try:
                     self.run = self._init(trainer, "offline")
                 except Exception as exc2:  # noqa: BLE001
-                    log.warning("W&B offline init failed too (%s); W&B logging is off for this run", exc2)
+                    log.warning("W&B offline init failed too (%s); W&B logging is off for this run",
+                                _first_line(exc2))
             else:
-                log.warning("W&B init failed (%s: %s); W&B logging is off for this run", type(exc).__name__, exc)
+                log.warning("W&B init failed (%s: %s); W&B logging is off for this run", type(exc).__name__,
+                            _first_line(exc))
         self._failed = self.run is None
         return self.run
 
