@@ -76,6 +76,20 @@ def sweep_combinations(specs: list[str]) -> list[list[str]]:
     return [list(combo) for combo in itertools.product(*axes)]
 
 
+def experiment_dir(log_dir: str | Path, name: str) -> Path:
+    """``log_dir/name``, refused when ``name`` would lead outside ``log_dir`` ('../x', '/tmp/x')."""
+    from training.schema import ConfigError
+
+    root = Path(log_dir)
+    run_dir = root / name
+    inside = run_dir.resolve().is_relative_to(root.resolve()) and run_dir.resolve() != root.resolve()
+    if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts or not inside:
+        raise ConfigError(
+            f"--experiment: expected a name inside logging.log_dir ('{root}'), found {name!r}"
+        )
+    return run_dir
+
+
 def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     from training.distributed import is_main_process
     from training.schema import ConfigError
@@ -118,8 +132,8 @@ def train_one(cfg, run_dir: Path, *, resume: bool, group: str | None = None) -> 
     try:
         trainer = build_trainer(cfg, run_dir, device=device, dist_info=dist_info)
         if resume:
-            state = load_checkpoint(run_dir / "checkpoints" / "last.pt", map_location=device)
-            trainer.load_state_dict(state)
+            path = run_dir / "checkpoints" / "last.pt"
+            trainer.load_state_dict(load_checkpoint(path, map_location=device), source=path)
             logger.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
         else:
             write_run_files(trainer)
@@ -175,8 +189,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.config:
         raise ConfigError("--config: required (or --resume RUN_DIR)")
     base = load_config(args.config, overrides)  # validate before creating anything
-    name = args.experiment or Path(args.config).stem
-    root = Path(base.logging.log_dir) / name
+    root = experiment_dir(base.logging.log_dir, args.experiment or Path(args.config).stem)
     if not args.multirun:
         prepare_run_dir(root, args.overwrite)
         train_one(base, root, resume=False)
@@ -190,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
         run_dir = root / ",".join(combo).replace("/", "_")
         logging.getLogger("abr").info("sweep run %d/%d: %s", len(run_dirs) + 1, len(configs), " ".join(combo))
         prepare_run_dir(run_dir, overwrite=False)
-        train_one(cfg, run_dir, resume=False, group=name)
+        train_one(cfg, run_dir, resume=False, group=root.name)
         run_dirs.append(run_dir)
     from evaluation.compare import compare_runs
     from training.distributed import is_main_process

@@ -9,6 +9,7 @@ so a kill -9 or a full disk never leaves a half-written ``last.pt``: the previou
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, foreign pickle, disallowed global: all unusable
+        if "Weights only load failed" in str(exc):  # torch's advice (weights_only=False) would run its code
+            refused = re.search(r"GLOBAL (\S+)", str(exc))
+            what = f"'{refused.group(1)}'" if refused else "it"
+            raise CheckpointError(
+                f"checkpoint '{path}': refusing to load {what} "
+                f"(only tensors and plain containers are allowed; nothing in the file was run)"
+            ) from None
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"checkpoint '{path}': unreadable ({reason[:200]})") from None
     if not isinstance(state, dict):
@@ -86,21 +94,27 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
-    """Strict load with a one-line error: a checkpoint of another architecture is never half-loaded."""
-    result = model.load_state_dict(weights, strict=False)
+    """Strict load with a one-line error: a checkpoint of another architecture is never half-loaded
+    (keys and shapes are compared before a single tensor is copied)."""
     own = model.state_dict()
-    mismatched = [k for k, v in weights.items() if k in own and own[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or mismatched:
+    missing = [k for k in own if k not in weights]
+    unexpected = [k for k in weights if k not in own]
+    mismatched = [k for k, v in weights.items() if k in own and getattr(v, "shape", None) != own[k].shape]
+    if missing or unexpected or mismatched:
         parts = []
-        if result.missing_keys:
-            parts.append(f"missing {len(result.missing_keys)} (e.g. {result.missing_keys[0]})")
-        if result.unexpected_keys:
-            parts.append(f"unexpected {len(result.unexpected_keys)} (e.g. {result.unexpected_keys[0]})")
+        if missing:
+            parts.append(f"missing {len(missing)} (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)} (e.g. {unexpected[0]})")
         if mismatched:
-            parts.append(f"shape mismatch in {len(mismatched)} (e.g. {mismatched[0]})")
+            k = mismatched[0]
+            found = tuple(getattr(weights[k], "shape", ()))
+            parts.append(f"shape mismatch in {len(mismatched)} (e.g. {k}: expected {tuple(own[k].shape)}, "
+                         f"found {found})")
         raise CheckpointError(
             f"checkpoint '{path}': weights do not fit this model config ({'; '.join(parts)})"
         )
+    model.load_state_dict(weights, strict=True)
 
 
 @dataclass

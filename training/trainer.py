@@ -419,10 +419,21 @@ class Trainer:
             "stats": self.data.stats.to_dict(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        from training.checkpoint import load_model_state
+    def load_state_dict(self, state: dict[str, Any], source: str | Path = "resume") -> None:
+        """Continue from ``state``. A state of another config (architecture, balancer, optimizer
+        groups) raises ``CheckpointError`` naming ``source``; the trainer is then unusable."""
+        from training.checkpoint import CheckpointError, load_model_state
 
-        load_model_state(self.model, state["model"], "resume")
+        load_model_state(self.model, state["model"], source)  # checked before anything is copied
+        try:
+            self._load_training_state(state)
+        except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise CheckpointError(
+                f"checkpoint '{source}': training state does not fit this config ({reason})"
+            ) from None
+
+    def _load_training_state(self, state: dict[str, Any]) -> None:
         if self.ema is not None and state.get("ema") is not None:
             self.ema.shadow.load_state_dict(state["ema"])
             self.ema.updates = int(state["ema_updates"])
