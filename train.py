@@ -116,7 +116,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool, group: str | None = None) -> 
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     from training.checkpoint import load_checkpoint
-    from training.distributed import init_distributed, shutdown
+    from training.distributed import init_distributed
     from training.setup import build_trainer, resolve_device, setup_logging, write_run_files
 
     device = resolve_device(cfg.device)
@@ -129,20 +129,17 @@ def train_one(cfg, run_dir: Path, *, resume: bool, group: str | None = None) -> 
     if group and not cfg.logging.wandb.group:
         cfg.logging.wandb.group = group
     logger = setup_logging(run_dir if dist_info.is_main else None, dist_info.is_main)
-    try:
-        trainer = build_trainer(cfg, run_dir, device=device, dist_info=dist_info)
-        if resume:
-            path = run_dir / "checkpoints" / "last.pt"
-            trainer.load_state_dict(load_checkpoint(path, map_location=device), source=path)
-            logger.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
-        else:
-            write_run_files(trainer)
-        logger.info("run directory: %s (device %s, %d process(es))", run_dir, device, dist_info.world_size)
-        logger.info("%s", trainer.model.parameter_table())
-        with logging_redirect_tqdm(loggers=[logger]):
-            return trainer.fit()
-    finally:
-        shutdown()
+    trainer = build_trainer(cfg, run_dir, device=device, dist_info=dist_info)
+    if resume:
+        path = run_dir / "checkpoints" / "last.pt"
+        trainer.load_state_dict(load_checkpoint(path, map_location=device), source=path)
+        logger.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
+    else:
+        write_run_files(trainer)
+    logger.info("run directory: %s (device %s, %d process(es))", run_dir, device, dist_info.world_size)
+    logger.info("%s", trainer.model.parameter_table())
+    with logging_redirect_tqdm(loggers=[logger]):
+        return trainer.fit()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    finally:
+        from training.distributed import shutdown
+
+        shutdown()  # once per process: a -m sweep under torchrun keeps one process group for all its runs
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import torch  # noqa: E402
@@ -45,7 +46,7 @@ def bench_workers(cfg, data, workers: int, steps: int, warmup: int) -> dict:
     from training.setup import build_trainer
 
     cfg.data.num_workers = workers
-    trainer = build_trainer(cfg, ROOT / "logs" / "_bench_loading_unused", callbacks=[], data=data)
+    trainer = build_trainer(cfg, tempfile.gettempdir(), callbacks=[], data=data)  # writes nothing
     trainer.model.train()
     device = trainer.device
     trainer.sampler.set_epoch(1)

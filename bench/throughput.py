@@ -15,12 +15,15 @@ forward and losses (``Trainer.compute_losses``):
   TensorBoard, W&B (offline), the health monitor, waveform figures and checkpoints.
 
 The loop body mirrors ``Trainer._train_epoch`` (next batch, to device, optimizer step, ``on_step_end``
-hooks), so the variants can take turns window by window (round robin): machine-load drifts hit all
-three alike. A window is ``--steps`` optimizer steps, a multiple of ``training.log_frequency`` that
-starts right after a log step, so every window holds the same number of log points. Reported per
+hooks), so the variants can take turns (round robin) and machine-load drifts hit all three alike: on
+CPU step by step, on CUDA window by window (a per-step timer would need a per-step sync). A window is
+``--steps`` optimizer steps, a multiple of ``training.log_frequency`` that starts right after a log
+step, so every window holds the same number of log points. Reported per
 variant: the median samples/s over ``--repeats`` windows, and for ``monitored`` the share of the
 window spent inside the callbacks' ``on_step_end`` (a direct, load-robust measure of the monitoring
 cost). Validation, epoch summaries and checkpoints happen once per epoch and are not in the windows.
+One more, untimed window counts the tensor-to-host reads (``.item()``, ``.tolist()``, ``bool()``, ...)
+that the repository's code makes per step: each is a device sync on CUDA.
 
 Prints a table and writes bench/results/throughput.json (``--out``).
 """
@@ -107,6 +110,7 @@ class Variant:
         return 0.0
 
     def run(self, steps: int, record: bool = True) -> None:
+        """One window of ``steps`` steps on its own (round robin by window: the CUDA mode)."""
         device = self.trainer.device
         _sync(device)
         t0 = time.perf_counter()
@@ -115,6 +119,53 @@ class Variant:
         if record:
             self.windows.append(time.perf_counter() - t0)
             self.callback_s.append(in_callbacks)
+
+
+def run_interleaved(variants: list[Variant], steps: int) -> None:
+    """One window per variant, the variants taking turns step by step (round robin by step: the CPU
+    mode, where other processes share the cores and the load drifts within seconds)."""
+    spent = [0.0] * len(variants)
+    in_callbacks = [0.0] * len(variants)
+    for _ in range(steps):
+        for i, v in enumerate(variants):
+            t0 = time.perf_counter()
+            in_callbacks[i] += v.step_fn(next(v.batches))
+            spent[i] += time.perf_counter() - t0
+    for i, v in enumerate(variants):
+        v.windows.append(spent[i])
+        v.callback_s.append(in_callbacks[i])
+
+
+READS = ("item", "tolist", "__bool__", "__float__", "__int__", "cpu", "numpy")  # tensor -> host value
+
+
+def count_host_reads(v: Variant, steps: int) -> list[int]:
+    """Tensor-to-host reads made by this repository's code during each of ``steps`` steps (reads inside
+    torch itself, e.g. AdamW's CPU step counters, are not device syncs and are left out)."""
+    counts = [0]
+    originals = {name: getattr(torch.Tensor, name) for name in READS}
+    repo, venv = str(ROOT), str(ROOT / ".venv")
+
+    def counting(f):
+        def read(self, *a, **k):
+            caller = sys._getframe(1).f_code.co_filename
+            if caller.startswith(repo) and not caller.startswith(venv):
+                counts[0] += 1
+            return f(self, *a, **k)
+        return read
+
+    per_step = []
+    try:
+        for name, f in originals.items():
+            setattr(torch.Tensor, name, counting(f))
+        for _ in range(steps):
+            counts[0] = 0
+            v.step_fn(next(v.batches))
+            per_step.append(counts[0])
+    finally:
+        for name, f in originals.items():
+            setattr(torch.Tensor, name, f)
+    return per_step
 
 
 def build_variants(cfg: Config, run_root: Path) -> list[Variant]:
@@ -176,8 +227,8 @@ def summarize(variants: list[Variant], batch: int, steps: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
-    ap.add_argument("--steps", type=int, default=0, help="optimizer steps per window (default 2 x log_frequency)")
-    ap.add_argument("--repeats", type=int, default=3, help="timed windows per variant (median)")
+    ap.add_argument("--steps", type=int, default=0, help="optimizer steps per window (default: log_frequency)")
+    ap.add_argument("--repeats", type=int, default=6, help="timed windows per variant (median)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
@@ -194,7 +245,7 @@ def main() -> None:
                  *([f"training.batch_size={args.batch}"] if args.batch else []), *args.overrides]
     cfg = load_config(args.config, overrides)
     freq = cfg.training.log_frequency
-    steps = args.steps or 2 * freq
+    steps = args.steps or freq
     if steps % freq:
         raise ValueError(f"--steps: expected a multiple of training.log_frequency ({freq}), found {steps}")
     try:
@@ -202,11 +253,19 @@ def main() -> None:
         for v in variants:  # warm-up: allocator, autotuning, first TensorBoard/W&B writes; ends at a log step
             v.run(freq, record=False)
         for _ in range(args.repeats):
-            for v in variants:
-                v.run(steps)
+            if variants[0].trainer.device.type == "cuda":  # no per-step sync: keep the GPU queue full
+                for v in variants:
+                    v.run(steps)
+            else:
+                run_interleaved(variants, steps)
+        reads = {v.name: count_host_reads(v, steps) for v in variants}  # one more window, untimed
         for v in variants:
             v.trainer._call("on_train_end")
         result = summarize(variants, cfg.training.batch_size, steps)
+        for name, r in reads.items():
+            row = result["variants"][name]
+            row["host_reads_per_window"], row["host_reads_max_step"] = sum(r), max(r)
+            row["host_reads_median_step"] = statistics.median(r)
     finally:
         shutil.rmtree(run_root, ignore_errors=True)
 
@@ -221,9 +280,12 @@ def main() -> None:
                        "params": sum(p.numel() for p in variants[0].trainer.model.parameters()),
                        "overrides": args.overrides}
 
-    print(f"{'variant':<11}{'samples/s':>11}{'step ms':>10}{'in callbacks':>14}")
+    print(f"{'variant':<11}{'samples/s':>11}{'step ms':>10}{'in callbacks':>14}"
+          f"{'host reads: median step / max step / window':>46}")
     for name, row in result["variants"].items():
-        print(f"{name:<11}{row['samples_per_s']:>11.1f}{row['step_ms']:>10.1f}{100 * row['callback_share']:>13.2f}%")
+        reads = f"{row['host_reads_median_step']:g} / {row['host_reads_max_step']} / {row['host_reads_per_window']}"
+        print(f"{name:<11}{row['samples_per_s']:>11.1f}{row['step_ms']:>10.1f}{100 * row['callback_share']:>13.2f}%"
+              f"{reads:>46}")
     print(f"monitoring overhead (monitored vs trainer): {100 * result['monitoring_overhead']:+.2f} %   "
           f"vs bare loop: {100 * result['overhead_vs_bare']:+.2f} %   "
           f"time inside callbacks: {100 * result['callback_share']:.2f} %")

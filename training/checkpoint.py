@@ -48,7 +48,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             raise OSError(cause.errno, f"checkpoint '{path}': write failed ({cause.strerror or cause}); "
                           f"the previous {path.name} is intact") from exc
         raise
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in path.parent.glob(".*.pt.*.tmp"):  # rank 0 alone writes here, one file at a time
         stale.unlink(missing_ok=True)
 
 

@@ -100,7 +100,8 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypa
 
 
 def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path):
-    stale = tmp_path / ".last.pt.abc123.tmp"  # what a kill -9 during a write leaves
-    stale.write_bytes(b"half a checkpoint")
+    for name in (".last.pt.abc123.tmp", ".best.pt.xyz789.tmp"):  # what a kill -9 during a write leaves
+        (tmp_path / name).write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("not ours")
     save_checkpoint({"step": 1}, tmp_path / "last.pt")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]

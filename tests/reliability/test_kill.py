@@ -53,7 +53,7 @@ def kill_and_resume(tmp_path: Path, reference: Reference, seed: int, every: int)
     run_dir = tmp_path / "cut"
     proc = start_train(train_args(tmp_path, "cut", f"training.checkpoint_every_steps={every}"))
     assert wait_for(run_dir / "checkpoints" / "last.pt", proc)  # before it, --resume has nothing to resume
-    time.sleep(rng.uniform(0.0, 0.7 * train_s))  # the first checkpoint is at step 1
+    time.sleep(rng.uniform(0.0, 0.6 * train_s))  # the first checkpoint is at step 1
     killed = proc.poll() is None
     if killed:
         os.kill(proc.pid, signal.SIGKILL)
@@ -68,6 +68,7 @@ def kill_and_resume(tmp_path: Path, reference: Reference, seed: int, every: int)
 
     # --resume completes the run, and it equals the uninterrupted one.
     assert train_in_process(["--resume", str(run_dir)]) == 0
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["best.pt", "last.pt"]  # no temporaries
     assert read_records(run_dir / "metrics.jsonl") == ref_records
     assert_same_tensors(final_tensors(run_dir), final_tensors(ref_dir))
     assert_same_tensors(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"],
@@ -75,14 +76,23 @@ def kill_and_resume(tmp_path: Path, reference: Reference, seed: int, every: int)
     return {"killed": killed, "step": at}
 
 
+def killed_trial(tmp_path: Path, reference: Reference, seed: int, every: int) -> dict:
+    """A trial whose process was really killed: a run that outran its random delay (the machine is
+    shared, timings vary) is checked too, then tried again with the next seed."""
+    for attempt in range(4):
+        outcome = kill_and_resume(tmp_path / f"a{attempt}", reference, 1000 * seed + attempt, every)
+        if outcome["killed"]:
+            return outcome
+    raise AssertionError(f"no run was killed in 4 attempts (seed {seed}): the kill window is too late")
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_kill9_then_resume_equals_uninterrupted(tmp_path, reference, seed):
-    outcome = kill_and_resume(tmp_path, reference, seed, every=1)
-    assert outcome["killed"], outcome
+    killed_trial(tmp_path, reference, seed, every=1)
 
 
 @pytest.mark.slow
 def test_kill9_many_trials(tmp_path, reference):
-    outcomes = [kill_and_resume(tmp_path / f"t{seed}", reference, seed, every=1 + seed % 2)
-                for seed in range(100, 112)]
-    assert sum(o["killed"] for o in outcomes) >= 10, outcomes
+    steps = [killed_trial(tmp_path / f"t{seed}", reference, seed, every=1 + seed % 2)["step"]
+             for seed in range(100, 110)]
+    assert len(set(steps)) > 3, steps  # the kills landed at different points of the run

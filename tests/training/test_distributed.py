@@ -191,5 +191,29 @@ def test_resumed_ddp_run_equals_uninterrupted(ddp_run):
                 torch.testing.assert_close(cut[part][k], v, rtol=0, atol=0, msg=f"{part}.{k}")
 
 
+@pytest.mark.slow
+def test_torchrun_cli_sweep_then_resume(tmp_path):
+    """train.py under torchrun: a -m sweep keeps one process group for its runs (a re-created group
+    hangs under torchrun's store), rank 0 alone prepares the run directories, and --resume continues."""
+    tiny = ["data.synthetic.patients=12", "training.batch_size=16", "diffusion.timesteps=100",
+            "logging.use_wandb=false", "logging.figures=false", f"logging.log_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def torchrun(*args: str) -> None:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", "train.py", *args]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    torchrun("--config", "configs/quickstart.yaml", "--experiment", "sw", "training.epochs=1", *tiny,
+             "-m", "loss.balancer.strategy=fixed,dwa")
+    runs = [tmp_path / "sw" / f"loss.balancer.strategy={s}" for s in ("fixed", "dwa")]
+    assert all((r / "checkpoints" / "last.pt").is_file() for r in runs)
+    assert (tmp_path / "sw" / "comparison").is_dir()
+    torchrun("--resume", str(runs[1]), "training.epochs=2")
+    state = torch.load(runs[1] / "checkpoints" / "last.pt", weights_only=True)
+    assert state["epoch"] == 3  # the epoch to train next: both epochs are done
+
+
 if __name__ == "__main__":  # the torchrun entry point of the fixture above
     _worker(Path(sys.argv[1]), sys.argv[2:])
