@@ -98,10 +98,13 @@ def read_native(path: str | Path, strict: bool = True) -> tuple[Records, Validat
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataFormatError(f"{path}: not a native .npz file (expected a zip archive, found an empty file); "
+                              "convert it with `python -m data.convert`")
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:  # EOFError: an empty file
         raise DataFormatError(f"{path}: not a native .npz file ({exc}); "
                               "convert it with `python -m data.convert`") from None
     meta = _read_meta(path, arrays.pop("meta", None))

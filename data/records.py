@@ -19,6 +19,10 @@ reason                      rule
 ``peak without value``      latency or amplitude missing where ``peak_mask`` is True
 ==========================  ========================================================
 
+"Finite" means finite in float32, the dtype the columns are stored in: a value beyond ±3.4e38
+(e.g. 1e300 in a float64 file or a CSV cell) would load as Inf and counts as non-finite. A column
+whose dtype is not numeric (e.g. text signals) is refused as a whole, in lenient mode too.
+
 ``strict=True`` raises :class:`DataFormatError` at the first offending recording, naming the file
 and the sample index; ``strict=False`` drops offending recordings and returns a
 :class:`ValidationReport` that counts them by reason. Nothing is dropped silently.
@@ -39,6 +43,8 @@ SIGNAL_LENGTH = 200  # 10 ms at 20 kHz
 STATIC_NAMES: tuple[str, ...] = ("age", "intensity", "rate", "fmp")
 STATIC_UNITS: tuple[str, ...] = ("years", "dB nHL", "1/s", "ratio")
 NUM_CLASSES = len(CLASS_NAMES)
+F32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes load as Inf in the float32 columns
+_NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, int, unsigned, float
 
 
 class DataFormatError(ValueError):
@@ -149,6 +155,9 @@ def validate(
                           else np.array([np.size(s) for s in signal]))
     n = len(signal_lengths)
     cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS if k != "signal"}
+    for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
+        if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
+            raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
     for k, v in cols.items():
         want = (n, len(STATIC_NAMES)) if k == "static" else (n,)
         if v.shape != want:
@@ -162,7 +171,7 @@ def validate(
     if strict and bad_any.any():  # the first bad recording in file order
         i = int(np.argmax(bad_any))
         reason = next(r for r, bad in checks if bad[i])
-        detail = _detail(reason, i, signal_lengths, cols)
+        detail = _detail(reason, i, signal_lengths, cols, signal)
         raise DataFormatError(f"{source}: sample {i + index_offset}: {reason} ({detail})")
     keep = np.flatnonzero(~bad_any)
     records = _assemble(signal, cols, keep, meta or {})
@@ -176,39 +185,48 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
     signal_finite = np.zeros(n, dtype=bool)
     if isinstance(signal, np.ndarray) and signal.ndim == 2:
         if signal.shape[1] == SIGNAL_LENGTH:
-            signal_finite = np.isfinite(signal).all(axis=1)
+            signal_finite = _finite32(signal).all(axis=1)
     else:
-        signal_finite[length_ok] = [bool(np.isfinite(np.asarray(signal[i], dtype=np.float64)).all())
-                                    for i in np.flatnonzero(length_ok)]
+        signal_finite[length_ok] = [bool(_finite32(signal[i]).all()) for i in np.flatnonzero(length_ok)]
     mask = cols["peak_mask"].astype(bool)
-    lat_ok = np.isfinite(cols["peak_latency"].astype(np.float64))
-    amp_ok = np.isfinite(cols["peak_amplitude"].astype(np.float64))
+    lat_ok = _finite32(cols["peak_latency"])
+    amp_ok = _finite32(cols["peak_amplitude"])
     label = cols["label"]
     label_ok = np.isin(label, np.arange(NUM_CLASSES)) if label.dtype.kind in "iu" else np.zeros(n, dtype=bool)
     return [
         ("signal length", ~length_ok),
         ("non-finite signal", length_ok & ~signal_finite),
-        ("non-finite static", ~np.isfinite(cols["static"].astype(np.float64)).all(axis=1)),
+        ("non-finite static", ~_finite32(cols["static"]).all(axis=1)),
         ("unknown label", ~label_ok),
-        ("non-finite threshold", ~np.isfinite(cols["threshold"].astype(np.float64))),
+        ("non-finite threshold", ~_finite32(cols["threshold"])),
         ("peak value without peak", ~mask & (lat_ok | amp_ok)),
         ("peak without value", mask & ~(lat_ok & amp_ok)),
     ]
 
 
-def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray]) -> str:
+def _finite32(values: object) -> np.ndarray:
+    """Elementwise: finite and within float32 range (NaN compares False), so the float32 column holds it."""
+    return np.abs(np.asarray(values, dtype=np.float64)) <= F32_MAX
+
+
+_FINITE = f"finite values within float32 range (|x| <= {F32_MAX:.4g})"
+
+
+def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray], signal: object) -> str:
     if reason == "signal length":
         return f"expected {SIGNAL_LENGTH} samples, found {lengths[i]}"
     if reason == "unknown label":
         return f"expected 0..{NUM_CLASSES - 1} ({', '.join(CLASS_NAMES)}), found {cols['label'][i]!r}"
     if reason == "non-finite static":
-        return f"found {dict(zip(STATIC_NAMES, cols['static'][i].tolist(), strict=True))}"
+        return f"expected {_FINITE}, found {dict(zip(STATIC_NAMES, cols['static'][i].tolist(), strict=True))}"
     if reason.startswith("peak"):
         return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={cols['peak_latency'][i]!r}, "
-                f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN")
+                f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN, present ones {_FINITE}")
     if reason == "non-finite threshold":
-        return f"found {cols['threshold'][i]!r}"
-    return "NaN or Inf among the samples"
+        return f"expected {_FINITE}, found {cols['threshold'][i]!r}"
+    row = np.asarray(signal[i], dtype=np.float64).reshape(-1)  # non-finite signal: name the first bad point
+    j = int(np.argmin(_finite32(row)))
+    return f"expected {_FINITE}, found {row[j]!r} at point {j}"
 
 
 def _assemble(signal: object, cols: dict[str, np.ndarray], keep: np.ndarray, meta: dict) -> Records:

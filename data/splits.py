@@ -38,7 +38,14 @@ def split_patients(patient_id: np.ndarray, label: np.ndarray, ratios: Sequence[f
     split_of = np.empty(len(pids), dtype=np.int64)  # (P,)
     for c in range(NUM_CLASSES):
         members = rng.permutation(np.flatnonzero(patient_class == c))
-        split_of[members] = np.repeat(np.arange(3), _apportion(len(members), ratios))
+        shares = _apportion(len(members), ratios)
+        # A rare class (NÖROPATİ is 0.8 %) must reach every split when it has enough patients,
+        # or its test recall is undefined: move one patient from the largest share to an empty one.
+        for s in range(3):
+            if ratios[s] > 0 and shares[s] == 0 and len(members) >= sum(r > 0 for r in ratios):
+                shares[int(np.argmax(shares))] -= 1
+                shares[s] += 1
+        split_of[members] = np.repeat(np.arange(3), shares)
     for s in range(3):  # small data: a wanted split may have come out empty
         if ratios[s] > 0 and not (split_of == s).any():
             sizes = np.bincount(split_of, minlength=3)

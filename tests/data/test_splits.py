@@ -68,3 +68,11 @@ def test_balanced_sampler_draws_classes_equally():
     share = np.bincount(drawn, minlength=3) / len(drawn)
     assert np.allclose(share, 1 / 3, atol=0.05)
     assert list(balanced_sampler(label, seed=0)) == list(balanced_sampler(label, seed=0))
+
+
+def test_a_rare_class_with_three_patients_reaches_every_split():
+    patient_id = np.repeat(np.arange(40), 5)
+    label = np.zeros(200, dtype=np.int64)
+    label[:15] = 1  # patients 0, 1, 2: the rare class
+    parts = split_patients(patient_id, label, [0.7, 0.15, 0.15], seed=0)
+    assert all((label[idx] == 1).any() for idx in parts)

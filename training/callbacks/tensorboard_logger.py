@@ -13,7 +13,7 @@ What lands where (tags are the record names, so W&B and metrics.jsonl use the sa
 - HParams: the resolved config with the final metrics, written at train end into this same run
   (low-level summaries on this writer: ``SummaryWriter.add_hparams`` would open a sub-run).
 
-The writer flushes at each validation, epoch end and alert (and every 30 s), so a running
+The writer flushes at each validation, epoch end, alert and checkpoint (``flush``; and every 30 s), so a running
 TensorBoard shows the run while it trains. A resumed run purges events past its resume step.
 """
 
@@ -119,6 +119,12 @@ class TensorBoardCallback(Callback):
             self.final_metrics.update(record.scalars)
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def flush(self, trainer: Trainer) -> None:
+        """Write pending events to disk; called before every checkpoint, so the checkpoint never runs
+        ahead of the TensorBoard curves. A no-op while the writer is not open."""
         if self.writer is not None:
             self.writer.flush()
 

@@ -9,6 +9,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.figures import emit_figure, waveform_figure
+from training.callbacks.tensorboard_logger import TensorBoardCallback
 from training.callbacks.testing import healthy_losses, read_tensorboard
 from training.components import COMPONENTS
 
@@ -82,3 +83,22 @@ def test_disabled_by_config(make_trainer, cfg):
     trainer.steps(10, healthy_losses)
     trainer.end()
     assert not (trainer.run_dir / "tensorboard").exists()
+
+
+def test_flush_makes_scalars_readable_without_closing(make_trainer):
+    cb = TensorBoardCallback(flush_secs=3600)  # no timed flush during the test
+    trainer = make_trainer([cb])
+    cb.flush(trainer)  # before the writer opens: a no-op
+    assert cb.writer is None and not (trainer.run_dir / "tensorboard").exists()
+    trainer.start()
+    flushes = []
+    real_flush = cb.writer.flush
+    cb.writer.flush = lambda: (flushes.append(1), real_flush())[1]
+    values = {s: 0.5 * s for s in range(1, 6)}
+    for s, v in values.items():
+        trainer.emit(Record("step", s, 1, scalars={"train/total": v}))
+    cb.flush(trainer)  # what the checkpoint callback calls before writing a checkpoint
+    assert flushes == [1] and cb.writer is not None  # flushed, still open
+    events = read_tensorboard(trainer.run_dir / "tensorboard").Scalars("train/total")
+    assert {e.step: e.value for e in events} == values
+    trainer.end()
