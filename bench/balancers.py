@@ -15,7 +15,6 @@ Prints a table and writes bench/results/balancers.json.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -27,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_result  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
 from training.balancers import BalanceContext, BalancerConfig, build_balancer  # noqa: E402
@@ -126,10 +126,7 @@ def main() -> None:
         "torch": torch.__version__, "machine": platform.platform(), "processor": platform.processor(),
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

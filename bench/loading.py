@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import tempfile  # noqa: E402
@@ -34,6 +33,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
+from bench.common import write_result  # noqa: E402
 from training.config import load_config  # noqa: E402
 
 
@@ -103,10 +103,7 @@ def main() -> None:
                     "device": args.device, "note": "shared, loaded CPU: provisional numbers"},
         "config": Path(args.config).name, "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

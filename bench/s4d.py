@@ -25,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
@@ -33,6 +32,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from bench.common import write_result  # noqa: E402
 from models.blocks import Attention  # noqa: E402
 from models.s4d import S4D  # noqa: E402
 
@@ -123,10 +123,7 @@ def main() -> None:
                     "device": str(device), "note": "shared, loaded CPU: provisional numbers"},
         "rows": rows,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("WANDB_SILENT", "true")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -51,6 +50,7 @@ from collections.abc import Callable, Iterator  # noqa: E402
 
 import torch  # noqa: E402
 
+from bench.common import write_result  # noqa: E402
 from training.components import COMPONENTS  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
@@ -289,10 +289,7 @@ def main() -> None:
     print(f"monitoring overhead (monitored vs trainer): {100 * result['monitoring_overhead']:+.2f} %   "
           f"vs bare loop: {100 * result['overhead_vs_bare']:+.2f} %   "
           f"time inside callbacks: {100 * result['callback_share']:.2f} %")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":
