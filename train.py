@@ -42,7 +42,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     p.add_argument("--help-config", action="store_true", help="list every config key with type and default")
     p.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may follow -m as well as precede it
 
 
 def split_values(text: str) -> list[str]:

@@ -68,3 +68,8 @@ def test_sweep_combinations_are_the_cartesian_product():
     assert combos == [["a=1", "b=x"], ["a=1", "b=[1,2]"], ["a=2", "b=x"], ["a=2", "b=[1,2]"]]
     with pytest.raises(ValueError, match="expected key.path=value1,value2"):
         train.sweep_combinations(["novalue"])
+
+
+def test_overrides_may_follow_a_sweep_option():
+    args = train.parse_args(["--config", "c.yaml", "-m", "loss.balancer.strategy=fixed,dwa", "training.epochs=2"])
+    assert args.multirun == ["loss.balancer.strategy=fixed,dwa"] and args.overrides == ["training.epochs=2"]
