@@ -31,3 +31,22 @@ def read_jsonl(path: Path) -> list[dict]:
 def strip_times(records: list[dict]) -> list[dict]:
     return [{k: v for k, v in r.items() if k != "time"} for r in records]
 
+
+
+def train_run(cfg, run_dir: Path, resume: bool = False, extra_callbacks=()):
+    """Train ``cfg`` into ``run_dir`` in process, as train.py does (fresh, or resumed from last.pt)."""
+    from train import prepare_run_dir
+    from training.checkpoint import load_checkpoint
+    from training.setup import build_trainer, setup_logging, write_run_files
+
+    if not resume:
+        prepare_run_dir(run_dir, overwrite=True)
+    setup_logging(run_dir)
+    trainer = build_trainer(cfg, run_dir)
+    trainer.callbacks.extend(extra_callbacks)
+    if resume:
+        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
+    else:
+        write_run_files(trainer)
+    trainer.fit()
+    return trainer

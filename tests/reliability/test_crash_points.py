@@ -11,12 +11,10 @@ import pytest
 import torch
 
 from tests.reliability.procs import TINY_MODEL, assert_same_tensors, read_records
-from tests.runs import tiny_config
-from train import prepare_run_dir
+from tests.runs import tiny_config, train_run
 from training.callbacks import checkpoint as checkpoint_callbacks
 from training.callbacks.jsonl import truncate_after
 from training.checkpoint import load_checkpoint
-from training.setup import build_trainer, setup_logging, write_run_files
 
 EXTRA = [*TINY_MODEL, "training.ema_decay=0", "logging.use_tensorboard=false",
          "training.early_stopping.metric=val/signal"]  # improves in epoch 2 of this run
@@ -28,16 +26,7 @@ class Killed(BaseException):
 
 def run(cfg, run_dir: Path, resume: bool = False):
     torch.set_num_threads(1)
-    if not resume:
-        prepare_run_dir(run_dir, overwrite=True)
-    setup_logging(run_dir)
-    trainer = build_trainer(cfg, run_dir)
-    if resume:
-        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
-    else:
-        write_run_files(trainer)
-    trainer.fit()
-    return trainer
+    return train_run(cfg, run_dir, resume=resume)
 
 
 def crash_after_write(monkeypatch, n: int) -> list[str]:

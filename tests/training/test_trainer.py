@@ -7,26 +7,12 @@ import signal
 import pytest
 import torch
 
-from tests.runs import read_jsonl, strip_times, tiny_config
-from train import prepare_run_dir
+from tests.runs import read_jsonl, strip_times, tiny_config, train_run
 from training.callbacks.base import Callback
 from training.checkpoint import load_checkpoint
-from training.setup import build_trainer, setup_logging, write_run_files
 from training.trainer import TrainingInterrupted
 
-
-def run(cfg, run_dir, resume=False, extra_callbacks=()):
-    if not resume:
-        prepare_run_dir(run_dir, overwrite=True)
-    setup_logging(run_dir)
-    trainer = build_trainer(cfg, run_dir)
-    trainer.callbacks.extend(extra_callbacks)
-    if resume:
-        trainer.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "last.pt"))
-    else:
-        write_run_files(trainer)
-    trainer.fit()
-    return trainer
+run = train_run
 
 
 def test_run_writes_the_run_directory(tmp_path):
