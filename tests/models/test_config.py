@@ -30,8 +30,6 @@ def test_full_size_is_10_to_30_million(make_stats):
 
 def test_configs_config_yaml_model_section_is_10_to_30_million(make_stats):
     path = ROOT / "configs" / "config.yaml"
-    if not path.is_file():
-        pytest.skip("configs/config.yaml not written yet")
     cfg = from_dict(ModelConfig, read_yaml(path).get("model", {}), "model")
     assert 10_000_000 <= _count(build_model(cfg, make_stats())) <= 30_000_000
 
