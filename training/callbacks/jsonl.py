@@ -95,12 +95,10 @@ class JsonlCallback(Callback):
             self.file.flush()
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if self.file is not None:
-            self.file.flush()
+        self.flush(trainer)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
-        if self.file is not None:
-            self.file.flush()
+        self.flush(trainer)
 
     def on_train_end(self, trainer: Trainer) -> None:
         self._close()
