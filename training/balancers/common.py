@@ -23,6 +23,33 @@ def init_weights(weights: dict[str, float], names: Sequence[str]) -> Tensor:
     return torch.tensor([float(weights.get(n, 1.0)) for n in names], dtype=torch.float32)
 
 
+class InitialLossScale(torch.nn.Module):
+    """Each component's first observed finite loss L_i(0), for ``normalize: initial``.
+
+    Dividing a loss by its detached first value (GradNorm's loss ratio L_i / L_i(0)) makes a
+    strategy that balances something other than scale (DWA's rates, TorchJD's conflicts)
+    scale-free: a loss 10^4 times larger than another starts on equal footing (seed 001). The
+    values are a buffer, so checkpoints carry them and a resumed run divides by the same numbers.
+    """
+
+    def __init__(self, k: int, enabled: bool) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.register_buffer("L0", torch.full((k,), float("nan")))  # [K] nan until first seen
+
+    def observe(self, values: Tensor) -> None:
+        """Record the first finite value of each component from detached losses [K]."""
+        if self.enabled:
+            v = values.detach().to(self.L0)
+            self.L0.copy_(torch.where(torch.isnan(self.L0) & torch.isfinite(v), v, self.L0))
+
+    def scale(self) -> Tensor:
+        """[K] divisors: L_i(0) (1 where not yet seen or normalization is off)."""
+        if not self.enabled:
+            return torch.ones_like(self.L0)
+        return torch.nan_to_num(self.L0, nan=1.0).abs().clamp_min(1e-12)
+
+
 class ValueBalancer(Balancer):
     """A strategy whose weights follow loss *values* (never gradients).
 

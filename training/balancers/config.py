@@ -77,9 +77,9 @@ class UncertaintyConfig:
 @dataclass
 class DWAConfig:
     temperature: float = spec(2.0, gt=0.0, help="softmax temperature T (Liu et al. 2019)")
-    normalize: Literal["none", "initial"] = spec(
-        "none", help="none: the paper's raw losses; initial: divide each loss by its first observed value, so "
-        "DWA also cures a scale imbalance (seed 001; reported weights then include 1/L0 and do not sum to K)"
+    normalize: Literal["initial", "none"] = spec(
+        "initial", help="initial: weight L_i / L_i(0), so DWA also cures a scale imbalance (seed 001; reported "
+        "weights w_i ~ lambda_i / L_i(0), rescaled to sum to K); none: the paper's raw losses (w_i = lambda_i)"
     )
 
 
@@ -108,6 +108,10 @@ class FAMOConfig:
 @dataclass
 class JacobianConfig:
     aggregator: Literal[AGGREGATORS] = spec("upgrad", help="TorchJD aggregator of the Jacobian rows")  # type: ignore[valid-type]
+    normalize: Literal["initial", "none"] = spec(
+        "initial", help="initial: aggregate the Jacobian of L_i / L_i(0), so a 10^4 scale gap cannot hide a "
+        "component (seed 001); none: of the raw losses (TorchJD as is). Reported weights apply to raw losses"
+    )
 
 
 @dataclass

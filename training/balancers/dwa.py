@@ -1,16 +1,23 @@
 """`dwa`: Dynamic Weight Average (Liu, Johns & Davison, CVPR 2019, eq. 1).
 
-    r_i(t-1) = L_i(t-1) / L_i(t-2)          (unweighted epoch means)
-    w_i(t)   = K exp(r_i(t-1)/T) / sum_j exp(r_j(t-1)/T)
+    r_i(t-1)  = L_i(t-1) / L_i(t-2)          (unweighted epoch means)
+    lambda_i  = K exp(r_i(t-1)/T) / sum_j exp(r_j(t-1)/T)
 
-w = 1 for the first two epochs; the weights always sum to K. A component whose loss falls slowly
+lambda = 1 for the first two epochs and always sums to K. A component whose loss falls slowly
 (r close to 1) gains weight.
 
-DWA balances *rates*, not scales: its weights stay within a factor exp(max r / T) of each other,
-so it cannot compensate a component 10^4 times larger than another (tests/training/balancers/
-test_symptom.py shows the stall persists). ``normalize: initial`` divides each loss by its first
-observed value (GradNorm's loss ratio L~_i = L_i / L_i(0)) before weighting, which makes DWA
-scale-free; the reported weights are then the effective ones, w_i / L_i(0).
+DWA balances *rates*, not scales: lambda stays within a factor exp(max r / T) of itself, so with
+the paper's raw losses (``normalize: none``, then w_i = lambda_i) it cannot compensate a component
+10^4 times larger than another (tests/training/balancers/test_symptom.py shows the stall). The
+default ``normalize: initial`` weights each loss's ratio to its first observed value (GradNorm's
+L_i / L_i(0)); the rates are unchanged by it (L_i(0) cancels in r_i). The weights applied to the
+raw losses, and reported, are then
+
+    w_i = K (lambda_i / L_i(0)) / sum_j (lambda_j / L_j(0))
+
+still positive and summing to K, so they read like the paper's (uniform lambda: w_i = K x the
+share of 1/L_i(0)). The rescaling to K multiplies the whole objective by one constant, which
+Adam ignores; with ``normalize: none`` the formula reduces to w_i = lambda_i exactly.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.balancers.common import ValueBalancer
+from training.balancers.common import InitialLossScale, ValueBalancer
 from training.balancers.config import DWAConfig
 
 
@@ -30,18 +37,12 @@ class DWABalancer(ValueBalancer):
         super().__init__(names)
         self.cfg = cfg
         K = len(names)
-        self.register_buffer("lam", torch.ones(K))  # [K] the DWA weights, sum K
-        self.register_buffer("L0", torch.full((K,), float("nan")))  # [K] first observed losses (normalize)
+        self.register_buffer("lam", torch.ones(K))  # [K] the paper's DWA weights, sum K
+        self.initial = InitialLossScale(K, enabled=cfg.normalize == "initial")
         self.history: list[list[float]] = []  # the last two epoch means
 
     def observe(self, values: Tensor) -> None:
-        if self.cfg.normalize == "initial":
-            self.L0.copy_(torch.where(torch.isnan(self.L0) & torch.isfinite(values), values, self.L0))
-
-    def _scale(self) -> Tensor:
-        if self.cfg.normalize == "none":
-            return torch.ones_like(self.lam)
-        return torch.nan_to_num(self.L0, nan=1.0).abs().clamp_min(1e-12)
+        self.initial.observe(values)
 
     def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
         total = (self.weights_tensor() * L).sum()
@@ -58,7 +59,8 @@ class DWABalancer(ValueBalancer):
             self.lam.copy_(lam.to(self.lam))
 
     def weights_tensor(self) -> Tensor:
-        return self.lam / self._scale()
+        w = self.lam / self.initial.scale()  # [K] lambda_i / L_i(0)
+        return len(self.names) * w / w.sum()
 
     def get_extra_state(self) -> Any:
         return {"history": self.history}

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
-from training.balancers.common import stack_losses
+from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import GradNormConfig
 
 
@@ -40,7 +40,7 @@ class GradNormBalancer(Balancer):
         self.cfg = cfg
         K = len(names)
         self.w = nn.Parameter(weights * K / weights.sum())  # [K], sum K; its own optimizer, not the model's
-        self.register_buffer("L0", torch.full((K,), float("nan")))  # [K] first observed losses
+        self.initial = InitialLossScale(K, enabled=True)  # L_i(0): the loss ratios' denominators
         self.register_buffer("grad_acc", torch.zeros(K))  # [K] dL_grad/dw summed over micro-batches
         self.opt = torch.optim.Adam([self.w], lr=cfg.lr)
 
@@ -59,7 +59,7 @@ class GradNormBalancer(Balancer):
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
         L = stack_losses(losses, self.names)  # [K]
         values = ctx.reduce_mean(L.detach())
-        self.L0.copy_(torch.where(torch.isnan(self.L0) & torch.isfinite(values), values, self.L0))
+        self.initial.observe(values)
 
         # 1. ||grad_W L_i|| for each task, on W only (no graph kept: the target is a constant).
         W = self._shared(ctx)
@@ -71,7 +71,7 @@ class GradNormBalancer(Balancer):
         grad_norms = ctx.reduce_mean(torch.stack(norms))  # [K]
 
         # 2. accumulate dL_grad/dw (stepped in after_optimizer_step, once per optimizer step).
-        ratios = values / self.L0.clamp_min(1e-12)
+        ratios = values / self.initial.scale()
         g = gradnorm_weight_grad(self.w.detach(), grad_norms, ratios, self.cfg.alpha)
         self.grad_acc.add_(g * ctx.loss_scale)
 

@@ -10,9 +10,16 @@ al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021,
 ``sum``. No aggregator is re-implemented here.
 
 ``upgrad`` and ``dualproj`` take the config weights as their preference vector, so without
-conflict between the components they reproduce `fixed` exactly. The reported weights are the
-ones the aggregator applied to the Jacobian rows on the last step (1 for aggregators that are
-not a weighting of the rows, e.g. pcgrad, graddrop).
+conflict between the components they reproduce the weighted sum of what they are given. Given the
+raw losses (``normalize: none``) that is `fixed`, and a component 10^4 times smaller than another
+stalls exactly as under `fixed` (seed 001). The default ``normalize: initial`` hands TorchJD
+L_i / L_i(0) instead (L_i(0): the first observed loss, detached; GradNorm's loss ratio), so every
+row of the Jacobian starts on the same scale and the aggregator's conflict resolution acts on
+directions, not units.
+
+The reported weights are the ones applied to the *raw* losses on the last step: the aggregator's
+weight of row i divided by L_i(0) (1 / L_i(0) for aggregators that are not a weighting of the
+rows, e.g. pcgrad, graddrop).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import torch
 from torch import Tensor
 
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
-from training.balancers.common import stack_losses
+from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import JacobianConfig
 
 
@@ -58,7 +65,8 @@ class JacobianBalancer(Balancer):
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
         super().__init__(names)
         self.aggregator = build_aggregator(cfg.aggregator, weights.clone())
-        self.register_buffer("w", weights.clone())  # [K] weights applied on the last step
+        self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
+        self.initial = InitialLossScale(len(names), enabled=cfg.normalize == "initial")
 
     def combine(self, losses: dict[str, Tensor], *, update: bool = True) -> tuple[Tensor, Tensor]:
         total = (self.w * stack_losses(losses, self.names)).sum()
@@ -75,9 +83,11 @@ class JacobianBalancer(Balancer):
         if not ctx.features:
             raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
         L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)
+        self.initial.observe(L.detach())
+        scale = self.initial.scale()  # [K] L_i(0), or 1 with normalize: none
         # retain_graph: components of one head (peak) share the graph between the features and the
         # head output, which torchjd walks once per component; the graph is freed with the losses.
-        scaled = [losses[n] * ctx.loss_scale for n in self.names]
+        scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
         mtl_backward(scaled, features=list(ctx.features), retain_graph=True)
         shared = [p for p in ctx.shared_params if getattr(p, "jac", None) is not None]
         if not shared:
@@ -85,10 +95,8 @@ class JacobianBalancer(Balancer):
                 "expected BalanceContext.shared_params to hold the feature extractor, found none with a .jac"
             )
         w = jac_to_grad(shared, self.aggregator)  # [K] or None
-        if w is not None:
-            self.w.copy_(w.detach().to(self.w))
-        else:
-            self.w.fill_(1.0)
+        w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
+        self.w.copy_(w / scale)
         total = (self.w * L.detach()).sum()
         return BalanceOutput(total, total)
 

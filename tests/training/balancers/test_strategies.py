@@ -171,7 +171,7 @@ def test_uncertainty_init_and_trainable_parameters():
 
 
 def test_dwa_weights_from_two_epoch_means():
-    b = build_balancer(cfg_for("dwa"), NAMES)
+    b = build_balancer(cfg_for("dwa", dwa={"normalize": "none"}), NAMES)  # the paper's raw losses
     e1, e2 = [4.0, 2.0, 1.0], [2.0, 1.8, 1.0]
     b.on_epoch_end(1, dict(zip(NAMES, e1, strict=True)))
     assert b.get_loss_weights() == [1.0, 1.0, 1.0]  # uniform for the first two epochs
@@ -184,10 +184,22 @@ def test_dwa_weights_from_two_epoch_means():
 
 
 def test_dwa_normalize_initial_divides_by_first_loss():
-    b = build_balancer(cfg_for("dwa", dwa={"normalize": "initial"}), NAMES)
-    objective, _ = b.combine(leaf_losses([100.0, 0.01, 1.0]))
-    assert objective.item() == pytest.approx(3.0)
-    assert b.get_loss_weights() == pytest.approx([0.01, 100.0, 1.0], rel=1e-6)
+    b = build_balancer(cfg_for("dwa"), NAMES)  # normalize: initial is the default
+    L0 = torch.tensor([100.0, 0.01, 1.0])
+    objective, _ = b.combine(leaf_losses(L0.tolist()))
+    inv = 1 / L0
+    w = 3 * inv / inv.sum()  # uniform lambda: w_i = K (1/L_i(0)) / sum_j 1/L_j(0)
+    assert b.get_loss_weights() == pytest.approx(w.tolist(), rel=1e-6)
+    assert objective.item() == pytest.approx(float((w * L0).sum()), rel=1e-6)  # equal contributions
+    # later epochs: the paper's lambda from the rates (L_i(0) cancels in them), over L_i(0), sum K
+    e1, e2 = [80.0, 0.008, 0.9], [40.0, 0.0076, 0.9]
+    b.on_epoch_end(1, dict(zip(NAMES, e1, strict=True)))
+    b.on_epoch_end(2, dict(zip(NAMES, e2, strict=True)))
+    r = torch.tensor(e2) / torch.tensor(e1)
+    lam = 3 * torch.softmax(r / 2.0, dim=0)
+    w = 3 * (lam / L0) / (lam / L0).sum()
+    assert b.get_loss_weights() == pytest.approx(w.tolist(), rel=1e-5)
+    assert sum(b.get_loss_weights()) == pytest.approx(3.0)
 
 
 # -- equal_init, equal_init_ema, ema -------------------------------------------------------------
@@ -294,6 +306,26 @@ def test_jacobian_upgrad_equals_fixed_without_conflict():
     (1.0 * losses2["a"] + 3.0 * losses2["b"]).backward()
     assert torch.allclose(W.grad, W2.grad, atol=1e-4)
     assert b.get_loss_weights() == pytest.approx([1.0, 3.0], rel=1e-4)
+
+
+def test_jacobian_normalize_initial_aggregates_loss_ratios():
+    """Default normalize: initial: TorchJD sees L_i / L_i(0); reported weights apply to the raw L_i."""
+    cfg = BalancerConfig(strategy="jacobian", weights={"a": 1.0, "b": 3.0})
+    W, f, losses = _two_task_problem(conflict=False)
+    scaled = {"a": 100.0 * losses["a"], "b": 0.01 * losses["b"]}  # L(0) = [100, 0.01]
+    b = build_balancer(cfg, ["a", "b"])
+    b.backward(scaled, BalanceContext(shared_params=[W], features=[f]))
+    W2, _, losses2 = _two_task_problem(conflict=False)
+    (1.0 * losses2["a"] + 3.0 * losses2["b"]).backward()  # = 1 * a/100 + 3 * b/0.01 of the scaled
+    assert torch.allclose(W.grad, W2.grad, atol=1e-4)
+    assert b.get_loss_weights() == pytest.approx([1.0 / 100.0, 3.0 / 0.01], rel=1e-4)
+
+    cfg.jacobian.normalize = "none"
+    raw = build_balancer(cfg, ["a", "b"])
+    W3, f3, losses3 = _two_task_problem(conflict=False)
+    raw.backward({"a": 100.0 * losses3["a"], "b": 0.01 * losses3["b"]}, BalanceContext(shared_params=[W3],
+                                                                                       features=[f3]))
+    assert raw.get_loss_weights() == pytest.approx([1.0, 3.0], rel=1e-4)  # TorchJD as is: fixed
 
 
 def test_jacobian_upgrad_resolves_a_conflict():
