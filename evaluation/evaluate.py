@@ -2,9 +2,10 @@
 
     python -m evaluation.evaluate --run logs/EXP [--checkpoint best|last] [--split test]
         [--single-task class=logs/EXP_class_only ...] [--no-generate] [--gen-n 32]
-        [--sampler ddim --steps 50 --guidance 1.0] [--device auto] [--seed 0]
+        [--sampler ddim --steps 50 --eta 0 --guidance 1.0] [--device auto] [--seed 0]
 
-The data split is rebuilt from the run's own config (``data.dataset.build_data``), so the split
+Sampling settings default to the run's own (its ``diffusion`` config section), as in
+``evaluation.generate``. The data split is rebuilt from the run's own config (``data.dataset.build_data``), so the split
 and the normalization are the ones the run trained with. Trivial baselines are fitted on the train
 split. ``--single-task TASK=RUN`` puts the metrics of a run trained on TASK alone (evaluated first,
 on the same split) beside the model's.
@@ -13,6 +14,7 @@ on the same split) beside the model's.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from collections.abc import Sequence
@@ -135,9 +137,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="denoising noise levels, diffusion SNR in dB, comma-separated")
     p.add_argument("--no-generate", action="store_true", help="skip the generation metrics (faster)")
     p.add_argument("--gen-n", type=int, default=32, help="signals generated per condition")
-    p.add_argument("--sampler", default="ddim")
-    p.add_argument("--steps", type=int, default=50)
-    p.add_argument("--guidance", type=float, default=1.0)
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp2m"), help="default: the run's diffusion.sampler")
+    p.add_argument("--steps", type=int, help="default: the run's diffusion.sampling_steps")
+    p.add_argument("--eta", type=float, help="DDIM eta; default: the run's diffusion.eta")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance w; default: the run's diffusion.guidance")
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
@@ -159,14 +162,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from data.dataset import build_data
 
     bundle = build_data(loaded.cfg)
-    generate_fn = None
-    if not args.no_generate:
-        from evaluation.generate import generate as generate_fn
+    from evaluation.generate import generate, sampling_settings
+
+    kw = sampling_settings(loaded.diffusion, args)
+    # generate_fn's positional contract (collect.GenerateFn) has no eta/clip: bind them here
+    generate_fn = None if args.no_generate else functools.partial(generate, eta=kw["eta"], clip=kw["clip"])
     m = evaluate(
         model, diffusion, loaded.stats, bundle.train, getattr(bundle, args.split), args.out or Path(args.run) / "eval",
         generate_fn=generate_fn, run_dir=args.run, single_task=single_task, snr_levels_db=levels,
-        meta={"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split},
-        gen_n=args.gen_n, sampler=args.sampler, steps=args.steps, guidance=args.guidance, seed=args.seed,
+        meta={"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split,
+              "sampling": {"eta": kw["eta"], "clip": kw["clip"]}},
+        gen_n=args.gen_n, sampler=kw["sampler"], steps=kw["steps"], guidance=kw["guidance"], seed=args.seed,
         batch_size=args.batch_size, device=device, figures=not args.no_figures,
     )
     out = Path(args.out or Path(args.run) / "eval")

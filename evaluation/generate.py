@@ -82,6 +82,19 @@ def generate(
     return (x.float() * stats.signal_std + stats.signal_mean).cpu()  # (n 1 L) µV
 
 
+SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
+
+
+def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
+    """The run's sampling defaults (its ``diffusion`` config section), overridden by the command-line
+    flags that were given (``None``: not given). One rule for every CLI that samples a run."""
+    kw = diffusion.sampling_kwargs()
+    for key in SAMPLING_KEYS:
+        if getattr(args, key, None) is not None:
+            kw[key] = getattr(args, key)
+    return kw
+
+
 def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, settings: dict) -> tuple[Path, Path]:
     """Write the .npz (see module docstring) and a PNG of the signals next to it; return both paths."""
     path = Path(path)
@@ -150,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.checkpoint import load_run  # the CLI needs the whole stack, generate() does not
 
     loaded = load_run(args.run, which=args.checkpoint, device=args.device)
-    kw = loaded.diffusion.sampling_kwargs()  # the run's config defaults, overridden by the flags given
-    for key in ("sampler", "steps", "eta", "guidance", "clip"):
-        if getattr(args, key) is not None:
-            kw[key] = getattr(args, key)
+    kw = sampling_settings(loaded.diffusion, args)
     static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
     signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],

@@ -61,7 +61,8 @@ SAMPLE_STEPS = 20  # DDIM steps for the generated row: cheap enough for every va
 class WaveformFigureCallback(Callback):
     """At each validation (rank 0, ``logging.figures``): the first validation recordings, their
     one-step denoised estimate from x_t at t = 0.3 T, and a DDIM-20 sample for the same static
-    condition, all in µV (de-normalized with the run's training statistics)."""
+    condition (with the run's guidance, eta and clipping), all in µV (de-normalized with the run's
+    training statistics)."""
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if not (trainer.is_main and trainer.cfg.logging.figures):
@@ -88,7 +89,8 @@ class WaveformFigureCallback(Callback):
         t = torch.full((x0.shape[0],), int(DENOISE_FRACTION * diff.T), device=trainer.device, dtype=torch.long)
         x_t = diff.q_sample(x0, t, torch.randn(x0.shape, device=trainer.device, generator=gen))
         x0_hat, _ = diff.predict_x0_eps(net(x_t, t, static)["signal"], x_t, t)
+        kw = diff.sampling_kwargs() | {"sampler": "ddim", "steps": min(SAMPLE_STEPS, diff.T)}  # the run's w, eta
         generated = diff.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
-                                tuple(x0.shape), sampler="ddim", steps=min(SAMPLE_STEPS, diff.T), generator=gen)
+                                tuple(x0.shape), generator=gen, **kw)
         s = trainer.data.stats
         return tuple((v * s.signal_std + s.signal_mean).cpu() for v in (x0, x0_hat, generated))
