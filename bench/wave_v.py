@@ -2,7 +2,8 @@
 
     python bench/wave_v.py --run logs/quickstart [--n 256] [--guidance 1,2,3] [--eta 0,1] [--steps 50]
 
-Condition: normal hearing at high intensity (NORMAL test recordings at >= 70 dB nHL). The static
+Condition: normal hearing at high intensity (NORMAL test recordings at >= 70 dB nHL; --split val
+for the validation split). The static
 vector is the median of those recordings; the expected range is the 5th-95th percentile of their
 labelled wave V latencies. The same peak picker (evaluation.metrics.pick_wave_v_latency) is run on
 the generated signals, on the real recordings of the condition (what the picker achieves on real
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, help="default: the run's diffusion.sampling_steps")
     p.add_argument("--guidance", type=floats, help="comma-separated w values; default: the run's diffusion.guidance")
     p.add_argument("--eta", type=floats, help="comma-separated DDIM eta values; default: the run's diffusion.eta")
+    p.add_argument("--split", choices=("val", "test"), default="test", help="recordings that define the condition")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "wave_v.json"))
     args = p.parse_args(argv)
@@ -57,11 +59,11 @@ def main(argv: list[str] | None = None) -> dict:
     run = load_run(args.run, "best")
     kw = sampling_settings(run.diffusion, argparse.Namespace(sampler=args.sampler, steps=args.steps))
     guidances, etas = args.guidance or [kw["guidance"]], args.eta or [kw["eta"]]
-    test = build_data(run.cfg).test.tensors
+    test = getattr(build_data(run.cfg), args.split).tensors
     s = run.stats
     cond = (test["label"] == 0) & (test["static"][:, 1] >= 70)  # NORMAL, >= 70 dB nHL
     if not cond.any():
-        raise ValueError(f"run '{args.run}': no NORMAL test recordings at >= 70 dB nHL")
+        raise ValueError(f"run '{args.run}': no NORMAL {args.split} recordings at >= 70 dB nHL")
     lat_true = test["peak_latency"][cond & test["peak_mask"]].numpy()
     lo, hi = np.percentile(lat_true, [5, 95])
     real_uv = (test["signal"][cond] * s.signal_std + s.signal_mean).numpy()  # [m,1,L] µV
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"guidance": w, "eta": eta, "share_in_range": share_in(picked, lo, hi),
                      "median_latency_ms": float(np.median(picked))})
     result = {
-        "run": str(args.run), "condition": "NORMAL, >= 70 dB nHL (test split)", "recordings": int(cond.sum()),
+        "run": str(args.run), "condition": f"NORMAL, >= 70 dB nHL ({args.split} split)", "recordings": int(cond.sum()),
         "static_median": [round(float(v), 3) for v in static], "expected_latency_ms": [float(lo), float(hi)],
         "sampler": kw["sampler"], "steps": kw["steps"], "n": args.n, "seed": args.seed,
         "run_settings": {"guidance": kw["guidance"], "eta": kw["eta"]},
@@ -85,8 +87,9 @@ def main(argv: list[str] | None = None) -> dict:
                            "white_noise": share_in(pick_wave_v_latency(noise), lo, hi)},
         "median_latency_ms": {"real_labelled": float(np.median(lat_true))},
     }
-    print(f"wave V picked in {lo:.2f}-{hi:.2f} ms (NORMAL, >= 70 dB nHL; {kw['sampler']}-{kw['steps']}, "
-          f"n = {args.n}; the run's own setting is w={kw['guidance']:g}, eta={kw['eta']:g}):")
+    print(f"wave V picked in {lo:.2f}-{hi:.2f} ms (NORMAL, >= 70 dB nHL, {args.split} split; "
+          f"{kw['sampler']}-{kw['steps']}, n = {args.n}; the run's own setting is w={kw['guidance']:g}, "
+          f"eta={kw['eta']:g}):")
     print("| signals | share in range | median picked latency (ms) |\n|---|---|---|")
     for r in rows:
         print(f"| generated, w={r['guidance']:g}, eta={r['eta']:g} | {100 * r['share_in_range']:.1f} % "
