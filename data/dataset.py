@@ -11,6 +11,7 @@ batch dict of DESIGN.md::
     peak_amplitude  float32 []        µV; 0.0 where peak_mask is False
     threshold       float32 []        dB nHL
     patient_id      int64   []
+    series_id       int64   []        one intensity series (ear or session) of the patient
 
 Every tensor is computed once when the dataset is built; ``__getitem__`` only indexes. For a
 trainer that wants to skip the DataLoader, ``ABRDataset.batch(index)`` returns a whole batch dict
@@ -61,6 +62,7 @@ class ABRDataset(torch.utils.data.Dataset):
             "peak_amplitude": masked(records.peak_amplitude),  # (N,)
             "threshold": torch.from_numpy(records.threshold.astype(np.float32)),  # (N,)
             "patient_id": torch.from_numpy(records.patient_id.astype(np.int64)),  # (N,)
+            "series_id": torch.from_numpy(records.series_id.astype(np.int64)),  # (N,)
         }
 
     def __len__(self) -> int:

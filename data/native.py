@@ -13,6 +13,8 @@ member             dtype        shape     content
 ``peak_amplitude`` float32      (N,)      µV, baseline-to-peak; NaN where no peak
 ``threshold``      float32      (N,)      dB nHL
 ``patient_id``     int64        (N,)      recordings of one patient share it
+``series_id``      int64        (N,)      optional: recordings of one intensity series (ear or session);
+                                          absent: one series per patient
 ``meta``           unicode      ()        JSON: format, format_version, sample_rate_hz, units, ...
 =================  ===========  ========  ==================================================
 

@@ -63,15 +63,23 @@ class Records:
     peak_amplitude: np.ndarray  # (N,) float32, µV; NaN where peak_mask is False
     threshold: np.ndarray  # (N,) float32, dB nHL
     patient_id: np.ndarray  # (N,) int64
+    # (N,) int64: recordings of one intensity series (one ear or session) share it; a source that does
+    # not record ears or sessions has one series per patient (None -> a copy of patient_id).
+    series_id: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     COLUMNS = ("signal", "static", "label", "peak_mask", "peak_latency", "peak_amplitude", "threshold", "patient_id")
+    OPTIONAL_COLUMNS = ("series_id",)  # readers may omit them; see __post_init__
+
+    def __post_init__(self) -> None:
+        if self.series_id is None:
+            self.series_id = np.array(self.patient_id, dtype=np.int64, copy=True)
 
     def __len__(self) -> int:
         return len(self.label)
 
     def columns(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in self.COLUMNS}
+        return {name: getattr(self, name) for name in self.COLUMNS + self.OPTIONAL_COLUMNS}
 
     def subset(self, index: np.ndarray) -> Records:
         """The rows ``index`` (an integer or boolean array), sharing ``meta``."""
@@ -86,7 +94,7 @@ class Records:
     @staticmethod
     def concatenate(parts: Sequence[Records], meta: dict | None = None) -> Records:
         cols = {f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in fields(Records)
-                if f.name != "meta"}
+                if f.name != "meta"}  # series_id included: every Records has one after __post_init__
         return Records(**cols, meta=dict(meta if meta is not None else parts[0].meta))
 
 
@@ -154,7 +162,8 @@ def validate(
         signal_lengths = (np.full(len(signal), signal.shape[1]) if isinstance(signal, np.ndarray) and signal.ndim == 2
                           else np.array([np.size(s) for s in signal]))
     n = len(signal_lengths)
-    cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS if k != "signal"}
+    cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS + Records.OPTIONAL_COLUMNS
+            if k != "signal" and k in columns}
     for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
         if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
             raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
@@ -244,5 +253,6 @@ def _assemble(signal: object, cols: dict[str, np.ndarray], keep: np.ndarray, met
         peak_amplitude=cols["peak_amplitude"][keep].astype(np.float32),
         threshold=cols["threshold"][keep].astype(np.float32),
         patient_id=cols["patient_id"][keep].astype(np.int64),
+        series_id=cols["series_id"][keep].astype(np.int64) if "series_id" in cols else None,
         meta=meta,
     )

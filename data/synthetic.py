@@ -301,6 +301,7 @@ def generate(n_patients: int, seed: int = 0) -> Records:
             if name != "signal":
                 getattr(out, name)[part] = values
         out.patient_id[part] = start + idx
+        out.series_id[part] = start + idx  # one ear per simulated patient: one series each
         row += len(idx)
     return out
 

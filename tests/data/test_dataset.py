@@ -18,7 +18,7 @@ from .conftest import columns_of
 BATCH = {
     "signal": (torch.float32, (1, 200)), "static": (torch.float32, (4,)), "label": (torch.int64, ()),
     "peak_mask": (torch.bool, ()), "peak_latency": (torch.float32, ()), "peak_amplitude": (torch.float32, ()),
-    "threshold": (torch.float32, ()), "patient_id": (torch.int64, ()),
+    "threshold": (torch.float32, ()), "patient_id": (torch.int64, ()), "series_id": (torch.int64, ()),
 }
 
 
@@ -104,3 +104,8 @@ def test_fit_stats_guards_zero_spread(small_records):
     one = small_records.subset(np.zeros(3, dtype=int))  # three copies of one recording
     s = fit_stats(one)
     assert s.static_std == [1.0] * 4 and s.threshold_std == 1.0
+
+
+def test_synthetic_series_are_one_per_patient(bundle):
+    series, patients = bundle.train.tensors["series_id"], bundle.train.tensors["patient_id"]
+    assert torch.equal(series, patients)  # one simulated ear per patient

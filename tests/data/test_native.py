@@ -120,3 +120,20 @@ def test_subset_and_concatenate(small_records):
                                              ("SNİK", 2), ("total", 3), ("İTİK", 4), ("ITIK", 4), ("other", -1)])
 def test_class_names_ignore_case_and_diacritics(name, index):
     assert class_index(name) == index
+
+
+def test_series_id_round_trips_and_defaults_to_the_patient(tmp_path):
+    from data.native import read_native, write_native
+    from data.synthetic import generate
+
+    records = generate(3, seed=4)
+    assert np.array_equal(records.series_id, records.patient_id)
+    records.series_id = records.patient_id * 2 + (records.static[:, 1] > 50)  # two sessions per patient
+    back, _ = read_native(write_native(tmp_path / "s.npz", records))
+    assert np.array_equal(back.series_id, records.series_id)
+    cols = records.columns()
+    del cols["series_id"]  # a file written before series existed: one series per patient
+    from data.records import validate
+
+    old, _ = validate(cols, source="old")
+    assert np.array_equal(old.series_id, old.patient_id)
