@@ -10,7 +10,19 @@ names so the index -> component mapping can be written into the run.
 
 State: learnable weights are registered parameters or buffers; anything else (counters, running
 means, an inner optimizer) goes through ``get_extra_state``/``set_extra_state`` so that
-``state_dict()`` / ``load_state_dict()`` round-trips and a resumed run continues identically.
+``state_dict()`` / ``load_state_dict()`` round-trips and a resumed run continues identically. The
+keys of ``state_dict()`` never change after construction: the trainer loads a state taken before
+a step back after a non-finite one, and a fresh balancer loads a checkpoint.
+
+Declared facts the rest of the code reads (class attributes, overridden where they differ):
+
+- ``strategy``: the name under ``loss.balancer.strategy`` (for messages);
+- ``needs_nonnegative``: why the strategy needs every component loss >= 0 ("" if it does not);
+  :class:`~training.balancers.meta_loss.MetaLoss` refuses loss components that can be negative
+  under such a strategy, and :meth:`Balancer.on_epoch_end` refuses a negative epoch mean;
+- ``min_weight`` / ``max_weight``: bounds the strategy clamps every reported weight to (None: not
+  clamped on that side); the health monitor's ``weight_near_clamp`` alert reads them;
+- ``can_be_negative``: whether the objective itself may go below 0.
 """
 
 from __future__ import annotations
@@ -21,6 +33,9 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+
+# Strategies whose weights stay meaningful when a component loss is negative (e.g. a Gaussian NLL).
+ACCEPT_NEGATIVE = ("fixed", "jacobian")
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -50,6 +65,10 @@ class Balancer(nn.Module):
     # True only where the objective itself may legitimately go below zero (uncertainty with the
     # `log` regularizer). The health monitor warns on a negative total otherwise.
     can_be_negative: ClassVar[bool] = False
+    strategy: ClassVar[str] = ""
+    needs_nonnegative: ClassVar[str] = ""
+    min_weight: float | None = None
+    max_weight: float | None = None
 
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__()
@@ -76,7 +95,21 @@ class Balancer(nn.Module):
         """Called after every optimizer step (strategies with their own inner update)."""
 
     def on_epoch_end(self, epoch: int, train_means: dict[str, float]) -> None:
-        """Called with the epoch's unweighted training means of each component (globally reduced)."""
+        """Called with the epoch's unweighted training means of each component (globally reduced).
+        The base refuses a negative mean where the strategy needs losses >= 0; overrides call it."""
+        self.check_nonnegative(train_means)
+
+    def check_nonnegative(self, values: dict[str, float]) -> None:
+        """One clear line if a component's value is < 0 and the strategy needs losses >= 0."""
+        if not self.needs_nonnegative:
+            return
+        for name in self.names:
+            if name in values and float(values[name]) < 0:
+                raise ValueError(
+                    f"expected loss '{name}' >= 0 for loss.balancer.strategy={self.strategy} "
+                    f"({self.needs_nonnegative}), found {float(values[name]):.4g}; "
+                    f"strategies that accept negative losses: {', '.join(ACCEPT_NEGATIVE)}"
+                )
 
     # -- reporting -------------------------------------------------------------------------------
     def weights_tensor(self) -> Tensor:
@@ -99,4 +132,4 @@ def weights_dict(balancer: Balancer) -> dict[str, float]:
     return {n: float(w) for w, n in zip(weights, names, strict=True)}
 
 
-__all__ = ["BalanceContext", "BalanceOutput", "Balancer", "weights_dict", "torch"]
+__all__ = ["ACCEPT_NEGATIVE", "BalanceContext", "BalanceOutput", "Balancer", "weights_dict", "torch"]

@@ -24,12 +24,23 @@ def init_weights(weights: dict[str, float], names: Sequence[str]) -> Tensor:
 
 
 class InitialLossScale(torch.nn.Module):
-    """Each component's first observed finite loss L_i(0), for ``normalize: initial``.
+    """Each component's first strictly positive finite loss L_i(0), for ``normalize: initial``.
 
     Dividing a loss by its detached first value (GradNorm's loss ratio L_i / L_i(0)) makes a
     strategy that balances something other than scale (DWA's rates, TorchJD's conflicts)
     scale-free: a loss 10^4 times larger than another starts on equal footing (seed 001). The
     values are a buffer, so checkpoints carry them and a resumed run divides by the same numbers.
+
+    Why *strictly positive*: a batch without wave V makes ``peak_latency``/``peak_amplitude``
+    exactly 0 (no target, no gradient). Taken as L_i(0), that 0 became the divisor for the whole
+    run (DWA's weights went to 1e-12, TorchJD's Jacobian to NaN, GradNorm's ratios to 1e11). A value
+    of 0 (or a non-finite one) says nothing about the component's scale, so it is not recorded.
+
+    Until a component has been seen it is treated as a typical one: its divisor is the geometric
+    mean of the L_j(0) already recorded (1 while none is). Such a component's loss has been 0 so
+    far, so the divisor changes nothing it contributes; it only keeps the component from skewing the
+    normalization of the others (a divisor of 1 among L_j(0) of 100 would take most of DWA's sum).
+    A stored L_i(0) <= 0 (a checkpoint written before this rule) counts as not seen.
     """
 
     def __init__(self, k: int, enabled: bool) -> None:
@@ -37,17 +48,26 @@ class InitialLossScale(torch.nn.Module):
         self.enabled = enabled
         self.register_buffer("L0", torch.full((k,), float("nan")))  # [K] nan until first seen
 
+    def seen(self) -> Tensor:
+        """[K] bool: L_i(0) recorded."""
+        return self.L0 > 0  # nan > 0 is False
+
     def observe(self, values: Tensor) -> None:
-        """Record the first finite value of each component from detached losses [K]."""
+        """Record each component's first strictly positive finite value from detached losses [K]."""
         if self.enabled:
             v = values.detach().to(self.L0)
-            self.L0.copy_(torch.where(torch.isnan(self.L0) & torch.isfinite(v), v, self.L0))
+            take = ~self.seen() & torch.isfinite(v) & (v > 0)
+            self.L0.copy_(torch.where(take, v, self.L0))
 
     def scale(self) -> Tensor:
-        """[K] divisors: L_i(0) (1 where not yet seen or normalization is off)."""
+        """[K] divisors: L_i(0); for a component not seen yet, the geometric mean of those seen
+        (1 while none is, or when normalization is off)."""
         if not self.enabled:
             return torch.ones_like(self.L0)
-        return torch.nan_to_num(self.L0, nan=1.0).abs().clamp_min(1e-12)
+        seen = self.seen()
+        log_L0 = torch.where(seen, self.L0, torch.ones_like(self.L0)).log()  # [K], 0 where not seen
+        typical = (log_L0.sum() / seen.sum().clamp_min(1)).exp()  # geometric mean of the seen L0
+        return torch.where(seen, self.L0, typical)
 
 
 class ValueBalancer(Balancer):

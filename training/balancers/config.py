@@ -70,7 +70,8 @@ class GradNormConfig:
 class UncertaintyConfig:
     init_log_var: float = spec(0.0, help="initial s = log sigma^2 (shifted by -log weight, see docs)")
     regularizer: Literal["log", "log1p"] = spec(
-        "log", help="log: 1/2 s (Kendall 2018; objective may be < 0); log1p: 1/2 log(1+sigma^2) (Liebel 2018; >= 0)"
+        "log", help="log: 1/2 s (Kendall 2018; objective may be < 0); log1p: ln(1+sigma^2) (Liebel & Koerner 2018; "
+        ">= 0); see docs/balancing.md"
     )
 
 

@@ -17,7 +17,14 @@ raw losses, and reported, are then
 
 still positive and summing to K, so they read like the paper's (uniform lambda: w_i = K x the
 share of 1/L_i(0)). The rescaling to K multiplies the whole objective by one constant, which
-Adam ignores; with ``normalize: none`` the formula reduces to w_i = lambda_i exactly.
+Adam ignores; with ``normalize: none`` the formula reduces to w_i = lambda_i exactly. L_i(0) is the
+first *strictly positive* loss (training/balancers/common.py says why and what happens before it).
+
+A rate needs L_i(t-2) > 0 and L_i(t-1) >= 0 (finite). An epoch whose mean is 0 (e.g. no batch had
+a wave V target) gives no rate for the next comparison; such a component gets the mean of the other
+components' rates, so it neither gains nor loses weight relative to them (if no component has a
+rate, lambda is kept). A negative mean is refused: a rate of negative losses has no meaning (a
+falling Gaussian NLL, -1 -> -2, would read as r = 2, "got worse").
 """
 
 from __future__ import annotations
@@ -33,6 +40,9 @@ from training.balancers.config import DWAConfig
 
 
 class DWABalancer(ValueBalancer):
+    strategy = "dwa"
+    needs_nonnegative = "its rates L_i(t-1) / L_i(t-2) compare positive losses"
+
     def __init__(self, names: Sequence[str], cfg: DWAConfig) -> None:
         super().__init__(names)
         self.cfg = cfg
@@ -49,14 +59,17 @@ class DWABalancer(ValueBalancer):
         return total, total
 
     def on_epoch_end(self, epoch: int, train_means: dict[str, float]) -> None:
+        super().on_epoch_end(epoch, train_means)  # a negative mean is refused
         self.history = [*self.history, [float(train_means[n]) for n in self.names]][-2:]
         if len(self.history) < 2:
             return
         prev2, prev1 = (torch.tensor(h, dtype=torch.float64) for h in self.history)
-        r = prev1 / prev2.clamp_min(1e-12)  # [K]
-        lam = len(self.names) * torch.softmax(r / self.cfg.temperature, dim=0)
-        if torch.isfinite(lam).all():
-            self.lam.copy_(lam.to(self.lam))
+        valid = torch.isfinite(prev2) & torch.isfinite(prev1) & (prev2 > 0) & (prev1 >= 0)  # [K]
+        if not bool(valid.any()):
+            return
+        r = torch.where(valid, prev1 / torch.where(valid, prev2, 1.0), 0.0)  # [K] r_i(t-1)
+        r = torch.where(valid, r, r.sum() / valid.sum())  # no rate: the mean of the others'
+        self.lam.copy_((len(self.names) * torch.softmax(r / self.cfg.temperature, dim=0)).to(self.lam))
 
     def weights_tensor(self) -> Tensor:
         w = self.lam / self.initial.scale()  # [K] lambda_i / L_i(0)

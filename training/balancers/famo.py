@@ -1,6 +1,7 @@
 """`famo`: Fast Adaptive Multitask Optimization (Liu, Liu, Jiang, Stone & Liu, NeurIPS 2023).
 
-Task logits xi [K], z = softmax(xi). The network descends
+Task logits xi [K], z = softmax(log p + xi) with the prior p = w0 / sum(w0) from the config
+weights. The network descends
 
     sum_i z_i log(L_i + eps) / sg(c),   c = sum_j z_j / (L_j + eps)          (paper, eq. 6)
 
@@ -10,11 +11,29 @@ step the logits take an Adam step (weight decay gamma) along
 
     delta_i = log(L_i(t-1) + eps) - log(L_i(t) + eps),    grad_xi = (dz/dxi)^T delta   (eq. 8)
 
-so tasks that improved most lose weight. Deviations, stated: (1) the paper re-evaluates the loss
-on the same batch after the step; we use the next step's losses instead (one step delayed, no
-extra forward), averaged over the step's micro-batches and globally reduced under DDP; (2) the
-weights are scaled by K (sum K instead of 1) so a learning rate tuned for `fixed` transfers.
-The reported weights are the w_i of the last batch.
+so tasks that improved most lose weight.
+
+The logits start at 0, as in the paper's code (github.com/Cranial-XIX/FAMO, ``self.w =
+torch.tensor([0.0] * n_tasks)``), and the weight decay pulls them back to 0. With equal config
+weights (p uniform) this is the paper's algorithm exactly; unequal config weights enter as the
+fixed prior log p, so the decay pulls z back to the configured proportions rather than to uniform.
+(Earlier the logits themselves started at log p = -log K: the decay term gamma * xi then dwarfed
+the task signal in Adam's normalization for the first few hundred steps.)
+
+A component whose loss is 0 in a step (a batch without wave V: no target, no gradient) has no
+log-loss: (a) in the objective it gets its share K z_i and the present components share the rest
+of the sum K in FAMO's proportions (without this, z_i / eps gave it all the weight and the step
+trained nothing else);
+(b) in the logit update its delta is set to the z-weighted mean of the present components' deltas,
+which makes its logit gradient exactly 0 and the others' what they would be without it (log of
+eps would have fed Adam a delta of ~18 and inflated its second moment for thousands of steps).
+Negative losses are refused (see ``needs_nonnegative``): FAMO would ascend them.
+
+Deviations, stated: (1) the paper re-evaluates the loss on the same batch after the step; we use
+the next step's losses instead (one step delayed, no extra forward), averaged over the step's
+micro-batches and globally reduced under DDP; (2) the weights are scaled by K (sum K instead of
+1) so a learning rate tuned for `fixed` transfers. The reported weights are the w_i of the last
+batch.
 """
 
 from __future__ import annotations
@@ -30,11 +49,15 @@ from training.balancers.config import FAMOConfig
 
 
 class FAMOBalancer(ValueBalancer):
+    strategy = "famo"
+    needs_nonnegative = "it descends log L_i: a negative L_i would be ascended"
+
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: FAMOConfig) -> None:
         super().__init__(names)
         self.eps = cfg.eps
         K = len(names)
-        self.xi = nn.Parameter(torch.log(weights / weights.sum()))  # [K] logits; z starts proportional to w0
+        self.register_buffer("log_prior", torch.log(weights / weights.sum()))  # [K] log p, fixed
+        self.xi = nn.Parameter(torch.zeros(K))  # [K] logits, 0 as in the paper's code
         self.opt = torch.optim.Adam([self.xi], lr=cfg.lr, weight_decay=cfg.gamma)
         self.register_buffer("acc", torch.zeros(K))  # [K] sum of this step's (reduced) losses
         self.register_buffer("prev", torch.zeros(K))  # [K] previous step's mean losses
@@ -42,14 +65,20 @@ class FAMOBalancer(ValueBalancer):
         self.n_acc = 0  # micro-batches in acc (host counter)
         self.has_prev = False
 
+    def z(self) -> Tensor:
+        """[K] task shares softmax(log p + xi), differentiable in xi."""
+        return torch.softmax(self.log_prior + self.xi, dim=0)
+
     def observe(self, values: Tensor) -> None:
         self.acc.add_(values)
         self.n_acc += 1
 
     def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
-        z = torch.softmax(self.xi.detach(), dim=0)  # [K]
-        q = z / (L.detach() + self.eps)  # [K]
-        w = len(self.names) * q / q.sum()  # [K] = K z_i / (c (L_i + eps))
+        K, z = len(self.names), self.z().detach()  # [K]
+        present = L.detach() > 0  # [K] a loss of 0 has no log-loss this batch
+        q = torch.where(present, z / (L.detach() + self.eps), 0.0)  # [K]
+        z_present = torch.where(present, z, 0.0).sum()
+        w = torch.where(present, K * z_present * q / q.sum(), K * z)  # [K] all present: K z_i / (c (L_i + eps))
         self.last_w.copy_(w)
         total = (w * L).sum()  # same gradient as K * sum_i z_i log(L_i + eps) / c
         return total, total
@@ -59,17 +88,25 @@ class FAMOBalancer(ValueBalancer):
             return
         cur = self.acc / self.n_acc  # [K]
         if self.has_prev:
-            delta = torch.log(self.prev + self.eps) - torch.log(cur + self.eps)  # [K]
-            with torch.enable_grad():
-                z = torch.softmax(self.xi, dim=0)
-                (g,) = torch.autograd.grad(z, self.xi, grad_outputs=delta)
-            self.xi.grad = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
-            self.opt.step()
-            self.opt.zero_grad(set_to_none=True)
+            self._update_logits(cur)
         self.prev.copy_(cur)
         self.has_prev = True
         self.acc.zero_()
         self.n_acc = 0
+
+    def _update_logits(self, cur: Tensor) -> None:
+        """One Adam step of xi along (dz/dxi)^T delta (paper, eq. 8)."""
+        delta = torch.log(self.prev + self.eps) - torch.log(cur + self.eps)  # [K]
+        valid = (self.prev > 0) & (cur > 0) & torch.isfinite(delta)  # [K]
+        with torch.enable_grad():
+            z = self.z()
+            z_valid = torch.where(valid, z.detach(), 0.0)
+            mean = (z_valid * torch.where(valid, delta, 0.0)).sum() / z_valid.sum()  # z-weighted, present only
+            delta = torch.where(valid, delta, mean)  # no log-loss: its logit gradient is exactly 0
+            (g,) = torch.autograd.grad(z, self.xi, grad_outputs=delta)
+        self.xi.grad = torch.where(torch.isfinite(g), g, torch.zeros_like(g))
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
 
     def weights_tensor(self) -> Tensor:
         return self.last_w

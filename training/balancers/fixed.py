@@ -12,6 +12,8 @@ from training.balancers.common import ValueBalancer
 class FixedBalancer(ValueBalancer):
     """objective = sum_i w_i L_i with the config weights w."""
 
+    strategy = "fixed"
+
     def __init__(self, names: Sequence[str], weights: Tensor) -> None:
         super().__init__(names)
         self.register_buffer("w", weights.clone())  # [K]

@@ -11,6 +11,10 @@ and renormalized to sum to K (the number of tasks). The network is trained on su
 
 W is ``ctx.last_shared_params`` (the paper's choice: cheap, one layer) or, with ``layer: all``,
 ``ctx.shared_params``. Cost: one extra autograd pass per component, restricted to W.
+
+L_i(0) is the first strictly positive loss (training/balancers/common.py). A component whose loss
+is 0 in a step (a batch without wave V: no target, no gradient) carries no training rate: it takes
+no part in that step (weight gradient 0, left out of the means of r and G).
 """
 
 from __future__ import annotations
@@ -26,18 +30,26 @@ from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import GradNormConfig
 
 
-def gradnorm_weight_grad(w: Tensor, grad_norms: Tensor, loss_ratios: Tensor, alpha: float) -> Tensor:
-    """dL_grad/dw [K] from the weights w [K], ||grad_W L_i|| [K] and L_i(t)/L_i(0) [K]."""
+def gradnorm_weight_grad(w: Tensor, grad_norms: Tensor, loss_ratios: Tensor, alpha: float,
+                         present: Tensor | None = None) -> Tensor:
+    """dL_grad/dw [K] from the weights w [K], ||grad_W L_i|| [K] and L_i(t)/L_i(0) [K]; components
+    not ``present`` [K] bool (default: all) get 0 and are left out of the means."""
+    present = torch.ones_like(w, dtype=torch.bool) if present is None else present
+    n = present.sum().clamp_min(1)
     G = w * grad_norms  # [K] G_W^(i)
-    r = loss_ratios / loss_ratios.mean()  # [K] inverse training rates
-    target = G.mean() * r.pow(alpha)  # [K], a constant
-    return torch.sign(G - target) * grad_norms
+    r = loss_ratios / (torch.where(present, loss_ratios, 0.0).sum() / n)  # [K] inverse training rates
+    target = (torch.where(present, G, 0.0).sum() / n) * r.pow(alpha)  # [K] G_bar r_i^alpha, a constant
+    return torch.where(present, torch.sign(G - target) * grad_norms, 0.0)
 
 
 class GradNormBalancer(Balancer):
+    strategy = "gradnorm"
+    needs_nonnegative = "its loss ratios L_i / L_i(0) are raised to the power alpha"
+
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: GradNormConfig) -> None:
         super().__init__(names)
         self.cfg = cfg
+        self.min_weight = cfg.min_weight  # weights are clamped to at least this (then renormalized)
         K = len(names)
         self.w = nn.Parameter(weights * K / weights.sum())  # [K], sum K; its own optimizer, not the model's
         self.initial = InitialLossScale(K, enabled=True)  # L_i(0): the loss ratios' denominators
@@ -72,7 +84,8 @@ class GradNormBalancer(Balancer):
 
         # 2. accumulate dL_grad/dw (stepped in after_optimizer_step, once per optimizer step).
         ratios = values / self.initial.scale()
-        g = gradnorm_weight_grad(self.w.detach(), grad_norms, ratios, self.cfg.alpha)
+        present = torch.isfinite(values) & (values > 0)  # [K] a loss of 0 has no training rate
+        g = gradnorm_weight_grad(self.w.detach(), grad_norms, ratios, self.cfg.alpha, present)
         self.grad_acc.add_(g * ctx.loss_scale)
 
         # 3. the network's gradient: sum_i w_i L_i.

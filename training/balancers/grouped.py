@@ -7,7 +7,8 @@ whose inner strategy turns them into one group loss G_g; the outer strategy bala
 
 The effective weight of component i in group g is w_g (outer) * w_gi (inner); weights are reported
 per head as ``head_g_weight_j``. Inner strategies must be loss-value strategies (a gradient-based
-inner strategy would need its own backward); any strategy can be the outer one.
+inner strategy would need its own backward); any strategy can be the outer one. The reported
+weights are products, so no single clamp bounds them: ``min_weight``/``max_weight`` stay None.
 """
 
 from __future__ import annotations
@@ -31,6 +32,19 @@ class GroupedBalancer(Balancer):
     @property
     def can_be_negative(self) -> bool:  # type: ignore[override]
         return self.outer.can_be_negative or any(b.can_be_negative for b in self.inner.values())
+
+    @property
+    def strategy(self) -> str:  # type: ignore[override]
+        return self.outer.strategy
+
+    @property
+    def needs_nonnegative(self) -> str:  # type: ignore[override]
+        if self.outer.needs_nonnegative:
+            return self.outer.needs_nonnegative
+        for g, b in self.inner.items():
+            if b.needs_nonnegative:
+                return f"inside group '{g}', {b.strategy}: {b.needs_nonnegative}"
+        return ""
 
     def _group_losses(self, losses: dict[str, Tensor], update: bool, reduce=None) -> tuple[dict, dict]:
         G, weighted = {}, {}

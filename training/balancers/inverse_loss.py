@@ -36,10 +36,12 @@ log = logging.getLogger("abr.balancer")
 class InverseLossBalancer(ValueBalancer):
     equalize_first = True  # epoch 1 jumps to the target
     keep_adapting = False  # later epochs move by the EMA
+    needs_nonnegative = "its target weight w0_i / L_i needs L_i > 0"
 
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: InverseLossConfig) -> None:
         super().__init__(names)
         self.cfg = cfg
+        self.min_weight, self.max_weight = cfg.min_weight, cfg.max_weight  # every weight is clamped to these
         self.register_buffer("w0", weights.clone())  # [K]
         self.register_buffer("w", weights.clone().clamp(cfg.min_weight, cfg.max_weight))  # [K]
 
@@ -51,9 +53,10 @@ class InverseLossBalancer(ValueBalancer):
         return (self.w0 / (means + self.cfg.eps)).clamp(self.cfg.min_weight, self.cfg.max_weight)
 
     def on_epoch_end(self, epoch: int, train_means: dict[str, float]) -> None:
+        super().on_epoch_end(epoch, train_means)
         L = torch.tensor([float(train_means[n]) for n in self.names]).to(self.w)  # [K]
         if not bool(torch.isfinite(L).all()):
-            log.warning("%s: non-finite epoch means %s; weights unchanged", self.strategy_name, L.tolist())
+            log.warning("%s: non-finite epoch means %s; weights unchanged", self.strategy, L.tolist())
             return
         if epoch == 1 and self.equalize_first:
             self.w.copy_(self.target(L))
@@ -64,25 +67,24 @@ class InverseLossBalancer(ValueBalancer):
             self._log_epoch(L)
 
     def _log_epoch(self, L: Tensor) -> None:
-        log.info("%s weights after epoch 1:", self.strategy_name)
+        log.info("%s weights after epoch 1:", self.strategy)
         for n, l_i, w_i in zip(self.names, L.tolist(), self.w.tolist(), strict=True):
             log.info("  %s: loss=%.3e, weight=%.3e, weighted=%.3e", n, l_i, w_i, l_i * w_i)
-
-    @property
-    def strategy_name(self) -> str:
-        return type(self).__name__
 
     def weights_tensor(self) -> Tensor:
         return self.w
 
 
 class EqualInitBalancer(InverseLossBalancer):
+    strategy = "equal_init"
     equalize_first, keep_adapting = True, False
 
 
 class EqualInitEMABalancer(InverseLossBalancer):
+    strategy = "equal_init_ema"
     equalize_first, keep_adapting = True, True
 
 
 class EMABalancer(InverseLossBalancer):
+    strategy = "ema"
     equalize_first, keep_adapting = False, True

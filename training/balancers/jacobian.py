@@ -19,12 +19,22 @@ directions, not units.
 
 The reported weights are the ones applied to the *raw* losses on the last step: the aggregator's
 weight of row i divided by L_i(0) (1 / L_i(0) for aggregators that are not a weighting of the
-rows, e.g. pcgrad, graddrop).
+rows, e.g. pcgrad, graddrop). L_i(0) is the first strictly positive loss (training/balancers/
+common.py): a first batch without wave V no longer divides that component by 0 for the whole run.
+
+State. ``gradvac`` keeps an EMA of cosine similarities (phi_hat) that TorchJD creates lazily, as a
+CPU buffer, on the first call. Registered as a submodule, that made the state_dict's keys change
+after the first step (a checkpoint could not be loaded into a fresh balancer, and the trainer's
+rollback of a skipped first step failed), and ``.to(device)`` would have moved what TorchJD
+computes on the CPU. So the aggregator is held outside the module tree, its state is created at
+construction (the zeros the first call would create) and travels in ``extra_state``.
+``nash_mtl`` keeps its state in NumPy/cvxpy objects outside torch: a resumed run restarts it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -56,15 +66,38 @@ def build_aggregator(name: str, weights: Tensor):
     if name not in factories:
         raise ValueError(f"expected jacobian.aggregator in {sorted(factories)}, found '{name}'")
     try:
-        return factories[name]()
+        aggregator = factories[name]()
     except ImportError as exc:  # TorchJD's optional solvers (quadprog, cvxpy, ...)
         raise ValueError(f"expected the optional dependencies of jacobian.aggregator '{name}', found: {exc}") from None
+    if isinstance(aggregator, A.GradVac):  # its phi_hat now, as the first call would make it (zeros, CPU)
+        aggregator.gramian_weighting._ensure_state(len(weights), torch.float32)
+    return aggregator
+
+
+def aggregator_state(aggregator) -> dict[str, Tensor]:
+    """The tensors a (stateful) TorchJD aggregator keeps, by buffer name (copies, on the CPU)."""
+    return {name: b.detach().cpu().clone() for name, b in aggregator.named_buffers()}
+
+
+def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
+    """Copy ``state`` (from :func:`aggregator_state`) into the aggregator's buffers, in place."""
+    own = dict(aggregator.named_buffers())
+    if sorted(own) != sorted(state) or any(own[k].shape != v.shape for k, v in state.items()):
+        found = {k: tuple(v.shape) for k, v in state.items()}
+        expected = {k: tuple(v.shape) for k, v in own.items()}
+        raise ValueError(f"expected jacobian aggregator state {expected}, found {found}")
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v)
 
 
 class JacobianBalancer(Balancer):
+    strategy = "jacobian"  # accepts negative losses: conflicts are about directions, and L_i(0) > 0
+
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
         super().__init__(names)
-        self.aggregator = build_aggregator(cfg.aggregator, weights.clone())
+        # Not a submodule (see the module docstring): object.__setattr__ bypasses nn.Module's registration.
+        object.__setattr__(self, "aggregator", build_aggregator(cfg.aggregator, weights.clone()))
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
         self.initial = InitialLossScale(len(names), enabled=cfg.normalize == "initial")
 
@@ -102,6 +135,12 @@ class JacobianBalancer(Balancer):
 
     def weights_tensor(self) -> Tensor:
         return self.w
+
+    def get_extra_state(self) -> Any:
+        return {"aggregator": aggregator_state(self.aggregator)}
+
+    def set_extra_state(self, state: Any) -> None:
+        load_aggregator_state(self.aggregator, state["aggregator"])
 
 
 __all__ = ["JacobianBalancer", "build_aggregator", "torch"]

@@ -31,6 +31,9 @@ from training.balancers.config import ScaleNormConfig
 
 
 class ScaleNormBalancer(ValueBalancer):
+    strategy = "scale_norm"
+    needs_nonnegative = "it divides each loss by its size, which passes through 0 for a loss that can be negative"
+
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: ScaleNormConfig) -> None:
         super().__init__(names)
         self.cfg = cfg

@@ -2,14 +2,20 @@
 
 One learnable s_i = log sigma_i^2 per component, trained by the model's optimizer:
 
-    log   (Kendall 2018):          sum_i 1/2 exp(-s_i) L_i + 1/2 s_i
-    log1p (Liebel & Koerner 2018):  sum_i 1/2 exp(-s_i) L_i + 1/2 log(1 + exp(s_i))
+    log   (Kendall 2018, eq. 7):            sum_i 1/(2 sigma_i^2) L_i + log sigma_i
+                                          = sum_i 1/2 exp(-s_i) L_i + 1/2 s_i
+    log1p (Liebel & Koerner 2018, eq. 3):   sum_i 1/(2 sigma_i^2) L_i + ln(1 + sigma_i^2)
+                                          = sum_i 1/2 exp(-s_i) L_i + ln(1 + exp(s_i))
 
 Under ``log`` the optimum is s_i* = log L_i, so the objective is 1/2 sum_i (1 + log L_i): below
 zero whenever the losses are small. That is a legitimate negative log-likelihood, not a bug
 (seed 004); the honest display shows the objective *and* the weighted sum of the task losses
-(``BalanceOutput.weighted_sum``) separately. ``log1p`` keeps every term >= 0. Clamping s >= 0 or
-an abs()/exp() regularizer (seed 004's "fixes") change the model and are not offered.
+(``BalanceOutput.weighted_sum``) separately. ``log1p`` keeps every term >= 0; its regularizer is
+the paper's ln(1 + sigma^2), without a factor 1/2 (an earlier version here had 1/2 ln(1 + sigma^2),
+which moves the optimum: exp(-s*) L = 2 sigma^2 / (1 + sigma^2) with the paper's, half that
+without). Clamping s >= 0 or an abs()/exp() regularizer (seed 004's "fixes") change the model and
+are not offered. A negative component (a Gaussian NLL) is refused: with L_i < 0 the gradient in
+s_i never vanishes and s_i falls without bound.
 
 Reported weights are the precisions exp(-s_i); weighted_sum = sum_i exp(-s_i) L_i.
 """
@@ -27,6 +33,9 @@ from training.balancers.config import UncertaintyConfig
 
 
 class UncertaintyBalancer(ValueBalancer):
+    strategy = "uncertainty"
+    needs_nonnegative = "its precision exp(-s_i) tends to 1 / L_i; a negative L_i drives s_i to -infinity"
+
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: UncertaintyConfig) -> None:
         super().__init__(names)
         self.regularizer = cfg.regularizer
@@ -39,8 +48,8 @@ class UncertaintyBalancer(ValueBalancer):
 
     def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
         precision = torch.exp(-self.s)  # [K]
-        reg = self.s if self.regularizer == "log" else F.softplus(self.s)  # softplus(s) = log(1 + sigma^2)
-        objective = (0.5 * precision * L + 0.5 * reg).sum()
+        reg = 0.5 * self.s if self.regularizer == "log" else F.softplus(self.s)  # softplus(s) = ln(1 + sigma^2)
+        objective = (0.5 * precision * L + reg).sum()
         weighted = (precision.detach() * L).sum()
         return objective, weighted
 

@@ -13,8 +13,13 @@ and maxima) and the weight records. So the monitor adds no host sync to the trai
 | `stalled_component`  | over `stall_window` steps one component changed < `stall_rel_change` while    |
 |                      | another improved > `improve_rel_change` (seed 001)                             |
 | `weight_near_clamp`  | a weight within `weight_clamp_margin` of the balancer's `min_weight`/`max_weight` |
+|                      | (on a log scale, see :func:`near_clamp`)                                       |
 | `weight_oscillation` | over `oscillation_window` weight records, >= 80 % of successive changes reverse |
 | `dominant_component` | one w_i * L_i is more than `dominance_share` of sum_j w_j * L_j (seed 000)     |
+
+The balancer's facts come from its declared interface (training/balancers/base.py): ``can_be_negative``
+and the clamp bounds ``min_weight``/``max_weight`` (None where a strategy does not clamp; set by
+equal_init, equal_init_ema, ema and gradnorm).
 
 Each alert is a ``kind="alert"`` record (text "WARNING ...", data {"alert": name, ...}); every sink
 shows it (console WARNING line, TensorBoard text "alerts", metrics.jsonl, ``wandb.alert``). The
@@ -47,6 +52,24 @@ def _name(component: str) -> str:
 def _balancer(trainer: Trainer) -> Any:
     meta = getattr(trainer, "meta_loss", None)
     return getattr(meta, "balancer", meta)
+
+
+def near_clamp(w: float, lo: float | None, hi: float | None, margin: float) -> str:
+    """"min_weight" or "max_weight" if the weight w is within ``margin`` of that clamp, else "".
+
+    Weights are positive and clamp ranges span decades (1e-4 .. 1e4), so closeness is measured on a
+    log scale: with both bounds, within ``margin`` x log(hi / lo) of a bound (0.05 of 1e-4 .. 1e4: a
+    factor 2.5); with one bound, within a factor (1 + margin) of it.
+    """
+    if lo is not None and hi is not None and 0 < lo < hi:
+        factor = (hi / lo) ** margin
+    else:
+        factor = 1.0 + margin
+    if lo is not None and w <= lo * factor:
+        return "min_weight"
+    if hi is not None and w >= hi / factor:
+        return "max_weight"
+    return ""
 
 
 class HealthMonitorCallback(Callback):
@@ -164,12 +187,10 @@ class HealthMonitorCallback(Callback):
 
         balancer = _balancer(trainer)
         lo, hi = getattr(balancer, "min_weight", None), getattr(balancer, "max_weight", None)
-        span = (hi - lo) if lo is not None and hi is not None else None
         for c, w in weights.items():
-            near_lo = lo is not None and w <= lo + cfg.weight_clamp_margin * (span if span else max(abs(lo), 1.0))
-            near_hi = hi is not None and w >= hi - cfg.weight_clamp_margin * (span if span else max(abs(hi), 1.0))
-            if near_lo or near_hi:
-                clamp, side = (lo, "min_weight") if near_lo else (hi, "max_weight")
+            side = near_clamp(w, lo, hi, cfg.weight_clamp_margin)
+            if side:
+                clamp = lo if side == "min_weight" else hi
                 self._alert(trainer, record, "weight_near_clamp",
                             f"weight of {_name(c)} is {w:.4g}, near the balancer's {side} {clamp:.4g}",
                             key=c, component=c, weight=w, clamp=clamp)

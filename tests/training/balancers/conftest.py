@@ -59,15 +59,20 @@ def make_cfg(strategy: str, names: Sequence[str], **blocks: dict) -> BalancerCon
 
 
 class Run:
-    """A balancer driven on the toy: ``steps(n)`` optimizer steps, an epoch end every ``per_epoch``."""
+    """A balancer driven on the toy: ``steps(n)`` optimizer steps, an epoch end every ``per_epoch``.
+
+    ``zeros`` maps a step index (0-based, counted over the whole run) to the components whose loss
+    is exactly 0 in that step, value and gradient, as masked Huber gives for a batch without wave V.
+    """
 
     def __init__(self, cfg: BalancerConfig, names: Sequence[str], scales: dict[str, float] | None = None,
-                 per_epoch: int = 3, lr: float = 1e-3) -> None:
+                 per_epoch: int = 3, lr: float = 1e-3, zeros: dict[int, Sequence[str]] | None = None) -> None:
         torch.manual_seed(0)
         self.model = Toy(names, scales or {})
         self.balancer: Balancer = build_balancer(cfg, names)
         self.lr, self.per_epoch = lr, per_epoch
         self.epoch, self.sums, self.n = 1, {n: 0.0 for n in names}, 0
+        self.t, self.zeros = 0, dict(zeros or {})
 
     def params(self) -> list[nn.Parameter]:
         return [*self.model.parameters(), *self.balancer.trainable_parameters()]
@@ -76,6 +81,8 @@ class Run:
         opt = torch.optim.SGD(self.params(), lr=self.lr)  # stateless: a copy continues identically
         for _ in range(count):
             losses, f = self.model.losses()
+            losses = {k: v * 0.0 if k in self.zeros.get(self.t, ()) else v for k, v in losses.items()}
+            self.t += 1
             ctx = BalanceContext(shared_params=list(self.model.trunk.parameters()),
                                  last_shared_params=list(self.model.trunk.parameters()), features=[f])
             self.balancer.backward(losses, ctx)

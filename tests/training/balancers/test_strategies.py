@@ -148,7 +148,7 @@ def test_uncertainty_log1p_stays_nonnegative_with_its_own_optimum():
     b = build_balancer(cfg_for("uncertainty", uncertainty={"regularizer": "log1p"}), NAMES)
     assert not b.can_be_negative
     sigma2 = torch.tensor([0.01, 0.5, 4.0])
-    L = sigma2**2 / (1 + sigma2)  # d/ds [1/2 e^-s L + 1/2 log(1 + e^s)] = 0  <=>  L = sigma^4 / (1 + sigma^2)
+    L = 2 * sigma2**2 / (1 + sigma2)  # d/ds [1/2 e^-s L + log(1 + e^s)] = 0  <=>  L = 2 sigma^4 / (1 + sigma^2)
     with torch.no_grad():
         b.s.copy_(torch.log(sigma2))
     objective, _ = b.combine({n: L[i] for i, n in enumerate(NAMES)})
@@ -260,7 +260,7 @@ def test_inverse_loss_config_rejects_inverted_clamps():
 def test_famo_weights_and_logit_update_follow_the_paper():
     b = build_balancer(cfg_for("famo", famo={"lr": 0.1, "gamma": 0.0}), NAMES)
     xi0 = b.xi.detach().clone()
-    z = torch.softmax(xi0, 0)
+    z = b.z().detach()
     assert torch.allclose(z, torch.tensor([1.0, 2.0, 0.5]) / 3.5)  # z starts proportional to the weights
     L1 = torch.tensor([1.0, 4.0, 0.5])
     losses = {n: L1[i].clone().requires_grad_(True) for i, n in enumerate(NAMES)}
@@ -281,7 +281,7 @@ def test_famo_weights_and_logit_update_follow_the_paper():
     g = jac.T @ delta
     expected = xi0 - 0.1 * torch.sign(g)  # Adam's first step is lr * sign(g)
     assert torch.allclose(b.xi.detach(), expected, atol=1e-6)
-    assert torch.softmax(b.xi.detach(), 0)[0] < z[0]  # the fastest-improving task loses weight
+    assert b.z()[0] < z[0]  # the fastest-improving task loses weight
 
 
 # -- jacobian ------------------------------------------------------------------------------------
@@ -362,3 +362,126 @@ def test_jacobian_needs_features():
     b = build_balancer(cfg_for("jacobian"), NAMES)
     with pytest.raises(ValueError, match=r"expected BalanceContext.features"):
         b.backward(leaf_losses([1, 2, 3]), BalanceContext())
+
+
+# -- audit (issue 17) ----------------------------------------------------------------------------
+
+
+def test_dwa_epoch_mean_of_zero_gives_no_rate_and_a_neutral_weight():
+    b = build_balancer(cfg_for("dwa", dwa={"normalize": "none"}), NAMES)
+    e1, e2 = [1.0, 0.0, 2.0], [0.5, 0.3, 1.8]  # b had no target in epoch 1: mean 0
+    b.on_epoch_end(1, dict(zip(NAMES, e1, strict=True)))
+    b.on_epoch_end(2, dict(zip(NAMES, e2, strict=True)))
+    r = torch.tensor([0.5, (0.5 + 0.9) / 2, 0.9])  # b: the mean of the other rates
+    expected = 3 * torch.softmax(r / 2.0, dim=0)
+    assert b.get_loss_weights() == pytest.approx(expected.tolist(), rel=1e-6)
+    b.on_epoch_end(3, dict(zip(NAMES, [0.25, 0.0, 1.8], strict=True)))  # a mean falling to 0 is a rate of 0
+    r = torch.tensor([0.5, 0.0, 1.0])
+    assert b.get_loss_weights() == pytest.approx((3 * torch.softmax(r / 2.0, dim=0)).tolist(), rel=1e-6)
+    b.on_epoch_end(4, dict(zip(NAMES, [0.0, 0.0, 0.0], strict=True)))  # no rate at all: lambda kept
+    assert sum(b.get_loss_weights()) == pytest.approx(3.0) and min(b.get_loss_weights()) > 0.5
+
+
+@pytest.mark.parametrize("strategy", ["dwa", "famo", "uncertainty", "gradnorm", "scale_norm", "equal_init",
+                                      "equal_init_ema", "ema"])
+def test_a_negative_epoch_mean_is_refused_where_the_strategy_needs_losses_above_zero(strategy):
+    b = build_balancer(cfg_for(strategy), NAMES)
+    with pytest.raises(ValueError, match=rf"expected loss 'b' >= 0 for loss.balancer.strategy={strategy} \(.+\), "
+                                         r"found -0.5; strategies that accept negative losses: fixed, jacobian"):
+        b.on_epoch_end(1, {"a": 1.0, "b": -0.5, "c": 2.0})
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "jacobian"])
+def test_strategies_that_accept_negative_losses(strategy):
+    b = build_balancer(cfg_for(strategy), NAMES)
+    assert b.needs_nonnegative == ""
+    b.on_epoch_end(1, {"a": 1.0, "b": -0.5, "c": 2.0})
+
+
+def test_uncertainty_diverges_on_a_negative_loss_which_is_why_it_is_refused():
+    b = build_balancer(cfg_for("uncertainty"), NAMES)
+    opt = torch.optim.SGD(b.trainable_parameters(), lr=0.1)
+    for _ in range(200):
+        objective, _ = b.combine(leaf_losses([1.0, -0.5, 2.0]))  # a Gaussian NLL below 0
+        opt.zero_grad()
+        objective.backward()
+        assert b.s.grad[1].item() > 0.5  # d/ds [1/2 e^-s L + s/2] = (1 - e^-s L) / 2 > 1/2 for every s
+        opt.step()
+    assert b.s[1].item() < -10 and b.s[0].item() == pytest.approx(0.0, abs=1e-3)
+
+
+def test_uncertainty_log1p_is_the_papers_regularizer():
+    """Liebel & Koerner 2018, eq. 3: sum_i 1/(2 sigma_i^2) L_i + ln(1 + sigma_i^2), s = log sigma^2."""
+    b = build_balancer(cfg_for("uncertainty", uncertainty={"regularizer": "log1p"}), NAMES)
+    s = torch.tensor([-1.0, 0.5, 2.0])
+    L = [0.3, 1.7, 4.0]
+    with torch.no_grad():
+        b.s.copy_(s)
+    objective, weighted = b.combine(leaf_losses(L))
+    sigma2 = torch.exp(s)
+    expected = sum(L[i] / (2 * sigma2[i]) + math.log(1 + sigma2[i]) for i in range(3))
+    assert objective.item() == pytest.approx(float(expected), rel=1e-6)
+    assert weighted.item() == pytest.approx(float(sum(L[i] / sigma2[i] for i in range(3))), rel=1e-6)
+
+
+class ReferenceFAMO:
+    """The paper's code (github.com/Cranial-XIX/FAMO, ``FAMO``), transcribed with min_losses = 0."""
+
+    def __init__(self, n_tasks: int, gamma: float = 0.01, w_lr: float = 0.025) -> None:
+        self.w = torch.tensor([0.0] * n_tasks, requires_grad=True)
+        self.w_opt = torch.optim.Adam([self.w], lr=w_lr, weight_decay=gamma)
+
+    def loss_weights(self, losses):  # d/dL of (log(L + 1e-8) * z / c).sum(), c = (z / (L + 1e-8)).sum()
+        z = torch.softmax(self.w, -1).detach()
+        D = losses + 1e-8
+        return z / D / (z / D).sum()
+
+    def update(self, prev_loss, curr_loss):
+        delta = (prev_loss + 1e-8).log() - (curr_loss + 1e-8).log()
+        with torch.enable_grad():
+            d = torch.autograd.grad(torch.softmax(self.w, -1), self.w, grad_outputs=delta.detach())[0]
+        self.w_opt.zero_grad()
+        self.w.grad = d
+        self.w_opt.step()
+
+
+def test_famo_follows_the_papers_code_from_the_first_step():
+    """Same loss sequence: same logits (ours update one step later, on the same pairs) and weights K x."""
+    cfg = BalancerConfig(strategy="famo", weights=dict.fromkeys(NAMES, 1.0))  # defaults: lr 0.025, gamma 0.01
+    b, ref = build_balancer(cfg, NAMES), ReferenceFAMO(3)
+    t = torch.arange(60, dtype=torch.float32)[:, None]
+    seq = torch.tensor([3.0, 1.0, 0.2]) * torch.exp(-t * torch.tensor([0.05, 0.01, 0.002]))  # [T,3] a falls fastest
+    for i in range(len(seq)):
+        b.backward({n: seq[i, j].clone().requires_grad_(True) for j, n in enumerate(NAMES)}, BalanceContext())
+        b.after_optimizer_step()
+        if i >= 1:
+            ref.update(seq[i - 1], seq[i])
+    assert torch.allclose(b.xi.detach(), ref.w.detach(), atol=1e-6)
+    z = torch.softmax(ref.w.detach(), -1)
+    assert z[0] < 0.31 and z[2] > 0.35  # the fastest task lost share within 60 steps, as in the paper's code
+    b.backward({n: seq[-1, j].clone().requires_grad_(True) for j, n in enumerate(NAMES)}, BalanceContext())
+    assert b.weights_tensor() == pytest.approx((3 * ref.loss_weights(seq[-1])).tolist(), rel=1e-5)
+
+
+def test_famo_zero_loss_neither_takes_the_step_nor_wrecks_the_logit_optimizer():
+    b = build_balancer(BalancerConfig(strategy="famo", weights=dict.fromkeys(NAMES, 1.0)), NAMES)
+    for L in ([1.0, 1.0, 1.0], [0.9, 0.0, 0.9]):  # step 2: no wave V target for b
+        losses = leaf_losses(L)
+        b.backward(losses, BalanceContext())
+        b.after_optimizer_step()
+    # step 2's weights: b keeps its share K z_b = 1; a and c share the other 2 as FAMO would: 1/L each
+    assert b.get_loss_weights() == pytest.approx([1.0, 1.0, 1.0], rel=1e-6)
+    assert losses["a"].grad.item() == pytest.approx(1.0, rel=1e-6)
+    # the update saw a and c fall alike and b without a log-loss: no signal, Adam's second moment stays
+    # ~0 (log(0 + eps) gave b a delta of ~18 and a second moment of ~0.03, which muted the logits)
+    assert b.opt.state[b.xi]["exp_avg_sq"].max().item() < 1e-12
+    b.backward(leaf_losses([0.8, 0.5, 0.4]), BalanceContext())
+    w = b.get_loss_weights()
+    q = b.z().detach() / torch.tensor([0.8, 0.5, 0.4])  # every component present again: FAMO's w
+    assert w == pytest.approx((3 * q / q.sum()).tolist(), rel=1e-5)
+
+
+def test_famo_config_weights_are_a_prior_and_the_logits_start_at_zero():
+    b = build_balancer(cfg_for("famo"), NAMES)
+    assert torch.equal(b.xi.detach(), torch.zeros(3))
+    assert torch.allclose(b.z(), torch.tensor([1.0, 2.0, 0.5]) / 3.5)

@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
+from training.balancers import BalancerConfig, build_balancer
+from training.balancers.meta_loss import MetaLoss
 from training.callbacks import default_callbacks
-from training.callbacks.health import HealthMonitorCallback
+from training.callbacks.health import HealthMonitorCallback, near_clamp
 from training.callbacks.metrics import StepMetricsCallback
 from training.callbacks.testing import FakeBalancer, FakeMetaLoss, healthy_losses
 from training.callbacks.weights import LossWeightLoggerCallback
@@ -99,14 +102,48 @@ def test_stall_needs_a_flat_component(make_trainer, cfg):
     assert alerts(run(make_trainer, losses, steps=40), "stalled_component") == []
 
 
-def test_weight_near_clamp(make_trainer, cfg):
-    weights = [0.02, 1.0, 1.0, 1.0, 1.0, 9.8]
-    meta = FakeMetaLoss(FakeBalancer(weights, min_weight=0.01, max_weight=10.0))
-    trainer = run(make_trainer, steps=10, meta_loss=meta)
-    near = alerts(trainer, "weight_near_clamp")
-    assert {(a.data["component"], a.data["clamp"]) for a in near} == {("signal", 0.01), ("threshold", 10.0)}
-    cfg.logging.health.weight_clamp_margin = 0.0
-    assert alerts(run(make_trainer, steps=10, meta_loss=meta)) == []
+def real_meta_loss(strategy: str, **block: float) -> MetaLoss:
+    cfg = BalancerConfig(strategy=strategy)
+    for k, v in block.items():
+        setattr(cfg.inverse_loss if strategy in ("equal_init", "equal_init_ema", "ema") else cfg.gradnorm, k, v)
+    return MetaLoss(torch.nn.Module(), build_balancer(cfg))
+
+
+@pytest.mark.parametrize("strategy", ["equal_init", "equal_init_ema", "ema"])
+def test_weight_near_clamp_fires_on_a_real_balancer_pinned_at_its_clamps(make_trainer, cfg, strategy):
+    meta = real_meta_loss(strategy)  # clamps 1e-4 .. 1e4 (config defaults)
+    cfg.logging.health.cooldown_steps = 1000
+    means = {**dict.fromkeys(COMPONENTS, 1.0), "signal": 1e-9, "threshold": 1e5}  # w0 / L: 1e9 and 1e-5
+    for epoch in range(1, 200):  # equal_init jumps at epoch 1; the EMAs (alpha 0.9) converge onto the clamps
+        meta.balancer.on_epoch_end(epoch, means)
+    near = alerts(run(make_trainer, steps=10, meta_loss=meta), "weight_near_clamp")
+    assert {(a.data["component"], a.data["clamp"]) for a in near} == {("signal", 1e4), ("threshold", 1e-4)}
+    assert "weight of Signal is 1e+04, near the balancer's max_weight 1e+04" in near[0].text + near[1].text
+
+
+def test_weight_near_clamp_fires_on_gradnorm_at_its_floor(make_trainer):
+    meta = real_meta_loss("gradnorm", min_weight=0.01)
+    with torch.no_grad():
+        meta.balancer.w.copy_(torch.tensor([0.01, 1.0, 1.0, 1.0, 1.0, 1.99]))  # where the clamp leaves it
+    (a,) = alerts(run(make_trainer, steps=10, meta_loss=meta), "weight_near_clamp")
+    assert a.data["component"] == "signal" and a.data["clamp"] == 0.01
+
+
+@pytest.mark.parametrize("strategy", ["fixed", "scale_norm", "equal_init", "gradnorm", "famo"])
+def test_weight_near_clamp_is_silent_on_real_balancers_away_from_their_clamps(make_trainer, strategy):
+    meta = real_meta_loss(strategy)
+    meta.balancer.on_epoch_end(1, {**dict.fromkeys(COMPONENTS, 1.0), "threshold": 50.0})  # weight 0.02: fine
+    assert alerts(run(make_trainer, steps=30, meta_loss=meta), "weight_near_clamp") == []
+
+
+def test_near_clamp_is_measured_on_a_log_scale():
+    assert near_clamp(2.4e-4, 1e-4, 1e4, 0.05) == "min_weight"  # within (1e8)^0.05 = 2.51x of the floor
+    assert near_clamp(2.6e-4, 1e-4, 1e4, 0.05) == ""
+    assert near_clamp(500.0, 1e-4, 1e4, 0.05) == ""  # a linear 5 % of the range would have said "min"
+    assert near_clamp(4.0e3, 1e-4, 1e4, 0.05) == "max_weight"
+    assert near_clamp(1.04e-4, 1e-4, None, 0.05) == "min_weight" and near_clamp(1.06e-4, 1e-4, None, 0.05) == ""
+    assert near_clamp(1e-4, 1e-4, 1e4, 0.0) == "min_weight" and near_clamp(1.01e-4, 1e-4, 1e4, 0.0) == ""
+    assert near_clamp(1.0, None, None, 0.05) == ""
 
 
 class Alternating(FakeBalancer):
