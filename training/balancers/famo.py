@@ -18,15 +18,14 @@ torch.tensor([0.0] * n_tasks)``), and the weight decay pulls them back to 0. Wit
 weights (p uniform) this is the paper's algorithm exactly; unequal config weights enter as the
 fixed prior log p, so the decay pulls z back to the configured proportions rather than to uniform.
 (Earlier the logits themselves started at log p = -log K: the decay term gamma * xi then dwarfed
-the task signal in Adam's normalization for the first few hundred steps.)
+the task signal in Adam's normalization for the first ~100 steps; docs/balancing.md has numbers.)
 
 A component whose loss is 0 in a step (a batch without wave V: no target, no gradient) has no
-log-loss: (a) in the objective it gets its share K z_i and the present components share the rest
+log-loss. (a) In the objective it gets its share K z_i and the present components share the rest
 of the sum K in FAMO's proportions (without this, z_i / eps gave it all the weight and the step
-trained nothing else);
-(b) in the logit update its delta is set to the z-weighted mean of the present components' deltas,
-which makes its logit gradient exactly 0 and the others' what they would be without it (log of
-eps would have fed Adam a delta of ~18 and inflated its second moment for thousands of steps).
+trained nothing else). (b) In the logit update its delta is set to the z-weighted mean of the
+present components' deltas, which makes its logit gradient exactly 0 and the others' what they
+would be without it (log of eps fed Adam a delta of ~18 and inflated its second moment).
 Negative losses are refused (see ``needs_nonnegative``): FAMO would ascend them.
 
 Deviations, stated: (1) the paper re-evaluates the loss on the same batch after the step; we use
