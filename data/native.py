@@ -60,7 +60,7 @@ AMPLITUDE_CONVENTION = (
     "marked wave-V peak; not peak-to-trough"
 )
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-MEMBERS = (*Records.COLUMNS, "meta")
+MEMBERS = (*Records.COLUMNS, *Records.OPTIONAL_COLUMNS, "meta")
 # Uncompressed bytes a native file may hold: 4 GiB is about 5 million recordings, 100 times the
 # clinical data set (51,961 recordings, 42 MB of signal). Above it a file is refused before reading.
 MAX_NATIVE_BYTES = 4 * 2**30

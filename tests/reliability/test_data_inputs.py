@@ -297,6 +297,9 @@ def test_patient_ids_are_never_cast(tmp_path, name):
     kept, report = read_native(path, strict=False)
     assert report.dropped == {"bad patient id": 1} and report.examples["bad patient id"] == [4]
     assert kept == records.subset(np.arange(len(records)) != 4)  # whole-number float ids are kept exactly
+    series = save_npz(tmp_path / "series.npz", records, series_id=ids)  # the optional series id: the same rule
+    with pytest.raises(DataFormatError, match=r"series\.npz: sample 4: bad series id \(expected an integer within"):
+        read_native(series)
     table = _table_file(tmp_path / "ids.csv", records, _cell("patient_id", {"NaN": "", "fraction": "1.5",
                         "beyond 2**53": "1e18", "-Inf": "-inf"}[name], row=4))
     with pytest.raises(DataFormatError, match=r"ids\.csv: sample 4: bad patient id"):
