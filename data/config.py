@@ -7,10 +7,14 @@ from typing import Literal
 
 from training.schema import spec
 
+# The most patients the generator makes (about 5.1 million recordings, 4 GiB of signal: the native
+# reader's MAX_NATIVE_BYTES); the clinical data set has 2,038.
+MAX_SYNTHETIC_PATIENTS = 200_000
+
 
 @dataclass
 class SyntheticConfig:
-    patients: int = spec(300, ge=3, help="patients generated (about 25 recordings each)")
+    patients: int = spec(300, ge=3, le=MAX_SYNTHETIC_PATIENTS, help="patients generated (about 25 recordings each)")
     seed: int = spec(0, ge=0, help="generator seed (independent of training.seed)")
 
 

@@ -9,7 +9,9 @@ Input formats (``--from``, or detected from the extension and the first bytes):
 
 Output: ``.npz`` writes the native format, ``.csv`` a table. Strict by default: the first bad
 recording stops the conversion with its file and sample index; ``--lenient`` drops bad
-recordings and prints how many, and why.
+recordings and prints how many, and why. A file with no (usable) recordings is an error. An
+existing OUT (or --report file) is replaced only with ``--overwrite``. Errors are one line
+(exit 1); ``--debug`` shows the traceback.
 
 Examples::
 
@@ -27,6 +29,7 @@ import sys
 from pathlib import Path
 
 from data.records import DataFormatError, Records, ValidationReport
+from data.table import check_delimiter
 
 FORMATS = ("native", "legacy", "csv", "epl")
 _LEGACY_EXT = (".pkl", ".pickle", ".joblib", ".z", ".gz", ".bz2", ".xz", ".lzma")
@@ -66,7 +69,7 @@ def read_any(path: Path, fmt: str, args: argparse.Namespace) -> tuple[Records, V
     if fmt == "csv":
         from data.table import parse_column_spec, read_table
 
-        delimiter = args.delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")
+        delimiter = args.delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")  # checked in main
         return read_table(path, parse_column_spec(args.columns), args.sample_prefix, delimiter, strict=strict)
     from data.epl import ABR_DEFAULT_FILTER, read_epl
 
@@ -101,6 +104,8 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--from", dest="fmt", choices=FORMATS, help="input format (default: detected)")
     ap.add_argument("--lenient", action="store_true", help="drop bad recordings and report them instead of stopping")
     ap.add_argument("--report", type=Path, help="also write the validation report as JSON")
+    ap.add_argument("--overwrite", action="store_true", help="replace OUT (and the --report file) if it exists")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     g = ap.add_argument_group("csv")
     g.add_argument("--columns", default="", help="key=column renames, e.g. label=Diagnosis,fmp=FMP")
     g.add_argument("--sample-prefix", default="s", help="sample columns are <prefix>0..<prefix>199 (default s)")
@@ -121,20 +126,64 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_output(path: Path, flag: str, overwrite: bool) -> None:
+    """Refuse an output path that would replace a file unasked, or whose folder does not exist."""
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; expected a file name")
+    if path.exists() and not overwrite:
+        raise ValueError(f"{flag} {path}: exists; pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise ValueError(f"{flag} {path}: folder '{path.parent}' does not exist")
+
+
+def convert(args: argparse.Namespace) -> None:
+    if args.delimiter is not None:
+        check_delimiter(args.delimiter)
+    check_output(args.output, "OUT", args.overwrite)
+    if args.report is not None:
+        check_output(args.report, "--report", args.overwrite)
+        if args.report.resolve() == args.output.resolve():
+            raise ValueError(f"--report {args.report}: the same file as OUT")
+    if args.output.suffix.lower() not in (".npz", ".csv"):
+        raise DataFormatError(f"{args.output}: output must end in .npz (native) or .csv (table), "
+                              f"found '{args.output.suffix}'")
+    if not args.input.is_file():
+        raise DataFormatError(f"{args.input}: file not found")
+    fmt = args.fmt or detect_format(args.input)
+    records, report = read_any(args.input, fmt, args)
+    write_any(args.output, records, args)
+    print("\n".join(report.lines()))
+    if args.report:
+        try:
+            args.report.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+        except OSError as exc:
+            raise OSError(f"--report {args.report}: cannot write ({exc.strerror or exc}); "
+                          f"{args.output} was written") from None
+    print(f"wrote {args.output}: {len(records)} recordings from {len(set(records.patient_id.tolist()))} patients")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        fmt = args.fmt or detect_format(args.input)
-        records, report = read_any(args.input, fmt, args)
-        write_any(args.output, records, args)
-    except (DataFormatError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        convert(args)
+    except Exception as exc:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        print(f"error: {error_line(exc, args.input)}", file=sys.stderr)
         return 1
-    print("\n".join(report.lines()))
-    if args.report:
-        args.report.write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
-    print(f"wrote {args.output}: {len(records)} recordings from {len(set(records.patient_id.tolist()))} patients")
     return 0
+
+
+def error_line(exc: BaseException, source: Path) -> str:
+    """One line for any error: the message of the ones raised on purpose; for the rest, what happened
+    and where (MemoryError and RecursionError carry no useful text of their own)."""
+    if isinstance(exc, (ValueError, OSError)) and str(exc):
+        return " ".join(str(exc).split())
+    if isinstance(exc, MemoryError):
+        return f"{source}: out of memory while converting it (rerun with --debug for the traceback)"
+    if isinstance(exc, RecursionError):
+        return f"{source}: nested too deeply to convert (rerun with --debug for the traceback)"
+    return f"{source}: {type(exc).__name__}: {exc} (unexpected; rerun with --debug for the traceback)"
 
 
 if __name__ == "__main__":

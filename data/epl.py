@@ -53,6 +53,10 @@ from training.components import CLASS_NAMES
 
 ABR_DEFAULT_FILTER = {"highpass": 300.0, "lowpass": 3000.0, "order": 1}  # abr/main.py defaults
 NOISE_FROM_MS = 12.0
+# Sampling periods accepted (µs): EPL files use 10-40 µs; 1 µs (1 MHz) to 100 µs (10 kHz, still above
+# twice the default 3 kHz low-pass) leaves margins; 0 would divide by zero.
+SAMPLE_PERIOD_US = (1.0, 100.0)
+MAX_FILTER_ORDER = 10
 
 _P_LEVELS = re.compile(r":LEVELS:([0-9.;\-]+)")
 _P_PERIOD = re.compile(r"SAMPLE \(.+?sec\): ([0-9.]+)")
@@ -79,8 +83,16 @@ def parse_epl(path: str | Path) -> dict:
             raise DataFormatError(f"{path}: header has no {what}")
         return m.group(1) if m else None
 
-    levels = np.array([float(v) for v in field(_P_LEVELS, "':LEVELS:' list").strip(";").split(";") if v])
-    period_us = float(field(_P_PERIOD, "'SAMPLE (µsec)' sampling period"))
+    level_text = field(_P_LEVELS, "':LEVELS:' list")
+    try:
+        levels = np.array([float(v) for v in level_text.strip(";").split(";") if v])
+        period_us = float(field(_P_PERIOD, "'SAMPLE (µsec)' sampling period"))
+    except ValueError as exc:
+        raise DataFormatError(f"{path}: header: expected numbers in ':LEVELS:' and 'SAMPLE (µsec)' ({exc})") from None
+    low, high = SAMPLE_PERIOD_US
+    if not low <= period_us <= high:
+        raise DataFormatError(f"{path}: header 'SAMPLE (µsec)': expected a sampling period of {low:g} to {high:g} µs, "
+                              f"found {period_us:g}")
     try:
         values = np.array(body.split(), dtype=np.float64)
     except ValueError as exc:
@@ -103,21 +115,26 @@ def parse_epl(path: str | Path) -> dict:
 def parse_analysis(path: str | Path, wave: int = 5) -> tuple[float | None, dict[float, tuple[float, float]]]:
     """An ``abr`` analysis file: (threshold or None, {level: (latency ms, amplitude)} for wave ``wave``)."""
     path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(f"{path}: analysis file not found")
     lines = path.read_text(encoding="ISO-8859-1").splitlines()
     threshold = None
     peaks: dict[float, tuple[float, float]] = {}
     header = None
-    for line in lines:
-        if line.startswith("Threshold"):
-            value = line.split(":", 1)[1].strip()
-            threshold = None if value.lower() in ("none", "nan", "") else float(value)
-        elif line.startswith("Level"):
-            header = line.rstrip("\t").split("\t")
-        elif header is not None and line.strip():
-            cells = dict(zip(header, line.split("\t"), strict=False))
-            lat, amp = cells.get(f"P{wave} Latency"), cells.get(f"P{wave} Amplitude")
-            if lat is not None and amp is not None:
-                peaks[float(cells["Level"])] = (float(lat), float(amp))
+    for number, line in enumerate(lines, 1):
+        try:
+            if line.startswith("Threshold"):
+                value = line.split(":", 1)[-1].strip()
+                threshold = None if value.lower() in ("none", "nan", "") else float(value)
+            elif line.startswith("Level"):
+                header = line.rstrip("\t").split("\t")
+            elif header is not None and line.strip():
+                cells = dict(zip(header, line.split("\t"), strict=False))
+                lat, amp = cells.get(f"P{wave} Latency"), cells.get(f"P{wave} Amplitude")
+                if lat is not None and amp is not None:
+                    peaks[float(cells["Level"])] = (float(lat), float(amp))
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: line {number}: expected numbers ({exc})") from None
     if header is None:
         raise DataFormatError(f"{path}: no 'Level' header line; expected an abr analysis file")
     return threshold, peaks
@@ -160,8 +177,12 @@ def read_epl(
     if threshold is None:
         raise DataFormatError(f"{path}: no threshold; pass --threshold (the analysis file, if any, says None)")
     data, levels = raw["data"], raw["levels"]
+    keep = ~(data == 0).all(axis=1)  # all-zero waveforms: the EPL acquisition bug the abr program skips
+    if not keep.any():
+        raise DataFormatError(f"{path}: every level's waveform is all zeros (the EPL acquisition bug); no recordings")
     x = data
     if filter_settings:
+        _check_filter(path, filter_settings, raw["fs_hz"])
         b, a = sps.iirfilter(int(filter_settings["order"]), (filter_settings["highpass"], filter_settings["lowpass"]),
                              btype="band", ftype="butter", fs=raw["fs_hz"])
         x = sps.filtfilt(b, a, x, axis=-1)
@@ -170,7 +191,6 @@ def read_epl(
     lat = np.array([peaks.get(float(lv), (np.nan, np.nan))[0] for lv in levels])
     amp = np.array([peaks.get(float(lv), (np.nan, np.nan))[1] for lv in levels]) * scale
     mask = np.isfinite(lat) & (lat > 0) & np.isfinite(amp)
-    keep = ~(data == 0).all(axis=1)  # all-zero waveforms: the EPL acquisition bug the abr program skips
     x, levels, lat, amp, mask, fmp_values = (v[keep] for v in (x, levels, lat, amp, mask, fmp_values))
     m = len(levels)
     cols = {
@@ -181,7 +201,7 @@ def read_epl(
         "peak_latency": np.where(mask, lat, np.nan),
         "peak_amplitude": np.where(mask, amp, np.nan),
         "threshold": np.full(m, float(threshold)),
-        "patient_id": np.full(m, int(patient_id), dtype=np.int64),
+        "patient_id": np.full(m, patient_id, dtype=object),  # checked by the validator, never cast
     }
     lengths = np.array([min(len(row), SIGNAL_LENGTH) for row in x])
     fs = filter_settings or {}
@@ -196,6 +216,17 @@ def read_epl(
     report.n_read += int((~keep).sum())
     report.add("all-zero waveform (EPL acquisition bug)", np.flatnonzero(~keep))
     return records, report
+
+
+def _check_filter(path: Path, settings: dict, fs_hz: float) -> None:
+    """0 < highpass < lowpass < Nyquist and 1 <= order <= MAX_FILTER_ORDER, else one line naming the flags."""
+    high, low, order = settings["highpass"], settings["lowpass"], settings["order"]
+    nyquist = fs_hz / 2
+    if not 0 < high < low < nyquist:
+        raise DataFormatError(f"{path}: --highpass/--lowpass: expected 0 < highpass < lowpass < {nyquist:g} Hz "
+                              f"(half the file's rate), found {high:g} and {low:g}")
+    if not 1 <= order <= MAX_FILTER_ORDER:
+        raise DataFormatError(f"{path}: --order: expected 1 to {MAX_FILTER_ORDER}, found {order}")
 
 
 def _fmp(path: Path, x: np.ndarray, fixed: float | None) -> np.ndarray:

@@ -20,6 +20,12 @@ diacritics. If the scaler was fitted on 4 (static) or 200 (signal) features and 
 standardized (column means near 0 and standard deviations near 1), it is inverse-transformed to
 physical units; the report says which. wave V counts as present where both ``v_peak_mask``
 entries are true; one true and one false is kept as absent and counted in the report.
+
+A pickle can describe far more than it stores (shared references cost two bytes each), so reading
+never expands such structures blindly: sample fields must be arrays or flat lists of numbers,
+all of them together at most :data:`MAX_LEGACY_VALUES` values, and the copied ``metadata`` at most
+:data:`MAX_METADATA_NODES` values (shared references counted each time) nested at most
+:data:`MAX_METADATA_DEPTH` deep, with no reference to itself.
 """
 
 from __future__ import annotations
@@ -37,9 +43,16 @@ from data.records import (
     Records,
     ValidationReport,
     class_index,
+    integer_value,
     validate,
 )
 from training.components import CLASS_NAMES
+
+# Limits against reference bombs (see module docstring). The clinical data set is 51,961 recordings of
+# 206 values (10.7 million); 200 million values (1.6 GB as float64) is about 19 times that.
+MAX_LEGACY_VALUES = 200_000_000
+MAX_METADATA_NODES = 100_000
+MAX_METADATA_DEPTH = 50
 
 
 class UnsafePickleError(DataFormatError):
@@ -196,8 +209,8 @@ def read_legacy(path: str | Path, strict: bool = True) -> tuple[Records, Validat
     report_notes: list[str] = []
     label_map = _label_map(path, obj.get("label_encoder"), report_notes)
     columns, lengths = _columns(path, samples, label_map, strict, report_notes)
-    _unscale(obj.get("scaler"), columns, lengths, report_notes)
-    meta = {"source": {"kind": "legacy", "file": path.name, "metadata": _plain(obj.get("metadata"))}}
+    _unscale(path, obj.get("scaler"), columns, lengths, report_notes)
+    meta = {"source": {"kind": "legacy", "file": path.name, "metadata": _plain(path, obj.get("metadata"))}}
     records, report = validate(columns, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
     report.notes.extend(report_notes)
     return records, report
@@ -208,7 +221,12 @@ def _label_map(path: Path, encoder: object, notes: list[str]) -> np.ndarray:
     if encoder is None or not hasattr(encoder, "classes_"):
         notes.append("no label encoder in the file: targets read in the order " + ", ".join(CLASS_NAMES))
         return np.arange(NUM_CLASSES)
-    names = [str(c) for c in np.asarray(encoder.classes_).tolist()]
+    classes = encoder.classes_
+    if not (isinstance(classes, (list, tuple)) or isinstance(classes, np.ndarray) and classes.ndim == 1) \
+            or len(classes) > 100 or any(isinstance(c, (list, tuple, dict, np.ndarray)) for c in classes):
+        raise DataFormatError(f"{path}: label_encoder.classes_: expected a flat list of class names, "
+                              f"found {type(classes).__name__}")
+    names = [str(c) for c in classes]
     mapping = np.array([class_index(n) for n in names])
     if (mapping < 0).any():
         unknown = [n for n, m in zip(names, mapping, strict=True) if m < 0]
@@ -229,25 +247,36 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
     peak = np.full((n, 2), np.nan)
     mask2 = np.zeros((n, 2), dtype=bool)
     threshold = np.full(n, np.nan)
-    patient = np.full(n, -1, dtype=np.int64)
+    patient = np.empty(n, dtype=object)  # as in the file: the validator refuses non-integers, never casts
     malformed: list[int] = []
+    total = 0
     for i, s in enumerate(samples):
         if not isinstance(s, dict):
             raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
         missing = [k for k in _SAMPLE_KEYS if k not in s]
         if missing:
             raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
+        total += sum(_size(s[k]) for k in ("signal", "static_params", "v_peak", "v_peak_mask"))
+        if total > MAX_LEGACY_VALUES:
+            raise DataFormatError(f"{path}: samples 0..{i} hold more than MAX_LEGACY_VALUES = {MAX_LEGACY_VALUES:,} "
+                                  "values (data/legacy.py); a file this large, or built from shared references, "
+                                  "is refused")
         try:
-            signal.append(np.asarray(s["signal"], dtype=np.float64).reshape(-1))
-            st = np.asarray(s["static_params"], dtype=np.float64).reshape(-1)
-            target = int(s["target"])
-            v_peak = np.asarray(s["v_peak"], dtype=np.float64).reshape(-1)
-            v_mask = np.asarray(s["v_peak_mask"], dtype=bool).reshape(-1)
+            signal.append(_numbers(s["signal"], "signal"))
+            st = _numbers(s["static_params"], "static_params")
+            target = integer_value(s["target"])
+            v_peak = _numbers(s["v_peak"], "v_peak")
+            v_mask = _numbers(s["v_peak_mask"], "v_peak_mask").astype(bool)
             thr = s.get("clinical_threshold")
-            threshold[i] = np.nan if thr is None else float(thr)
-            patient[i] = int(s["patient_id"])
-        except (TypeError, ValueError) as exc:
-            raise DataFormatError(f"{path}: sample {i}: a field is not numeric ({exc})") from None
+            threshold[i] = np.nan if thr is None else _number(thr, "clinical_threshold")
+            patient[i] = s["patient_id"]
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: sample {i}: {exc}") from None
+        if target is None:
+            if strict:
+                raise DataFormatError(f"{path}: sample {i}: target: expected an integer class index, "
+                                      f"found {s['target']!r}")
+            target = -1
         if st.shape == (len(STATIC_NAMES),):
             static[i] = st
         elif strict:
@@ -276,11 +305,50 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
     return cols, lengths
 
 
-def _unscale(scaler: object, cols: dict[str, object], lengths: np.ndarray, notes: list[str]) -> None:
+_SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)
+
+
+def _size(value: object) -> int:
+    """How many values a sample field holds, without expanding it (nested lists count as 1: refused later)."""
+    return value.size if isinstance(value, np.ndarray) else len(value) if isinstance(value, (list, tuple)) else 1
+
+
+def _numbers(value: object, key: str) -> np.ndarray:
+    """A flat float64 array from a numeric ndarray, a flat list of numbers or one number; nothing else
+    (a nested list can be a reference bomb: ``[[x] * 1000] * 1000`` pickles into a few bytes)."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind not in "biuf":
+            raise ValueError(f"field '{key}': expected numbers, found an array of dtype {value.dtype}")
+        return value.astype(np.float64).reshape(-1)
+    items = value if isinstance(value, (list, tuple)) else [value]
+    bad = next((v for v in items if not isinstance(v, _SCALARS)), None)
+    if bad is not None:
+        raise ValueError(f"field '{key}': expected a number, an array or a flat list of numbers, "
+                         f"found {type(bad).__name__} inside")
+    return np.array([_number(v, key) for v in items], dtype=np.float64)
+
+
+def _number(value: object, key: str) -> float:
+    if not isinstance(value, _SCALARS):
+        raise ValueError(f"field '{key}': expected a number, found {type(value).__name__}")
+    try:
+        return float(value)
+    except OverflowError:  # a Python int beyond float range
+        raise ValueError(f"field '{key}': expected a number within float range, found an integer of "
+                         f"{len(str(value))} digits") from None
+
+
+def _unscale(path: Path, scaler: object, cols: dict[str, object], lengths: np.ndarray, notes: list[str]) -> None:
     """Undo the file's StandardScaler on the block it was fitted to, if that block is still standardized."""
     if scaler is None or not hasattr(scaler, "mean_") or not hasattr(scaler, "scale_"):
         return
-    mean, scale = np.asarray(scaler.mean_, dtype=np.float64), np.asarray(scaler.scale_, dtype=np.float64)
+    try:
+        mean, scale = _numbers(scaler.mean_, "scaler.mean_"), _numbers(scaler.scale_, "scaler.scale_")
+    except (ValueError, OverflowError) as exc:
+        raise DataFormatError(f"{path}: scaler: {exc}") from None
+    if mean.size != scale.size:
+        raise DataFormatError(f"{path}: scaler: mean_ has {mean.size} values and scale_ {scale.size}; "
+                              "expected the same number")
     if mean.size == len(STATIC_NAMES):
         block = cols["static"]
         ok = np.isfinite(block).all(axis=1)
@@ -303,19 +371,39 @@ def _unscale(scaler: object, cols: dict[str, object], lengths: np.ndarray, notes
 
 
 def _looks_standardized(block: np.ndarray) -> bool:
-    return bool(np.all(np.abs(block.mean(axis=0)) < 0.1) and np.all(np.abs(block.std(axis=0) - 1.0) < 0.1))
+    """Column means near 0 and standard deviations near 1 (or 0: StandardScaler leaves a constant column,
+    e.g. an age of 0 for every infant, at 0 with scale 1)."""
+    std = block.std(axis=0)
+    return bool(np.all(np.abs(block.mean(axis=0)) < 0.1) and np.all((np.abs(std - 1.0) < 0.1) | (std < 1e-6)))
 
 
-def _plain(value: object) -> object:
-    """JSON-safe copy of the file's metadata (arrays become lists, other objects their repr)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist() if value.size <= 1000 else f"array{value.shape}"
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    return repr(value)
+def _plain(path: Path, value: object) -> object:
+    """JSON-safe copy of the file's metadata (arrays become lists, other objects their repr), within
+    MAX_METADATA_NODES values and MAX_METADATA_DEPTH levels, and refusing references to itself."""
+    count = 0
+
+    def copy(v: object, where: str, parents: tuple[int, ...]) -> object:
+        nonlocal count
+        count += 1
+        if count > MAX_METADATA_NODES:
+            raise DataFormatError(f"{path}: metadata: more than MAX_METADATA_NODES = {MAX_METADATA_NODES:,} values "
+                                  "(shared references counted each time; data/legacy.py); expected plain metadata")
+        if isinstance(v, (dict, list, tuple)):
+            if id(v) in parents:
+                raise DataFormatError(f"{path}: {where}: refers to itself (a reference cycle); expected plain data")
+            if len(parents) >= MAX_METADATA_DEPTH:
+                raise DataFormatError(f"{path}: {where}: nested more than MAX_METADATA_DEPTH = {MAX_METADATA_DEPTH} "
+                                      "levels (data/legacy.py); expected plain metadata")
+            inner = (*parents, id(v))
+            if isinstance(v, dict):
+                return {str(k): copy(x, f"{where}.{k}", inner) for k, x in v.items()}
+            return [copy(x, f"{where}[{i}]", inner) for i, x in enumerate(v)]
+        if isinstance(v, np.ndarray):
+            return v.tolist() if v.size <= 1000 and v.dtype.kind in "biufU" else f"array{v.shape}"
+        if isinstance(v, np.generic):
+            return v.item()
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        return f"<{type(v).__name__}>"  # an inert stand-in or another object: its type, not its (unbounded) repr
+
+    return copy(value, "metadata", ())

@@ -15,9 +15,17 @@ reason                      rule
 ``non-finite static``       NaN or Inf in age, intensity, rate or FMP
 ``unknown label``           the class index is not one of ``CLASS_NAMES``
 ``non-finite threshold``    NaN or Inf threshold
+``<field> out of range``    age, intensity, rate, FMP or threshold outside :data:`RANGES`
+``bad patient id``          NaN, fractional, non-integer or beyond int64 patient id
+``bad series id``           the same for the optional series id
 ``peak value without peak`` latency or amplitude present where ``peak_mask`` is False
 ``peak without value``      latency or amplitude missing where ``peak_mask`` is True
 ==========================  ========================================================
+
+:data:`RANGES` is the one home of the allowed ranges (the clinical data set's span in
+DESIGN.md, with margins); :func:`range_problem` checks one value against them for other callers.
+Patient ids are never cast: 1.5 or NaN would merge patients (a NaN cast to int64 is an arbitrary
+number), so they are refused. A file with no recordings, or (lenient) none left, is an error.
 
 "Finite" means finite in float32, the dtype the columns are stored in: a value beyond ±3.4e38
 (e.g. 1e300 in a float64 file or a CSV cell) would load as Inf and counts as non-finite. A column
@@ -45,6 +53,28 @@ STATIC_UNITS: tuple[str, ...] = ("years", "dB nHL", "1/s", "ratio")
 NUM_CLASSES = len(CLASS_NAMES)
 F32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes load as Inf in the float32 columns
 _NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, int, unsigned, float
+INT64_MAX = int(np.iinfo(np.int64).max)
+EXACT_FLOAT_INT = 2**53  # float ids beyond this may already have been rounded: not exact integers
+
+# Allowed values, per field: (low, high, unit). The clinical data set spans (DESIGN.md) age 0-75 y,
+# intensity 0-100 dB nHL, rate 11.1-49.1 /s, FMP 0-1515, threshold 0-100 dB nHL (105: the generator's
+# "no response"); the margins admit other clinics' protocols (rates up to 200 /s, levels down to
+# -20 dB and up to 140 dB SPL in animal labs) and refuse entry errors and other units (age in
+# months beyond 120, a threshold coded 999).
+RANGES: dict[str, tuple[float, float, str]] = {
+    "age": (0.0, 120.0, "years"),
+    "intensity": (-20.0, 140.0, "dB"),
+    "rate": (1.0, 200.0, "/s"),
+    "fmp": (0.0, 10_000.0, "(ratio)"),
+    "threshold": (-20.0, 140.0, "dB nHL"),
+}
+RANGE_TOLERANCE = 1e-6  # of each range's span: rounding of a scaler's inverse transform (age 0 -> -2.4e-7)
+
+
+def _in_range(name: str, value: np.ndarray | float) -> np.ndarray | bool:
+    low, high, _ = RANGES[name]
+    tol = RANGE_TOLERANCE * (high - low)
+    return (value >= low - tol) & (value <= high + tol)  # NaN: False
 
 
 class DataFormatError(ValueError):
@@ -140,6 +170,51 @@ def class_index(name: str) -> int:
     return _CANONICAL.get(canonical_class_name(name), -1)
 
 
+def range_problem(name: str, value: float) -> str | None:
+    """None if ``value`` is finite and inside ``RANGES[name]``, else what was expected and found."""
+    low, high, unit = RANGES[name]
+    if _in_range(name, value):
+        return None
+    return f"{name}: expected {low:g} to {high:g} {unit}, found {value!r}"
+
+
+def integer_value(value: object) -> int | None:
+    """``value`` as an exact int (int, numpy integer, integral float within 2**53, ASCII digits), else
+    None. bools, fractions, NaN, Unicode digits and ints beyond int64 are not integers here."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        out = int(value)
+    elif isinstance(value, (float, np.floating)):
+        if not (np.isfinite(value) and float(value).is_integer() and abs(value) <= EXACT_FLOAT_INT):
+            return None
+        out = int(value)
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().lstrip("+-").isdigit():
+        out = int(value.strip())
+    else:
+        return None
+    return out if -INT64_MAX - 1 <= out <= INT64_MAX else None
+
+
+def _patient_ids(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ok, ids int64): ok where the id is an exact integer within int64 (see :func:`integer_value`)."""
+    if values.dtype.kind == "i":
+        return np.ones(len(values), dtype=bool), values.astype(np.int64)
+    if values.dtype.kind == "f":
+        v = values.astype(np.float64)
+        ok = np.isfinite(v) & (np.floor(v) == v) & (np.abs(v) <= EXACT_FLOAT_INT)
+    elif values.dtype.kind == "u":
+        ok = values <= INT64_MAX
+        v = values
+    elif values.dtype.kind == "O":
+        parsed = [integer_value(x) for x in values]
+        ok = np.array([p is not None for p in parsed], dtype=bool)
+        v = np.array([p if p is not None else 0 for p in parsed], dtype=np.int64)
+    else:  # bool (or anything else): ids of two patients at most are not ids
+        return np.zeros(len(values), dtype=bool), np.zeros(len(values), dtype=np.int64)
+    return ok, np.where(ok, v, 0).astype(np.int64)
+
+
 def validate(
     columns: dict[str, object],
     source: str,
@@ -164,14 +239,19 @@ def validate(
     n = len(signal_lengths)
     cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS + Records.OPTIONAL_COLUMNS
             if k != "signal" and k in columns}
+    if n == 0:
+        raise DataFormatError(f"{source}: no recordings; expected at least one")
     for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
+        if k == "patient_id" and v.dtype.kind == "O":  # Python ints from a pickle or a table: checked per sample
+            continue
         if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
             raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
     for k, v in cols.items():
         want = (n, len(STATIC_NAMES)) if k == "static" else (n,)
         if v.shape != want:
             raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
-    checks = _sample_checks(signal, signal_lengths, cols)
+    ids = {k: _patient_ids(cols[k]) for k in ("patient_id", "series_id") if k in cols}  # k: (ok, int64 ids)
+    checks = _sample_checks(signal, signal_lengths, cols, {k: ok for k, (ok, _) in ids.items()})
     report = ValidationReport(source=source, n_read=n)
     bad_any = np.zeros(n, dtype=bool)
     for reason, bad in checks:
@@ -183,12 +263,16 @@ def validate(
         detail = _detail(reason, i, signal_lengths, cols, signal)
         raise DataFormatError(f"{source}: sample {i + index_offset}: {reason} ({detail})")
     keep = np.flatnonzero(~bad_any)
-    records = _assemble(signal, cols, keep, meta or {})
+    if len(keep) == 0:
+        reasons = ", ".join(f"{c} {r}" for r, c in sorted(report.dropped.items()))
+        raise DataFormatError(f"{source}: no usable recordings: all {n} were dropped ({reasons})")
+    records = _assemble(signal, {**cols, **{k: v for k, (_, v) in ids.items()}}, keep, meta or {})
     report.n_kept = len(keep)
     return records, report
 
 
-def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarray],
+                   id_ok: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
     n = len(lengths)
     length_ok = lengths == SIGNAL_LENGTH
     signal_finite = np.zeros(n, dtype=bool)
@@ -201,13 +285,24 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
     lat_ok = _finite32(cols["peak_latency"])
     amp_ok = _finite32(cols["peak_amplitude"])
     label = cols["label"]
-    label_ok = np.isin(label, np.arange(NUM_CLASSES)) if label.dtype.kind in "iu" else np.zeros(n, dtype=bool)
+    if label.dtype.kind in "iu":
+        label_ok = np.isin(label, np.arange(NUM_CLASSES))
+    elif label.dtype.kind == "O":  # a reader's class indices, with the text it could not read kept for the message
+        label_ok = np.array([isinstance(x, (int, np.integer)) and not isinstance(x, bool) and 0 <= x < NUM_CLASSES
+                             for x in label], dtype=bool)
+    else:
+        label_ok = np.zeros(n, dtype=bool)
+    static = np.asarray(cols["static"], dtype=np.float64)
+    threshold = np.asarray(cols["threshold"], dtype=np.float64)
+    ranged = [*((name, static[:, j]) for j, name in enumerate(STATIC_NAMES)), ("threshold", threshold)]
     return [
         ("signal length", ~length_ok),
         ("non-finite signal", length_ok & ~signal_finite),
-        ("non-finite static", ~_finite32(cols["static"]).all(axis=1)),
+        ("non-finite static", ~_finite32(static).all(axis=1)),
         ("unknown label", ~label_ok),
-        ("non-finite threshold", ~_finite32(cols["threshold"])),
+        ("non-finite threshold", ~_finite32(threshold)),
+        *((f"{name} out of range", _finite32(v) & ~_in_range(name, v)) for name, v in ranged),
+        *((f"bad {k.replace('_id', '')} id", ~ok) for k, ok in id_ok.items()),
         ("peak value without peak", ~mask & (lat_ok | amp_ok)),
         ("peak without value", mask & ~(lat_ok & amp_ok)),
     ]
@@ -233,6 +328,13 @@ def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray
                 f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN, present ones {_FINITE}")
     if reason == "non-finite threshold":
         return f"expected {_FINITE}, found {cols['threshold'][i]!r}"
+    if reason.endswith(" out of range"):
+        name = reason.removesuffix(" out of range")
+        value = cols["threshold"][i] if name == "threshold" else cols["static"][i][STATIC_NAMES.index(name)]
+        return range_problem(name, float(value)).split(": ", 1)[1]
+    if reason in ("bad patient id", "bad series id"):
+        return (f"expected an integer within int64 (no NaN, no fraction, floats exact up to 2**53), "
+                f"found {cols[reason.split()[1] + '_id'][i]!r}")
     row = np.asarray(signal[i], dtype=np.float64).reshape(-1)  # non-finite signal: name the first bad point
     j = int(np.argmin(_finite32(row)))
     return f"expected {_FINITE}, found {row[j]!r} at point {j}"

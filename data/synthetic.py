@@ -3,6 +3,9 @@
     python -m data.synthetic --out synthetic.npz --patients 2000 --seed 0
     python -m data.synthetic --stats synthetic.npz
 
+An existing --out file is replaced only with --overwrite. Errors are one line (exit 2);
+--debug shows the traceback.
+
 The generative model (docs/data.md gives it in full, with its sources):
 
 1. Patients. The class is assigned by quota with the real data set's shares (DESIGN.md), then
@@ -37,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from data import waveform as wf
+from data.config import MAX_SYNTHETIC_PATIENTS
 from data.records import NUM_CLASSES, SIGNAL_LENGTH, Records
 
 NORMAL, NEUROPATHY, SENSORINEURAL, TOTAL, CONDUCTIVE = range(NUM_CLASSES)  # order of CLASS_NAMES
@@ -279,8 +283,11 @@ def _mark(rng: np.random.Generator, x: np.ndarray, lat: np.ndarray, amp: np.ndar
 
 def generate(n_patients: int, seed: int = 0) -> Records:
     """Simulate ``n_patients`` patients (about 25.5 recordings each); deterministic in ``seed``."""
-    if n_patients < 1:
-        raise ValueError(f"synthetic patients: expected at least 1, found {n_patients}")
+    if not 1 <= n_patients <= MAX_SYNTHETIC_PATIENTS:
+        raise ValueError(f"synthetic patients: expected 1 to {MAX_SYNTHETIC_PATIENTS:,} (MAX_SYNTHETIC_PATIENTS), "
+                         f"found {n_patients}")
+    if seed < 0:
+        raise ValueError(f"synthetic seed: expected an integer >= 0, found {seed}")
     labels = draw_labels(np.random.default_rng([seed, 0]), n_patients)
     chunks = []  # (rng, patients, first patient id): drawn first so the output can be allocated once
     for chunk, start in enumerate(range(0, n_patients, PATIENT_CHUNK)):
@@ -307,17 +314,43 @@ def generate(n_patients: int, seed: int = 0) -> Records:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from data.native import read_native, write_native
-    from data.summary import format_summary, summarize
-
     ap = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write a native .npz file")
-    ap.add_argument("--patients", type=int, default=2000)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--patients", type=int, default=2000, help=f"1 to {MAX_SYNTHETIC_PATIENTS:,} (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help=">= 0 (default 0)")
     ap.add_argument("--stats", type=Path, metavar="FILE", help="print the statistics of a native file")
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
     if args.out is None and args.stats is None:
         ap.error("give --out FILE to generate, or --stats FILE to summarize")
+    try:
+        run(args)
+    except Exception as exc:  # one line for the user; --debug shows the traceback
+        if args.debug:
+            raise
+        from data.convert import error_line
+
+        print(f"error: {error_line(exc, args.out or args.stats)}", file=sys.stderr)
+        return 2 if isinstance(exc, ValueError) else 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    from data.convert import check_output
+    from data.native import read_native, write_native
+    from data.summary import format_summary, summarize
+
+    if args.out is not None:  # every argument is checked before minutes of generation
+        if not 1 <= args.patients <= MAX_SYNTHETIC_PATIENTS:
+            raise ValueError(f"--patients: expected 1 to {MAX_SYNTHETIC_PATIENTS:,}, found {args.patients}")
+        if args.seed < 0:
+            raise ValueError(f"--seed: expected an integer >= 0, found {args.seed}")
+        if args.out.suffix.lower() != ".npz":
+            raise ValueError(f"--out {args.out}: expected a .npz file name (the native format)")
+        check_output(args.out, "--out", args.overwrite)
+    if args.stats is not None and not args.stats.is_file():
+        raise ValueError(f"--stats {args.stats}: file not found")
     if args.out is not None:
         records = generate(args.patients, args.seed)
         write_native(args.out, records)
@@ -325,7 +358,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats is not None:
         records, _ = read_native(args.stats)
         print(format_summary(summarize(records), title=str(args.stats)))
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ key               content
 
 Sample columns are ``<prefix><i>`` (default ``s0`` ... ``s199``), ordered by ``i``; samples in µV.
 An empty sample cell, or a row that ends early, is reported as a bad signal for that row.
+A label index is ASCII digits only (``'٣'`` is not class 3); a patient id is an integer (``1.5``,
+an empty cell or ``nan`` is refused, never cast). A cell longer than the csv module's field limit
+(131,072 characters) is refused with its line.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from data.records import (
     Records,
     ValidationReport,
     class_index,
+    integer_value,
     validate,
 )
 from training.components import CLASS_NAMES
@@ -57,6 +61,14 @@ def column_names(overrides: dict[str, str] | None = None) -> dict[str, str]:
     return names
 
 
+def check_delimiter(delimiter: str) -> str:
+    """The field separator, if usable: exactly one character, not a quote or a line break."""
+    if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise ValueError(f"--delimiter: expected one character other than a quote or a line break "
+                         f"(e.g. ',' ';' or a tab), found {delimiter!r}")
+    return delimiter
+
+
 def parse_column_spec(spec: str) -> dict[str, str]:
     """``'age=Age,label=Diagnosis'`` -> {'age': 'Age', 'label': 'Diagnosis'}."""
     out = {}
@@ -72,14 +84,10 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
                delimiter: str = ",", strict: bool = True) -> tuple[Records, ValidationReport]:
     path = Path(path)
     names = column_names(columns)
+    check_delimiter(delimiter)
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
-            raise DataFormatError(f"{path}: empty file; expected a header row")
-        rows = list(reader)
+    header, rows = _read_rows(path, delimiter)
     pos = {name: j for j, name in enumerate(header)}
     derive_mask = names["peak_mask"] not in pos
     missing = [names[k] for k in KEYS if names[k] not in pos and k != "peak_mask"]
@@ -115,11 +123,11 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
     cols = {
         "signal": signal,
         "static": np.stack([floats(k) for k in STATIC_NAMES], axis=1) if n else np.zeros((0, 4)),
-        "label": np.array([_label(r[pos[names["label"]]] if pos[names["label"]] < len(r) else "") for r in rows],
-                          dtype=np.int64),
+        "label": np.array([_label(r[j] if (j := pos[names["label"]]) < len(r) else "") for r in rows], dtype=object),
         "peak_mask": mask, "peak_latency": latency, "peak_amplitude": amplitude,
         "threshold": floats("threshold"),
-        "patient_id": np.nan_to_num(floats("patient_id"), nan=-1).astype(np.int64),
+        "patient_id": np.array([_id(r[j] if (j := pos[names["patient_id"]]) < len(r) else "") for r in rows],
+                               dtype=object),
     }
     meta = {"source": {"kind": "table", "file": path.name, "columns": names, "sample_prefix": sample_prefix}}
     # row i of the data is line i + 2 of the file; messages give the data row (sample) index
@@ -128,10 +136,29 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
     return records, report
 
 
+def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; csv and encoding errors name the file and line."""
+    with path.open(newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader, None)
+            if header is None:
+                raise DataFormatError(f"{path}: empty file; expected a header row")
+            return header, list(reader)
+        except csv.Error as exc:
+            raise DataFormatError(f"{path}: line {reader.line_num}: not a readable table ({exc}); expected "
+                                  "numbers and names in cells of at most 131,072 characters") from None
+        except UnicodeDecodeError as exc:
+            byte = exc.object[exc.start : exc.start + 1]
+            raise DataFormatError(f"{path}: not UTF-8 text ({exc.reason}, byte {byte!r}); "
+                                  "save the table as UTF-8") from None
+
+
 def write_table(path: str | Path, records: Records, columns: dict[str, str] | None = None,
                 sample_prefix: str = "s", delimiter: str = ",") -> Path:
     """Write records as a table that :func:`read_table` reads back to the same values (float32)."""
     path, names = Path(path), column_names(columns)
+    check_delimiter(delimiter)
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter=delimiter)
         w.writerow([names[k] for k in KEYS] + [f"{sample_prefix}{i}" for i in range(SIGNAL_LENGTH)])
@@ -178,8 +205,17 @@ def _bool(path: Path, i: int, cell: str) -> bool:
     raise DataFormatError(f"{path}: sample {i}: peak_mask expected 1/0, true/false or yes/no, found {cell!r}")
 
 
-def _label(cell: str) -> int:
+def _label(cell: str) -> int | str:
+    """The class index of a name or an index cell; the cell itself when it is neither (the validator
+    then reports it as an unknown label, showing the text)."""
     c = cell.strip()
-    if c.lstrip("-").isdigit():
+    if c.isascii() and c.lstrip("-").isdigit():  # str.isdigit() is also True for '٣' or '²'
         return int(c)
-    return class_index(c)
+    return class_index(c) if class_index(c) >= 0 else cell
+
+
+def _id(cell: str) -> int | float:
+    """A patient id cell: an int (ASCII digits), else the number it reads as (NaN if none); the
+    validator refuses what is not an exact integer."""
+    value = integer_value(cell)
+    return value if value is not None else _float(cell)

@@ -15,7 +15,16 @@ from typing import Literal
 from data.config import DataConfig
 from models.config import ModelConfig
 from training.balancers.config import BalancerConfig
-from training.schema import ConfigError, apply_override, from_dict, parse_override, read_yaml, spec, to_dict
+from training.schema import (
+    ConfigError,
+    apply_override,
+    deep_merge,
+    from_dict,
+    parse_override,
+    read_yaml,
+    spec,
+    to_dict,
+)
 
 
 @dataclass
@@ -148,14 +157,7 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     base_path = (path.parent / base).resolve()
     if base_path in _seen or base_path == path.resolve():
         raise ConfigError(f"config file '{path}': key 'extends': '{base}' extends itself in a cycle")
-    return _deep_merge(read_config_file(base_path, (*_seen, path.resolve())), data)
-
-
-def _deep_merge(base: dict, top: dict) -> dict:
-    out = dict(base)
-    for key, value in top.items():
-        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+    return deep_merge(read_config_file(base_path, (*_seen, path.resolve())), data, f"config file '{path}'")
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:

@@ -9,13 +9,24 @@ matters, their allowed range through :func:`spec`. :func:`from_dict` turns a pla
 - values outside their range or outside a ``Literal[...]`` choice.
 
 Overrides from the command line (``training.epochs=3``) are parsed with ``yaml.safe_load`` and
-validated by the same code, so a CLI value and a YAML value are held to the same rules.
+validated by the same code, so a CLI value and a YAML value are held to the same rules. A mapping
+given as an override (``training={epochs: 3, lr: 1e-3}``) merges into the section like a file
+that ``extends`` another: it sets the keys it names and keeps the others; ``null`` over a whole
+section is refused (it would silently reset it to the defaults).
+
+YAML text (files and overrides) is read by :func:`load_yaml`: ``yaml.safe_load`` plus limits
+checked on the composed node graph before any Python object is built: a key written twice in one
+mapping is an error (YAML keeps the last silently), an alias bomb or a recursive alias is refused
+(:data:`MAX_CONFIG_NODES` values after expanding aliases, :data:`MAX_CONFIG_DEPTH` levels), and a
+file over :data:`MAX_CONFIG_BYTES` is not parsed. An empty file is refused: it would train on the
+defaults without a word.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import reprlib
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -23,6 +34,11 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 T = TypeVar("T")
+
+# Limits of a config (a file or one override): configs/config.yaml is about 12 KB and 400 values.
+MAX_CONFIG_BYTES = 1 << 20
+MAX_CONFIG_NODES = 10_000  # values after expanding aliases: an alias bomb expands to billions
+MAX_CONFIG_DEPTH = 32  # the schema nests 4 levels
 
 
 class ConfigError(ValueError):
@@ -91,8 +107,13 @@ def _unknown_key_message(dotted: str, key: str, allowed: list[str]) -> str:
     return f"config key '{dotted}': unknown key{hint}; allowed: {', '.join(sorted(allowed))}"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _show(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    """A bounded repr: a value built from aliases may be huge, and the message is one line."""
+    return f"{_REPR.repr(value)} ({type(value).__name__})"
 
 
 def _coerce(tp: Any, value: Any, path: str, meta: Any = None) -> Any:
@@ -192,13 +213,84 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def load_yaml(text: str, where: str, path: str = "") -> Any:
+    """``yaml.safe_load(text)`` after checking the node graph (see module docstring); errors are
+    :class:`ConfigError` lines starting with ``where`` and naming keys below ``path`` (YAML syntax
+    errors stay ``yaml.YAMLError``)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, where, path)
+        return loader.construct_document(node)
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply (more than MAX_CONFIG_DEPTH = {MAX_CONFIG_DEPTH} "
+                          "levels)") from None
+    finally:
+        loader.dispose()
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _check_nodes(root: yaml.Node, where: str, root_path: str = "") -> None:
+    """Refuse duplicate keys, recursive aliases, more than MAX_CONFIG_NODES values after expanding
+    aliases and more than MAX_CONFIG_DEPTH levels. Each node is visited once (sizes are memoized),
+    so a bomb is measured in linear time."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node, path: str, depth: int) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if id(node) in open_nodes:
+            raise ConfigError(f"{where}: key '{path or '<root>'}' refers to itself (a recursive alias)")
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"{where}: key '{path}' is nested more than MAX_CONFIG_DEPTH = {MAX_CONFIG_DEPTH} levels")
+        open_nodes.add(id(node))
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[str, int] = {}
+            for key, value in node.value:
+                child = path
+                if isinstance(key, yaml.ScalarNode) and key.tag != _MERGE_TAG:
+                    child = _join(path, key.value)
+                    line = key.start_mark.line + 1
+                    if key.value in lines:
+                        at = f"on line {line}" if lines[key.value] == line else f"(lines {lines[key.value]} and {line})"
+                        raise ConfigError(f"{where}: key '{child}' appears twice {at}; "
+                                          "YAML would keep the last silently: remove one")
+                    lines[key.value] = line
+                total += size(key, child, depth + 1) + size(value, child, depth + 1)
+                _check_total(total, where, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                total += size(value, f"{path}[{i}]", depth + 1)
+                _check_total(total, where, path)
+        open_nodes.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    size(root, root_path, 0)
+
+
+def _check_total(total: int, where: str, path: str) -> None:
+    if total > MAX_CONFIG_NODES:
+        raise ConfigError(f"{where}: key '{path or '<root>'}' holds more than MAX_CONFIG_NODES = {MAX_CONFIG_NODES:,} "
+                          "values after expanding aliases (an alias bomb?); expected a config")
+
+
 def read_yaml(path: str | Path) -> dict:
-    """Read a YAML mapping with ``yaml.safe_load``; errors name the file."""
+    """Read a YAML mapping with :func:`load_yaml`; errors name the file."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file '{p}': not found")
+    if p.stat().st_size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file '{p}': {p.stat().st_size:,} bytes; expected at most "
+                          f"MAX_CONFIG_BYTES = {MAX_CONFIG_BYTES:,} (training/schema.py)")
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+        data = load_yaml(p.read_text(encoding="utf-8"), f"config file '{p}'")
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -207,7 +299,8 @@ def read_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"config file '{p}': not UTF-8 text") from None
     if data is None:
-        data = {}
+        raise ConfigError(f"config file '{p}': empty; expected a mapping of sections (e.g. 'training: {{epochs: 3}}'); "
+                          "to train on the defaults, give no --config")
     if not isinstance(data, dict):
         raise ConfigError(f"config file '{p}': expected a mapping at the top level, found {type(data).__name__}")
     return data
@@ -222,14 +315,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override '{text}': expected key.path=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml(raw, f"override '{key}'", key) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key.split("."), value
 
 
 def apply_override(data: dict, keys: list[str], value: Any) -> None:
-    """Set ``data[k0][k1]...`` creating missing mappings; the schema validates the result."""
+    """Set ``data[k0][k1]...`` creating missing mappings; a mapping merges into a mapping already
+    there (see module docstring); the schema validates the result."""
     node = data
     for i, k in enumerate(keys[:-1]):
         child = node.get(k)
@@ -238,7 +332,25 @@ def apply_override(data: dict, keys: list[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"override '{'.'.join(keys)}': '{'.'.join(keys[: i + 1])}' is not a section")
         node = child
-    node[keys[-1]] = value
+    node[keys[-1]] = merge_value(node.get(keys[-1]), value, f"override '{'.'.join(keys)}'", ".".join(keys))
+
+
+def deep_merge(base: dict, top: dict, where: str, path: str = "") -> dict:
+    """``base`` with ``top``'s keys set over it, mappings merged key by key (``extends`` and mapping
+    overrides); ``null`` over a mapping is refused (it would reset a whole section to defaults)."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = merge_value(out.get(key), value, where, _join(path, str(key)))
+    return out
+
+
+def merge_value(old: Any, new: Any, where: str, path: str) -> Any:
+    if isinstance(new, dict) and isinstance(old, dict):
+        return deep_merge(old, new, where, path)
+    if new is None and isinstance(old, dict):
+        raise ConfigError(f"{where}: key '{path}' is empty (null), which would reset the whole section to its "
+                          "defaults; remove it, or set the keys you mean inside it")
+    return new
 
 
 def describe(cls: type, path: str = "") -> list[str]:
@@ -262,8 +374,10 @@ def describe(cls: type, path: str = "") -> list[str]:
 __all__ = [
     "ConfigError",
     "apply_override",
+    "deep_merge",
     "describe",
     "from_dict",
+    "load_yaml",
     "parse_override",
     "read_yaml",
     "spec",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,55 @@ def test_errors(tmp_path):
 def test_analysis_parser():
     threshold, peaks = parse_analysis(ANALYSIS, wave=1)
     assert threshold == 30.0 and sorted(peaks) == [20.0, 40.0, 60.0, 80.0]
+
+
+def _with_header(tmp_path, pattern, replacement):
+    text = EPL.read_bytes().decode("ISO-8859-1")
+    path = tmp_path / "edited"
+    path.write_bytes(re.sub(pattern, replacement, text, count=1).encode("ISO-8859-1"))
+    return path
+
+
+@pytest.mark.parametrize(("period", "message"), [
+    ("0", r"header 'SAMPLE \(µsec\)': expected a sampling period of 1 to 100 µs, found 0$"),  # ZeroDivisionError
+    ("0.001", r"header 'SAMPLE \(µsec\)': expected a sampling period of 1 to 100 µs, found 0\.001$"),
+    ("5000", r"header 'SAMPLE \(µsec\)': expected a sampling period of 1 to 100 µs, found 5000$"),
+    ("1.2.3", r"header: expected numbers in ':LEVELS:' and 'SAMPLE \(µsec\)' \(could not convert"),
+])
+def test_a_bad_sampling_period_is_one_line(tmp_path, period, message):
+    path = _with_header(tmp_path, r"SAMPLE \((.+?)sec\): [0-9.]+", rf"SAMPLE (\g<1>sec): {period}")
+    with pytest.raises(DataFormatError, match=rf"edited: {message}"):
+        read_epl(path, "NORMAL", age=0, threshold=20)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"highpass": 300.0, "lowpass": 60_000.0, "order": 1}, r"--highpass/--lowpass: expected 0 < highpass < lowpass "
+                                                           r"< 50000 Hz \(half the file's rate\), found 300 and 60000"),
+    ({"highpass": 3000.0, "lowpass": 300.0, "order": 1}, r"--highpass/--lowpass: .*, found 3000 and 300"),
+    ({"highpass": -1.0, "lowpass": 300.0, "order": 1}, r"--highpass/--lowpass: .*, found -1 and 300"),
+    ({"highpass": 300.0, "lowpass": 3000.0, "order": 0}, r"--order: expected 1 to 10, found 0"),
+])
+def test_filter_settings_are_checked_against_the_file(settings, message):
+    with pytest.raises(DataFormatError, match=rf"ABR-fixture-1: {message}$"):
+        read_epl(EPL, "NORMAL", age=0, threshold=20, filter_settings=settings)
+
+
+def test_a_bad_analysis_file_names_file_and_line(tmp_path):
+    bad = tmp_path / "a.txt"
+    bad.write_text(ANALYSIS.read_text(encoding="ISO-8859-1").replace("30", "thirty", 1), encoding="ISO-8859-1")
+    with pytest.raises(DataFormatError, match=r"a\.txt: line \d+: expected numbers \(could not convert string to "
+                                              r"float: 'thirty\.00'\)$"):
+        parse_analysis(bad)
+    with pytest.raises(DataFormatError, match=r"nope\.txt: analysis file not found$"):
+        read_epl(EPL, "NORMAL", age=0, analysis=tmp_path / "nope.txt")
+
+
+def test_a_file_whose_every_waveform_is_zero_has_no_recordings(tmp_path):
+    text = EPL.read_bytes().decode("ISO-8859-1")
+    head, data = text.split(":DATA\r")
+    zero = "\r\n".join("\t".join(" 0.0" for _ in row.split("\t")) for row in data.split("\r\n") if row.strip())
+    path = tmp_path / "zeros"
+    path.write_bytes((head + ":DATA\r" + zero + "\r\n").encode("ISO-8859-1"))
+    with pytest.raises(DataFormatError, match=r"zeros: every level's waveform is all zeros \(the EPL acquisition "
+                                              r"bug\); no recordings$"):
+        read_epl(path, "NORMAL", age=0, threshold=20, strict=False)

@@ -153,5 +153,7 @@ def test_malformed_peak_fields(tmp_path, small_records):
     assert any("malformed v_peak/v_peak_mask" in n and "[4]" in n for n in report.notes)
     obj["data"][4]["target"] = "NORMAL"
     path.write_bytes(pickle.dumps(obj))
-    with pytest.raises(DataFormatError, match="sample 4: a field is not numeric"):
-        read_legacy(path, strict=False)
+    with pytest.raises(DataFormatError, match="sample 4: target: expected an integer class index, found 'NORMAL'"):
+        read_legacy(path)
+    records, report = read_legacy(path, strict=False)  # lenient: dropped and counted, like any unknown label
+    assert len(records) == len(small_records) - 1 and report.dropped == {"unknown label": 1}

@@ -4,6 +4,7 @@ label can be read off a constant or a single static input."""
 from __future__ import annotations
 
 import hashlib
+import re
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ from sklearn.metrics import balanced_accuracy_score, r2_score
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from data import synthetic
+from data.config import MAX_SYNTHETIC_PATIENTS
+from data.native import read_native
 from data.records import SIGNAL_LENGTH, STATIC_NAMES, Records
 from data.summary import summarize
 from data.waveform import DT_MS
@@ -47,9 +50,44 @@ def test_class_quota_is_exact_and_keeps_every_class():
     assert all(synthetic.class_quota(n).sum() == n for n in (1, 3, 7, 300, 2038))
 
 
-def test_rejects_no_patients():
-    with pytest.raises(ValueError, match="expected at least 1"):
-        synthetic.generate(0)
+@pytest.mark.parametrize(("patients", "seed"), [(0, 0), (-3, 0), (MAX_SYNTHETIC_PATIENTS + 1, 0), (5, -1)])
+def test_generate_refuses_bad_sizes_and_seeds(patients, seed):
+    what = "seed: expected an integer >= 0, found -1" if seed < 0 else (
+        rf"patients: expected 1 to 200,000 \(MAX_SYNTHETIC_PATIENTS\), found {patients}$")
+    with pytest.raises(ValueError, match=rf"^synthetic {what}"):
+        synthetic.generate(patients, seed)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--patients", "0"], r"--patients: expected 1 to 200,000, found 0"),
+    (["--patients", "200001"], r"--patients: expected 1 to 200,000, found 200001"),
+    (["--seed", "-1"], r"--seed: expected an integer >= 0, found -1"),
+    (["--out", "{tmp}/x.csv"], r"--out .*x\.csv: expected a \.npz file name \(the native format\)"),
+    (["--out", "{tmp}/no/such/dir/x.npz"], r"--out .*x\.npz: folder '.*dir' does not exist"),
+    (["--stats", "{tmp}/missing.npz"], r"--stats .*missing\.npz: file not found"),
+    (["--stats", "{tmp}/junk.npz"], r".*junk\.npz: not a native \.npz file \(File is not a zip file\)"),
+])
+def test_cli_bad_arguments_are_one_line(tmp_path, capsys, args, message):
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "--out" not in args and "--stats" not in args:
+        args += ["--out", str(tmp_path / "o.npz")]
+    assert synthetic.main(args) == 2
+    out = capsys.readouterr()
+    assert out.out == "" and re.fullmatch(rf"error: {message}.*\n", out.err), out.err
+    assert not (tmp_path / "o.npz").exists()
+    with pytest.raises(ValueError, match=message):  # --debug: the exception itself (the interpreter's traceback)
+        synthetic.main([*args, "--debug"])
+
+
+def test_cli_never_replaces_an_existing_file_unasked(tmp_path, capsys):
+    path = tmp_path / "good.npz"
+    path.write_bytes(b"the user's data")
+    assert synthetic.main(["--out", str(path), "--patients", "5"]) == 2
+    assert capsys.readouterr().err == f"error: --out {path}: exists; pass --overwrite to replace it\n"
+    assert path.read_bytes() == b"the user's data"
+    assert synthetic.main(["--out", str(path), "--patients", "5", "--overwrite"]) == 0
+    assert len(read_native(path)[0]) == len(synthetic.generate(5))
 
 
 def test_layout_and_units(small_records: Records):

@@ -7,8 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import sys
+import time
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import pytest
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.reliability.procs import ROOT, cli_env
 from training.config import Config, load_config
-from training.schema import ConfigError
+from training.schema import MAX_CONFIG_BYTES, ConfigError
 
 
 def leaves(cls: type = Config, path: str = "") -> list[tuple[str, Any, dict]]:
@@ -165,3 +167,68 @@ def test_cli_shows_one_line_and_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(ConfigError, match=r"^config key 'training\.early_stopping\.patience': expected an integer"):
         train.main(["--config", str(path), "--debug"])
+
+
+# --------------------------------------------------------------------------------------------
+# resource bombs in YAML (issue 17): refused in well under a second, with the named limit
+
+
+def billion_laughs(levels: int = 9, width: int = 10) -> str:
+    """YAML whose last anchor expands to width**(levels + 1) values (10^10 here) in ~1 KB."""
+    lines = [f"a0: &a0 [{', '.join(['x'] * width)}]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * width)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\nlogging:\n  wandb:\n    tags: *a{levels}\n"
+
+
+BOMBS = {  # name: (YAML text, message after "config file '<path>': ")
+    "alias bomb": (billion_laughs(), r"key 'a3' holds more than MAX_CONFIG_NODES = 10,000 values after expanding "
+                                     r"aliases \(an alias bomb\?\); expected a config$"),
+    "alias bomb under a real key": ("training:\n  x: &a [" + ", ".join(["1"] * 50) + "]\n  y: &b ["
+                                    + ", ".join(["*a"] * 50) + "]\n  z: [" + ", ".join(["*b"] * 50) + "]\n",
+                                    r"key 'training\.z' holds more than MAX_CONFIG_NODES = 10,000 values"),
+    "recursive alias": ("logging:\n  wandb:\n    tags: &t [a, *t]\n",
+                        r"key 'logging\.wandb\.tags\[1\]' refers to itself \(a recursive alias\)$"),
+    "deep nesting": ("seed: " + "[" * 40 + "]" * 40 + "\n",
+                     r"key 'seed(\[0\]){32}' is nested more than MAX_CONFIG_DEPTH"),
+    "very deep nesting": ("seed: " + "[" * 3000 + "]" * 3000 + "\n",
+                          r"nested too deeply \(more than MAX_CONFIG_DEPTH = 32 levels\)$"),
+}
+
+
+@pytest.mark.parametrize("name", list(BOMBS))
+def test_yaml_bombs_in_a_file_are_refused_early(tmp_path, name):
+    """The alias bomb used to run for minutes, then end in an empty `error: ` line."""
+    text, message = BOMBS[name]
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text, encoding="utf-8")
+    start = time.perf_counter()
+    with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(path))}': {message}"):
+        load_config(path)
+    assert time.perf_counter() - start < 5.0
+
+
+def test_yaml_bombs_as_an_override_are_refused_early():
+    start = time.perf_counter()
+    a, b = ", ".join(["1"] * 50), ", ".join(["*a"] * 50)
+    anchors = f"[&a [{a}], &b [{b}], [" + ", ".join(["*b"] * 50) + "]]"
+    with pytest.raises(ConfigError, match=r"^override 'logging\.wandb\.tags': key 'logging\.wandb\.tags\[2\]' "
+                                          r"holds more than MAX_CONFIG_NODES = 10,000 values"):
+        load_config(None, [f"logging.wandb.tags={anchors}"])
+    with pytest.raises(ConfigError, match=r"^override 'training': key 'training\.epochs' appears twice on line 1"):
+        load_config(None, ["training={epochs: 1, epochs: 2}"])
+    assert time.perf_counter() - start < 5.0
+
+
+def test_a_config_file_over_the_size_limit_is_not_parsed(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\nseed: 1\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(path))}': 1,048,\d{{3}} bytes; expected at "
+                                          r"most MAX_CONFIG_BYTES = 1,048,576 \(training/schema\.py\)$"):
+        load_config(path)
+
+
+def test_error_messages_show_a_bounded_value():
+    """A huge value (e.g. built from aliases below the node limit) is shown shortened: one short line."""
+    with pytest.raises(ConfigError) as info:
+        load_config(None, ["training.epochs=[" + ", ".join(["123456789"] * 5000) + "]"])
+    assert len(str(info.value)) < 300 and "\n" not in str(info.value)

@@ -104,6 +104,67 @@ def test_extends_merges_sections_and_detects_cycles(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
+@pytest.mark.parametrize(("text", "key", "lines"), [
+    ("training:\n  epochs: 3\ndata:\n  split_seed: 1\ntraining:\n  lr: 1.0e-3\n", "training", "(lines 1 and 5)"),
+    ("training:\n  epochs: 3\n  lr: 0.1\n  epochs: 4\n", "training.epochs", "(lines 2 and 4)"),
+    ("loss:\n  balancer:\n    weights: {signal: 1, class: 2, signal: 3}\n", "loss.balancer.weights.signal",
+     "on line 3"),
+])
+def test_a_key_written_twice_is_an_error_naming_it_and_the_file(tmp_path, text, key, lines):
+    """YAML keeps the last silently: a second `training:` block dropped the first."""
+    p = tmp_path / "dup.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(p))}': key '{re.escape(key)}' appears "
+                                          rf"twice {re.escape(lines)}; YAML would keep the last silently: remove one$"):
+        load_config(p)
+
+
+def test_anchors_aliases_and_merge_keys_still_work(tmp_path):
+    p = tmp_path / "merge.yaml"
+    p.write_text("training:\n  <<: {epochs: 3, lr: 0.5}\n  epochs: 4\n"  # an explicit key over a merge: allowed
+                 "logging:\n  wandb: {tags: &t [a, b]}\n")
+    cfg = load_config(p, ["logging.wandb.group=g"])
+    assert (cfg.training.epochs, cfg.training.lr, cfg.logging.wandb.tags) == (4, 0.5, ["a", "b"])
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# all commented out\n# training:\n#   epochs: 3\n", "---\n", "~\n"])
+def test_an_empty_config_file_is_refused(tmp_path, text):
+    """It used to train on the defaults without a word."""
+    p = tmp_path / "empty.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(p))}': empty; expected a mapping of sections "
+                                          r"\(e\.g\. 'training: \{epochs: 3\}'\); to train on the defaults, give no "
+                                          r"--config$"):
+        load_config(p)
+
+
+def test_a_mapping_override_merges_into_the_section(tmp_path):
+    """`training={batch_size: 8}` used to replace the whole section: the file's epochs and lr were lost."""
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  epochs: 7\n  lr: 0.5\n  early_stopping: {enabled: true, patience: 4}\n")
+    cfg = load_config(p, ["training={batch_size: 8, early_stopping: {patience: 2}}"])
+    t = cfg.training
+    assert (t.epochs, t.lr, t.batch_size, t.early_stopping.enabled, t.early_stopping.patience) == (7, 0.5, 8, True, 2)
+    assert load_config(p, ["training.batch_size=8"]).training == load_config(p, ["training={batch_size: 8}"]).training
+
+
+@pytest.mark.parametrize("override", ["training=null", "training=~", "training.early_stopping=null"])
+def test_null_over_a_section_is_refused(tmp_path, override):
+    p = tmp_path / "c.yaml"
+    p.write_text("training:\n  epochs: 7\n  early_stopping: {enabled: true}\n")
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^override '{key}': key '{key}' is empty \(null\), which would reset "
+                                          r"the whole section to its defaults; remove it, or set the keys you mean"):
+        load_config(p, [override])
+
+
+def test_an_empty_section_in_a_file_that_extends_another_is_refused(tmp_path):
+    (tmp_path / "base.yaml").write_text("training:\n  epochs: 7\n")
+    (tmp_path / "child.yaml").write_text("extends: base.yaml\ntraining:\n")
+    with pytest.raises(ConfigError, match=r"child\.yaml': key 'training' is empty \(null\), which would reset"):
+        load_config(tmp_path / "child.yaml")
+
+
 def _leaf_keys(cls, prefix=""):
     hints = get_type_hints(cls)
     for f in dataclasses.fields(cls):
