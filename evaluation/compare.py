@@ -1,11 +1,21 @@
-"""Compare runs: a table of final metrics and balancer weights, and overlaid per-component curves.
+"""Compare runs: warnings where they were trained or tested on different data, the clinical (per
+patient) metrics first, then the per-recording evaluation, the final validation losses, the balancer
+weights, and overlaid per-component curves.
 
-    python -m evaluation.compare logs/A logs/B ... [--out DIR]
+    python -m evaluation.compare logs/A logs/B ... [--out DIR] [--overwrite]
 
-Reads each run's metrics.jsonl (final epoch summary, final weights) and, when the run has been
-evaluated, eval/metrics.json (headline test metrics). Writes DIR/comparison.md,
-DIR/comparison.json and DIR/curves.png (default DIR: logs/comparison). A ``-m`` sweep calls
+Reads each run's metrics.jsonl (final epoch summary, final weights), config.yaml and
+normalization.json (what it was trained on) and, when the run has been evaluated, eval/metrics.json
+(test metrics and what they were measured on). Writes DIR/comparison.md, DIR/comparison.json and
+DIR/curves.png (default DIR: logs/comparison; existing files are replaced only with --overwrite)
+and prints one ``warning:`` line per difference in data, split or test set. A ``-m`` sweep calls
 :func:`compare_runs` at its end.
+
+Clinical metrics are the ``patient/...`` keys of eval/metrics.json (its ``patient`` section,
+nested keys joined with ``/``; a leaf is a number or ``{"value": v, "ci": [lo, hi]}``, also
+``estimate``/``mean`` with ``lo``/``hi`` or ``ci_low``/``ci_high``) and the ``val/patient/...``
+scalars of the last epoch summary. ``val/total`` comes last: it is the balancer's weighted
+objective, so it is not comparable across balancers.
 """
 
 from __future__ import annotations
@@ -18,10 +28,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from data.cli import ArgumentParser, refuse_overwrite, run_main
 from evaluation.metrics import delta_m_percent
 from evaluation.plots import CURVE_KEYS, plot_loss_curves
 from evaluation.report import to_jsonable
 from evaluation.runlog import RunLog, read_run
+
+OUTPUT_FILES = ("comparison.md", "comparison.json", "curves.png")
+# What a run was trained on (config.yaml keys; the synthetic ones only for source=synthetic, the path
+# only for source=file) and what it was tested on (eval/metrics.json "meta" keys).
+DATA_KEYS = ("data.source", "data.path", "data.synthetic.patients", "data.synthetic.seed")
+SPLIT_KEYS = ("data.split", "data.split_seed")
+TEST_SET_KEYS = ("split", "n", "n_patients", "cohort", "cohort_seed")
+VAL_TOTAL_NOTE = ("val/total is the balancer's weighted objective: it is not comparable across balancers "
+                  "(compare the components and the metrics above)")
 
 # (column, task block, metric key, higher is better): what a comparison and bench/quality.py show
 HEADLINE: tuple[tuple[str, str, str, bool], ...] = (
@@ -75,12 +95,58 @@ def headline_metrics(m: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def summarize_run(run: RunLog) -> dict[str, Any]:
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _estimate(v: Any) -> dict[str, Any] | None:
+    """{"value", "ci"} of a metric leaf: a number, or a dict holding a point estimate and maybe an
+    interval (see the module docstring); None for anything else."""
+    if _number(v) is not None:
+        return {"value": _number(v), "ci": None}
+    if not isinstance(v, dict):
+        return None
+    point = next((_number(v[k]) for k in ("value", "estimate", "mean", "point") if _number(v.get(k)) is not None),
+                 None)
+    if point is None:
+        return None
+    ci = next((v[k] for k in ("ci", "ci95", "interval") if isinstance(v.get(k), (list, tuple)) and len(v[k]) == 2),
+              None)
+    for lo, hi in (("lo", "hi"), ("low", "high"), ("ci_low", "ci_high")):
+        if ci is None and _number(v.get(lo)) is not None and _number(v.get(hi)) is not None:
+            ci = (v[lo], v[hi])
+    ci = [_number(c) for c in ci] if ci is not None else None
+    return {"value": point, "ci": ci if ci and None not in ci else None}
+
+
+def patient_metrics(m: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The per-patient (clinical) metrics of one eval/metrics.json: ``patient/...`` -> {"value", "ci"}."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        est = _estimate(v)
+        if est is not None:
+            out[prefix] = est
+        elif isinstance(v, dict):
+            for k, sub in v.items():
+                walk(f"{prefix}/{k}", sub)
+
+    for k, v in m.items():
+        if k.startswith("patient/"):
+            walk(k, v)
+    if isinstance(m.get("patient"), dict):
+        walk("patient", m["patient"])
+    return out
+
+
+def summarize_run(run: RunLog, label: str | None = None) -> dict[str, Any]:
     last = run.last_epoch_scalars()
     ev = run.eval_metrics()
     return {
-        "run": run.name,
+        "run": label or run.name,
         "path": str(run.run_dir),
+        "patient": patient_metrics(ev) if ev else {},
+        "val_patient": {k: v for k, v in last.items() if k.startswith("val/patient/")},
         "final_epoch": {k: v for k, v in last.items() if k.startswith(("train/", "val/"))},
         "final_weights": {run.weight_labels()[k]: v for k, v in run.final_weights().items()},
         "eval": headline_metrics(ev) if ev else None,
@@ -89,17 +155,143 @@ def summarize_run(run: RunLog) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------------------------
+# were the runs trained and tested on the same data?
+
+
+def _dotted(tree: Any, key: str) -> Any:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def run_facts(run: RunLog) -> tuple[dict[str, Any], list[str]]:
+    """What ``run`` was trained and tested on (config.yaml data keys, normalization statistics, the
+    eval meta), and a warning for each file that could not tell."""
+    from training.schema import read_yaml
+
+    facts: dict[str, Any] = {}
+    warnings: list[str] = []
+    cfg_path, norm_path = run.run_dir / "config.yaml", run.run_dir / "normalization.json"
+    if not cfg_path.is_file():
+        warnings.append(f"run {run.name}: no config.yaml, so its data and split cannot be compared")
+    else:
+        try:
+            cfg = read_yaml(cfg_path)
+        except ValueError as exc:
+            warnings.append(f"run {run.name}: {exc}; its data and split cannot be compared")
+            cfg = {}
+        source = _dotted(cfg, "data.source")
+        for key in (*DATA_KEYS, *SPLIT_KEYS):
+            irrelevant = ((key.startswith("data.synthetic.") and source != "synthetic")
+                          or (key == "data.path" and source != "file"))
+            if irrelevant:
+                continue
+            if (value := _dotted(cfg, key)) is not None:
+                facts[key] = value
+    if norm_path.is_file():
+        try:
+            stats = json.loads(norm_path.read_text(encoding="utf-8"))
+            facts["normalization"] = {k: v for k, v in stats.items() if k != "normalization"}  # mode is a choice
+        except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+            warnings.append(f"run {run.name}: normalization.json is not a JSON object; its training data cannot be "
+                            f"compared")
+    elif cfg_path.is_file():
+        warnings.append(f"run {run.name}: no normalization.json, so its training data cannot be compared")
+    meta = (run.eval_metrics() or {}).get("meta") or {}
+    for key in TEST_SET_KEYS:
+        if key in meta:
+            facts[f"eval.{key}"] = meta[key]
+    return facts, warnings
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _number(a) is not None and _number(b) is not None:
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def data_warnings(names: list[str], facts: list[dict[str, Any]]) -> list[str]:
+    """One line per fact on which the runs disagree (runs that lack the fact are left out of it)."""
+    lines = []
+    for key in dict.fromkeys(k for f in facts for k in f):
+        groups: list[tuple[Any, list[str]]] = []
+        for name, f in zip(names, facts, strict=True):
+            if key not in f:
+                continue
+            for value, members in groups:
+                if _same(value, f[key]):
+                    members.append(name)
+                    break
+            else:
+                groups.append((f[key], [name]))
+        if len(groups) < 2:
+            continue
+        if key == "normalization":
+            who = "; ".join(", ".join(m) for _v, m in groups)
+            lines.append(f"the runs' normalization statistics differ ({who}): they were trained on different "
+                         f"recordings")
+            continue
+        who = "; ".join(f"{json.dumps(v, ensure_ascii=False)} in {', '.join(m)}" for v, m in groups)
+        what = ("tested on different test sets" if key.startswith("eval.")
+                else "split differently" if key in SPLIT_KEYS else "trained on different data")
+        lines.append(f"the runs were {what}: {key} is {who}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+
+
 def _f(v: Any) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4g}"
 
 
-def render_markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["# Run comparison", "", "## Final validation losses (last epoch summary)", ""]
-    keys = [f"val/{k}" for k in CURVE_KEYS]
+def _fci(est: dict[str, Any] | None) -> str:
+    if est is None:
+        return "—"
+    ci = est.get("ci")
+    return _f(est["value"]) + (f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else "")
+
+
+def render_markdown(rows: list[dict[str, Any]], warnings: Sequence[str] = ()) -> str:
+    lines = ["# Run comparison", ""]
+    if warnings:
+        lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    runs = [r["run"] for r in rows]
+    lines += ["## Clinical metrics (per patient)", ""]
+    patient = list(dict.fromkeys(k for r in rows for k in r["patient"]))
+    val_patient = list(dict.fromkeys(k for r in rows for k in r["val_patient"]))
+    if patient or val_patient:
+        lines += ["| metric | " + " | ".join(runs) + " |", "|---" * (len(runs) + 1) + "|"]
+        lines += [f"| {k} | " + " | ".join(_fci(r["patient"].get(k)) for r in rows) + " |" for k in patient]
+        lines += [f"| {k} | " + " | ".join(_f(r["val_patient"].get(k)) for r in rows) + " |" for k in val_patient]
+        lines.append("")
+        if patient:
+            lines += ["patient/: test metrics from eval/metrics.json, [95 % interval] where it has one; "
+                      "val/patient/: the last validation.", ""]
+    else:
+        lines += ["No per-patient metrics in these runs (evaluate them with `python -m evaluation.evaluate`).", ""]
+    lines += ["## Evaluation per recording (eval/metrics.json)", ""]
+    cols = [h[0] for h in HEADLINE]
+    lines += ["| run | " + " | ".join(cols) + " | flags |", "|---" * (len(cols) + 2) + "|"]
+    for r in rows:
+        ev = r["eval"] or {}
+        flags = "not evaluated" if r["flags"] is None else str(len(r["flags"]))
+        lines.append("| " + r["run"] + " | " + " | ".join(_f(ev.get(c)) for c in cols) + f" | {flags} |")
+    lines += ["", "## Final validation losses (last epoch summary)", ""]
+    keys = [f"val/{k}" for k in CURVE_KEYS if k != "total"] + ["val/total"]
     lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += ["| " + r["run"] + " | " + " | ".join(_f(r["final_epoch"].get(k)) for k in keys) + " |" for r in rows]
+    lines += ["", VAL_TOTAL_NOTE + "."]
     names = list(dict.fromkeys(k for r in rows for k in r["final_weights"]))  # weight index order
     lines += ["", "## Final balancer weights", ""]
     if names:
@@ -108,40 +300,60 @@ def render_markdown(rows: list[dict[str, Any]]) -> str:
                   for r in rows]
     else:
         lines.append("No weight records in these runs.")
-    lines += ["", "## Evaluation (eval/metrics.json)", ""]
-    cols = [h[0] for h in HEADLINE]
-    lines += ["| run | " + " | ".join(cols) + " | flags |", "|---" * (len(cols) + 2) + "|"]
-    for r in rows:
-        ev = r["eval"] or {}
-        flags = "not evaluated" if r["flags"] is None else str(len(r["flags"]))
-        lines.append("| " + r["run"] + " | " + " | ".join(_f(ev.get(c)) for c in cols) + f" | {flags} |")
     lines += ["", "![curves](curves.png)", ""]
     return "\n".join(lines)
 
 
+def _labels(runs: list[RunLog]) -> list[str]:
+    """Each run's name, or its path where two runs share a name (sweeps in different folders)."""
+    names = [r.name for r in runs]
+    return [r.name if names.count(r.name) == 1 else str(r.run_dir) for r in runs]
+
+
 def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
-    """Write comparison.md, comparison.json and curves.png into ``out_dir``; return the JSON dict."""
+    """Write comparison.md, comparison.json and curves.png into ``out_dir``; return the JSON dict
+    (its ``warnings`` say where the runs' data, split or test set differ)."""
     if not run_dirs:
         raise ValueError("compare_runs: expected at least one run directory, found none")
+    seen: dict[Path, str] = {}
+    for d in run_dirs:
+        if Path(d).resolve() in seen:
+            raise ValueError(f"runs: '{d}' is given twice (as '{seen[Path(d).resolve()]}' too)")
+        seen[Path(d).resolve()] = str(d)
     runs = [read_run(d) for d in run_dirs]
+    labels = _labels(runs)
+    rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
+    facts = [run_facts(r) for r in runs]
+    warnings = [w for _f, ws in facts for w in ws] + data_warnings(labels, [f for f, _w in facts])
+    warnings += [f"run {label}: {r.skipped_lines} line(s) of metrics.jsonl unreadable and skipped (a run still "
+                 f"writing, or a damaged file)" for r, label in zip(runs, labels, strict=True) if r.skipped_lines]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [summarize_run(r) for r in runs]
-    result = {"runs": rows, "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
+    result = {"warnings": warnings, "runs": rows, "val_total_note": VAL_TOTAL_NOTE,
+              "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
     (out_dir / "comparison.json").write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
-    (out_dir / "comparison.md").write_text(render_markdown(rows), encoding="utf-8")
+    (out_dir / "comparison.md").write_text(render_markdown(rows, warnings), encoding="utf-8")
     plot_loss_curves(runs, out_dir / "curves.png")
     return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (logs/EXP)")
     p.add_argument("--out", default="logs/comparison", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
     args = p.parse_args(argv)
-    compare_runs(args.runs, args.out)
-    print((Path(args.out) / "comparison.md").read_text(encoding="utf-8"))
+    return run_main(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    refuse_overwrite([out / name for name in OUTPUT_FILES], overwrite=args.overwrite)
+    result = compare_runs(args.runs, out)
+    print((out / "comparison.md").read_text(encoding="utf-8"))
+    for line in result["warnings"]:
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 

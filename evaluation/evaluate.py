@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from data.cli import ArgumentParser, check_number, number, resolve_device, run_main
 from data.stats import DataStats
 from evaluation import plots
 from evaluation.collect import (
@@ -34,8 +34,9 @@ from evaluation.collect import (
     collect_train_targets,
     generate_conditions,
 )
+from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
 from evaluation.report import compute_metrics, write_report
-from evaluation.runlog import read_run
+from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
 
 
@@ -116,55 +117,71 @@ def load_single_task(spec: str) -> tuple[str, Any]:
     path = Path(run) / "eval" / "metrics.json"
     if not path.is_file():
         raise ValueError(f"--single-task {task}: expected {path} (evaluate that run first), found none")
-    m = json.loads(path.read_text(encoding="utf-8"))
-    return task, (m["denoising"] if task == "signal" else m[task]["model"])
+    m = read_eval_metrics(path)
+    block = m.get("denoising") if task == "signal" else (m.get(task) or {}).get("model")
+    if not block:
+        what = "denoising" if task == "signal" else f"{task}.model"
+        raise ValueError(f"--single-task {task}: expected a '{what}' section in {path}, found none")
+    return task, block
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+MAX_GEN_N = 10_000  # signals generated per condition
+MAX_SNR_LEVELS = 32
+SNR_LIMIT_DB = 60.0  # |diffusion SNR| of a denoising level; beyond it the level is pure signal or pure noise
+
+
+def parse_snr_levels(text: str) -> list[float]:
+    """argparse type of --snr-levels: comma-separated finite dB values within ±SNR_LIMIT_DB."""
+    parts = [s for s in text.split(",") if s.strip()]
+    if not parts or len(parts) > MAX_SNR_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_SNR_LEVELS} comma-separated numbers "
+                                          f"(MAX_SNR_LEVELS), found '{text}'")
+    try:
+        return [check_number("", s, ge=-SNR_LIMIT_DB, le=SNR_LIMIT_DB, limit="SNR_LIMIT_DB") for s in parts]
+    except ValueError as exc:
+        each = str(exc).removeprefix(": expected ")
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, each {each}") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m evaluation.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--single-task", action="append", default=[], metavar="TASK=RUN",
                    help="a run trained on TASK alone, already evaluated (repeatable)")
-    p.add_argument("--snr-levels", default=",".join(f"{s:g}" for s in DEFAULT_SNR_LEVELS_DB),
+    p.add_argument("--snr-levels", type=parse_snr_levels, default=list(DEFAULT_SNR_LEVELS_DB),
                    help="denoising noise levels, diffusion SNR in dB, comma-separated")
     p.add_argument("--no-generate", action="store_true", help="skip the generation metrics (faster)")
-    p.add_argument("--gen-n", type=int, default=32, help="signals generated per condition")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp2m"), help="default: the run's diffusion.sampler")
-    p.add_argument("--steps", type=int, help="default: the run's diffusion.sampling_steps")
-    p.add_argument("--eta", type=float, help="DDIM eta; default: the run's diffusion.eta")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance w; default: the run's diffusion.guidance")
+    p.add_argument("--gen-n", type=number(int, ge=1, le=MAX_GEN_N, limit="MAX_GEN_N"), default=32,
+                   help="signals generated per condition")
+    add_sampling_flags(p)
     p.add_argument("--no-figures", action="store_true")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=number(int, ge=0, le=MAX_SEED, limit="MAX_SEED"), default=0)
+    p.add_argument("--batch-size", type=number(int, ge=1, le=MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE"), default=256)
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     args = p.parse_args(argv)
-    try:
-        levels = [float(s) for s in args.snr_levels.split(",") if s.strip()]
-    except ValueError:
-        p.error(f"--snr-levels: expected comma-separated numbers, found '{args.snr_levels}'")
+    return run_main(lambda: _run(args), debug=args.debug)
+
+
+def _run(args: argparse.Namespace) -> int:
+    levels = args.snr_levels
     single_task = dict(load_single_task(s) for s in args.single_task)
 
     from training.checkpoint import load_run  # imported here: the CLI needs the whole stack, evaluate() does not
 
-    device = _device(args.device)
+    device = resolve_device(args.device)
     loaded = load_run(args.run, which=args.checkpoint)
     model = loaded.model.to(device).eval()
     diffusion = loaded.diffusion.to(device) if isinstance(loaded.diffusion, torch.nn.Module) else loaded.diffusion
     from data.dataset import build_data
-
-    bundle = build_data(loaded.cfg)
     from evaluation.generate import generate, sampling_settings
 
-    kw = sampling_settings(loaded.diffusion, args)
+    kw = sampling_settings(loaded.diffusion, args)  # flags checked against the run before the data is built
+    bundle = build_data(loaded.cfg)
+    if len(getattr(bundle, args.split)) == 0:
+        raise ValueError(f"--split {args.split}: the run's {args.split} split has no recordings")
     # generate_fn's positional contract (collect.GenerateFn) has no eta/clip: bind them here
     generate_fn = None if args.no_generate else functools.partial(generate, eta=kw["eta"], clip=kw["clip"])
     m = evaluate(

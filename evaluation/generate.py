@@ -19,17 +19,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data.cli import ArgumentParser, check_number, number, refuse_overwrite, resolve_device, run_main
 from data.native import standard_meta
 from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
 from data.stats import DataStats
 
 FORMAT_NAME = "abr-generated"
+
+# Limits of the command-line flags. The static ranges are what is physically possible for an ABR
+# recording, wider than the clinical data (age 0-75 y, 0-100 dB nHL, 11.1-49.1 /s, FMP 0-1515): a
+# condition outside the training data is allowed (the model extrapolates), an impossible one is not.
+STATIC_LIMITS: dict[str, dict[str, float]] = {
+    "age": {"ge": 0.0, "le": 120.0},  # years
+    "intensity": {"ge": -20.0, "le": 140.0},  # dB nHL
+    "rate": {"gt": 0.0, "le": 1000.0},  # stimuli per second
+    "fmp": {"ge": 0.0, "le": 100_000.0},
+}
+MAX_SIGNALS = 100_000  # one command: 80 MB of float32 signals, hours of sampling on a CPU
+MAX_BATCH_SIZE = 65_536
+MAX_GUIDANCE = 100.0  # classifier-free guidance w; useful values are 1-10
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed
 
 
 def generate(
@@ -85,6 +103,21 @@ def generate(
 SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
 
 
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    """The sampling flags of every CLI that samples a run (generate, evaluate); each defaults to the
+    run's own ``diffusion`` setting (None: not given) and is checked (finite, within its range)."""
+    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp2m"), help="default: the run's diffusion.sampler")
+    p.add_argument("--steps", type=number(int, ge=1),
+                   help="network evaluations per sample, at most the run's diffusion.timesteps; "
+                   "default: the run's diffusion.sampling_steps")
+    p.add_argument("--eta", type=number(float, ge=0.0, le=1.0), help="DDIM eta in [0, 1]; default: the run's "
+                   "diffusion.eta")
+    p.add_argument("--guidance", type=number(float, ge=0.0, le=MAX_GUIDANCE, limit="MAX_GUIDANCE"),
+                   help="classifier-free guidance w (1: off); default: the run's diffusion.guidance")
+    p.add_argument("--clip", type=number(float, ge=0.0), help="clamp x0_hat to [-c, c] (standardized units), "
+                   "0: no clamping; default: the run's diffusion.clip_x0")
+
+
 def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
     """The run's sampling defaults (its ``diffusion`` config section), overridden by the command-line
     flags that were given (``None``: not given). One rule for every CLI that samples a run."""
@@ -92,6 +125,11 @@ def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
     for key in SAMPLING_KEYS:
         if getattr(args, key, None) is not None:
             kw[key] = getattr(args, key)
+    timesteps = getattr(getattr(diffusion, "cfg", None), "timesteps", None)
+    if getattr(args, "steps", None) is not None and timesteps is not None:
+        check_number("--steps", args.steps, int, ge=1, le=timesteps, limit="the run's diffusion.timesteps")
+    if kw["clip"] == 0:
+        kw["clip"] = None  # --clip 0: no clamping, as clip_x0 = 0 in the config
     return kw
 
 
@@ -105,14 +143,27 @@ def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, setting
     meta = standard_meta({"generation": settings})
     meta["format"] = FORMAT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(path, signal=signal.astype(np.float32), static=static.astype(np.float32),
-             meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False)))
     png = path.with_suffix(".png")
-    plot_signals(signal, static[0], png, settings)
+    _write_atomic(path, lambda f: np.savez(f, signal=signal.astype(np.float32), static=static.astype(np.float32),
+                                           meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False))))
+    _write_atomic(png, lambda f: plot_signals(signal, static[0], f, settings))
     return path, png
 
 
-def plot_signals(signal: np.ndarray, static: np.ndarray, path: Path, settings: dict) -> None:
+def _write_atomic(path: Path, write: Callable) -> None:
+    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a failed
+    write leaves the previous file (or none), never half of one."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def plot_signals(signal: np.ndarray, static: np.ndarray, path, settings: dict) -> None:
     """All signals (thin) and their mean (bold) against time in ms."""
     import matplotlib
 
@@ -129,7 +180,7 @@ def plot_signals(signal: np.ndarray, static: np.ndarray, path: Path, settings: d
     ax.title.set_fontsize(9)
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
@@ -137,41 +188,55 @@ def plot_signals(signal: np.ndarray, static: np.ndarray, path: Path, settings: d
 # command line
 
 
+def _static_flag(name: str) -> Callable[[str], float]:
+    return number(float, **STATIC_LIMITS[name], limit="STATIC_LIMITS")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m evaluation.generate", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m evaluation.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    p.add_argument("--n", type=int, default=64, help="signals to generate")
-    p.add_argument("--age", type=float, default=0.5, help="years")
-    p.add_argument("--intensity", type=float, default=80.0, help="dB nHL")
-    p.add_argument("--rate", type=float, default=21.1, help="stimulus rate, 1/s")
-    p.add_argument("--fmp", type=float, default=300.0, help="FMP")
-    p.add_argument("--sampler", choices=("ddpm", "ddim", "dpmpp2m"), help="default: the run's diffusion.sampler")
-    p.add_argument("--steps", type=int, help="default: the run's diffusion.sampling_steps")
-    p.add_argument("--eta", type=float, help="DDIM eta; default: the run's diffusion.eta")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance w; default: the run's diffusion.guidance")
-    p.add_argument("--clip", type=float, help="clamp x0_hat to [-c, c] (standardized units); default: the run's")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    p.add_argument("--n", type=number(int, ge=1, le=MAX_SIGNALS, limit="MAX_SIGNALS"), default=64,
+                   help=f"signals to generate (at most {MAX_SIGNALS})")
+    p.add_argument("--age", type=_static_flag("age"), default=0.5, help="years")
+    p.add_argument("--intensity", type=_static_flag("intensity"), default=80.0, help="dB nHL")
+    p.add_argument("--rate", type=_static_flag("rate"), default=21.1, help="stimulus rate, 1/s")
+    p.add_argument("--fmp", type=_static_flag("fmp"), default=300.0, help="FMP")
+    add_sampling_flags(p)
+    p.add_argument("--seed", type=number(int, ge=0, le=MAX_SEED, limit="MAX_SEED"), default=0)
+    p.add_argument("--batch-size", type=number(int, ge=1, le=MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE"), default=256)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, auto")
     p.add_argument("--out", help="output .npz (a .png is written next to it); default: RUN/eval/generated.npz")
+    p.add_argument("--overwrite", action="store_true", help="replace the .npz and .png if they exist")
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_main(lambda: run(args), debug=args.debug)
+
+
+def run(args: argparse.Namespace) -> int:
     from training.checkpoint import load_run  # the CLI needs the whole stack, generate() does not
 
-    loaded = load_run(args.run, which=args.checkpoint, device=args.device)
+    out = Path(args.out) if args.out else Path(args.run) / "eval" / "generated.npz"
+    if out.suffix != ".npz":
+        raise ValueError(f"--out: expected a file name ending in .npz, found '{out}'")
+    refuse_overwrite([out, out.with_suffix(".png")], overwrite=args.overwrite)  # before hours of sampling
+    device = resolve_device(args.device)
+    loaded = load_run(args.run, which=args.checkpoint, device=device)
     kw = sampling_settings(loaded.diffusion, args)
     static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
     signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],
                       kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"], batch_size=args.batch_size)
+    bad = int((~torch.isfinite(signal)).sum())
+    if bad:
+        raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "
+                         f"{signal.numel()} with {kw}; nothing written")
     ckpt = getattr(loaded, "checkpoint", None) or {}
     settings = kw | {"seed": args.seed, "run": str(args.run), "checkpoint": args.checkpoint,
                      "ema_weights": ckpt.get("ema") is not None}
-    out = Path(args.out) if args.out else Path(args.run) / "eval" / "generated.npz"
     npz, png = write_generated(out, signal, static, settings)
     print(f"wrote {npz} ({args.n} signals, µV) and {png}")
     return 0

@@ -1,9 +1,11 @@
 """Reading a run directory's ``metrics.jsonl`` and ``eval/metrics.json`` (DESIGN.md, run directory).
 
 metrics.jsonl holds one JSON object per line: ``kind`` ("step", "epoch", "weights", "alert",
-"text", "hparams"), ``step``, ``epoch``, ``scalars`` (name -> value), ``text``, ``data``. A run that
-is still writing may end in a partial line: it is skipped, and so is any line that is not a JSON
-object (with a count, so nothing is dropped silently).
+"text", "hparams"), ``step``, ``epoch``, ``scalars`` (name -> number), ``text``, ``data``. A run that
+is still writing may end in a partial line: it is skipped, and so is any line that is not UTF-8, not
+a JSON object, or whose fields have the wrong type (a ``scalars`` that is not a mapping of numbers,
+a ``step`` that is not an integer; a null scalar is a NaN the logger wrote as null), with a count,
+so nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -78,10 +80,23 @@ class RunLog:
         return {k: labels.get(k, k.removeprefix("train/")) for k in self.weight_keys()}
 
     def eval_metrics(self) -> dict[str, Any] | None:
+        """The run's eval/metrics.json; None when the run has not been evaluated."""
         path = self.run_dir / "eval" / "metrics.json"
-        if not path.is_file():
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_eval_metrics(path) if path.is_file() else None
+
+
+def read_eval_metrics(path: str | Path) -> dict[str, Any]:
+    """An evaluation's metrics.json as a dict; ValueError naming the file when it is not one."""
+    path = Path(path)
+    try:
+        m = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"evaluation metrics '{path}': not readable as JSON ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"evaluation metrics '{path}': nested too deeply to read") from None
+    if not isinstance(m, dict):
+        raise ValueError(f"evaluation metrics '{path}': expected a JSON object, found {type(m).__name__}")
+    return m
 
 
 def _natural(key: str) -> list:
@@ -102,16 +117,30 @@ def read_run(run_dir: str | Path) -> RunLog:
     if not path.is_file():
         raise ValueError(f"run '{run_dir}': expected {path.name} in the run directory, found none")
     records, skipped = [], 0
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if not line.strip():
+    for raw in path.read_bytes().split(b"\n"):  # bytes: one line of another encoding costs that line only
+        if not raw.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
+            obj = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
             skipped += 1
             continue
-        if isinstance(obj, dict):
+        if _well_formed(obj):
             records.append(obj)
         else:
             skipped += 1
     return RunLog(run_dir, records, skipped)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _well_formed(r: Any) -> bool:
+    """A record whose fields have the types the readers above rely on (missing fields are fine)."""
+    if not isinstance(r, dict):
+        return False
+    scalars, step = r.get("scalars") or {}, r.get("step", 0)
+    return (isinstance(scalars, dict) and all(v is None or _is_number(v) for v in scalars.values())  # None: NaN
+            and isinstance(step, int) and not isinstance(step, bool)
+            and isinstance(r.get("kind", ""), str) and isinstance(r.get("data", {}), (dict, list)))

@@ -136,16 +136,27 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     from training.schema import from_dict
 
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"run directory '{run_dir}': not found")
     if which not in ("best", "last"):
         raise CheckpointError(f"--checkpoint: expected 'best' or 'last', found {which!r}")
     path = run_dir / "checkpoints" / f"{which}.pt"
     if which == "best" and not path.is_file() and (run_dir / "checkpoints" / "last.pt").is_file():
         path = run_dir / "checkpoints" / "last.pt"
     state = load_checkpoint(path, map_location=device)
-    cfg = from_dict(Config, state["config"])
-    stats = DataStats.from_dict(state["stats"])
+    try:
+        cfg = from_dict(Config, state["config"])
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint '{path}': unusable config ({exc})") from None
+    try:
+        stats = DataStats.from_dict(state["stats"])
+    except (TypeError, ValueError) as exc:  # not a dict, missing or unknown fields
+        raise CheckpointError(f"checkpoint '{path}': unusable stats ({exc})") from None
     model = build_model(cfg.model, stats).to(device)
-    load_model_state(model, state.get("ema") or state["model"], path)
+    weights = state.get("ema") or state["model"]
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint '{path}': expected the weights as a dict, found {type(weights).__name__}")
+    load_model_state(model, weights, path)
     model.eval()
     diffusion = GaussianDiffusion(cfg.diffusion).to(device)
     return LoadedRun(cfg=cfg, model=model, stats=stats, diffusion=diffusion, run_dir=run_dir, checkpoint=state)

@@ -20,15 +20,9 @@ from training.trainer import Trainer
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"config key 'device': expected auto, cpu, cuda or cuda:N, found {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config key 'device': {name!r} requested but no CUDA device is available")
-    return device
+    from data.cli import resolve_device as resolve  # one rule for the config key and every --device flag
+
+    return resolve(name, where="config key 'device'")
 
 
 def seed_everything(seed: int) -> None:

@@ -159,3 +159,15 @@ def fx():
     import sys
 
     return sys.modules[__name__]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """A finished one-epoch run (4-channel network, 6 synthetic patients; seconds on a CPU). Shared by
+    the session: tests write their outputs elsewhere (--out) and never into it."""
+    from tests.runs import tiny_config, train_run
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "data.synthetic.patients=6")
+    train_run(cfg, root / "run")
+    return root / "run"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
@@ -78,3 +79,154 @@ def test_delta_m_for_run_hand_numbers():
     assert delta_m_for_run(run, single) == pytest.approx(20.0)
     with pytest.raises(ValueError, match="expected at least one single-task run"):
         delta_m_for_run(run, {})
+
+
+# --------------------------------------------------------------------------------------------
+# issue 19: warnings where the runs' data differ; clinical metrics first, val/total last
+
+
+def _write_config(run, seed=0, split_seed=0, patients=300, norm_mean=0.1):
+    import yaml
+
+    cfg = {"data": {"source": "synthetic", "path": "", "synthetic": {"patients": patients, "seed": seed},
+                    "split": [0.7, 0.15, 0.15], "split_seed": split_seed, "normalization": "global"},
+           "loss": {"balancer": {"strategy": "fixed"}}}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    (run / "normalization.json").write_text(json.dumps({"signal_mean": norm_mean, "signal_std": 0.3,
+                                                        "normalization": "global"}), encoding="utf-8")
+
+
+def _evaluated(split="test", n=100, patient=None):
+    return {**_eval_block(), "meta": {"split": split, "n": n}, **({"patient": patient} if patient else {})}
+
+
+def test_runs_on_the_same_data_raise_no_data_warning(fx, tmp_path):
+    a = fx.write_fake_run(tmp_path / "A", evaluated=_evaluated())
+    b = fx.write_fake_run(tmp_path / "B", evaluated=_evaluated())
+    _write_config(a)
+    _write_config(b)
+    res = compare_runs([a, b], tmp_path / "cmp")
+    assert res["warnings"] == [f"run {r}: 1 line(s) of metrics.jsonl unreadable and skipped (a run still writing, "
+                               f"or a damaged file)" for r in ("A", "B")]  # the fake runs end in a partial line
+
+
+def test_warns_once_per_difference_in_data_split_and_test_set(fx, tmp_path, capsys):
+    a = fx.write_fake_run(tmp_path / "A", evaluated=_evaluated())
+    b = fx.write_fake_run(tmp_path / "B", evaluated=_evaluated(split="val", n=80))
+    c = fx.write_fake_run(tmp_path / "C")  # not evaluated, no config
+    _write_config(a)
+    _write_config(b, seed=1, split_seed=3, norm_mean=0.2)
+    res = compare_runs([a, b, c], tmp_path / "cmp")
+    data = [w for w in res["warnings"] if "metrics.jsonl" not in w]
+    assert data == [
+        "run C: no config.yaml, so its data and split cannot be compared",
+        "the runs were trained on different data: data.synthetic.seed is 0 in A; 1 in B",
+        "the runs were split differently: data.split_seed is 0 in A; 3 in B",
+        "the runs' normalization statistics differ (A; B): they were trained on different recordings",
+        'the runs were tested on different test sets: eval.split is "test" in A; "val" in B',
+        "the runs were tested on different test sets: eval.n is 100 in A; 80 in B",
+    ]
+    md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    assert md.index("## Warnings") < md.index("## Clinical metrics")
+    assert "- the runs were trained on different data: data.synthetic.seed is 0 in A; 1 in B" in md
+    # the CLI prints one stderr line per warning
+    assert main([str(a), str(b), "--out", str(tmp_path / "cli")]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "warning: the runs were split differently: data.split_seed is 0 in A; 3 in B" in err
+    assert len(err) == 7 and all(line.startswith("warning: ") for line in err)
+
+
+def test_clinical_metrics_lead_and_val_total_comes_last(fx, tmp_path):
+    patient = {"threshold_within_10db": {"value": 0.93, "ci": [0.9, 0.95]}, "type_macro_f1": 0.71,
+               "type": {"recall": {"NORMAL": {"estimate": 0.8, "lo": 0.7, "hi": 0.9}}}, "confusion": [[1, 2]]}
+    a = fx.write_fake_run(tmp_path / "A", evaluated=_evaluated(patient=patient))
+    with open(a / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write("\n" + json.dumps({"kind": "epoch", "step": 50, "epoch": 3, "data": {}, "text": "summary",
+                                   "scalars": {"val/total": 0.5, "val/signal": 0.1,
+                                               "val/patient/threshold_within_10db": 0.88}}) + "\n")
+    res = compare_runs([a], tmp_path / "cmp")
+    row = res["runs"][0]
+    assert row["patient"] == {"patient/threshold_within_10db": {"value": 0.93, "ci": [0.9, 0.95]},
+                              "patient/type_macro_f1": {"value": 0.71, "ci": None},
+                              "patient/type/recall/NORMAL": {"value": 0.8, "ci": [0.7, 0.9]}}
+    assert row["val_patient"] == {"val/patient/threshold_within_10db": 0.88}
+    md = (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+    order = [md.index(h) for h in ("## Clinical metrics (per patient)", "## Evaluation per recording",
+                                   "## Final validation losses", "## Final balancer weights")]
+    assert order == sorted(order)
+    assert "| patient/threshold_within_10db | 0.93 [0.9, 0.95] |" in md
+    assert "| patient/type_macro_f1 | 0.71 |" in md
+    assert md.index("patient/type_macro_f1") < md.index("| val/patient/threshold_within_10db | 0.88 |")
+    header = next(line for line in md.splitlines() if line.startswith("| run | val/"))
+    assert header.rstrip(" |").endswith("val/total")
+    assert "val/total is the balancer's weighted objective: it is not comparable across balancers" in md
+    assert res["val_total_note"].startswith("val/total is the balancer's weighted objective")
+
+
+def test_without_patient_metrics_the_section_says_so(fx, tmp_path):
+    res = compare_runs([fx.write_fake_run(tmp_path / "A")], tmp_path / "cmp")
+    assert res["runs"][0]["patient"] == {}
+    assert "No per-patient metrics in these runs" in (tmp_path / "cmp" / "comparison.md").read_text(encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# issue 17: the CLI on bad input
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_cli_missing_run_duplicate_run_and_debug(fx, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "nowhere"), "--out", str(out)]) == 2
+    assert re.search(r"^error: run '.*nowhere': expected metrics.jsonl in the run directory, found none$",
+                     _one_error_line(capsys))
+    a = fx.write_fake_run(tmp_path / "A")
+    assert main([str(a), str(tmp_path / "A" / "."), "--out", str(out)]) == 2
+    assert re.search(r"^error: runs: '.*A/?\.?' is given twice", _one_error_line(capsys))
+    with pytest.raises(ValueError, match="expected metrics.jsonl"):
+        main([str(tmp_path / "nowhere"), "--debug"])
+    assert not out.exists()
+
+
+def test_cli_broken_eval_metrics_is_named(fx, tmp_path, capsys):
+    a = fx.write_fake_run(tmp_path / "A")
+    (a / "eval").mkdir()
+    (a / "eval" / "metrics.json").write_bytes(b"\xff\xfe not json")
+    assert main([str(a), "--out", str(tmp_path / "out")]) == 2
+    assert re.search(r"^error: evaluation metrics '.*A/eval/metrics.json': not readable as JSON",
+                     _one_error_line(capsys))
+    (a / "eval" / "metrics.json").write_text("[1, 2]", encoding="utf-8")
+    assert main([str(a), "--out", str(tmp_path / "out")]) == 2
+    assert "expected a JSON object, found list" in _one_error_line(capsys)
+
+
+def test_malformed_metrics_lines_are_skipped_and_counted(fx, tmp_path, capsys):
+    a = fx.write_fake_run(tmp_path / "A")
+    bad = [b'{"kind": "epoch", "step": 99, "scalars": [1, 2]}', b'{"kind": "epoch", "step": "x", "scalars": {}}',
+           b'{"kind": "epoch", "step": 99, "scalars": {"val/total": "high"}}', b"\xff\xfe\xfd", b"[1, 2]",
+           b'{"kind": ["epoch"], "step": 1}']
+    with open(a / "metrics.jsonl", "ab") as f:
+        f.write(b"\n" + b"\n".join(bad) + b"\n")
+    assert read_run(a).skipped_lines == 1 + len(bad)
+    assert main([str(a), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: run A: 7 line(s) of metrics.jsonl unreadable and skipped" in err
+    saved = json.loads((tmp_path / "out" / "comparison.json").read_text(encoding="utf-8"))
+    assert saved["runs"][0]["final_epoch"]["val/total"] == pytest.approx(12.0 / 40)  # the last good summary
+
+
+def test_cli_never_replaces_an_earlier_comparison_without_overwrite(fx, tmp_path, capsys):
+    a = fx.write_fake_run(tmp_path / "A")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "comparison.md").write_text("my notes", encoding="utf-8")
+    assert main([str(a), "--out", str(out)]) == 2
+    assert "comparison.md' already exists: choose another --out, or replace it with --overwrite" in \
+        _one_error_line(capsys)
+    assert (out / "comparison.md").read_text(encoding="utf-8") == "my notes"
+    assert main([str(a), "--out", str(out), "--overwrite"]) == 0
+    assert (out / "comparison.md").read_text(encoding="utf-8").startswith("# Run comparison")

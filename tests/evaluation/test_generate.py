@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -134,7 +135,7 @@ def test_cli_uses_run_defaults_and_flags(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(training.checkpoint, "load_run", fake_load_run)
     out = tmp_path / "g.npz"
     assert main(["--run", str(tmp_path), "--n", "3", "--intensity", "70", "--out", str(out), "--steps", "4"]) == 0
-    assert calls == {"run_dir": str(tmp_path), "which": "best", "device": "cpu"}
+    assert calls == {"run_dir": str(tmp_path), "which": "best", "device": torch.device("cpu")}
     assert "wrote" in capsys.readouterr().out
     with np.load(out, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"][()]))
@@ -144,3 +145,153 @@ def test_cli_uses_run_defaults_and_flags(tmp_path, monkeypatch, capsys):
     assert (gen["sampler"], gen["steps"], gen["guidance"], gen["ema_weights"]) == ("dpmpp2m", 4, 1.5, True)
     assert len(net.seen_static) == 4 * 2  # 4 steps (flag), two evaluations each (w = 1.5)
     assert out.with_suffix(".png").is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# the CLI on bad input (issue 17): one line, exit 2, nothing written; --debug shows the traceback
+
+
+@pytest.fixture
+def fake_run(tmp_path, monkeypatch):
+    """A run that training.checkpoint.load_run returns without reading a file; the network is
+    ConstantX0 (finite) unless the test swaps it."""
+    import training.checkpoint
+
+    cfg = DiffusionConfig(prediction="x0", timesteps=100, sampling_steps=4)
+    run = FakeRun(None, ConstantX0(), STATS, GaussianDiffusion(cfg), tmp_path / "run", {"ema": None})
+    monkeypatch.setattr(training.checkpoint, "load_run", lambda run_dir, which="best", device="cpu": run)
+    return run
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(("flag", "value", "expected"), [
+    ("--n", "0", r"argument --n: expected an integer >= 1 and <= 100000 \(MAX_SIGNALS\), found '0'"),
+    ("--n", "1000000000", r"argument --n: expected an integer >= 1 and <= 100000 \(MAX_SIGNALS\)"),
+    ("--steps", "0", r"argument --steps: expected an integer >= 1"),
+    ("--batch-size", "0", r"argument --batch-size: expected an integer >= 1 and <= 65536 \(MAX_BATCH_SIZE\)"),
+    ("--guidance", "nan", r"argument --guidance: expected a finite number >= 0 and <= 100 \(MAX_GUIDANCE\)"),
+    ("--guidance", "-1", r"argument --guidance: expected a finite number >= 0"),
+    ("--eta", "2", r"argument --eta: expected a finite number >= 0 and <= 1, found '2'"),
+    ("--clip", "-1", r"argument --clip: expected a finite number >= 0"),
+    ("--fmp", "nan", r"argument --fmp: expected a finite number >= 0 and <= 100000 \(STATIC_LIMITS\)"),
+    ("--intensity", "500", r"argument --intensity: expected a finite number >= -20 and <= 140 \(STATIC_LIMITS\)"),
+    ("--age", "-1", r"argument --age: expected a finite number >= 0 and <= 120 \(STATIC_LIMITS\), found '-1'"),
+    ("--rate", "inf", r"argument --rate: expected a finite number > 0 and <= 1000 \(STATIC_LIMITS\)"),
+    ("--seed", "-1", r"argument --seed: expected an integer >= 0"),
+])
+def test_cli_refuses_every_bad_number_on_one_line(fake_run, tmp_path, capsys, flag, value, expected):
+    out = tmp_path / "g.npz"
+    with pytest.raises(SystemExit) as exc:
+        main(["--run", str(fake_run.run_dir), "--out", str(out), flag, value])
+    assert exc.value.code == 2
+    err = _one_error_line(capsys)
+    assert re.search(expected, err), err
+    assert not out.exists() and not fake_run.model.seen_static  # refused before anything ran
+
+
+def test_cli_steps_beyond_the_runs_timesteps(fake_run, tmp_path, capsys):
+    assert main(["--run", str(fake_run.run_dir), "--out", str(tmp_path / "g.npz"), "--steps", "101"]) == 2
+    assert re.search(r"--steps: expected an integer >= 1 and <= 100 \(the run's diffusion.timesteps\), found 101",
+                     _one_error_line(capsys))
+
+
+def test_cli_refuses_to_write_non_finite_signals(fake_run, tmp_path, capsys):
+    fake_run.model.a = float("nan")
+    out = tmp_path / "g.npz"
+    assert main(["--run", str(fake_run.run_dir), "--out", str(out), "--n", "3"]) == 2
+    err = _one_error_line(capsys)
+    assert "generated 600 non-finite values of 600" in err and "nothing written" in err
+    assert not out.exists() and not out.with_suffix(".png").exists()
+
+
+def test_cli_never_replaces_an_existing_file_without_overwrite(fake_run, tmp_path, capsys):
+    out = tmp_path / "good.npz"
+    out.write_bytes(b"precious")
+    args = ["--run", str(fake_run.run_dir), "--out", str(out), "--n", "2"]
+    assert main(args) == 2
+    err = _one_error_line(capsys)
+    assert "--out: '" in err and "good.npz' already exists: choose another --out, or replace it with --overwrite" \
+        in err
+    assert out.read_bytes() == b"precious" and not fake_run.model.seen_static
+    out.unlink()
+    out.with_suffix(".png").write_bytes(b"precious figure")  # the figure written beside it counts too
+    assert main(args) == 2
+    assert "good.png' already exists" in _one_error_line(capsys)
+    assert main([*args, "--overwrite"]) == 0
+    with np.load(out, allow_pickle=False) as f:
+        assert f["signal"].shape == (2, 200)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cli_default_output_is_not_replaced_either(fake_run, capsys):
+    default = fake_run.run_dir / "eval" / "generated.npz"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"earlier")
+    assert main(["--run", str(fake_run.run_dir), "--n", "2"]) == 2
+    assert "generated.npz' already exists" in _one_error_line(capsys)
+    assert default.read_bytes() == b"earlier"
+
+
+def test_cli_bad_out_name_is_refused_before_sampling(fake_run, tmp_path, capsys):
+    assert main(["--run", str(fake_run.run_dir), "--out", str(tmp_path / "g.csv")]) == 2
+    assert "--out: expected a file name ending in .npz" in _one_error_line(capsys)
+    assert not fake_run.model.seen_static
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cli_cuda_on_a_cpu_machine(fake_run, capsys):
+    assert main(["--run", str(fake_run.run_dir), "--device", "cuda"]) == 2
+    assert _one_error_line(capsys) == "error: --device: 'cuda' requested but no CUDA device is available\n"
+
+
+class Payload:
+    """Unpickling this runs ``touch <target>``: the file must never appear."""
+
+    def __init__(self, target) -> None:
+        self.target = str(target)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.target}",))
+
+
+def test_cli_broken_run_directories(tmp_path, capsys):
+    """No mock: the real load_run on a missing run, a missing checkpoint, a truncated one, a hostile one."""
+    from training.checkpoint import CheckpointError
+
+    missing = tmp_path / "nowhere"
+    assert main(["--run", str(missing)]) == 2
+    assert re.search(r"^error: run directory '.*nowhere': not found$", _one_error_line(capsys))
+    run = tmp_path / "run"
+    run.mkdir()
+    assert main(["--run", str(run)]) == 2
+    assert re.search(r"^error: checkpoint '.*run/checkpoints/best.pt': not found$", _one_error_line(capsys))
+    (run / "checkpoints").mkdir()
+    marker = tmp_path / "pwned"
+    torch.save({"format_version": 1, "model": Payload(marker)}, run / "checkpoints" / "best.pt")
+    assert main(["--run", str(run)]) == 2
+    err = _one_error_line(capsys)
+    assert re.search(r"^error: checkpoint '.*best.pt': refusing to load '(posix|os|nt).system'", err)
+    assert not marker.exists()
+    (run / "checkpoints" / "best.pt").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["--run", str(run)]) == 2
+    assert re.search(r"^error: checkpoint '.*best.pt': unreadable", _one_error_line(capsys))
+    with pytest.raises(CheckpointError):
+        main(["--run", str(run), "--debug"])
+
+
+def test_cli_checkpoint_with_unusable_stats_names_the_file(tmp_path, capsys):
+    from training.checkpoint import FORMAT_VERSION
+
+    path = tmp_path / "run" / "checkpoints" / "best.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"format_version": FORMAT_VERSION, "model": {}, "config": {}, "stats": {"signal_mean": 0.0},
+                "step": 1, "epoch": 1}, path)
+    assert main(["--run", str(tmp_path / "run")]) == 2
+    assert re.search(r"^error: checkpoint '.*best.pt': unusable stats \(", _one_error_line(capsys))

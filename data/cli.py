@@ -1,0 +1,193 @@
+"""What every command line of the project shares: one error line instead of a traceback, numeric flags
+checked against a named limit, a device flag that says why it cannot be used, and outputs that are
+never replaced without ``--overwrite``.
+
+    p = ArgumentParser(prog="python -m evaluation.generate", description=...)   # adds --debug
+    p.add_argument("--n", type=number(int, ge=1, le=MAX_SIGNALS, limit="MAX_SIGNALS"), default=64)
+    args = p.parse_args(argv)
+    return run_main(lambda: run(args), debug=args.debug)
+
+Errors the user can fix (``ValueError`` and its subclasses: ``ConfigError``, ``CheckpointError``,
+``DataFormatError``) exit 2 with ``error: <message>``; other failures (``OSError``: a disk, a
+permission) exit 1, and an exception nobody expected exits 1 with its type and a pointer to
+``--debug``, which lets every exception through with its traceback. A bad flag is refused by the
+parser on one line, ``PROG: error: argument --n: expected ... (see --help)``, exit 2.
+
+It lives in ``data/``, the lowest floor (data <- models <- training <- evaluation), so that
+``data.synthetic`` and ``data.convert`` import it as ``train.py`` and ``evaluation.*`` do, without
+an upward import. It needs the standard library only (torch for :func:`resolve_device`, lazily).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+EXIT_FAILURE = 1  # the command could not do its work (disk, permission, an unexpected error)
+EXIT_USAGE = 2  # a bad flag, file or value: the message says which and what was expected
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+MAX_MESSAGE_CHARS = 2000  # an error line is cut here: a message quoting a whole file stays one readable line
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (``PROG: error: ... (see --help)``, exit 2) and
+    which has a ``--debug`` flag (full tracebacks, for :func:`run_main`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", help="show full tracebacks instead of one error line")
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (whitespace runs, newlines included, become one space), at most
+    MAX_MESSAGE_CHARS characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def error_line(exc: BaseException) -> str:
+    """The line a CLI prints for ``exc``: the message of an expected error, the type and a pointer to
+    ``--debug`` for any other."""
+    message = one_line(str(exc))
+    if isinstance(exc, (ValueError, OSError)) and message:
+        return f"error: {message}"
+    detail = f": {message}" if message else ""
+    return f"error: {type(exc).__name__}{detail} (unexpected; rerun with --debug for the traceback)"
+
+
+def exit_code(exc: BaseException) -> int:
+    return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
+
+
+def run_main(body: Callable[[], int | None], *, debug: bool) -> int:
+    """Run a CLI's body: its return code, or one ``error: ...`` line on stderr and :func:`exit_code`
+    for any exception (with ``debug`` the exception goes through, traceback and all)."""
+    try:
+        return body() or 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if debug:
+            raise
+        print(error_line(exc), file=sys.stderr)
+        return exit_code(exc)
+
+
+# --------------------------------------------------------------------------------------------
+# numbers
+
+
+def check_number(
+    where: str,
+    value: Any,
+    kind: type = float,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    limit: str = "",
+) -> Any:
+    """``value`` as ``kind`` (int or float) when it is finite and within the bounds; ``ValueError``
+    naming ``where`` (a flag, a key) and what was expected otherwise. ``limit`` names the constant
+    behind the upper bound (``MAX_SIGNALS``), so the message says where the number comes from."""
+    expected = _expected(kind, ge, gt, le, limit)
+    try:
+        number = _parse(kind, value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{where}: expected {expected}, found {value!r}") from None
+    if not math.isfinite(number) or any((
+        ge is not None and number < ge, gt is not None and number <= gt, le is not None and number > le,
+    )):
+        raise ValueError(f"{where}: expected {expected}, found {value!r}")
+    return number
+
+
+def _parse(kind: type, value: Any) -> Any:
+    if isinstance(value, bool):
+        raise TypeError("a boolean is not a number")
+    if kind is int:
+        if isinstance(value, str):
+            return int(value.strip())  # '1e3' and '2.5' are refused: an integer flag takes digits
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("not an integer")
+        return int(value)
+    return float(value)
+
+
+def _expected(kind: type, ge: float | None, gt: float | None, le: float | None, limit: str) -> str:
+    what = "an integer" if kind is int else "a finite number"
+    bounds = [f">= {ge:g}" if ge is not None else "", f"> {gt:g}" if gt is not None else "",
+              f"<= {le:g}" if le is not None else ""]
+    text = " and ".join(b for b in bounds if b)
+    named = f" ({limit})" if limit and le is not None else ""
+    return f"{what} {text}{named}".rstrip()
+
+
+def number(
+    kind: type = float,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    limit: str = "",
+) -> Callable[[str], Any]:
+    """An argparse ``type=`` for a finite number within bounds; a bad value is refused by the parser
+    as ``argument --flag: expected an integer >= 1 and <= 100000 (MAX_SIGNALS), found '0'``."""
+
+    def parse(text: str) -> Any:
+        try:
+            return check_number("", text, kind, ge=ge, gt=gt, le=le, limit=limit)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+# --------------------------------------------------------------------------------------------
+# devices and outputs
+
+
+def resolve_device(name: str, where: str = "--device"):
+    """``auto`` (cuda when available, else cpu), ``cpu``, ``cuda`` or ``cuda:N`` as a torch.device;
+    ``ValueError`` naming ``where`` when the name is not a device or the device is not there."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{where}: expected auto, cpu, cuda or cuda:N, found {name!r}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{where}: expected auto, cpu, cuda or cuda:N, found {name!r}")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{where}: {name!r} requested but no CUDA device is available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"{where}: {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return device
+
+
+def refuse_overwrite(paths: Iterable[str | Path], *, overwrite: bool, flag: str = "--out") -> None:
+    """``ValueError`` when one of ``paths`` exists and ``overwrite`` is False: a CLI replaces no file
+    the user did not ask it to replace. A folder where a file is to be written is refused always."""
+    paths = [Path(p) for p in paths]
+    folders = [p for p in paths if p.is_dir()]
+    if folders:
+        raise ValueError(f"{flag}: '{folders[0]}' is a folder, expected a file name")
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+        raise ValueError(
+            f"{flag}: '{existing[0]}'{more} already exists: choose another {flag}, or replace it with --overwrite"
+        )
