@@ -5,8 +5,9 @@
 
 Strict JSON: a NaN or infinite value is written as ``null`` (its alert says which key it was).
 "time" (Unix seconds) is the only non-deterministic key; drop it to compare two runs. Figures are
-not serialized (their record keeps its tag). The file is flushed at each epoch end, alert,
-validation, before every checkpoint and at the end; a resumed run first drops the lines past the
+not serialized (their record keeps its tag). Every record is flushed as it is written (step
+logs come every ``log_frequency`` steps, so this costs nothing), so ``tail -f`` and notebooks see
+the run from its first step log; a resumed run first drops the lines past the
 step it resumes from (and a last line torn by a kill), so the file reads as if the run had never stopped.
 """
 
@@ -86,8 +87,7 @@ class JsonlCallback(Callback):
             return
         f = self._open(trainer)
         f.write(json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n")
-        if record.kind in ("epoch", "alert", "hparams"):
-            f.flush()
+        f.flush()  # at most a few records per log_frequency steps: a reader (or a kill) sees each at once
 
     def flush(self, trainer: Trainer) -> None:
         """Called before every checkpoint, so a kill -9 never loses a line the checkpoint has seen."""
