@@ -14,6 +14,7 @@ validated by the same code, so a CLI value and a YAML value are held to the same
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import types
@@ -48,9 +49,9 @@ def spec(
 
 
 def _copy(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value)
-    return type(value)(value)
+    """A default that no two configs share, nested sections included (``dataclasses.replace``
+    would copy only the top level: ``Config().logging.wandb`` was one object for every config)."""
+    return copy.deepcopy(value)
 
 
 # --------------------------------------------------------------------------------------------
