@@ -10,7 +10,7 @@
   ``status`` ("finished", "interrupted", "failed"), best epoch and checkpoint; ``text`` is the
   end-of-run block the console prints::
 
-      Run finished: 20 epoch(s) completed, 2280 steps (logs/demo)
+      Run finished: 20 epoch(s) completed, 2280 steps
         best: epoch 17, val/total 0.4127 -> logs/demo/checkpoints/best.pt
         evaluate: python -m evaluation.evaluate --run logs/demo
 
@@ -178,7 +178,7 @@ class RunSummaryCallback(Callback):
         if self.best is not None:
             scalars[f"best/{metric}"] = self.best
             scalars["best/epoch"] = float(self.best_epoch or 0)
-        lines = [f"Run {status}: {trainer.epoch - 1} epoch(s) completed, {trainer.step} steps ({trainer.run_dir})"]
+        lines = [f"Run {status}: {trainer.epoch - 1} epoch(s) completed, {trainer.step} steps"]
         if self.best is not None:
             where = str(best_pt) if best_pt.is_file() else "no best.pt written"
             lines.append(f"  best: epoch {self.best_epoch}, {metric} {_fmt(self.best)} -> {where}")

@@ -56,3 +56,13 @@ def test_other_ranks_write_nothing(make_trainer):
     trainer.emit(Record("step", 1, 1))
     trainer.end()
     assert not (trainer.run_dir / "metrics.jsonl").exists()
+
+
+def test_each_step_log_is_on_disk_before_the_epoch_ends(make_trainer, cfg):
+    cfg.logging.use_tensorboard = False
+    trainer = make_trainer(default_callbacks(cfg))
+    trainer.start()
+    trainer.steps(10, healthy_losses)  # one step log, mid-epoch, file still open
+    rows = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "step"] == [10]
+    trainer.end()
