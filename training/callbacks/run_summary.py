@@ -2,8 +2,9 @@
 
 :class:`RunSummaryCallback` is a producer. It emits two ``kind="hparams"`` records:
 
-- at train start (a fresh run only): ``data = {"hparams": {...}, "name": ..., "status": "running"}``,
-  the curated hyperparameters of :func:`curated_hparams`. TensorBoard writes its HParams table
+- at train start (a fresh run only): ``data = {"hparams": {...}, "swept": [...], "name": ...,
+  "trial": ..., "status": "running"}``, the curated hyperparameters of :func:`curated_hparams` and
+  the run's names (:func:`short_name` for W&B, :func:`trial_name` for TensorBoard). TensorBoard writes its HParams table
   from it right away, so a running sweep can be compared while it trains;
 - at train end, or when the run is interrupted (SIGINT/SIGTERM) or crashes:
   ``scalars`` = the last validation metrics and ``best/<metric>``, ``data`` = the same hparams,
@@ -34,20 +35,21 @@ if TYPE_CHECKING:
 HParamValue = bool | int | float | str
 
 # What a researcher compares between runs (after the swept keys), in this order.
+PARAMETERS_KEY = "model.parameters"  # trainable parameter count, not a config key
 CURATED_KEYS: tuple[str, ...] = (
     "loss.balancer.strategy",
-    "loss.balancer.grouping.enabled",
     "training.lr",
     "training.batch_size",
     "training.epochs",
-    "model.base_channels",
-    "data.source",
+    PARAMETERS_KEY,
     "data.synthetic.patients",
     "data.path",
+    "loss.balancer.grouping.enabled",
+    "model.base_channels",
+    "data.source",
     "data.normalization",
     "seed",
 )
-PARAMETERS_KEY = "model.parameters"  # trainable parameter count, not a config key
 
 
 def flat_config(cfg: Config) -> dict[str, Any]:
@@ -89,11 +91,20 @@ def swept_keys(run_name: str, flat: dict[str, Any]) -> list[str]:
 
 
 def short_name(run_dir: Path, keys: list[str], flat: dict[str, Any]) -> str:
-    """A name that tells sweep runs apart in a table: ``sweep/strategy=fixed lr=0.001``; the directory
-    name for any other run."""
+    """A name that tells sweep runs apart (W&B's run name): ``sweep/strategy=fixed lr=0.001``; the
+    directory name for any other run."""
     if not keys:
         return run_dir.name
     return f"{run_dir.parent.name}/" + " ".join(f"{k.rsplit('.', 1)[-1]}={flat[k]}" for k in keys)
+
+
+def trial_name(run_dir: Path, keys: list[str], flat: dict[str, Any]) -> str:
+    """TensorBoard's HParams row name (its narrow "Trial ID" column shows about 15 characters):
+    the swept values first, then the sweep, ``fixed, 0.001 (sweep)``; the directory name for any
+    other run. The swept keys are the first columns of that table."""
+    if not keys:
+        return run_dir.name
+    return ", ".join(str(flat[k]) for k in keys) + f" ({run_dir.parent.name})"
 
 
 def parameter_count(model: Any) -> int | None:
@@ -104,17 +115,17 @@ def parameter_count(model: Any) -> int | None:
 
 
 def curated_hparams(cfg: Config, run_dir: Path, model: Any = None) -> tuple[dict[str, HParamValue], list[str], str]:
-    """(hparams, swept keys, short run name): the swept keys first, then :data:`CURATED_KEYS` (the data
-    key that does not apply to ``data.source`` left out) and the parameter count."""
+    """(hparams, swept keys, short run name): the swept keys first, then :data:`CURATED_KEYS` in that
+    order (the data key that does not apply to ``data.source`` left out; the parameter count when
+    ``model`` is given)."""
     flat = flat_config(cfg)
+    n = parameter_count(model)
+    if n is not None:
+        flat[PARAMETERS_KEY] = n
     swept = swept_keys(run_dir.name, flat)
     skip = {"data.path"} if flat.get("data.source") == "synthetic" else {"data.synthetic.patients"}
     keys = [*swept, *(k for k in CURATED_KEYS if k in flat and k not in swept and k not in skip)]
-    hparams = {k: hparam_value(flat[k]) for k in keys}
-    n = parameter_count(model)
-    if n is not None:
-        hparams[PARAMETERS_KEY] = n
-    return hparams, swept, short_name(run_dir, swept, flat)
+    return {k: hparam_value(flat[k]) for k in keys}, swept, short_name(run_dir, swept, flat)
 
 
 def _fmt(value: float) -> str:
@@ -130,11 +141,12 @@ class RunSummaryCallback(Callback):
         self.last: dict[str, float] = {}  # last validation metrics
         self.hparams: dict[str, HParamValue] = {}
         self.swept: list[str] = []
-        self.name = ""
+        self.name = self.trial = ""
 
     def _prepare(self, trainer: Trainer) -> None:
         if not self.hparams:
             self.hparams, self.swept, self.name = curated_hparams(trainer.cfg, trainer.run_dir, trainer.model)
+            self.trial = trial_name(Path(trainer.run_dir), self.swept, flat_config(trainer.cfg))
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._prepare(trainer)
@@ -142,7 +154,7 @@ class RunSummaryCallback(Callback):
             return
         trainer.emit(Record("hparams", trainer.step, trainer.epoch,
                             data={"hparams": dict(self.hparams), "swept": list(self.swept), "name": self.name,
-                                  "status": "running"}))
+                                  "trial": self.trial, "status": "running"}))
 
     def on_record(self, trainer: Trainer, record: Record) -> None:
         if record.kind != "epoch":
@@ -186,7 +198,8 @@ class RunSummaryCallback(Callback):
             lines.append(f"  best: no finite {metric} yet (no validation finished)")
         if best_pt.is_file():
             lines.append(f"  evaluate: python -m evaluation.evaluate --run {trainer.run_dir}")
-        data = {"hparams": dict(self.hparams), "swept": list(self.swept), "name": self.name, "status": status,
+        data = {"hparams": dict(self.hparams), "swept": list(self.swept), "name": self.name, "trial": self.trial,
+                "status": status,
                 "best_metric": metric, "best_epoch": self.best_epoch,
                 "best_checkpoint": str(best_pt) if best_pt.is_file() else None}
         trainer.emit(Record("hparams", trainer.step, trainer.epoch, scalars=scalars, text="\n".join(lines),

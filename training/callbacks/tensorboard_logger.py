@@ -20,7 +20,7 @@ What lands where (tags are the record names, so W&B and metrics.jsonl use the sa
   :class:`~training.callbacks.run_summary.RunSummaryCallback`), into this same run: the curated
   hyperparameters (swept keys first, marked as differing so TensorBoard lists them first) and the
   validation metrics, whose values TensorBoard reads from the run's scalars as they arrive. The
-  row is named after the run (``sweep/strategy=fixed`` for a sweep run). A clean end adds the
+  row is named after the run (``fixed (sweep)`` for a sweep run: the table shows ~15 characters). A clean end adds the
   session status; an interrupted run keeps "running" (TensorBoard keeps the first status it
   reads, and the run may be resumed).
 
@@ -100,19 +100,30 @@ def _hparams_summary(tag_data: Any) -> Any:
                                         tensor=TensorProto(dtype="DT_FLOAT", float_val=[0.0]))])
 
 
+def hparam_names(keys: list[str]) -> dict[str, str]:
+    """Config key -> the name TensorBoard stores it under: ``"00 loss.balancer.strategy"``.
+
+    TensorBoard sorts the columns by name (after the keys marked ``differs``) and shows the first
+    five; the two-digit prefix keeps our order (swept keys, then the researcher's set). The table
+    shows the display name, which is the plain key."""
+    return {key: f"{i:02d} {key}" for i, key in enumerate(keys)}
+
+
 def hparams_summaries(hparams: dict[str, bool | int | float | str], swept: list[str], group_name: str,
                       metrics: tuple[str, ...] = HPARAMS_METRICS) -> list[Any]:
     """The experiment and session-start summaries of the HParams plugin.
 
     Booleans stay booleans (``add_hparams`` turns them into 0.0/1.0: bool is an int in Python);
     strings and booleans get their value as a one-value discrete domain, numbers an interval
-    filter; the swept keys are marked ``differs`` so the table lists them first.
+    filter; the swept keys are marked ``differs``; names keep ``hparams``' order (:func:`hparam_names`).
     """
     from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
     infos, start = [], plugin_data_pb2.SessionStartInfo(group_name=group_name, start_time_secs=time.time())
-    for name, value in hparams.items():
-        info = api_pb2.HParamInfo(name=name, differs=name in swept)
+    names = hparam_names(list(hparams))
+    for key, value in hparams.items():
+        name = names[key]
+        info = api_pb2.HParamInfo(name=name, display_name=key, differs=key in swept)
         if isinstance(value, bool):
             info.type = api_pb2.DATA_TYPE_BOOL
             info.domain_discrete.extend([False, True])
@@ -221,7 +232,7 @@ class TensorBoardCallback(Callback):
         status = record.data.get("status")
         if status == "running":
             for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []),
-                                             record.data.get("name", "")):
+                                             record.data.get("trial", "")):
                 self._add(summary, record.step)
             return
         assert self.writer is not None

@@ -33,6 +33,8 @@ def test_curated_hparams_are_few_typed_and_name_the_model_size():
     model = torch.nn.Linear(3, 2)
     hparams, swept, name = curated_hparams(cfg, __import__("pathlib").Path("logs/demo"), model)
     assert swept == [] and name == "demo"
+    assert list(hparams)[:5] == ["loss.balancer.strategy", "training.lr", "training.batch_size", "training.epochs",
+                                 "model.parameters"]
     assert hparams["model.parameters"] == 8 and hparams["loss.balancer.grouping.enabled"] is False
     assert "data.path" not in hparams and hparams["data.synthetic.patients"] == cfg.data.synthetic.patients
     assert len(hparams) <= 12

@@ -93,13 +93,15 @@ def test_hparams_are_written_at_the_start_curated_and_typed(make_trainer, cfg):
     trainer = tb_run(make_trainer, cfg)  # still running
     hp = _hparams(trainer.run_dir / "tensorboard")
     assert set(hp) == {"experiment", "start"}  # live: the table exists while the run trains
-    start = hp["start"]
-    names = [i.name for i in hp["experiment"].hparam_infos]
-    assert names[:3] == ["loss.balancer.strategy", "loss.balancer.grouping.enabled", "training.lr"]
-    assert len(names) <= 12 and "training.log_frequency" not in names
-    assert start.hparams["loss.balancer.grouping.enabled"].WhichOneof("kind") == "bool_value"  # not 0.0000
-    assert start.hparams["loss.balancer.strategy"].string_value == "fixed"
-    assert start.hparams["training.lr"].number_value == cfg.training.lr
+    start, infos = hp["start"], hp["experiment"].hparam_infos
+    shown = [i.display_name for i in sorted(infos, key=lambda i: (not i.differs, i.name))][:5]  # TensorBoard's order
+    assert shown == ["loss.balancer.strategy", "training.lr", "training.batch_size", "training.epochs",
+                     "data.synthetic.patients"]  # (a FakeTrainer has no model to count parameters of)
+    assert len(infos) <= 12 and "training.log_frequency" not in {i.display_name for i in infos}
+    values = {i.display_name: start.hparams[i.name] for i in infos}
+    assert values["loss.balancer.grouping.enabled"].WhichOneof("kind") == "bool_value"  # not 0.0000
+    assert values["loss.balancer.strategy"].string_value == "fixed"
+    assert values["training.lr"].number_value == cfg.training.lr
     assert start.group_name == "run"
     metrics = [m.name.tag for m in hp["experiment"].metric_infos]
     assert metrics[:5] == ["val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold"]
@@ -123,11 +125,11 @@ def test_sweep_runs_lead_with_the_swept_keys_and_have_short_distinct_names(tmp_p
         trainer.end()
         rows[value] = _hparams(run_dir / "tensorboard")
     for value, hp in rows.items():
-        infos = hp["experiment"].hparam_infos
-        assert [i.name for i in infos[:2]] == ["loss.balancer.strategy", "training.lr"]
-        assert [i.differs for i in infos[:3]] == [True, True, False]  # TensorBoard lists differing keys first
-        assert hp["start"].group_name == f"sweep/strategy={value} lr=0.001"
-        assert hp["start"].hparams["loss.balancer.strategy"].string_value == value
+        infos = sorted(hp["experiment"].hparam_infos, key=lambda i: (not i.differs, i.name))  # TensorBoard's order
+        assert [i.display_name for i in infos[:3]] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
+        assert [i.differs for i in infos[:3]] == [True, True, False]
+        assert hp["start"].group_name == f"{value}, 0.001 (sweep)"  # distinct within the ~15 characters shown
+        assert hp["start"].hparams[infos[0].name].string_value == value
 
 
 def test_interrupted_run_keeps_its_metrics_and_no_end_status(make_trainer, cfg):
