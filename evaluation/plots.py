@@ -172,13 +172,20 @@ def plot_confusion(cm: Sequence[Sequence[int]], class_names: Sequence[str], path
     return _save(fig, path)
 
 
-def per_patient(patient_id: np.ndarray, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(true, predicted) per patient: the median of each patient's recordings (the true threshold
-    is one value per patient; the heads answer per recording)."""
-    ids = np.unique(patient_id)
-    t = np.array([np.median(true[patient_id == p]) for p in ids])
-    y = np.array([np.median(pred[patient_id == p]) for p in ids])
-    return t, y
+def per_series(col: Collected, true: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """(true, predicted, what was counted) per intensity series: the median of each series'
+    recordings (the true threshold is one value per series, i.e. per patient unless a patient has
+    several ears or sessions; the heads answer per recording). Without patient ids: per recording."""
+    if col.patient_id is None:
+        return true, pred, "recordings"
+    series = col.series_id if col.series_id is not None else col.patient_id
+    _, group = np.unique(np.stack([col.patient_id, series]), axis=1, return_inverse=True)
+    group = group.ravel()
+    ids = np.arange(group.max() + 1)
+    t = np.array([np.median(true[group == g]) for g in ids])
+    y = np.array([np.median(pred[group == g]) for g in ids])
+    counted = "patients" if len(ids) == len(np.unique(col.patient_id)) else "series"
+    return t, y, counted
 
 
 def _scatter_panel(ax, y: np.ndarray, yhat: np.ndarray, what: str, unit: str, counted: str) -> None:
@@ -195,10 +202,10 @@ def _scatter_panel(ax, y: np.ndarray, yhat: np.ndarray, what: str, unit: str, co
 @paper_style
 def plot_scatter(col: Collected, path: Path) -> Path:
     """Predicted against true, with the identity line and n, r and MAE on each panel: wave V latency
-    and amplitude per recording (recordings with a wave V), and the threshold per patient (the
-    median of the patient's recordings: the true threshold is one value per patient). Patients
-    without a response (true threshold coded as no response, 105 dB) are drawn apart, in their own
-    strip on the right, not as a point at 105 dB on the axis."""
+    and amplitude per recording (recordings with a wave V), and the threshold per patient, or per
+    intensity series where a patient has several (:func:`per_series`). Patients without a response
+    (true threshold coded as no response, 105 dB) are drawn apart, in their own strip on the right,
+    not as a point at 105 dB on the axis."""
     fig = plt.figure(figsize=(PAGE_WIDTH_IN, 2.5))
     grid = fig.add_gridspec(1, 4, width_ratios=[1, 1, 1, 0.28], wspace=0.45)
     lat_ax, amp_ax, thr_ax = (fig.add_subplot(grid[0, i]) for i in range(3))
@@ -206,11 +213,7 @@ def plot_scatter(col: Collected, path: Path) -> Path:
     mask = col.peak_mask
     _scatter_panel(lat_ax, col.latency_true[mask], col.latency_pred[mask], "wave V latency", "ms", "recordings")
     _scatter_panel(amp_ax, col.amplitude_true[mask], col.amplitude_pred[mask], "wave V amplitude", "µV", "recordings")
-    if col.patient_id is not None:
-        true, pred = per_patient(col.patient_id, col.threshold_true, col.threshold_pred)
-        counted = "patients"
-    else:  # no patient ids in this split: say so on the panel rather than pretend
-        true, pred, counted = col.threshold_true, col.threshold_pred, "recordings"
+    true, pred, counted = per_series(col, col.threshold_true, col.threshold_pred)
     none = true >= NO_RESPONSE_THRESHOLD_DB
     _scatter_panel(thr_ax, true[~none], pred[~none], "threshold", "dB nHL", counted)
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, int(none.sum()))

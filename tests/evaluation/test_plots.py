@@ -58,6 +58,14 @@ def test_scatter_has_units_n_and_metrics_and_one_point_per_patient(fx, tmp_path,
     assert len(strip.get_offsets()) == 3 and nr.get_xticklabels()[0].get_text() == "no\nresponse"
 
 
+def test_threshold_is_per_series_when_a_patient_has_two(fx, tmp_path, drawn):
+    col = with_patients(fx.hand_collected(collapsed=False), per=10, no_response=0)  # 10 patients
+    col = dataclasses.replace(col, series_id=np.arange(100) % 2)  # two ears each
+    plots.plot_scatter(col, tmp_path / "scatter.png")
+    assert drawn[0].axes[2].texts[0].get_text().startswith("n = 20 series\n")
+    assert len(drawn[0].axes[2].collections[0].get_offsets()) == 20
+
+
 def test_scatter_without_patient_ids_says_recordings(fx, tmp_path, drawn):
     plots.plot_scatter(fx.hand_collected(collapsed=False), tmp_path / "scatter.png")
     assert drawn[0].axes[2].texts[0].get_text().startswith("n = 100 recordings")
