@@ -22,7 +22,7 @@ window means of the step record, the same numbers as the step line).
 Order on screen: the epoch's bar is closed (it stays, complete) when validation starts; a
 "Validation" bar counts the validation batches and is erased when it ends; then the epoch summary
 is printed, below the bar it summarizes. The end-of-run block (best epoch, best.pt, the command
-to evaluate) is the text of the final ``hparams`` record.
+to evaluate) is printed from the final ``hparams`` record.
 
 Log lines go to ``logging.getLogger("abr")``; train.py routes that logger through tqdm
 (``logging_redirect_tqdm``) so a line never breaks a bar. Alerts are logged at WARNING level,
@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from training.callbacks.base import Callback, Record
 from training.callbacks.format import format_postfix, strip_prefix
+from training.callbacks.run_summary import end_of_run_block
 
 if TYPE_CHECKING:
     from training.callbacks.metrics import LossTracker
@@ -141,6 +142,8 @@ class ConsoleCallback(Callback):
             self._last_refresh = time.monotonic()
         if record.kind in ("epoch", "hparams"):
             self._close()  # the summary reads below the bar it summarizes
+        if record.kind == "hparams" and record.data.get("status") != "running":
+            self.log.info("%s", end_of_run_block(record.data, record.step, trainer.run_dir))
         if record.text:
             self.log.log(logging.WARNING if record.kind == "alert" else logging.INFO, record.text)
 

@@ -2,14 +2,14 @@
 
 :class:`RunSummaryCallback` is a producer. It emits two ``kind="hparams"`` records:
 
-- at train start (a fresh run only): ``data = {"hparams": {...}, "swept": [...], "name": ...,
-  "trial": ..., "status": "running"}``, the curated hyperparameters of :func:`curated_hparams` and
-  the run's names (:func:`short_name` for W&B, :func:`trial_name` for TensorBoard). TensorBoard writes its HParams table
+- at train start (a fresh run only): ``data = {"hparams": {...}, "swept": [...], "status":
+  "running"}``, the curated hyperparameters of :func:`curated_hparams`. TensorBoard writes its HParams table
   from it right away, so a running sweep can be compared while it trains;
 - at train end, or when the run is interrupted (SIGINT/SIGTERM) or crashes:
   ``scalars`` = the last validation metrics and ``best/<metric>``, ``data`` = the same hparams,
-  ``status`` ("finished", "interrupted", "failed"), best epoch and checkpoint; ``text`` is the
-  end-of-run block the console prints::
+  ``status`` ("finished", "interrupted", "failed"), the best epoch, value and checkpoint (relative
+  to the run directory, so two identical runs write identical records). The console and
+  TensorBoard turn it into the end-of-run block (:func:`end_of_run_block`)::
 
       Run finished: 20 epoch(s) completed, 2280 steps
         best: epoch 17, val/total 0.4127 -> logs/demo/checkpoints/best.pt
@@ -114,10 +114,10 @@ def parameter_count(model: Any) -> int | None:
     return sum(p.numel() for p in params() if p.requires_grad)
 
 
-def curated_hparams(cfg: Config, run_dir: Path, model: Any = None) -> tuple[dict[str, HParamValue], list[str], str]:
-    """(hparams, swept keys, short run name): the swept keys first, then :data:`CURATED_KEYS` in that
-    order (the data key that does not apply to ``data.source`` left out; the parameter count when
-    ``model`` is given)."""
+def curated_hparams(cfg: Config, run_dir: Path, model: Any = None) -> tuple[dict[str, HParamValue], list[str]]:
+    """(hparams, swept keys): the swept keys first, then :data:`CURATED_KEYS` in that order (the
+    data key that does not apply to ``data.source`` left out; the parameter count when ``model``
+    is given)."""
     flat = flat_config(cfg)
     n = parameter_count(model)
     if n is not None:
@@ -125,7 +125,34 @@ def curated_hparams(cfg: Config, run_dir: Path, model: Any = None) -> tuple[dict
     swept = swept_keys(run_dir.name, flat)
     skip = {"data.path"} if flat.get("data.source") == "synthetic" else {"data.synthetic.patients"}
     keys = [*swept, *(k for k in CURATED_KEYS if k in flat and k not in swept and k not in skip)]
-    return {k: hparam_value(flat[k]) for k in keys}, swept, short_name(run_dir, swept, flat)
+    return {k: hparam_value(flat[k]) for k in keys}, swept
+
+
+def run_names(cfg: Config, run_dir: Path) -> tuple[str, str]:
+    """(:func:`short_name`, :func:`trial_name`) of a run: W&B's run name, TensorBoard's HParams row."""
+    flat = flat_config(cfg)
+    swept = swept_keys(Path(run_dir).name, flat)
+    return short_name(Path(run_dir), swept, flat), trial_name(Path(run_dir), swept, flat)
+
+
+def end_of_run_block(data: dict[str, Any], step: int, run_dir: Path) -> str:
+    """The console's last words, from the end ``hparams`` record's ``data``::
+
+        Run finished: 20 epoch(s) completed, 2280 steps
+          best: epoch 17, val/total 0.4127 -> logs/demo/checkpoints/best.pt
+          evaluate: python -m evaluation.evaluate --run logs/demo
+    """
+    metric, best = data.get("best_metric"), data.get("best_value")
+    lines = [f"Run {data.get('status')}: {data.get('epochs_completed')} epoch(s) completed, {step} steps"]
+    checkpoint = Path(run_dir) / data["best_checkpoint"] if data.get("best_checkpoint") else None
+    if best is not None:
+        where = str(checkpoint) if checkpoint is not None else "no best.pt written"
+        lines.append(f"  best: epoch {data.get('best_epoch')}, {metric} {_fmt(best)} -> {where}")
+    else:
+        lines.append(f"  best: no finite {metric} yet (no validation finished)")
+    if checkpoint is not None:
+        lines.append(f"  evaluate: python -m evaluation.evaluate --run {run_dir}")
+    return "\n".join(lines)
 
 
 def _fmt(value: float) -> str:
@@ -141,20 +168,17 @@ class RunSummaryCallback(Callback):
         self.last: dict[str, float] = {}  # last validation metrics
         self.hparams: dict[str, HParamValue] = {}
         self.swept: list[str] = []
-        self.name = self.trial = ""
 
     def _prepare(self, trainer: Trainer) -> None:
         if not self.hparams:
-            self.hparams, self.swept, self.name = curated_hparams(trainer.cfg, trainer.run_dir, trainer.model)
-            self.trial = trial_name(Path(trainer.run_dir), self.swept, flat_config(trainer.cfg))
+            self.hparams, self.swept = curated_hparams(trainer.cfg, trainer.run_dir, trainer.model)
 
     def on_train_start(self, trainer: Trainer) -> None:
         self._prepare(trainer)
         if trainer.resumed:  # the run already holds its start record
             return
         trainer.emit(Record("hparams", trainer.step, trainer.epoch,
-                            data={"hparams": dict(self.hparams), "swept": list(self.swept), "name": self.name,
-                                  "trial": self.trial, "status": "running"}))
+                            data={"hparams": dict(self.hparams), "swept": list(self.swept), "status": "running"}))
 
     def on_record(self, trainer: Trainer, record: Record) -> None:
         if record.kind != "epoch":
@@ -185,25 +209,16 @@ class RunSummaryCallback(Callback):
     def _finish(self, trainer: Trainer, status: str) -> None:
         self._prepare(trainer)
         metric = trainer.cfg.training.early_stopping.metric
-        best_pt = Path(trainer.run_dir) / "checkpoints" / "best.pt"
         scalars = dict(self.last)
         if self.best is not None:
             scalars[f"best/{metric}"] = self.best
             scalars["best/epoch"] = float(self.best_epoch or 0)
-        lines = [f"Run {status}: {trainer.epoch - 1} epoch(s) completed, {trainer.step} steps"]
-        if self.best is not None:
-            where = str(best_pt) if best_pt.is_file() else "no best.pt written"
-            lines.append(f"  best: epoch {self.best_epoch}, {metric} {_fmt(self.best)} -> {where}")
-        else:
-            lines.append(f"  best: no finite {metric} yet (no validation finished)")
-        if best_pt.is_file():
-            lines.append(f"  evaluate: python -m evaluation.evaluate --run {trainer.run_dir}")
-        data = {"hparams": dict(self.hparams), "swept": list(self.swept), "name": self.name, "trial": self.trial,
-                "status": status,
-                "best_metric": metric, "best_epoch": self.best_epoch,
-                "best_checkpoint": str(best_pt) if best_pt.is_file() else None}
-        trainer.emit(Record("hparams", trainer.step, trainer.epoch, scalars=scalars, text="\n".join(lines),
-                            data=data))
+        best_pt = Path("checkpoints") / "best.pt"
+        data = {"hparams": dict(self.hparams), "swept": list(self.swept), "status": status,
+                "epochs_completed": trainer.epoch - 1, "best_metric": metric, "best_epoch": self.best_epoch,
+                "best_value": self.best,
+                "best_checkpoint": str(best_pt) if (Path(trainer.run_dir) / best_pt).is_file() else None}
+        trainer.emit(Record("hparams", trainer.step, trainer.epoch, scalars=scalars, data=data))
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch, "last": dict(self.last)}

@@ -209,7 +209,7 @@ class TensorBoardCallback(Callback):
             return
         w = self._open(trainer)
         if record.kind == "hparams":
-            self._hparams(record)
+            self._hparams(trainer, record)
             return
         for name, value in record.scalars.items():
             w.add_scalar(name, value, record.step)
@@ -228,11 +228,13 @@ class TensorBoardCallback(Callback):
         elif record.kind == "figure" and record.figure is not None:
             w.add_figure(record.data.get("tag", "figures"), record.figure, record.step, close=False)
 
-    def _hparams(self, record: Record) -> None:
+    def _hparams(self, trainer: Trainer, record: Record) -> None:
+        from training.callbacks.run_summary import end_of_run_block, run_names
+
         status = record.data.get("status")
         if status == "running":
-            for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []),
-                                             record.data.get("trial", "")):
+            trial = run_names(trainer.cfg, Path(trainer.run_dir))[1]
+            for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []), trial):
                 self._add(summary, record.step)
             return
         assert self.writer is not None
@@ -241,8 +243,8 @@ class TensorBoardCallback(Callback):
                 self.writer.add_scalar(name, value, record.step)
         if status == "finished":
             self._add(session_end_summary(success=True), record.step)
-        if record.text:
-            self._add(text_summary("run_summary", _markdown_block(record.text)), record.step)
+        block = end_of_run_block(record.data, record.step, Path(trainer.run_dir))
+        self._add(text_summary("run_summary", _markdown_block(block)), record.step)
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.flush(trainer)

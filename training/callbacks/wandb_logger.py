@@ -51,7 +51,7 @@ class WandbCallback(Callback):
     def _init(self, trainer: Trainer, mode: str) -> Any:
         import wandb
 
-        from training.callbacks.run_summary import curated_hparams
+        from training.callbacks.run_summary import run_names
         from training.config import config_to_dict
 
         cfg = trainer.cfg.logging.wandb
@@ -61,7 +61,7 @@ class WandbCallback(Callback):
         run_id = id_file.read_text().strip() if trainer.resumed and id_file.exists() else None
         run = wandb.init(
             project=cfg.project, entity=cfg.entity or None, group=cfg.group or None, tags=list(cfg.tags),
-            name=curated_hparams(trainer.cfg, Path(trainer.run_dir))[2], dir=str(Path(trainer.run_dir)), mode=mode,
+            name=run_names(trainer.cfg, Path(trainer.run_dir))[0], dir=str(Path(trainer.run_dir)), mode=mode,
             config=config_to_dict(trainer.cfg), id=run_id, resume="allow" if run_id else None,
             settings=wandb.Settings(init_timeout=cfg.init_timeout, console="off"),
             reinit="create_new",

@@ -4,12 +4,20 @@ interruption, read back from metrics.jsonl."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 import pytest
 
 from training.callbacks import default_callbacks
 from training.callbacks.jsonl import read_jsonl
-from training.callbacks.run_summary import RunSummaryCallback, curated_hparams, flat_config, swept_keys
+from training.callbacks.run_summary import (
+    RunSummaryCallback,
+    curated_hparams,
+    end_of_run_block,
+    flat_config,
+    run_names,
+    swept_keys,
+)
 from training.callbacks.testing import healthy_losses
 from training.components import COMPONENTS
 from training.config import Config
@@ -31,8 +39,11 @@ def test_curated_hparams_are_few_typed_and_name_the_model_size():
 
     cfg = Config()
     model = torch.nn.Linear(3, 2)
-    hparams, swept, name = curated_hparams(cfg, __import__("pathlib").Path("logs/demo"), model)
-    assert swept == [] and name == "demo"
+    hparams, swept = curated_hparams(cfg, Path("logs/demo"), model)
+    assert swept == [] and run_names(cfg, Path("logs/demo")) == ("demo", "demo")
+    sweep_run = Path("logs/sweep/loss.balancer.strategy=dwa,training.lr=0.001")
+    cfg.loss.balancer.strategy, cfg.training.lr = "dwa", 0.001  # the values come from the config
+    assert run_names(cfg, sweep_run) == ("sweep/strategy=dwa lr=0.001", "dwa, 0.001 (sweep)")
     assert list(hparams)[:5] == ["loss.balancer.strategy", "training.lr", "training.batch_size", "training.epochs",
                                  "model.parameters"]
     assert hparams["model.parameters"] == 8 and hparams["loss.balancer.grouping.enabled"] is False
@@ -61,7 +72,12 @@ def test_start_and_end_records_in_metrics_jsonl(make_trainer, cfg):
     assert list(start["data"]["hparams"])[0] == "loss.balancer.strategy"
     assert end["data"]["status"] == "finished" and end["data"]["best_epoch"] == 2
     assert end["scalars"]["best/val/total"] == 4.0 and end["scalars"]["val/total"] == 6.0  # best and last
-    assert end["text"].startswith("Run finished: 3 epoch(s) completed, 30 steps\n  best: epoch 2, val/total 4.0000")
+    assert end["text"] == "" and end["data"]["best_checkpoint"] is None  # nothing that depends on the run directory
+    assert end_of_run_block(end["data"], end["step"], Path("logs/x")) == (
+        "Run finished: 3 epoch(s) completed, 30 steps\n  best: epoch 2, val/total 4.0000 -> no best.pt written")
+    end["data"]["best_checkpoint"] = "checkpoints/best.pt"
+    assert end_of_run_block(end["data"], end["step"], Path("logs/x")).endswith(
+        "-> logs/x/checkpoints/best.pt\n  evaluate: python -m evaluation.evaluate --run logs/x")
 
 
 @pytest.mark.parametrize(("exc", "status"), [(TrainingInterrupted(signal.SIGINT), "interrupted"),
@@ -75,7 +91,8 @@ def test_interrupted_or_crashed_runs_keep_their_final_metrics(make_trainer, cfg,
     _, (_, end) = run(make_trainer, cfg, crash)
     assert end["data"]["status"] == status and end["step"] == 33
     assert end["scalars"]["best/val/total"] == 4.0 and end["scalars"]["val/total"] == 6.0
-    assert end["text"].startswith(f"Run {status}: 3 epoch(s) completed, 33 steps")
+    block = end_of_run_block(end["data"], end["step"], Path("x"))
+    assert block.startswith(f"Run {status}: 3 epoch(s) completed, 33 steps")
 
 
 def test_best_follows_the_checkpoint_metric_and_mode(make_trainer, cfg):
