@@ -137,7 +137,7 @@ def test_tensorboard_has_every_view(flat_run):
         assert f"train/{c}" in tags and f"val/{c}" in tags, c
     assert {"lr", "grad_norm/total"} <= tags
     assert any(t.startswith("grad_norm/") and t != "grad_norm/total" for t in tags)  # per head
-    assert {f"train/weight_{i}" for i in range(6)} <= tags and {f"eval/weight_{i}" for i in range(6)} <= tags
+    assert {f"train/weight_{i}" for i in range(6)} <= tags and {f"val/weight_{i}" for i in range(6)} <= tags
     assert acc.Tags()["images"], "no waveform figure"
     plugins = read_tensorboard(run_dir / "tensorboard", plugins=True)
     plugin_tags = plugins.PluginTagToContent("custom_scalars")
@@ -145,7 +145,20 @@ def test_tensorboard_has_every_view(flat_run):
     assert plugins.PluginTagToContent("hparams"), "no hparams in the run"
     texts = " ".join(str(plugins.Tensors(t)[0].tensor_proto.string_val) for t in plugins.PluginTagToContent("text"))
     assert "weight_0" in texts and "signal" in texts  # the index -> component mapping
-    assert not [p for p in (run_dir / "tensorboard").iterdir() if p.is_dir()], "hparams wrote a stray sub-run"
+    subdirs = [p.name for p in (run_dir / "tensorboard").iterdir() if p.is_dir()]
+    assert subdirs == ["components"], f"stray sub-runs: {subdirs}"  # only the loss-breakdown runs
+    assert plugins.PluginTagToContent("text").keys() >= {"weights/index", "epoch_summary", "run_summary"}
+
+
+def test_end_of_run_block_names_the_best_checkpoint(flat_run):
+    run_dir, trainer, _ = flat_run
+    log = (run_dir / "train.log").read_text(encoding="utf-8")
+    best = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "hparams"][-1]
+    epoch = best["data"]["best_epoch"]
+    assert f"best: epoch {epoch}, val/total " in log and f"-> {run_dir}/checkpoints/best.pt" in log
+    assert f"evaluate: python -m evaluation.evaluate --run {run_dir}" in log
+    assert best["scalars"]["best/val/total"] == min(
+        r["scalars"]["val/total"] for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "epoch")
 
 
 # -- W&B ------------------------------------------------------------------------------------------
@@ -165,7 +178,7 @@ def test_flat_weights_in_every_record(flat_run):
     run_dir, _, _ = flat_run
     weights = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "weights"]
     train = [r for r in weights if "train/weight_0" in r["scalars"]]
-    evals = [r for r in weights if "eval/weight_0" in r["scalars"]]
+    evals = [r for r in weights if "val/weight_0" in r["scalars"]]
     assert train and evals
     assert all(r["scalars"][f"train/weight_{i}"] == 1.0 for r in train for i in range(6))  # fixed
 
@@ -173,7 +186,7 @@ def test_flat_weights_in_every_record(flat_run):
 def test_grouped_weights_are_logged_per_head(grouped_run):
     records = read_jsonl(grouped_run / "metrics.jsonl")
     keys = {k for r in records if r["kind"] == "weights" for k in r["scalars"]}
-    assert {"train/head_0_weight_0", "train/head_2_weight_2", "eval/head_3_weight_0"} <= keys
+    assert {"train/head_0_weight_0", "train/head_2_weight_2", "val/head_3_weight_0"} <= keys
     values = [r["scalars"]["train/head_1_weight_0"] for r in records if "train/head_1_weight_0" in r["scalars"]]
     assert all(math.isfinite(v) and v > 0 for v in values)
 

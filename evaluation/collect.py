@@ -53,6 +53,8 @@ class Collected:
     signal: np.ndarray  # [N, L] clean signal, in `units`
     units: str  # "µV" (global normalization undone) or "z-score" (per-sample normalization)
     levels: list[NoiseLevel] = field(default_factory=list)
+    patient_id: np.ndarray | None = None  # int64 [N]; None when the split carries no patient ids
+    series_id: np.ndarray | None = None  # int64 [N]: one intensity series (ear or session) of its patient
 
     @property
     def pred(self) -> np.ndarray:
@@ -132,6 +134,9 @@ def collect(
             "threshold_true": batch["threshold"],
             "static": batch["static"],
         }
+        for key in ("patient_id", "series_id"):
+            if key in batch:
+                heads[key] = batch[key]
         x0_phys, units = to_physical(x0, stats)
         heads["signal"] = x0_phys.flatten(1)
         for key, value in heads.items():
@@ -161,6 +166,8 @@ def collect(
         static=arr["static"],
         signal=arr["signal"],
         units=units,
+        patient_id=arr["patient_id"].astype(np.int64) if "patient_id" in arr else None,
+        series_id=arr["series_id"].astype(np.int64) if "series_id" in arr else None,
         levels=[
             NoiseLevel(snr, t, ab, torch.cat(noisy[i]).numpy(), torch.cat(est[i]).numpy())
             for i, (snr, t, ab) in enumerate(levels)

@@ -24,6 +24,7 @@ defaults without a word.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import reprlib
@@ -64,9 +65,9 @@ def spec(
 
 
 def _copy(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value)
-    return type(value)(value)
+    """A default that no two configs share, nested sections included (``dataclasses.replace``
+    would copy only the top level: ``Config().logging.wandb`` was one object for every config)."""
+    return copy.deepcopy(value)
 
 
 # --------------------------------------------------------------------------------------------

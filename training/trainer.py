@@ -307,12 +307,15 @@ class Trainer:
         gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 7919)
         sums = torch.zeros(len(COMPONENTS), device=self.device)
         n = torch.zeros((), device=self.device)
-        for batch in self._loader(getattr(self.data, split), shuffle_free_batch=self.cfg.training.batch_size):
+        loader = self._loader(getattr(self.data, split), shuffle_free_batch=self.cfg.training.batch_size)
+        self._call("on_validation_start", split, len(loader))
+        for batch in loader:
             batch = self._to_device(batch)
             losses, _ = self.compute_losses(net, batch, gen, train=False)
             b = batch["signal"].shape[0]
             sums += torch.stack([losses[k] for k in COMPONENTS]) * b
             n += b
+            self._call("on_validation_batch_end", split)
         means = reduce_mean(sums / n.clamp_min(1))
         comp = dict(zip(COMPONENTS, means.unbind(), strict=True))
         objective, weighted = self.meta_loss.balancer.combine(comp, update=False)

@@ -21,6 +21,13 @@ def test_defaults_round_trip_through_dict():
     assert from_dict(Config, to_dict(cfg)) == cfg
 
 
+def test_defaults_are_not_shared_between_configs():
+    a, b = Config(), Config()
+    a.logging.wandb.mode = "disabled"
+    a.loss.balancer.grouping.groups["signal"].append("class")
+    assert b.logging.wandb.mode == "offline" and b.loss.balancer.grouping.groups["signal"] == ["signal"]
+
+
 @pytest.mark.parametrize("name", ["quickstart.yaml", "config.yaml"])
 def test_shipped_configs_load(name):
     path = ROOT / "configs" / name

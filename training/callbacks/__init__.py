@@ -1,6 +1,7 @@
 """Monitoring callbacks: producers turn trainer events into records, sinks write every record.
 
-    producers   StepMetricsCallback      step window means every log_frequency steps ("step")
+    producers   RunSummaryCallback       curated hparams at the start, final/best metrics at the end ("hparams")
+                StepMetricsCallback      step window means every log_frequency steps ("step")
                 EpochSummaryCallback     the epoch block ("epoch")
                 LossWeightLoggerCallback balancer weights ("weights"), index mapping ("text")
     sinks       ConsoleCallback          tqdm bar + log lines through logging.getLogger("abr")
@@ -20,6 +21,7 @@ from training.callbacks.figures import WaveformFigureCallback
 from training.callbacks.health import HealthMonitorCallback
 from training.callbacks.jsonl import JsonlCallback
 from training.callbacks.metrics import EpochSummaryCallback, LossTracker, StepMetricsCallback
+from training.callbacks.run_summary import RunSummaryCallback
 from training.callbacks.tensorboard_logger import TensorBoardCallback
 from training.callbacks.wandb_logger import WandbCallback
 from training.callbacks.weights import LossWeightLoggerCallback
@@ -31,7 +33,7 @@ def default_callbacks(cfg: Config) -> list[Callback]:
     them in every sink). TensorBoard and W&B follow ``logging.use_tensorboard`` / ``use_wandb``,
     the monitor ``logging.health.enabled``; the weight logger is always on (seed 000)."""
     steps = StepMetricsCallback()
-    callbacks: list[Callback] = [steps, EpochSummaryCallback(), LossWeightLoggerCallback(),
+    callbacks: list[Callback] = [RunSummaryCallback(), steps, EpochSummaryCallback(), LossWeightLoggerCallback(),
                                  ConsoleCallback(tracker=steps.tracker), JsonlCallback()]
     if cfg.logging.use_tensorboard:
         callbacks.append(TensorBoardCallback())
@@ -53,6 +55,7 @@ __all__ = [
     "LossTracker",
     "LossWeightLoggerCallback",
     "Record",
+    "RunSummaryCallback",
     "StepMetricsCallback",
     "TensorBoardCallback",
     "WandbCallback",

@@ -21,11 +21,12 @@ class Record:
     """One event.
 
     kind:    "step" (window means every log_frequency steps), "epoch" (epoch summary),
-             "weights" (balancer weights), "alert" (health monitor), "hparams" (final metrics),
+             "weights" (balancer weights), "alert" (health monitor), "hparams" (curated
+             hyperparameters at the start; final and best metrics at the end),
              "text" (a free text entry, e.g. the weight index mapping), "figure".
     step:    optimizer step the record belongs to (the x axis everywhere).
     scalars: metric name -> value. Names are the shared tags: "train/signal", "val/total",
-             "train/weight_0", "eval/head_1_weight_2", "lr", "grad_norm/total", ...
+             "train/weight_0", "val/head_1_weight_2", "lr", "grad_norm/total", ...
     text:    the human-readable line a console shows for this record (may be empty).
     data:    anything JSON-serializable that metrics.jsonl should keep (alert kind, mapping, ...).
     """
@@ -48,6 +49,11 @@ class Callback:
 
     def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
         """After every optimizer step. ``out`` holds device tensors: read them only at log points."""
+
+    def on_validation_start(self, trainer: Trainer, split: str, batches: int) -> None:
+        """Before a validation pass over ``batches`` batches of ``split`` (every rank)."""
+
+    def on_validation_batch_end(self, trainer: Trainer, split: str) -> None: ...
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
 

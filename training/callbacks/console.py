@@ -1,21 +1,32 @@
-"""Console sink: one tqdm bar per epoch, and every record with text through the "abr" logger.
+"""Console sink: one tqdm bar per epoch and one per validation, and every record with text
+through the "abr" logger.
 
-The bar reads, with an example at 120 columns::
+The bar reads, at 120 columns or more::
 
     Epoch 1/200 |██▊   | 215/1140 <2:24:26, Total=138.0 | LR=1.00e-04 | Signal=1.030 | Class=1.944 | \
         Peak=0.831 | Thresh=130.5        (one line; wrapped here)
 
+and on a narrower terminal (80 columns and up; the form is picked from the width tqdm reads)::
+
+    Ep 1/200 |██▊   | 215/1140 <2:24:26, Tot  138 Sig 1.03 Cls 1.94 Pk 0.83 Thr  130
+
 The postfix is built by :func:`format_postfix` and set with ``set_postfix_str`` (tqdm's dict
 form sorts and reformats keys). Its numbers have a fixed width, so the line neither flickers nor
 grows; percentage and elapsed time are left out (the bar and ``n/total`` show progress) so that
-the line fits 120 columns up to "Epoch 200/200", 1140/1140 steps and an ETA in hours.
+the line fits up to "Epoch 200/200", 1140/1140 steps and an ETA in hours.
 
 Reading values is a host sync, so the postfix is refreshed at most every ``refresh_s`` seconds
 (the running mean of the current log window, from the step tracker) and at each log point (the
 window means of the step record, the same numbers as the step line).
 
-Log lines go to ``logging.getLogger("abr")``; train.py routes that logger through tqdm so a line
-never breaks the bar. Alerts are logged at WARNING level, everything else at INFO.
+Order on screen: the epoch's bar is closed (it stays, complete) when validation starts; a
+"Validation" bar counts the validation batches and is erased when it ends; then the epoch summary
+is printed, below the bar it summarizes. The end-of-run block (best epoch, best.pt, the command
+to evaluate) is printed from the final ``hparams`` record.
+
+Log lines go to ``logging.getLogger("abr")``; train.py routes that logger through tqdm
+(``logging_redirect_tqdm``) so a line never breaks a bar. Alerts are logged at WARNING level,
+everything else at INFO.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ from tqdm import tqdm
 
 from training.callbacks.base import Callback, Record
 from training.callbacks.format import format_postfix, strip_prefix
+from training.callbacks.run_summary import end_of_run_block
 
 if TYPE_CHECKING:
     from training.callbacks.metrics import LossTracker
@@ -35,6 +47,7 @@ if TYPE_CHECKING:
     from training.trainer import Trainer
 
 BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} <{remaining}{postfix}"
+WIDE_COLUMNS = 120  # narrower terminals get the compact postfix and "Ep" for "Epoch"
 
 
 class ConsoleCallback(Callback):
@@ -44,7 +57,8 @@ class ConsoleCallback(Callback):
         tracker: the :class:`LossTracker` of the step-metrics producer, for the live postfix
             between log points; None shows the postfix at log points only.
         refresh_s: at most one postfix read per this many seconds.
-        file, ncols: passed to tqdm (tests use a StringIO and 120 columns).
+        file, ncols: passed to tqdm (tests use a StringIO and a fixed width); ``ncols=None``
+            follows the terminal's width.
     """
 
     def __init__(self, tracker: LossTracker | None = None, refresh_s: float = 1.0,
@@ -54,8 +68,25 @@ class ConsoleCallback(Callback):
         self.file = file
         self.ncols = ncols
         self.bar: Any = None
+        self.val_bar: Any = None
+        self._epoch = (0, 0)  # (epoch, max_epochs) of the open bar
         self._last_refresh = 0.0
         self.log = logging.getLogger("abr")
+
+    def _tqdm(self, **kwargs: Any) -> Any:
+        return tqdm(bar_format=BAR_FORMAT, file=self.file, ncols=self.ncols, dynamic_ncols=self.ncols is None,
+                    **kwargs)
+
+    @property
+    def compact(self) -> bool:
+        """True when the open bar's terminal is narrower than :data:`WIDE_COLUMNS` (tqdm rereads the
+        width at every refresh when it follows the terminal)."""
+        ncols = getattr(self.bar, "ncols", None)
+        return ncols is not None and ncols < WIDE_COLUMNS
+
+    def _desc(self) -> str:
+        epoch, max_epochs = self._epoch
+        return f"{'Ep' if self.compact else 'Epoch'} {epoch}/{max_epochs}"
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if not trainer.is_main:
@@ -64,9 +95,10 @@ class ConsoleCallback(Callback):
         total = trainer.steps_per_epoch
         # > 0 when resumed mid-epoch
         done = getattr(trainer, "epoch_step", max(0, trainer.step - (epoch - 1) * (total or 0)))
-        self.bar = tqdm(total=total, initial=min(done, total or done), desc=f"Epoch {epoch}/{trainer.max_epochs}",
-                        bar_format=BAR_FORMAT, file=self.file, ncols=self.ncols,
-                        dynamic_ncols=self.ncols is None, leave=True)
+        self._epoch = (epoch, trainer.max_epochs)
+        # delay: nothing is drawn before the description fits the width tqdm has just read
+        self.bar = self._tqdm(total=total, initial=min(done, total or done), leave=True, delay=1e-9)
+        self.bar.set_description_str(self._desc(), refresh=True)
         self._last_refresh = time.monotonic()
 
     def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
@@ -81,7 +113,26 @@ class ConsoleCallback(Callback):
 
     def set_postfix(self, scalars: dict[str, float], lr: float) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(format_postfix(strip_prefix(scalars, "train/"), lr), refresh=False)
+            compact = self.compact
+            self.bar.set_description_str(self._desc(), refresh=False)
+            self.bar.set_postfix_str(format_postfix(strip_prefix(scalars, "train/"), lr, compact), refresh=False)
+
+    # -- validation: the epoch's bar stays as it ended, a second bar counts the batches ----------
+    def on_validation_start(self, trainer: Trainer, split: str, batches: int) -> None:
+        if not trainer.is_main:
+            return
+        if self.bar is not None:
+            self.bar.refresh()  # the last postfix, then the finished bar stays on screen
+        self._close()
+        name = "Validation" if split == "val" else f"Evaluation ({split})"
+        self.val_bar = self._tqdm(total=batches, desc=name, leave=False)
+
+    def on_validation_batch_end(self, trainer: Trainer, split: str) -> None:
+        if self.val_bar is not None:
+            self.val_bar.update(1)
+
+    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self._close_val()
 
     def on_record(self, trainer: Trainer, record: Record) -> None:
         if not trainer.is_main:
@@ -89,6 +140,10 @@ class ConsoleCallback(Callback):
         if record.kind == "step" and record.data.get("window_steps", 1):
             self.set_postfix(record.scalars, record.scalars.get("lr", trainer.lr))
             self._last_refresh = time.monotonic()
+        if record.kind in ("epoch", "hparams"):
+            self._close()  # the summary reads below the bar it summarizes
+        if record.kind == "hparams" and record.data.get("status") != "running":
+            self.log.info("%s", end_of_run_block(record.data, record.step, trainer.run_dir))
         if record.text:
             self.log.log(logging.WARNING if record.kind == "alert" else logging.INFO, record.text)
 
@@ -102,6 +157,12 @@ class ConsoleCallback(Callback):
         self._close()
 
     def _close(self) -> None:
+        self._close_val()
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+    def _close_val(self) -> None:
+        if self.val_bar is not None:
+            self.val_bar.close()
+            self.val_bar = None

@@ -25,26 +25,35 @@ FS_KHZ = 20.0  # samples per ms (20 kHz)
 
 
 def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Tensor | None = None,
-                    n: int = 4, title: str = "") -> Figure:
+                    n: int = 4, title: str = "", static: Tensor | None = None, units: str = "normalized") -> Figure:
     """Up to ``n`` panels: real [B, 1, L] with its denoised estimate [B, 1, L] and a generated
-    signal [B, 1, L] for the same condition (any of the last two may be None). Time in ms."""
+    signal [B, 1, L] for the same condition (any of the last two may be None). Time in ms; the
+    amplitude axis says ``units``; with ``static`` [B, 4] (physical units) each panel names its
+    condition. One legend above the panels, so no trace is covered."""
+    from evaluation.plots import PAPER_RC, format_condition
+
     n = min(n, real.shape[0])
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.6), squeeze=False, sharey=True)
-    t = [i / FS_KHZ for i in range(real.shape[-1])]  # ms
-    for i, ax in enumerate(axes[0]):
-        ax.plot(t, real[i, 0].detach().float().cpu().numpy(), color="k", lw=1.2, label="real")
-        if denoised is not None:
-            ax.plot(t, denoised[i, 0].detach().float().cpu().numpy(), color="tab:blue", lw=1.0, label="denoised")
-        if generated is not None:
-            ax.plot(t, generated[i, 0].detach().float().cpu().numpy(), color="tab:orange", lw=1.0,
-                    alpha=0.8, label="generated")
-        ax.set_xlabel("time (ms)")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("amplitude (normalized)")
-    axes[0][0].legend(fontsize=7, loc="upper right")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+    with plt.rc_context(PAPER_RC):
+        fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.4), dpi=150, squeeze=False, sharey=True)
+        t = [i / FS_KHZ for i in range(real.shape[-1])]  # ms
+        for i, ax in enumerate(axes[0]):
+            ax.plot(t, real[i, 0].detach().float().cpu().numpy(), color="k", lw=1.1, label="recorded")
+            if denoised is not None:
+                ax.plot(t, denoised[i, 0].detach().float().cpu().numpy(), color="tab:blue", lw=0.9, label="denoised")
+            if generated is not None:
+                ax.plot(t, generated[i, 0].detach().float().cpu().numpy(), color="tab:orange", lw=0.9,
+                        alpha=0.8, label="generated")
+            if static is not None:
+                ax.set_title(format_condition(static[i].tolist()).replace(", age", "\nage"), fontsize=7)
+            ax.set_xlabel("time (ms)")
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel(f"amplitude ({units})")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        # inside the canvas: TensorBoard and W&B render the figure as drawn, without a tight bounding box
+        fig.legend(handles, labels, loc="upper right", ncol=len(labels), frameon=False)
+        if title:
+            fig.suptitle(title, x=0.01, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 0.88))
     return fig
 
 
@@ -61,8 +70,9 @@ SAMPLE_STEPS = 20  # DDIM steps for the generated row: cheap enough for every va
 class WaveformFigureCallback(Callback):
     """At each validation (rank 0, ``logging.figures``): the first validation recordings, their
     one-step denoised estimate from x_t at t = 0.3 T, and a DDIM-20 sample for the same static
-    condition (with the run's guidance, eta and clipping), all in µV (de-normalized with the run's
-    training statistics)."""
+    condition (with the run's guidance, eta and clipping), in µV (de-normalized with the run's
+    training statistics), or as z-scores under ``data.normalization: per_sample`` (each recording
+    was scaled on its own: there is no µV to go back to). Each panel names its condition."""
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if not (trainer.is_main and trainer.cfg.logging.figures):
@@ -70,15 +80,13 @@ class WaveformFigureCallback(Callback):
         if getattr(trainer, "diffusion", None) is None:  # a trainer without a generative model (test fakes)
             return
         with torch.no_grad():
-            real, denoised, generated = self._waveforms(trainer)
-        fig = waveform_figure(real, denoised, generated, title=f"validation, step {trainer.step}")
-        for ax in fig.axes:
-            ax.set_ylabel("")
-        fig.axes[0].set_ylabel("µV")
+            real, denoised, generated, static, units = self._waveforms(trainer)
+        fig = waveform_figure(real, denoised, generated, title=f"validation, step {trainer.step}", static=static,
+                              units=units)
         emit_figure(trainer, "waveforms/real_denoised_generated", fig)
 
     @staticmethod
-    def _waveforms(trainer: Trainer) -> tuple[Tensor, Tensor, Tensor]:
+    def _waveforms(trainer: Trainer) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
         net = trainer.ema.shadow if trainer.ema is not None else trainer.model
         net.eval()
         n = 4
@@ -92,5 +100,8 @@ class WaveformFigureCallback(Callback):
         kw = diff.sampling_kwargs() | {"sampler": "ddim", "steps": min(SAMPLE_STEPS, diff.T)}  # the run's w, eta
         generated = diff.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
                                 tuple(x0.shape), generator=gen, **kw)
-        s = trainer.data.stats
-        return tuple((v * s.signal_std + s.signal_mean).cpu() for v in (x0, x0_hat, generated))
+        from evaluation.collect import to_physical  # the one de-normalization: µV, or z-scores left as they are
+
+        stats = trainer.data.stats
+        real, est, gen = (to_physical(v, stats)[0].cpu() for v in (x0, x0_hat, generated))
+        return real, est, gen, static.cpu(), to_physical(x0, stats)[1]  # static: physical units

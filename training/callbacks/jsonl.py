@@ -5,9 +5,11 @@
 
 Strict JSON: a NaN or infinite value is written as ``null`` (its alert says which key it was).
 "time" (Unix seconds) is the only non-deterministic key; drop it to compare two runs. Figures are
-not serialized (their record keeps its tag). The file is flushed at each epoch end, alert,
-validation, before every checkpoint and at the end; a resumed run first drops the lines past the
-step it resumes from (and a last line torn by a kill), so the file reads as if the run had never stopped.
+not serialized (their record keeps its tag). Every record is flushed as it is written (step
+logs come every ``log_frequency`` steps, so this costs nothing), so ``tail -f`` and notebooks see
+the run from its first step log. A resumed run first drops the lines past the step it resumes
+from, the end-of-run record of the stop and a last line torn by a kill, so the file reads as if
+the run had never stopped.
 """
 
 from __future__ import annotations
@@ -52,13 +54,22 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _continues(line: str, step: int) -> bool:
+    """A line the resumed run keeps: up to ``step``, and not the end-of-run record of the stop it
+    resumes from (the run goes on; train.log keeps the interruption)."""
+    row = json.loads(line)
+    ended = row["kind"] == "hparams" and (row.get("data") or {}).get("status", "running") != "running"
+    return row["step"] <= step and not ended
+
+
 def truncate_after(path: Path, step: int) -> None:
-    """Drop the lines with a step past ``step`` (written after the checkpoint a run resumes from)."""
+    """Drop the lines with a step past ``step`` (written after the checkpoint a run resumes from),
+    and the end-of-run record of the stop."""
     if not path.exists():
         return
     lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: text may hold U+2028
     lines.pop()  # "" after the final newline, or a line torn by a kill mid-write (never a complete record)
-    kept = [line + "\n" for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    kept = [line + "\n" for line in lines if line.strip() and _continues(line, step)]
     tmp = path.with_suffix(".jsonl.tmp")
     tmp.write_text("".join(kept), encoding="utf-8")
     os.replace(tmp, path)
@@ -86,8 +97,7 @@ class JsonlCallback(Callback):
             return
         f = self._open(trainer)
         f.write(json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n")
-        if record.kind in ("epoch", "alert", "hparams"):
-            f.flush()
+        f.flush()  # at most a few records per log_frequency steps: a reader (or a kill) sees each at once
 
     def flush(self, trainer: Trainer) -> None:
         """Called before every checkpoint, so a kill -9 never loses a line the checkpoint has seen."""

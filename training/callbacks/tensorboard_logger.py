@@ -3,15 +3,26 @@
 What lands where (tags are the record names, so W&B and metrics.jsonl use the same ones):
 
 - Scalars: train/<component> (step-window means), train_epoch/<component> (epoch means),
-  val/<component>, lr, grad_norm/total and grad_norm/<head>, train|eval/weight_i or
-  train|eval/head_i_weight_j.
-- Custom Scalars tab (:func:`custom_scalars_layout`): a loss-breakdown chart, one train-vs-val
-  chart per component, the balancer weights, learning rate and gradient norms.
+  val/<component>, lr, grad_norm/total and grad_norm/<head>, train|val/weight_i or
+  train|val/head_i_weight_j, and best/<metric> at the end of the run.
+- Component runs ``tensorboard/components/<Name>`` (Total, Signal, ..., Thresh): the same values
+  once more, under the tags ``loss/train``, ``loss/val``, ``weight/train`` and ``weight/val``.
+  TensorBoard colours a line by its *run* (every chart, Custom Scalars included), so the tags of
+  one run all share one colour; one run per component is what gives the loss breakdown one colour
+  per component, with the run names as its legend.
+- Custom Scalars tab (:func:`custom_scalars_layout`): the loss breakdown and the balancer weights
+  (from the component runs), one train-vs-val chart per component, learning rate and gradient norms.
 - Text: the weight index -> component mapping ("weights/index"), every alert ("alerts"), the
-  epoch summaries ("epoch_summary").
+  epoch summaries ("epoch_summary"), the end-of-run block ("run_summary"): the tags as written,
+  without the "/text_summary" suffix ``SummaryWriter.add_text`` appends.
 - Images: waveform figures (``kind="figure"`` records, tag from ``record.data["tag"]``).
-- HParams: the resolved config with the final metrics, written at train end into this same run
-  (low-level summaries on this writer: ``SummaryWriter.add_hparams`` would open a sub-run).
+- HParams: written when the run starts (the ``hparams`` record of
+  :class:`~training.callbacks.run_summary.RunSummaryCallback`), into this same run: the curated
+  hyperparameters (swept keys first, marked as differing so TensorBoard lists them first) and the
+  validation metrics, whose values TensorBoard reads from the run's scalars as they arrive. The
+  row is named after the run (``fixed (sweep)`` for a sweep run: the table shows ~15 characters). A clean end adds the
+  session status; an interrupted run keeps "running" (TensorBoard keeps the first status it
+  reads, and the run may be resumed).
 
 The writer flushes at each validation, epoch end, alert and checkpoint (``flush``; and every 30 s), so a running
 TensorBoard shows the run while it trains. A resumed run purges events past its resume step.
@@ -19,6 +30,7 @@ TensorBoard shows the run while it trains. A resumed run purges events past its 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,23 +42,28 @@ if TYPE_CHECKING:
 
     from training.trainer import Trainer
 
+COMPONENT_RUNS = "components"  # sub-directory of the component runs
+NAMES: dict[str, str] = {"total": "Total", **DISPLAY_NAMES}
+# HParams metric columns, in this order (TensorBoard shows the first five by default): the
+# unweighted components compare across balancing strategies; the totals do not.
+HPARAMS_METRICS: tuple[str, ...] = ("val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold",
+                                    "val/peak_amplitude", "val/total", "val/weighted", "train_epoch/total")
+
 
 def custom_scalars_layout(components: tuple[str, ...] = COMPONENTS) -> dict[str, dict[str, list[Any]]]:
     """The Custom Scalars tab: {category: {chart title: ["Multiline", [tag regex, ...]]}}."""
-    keys = "|".join(["total", "weighted", *components])
-    names = {"total": "Total", **DISPLAY_NAMES}
     return {
-        "Loss breakdown": {
-            "train (window means)": ["Multiline", [f"^train/({keys})$"]],
-            "validation": ["Multiline", [f"^val/({keys})$"]],
+        "Loss breakdown (one colour per component run)": {
+            "train (window means)": ["Multiline", ["^loss/train$"]],
+            "validation": ["Multiline", ["^loss/val$"]],
+        },
+        "Balancer weights (one colour per component run)": {
+            "train weights": ["Multiline", ["^weight/train$"]],
+            "validation weights": ["Multiline", ["^weight/val$"]],
         },
         "Train vs val": {
-            f"{names[c]}: train vs val": ["Multiline", [f"^(train|train_epoch|val)/{c}$"]]
+            f"{NAMES[c]}: train vs val": ["Multiline", [f"^train/{c}$", f"^train_epoch/{c}$", f"^val/{c}$"]]
             for c in ["total", *components]
-        },
-        "Balancer weights": {
-            "train weights": ["Multiline", [r"^train/(head_\d+_)?weight_\d+$"]],
-            "eval weights": ["Multiline", [r"^eval/(head_\d+_)?weight_\d+$"]],
         },
         "Optimization": {
             "learning rate": ["Multiline", ["^lr$"]],
@@ -55,42 +72,133 @@ def custom_scalars_layout(components: tuple[str, ...] = COMPONENTS) -> dict[str,
     }
 
 
-def flat_hparams(tree: dict[str, Any], prefix: str = "") -> dict[str, bool | int | float | str]:
-    """Nested config dict -> {"training.lr": 0.002, ...}; values TensorBoard cannot hold become str."""
-    flat: dict[str, bool | int | float | str] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            flat.update(flat_hparams(value, name + "."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
-        else:
-            flat[name] = str(value)
-    return flat
-
-
 def _markdown_block(text: str) -> str:
     """Multi-line text as a Markdown code block (TensorBoard's text tab renders Markdown)."""
     return "\n".join("    " + line for line in text.splitlines()) if "\n" in text else text
+
+
+def text_summary(tag: str, text: str) -> Any:
+    """A text summary under exactly ``tag`` (``add_text`` would write ``tag/text_summary``)."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.compat.proto.tensor_shape_pb2 import TensorShapeProto
+    from tensorboard.plugins.text.metadata import create_summary_metadata
+
+    tensor = TensorProto(dtype="DT_STRING", string_val=[text.encode("utf-8")],
+                         tensor_shape=TensorShapeProto(dim=[TensorShapeProto.Dim(size=1)]))
+    return Summary(value=[Summary.Value(tag=tag, metadata=create_summary_metadata("", ""), tensor=tensor)])
+
+
+def _hparams_summary(tag_data: Any) -> Any:
+    from tensorboard.compat.proto.summary_pb2 import Summary
+    from tensorboard.compat.proto.tensor_pb2 import TensorProto
+    from tensorboard.plugins.hparams import metadata
+
+    tag = {"experiment": metadata.EXPERIMENT_TAG, "session_start_info": metadata.SESSION_START_INFO_TAG,
+           "session_end_info": metadata.SESSION_END_INFO_TAG}[tag_data.WhichOneof("data")]
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata.create_summary_metadata(tag_data),
+                                        tensor=TensorProto(dtype="DT_FLOAT", float_val=[0.0]))])
+
+
+def hparam_names(keys: list[str]) -> dict[str, str]:
+    """Config key -> the name TensorBoard stores it under: ``"00 loss.balancer.strategy"``.
+
+    TensorBoard sorts the columns by name (after the keys marked ``differs``) and shows the first
+    five; the two-digit prefix keeps our order (swept keys, then the researcher's set). The table
+    shows the display name, which is the plain key."""
+    return {key: f"{i:02d} {key}" for i, key in enumerate(keys)}
+
+
+def hparams_summaries(hparams: dict[str, bool | int | float | str], swept: list[str], group_name: str,
+                      metrics: tuple[str, ...] = HPARAMS_METRICS) -> list[Any]:
+    """The experiment and session-start summaries of the HParams plugin.
+
+    Booleans stay booleans (``add_hparams`` turns them into 0.0/1.0: bool is an int in Python);
+    strings and booleans get their value as a one-value discrete domain, numbers an interval
+    filter; the swept keys are marked ``differs``; names keep ``hparams``' order (:func:`hparam_names`).
+    """
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    infos, start = [], plugin_data_pb2.SessionStartInfo(group_name=group_name, start_time_secs=time.time())
+    names = hparam_names(list(hparams))
+    for key, value in hparams.items():
+        name = names[key]
+        info = api_pb2.HParamInfo(name=name, display_name=key, differs=key in swept)
+        if isinstance(value, bool):
+            info.type = api_pb2.DATA_TYPE_BOOL
+            info.domain_discrete.extend([False, True])
+            start.hparams[name].bool_value = value
+        elif isinstance(value, (int, float)):
+            info.type = api_pb2.DATA_TYPE_FLOAT64
+            start.hparams[name].number_value = float(value)
+        else:
+            info.type = api_pb2.DATA_TYPE_STRING
+            info.domain_discrete.extend([str(value)])
+            start.hparams[name].string_value = str(value)
+        infos.append(info)
+    metric_infos = [api_pb2.MetricInfo(name=api_pb2.MetricName(tag=m), display_name=m) for m in metrics]
+    experiment = api_pb2.Experiment(hparam_infos=infos, metric_infos=metric_infos, time_created_secs=time.time())
+    return [_hparams_summary(plugin_data_pb2.HParamsPluginData(experiment=experiment)),
+            _hparams_summary(plugin_data_pb2.HParamsPluginData(session_start_info=start))]
+
+
+def session_end_summary(success: bool) -> Any:
+    from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+
+    status = api_pb2.STATUS_SUCCESS if success else api_pb2.STATUS_FAILURE
+    end = plugin_data_pb2.SessionEndInfo(status=status, end_time_secs=time.time())
+    return _hparams_summary(plugin_data_pb2.HParamsPluginData(session_end_info=end))
+
+
+def component_values(record: Record) -> dict[str, dict[str, float]]:
+    """{component run name: {tag: value}} for the component runs, from one record."""
+    out: dict[str, dict[str, float]] = {}
+    if record.kind in ("step", "epoch"):
+        split = "train" if record.kind == "step" else "val"
+        for key in ("total", *COMPONENTS):
+            value = record.scalars.get(f"{split}/{key}")
+            if value is not None:
+                out.setdefault(NAMES[key], {})[f"loss/{split}"] = value
+    elif record.kind == "weights":
+        split = record.data.get("split", "train")
+        mapping = record.data.get("components", {})
+        for name, value in record.scalars.items():
+            component = mapping.get(name.split("/", 1)[-1])
+            if component in DISPLAY_NAMES:
+                out.setdefault(DISPLAY_NAMES[component], {})[f"weight/{split}"] = value
+    return out
 
 
 class TensorBoardCallback(Callback):
     def __init__(self, flush_secs: int = 30) -> None:
         self.flush_secs = flush_secs
         self.writer: SummaryWriter | None = None
-        self.final_metrics: dict[str, float] = {}
-        self._hparams_written = False
+        self.component_writers: dict[str, SummaryWriter] = {}
+        self._purge: int | None = None
 
     def _open(self, trainer: Trainer) -> SummaryWriter:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             log_dir = Path(trainer.run_dir) / "tensorboard"
-            purge = trainer.step if trainer.resumed else None
-            self.writer = SummaryWriter(str(log_dir), flush_secs=self.flush_secs, purge_step=purge)
+            self._purge = trainer.step if trainer.resumed else None
+            self.writer = SummaryWriter(str(log_dir), flush_secs=self.flush_secs, purge_step=self._purge)
             if not trainer.resumed:
                 self.writer.add_custom_scalars(custom_scalars_layout())
         return self.writer
+
+    def _component_writer(self, trainer: Trainer, name: str) -> SummaryWriter:
+        if name not in self.component_writers:
+            from torch.utils.tensorboard import SummaryWriter
+
+            log_dir = Path(trainer.run_dir) / "tensorboard" / COMPONENT_RUNS / name
+            self.component_writers[name] = SummaryWriter(str(log_dir), flush_secs=self.flush_secs,
+                                                         purge_step=self._purge)
+        return self.component_writers[name]
+
+    def _add(self, summary: Any, step: int) -> None:
+        assert self.writer is not None
+        self.writer._get_file_writer().add_summary(summary, step)  # this run's own file writer: no sub-run
 
     def on_train_start(self, trainer: Trainer) -> None:
         if trainer.is_main:
@@ -100,58 +208,63 @@ class TensorBoardCallback(Callback):
         if not trainer.is_main:
             return
         w = self._open(trainer)
+        if record.kind == "hparams":
+            self._hparams(trainer, record)
+            return
         for name, value in record.scalars.items():
             w.add_scalar(name, value, record.step)
+        for run, values in component_values(record).items():
+            for tag, value in values.items():
+                self._component_writer(trainer, run).add_scalar(tag, value, record.step)
         if record.kind == "text":
-            w.add_text(record.data.get("tag", "text"), _markdown_block(record.text), record.step)
+            self._add(text_summary(record.data.get("tag", "text"), _markdown_block(record.text)), record.step)
         elif record.kind == "alert":
-            w.add_text("alerts", record.text, record.step)
-            w.flush()
+            self._add(text_summary("alerts", record.text), record.step)
+            self.flush(trainer)
         elif record.kind == "epoch":
             if record.text:
-                w.add_text("epoch_summary", _markdown_block(record.text), record.step)
-            self.final_metrics.update({k: v for k, v in record.scalars.items()
-                                       if k.startswith(("val/", "train_epoch/"))})
-            w.flush()
+                self._add(text_summary("epoch_summary", _markdown_block(record.text)), record.step)
+            self.flush(trainer)
         elif record.kind == "figure" and record.figure is not None:
             w.add_figure(record.data.get("tag", "figures"), record.figure, record.step, close=False)
-        elif record.kind == "hparams":
-            self.final_metrics.update(record.scalars)
+
+    def _hparams(self, trainer: Trainer, record: Record) -> None:
+        from training.callbacks.run_summary import end_of_run_block, run_names
+
+        status = record.data.get("status")
+        if status == "running":
+            trial = run_names(trainer.cfg, Path(trainer.run_dir))[1]
+            for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []), trial):
+                self._add(summary, record.step)
+            return
+        assert self.writer is not None
+        for name, value in record.scalars.items():
+            if name.startswith("best/"):  # the val/ values are in the run already
+                self.writer.add_scalar(name, value, record.step)
+        if status == "finished":
+            self._add(session_end_summary(success=True), record.step)
+        block = end_of_run_block(record.data, record.step, Path(trainer.run_dir))
+        self._add(text_summary("run_summary", _markdown_block(block)), record.step)
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if self.writer is not None:
-            self.writer.flush()
+        self.flush(trainer)
 
     def flush(self, trainer: Trainer) -> None:
         """Write pending events to disk; called before every checkpoint, so the checkpoint never runs
         ahead of the TensorBoard curves. A no-op while the writer is not open."""
-        if self.writer is not None:
-            self.writer.flush()
-
-    def write_hparams(self, trainer: Trainer) -> None:
-        """HParams of this run with its final metrics (their scalar tags already exist in the run)."""
-        from torch.utils.tensorboard.summary import hparams
-
-        from training.config import config_to_dict
-
-        if self.writer is None or self._hparams_written:
-            return
-        exp, ssi, sei = hparams(flat_hparams(config_to_dict(trainer.cfg)), dict(self.final_metrics))
-        fw = self.writer._get_file_writer()  # this run's own file writer: no sub-run
-        for summary in (exp, ssi, sei):
-            fw.add_summary(summary, trainer.step)
-        self._hparams_written = True
+        for w in [self.writer, *self.component_writers.values()]:
+            if w is not None:
+                w.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:
-        if self.writer is not None:
-            self.write_hparams(trainer)
-            self._close()
+        self._close()
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:
-        if self.writer is not None:
-            self.writer.flush()
-            self.writer.close()
-            self.writer = None
+        for w in [self.writer, *self.component_writers.values()]:
+            if w is not None:
+                w.flush()
+                w.close()
+        self.writer, self.component_writers = None, {}

@@ -130,7 +130,13 @@ class FakeTrainer:
             for cb in self.callbacks:
                 cb.on_step_end(self, out)
 
-    def validate(self, metrics: dict[str, float]) -> None:
+    def validate(self, metrics: dict[str, float], batches: int = 0) -> None:
+        """A validation pass of ``batches`` batches ending with ``metrics``."""
+        for cb in self.callbacks:
+            cb.on_validation_start(self, "val", batches)
+        for _ in range(batches):
+            for cb in self.callbacks:
+                cb.on_validation_batch_end(self, "val")
         for cb in self.callbacks:
             cb.on_validation_end(self, metrics)
 

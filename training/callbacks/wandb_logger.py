@@ -2,13 +2,20 @@
 
 - Offline by default (``logging.wandb.mode``); run files land in ``trainer.run_dir/wandb``
   (``wandb sync logs/<experiment>/wandb/offline-run-*`` uploads them later).
-- The resolved config is the run's config; the run is named after the experiment directory;
-  runs of one ``-m`` sweep share ``logging.wandb.group`` (train.py fills it in for a sweep).
+- The resolved config is the run's config, plus ``hparams`` (the curated hyperparameters of the
+  start ``hparams`` record, swept keys first) and ``loss_weight_index``. The run is named like its
+  TensorBoard HParams row (the experiment; ``sweep/strategy=fixed`` for a sweep run); runs of one
+  ``-m`` sweep share ``logging.wandb.group`` (train.py fills it in for a sweep).
 - Metric names are the record names, the same tags as TensorBoard. Every metric is plotted
   against the optimizer step (``define_metric(..., step_metric="step")``), so train and val
   curves share one x axis like in TensorBoard; "epoch" is logged too, to switch axes in the UI.
-  Validation metrics also get a "min" summary.
-- Alerts become ``run.alert`` when the run is online (W&B rate-limits them).
+  Validation metrics keep their minimum *and* their last value in the summary
+  (``summary="min,last"``); the end-of-run ``hparams`` record adds ``best/<metric>``,
+  ``best/epoch`` and ``status``.
+- Alerts are logged as rows, so they survive an offline run and ``wandb sync``: a table
+  ``health/alerts`` (step, epoch, alert, message; every alert so far) and a ``health/<alert>``
+  point at the step it fired. Online, they also become ``run.alert`` (e-mail/Slack; W&B
+  rate-limits them).
 - W&B never stops training: if an online init fails (no login, no network), one warning, then
   the same run offline; if even that fails, W&B logging is off for the run. A resumed run
   continues the same W&B run (its id is kept in ``run_dir/wandb/run_id``).
@@ -38,11 +45,13 @@ class WandbCallback(Callback):
     def __init__(self) -> None:
         self.run: Any = None
         self._failed = False
+        self.alerts: list[list[Any]] = []  # [step, epoch, alert, message] of every alert so far
 
     # -- init --------------------------------------------------------------------------------------
     def _init(self, trainer: Trainer, mode: str) -> Any:
         import wandb
 
+        from training.callbacks.run_summary import run_names
         from training.config import config_to_dict
 
         cfg = trainer.cfg.logging.wandb
@@ -52,7 +61,7 @@ class WandbCallback(Callback):
         run_id = id_file.read_text().strip() if trainer.resumed and id_file.exists() else None
         run = wandb.init(
             project=cfg.project, entity=cfg.entity or None, group=cfg.group or None, tags=list(cfg.tags),
-            name=Path(trainer.run_dir).name, dir=str(Path(trainer.run_dir)), mode=mode,
+            name=run_names(trainer.cfg, Path(trainer.run_dir))[0], dir=str(Path(trainer.run_dir)), mode=mode,
             config=config_to_dict(trainer.cfg), id=run_id, resume="allow" if run_id else None,
             settings=wandb.Settings(init_timeout=cfg.init_timeout, console="off"),
             reinit="create_new",
@@ -60,7 +69,7 @@ class WandbCallback(Callback):
         id_file.write_text(run.id)
         run.define_metric("step")
         run.define_metric("epoch", step_metric="step")
-        run.define_metric("val/*", step_metric="step", summary="min")
+        run.define_metric("val/*", step_metric="step", summary="min,last")
         run.define_metric("*", step_metric="step")
         return run
 
@@ -112,10 +121,21 @@ class WandbCallback(Callback):
         payload: dict[str, Any] = dict(record.scalars)
         if record.kind == "figure" and record.figure is not None:
             payload[record.data.get("tag", "figures")] = wandb.Image(record.figure)
-        elif record.kind == "alert" and self.online:
-            run.alert(title=str(record.data.get("alert", "health")), text=record.text, level=wandb.AlertLevel.WARN)
+        elif record.kind == "alert":
+            name = str(record.data.get("alert", "health"))
+            self.alerts.append([record.step, record.epoch, name, record.text])
+            payload[f"health/{name}"] = 1
+            payload["health/alerts"] = wandb.Table(columns=["step", "epoch", "alert", "message"],
+                                                   data=[list(row) for row in self.alerts])
+            if self.online:
+                run.alert(title=name, text=record.text, level=wandb.AlertLevel.WARN)
         elif record.kind == "hparams":
-            run.summary.update(record.scalars)
+            payload = {}  # a summary, not a history point (the val/ values are in the history already)
+            if record.data.get("status") == "running":
+                run.config.update({"hparams": record.data.get("hparams", {})}, allow_val_change=True)
+            else:
+                run.summary.update({**{k: v for k, v in record.scalars.items() if k.startswith("best/")},
+                                    "status": record.data.get("status")})
         elif record.kind == "text" and record.data.get("tag") == "weights/index":
             run.config.update({"loss_weight_index": record.data.get("mapping", {})}, allow_val_change=True)
         if payload:
@@ -126,6 +146,12 @@ class WandbCallback(Callback):
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
         self._finish(1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"alerts": [list(row) for row in self.alerts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.alerts = [list(row) for row in state.get("alerts", [])]
 
     def _finish(self, exit_code: int) -> None:
         if self.run is not None:

@@ -1,4 +1,4 @@
-"""Balancer weight logging (seed 000): ``train/weight_i`` / ``train/head_i_weight_j`` and ``eval/...``.
+"""Balancer weight logging (seed 000): ``train/weight_i`` / ``train/head_i_weight_j`` and ``val/...``.
 
 :class:`LossWeightLoggerCallback` is on by default and needs no configuration: it looks for a
 ``get_loss_weights()`` method itself (on ``trainer.meta_loss``, then its ``balancer``), so any
@@ -68,7 +68,8 @@ def find_weight_source(obj: Any) -> tuple[Callable[[], Any] | None, Callable[[],
 
 class LossWeightLoggerCallback(Callback):
     """Emits ``kind="weights"`` records: every ``log_frequency`` steps under ``train/``, after each
-    validation under ``eval/``, and once at train start (step 0 of a fresh run)."""
+    validation under ``val/`` (next to the validation losses), and once at train start (step 0 of
+    a fresh run)."""
 
     def __init__(self) -> None:
         self._get: Callable[[], Any] | None = None
@@ -95,7 +96,7 @@ class LossWeightLoggerCallback(Callback):
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if self._get is not None:
-            self._emit(trainer, "eval", trainer.step, trainer.epoch, self._get())
+            self._emit(trainer, "val", trainer.step, trainer.epoch, self._get())
 
     def _emit(self, trainer: Trainer, prefix: str, step: int, epoch: int, weights: Any) -> None:
         mapping = weight_components(weights, self._names() if self._names else None)

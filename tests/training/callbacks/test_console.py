@@ -2,12 +2,30 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import logging
+import math
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from pathlib import Path
+
+import pytest
 
 from training.callbacks.base import Record
 from training.callbacks.console import ConsoleCallback
-from training.callbacks.format import format_postfix, strip_prefix
+from training.callbacks.format import (
+    COMPACT_POSTFIX_CHARS,
+    POSTFIX_CHARS,
+    POSTFIX_COMPONENTS,
+    format_postfix,
+    strip_prefix,
+)
 from training.callbacks.metrics import EpochSummaryCallback, StepMetricsCallback
 from training.callbacks.testing import healthy_losses
 
@@ -64,3 +82,132 @@ def test_other_ranks_print_nothing(make_trainer, caplog):
         _, console, out = console_run(make_trainer, is_main=False)
     assert out == "" and console.bar is None
     assert [r for r in caplog.records if r.name == "abr"] == []
+
+
+# -- the fixed width of the postfix ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_postfix_length_never_changes(compact):
+    """Every value from 1e-4 to 1e12, negative, NaN or infinite takes the same room: no flicker."""
+    magnitudes = [0.0, 1e-4, 0.5, 1.0295, 9.9999, 99.99, 138.007, 999.96, 12345.6, 1e12, -1e12, -2.06, -0.0004,
+                  math.nan, math.inf, -math.inf]
+    keys = ("total", *POSTFIX_COMPONENTS)
+    lengths = {len(format_postfix(dict.fromkeys(keys, v), 1e-4, compact)) for v in magnitudes}
+    assert lengths == {COMPACT_POSTFIX_CHARS if compact else POSTFIX_CHARS}
+    compact_text = format_postfix(dict.fromkeys(keys, 138.007), 1e-4, compact=True)
+    assert compact_text == "Tot  138 Sig  138 Cls  138 Pk  138 Thr  138"
+
+
+# -- what an 80-column terminal shows ------------------------------------------------------------
+
+TERMINAL_RUN = r"""
+import sys
+from pathlib import Path
+from tqdm.contrib.logging import logging_redirect_tqdm
+from training.callbacks import default_callbacks
+from training.callbacks.testing import FakeTrainer
+from training.components import COMPONENTS
+from training.config import Config
+from training.setup import setup_logging
+
+cfg = Config()
+cfg.training.log_frequency = 10
+cfg.logging.use_tensorboard = cfg.logging.health.enabled = False
+run_dir = Path(sys.argv[1])
+run_dir.mkdir(parents=True)
+logger = setup_logging(run_dir)
+trainer = FakeTrainer(run_dir, default_callbacks(cfg), cfg=cfg, max_epochs=200, steps_per_epoch=20)
+losses = {c: 130.4529 if c == "threshold" else 1.0295 for c in COMPONENTS}
+with logging_redirect_tqdm(loggers=[logger]):
+    trainer.start()
+    for epoch, total in ((1, 5.0), (2, 7.0)):
+        if epoch > 1:
+            trainer.start_epoch()
+        trainer.steps(20, lambda step: losses)
+        val = {"val/total": total, **{f"val/{c}": 1.0 for c in COMPONENTS}}
+        trainer.validate(val, batches=5)
+        (run_dir / "checkpoints").mkdir(exist_ok=True)
+        (run_dir / "checkpoints" / "best.pt").touch()
+        trainer.end_epoch({"train/total": 6.0, **val, "lr": 1e-4})
+    trainer.end()
+"""
+
+
+def render(stream: str, columns: int) -> tuple[list[str], list[str]]:
+    """(screen lines, lines that overflowed) of a terminal ``columns`` wide after ``stream``: enough
+    of a VT100 for tqdm (carriage return, line feed, cursor up, erase to end of line)."""
+    screen, overflow, row, col = [[]], [], 0, 0
+    i = 0
+    while i < len(stream):
+        ch = stream[i]
+        if ch == "\x1b":
+            m = re.match(r"\x1b\[(\d*)([A-Za-z])", stream[i:])
+            n = int(m.group(1) or 1)
+            if m.group(2) == "A":
+                row = max(0, row - n)
+            elif m.group(2) == "K":
+                del screen[row][col:]
+            i += len(m.group(0))
+            continue
+        if ch == "\r":
+            col = 0
+        elif ch == "\n":
+            row += 1
+            col = 0
+        else:
+            if col == columns:
+                overflow.append("".join(screen[row]))
+                row, col = row + 1, 0
+            while len(screen) <= row:
+                screen.append([])
+            line = screen[row]
+            line.extend(" " * (col + 1 - len(line)))
+            line[col] = ch
+            col += 1
+        while len(screen) <= row:
+            screen.append([])
+        i += 1
+    return ["".join(line).rstrip() for line in screen], overflow
+
+
+def run_in_terminal(tmp_path, columns: int) -> tuple[str, list[str], list[str]]:
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
+    proc = subprocess.Popen([sys.executable, "-c", TERMINAL_RUN, str(tmp_path / "run")], stdin=slave,
+                            stdout=slave, stderr=slave, env=env, close_fds=True)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")[-2000:]
+    raw = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")  # the pty turns \n into \r\n
+    screen, overflow = render(raw, columns)
+    return raw, screen, overflow
+
+
+def test_an_80_column_terminal(tmp_path):
+    raw, screen, overflow = run_in_terminal(tmp_path, 80)
+    assert [line for line in overflow if line.startswith(("Ep", "Validation"))] == []  # no bar wrapped (log lines may)
+    bars = [i for i, line in enumerate(screen) if line.startswith("Ep 1/200 |")]
+    assert len(bars) == 1, screen  # the finished bar of epoch 1 stays, once
+    bar = screen[bars[0]]
+    assert "20/20" in bar and bar.endswith("Tot  136 Sig 1.03 Cls 1.03 Pk 1.03 Thr  130"), bar  # whole postfix
+    summary = screen.index("Epoch 1/200 Summary:")
+    assert summary > bars[0]  # the summary reads below the bar it summarizes
+    assert "Validation |" in raw and not any(line.startswith("Validation") for line in screen)  # shown, then erased
+    run_dir = tmp_path / "run"
+    assert raw.rstrip().split("\n")[-3:] == [  # the end-of-run block, last on screen
+        "Run finished: 2 epoch(s) completed, 40 steps",
+        f"  best: epoch 1, val/total 5.0000 -> {run_dir}/checkpoints/best.pt",
+        f"  evaluate: python -m evaluation.evaluate --run {run_dir}",
+    ]

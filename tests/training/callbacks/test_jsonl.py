@@ -56,3 +56,28 @@ def test_other_ranks_write_nothing(make_trainer):
     trainer.emit(Record("step", 1, 1))
     trainer.end()
     assert not (trainer.run_dir / "metrics.jsonl").exists()
+
+
+def test_each_step_log_is_on_disk_before_the_epoch_ends(make_trainer, cfg):
+    cfg.logging.use_tensorboard = False
+    trainer = make_trainer(default_callbacks(cfg))
+    trainer.start()
+    trainer.steps(10, healthy_losses)  # one step log, mid-epoch, file still open
+    rows = read_jsonl(trainer.run_dir / "metrics.jsonl")
+    assert [r["step"] for r in rows if r["kind"] == "step"] == [10]
+    trainer.end()
+
+
+def test_resume_drops_the_end_record_of_the_stop(make_trainer):
+    first = make_trainer([JsonlCallback()])
+    first.start()
+    first.emit(Record("hparams", 0, 1, data={"status": "running"}))
+    first.emit(Record("step", 10, 1, scalars={"train/total": 1.0}))
+    first.emit(Record("hparams", 10, 1, data={"status": "interrupted"}))
+    first.end()
+    resumed = make_trainer([JsonlCallback()], resumed=True, step=10)
+    resumed.start()
+    resumed.end()
+    rows = read_jsonl(resumed.run_dir / "metrics.jsonl")
+    assert [(r["kind"], r["step"], r["data"].get("status")) for r in rows] == [("hparams", 0, "running"),
+                                                                                ("step", 10, None)]

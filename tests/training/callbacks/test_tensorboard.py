@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
+import pytest
 import torch
 from tensorboard.plugins.custom_scalar import layout_pb2
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.figures import emit_figure, waveform_figure
 from training.callbacks.tensorboard_logger import TensorBoardCallback
-from training.callbacks.testing import healthy_losses, read_tensorboard
-from training.components import COMPONENTS
+from training.callbacks.testing import FakeTrainer, healthy_losses, read_tensorboard
+from training.components import COMPONENTS, DISPLAY_NAMES
+from training.trainer import TrainingInterrupted
 
 
 def tb_run(make_trainer, cfg):
@@ -19,7 +23,7 @@ def tb_run(make_trainer, cfg):
     trainer.start()
     trainer.steps(20, healthy_losses)
     val = {"val/total": 5.0, **{f"val/{c}": 1.0 for c in COMPONENTS}}
-    trainer.validate(val)
+    trainer.validate(val, batches=3)
     emit_figure(trainer, "val/waveforms", waveform_figure(torch.randn(3, 1, 200), torch.randn(3, 1, 200),
                                                           torch.randn(3, 1, 200)))
     trainer.emit(Record("alert", 20, 1, text="WARNING [health/x] step 20: crafted", data={"alert": "x"}))
@@ -31,11 +35,11 @@ def test_live_view_after_the_first_validation(make_trainer, cfg):
     trainer = tb_run(make_trainer, cfg)  # not ended: what a running `tensorboard --logdir` sees
     tags = read_tensorboard(trainer.run_dir / "tensorboard").Tags()
     expected = {"train/total", "train/weighted", "lr", "grad_norm/total", "grad_norm/signal", "val/total",
-                "train_epoch/total", "train/weight_0", "eval/weight_5",
+                "train_epoch/total", "train/weight_0", "val/weight_5",
                 *(f"train/{c}" for c in COMPONENTS), *(f"val/{c}" for c in COMPONENTS)}
     assert expected <= set(tags["scalars"])
     assert "val/waveforms" in tags["images"]
-    assert {"alerts/text_summary", "weights/index/text_summary", "epoch_summary/text_summary"} <= set(tags["tensors"])
+    assert {"alerts", "weights/index", "epoch_summary"} <= set(tags["tensors"])
     trainer.end()
 
 
@@ -48,32 +52,96 @@ def test_scalar_values_match_the_records(make_trainer, cfg):
         assert abs(events[rec.step] - rec.scalars["train/signal"]) < 1e-6
 
 
-def test_custom_scalars_layout(make_trainer, cfg):
+def test_loss_breakdown_has_one_run_per_component(make_trainer, cfg):
+    """TensorBoard colours lines by run: the breakdown charts read one run per component, so each
+    component gets its own colour, and the run names are the legend."""
     trainer = tb_run(make_trainer, cfg)
     trainer.end()
     acc = read_tensorboard(trainer.run_dir / "tensorboard")
     layout = layout_pb2.Layout()
     layout.ParseFromString(acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0])
-    charts = {cat.title: [c.title for c in cat.chart] for cat in layout.category}
-    assert "train (window means)" in charts["Loss breakdown"]
+    charts = {cat.title: {c.title: list(c.multiline.tag) for c in cat.chart} for cat in layout.category}
+    breakdown = charts["Loss breakdown (one colour per component run)"]
+    assert breakdown == {"train (window means)": ["^loss/train$"], "validation": ["^loss/val$"]}
     assert {"Total: train vs val", "Signal: train vs val", "Thresh: train vs val"} <= set(charts["Train vs val"])
-    assert "train weights" in charts["Balancer weights"]
+    runs = trainer.run_dir / "tensorboard" / "components"
+    assert sorted(p.name for p in runs.iterdir()) == sorted(["Total", *DISPLAY_NAMES.values()])
+    step = trainer.of_kind("step")[-1]
+    for c in COMPONENTS:
+        run = read_tensorboard(runs / DISPLAY_NAMES[c])
+        assert set(run.Tags()["scalars"]) == {"loss/train", "loss/val", "weight/train", "weight/val"}
+        assert run.Scalars("loss/train")[-1].value == pytest.approx(step.scalars[f"train/{c}"])
+        assert run.Scalars("loss/val")[-1].value == 1.0
+    assert set(read_tensorboard(runs / "Total").Tags()["scalars"]) == {"loss/train", "loss/val"}
 
 
-def test_hparams_are_in_the_same_run(make_trainer, cfg):
-    trainer = tb_run(make_trainer, cfg)
-    trainer.end()
-    log_dir = trainer.run_dir / "tensorboard"
-    assert [p for p in log_dir.iterdir() if p.is_dir()] == []  # no stray sub-run
+def _hparams(log_dir):
     acc = read_tensorboard(log_dir, plugins=True)
-    assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(acc.PluginTagToContent("hparams"))
-    data = plugin_data_pb2.HParamsPluginData()
-    data.ParseFromString(acc.SummaryMetadata("_hparams_/experiment").plugin_data.content)
-    metrics = {m.name.tag for m in data.experiment.metric_infos}
-    assert {"val/total", "val/signal", "train_epoch/total"} <= metrics
-    start = plugin_data_pb2.HParamsPluginData()
-    start.ParseFromString(acc.SummaryMetadata("_hparams_/session_start_info").plugin_data.content)
-    assert start.session_start_info.hparams["training.log_frequency"].number_value == 10
+    content = acc.PluginTagToContent("hparams")
+    out = {}
+    for tag, key, field in (("_hparams_/experiment", "experiment", "experiment"),
+                            ("_hparams_/session_start_info", "start", "session_start_info"),
+                            ("_hparams_/session_end_info", "end", "session_end_info")):
+        if tag in content:
+            data = plugin_data_pb2.HParamsPluginData()
+            data.ParseFromString(content[tag])
+            out[key] = getattr(data, field)
+    return out
+
+
+def test_hparams_are_written_at_the_start_curated_and_typed(make_trainer, cfg):
+    trainer = tb_run(make_trainer, cfg)  # still running
+    hp = _hparams(trainer.run_dir / "tensorboard")
+    assert set(hp) == {"experiment", "start"}  # live: the table exists while the run trains
+    start, infos = hp["start"], hp["experiment"].hparam_infos
+    shown = [i.display_name for i in sorted(infos, key=lambda i: (not i.differs, i.name))][:5]  # TensorBoard's order
+    assert shown == ["loss.balancer.strategy", "training.lr", "training.batch_size", "training.epochs",
+                     "data.synthetic.patients"]  # (a FakeTrainer has no model to count parameters of)
+    assert len(infos) <= 12 and "training.log_frequency" not in {i.display_name for i in infos}
+    values = {i.display_name: start.hparams[i.name] for i in infos}
+    assert values["loss.balancer.grouping.enabled"].WhichOneof("kind") == "bool_value"  # not 0.0000
+    assert values["loss.balancer.strategy"].string_value == "fixed"
+    assert values["training.lr"].number_value == cfg.training.lr
+    assert start.group_name == "run"
+    metrics = [m.name.tag for m in hp["experiment"].metric_infos]
+    assert metrics[:5] == ["val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold"]
+    trainer.end()
+    hp = _hparams(trainer.run_dir / "tensorboard")
+    assert hp["end"].status == api_pb2.STATUS_SUCCESS
+    log_dir = trainer.run_dir / "tensorboard"
+    assert [p.name for p in log_dir.iterdir() if p.is_dir()] == ["components"]  # no hparams sub-run
+    best = read_tensorboard(log_dir).Scalars("best/val/total")
+    assert [e.value for e in best] == [5.0]
+
+
+def test_sweep_runs_lead_with_the_swept_keys_and_have_short_distinct_names(tmp_path, cfg):
+    rows = {}
+    for value in ("fixed", "uncertainty"):
+        cfg.loss.balancer.strategy = value
+        cfg.training.lr = 0.001
+        run_dir = tmp_path / "sweep" / f"loss.balancer.strategy={value},training.lr=0.001"
+        trainer = FakeTrainer(run_dir, default_callbacks(cfg), cfg=cfg)
+        trainer.start()
+        trainer.end()
+        rows[value] = _hparams(run_dir / "tensorboard")
+    for value, hp in rows.items():
+        infos = sorted(hp["experiment"].hparam_infos, key=lambda i: (not i.differs, i.name))  # TensorBoard's order
+        assert [i.display_name for i in infos[:3]] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
+        assert [i.differs for i in infos[:3]] == [True, True, False]
+        assert hp["start"].group_name == f"{value}, 0.001 (sweep)"  # distinct within the ~15 characters shown
+        assert hp["start"].hparams[infos[0].name].string_value == value
+
+
+def test_interrupted_run_keeps_its_metrics_and_no_end_status(make_trainer, cfg):
+    trainer = tb_run(make_trainer, cfg)
+    trainer.step += 5
+    for cb in trainer.callbacks:
+        cb.on_exception(trainer, TrainingInterrupted(signal.SIGTERM))
+    hp = _hparams(trainer.run_dir / "tensorboard")
+    assert "end" not in hp  # a resumed run may still finish: TensorBoard keeps the first status it reads
+    acc = read_tensorboard(trainer.run_dir / "tensorboard")
+    assert [e.value for e in acc.Scalars("best/val/total")] == [5.0]
+    assert acc.Scalars("val/total")[-1].step == 20  # no extra val point at the interrupt
 
 
 def test_disabled_by_config(make_trainer, cfg):

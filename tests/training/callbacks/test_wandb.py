@@ -49,8 +49,8 @@ def history_keys(run_dir) -> tuple[set[str], list]:
 def test_offline_run_files_with_the_tensorboard_names(make_trainer, cfg):
     trainer = wandb_run(make_trainer, cfg)
     keys, records = history_keys(trainer.run_dir)
-    names = {k for r in trainer.records for k in r.scalars}  # what TensorBoard writes as tags
-    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "eval/weight_0"} <= keys
+    names = {k for r in trainer.records if r.kind != "hparams" for k in r.scalars}  # TensorBoard's tags
+    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "val/weight_0"} <= keys
     metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records
                if r.WhichOneof("record_type") == "metric"}
     assert metrics.get("val/*") == "step" and metrics.get("*") == "step"
@@ -120,3 +120,50 @@ def test_disabled_mode_writes_nothing(make_trainer, cfg):
     cfg.logging.wandb.mode = "disabled"
     trainer = wandb_run(make_trainer, cfg)
     assert not (trainer.run_dir / "wandb").exists()
+
+
+def two_validations_and_an_alert(make_trainer, cfg):
+    cfg.logging.use_wandb = True
+    cfg.logging.use_tensorboard = False
+    trainer = make_trainer(default_callbacks(cfg))
+    trainer.start()
+    trainer.steps(20, healthy_losses)
+    for total in (5.0, 7.0):  # the best epoch is the first
+        val = {"val/total": total, **{f"val/{c}": 1.0 for c in COMPONENTS}}
+        trainer.validate(val)
+        trainer.end_epoch({"train/total": 6.0, **val, "lr": 1e-4})
+    trainer.emit(Record("alert", 20, 2, text="WARNING [health/grad_explosion] step 20: norm 1e5",
+                        data={"alert": "grad_explosion"}))
+    trainer.end()
+    _, records = history_keys(trainer.run_dir)
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in r.summary.update})
+    return trainer, records, summary
+
+
+def test_val_summary_keeps_the_last_and_the_best_value(make_trainer, cfg):
+    _, _, summary = two_validations_and_an_alert(make_trainer, cfg)
+    assert summary["val/total"] == {"min": 5.0, "last": 7.0}
+    assert summary["best/val/total"] == 5.0 and summary["best/epoch"] == 1.0
+    assert summary["status"] == "finished"
+
+
+def test_alerts_are_rows_in_the_offline_run(make_trainer, cfg):
+    trainer, records, summary = two_validations_and_an_alert(make_trainer, cfg)
+    history = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for r in records
+               if r.WhichOneof("record_type") == "history" for i in r.history.item}
+    assert history["health/grad_explosion"] == 1 and history["step"] == 20
+    (table,) = trainer.run_dir.glob("wandb/offline-run-*/files/" + summary["health/alerts/path"])
+    rows = json.loads(table.read_text())
+    assert rows["columns"] == ["step", "epoch", "alert", "message"]
+    assert rows["data"] == [[20, 2, "grad_explosion", "WARNING [health/grad_explosion] step 20: norm 1e5"]]
+
+
+def test_hparams_record_is_in_the_config(make_trainer, cfg):
+    _, records, _ = two_validations_and_an_alert(make_trainer, cfg)
+    config = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "config"
+              for i in r.config.update}
+    assert list(config["hparams"])[:3] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
+    assert config["hparams"]["loss.balancer.grouping.enabled"] is False

@@ -1,0 +1,95 @@
+"""The evaluation figures, read back from what they draw: units on the axes, n and metrics on each
+panel, one point per patient for the threshold with "no response" apart, one legend, conditions
+named with the age as a clinician writes it."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from evaluation import plots
+from evaluation.runlog import read_run
+from training.components import CLASS_NAMES
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions save (closed figures keep their artists)."""
+    figures = []
+    real_save = plots._save
+
+    def keep(fig, path):
+        figures.append(fig)
+        return real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figures
+
+
+def with_patients(col, per: int = 5, no_response: int = 3):
+    """``col`` with ``per`` recordings per patient sharing one true threshold; the first patients
+    have no response (105 dB)."""
+    n = len(col.label)
+    pid = np.arange(n) // per
+    thr = np.round(col.threshold_true[pid * per] / 5) * 5
+    thr[pid < no_response] = plots.NO_RESPONSE_THRESHOLD_DB
+    return dataclasses.replace(col, patient_id=pid, threshold_true=thr)
+
+
+def test_scatter_has_units_n_and_metrics_and_one_point_per_patient(fx, tmp_path, drawn):
+    col = with_patients(fx.hand_collected(collapsed=False))
+    path = plots.plot_scatter(col, tmp_path / "scatter.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+    (fig,) = drawn
+    lat, amp, thr, nr = fig.axes
+    assert (lat.get_xlabel(), lat.get_ylabel()) == ("true wave V latency (ms)", "predicted wave V latency (ms)")
+    assert amp.get_xlabel() == "true wave V amplitude (µV)" and thr.get_xlabel() == "true threshold (dB nHL)"
+    assert all(ax.get_title() == "" for ax in (lat, amp, thr))  # units on axes, not in titles
+    boxes = [" ".join(t.get_text() for t in ax.texts) for ax in (lat, amp, thr)]
+    n_peak = int(col.peak_mask.sum())
+    assert boxes[0].startswith(f"n = {n_peak} recordings\nr = ") and "MAE = " in boxes[0] and boxes[0].endswith(" ms")
+    assert boxes[2].startswith("n = 17 patients\n")  # 20 patients, 3 without a response
+    (points,) = thr.collections
+    assert len(points.get_offsets()) == 17  # one per patient, not one per recording
+    assert plots.NO_RESPONSE_THRESHOLD_DB not in points.get_offsets()[:, 0]  # 105 dB is not a point on the axis
+    (strip,) = nr.collections
+    assert len(strip.get_offsets()) == 3 and nr.get_xticklabels()[0].get_text() == "no\nresponse"
+
+
+def test_threshold_is_per_series_when_a_patient_has_two(fx, tmp_path, drawn):
+    col = with_patients(fx.hand_collected(collapsed=False), per=10, no_response=0)  # 10 patients
+    col = dataclasses.replace(col, series_id=np.arange(100) % 2)  # two ears each
+    plots.plot_scatter(col, tmp_path / "scatter.png")
+    assert drawn[0].axes[2].texts[0].get_text().startswith("n = 20 series\n")
+    assert len(drawn[0].axes[2].collections[0].get_offsets()) == 20
+
+
+def test_scatter_without_patient_ids_says_recordings(fx, tmp_path, drawn):
+    plots.plot_scatter(fx.hand_collected(collapsed=False), tmp_path / "scatter.png")
+    assert drawn[0].axes[2].texts[0].get_text().startswith("n = 100 recordings")
+
+
+def test_loss_curves_have_y_labels_and_one_legend(fx, tmp_path, drawn):
+    runs = [read_run(fx.write_fake_run(tmp_path / name)) for name in ("A", "B")]
+    plots.plot_loss_curves(runs, tmp_path / "curves.png")
+    (fig,) = drawn
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_legend() for ax in visible] == [None] * 7 and len(fig.legends) == 1
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["train (window mean)", "validation", "A", "B"]
+    assert [visible[i].get_ylabel() for i in (0, 4)] == ["loss (log scale)"] * 2
+    assert all(ax.get_xlabel() == "optimizer step" for ax in visible[3:])
+
+
+@pytest.mark.parametrize(("age", "text"), [(0.0, "age < 1 y"), (0.25, "age 3 mo"), (34.0, "age 34 y")])
+def test_waveform_panels_name_the_condition(fx, tmp_path, drawn, age, text):
+    signal = fx.bump(7.0)[0]
+    examples = {k: {"real": signal, "static": np.array([age, 70.0, 21.1, 300.0]), "denoised": signal,
+                    "generated": [signal]} for k in range(2)}
+    plots.plot_waveforms(examples, CLASS_NAMES, "z-score", tmp_path / "w.png")
+    (fig,) = drawn
+    titles = [ax.get_title(loc="left") for ax in fig.axes]
+    assert titles[0] == f"NORMAL: 70 dB nHL, 21.1/s, {text}, FMP 300" and "0.0 y" not in " ".join(titles)
+    assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # no legend over a trace
+    assert fig.axes[0].get_ylabel() == "amplitude (z-score)"
