@@ -82,6 +82,13 @@ def test_resume_refuses_options_it_would_otherwise_ignore(run, capsys, flag, wha
     assert line.startswith(f"error: --resume: {what} cannot be combined with it (the run continues in '{run}'")
 
 
+def test_evaluate_writes_the_run_evaluation_when_it_ends(run, capsys):
+    assert train_in_process(["--resume", str(run), "training.epochs=2", "--evaluate"]) == 0
+    metrics = json.loads((run / "eval" / "metrics.json").read_text())
+    assert metrics["meta"]["run"] == str(run) and metrics["meta"]["checkpoint"] == "best"
+    assert f"evaluating {run}: python -m evaluation.evaluate --run {run} --no-generate" in capsys.readouterr().err
+
+
 # -- provenance -----------------------------------------------------------------------------------
 
 def test_run_json_records_where_the_run_came_from(run):
@@ -101,7 +108,8 @@ def test_resume_appends_an_entry_and_keeps_the_original_start(run):
     step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
     assert train_in_process(["--resume", str(run), "training.epochs=2"]) == 0
     after = json.loads((run / "run.json").read_text())
-    assert {k: after[k] for k in ("start", "end", "command", "git")} == {k: before[k] for k in ("start", "end", "command", "git")}
+    kept = ("start", "end", "command", "git")
+    assert {k: after[k] for k in kept} == {k: before[k] for k in kept}
     (entry,) = after["resumes"]
     assert entry["command"][-3:] == ["--resume", str(run), "training.epochs=2"]
     assert entry["status"] == "finished" and entry["from_step"] == step

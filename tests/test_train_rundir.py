@@ -89,7 +89,7 @@ def test_overwrite_of_a_folder_that_is_no_run_is_refused(tmp_path, capsys):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "paper.tex").write_text("months of work")
     assert train_in_process(in_process_args(tmp_path, "notes", "--overwrite", *FAST)) == 2
-    assert "--overwrite: 'notes' holds no run" in last_error(capsys)
+    assert f"--overwrite: '{tmp_path / 'notes'}' holds no run" in last_error(capsys)
     assert (tmp_path / "notes" / "paper.tex").read_text() == "months of work"
 
 

@@ -120,6 +120,7 @@ def test_cleanup_never_removes_a_checkpoint_in_flight(tmp_path, monkeypatch):
             f.write(b"half a checkpoint")
             halfway.set()
             assert finish.wait(30)
+            f.seek(0)
         real_save(obj, f)
 
     monkeypatch.setattr(checkpoint_module.torch, "save", slow_save)
