@@ -4,12 +4,15 @@ Examples:
     python train.py --config configs/quickstart.yaml --experiment first
     python train.py --config configs/config.yaml --experiment big training.epochs=50 training.lr=1e-4
     python train.py --resume logs/first                          # continue an interrupted run
-    python train.py --config configs/quickstart.yaml --experiment sweep \\
+    python train.py --resume logs/first training.epochs=20       # ... for longer (saved in its config.yaml)
+    python train.py --config configs/quickstart.yaml --experiment sweep --evaluate \\
         -m loss.balancer.strategy=fixed,uncertainty,dwa           # one run per value, then a comparison
+    python train.py --resume logs/sweep                          # finish a sweep that was cut short
     torchrun --nproc_per_node=2 train.py --config configs/quickstart.yaml --experiment ddp
 
 Overrides are `key.path=value` after the options; values are YAML scalars or lists and are checked
-against the config schema (`--help-config` lists every key).
+against the config schema (`--help-config` lists every key). One process works in a run directory at
+a time (a lock; see training/rundir.py), and each run records where it came from in run.json.
 """
 
 from __future__ import annotations
@@ -416,7 +419,9 @@ def resume(args: argparse.Namespace, overrides: list[str]) -> int:
             raise ConfigError(f"--resume '{run_dir}': a sweep continues with its own configs; found overrides "
                               f"{overrides} (resume one of its runs to change it)")
         sweep = json.loads((run_dir / SWEEP_FILE).read_text(encoding="utf-8"))
-        lock = RunLock.acquire(run_dir)
+        from training.distributed import is_main_process
+
+        lock = RunLock.acquire(run_dir) if is_main_process() else RunLock(run_dir, None)  # rank 0 holds it
         return run_sweep(run_dir, lock, evaluate=args.evaluate or bool(sweep.get("evaluate")), command=args.command)
     if not (run_dir / "checkpoints" / "last.pt").is_file():
         hint = " (the run stopped before its first checkpoint: start it again with --overwrite)" \
