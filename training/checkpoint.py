@@ -4,13 +4,21 @@ A checkpoint is a plain dict of tensors and primitive containers, so it loads wi
 ``torch.load(weights_only=True)``: nothing in it can execute code. It is written to a temporary
 file in the same folder, fsynced, then renamed over the target (``os.replace`` is atomic on POSIX),
 so a kill -9 or a full disk never leaves a half-written ``last.pt``: the previous file survives.
+SIGINT/SIGTERM arriving during a write are handled once the file is in place (a second Ctrl-C never
+cuts a checkpoint in half). The writer holds an ``flock`` on its temporary until the rename, so the
+clean-up of temporaries left by a kill -9 never removes one that another writer is still writing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,22 +42,74 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with deferred_signals():
+        fd, tmp = _locked_temporary(path)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save({"format_version": FORMAT_VERSION, **state}, f)
+                f.flush()
+                os.fsync(f.fileno())
+                os.replace(tmp, path)  # still locked: the clean-up below never sees it half-written
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            cause = _os_error(exc)  # torch.save reports a failed write as RuntimeError("unexpected pos ...")
+            if cause is not None:
+                raise OSError(cause.errno, f"checkpoint '{path}': write failed ({cause.strerror or cause}); "
+                              f"the previous {path.name} is intact") from exc
+            raise
+        _remove_stale_temporaries(path.parent)
+
+
+def _locked_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary next to ``path``, flock-ed by this writer."""
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # waits out a clean-up that grabbed it before us
+        try:
+            if os.stat(tmp).st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # that clean-up removed it: take another
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove temporaries whose writer is gone (its flock died with it); skip those being written."""
+    for stale in folder.glob(".*.pt.*.tmp"):
+        try:
+            fd = os.open(stale, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.stat(stale).st_ino == os.fstat(fd).st_ino:
+                stale.unlink()
+        except OSError:  # locked by a live writer, or renamed/removed meanwhile
+            pass
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def deferred_signals(signums: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)) -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then deliver them to the handlers in place (the
+    trainer's "stop after this step", Ctrl-C's KeyboardInterrupt, SIGTERM's default exit). Only the
+    main thread can install handlers; elsewhere the block runs as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in signums}
+    previous = {s: h for s, h in previous.items() if h is not None}  # None: a handler not set from Python
+    for s in previous:
+        signal.signal(s, lambda signum, _frame: pending.append(signum))
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        cause = _os_error(exc)  # torch.save reports a failed write as RuntimeError("unexpected pos ...")
-        if cause is not None:
-            raise OSError(cause.errno, f"checkpoint '{path}': write failed ({cause.strerror or cause}); "
-                          f"the previous {path.name} is intact") from exc
-        raise
-    for stale in path.parent.glob(".*.pt.*.tmp"):  # rank 0 alone writes here, one file at a time
-        stale.unlink(missing_ok=True)
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in pending:
+            signal.raise_signal(s)
 
 
 def _os_error(exc: BaseException | None) -> OSError | None:

@@ -53,6 +53,7 @@ def build_trainer(
     device = device or resolve_device(cfg.device)
     seed_everything(cfg.seed)
     data = data if data is not None else build_data(cfg)
+    check_splits(cfg, data)
     model = build_model(cfg.model, data.stats)
     diffusion = GaussianDiffusion(cfg.diffusion)
     meta_loss = MetaLoss(
@@ -66,20 +67,47 @@ def build_trainer(
     )
 
 
-def write_run_files(trainer: Trainer) -> None:
-    """The run's resolved config and normalization statistics (rank 0)."""
+def check_splits(cfg: Config, data) -> None:
+    """Refuse data that cannot make a run: fewer patients than splits (they are drawn by patient),
+    or an empty validation split (best.pt and early stopping are chosen on it)."""
+    splits = [getattr(data, name) for name in ("train", "val", "test")]
+    ids = [getattr(ds, "tensors", {}).get("patient_id") for ds in splits]
+    wanted = sum(share > 0 for share in cfg.data.split)
+    if all(i is not None for i in ids):
+        patients = len(torch.unique(torch.cat(ids)))
+        if patients < wanted:
+            where = f"'{cfg.data.path}'" if cfg.data.source == "file" else "the synthetic data"
+            raise ValueError(
+                f"data: {patients} patient{'s' * (patients != 1)} in {where} ({sum(len(ds) for ds in splits)} "
+                f"recordings): train, validation and test splits are drawn by patient and need at least "
+                f"{wanted} patients"
+            )
+    if len(data.val) == 0:
+        raise ValueError(
+            f"data: the validation split is empty (data.split {cfg.data.split}): best.pt and early stopping are "
+            f"chosen on it; give data.split a positive validation share"
+        )
+
+
+def write_config(run_dir: Path, cfg: Config, name: str = "config.yaml") -> None:
+    """``run_dir/config.yaml``: the resolved config (``--resume`` continues with it)."""
     import yaml
 
     from training.schema import to_dict
 
+    (Path(run_dir) / name).write_text(
+        "# Resolved config of this run: `python train.py --config <this file>` reproduces it.\n"
+        + yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True),
+        encoding="utf-8",
+    )
+
+
+def write_run_files(trainer: Trainer) -> None:
+    """The run's resolved config and normalization statistics (rank 0)."""
     if not trainer.is_main:
         return
     run_dir = trainer.run_dir
-    (run_dir / "config.yaml").write_text(
-        "# Resolved config of this run: `python train.py --config <this file>` reproduces it.\n"
-        + yaml.safe_dump(to_dict(trainer.cfg), sort_keys=False, allow_unicode=True),
-        encoding="utf-8",
-    )
+    write_config(run_dir, trainer.cfg)
     (run_dir / "normalization.json").write_text(
         json.dumps(trainer.data.stats.to_dict(), indent=2) + "\n", encoding="utf-8"
     )

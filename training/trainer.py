@@ -350,10 +350,8 @@ class Trainer:
                 self._call("on_epoch_end", self.epoch - 1, summary)
             self._call("on_train_end")
         except TrainingInterrupted as exc:
-            self.logger.warning(
-                "interrupted by %s at step %d; checkpoint saved; continue with --resume %s",
-                exc.args[0], self.step, self.run_dir,
-            )
+            # no "checkpoint saved" here: the checkpoint callback says so once the file is in place
+            self.logger.warning("interrupted by %s at step %d", exc.args[0], self.step)
             self._call("on_exception", exc)
             raise
         except BaseException as exc:

@@ -44,7 +44,7 @@ def test_unwritable_run_dir_fails_before_training(tmp_path, capsys, monkeypatch)
     rc = train_in_process(in_process_args(tmp_path, "exp"))
     assert rc == 2
     assert one_error_line(capsys) == f"error: run directory '{tmp_path / 'exp'}': not writable (Permission denied)"
-    assert sorted(p.name for p in (tmp_path / "exp").iterdir()) == []  # nothing written, nothing trained
+    assert not (tmp_path / "exp").exists()  # nothing written, nothing trained, no stub to block a rerun
 
 
 class FullDisk(io.FileIO):
@@ -105,3 +105,41 @@ def test_leftover_temporaries_are_removed_by_the_next_write(tmp_path):
     (tmp_path / "notes.tmp").write_text("not ours")
     save_checkpoint({"step": 1}, tmp_path / "last.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp"]
+
+
+def test_cleanup_never_removes_a_checkpoint_in_flight(tmp_path, monkeypatch):
+    """Another writer's temporary (a thread here; another process alike) is left alone while it is
+    written: only temporaries whose writer is gone are removed."""
+    import threading
+
+    real_save = checkpoint_module.torch.save
+    halfway, finish = threading.Event(), threading.Event()
+
+    def slow_save(obj, f):  # the writer of last.pt stops halfway through its file
+        if obj.get("step") == 1:
+            f.write(b"half a checkpoint")
+            halfway.set()
+            assert finish.wait(30)
+            f.seek(0)
+        real_save(obj, f)
+
+    monkeypatch.setattr(checkpoint_module.torch, "save", slow_save)
+    errors: list[BaseException] = []
+
+    def writer():
+        try:
+            save_checkpoint({"step": 1}, tmp_path / "last.pt")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    assert halfway.wait(30)
+    (tmp_path / ".best.pt.dead00.tmp").write_bytes(b"left by a kill -9")
+    save_checkpoint({"step": 2}, tmp_path / "best.pt")  # its clean-up runs while last.pt is in flight
+    finish.set()
+    thread.join(30)
+    assert errors == []
+    steps = [checkpoint_module.torch.load(tmp_path / n, weights_only=True)["step"] for n in ("last.pt", "best.pt")]
+    assert steps == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

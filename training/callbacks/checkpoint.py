@@ -6,7 +6,8 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from training.callbacks.base import Callback
-from training.checkpoint import save_checkpoint
+from training.checkpoint import deferred_signals, save_checkpoint
+from training.rundir import data_fingerprint
 
 if TYPE_CHECKING:
     from training.step import StepOutput
@@ -16,19 +17,25 @@ if TYPE_CHECKING:
 class CheckpointCallback(Callback):
     """``last.pt`` every epoch (and every ``training.checkpoint_every_steps`` steps), ``best.pt``
     when the monitored metric (``training.early_stopping.metric``/``mode``) improves, and an
-    interrupt checkpoint (``last.pt``) on SIGINT/SIGTERM. Rank 0 alone writes."""
+    interrupt checkpoint (``last.pt``) on SIGINT/SIGTERM, said ("checkpoint saved") once it is in
+    place. Each checkpoint carries the data fingerprint, so a resume on other data is refused.
+    Rank 0 alone writes."""
 
     def __init__(self) -> None:
         self.best: float | None = None
 
-    def _save(self, trainer: Trainer, name: str) -> None:
+    def _save(self, trainer: Trainer, name: str, say: bool = False) -> None:
         if not trainer.is_main:
             return
         for cb in trainer.callbacks:  # sinks flush first, so the checkpoint never runs ahead of the logs
             flush = getattr(cb, "flush", None)
             if callable(flush):
                 flush(trainer)
-        save_checkpoint(trainer.state_dict(), trainer.run_dir / "checkpoints" / name)
+        path = trainer.run_dir / "checkpoints" / name
+        with deferred_signals():  # a signal now is handled after the file is in place and said so
+            save_checkpoint({**trainer.state_dict(), "data_fingerprint": data_fingerprint(trainer.data)}, path)
+            if say:
+                trainer.logger.warning("checkpoint saved: %s; continue with --resume %s", path, trainer.run_dir)
 
     def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
         every = trainer.cfg.training.checkpoint_every_steps
@@ -52,7 +59,7 @@ class CheckpointCallback(Callback):
         from training.trainer import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
-            self._save(trainer, "last.pt")
+            self._save(trainer, "last.pt", say=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best}
