@@ -269,6 +269,12 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
         logger.info("%s", trainer.model.parameter_table())
         with logging_redirect_tqdm(loggers=[logger]):
             summary = trainer.fit()
+            if cfg.series.enabled and main:  # second stage on the frozen network that evaluation loads
+                from training.checkpoint import load_run
+                from training.series import run_series_stage
+
+                run_series_stage(run_dir, load_run(run_dir, "best", device).model, trainer.data, cfg,
+                                 device=device, log=logger)
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)

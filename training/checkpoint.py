@@ -123,8 +123,10 @@ def _os_error(exc: BaseException | None) -> OSError | None:
     return None
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and validate a checkpoint without executing anything (``weights_only=True``)."""
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
+                    required: tuple[str, ...] = REQUIRED_KEYS) -> dict[str, Any]:
+    """Load and validate a checkpoint without executing anything (``weights_only=True``);
+    ``required``: the keys it must hold (a training checkpoint's by default)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}': not found")
@@ -142,7 +144,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"checkpoint '{path}': unreadable ({reason[:200]})") from None
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint '{path}': expected a dict, found {type(state).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in state]
+    missing = [k for k in ("format_version", *required) if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint '{path}': missing keys {missing}")
     version = state["format_version"]

@@ -70,6 +70,28 @@ class LossConfig:
 
 
 @dataclass
+class SeriesConfig:
+    """The series stage (training/series.py): SeriesNet on the frozen network's per-recording evidence."""
+
+    enabled: bool = spec(False, help="after training the network, fit the series model on the train split's series")
+    width: int = spec(64, ge=8, help="token width of SeriesNet")
+    layers: int = spec(2, ge=1, help="Transformer encoder layers across the levels of a series")
+    heads: int = spec(4, ge=1, help="attention heads; divides width")
+    dropout: float = spec(0.1, ge=0.0, lt=1.0)
+    epochs: int = spec(60, ge=1)
+    batch_size: int = spec(32, ge=1, help="series per step")
+    lr: float = spec(1e-3, gt=0.0)
+    weight_decay: float = spec(1e-2, ge=0.0)
+    drop_recordings: float = spec(0.2, ge=0.0, lt=1.0, help="augmentation: hide each recording with this probability")
+    threshold_sigma: float = spec(1.0, ge=0.0, help="ordinal label smoothing of the threshold, in 5 dB grid steps")
+    val_every: int = spec(5, ge=1, help="series epochs between validations (the best one is kept)")
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"series.heads: expected a divisor of series.width={self.width}, found {self.heads}")
+
+
+@dataclass
 class EarlyStoppingConfig:
     enabled: bool = spec(False)
     metric: str = spec("val/total", help="a key of the validation summary")
@@ -96,6 +118,10 @@ class TrainingConfig:
     early_stopping: EarlyStoppingConfig = spec(EarlyStoppingConfig())
     nan_policy: Literal["skip", "raise"] = spec("skip", help="non-finite loss: skip the step or stop")
     max_consecutive_nan: int = spec(5, ge=1, help="stop after this many non-finite steps in a row")
+    clinical_validation: bool = spec(
+        True, help="validation also scores the series level (rule threshold, summed type evidence, wave V in "
+                   "ms) as val/patient/*; usable as early_stopping.metric"
+    )
 
 
 @dataclass
@@ -142,6 +168,7 @@ class Config:
     loss: LossConfig = spec(LossConfig())
     training: TrainingConfig = spec(TrainingConfig())
     logging: LoggingConfig = spec(LoggingConfig())
+    series: SeriesConfig = spec(SeriesConfig())
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:

@@ -39,6 +39,7 @@ from training.distributed import DistInfo, all_reduce_grads, reduce_mean
 from training.ema import EMA
 from training.optim import build_optimizer, build_scheduler
 from training.sampling import EpochSampler
+from training.series import check_series, clinical_summary
 from training.step import StepOutput
 
 HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
@@ -97,6 +98,8 @@ class Trainer:
                 f"{self.sampler.per_rank} training recordings per process: lower them or add data"
             )
         self.total_steps = self.steps_per_epoch * tc.epochs
+        if tc.clinical_validation:
+            check_series(data.val, "the validation split")  # fails now, not after the first epoch
 
         # -- optimization -------------------------------------------------------------------------
         from models import param_groups
@@ -321,7 +324,13 @@ class Trainer:
         objective, weighted = self.meta_loss.balancer.combine(comp, update=False)
         values = torch.cat([objective.detach().view(1), weighted.detach().view(1), means]).tolist()
         names = ["total", "weighted", *COMPONENTS]
-        return {f"{split}/{k}": v for k, v in zip(names, values, strict=True)}
+        out = {f"{split}/{k}": v for k, v in zip(names, values, strict=True)}
+        if self.cfg.training.clinical_validation:
+            # The clinical questions per series (val/patient/*): comparable across balancers, unlike
+            # val/total. One more clean pass over the split (no randomness: the RNG state is untouched).
+            out.update(clinical_summary(net, getattr(self.data, split), prefix=split, device=self.device,
+                                        batch_size=self.cfg.training.batch_size * 4))
+        return out
 
     def _epoch_means(self) -> dict[str, float]:
         means = reduce_mean(self.epoch_sums / self.epoch_count.clamp_min(1)).tolist()

@@ -1,0 +1,369 @@
+"""The series stage: per-recording evidence from the frozen ABRNet, grouped into padded series,
+and the SeriesNet objective (threshold on the 5 dB grid incl. "no response", and type).
+
+    evidence = extract(net, dataset)                 # one pass at t = 0, (N F) + per-recording answers
+    train = SeriesSet.build(evidence_train, ...)     # (S Smax F) padded, mask, truth
+    logits = series_net(train.evidence, train.intensity, train.mask)
+    losses = series_losses(logits, train.threshold_bin, train.type, ...)
+
+The network's own heads stay per recording; this stage reads them (and the pooled features) per
+series. Training it on the train split's series and choosing the epoch on the val split keeps the
+test split and the benchmark cohort untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from models.series import SeriesNet, recording_evidence
+from training.clinical import (
+    N_THRESHOLD_BINS,
+    Series,
+    evidence_types,
+    flatten,
+    from_bin,
+    rule_thresholds,
+    series_index,
+    series_truth,
+    threshold_metrics,
+    to_bin,
+    type_metrics,
+    wave_v_metrics,
+)
+
+
+@dataclass
+class Evidence:
+    """The frozen network's answers for each recording of a split (N rows)."""
+
+    evidence: np.ndarray  # (N F) float32, see models.series.recording_evidence
+    proba: np.ndarray  # (N K) class probabilities
+    peak_prob: np.ndarray  # (N,) wave V probability
+    latency: np.ndarray  # (N,) ms
+    amplitude: np.ndarray  # (N,) µV
+    threshold: np.ndarray  # (N,) dB nHL, the per-recording threshold head
+    static: np.ndarray  # (N 4) physical units
+    series_id: np.ndarray  # (N,) int64
+    patient_id: np.ndarray  # (N,) int64
+
+
+@torch.no_grad()
+def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: str | torch.device = "cpu"
+            ) -> Evidence:
+    """Run ``net`` (eval mode, t = 0, clean signals) over ``dataset`` in order."""
+    net.eval()
+    rows: dict[str, list[Tensor]] = {}
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        x0, static = batch["signal"].float().to(device), batch["static"].float().to(device)  # (B 1 L), (B 4)
+        out, ev = recording_evidence(net, x0, static)
+        part = {
+            "evidence": ev, "proba": torch.softmax(out["class_logits"].float(), -1),
+            "peak_prob": torch.sigmoid(out["peak_logit"].float()), "latency": out["peak_latency"].float(),
+            "amplitude": out["peak_amplitude"].float(), "threshold": out["threshold"].float(),
+            "static": batch["static"], "series_id": batch["series_id"], "patient_id": batch["patient_id"],
+        }
+        for k, v in part.items():
+            rows.setdefault(k, []).append(v.detach().cpu())
+    if not rows:
+        raise ValueError("series evidence: expected a non-empty split, found 0 recordings")
+    return Evidence(**{k: torch.cat(v).numpy() for k, v in rows.items()})
+
+
+class SeriesSet(Dataset):
+    """Series as padded tensors: evidence (S Smax F), intensity (S Smax), mask (S Smax), and the
+    truth per series when known: threshold bin (S,) and type (S,)."""
+
+    def __init__(self, ev: Evidence, threshold_db: np.ndarray | None = None, label: np.ndarray | None = None):
+        self.series: Series = series_index(ev.series_id, ev.static[:, 1])
+        S, Smax, Fdim = len(self.series), max(len(m) for m in self.series.members), ev.evidence.shape[1]
+        self.evidence = torch.zeros(S, Smax, Fdim)
+        self.intensity = torch.zeros(S, Smax)
+        self.mask = torch.zeros(S, Smax, dtype=torch.bool)
+        for s, rows in enumerate(self.series.members):
+            n = len(rows)
+            self.evidence[s, :n] = torch.from_numpy(ev.evidence[rows])
+            self.intensity[s, :n] = torch.from_numpy(ev.static[rows, 1])
+            self.mask[s, :n] = True
+        first = self.series.first_rows()
+        self.threshold_bin = (torch.from_numpy(to_bin(threshold_db[first])) if threshold_db is not None
+                              else torch.full((S,), -1, dtype=torch.int64))
+        self.type = (torch.from_numpy(np.asarray(label)[first].astype(np.int64)) if label is not None
+                     else torch.full((S,), -1, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return len(self.series)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        return {"evidence": self.evidence[i], "intensity": self.intensity[i], "mask": self.mask[i],
+                "threshold_bin": self.threshold_bin[i], "type": self.type[i]}
+
+
+def drop_recordings(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
+    """Augmentation: hide each recording with probability p, keeping at least one per series (B S)."""
+    keep = mask & (torch.rand(mask.shape, generator=generator, device=mask.device) >= p)
+    empty = ~keep.any(1)
+    return torch.where(empty[:, None], mask, keep)
+
+
+def ordinal_targets(bins: Tensor, sigma: float) -> Tensor:
+    """Soft targets over the threshold grid (B 22): a Gaussian of ``sigma`` bins around the true bin,
+    so a 5 dB miss costs less than a 30 dB miss (the grid is ordered; "no response" is its top bin)."""
+    grid = torch.arange(N_THRESHOLD_BINS, device=bins.device, dtype=torch.float32)  # (22)
+    if sigma <= 0:
+        return F.one_hot(bins, N_THRESHOLD_BINS).float()
+    logits = -0.5 * ((grid[None, :] - bins[:, None].float()) / sigma) ** 2  # (B 22)
+    return torch.softmax(logits, dim=1)
+
+
+def series_losses(out: dict[str, Tensor], threshold_bin: Tensor, label: Tensor, type_weights: Tensor,
+                  sigma: float) -> dict[str, Tensor]:
+    """Cross-entropy of the threshold distribution against the soft ordinal target, and class-weighted
+    cross-entropy of the type."""
+    target = ordinal_targets(threshold_bin, sigma)
+    thr = -(target * F.log_softmax(out["threshold_logits"].float(), dim=1)).sum(1).mean()
+    typ = F.cross_entropy(out["type_logits"].float(), label, weight=type_weights)
+    return {"series_threshold": thr, "series_type": typ}
+
+
+def threshold_from_logits(logits: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The median of the predicted distribution (minimizes the expected absolute error) and its
+    10-90 % interval, in dB, each (S,); "no response" is NO_RESPONSE_DB."""
+    cdf = torch.softmax(logits.float(), dim=1).cumsum(1)  # (S 22)
+    q = [(cdf < p).sum(1).clamp_max(N_THRESHOLD_BINS - 1).cpu().numpy() for p in (0.5, 0.1, 0.9)]
+    return from_bin(q[0]), from_bin(q[1]), from_bin(q[2])
+
+
+@torch.no_grad()
+def predict(net: nn.Module, data: SeriesSet, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """Per series: threshold (dB, median), its 10-90 % interval, threshold distribution, type probabilities."""
+    net.eval()
+    logits: dict[str, list[Tensor]] = {"threshold_logits": [], "type_logits": []}
+    for b in DataLoader(data, batch_size=batch_size, shuffle=False):
+        out = net(b["evidence"], b["intensity"], b["mask"])
+        for k in logits:
+            logits[k].append(out[k].float())
+    thr_logits, type_logits = torch.cat(logits["threshold_logits"]), torch.cat(logits["type_logits"])
+    median, low, high = threshold_from_logits(thr_logits)
+    return {"threshold": median, "threshold_low": low, "threshold_high": high,
+            "threshold_proba": torch.softmax(thr_logits, 1).numpy(),
+            "type_proba": torch.softmax(type_logits, 1).numpy()}
+
+
+def check_series(dataset: Dataset, what: str) -> None:
+    """Every series of ``dataset`` (an ABRDataset) has one threshold and one type, or a ValueError
+    says which series and how to group recordings (a series_id column) or opt out."""
+    t = dataset.tensors
+    try:
+        series_truth(series_index(t["series_id"].numpy(), t["static"][:, 1].numpy()), t["threshold"].numpy(),
+                     t["label"].numpy())
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}; give the data a series_id column (one ear or session per series) "
+                         f"or set training.clinical_validation=false") from None
+
+
+def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: str | torch.device = "cpu",
+                     batch_size: int = 512) -> dict[str, float]:
+    """Series-level point values on ``dataset`` from the network alone (no series model): the rule's
+    threshold, the summed class evidence's type, wave V detection and latency in ms. Keys
+    ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch)."""
+    ev = extract(net, dataset, batch_size=batch_size, device=device)
+    t = dataset.tensors
+    series = series_index(ev.series_id, ev.static[:, 1])
+    threshold, label = series_truth(series, t["threshold"].numpy(), t["label"].numpy())
+    types = type_metrics(label, evidence_types(series, ev.proba), ev.proba.shape[1], n_boot=0)
+    metrics = {
+        "threshold": threshold_metrics(threshold, rule_thresholds(series, ev.static[:, 1], ev.peak_prob), n_boot=0),
+        "type": {k: types[k] for k in ("macro_f1", "balanced_accuracy")},
+        "wave_v": wave_v_metrics(series, t["peak_mask"].numpy(), ev.peak_prob, t["peak_latency"].numpy(),
+                                 ev.latency, n_boot=0),
+    }
+    return flatten(metrics, f"{prefix}/patient")
+
+
+# ------------------------------------------------------------------------------------------------
+# the stage: fit on the train split's series, keep the epoch best on the val split's
+
+SERIES_CHECKPOINT = Path("checkpoints") / "series.pt"
+
+
+def selection_score(metrics: dict[str, Any]) -> float:
+    """What the stage keeps the best epoch by (on val): threshold within ±5 dB plus type macro-F1,
+    the two answers a clinician reads, with equal say."""
+    return metrics["threshold"]["within_5db"].value + metrics["type"]["macro_f1"].value
+
+
+def score(net: SeriesNet, data: SeriesSet, n_classes: int, n_boot: int = 0, seed: int = 0) -> dict[str, Any]:
+    """Threshold and type metrics of ``net`` on ``data`` (truth known)."""
+    p = predict(net, data)
+    truth_db = from_bin(data.threshold_bin.numpy())
+    return {"threshold": threshold_metrics(truth_db, p["threshold"], n_boot=n_boot, seed=seed),
+            "type": type_metrics(data.type.numpy(), p["type_proba"].argmax(1), n_classes, n_boot=n_boot, seed=seed)}
+
+
+def type_weights(labels: Tensor, n_classes: int) -> Tensor:
+    """sqrt-inverse class frequency of the training series, mean 1 over present classes (K,): rare types
+    (neuropathy: a dozen series) are heard without dominating."""
+    counts = torch.bincount(labels, minlength=n_classes).float()
+    w = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1)).sqrt(), torch.zeros_like(counts))
+    return w / w[counts > 0].mean()
+
+
+def fit_series(train: SeriesSet, val: SeriesSet, cfg: Any, n_classes: int, *, seed: int = 0,
+               log: logging.Logger | None = None, on_epoch: Any = None) -> tuple[SeriesNet, dict[str, Any]]:
+    """Train SeriesNet (``cfg``: training.config.SeriesConfig) on ``train``; every ``cfg.val_every``
+    epochs score ``val`` and keep the best weights by :func:`selection_score`. ``on_epoch(record)``
+    receives one dict per epoch (losses, and val metrics when scored). Returns the best net and its record."""
+    log = log or logging.getLogger("abr")
+    torch.manual_seed(seed)
+    net = SeriesNet(train.evidence.shape[-1], n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads, cfg.layers,
+                    cfg.dropout)
+    net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
+    weights = type_weights(train.type, n_classes)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
+    gen = torch.Generator().manual_seed(seed)
+    best: tuple[float, dict[str, Tensor], dict[str, Any]] = (-math.inf, {}, {})
+    for epoch in range(1, cfg.epochs + 1):
+        net.train()
+        sums = {"series_threshold": 0.0, "series_type": 0.0}
+        n = 0
+        for b in DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=gen):
+            mask = drop_recordings(b["mask"], cfg.drop_recordings, gen)
+            losses = series_losses(net(b["evidence"], b["intensity"], mask), b["threshold_bin"], b["type"], weights,
+                                   cfg.threshold_sigma)
+            opt.zero_grad(set_to_none=True)
+            (losses["series_threshold"] + losses["series_type"]).backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            for k in sums:
+                sums[k] += float(losses[k].detach()) * len(mask)
+            n += len(mask)
+        record: dict[str, Any] = {"epoch": epoch, **{f"series/train/{k.removeprefix('series_')}": v / n
+                                                     for k, v in sums.items()}}
+        if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
+            m = score(net, val, n_classes)
+            record.update(flatten(m, "series/val"))
+            if selection_score(m) > best[0]:
+                best = (selection_score(m), {k: v.clone() for k, v in net.state_dict().items()}, record)
+            log.info("Series epoch %d/%d - Thresh: %.4f, Type: %.4f | val threshold within 5 dB %.3f, within 10 dB "
+                     "%.3f, type macro-F1 %.3f", epoch, cfg.epochs, record["series/train/threshold"],
+                     record["series/train/type"], m["threshold"]["within_5db"].value,
+                     m["threshold"]["within_10db"].value, m["type"]["macro_f1"].value)
+        if on_epoch is not None:
+            on_epoch(record)
+    net.load_state_dict(best[1])
+    net.eval()
+    return net, best[2]
+
+
+def save_series(run_dir: str | Path, net: SeriesNet, cfg: Any, record: dict[str, Any]) -> Path:
+    from training.checkpoint import save_checkpoint
+
+    path = Path(run_dir) / SERIES_CHECKPOINT
+    save_checkpoint({"series_model": net.state_dict(), "n_features": int(net.mu.numel()),
+                     "n_types": net.type_head.out_features, "series_config": asdict(cfg),
+                     "best": {k: float(v) for k, v in record.items()}}, path)
+    return path
+
+
+def load_series(run_dir: str | Path) -> SeriesNet | None:
+    """The run's fitted series model, or None when the run has none (series.enabled was false)."""
+    from training.checkpoint import load_checkpoint
+
+    path = Path(run_dir) / SERIES_CHECKPOINT
+    if not path.is_file():
+        return None
+    state = load_checkpoint(path, required=("series_model", "n_features", "n_types", "series_config"))
+    from training.checkpoint import CheckpointError
+
+    try:
+        c = state["series_config"]
+        net = SeriesNet(state["n_features"], state["n_types"], N_THRESHOLD_BINS, c["width"], c["heads"],
+                        c["layers"], c["dropout"])
+        net.load_state_dict(state["series_model"])
+    except (KeyError, TypeError, RuntimeError) as exc:
+        reason = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"checkpoint '{path}': not a series model of this code ({reason})") from None
+    return net.eval()
+
+
+def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: Any, *, device: Any = "cpu",
+                     log: logging.Logger | None = None) -> dict[str, Any]:
+    """Fit the series model of a trained run (``cfg``: the run's Config) on its train split's series,
+    choose the epoch on val, write ``checkpoints/series.pt`` and one ``series_epoch`` record per epoch
+    into ``metrics.jsonl`` (and TensorBoard scalars ``series/...`` when enabled). Returns the best record."""
+    log = log or logging.getLogger("abr")
+    run_dir = Path(run_dir)
+    t0 = time.time()
+    data = {}
+    for split in ("train", "val"):
+        ds = getattr(bundle, split)
+        data[split] = SeriesSet(extract(model, ds, device=device), ds.tensors["threshold"].numpy(),
+                                ds.tensors["label"].numpy())
+    log.info("series stage: %d train / %d val series, evidence of %d features per recording (%.0f s)",
+             len(data["train"]), len(data["val"]), data["train"].evidence.shape[-1], time.time() - t0)
+    writer = None
+    if cfg.logging.use_tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as jsonl:
+        def on_epoch(record: dict[str, Any]) -> None:
+            jsonl.write(json.dumps({"kind": "series_epoch", "time": time.time(), **record}) + "\n")
+            jsonl.flush()
+            if writer is not None:
+                for k, v in record.items():
+                    if k != "epoch":
+                        writer.add_scalar(k, v, record["epoch"])
+
+        try:
+            net, best = fit_series(data["train"], data["val"], cfg.series, int(bundle.class_weights.numel()),
+                                   seed=cfg.seed, log=log, on_epoch=on_epoch)
+        finally:
+            if writer is not None:
+                writer.close()
+    path = save_series(run_dir, net, cfg.series, best)
+    log.info("series model saved: %s (best epoch %d on val; %.0f s)", path, best["epoch"], time.time() - t0)
+    return best
+
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m training.series --run RUN [--checkpoint best|last]: (re)fit a run's series stage."""
+    from data.cli import ArgumentParser, run_main
+
+    p = ArgumentParser(prog="python -m training.series", description="Fit the series model of a trained run.")
+    p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from data.dataset import build_data
+        from training.checkpoint import load_run
+
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        loaded = load_run(args.run, which=args.checkpoint)
+        run_series_stage(args.run, loaded.model, build_data(loaded.cfg), loaded.cfg)
+        return 0
+
+    return run_main(body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())
