@@ -1,0 +1,68 @@
+"""The series stage: SeriesNet properties, ordinal targets, and a tiny run with series.enabled."""
+
+from __future__ import annotations
+
+import torch
+
+from models.series import SeriesNet
+from tests.runs import read_jsonl, tiny_config, train_run
+from training.series import drop_recordings, load_series, ordinal_targets, threshold_from_logits
+
+
+def test_seriesnet_ignores_padding_and_recording_order():
+    torch.manual_seed(0)
+    net = SeriesNet(n_features=6, n_types=5, n_threshold=22, width=16, heads=2, layers=2, dropout=0.0).eval()
+    ev, level = torch.randn(1, 5, 6), torch.tensor([[20.0, 40, 60, 80, 100]])
+    mask = torch.ones(1, 5, dtype=torch.bool)
+    out = net(ev, level, mask)
+    perm = torch.tensor([3, 0, 4, 1, 2])
+    shuffled = net(ev[:, perm], level[:, perm], mask)
+    padded = net(torch.cat([ev, torch.randn(1, 3, 6) * 100], 1), torch.cat([level, torch.full((1, 3), 55.0)], 1),
+                 torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], 1))
+    for k in out:
+        assert out[k].shape == ((1, 22) if k == "threshold_logits" else (1, 5))
+        torch.testing.assert_close(shuffled[k], out[k], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(padded[k], out[k], atol=1e-5, rtol=1e-5)
+
+
+def test_ordinal_targets_and_median():
+    t = ordinal_targets(torch.tensor([0, 10, 21]), sigma=1.0)
+    assert torch.allclose(t.sum(1), torch.ones(3))
+    assert t.argmax(1).tolist() == [0, 10, 21]
+    assert t[1, 9] > t[1, 7] > 0  # a near miss is cheaper than a far one
+    assert ordinal_targets(torch.tensor([4]), sigma=0.0)[0].tolist() == [float(i == 4) for i in range(22)]
+    logits = torch.full((1, 22), -30.0)
+    logits[0, 8], logits[0, 12] = 0.0, 0.1  # 47.5 % at 40 dB, 52.5 % at 60 dB: the median is 60 dB
+    median, low, high = threshold_from_logits(logits)
+    assert median.tolist() == [60.0] and low.tolist() == [40.0] and high.tolist() == [60.0]
+
+
+def test_drop_recordings_keeps_one_per_series():
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    for _ in range(20):
+        kept = drop_recordings(mask, 0.9, g)
+        assert (kept <= mask).all() and kept.any(1).all()
+
+
+def test_a_run_with_the_series_stage(tmp_path):
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=30", "series.enabled=true", "series.epochs=2",
+                      "series.val_every=1", "series.width=16", "series.heads=2")
+    run_dir = tmp_path / "run"
+    train_run(cfg, run_dir)
+    from training.checkpoint import load_run
+    from training.series import run_series_stage
+
+    loaded = load_run(run_dir)
+    from data.dataset import build_data
+
+    best = run_series_stage(run_dir, loaded.model, build_data(cfg), cfg)
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    series = [r for r in records if r.get("kind") == "series_epoch"]
+    assert [r["epoch"] for r in series] == [1, 2]
+    assert all("series/val/threshold/within_5db" in r for r in series)
+    assert best["epoch"] in (1, 2)
+    net = load_series(run_dir)
+    assert net is not None and net.threshold_head.out_features == 22
+    val = [r for r in records if "val/patient/threshold/within_10db" in r.get("scalars", {})]
+    assert val, "validation scores the series level (training.clinical_validation defaults to true)"
