@@ -13,7 +13,7 @@ import pytest
 
 import train
 from tests.reliability.procs import in_process_args, start_train, train_args, train_in_process, wait_for
-from training.schema import ConfigError
+from data.schema import ConfigError
 
 FAST = ["training.epochs=1", "logging.use_tensorboard=false"]
 

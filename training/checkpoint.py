@@ -195,7 +195,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     from models import build_model
     from training.config import Config
     from training.diffusion import GaussianDiffusion
-    from training.schema import from_dict
+    from data.schema import from_dict
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

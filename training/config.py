@@ -15,7 +15,7 @@ from typing import Literal
 from data.config import DataConfig
 from models.config import ModelConfig
 from training.balancers.config import BalancerConfig
-from training.schema import (
+from data.schema import (
     ConfigError,
     apply_override,
     deep_merge,

@@ -11,7 +11,7 @@ from typing import get_type_hints
 import pytest
 
 from training.config import Config, load_config
-from training.schema import ConfigError, from_dict, to_dict
+from data.schema import ConfigError, from_dict, to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ import torch
 
 from training.config import DiffusionConfig, load_config
 from training.diffusion import GaussianDiffusion
-from training.schema import ConfigError
+from data.schema import ConfigError
 
 PREDICTIONS = ("eps", "v", "x0")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from training.components import HEAD_GROUPS
-from training.schema import spec
+from data.schema import spec
 
 STRATEGIES = (
     "fixed",

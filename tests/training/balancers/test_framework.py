@@ -13,7 +13,7 @@ from training.balancers.config import STRATEGIES
 from training.balancers.grouped import GroupedBalancer
 from training.balancers.meta_loss import MetaLoss
 from training.components import COMPONENTS
-from training.schema import ConfigError, from_dict
+from data.schema import ConfigError, from_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 
