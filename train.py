@@ -121,8 +121,8 @@ def check_distinct(combos: list[list[str]], configs: list) -> None:
 def experiment_dir(log_dir: str | Path, name: str) -> Path:
     """``log_dir/name``, refused when ``name`` is empty, would lead outside ``log_dir`` ('../x',
     '/tmp/x'), or inside another run or sweep directory ('r/checkpoints')."""
-    from training.rundir import enclosing_run
     from data.schema import ConfigError
+    from training.rundir import enclosing_run
 
     root = Path(log_dir)
     run_dir = root / name
@@ -148,8 +148,8 @@ def resumed_config(run_dir: Path, overrides: list[str]):
     """The run's own config with ``overrides``, and what they change ({key: [old, new]}). A change of
     the seed or of the data (other than where the file lies or how many workers read it) is refused:
     the checkpoint's data order and normalization would no longer hold."""
-    from training.config import load_config
     from data.schema import ConfigError, to_dict
+    from training.config import load_config
 
     saved = flatten(to_dict(load_config(run_dir / "config.yaml")))
     cfg = load_config(run_dir / "config.yaml", overrides)
@@ -178,8 +178,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def check_same_data(state: dict, data, run_dir: Path) -> None:
     """Refuse to resume a checkpoint on data other than the data it was trained on."""
-    from training.rundir import data_fingerprint
     from data.schema import ConfigError
+    from training.rundir import data_fingerprint
 
     theirs, ours = state.get("data_fingerprint"), data_fingerprint(data)
     if theirs is not None and ours is not None:
@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from training.config import Config, load_config
     from data.schema import ConfigError, describe
+    from training.config import Config, load_config
 
     if args.help_config:
         print("\n".join(describe(Config)))
@@ -411,8 +411,8 @@ def run_sweep(root: Path, lock, *, evaluate: bool, command: list[str]) -> int:
 
 def resume(args: argparse.Namespace, overrides: list[str]) -> int:
     """``--resume RUN_DIR`` (a run) or ``--resume SWEEP_DIR`` (the unfinished runs of a sweep)."""
-    from training.rundir import RunLock, looks_like_run
     from data.schema import ConfigError
+    from training.rundir import RunLock, looks_like_run
 
     run_dir = Path(args.resume)
     for flag, given in (("--config", args.config), ("--experiment", args.experiment is not None),

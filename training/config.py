@@ -13,8 +13,6 @@ from pathlib import Path
 from typing import Literal
 
 from data.config import DataConfig
-from models.config import ModelConfig
-from training.balancers.config import BalancerConfig
 from data.schema import (
     ConfigError,
     apply_override,
@@ -25,6 +23,8 @@ from data.schema import (
     spec,
     to_dict,
 )
+from models.config import ModelConfig
+from training.balancers.config import BalancerConfig
 
 
 @dataclass

@@ -52,7 +52,7 @@ def build_trainer(
 
     device = device or resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = data if data is not None else build_data(cfg)
+    data = data if data is not None else build_data(cfg.data, cfg.loss.class_weights)
     check_splits(cfg, data)
     model = build_model(cfg.model, data.stats)
     diffusion = GaussianDiffusion(cfg.diffusion)

@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data.schema import MAX_CONFIG_BYTES, ConfigError
 from tests.reliability.procs import ROOT, cli_env
 from training.config import Config, load_config
-from data.schema import MAX_CONFIG_BYTES, ConfigError
 
 
 def leaves(cls: type = Config, path: str = "") -> list[tuple[str, Any, dict]]:

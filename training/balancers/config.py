@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from training.components import HEAD_GROUPS
 from data.schema import spec
+from training.components import HEAD_GROUPS
 
 STRATEGIES = (
     "fixed",

@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
+from data.schema import ConfigError, from_dict
 from training.balancers import REGISTRY, BalanceContext, BalancerConfig, build_balancer, weights_dict
 from training.balancers.config import STRATEGIES
 from training.balancers.grouped import GroupedBalancer
 from training.balancers.meta_loss import MetaLoss
 from training.components import COMPONENTS
-from data.schema import ConfigError, from_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 
