@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from data.records import Records
-from data.splits import balanced_weights, split_patients
+from data.splits import balanced_weights, class_weights, split_patients
 from data.stats import DataStats, fit_stats
 
 if TYPE_CHECKING:
@@ -102,10 +102,10 @@ def load_records(data: DataConfig) -> Records:
     return records
 
 
-def build_data(data: DataConfig, class_weights: str) -> DataBundle:
+def build_data(data: DataConfig, class_weight_mode: str) -> DataBundle:
     """Load, split by patient (stratified by class), fit statistics on train, build the datasets.
 
-    ``class_weights`` is the mode of :func:`data.splits.class_weights` (``loss.class_weights``).
+    ``class_weight_mode`` is the mode of :func:`data.splits.class_weights` (``loss.class_weights``).
     """
     records = load_records(data)
     train, val, test = (records.subset(i) for i in
@@ -118,6 +118,6 @@ def build_data(data: DataConfig, class_weights: str) -> DataBundle:
         val=ABRDataset(val, stats),
         test=ABRDataset(test, stats),
         stats=stats,
-        class_weights=class_weights(train.label, class_weights),
+        class_weights=class_weights(train.label, class_weight_mode),
         sample_weights=balanced_weights(train.label) if data.balanced_sampler else None,
     )

@@ -373,9 +373,23 @@ def describe(cls: type, path: str = "") -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>"
         )
-        tp_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-        lines.append(f"{dotted}: {tp_name} = {default!r}  {f.metadata.get('help', '')}".rstrip())
+        lines.append(f"{dotted}: {type_name(tp)} = {default!r}  {f.metadata.get('help', '')}".rstrip())
     return lines
+
+
+def type_name(tp: Any) -> str:
+    """A schema type as ``--help-config`` shows it; a ``Literal`` lists its allowed values
+    (``'cosine' | 'linear'``), a union its members (``float | None``)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]" if args else origin.__name__
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""build_data(data_cfg, class_weights): the batch dict of DESIGN.md, train-split statistics, both sources."""
+"""build_data(data_cfg, class_weight_mode): the batch dict of DESIGN.md, train-split statistics, both sources."""
 
 from __future__ import annotations
 
