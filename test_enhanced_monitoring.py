@@ -16,12 +16,12 @@ import pytest
 from tqdm import tqdm
 
 from tests.runs import read_jsonl, tiny_config
+from tests.training.callbacks.fakes import FakeBalancer, FakeMetaLoss, FakeTrainer, healthy_losses, read_tensorboard
 from train import prepare_run_dir
 from training.callbacks import default_callbacks
 from training.callbacks.base import Callback
 from training.callbacks.console import BAR_FORMAT
 from training.callbacks.format import format_postfix
-from training.callbacks.testing import FakeBalancer, FakeMetaLoss, FakeTrainer, healthy_losses, read_tensorboard
 from training.components import COMPONENTS, DISPLAY_NAMES
 from training.setup import build_trainer, setup_logging, write_run_files
 

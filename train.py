@@ -72,7 +72,7 @@ def sweep_combinations(specs: list[str], overrides: list[str] = ()) -> list[list
 
     A key swept twice, or swept and also set by an override, is refused: one of the two would be
     dropped while the run names said otherwise."""
-    from training.schema import ConfigError
+    from data.schema import ConfigError
 
     set_by = {o.split("=", 1)[0].strip(): o for o in overrides if "=" in o}
     swept: dict[str, str] = {}
@@ -103,7 +103,7 @@ def sweep_dir_name(combo: list[str]) -> str:
 def check_distinct(combos: list[list[str]], configs: list) -> None:
     """Two combinations that resolve to one config (``lr=1e-3,0.001``), or to one directory name,
     are refused before anything runs."""
-    from training.schema import ConfigError, to_dict
+    from data.schema import ConfigError, to_dict
 
     seen_cfg: dict[str, int] = {}
     seen_dir: dict[str, int] = {}
@@ -121,8 +121,8 @@ def check_distinct(combos: list[list[str]], configs: list) -> None:
 def experiment_dir(log_dir: str | Path, name: str) -> Path:
     """``log_dir/name``, refused when ``name`` is empty, would lead outside ``log_dir`` ('../x',
     '/tmp/x'), or inside another run or sweep directory ('r/checkpoints')."""
+    from data.schema import ConfigError
     from training.rundir import enclosing_run
-    from training.schema import ConfigError
 
     root = Path(log_dir)
     run_dir = root / name
@@ -148,8 +148,8 @@ def resumed_config(run_dir: Path, overrides: list[str]):
     """The run's own config with ``overrides``, and what they change ({key: [old, new]}). A change of
     the seed or of the data (other than where the file lies or how many workers read it) is refused:
     the checkpoint's data order and normalization would no longer hold."""
+    from data.schema import ConfigError, to_dict
     from training.config import load_config
-    from training.schema import ConfigError, to_dict
 
     saved = flatten(to_dict(load_config(run_dir / "config.yaml")))
     cfg = load_config(run_dir / "config.yaml", overrides)
@@ -178,8 +178,8 @@ def flatten(tree: dict, prefix: str = "") -> dict:
 
 def check_same_data(state: dict, data, run_dir: Path) -> None:
     """Refuse to resume a checkpoint on data other than the data it was trained on."""
+    from data.schema import ConfigError
     from training.rundir import data_fingerprint
-    from training.schema import ConfigError
 
     theirs, ours = state.get("data_fingerprint"), data_fingerprint(data)
     if theirs is not None and ours is not None:
@@ -318,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from data.schema import ConfigError, describe
     from training.config import Config, load_config
-    from training.schema import ConfigError, describe
 
     if args.help_config:
         print("\n".join(describe(Config)))
@@ -411,8 +411,8 @@ def run_sweep(root: Path, lock, *, evaluate: bool, command: list[str]) -> int:
 
 def resume(args: argparse.Namespace, overrides: list[str]) -> int:
     """``--resume RUN_DIR`` (a run) or ``--resume SWEEP_DIR`` (the unfinished runs of a sweep)."""
+    from data.schema import ConfigError
     from training.rundir import RunLock, looks_like_run
-    from training.schema import ConfigError
 
     run_dir = Path(args.resume)
     for flag, given in (("--config", args.config), ("--experiment", args.experiment is not None),

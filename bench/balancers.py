@@ -79,7 +79,8 @@ class Setup:
         out = self.model(x_in, t_in, torch.cat([static, static]), drop_cond=torch.zeros(2 * B, dtype=torch.bool),
                          return_features=True)
         heads = {k: out[k][B:] for k in HEAD_OUTPUTS}
-        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B], x0, noise, t), **self.meta(heads, batch)}
+        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B], x0, noise, t),
+                  **self.meta.components(heads, batch)}
         ctx = BalanceContext(shared_params=self.shared, last_shared_params=self.last_shared,
                              features=list(out["features"]))
         self.meta.balancer.backward({k: losses[k] for k in COMPONENTS}, ctx)

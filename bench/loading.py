@@ -91,7 +91,7 @@ def main() -> None:
     from data.dataset import build_data
 
     cfg = load_config(args.config, [f"device={args.device}", "logging.use_wandb=false", *args.overrides])
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.loss.class_weights)
     rows = [bench_workers(cfg, data, w, args.steps, args.warmup) for w in args.workers]
 
     print(f"{'workers':>8}{'batch':>7}{'wait ms':>10}{'copy ms':>10}{'step ms':>10}{'loading share':>15}")

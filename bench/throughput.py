@@ -175,7 +175,7 @@ def build_variants(cfg: Config, run_root: Path) -> list[Variant]:
     from training.setup import build_trainer, resolve_device, setup_logging, write_run_files
 
     device = resolve_device(cfg.device)
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.loss.class_weights)
     variants = []
     for name in VARIANTS:
         run_dir = run_root / name

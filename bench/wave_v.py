@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     run = load_run(args.run, "best")
     kw = sampling_settings(run.diffusion, argparse.Namespace(sampler=args.sampler, steps=args.steps))
     guidances, etas = args.guidance or [kw["guidance"]], args.eta or [kw["eta"]]
-    test = getattr(build_data(run.cfg), args.split).tensors
+    test = getattr(build_data(run.cfg.data, run.cfg.loss.class_weights), args.split).tensors
     s = run.stats
     cond = (test["label"] == 0) & (test["static"][:, 1] >= 70)  # NORMAL, >= 70 dB nHL
     if not cond.any():

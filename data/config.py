@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from training.schema import spec
+from data.schema import spec
 
 # The most patients the generator makes (about 5.1 million recordings, 4 GiB of signal: the native
 # reader's MAX_NATIVE_BYTES); the clinical data set has 2,038.

@@ -1,4 +1,4 @@
-"""The training-facing data API: ``build_data(cfg) -> DataBundle``.
+"""The training-facing data API: ``build_data(cfg.data, cfg.loss.class_weights) -> DataBundle``.
 
 Items are dicts of tensors; ``torch.utils.data.default_collate`` turns a list of them into the
 batch dict of DESIGN.md::
@@ -28,12 +28,11 @@ import numpy as np
 import torch
 
 from data.records import Records
-from data.splits import balanced_sampler, balanced_weights, class_weights, split_patients
+from data.splits import balanced_weights, class_weights, split_patients
 from data.stats import DataStats, fit_stats
 
 if TYPE_CHECKING:
     from data.config import DataConfig
-    from training.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -83,9 +82,8 @@ class DataBundle:
     test: torch.utils.data.Dataset
     stats: DataStats  # fitted on the train split only
     class_weights: torch.Tensor  # float32 [5], mean 1
-    train_sampler: torch.utils.data.Sampler | None  # balanced sampler when cfg.data.balanced_sampler
-    # The same balancing as per-recording weights (float64 [len(train)]), for a trainer with its own
-    # resumable, rank-sharded sampler (training/sampling.py); None unless cfg.data.balanced_sampler.
+    # Per-recording weights 1 / (count of its class) (float64 [len(train)]) for the trainer's own
+    # resumable, rank-sharded sampler (training/sampling.py); None unless data.balanced_sampler.
     sample_weights: torch.Tensor | None = None
 
 
@@ -104,20 +102,22 @@ def load_records(data: DataConfig) -> Records:
     return records
 
 
-def build_data(cfg: Config) -> DataBundle:
-    """Load, split by patient (stratified by class), fit statistics on train, build the datasets."""
-    records = load_records(cfg.data)
+def build_data(data: DataConfig, class_weight_mode: str) -> DataBundle:
+    """Load, split by patient (stratified by class), fit statistics on train, build the datasets.
+
+    ``class_weight_mode`` is the mode of :func:`data.splits.class_weights` (``loss.class_weights``).
+    """
+    records = load_records(data)
     train, val, test = (records.subset(i) for i in
-                        split_patients(records.patient_id, records.label, cfg.data.split, cfg.data.split_seed))
+                        split_patients(records.patient_id, records.label, data.split, data.split_seed))
     if len(train) == 0:
-        raise ValueError(f"data: the training split is empty ({len(records)} recordings, split {cfg.data.split})")
-    stats = fit_stats(train, cfg.data.normalization)
+        raise ValueError(f"data: the training split is empty ({len(records)} recordings, split {data.split})")
+    stats = fit_stats(train, data.normalization)
     return DataBundle(
         train=ABRDataset(train, stats),
         val=ABRDataset(val, stats),
         test=ABRDataset(test, stats),
         stats=stats,
-        class_weights=class_weights(train.label, cfg.loss.class_weights),
-        train_sampler=balanced_sampler(train.label, cfg.seed) if cfg.data.balanced_sampler else None,
-        sample_weights=balanced_weights(train.label) if cfg.data.balanced_sampler else None,
+        class_weights=class_weights(train.label, class_weight_mode),
+        sample_weights=balanced_weights(train.label) if data.balanced_sampler else None,
     )

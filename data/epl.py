@@ -40,6 +40,7 @@ import numpy as np
 from scipy import signal as sps
 
 from data.records import (
+    CLASS_NAMES,
     SAMPLE_RATE_HZ,
     SIGNAL_LENGTH,
     DataFormatError,
@@ -49,7 +50,6 @@ from data.records import (
     validate,
 )
 from data.waveform import FMP_WINDOW
-from training.components import CLASS_NAMES
 
 ABR_DEFAULT_FILTER = {"highpass": 300.0, "lowpass": 3000.0, "order": 1}  # abr/main.py defaults
 NOISE_FROM_MS = 12.0

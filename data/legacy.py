@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from data.records import (
+    CLASS_NAMES,
     NUM_CLASSES,
     SIGNAL_LENGTH,
     STATIC_NAMES,
@@ -46,7 +47,6 @@ from data.records import (
     integer_value,
     validate,
 )
-from training.components import CLASS_NAMES
 
 # Limits against reference bombs (see module docstring). The clinical data set is 51,961 recordings of
 # 206 values (10.7 million); 200 million values (1.6 GB as float64) is about 19 times that.

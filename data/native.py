@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from data.records import (
+    CLASS_NAMES,
     SAMPLE_RATE_HZ,
     SIGNAL_LENGTH,
     STATIC_NAMES,
@@ -51,7 +52,6 @@ from data.records import (
     ValidationReport,
     validate,
 )
-from training.components import CLASS_NAMES
 
 FORMAT_NAME = "abr-native"
 FORMAT_VERSION = 1

@@ -44,13 +44,14 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
-from training.components import CLASS_NAMES
-
+# The class index of a recording is its position here (DESIGN.md); the network's class head has one
+# logit per name.
+CLASS_NAMES: tuple[str, ...] = ("NORMAL", "NÖROPATİ", "SNİK", "TOTAL", "İTİK")
+NUM_CLASSES = len(CLASS_NAMES)
 SAMPLE_RATE_HZ = 20_000.0
 SIGNAL_LENGTH = 200  # 10 ms at 20 kHz
 STATIC_NAMES: tuple[str, ...] = ("age", "intensity", "rate", "fmp")
 STATIC_UNITS: tuple[str, ...] = ("years", "dB nHL", "1/s", "ratio")
-NUM_CLASSES = len(CLASS_NAMES)
 F32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes load as Inf in the float32 columns
 _NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, int, unsigned, float
 INT64_MAX = int(np.iinfo(np.int64).max)

@@ -79,10 +79,3 @@ def balanced_weights(label: np.ndarray) -> torch.Tensor:
     proportion to them, every class comes equally often in expectation (NÖROPATİ is under 1 %)."""
     counts = np.bincount(label, minlength=NUM_CLASSES).astype(np.float64)
     return torch.as_tensor(1.0 / counts[label], dtype=torch.double)
-
-
-def balanced_sampler(label: np.ndarray, seed: int) -> torch.utils.data.WeightedRandomSampler:
-    """A sampler over :func:`balanced_weights`; one epoch = len(label) draws."""
-    weights = balanced_weights(label)
-    generator = torch.Generator().manual_seed(int(seed))
-    return torch.utils.data.WeightedRandomSampler(weights, len(label), replacement=True, generator=generator)

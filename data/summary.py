@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from data.records import Records
-from training.components import CLASS_NAMES
+from data.records import CLASS_NAMES, Records
 
 # The real data set (51,961 recordings, 2,038 patients), as DESIGN.md states it.
 REAL = {

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from data.records import (
+    CLASS_NAMES,
     SIGNAL_LENGTH,
     STATIC_NAMES,
     DataFormatError,
@@ -44,7 +45,6 @@ from data.records import (
     integer_value,
     validate,
 )
-from training.components import CLASS_NAMES
 
 KEYS = ("patient_id", *STATIC_NAMES, "label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}

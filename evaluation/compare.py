@@ -170,7 +170,7 @@ def _dotted(tree: Any, key: str) -> Any:
 def run_facts(run: RunLog) -> tuple[dict[str, Any], list[str]]:
     """What ``run`` was trained and tested on (config.yaml data keys, normalization statistics, the
     eval meta), and a warning for each file that could not tell."""
-    from training.schema import read_yaml
+    from data.schema import read_yaml
 
     facts: dict[str, Any] = {}
     warnings: list[str] = []

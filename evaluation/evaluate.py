@@ -179,7 +179,7 @@ def _run(args: argparse.Namespace) -> int:
     from evaluation.generate import generate, sampling_settings
 
     kw = sampling_settings(loaded.diffusion, args)  # flags checked against the run before the data is built
-    bundle = build_data(loaded.cfg)
+    bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
     if len(getattr(bundle, args.split)) == 0:
         raise ValueError(f"--split {args.split}: the run's {args.split} split has no recordings")
     # generate_fn's positional contract (collect.GenerateFn) has no eta/clip: bind them here

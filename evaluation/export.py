@@ -40,8 +40,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     """Write the export of ``run_dir`` (its ``which`` checkpoint) into ``out_dir``; return the files."""
     from safetensors.torch import save_file
 
+    from data.schema import to_dict
     from training.checkpoint import load_run
-    from training.schema import to_dict
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -23,7 +23,8 @@ import numpy as np
 from scipy import stats as sps
 from sklearn import metrics as skm
 
-SAMPLE_RATE_HZ = 20_000  # DESIGN.md: 200 samples = 10 ms at 20 kHz
+from data.records import SAMPLE_RATE_HZ
+
 PEAK_WINDOW_MS = (5.0, 9.95)  # wave V search window of the peak picker (see pick_wave_v_latency)
 PEAK_SMOOTH_SAMPLES = 5  # moving-average length applied before picking (0.25 ms at 20 kHz)
 

@@ -21,9 +21,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from data.records import SAMPLE_RATE_HZ  # noqa: E402
 from data.synthetic import NO_RESPONSE_THRESHOLD_DB  # noqa: E402
 from evaluation.collect import Collected  # noqa: E402
-from evaluation.metrics import SAMPLE_RATE_HZ, regression_metrics  # noqa: E402
+from evaluation.metrics import regression_metrics  # noqa: E402
 from evaluation.runlog import RunLog  # noqa: E402
 from training.components import COMPONENTS, DISPLAY_NAMES  # noqa: E402
 

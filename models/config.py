@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from training.schema import spec
+from data.schema import spec
 
 
 @dataclass

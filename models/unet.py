@@ -23,6 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from data.records import NUM_CLASSES
 from data.stats import DataStats
 from models.blocks import S4Block, TransformerBlock
 from models.conditioning import Conditioning
@@ -88,7 +89,7 @@ class ABRNet(nn.Module):
         self.heads = nn.ModuleDict(
             {
                 "signal": SignalHead(W[0]),
-                "class": PooledHead(W[0], cfg.head_dim, n_out=5, **pooled),
+                "class": PooledHead(W[0], cfg.head_dim, n_out=NUM_CLASSES, **pooled),
                 "peak": PooledHead(W[0], cfg.head_dim, n_out=3, **pooled),  # logit, latency, amplitude
                 "threshold": PooledHead(W[0], cfg.head_dim, n_out=1, **pooled),
             }

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import train
+from data.schema import ConfigError
 from tests.reliability.procs import in_process_args, start_train, train_args, train_in_process, wait_for
-from training.schema import ConfigError
 
 FAST = ["training.epochs=1", "logging.use_tensorboard=false"]
 

@@ -191,11 +191,11 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run from its own checkpoint (EMA weights preferred) for inference."""
+    from data.schema import from_dict
     from data.stats import DataStats
     from models import build_model
     from training.config import Config
     from training.diffusion import GaussianDiffusion
-    from training.schema import from_dict
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

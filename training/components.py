@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from data.records import CLASS_NAMES  # noqa: F401  (its home is the data; re-exported for evaluation)
+
 # Order matters: it is the order of weights (`weight_i`), of log lines and of every table.
 COMPONENTS: tuple[str, ...] = ("signal", "class", "peak_exist", "peak_latency", "peak_amplitude", "threshold")
 
@@ -22,4 +24,3 @@ HEAD_GROUPS: dict[str, tuple[str, ...]] = {
     "threshold": ("threshold",),
 }
 
-CLASS_NAMES: tuple[str, ...] = ("NORMAL", "NÖROPATİ", "SNİK", "TOTAL", "İTİK")

@@ -13,9 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from data.config import DataConfig
-from models.config import ModelConfig
-from training.balancers.config import BalancerConfig
-from training.schema import (
+from data.schema import (
     ConfigError,
     apply_override,
     deep_merge,
@@ -25,6 +23,8 @@ from training.schema import (
     spec,
     to_dict,
 )
+from models.config import ModelConfig
+from training.balancers.config import BalancerConfig
 
 
 @dataclass

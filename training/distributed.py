@@ -77,14 +77,6 @@ def all_reduce_grads(params: list[torch.Tensor]) -> None:
         p.grad = g.view_as(p).clone()
 
 
-def broadcast_object(obj, src: int = 0):
-    if not (dist.is_available() and dist.is_initialized()):
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()

@@ -19,27 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.records import NUM_CLASSES
 from data.stats import DataStats
 from training.config import LossConfig
-
-N_CLASSES = 5
-
-
-def class_weights_from_counts(counts: Tensor, mode: str) -> Tensor:
-    """Class weights [C] from training-split counts [C] for ``loss.class_weights``.
-
-    ``inverse``: w_c ∝ 1 / n_c; ``sqrt_inverse``: w_c ∝ 1 / sqrt(n_c); ``none``: 1. Normalized to
-    mean 1 over the classes present; an absent class gets weight 0 (it never appears as a target).
-    """
-    counts = counts.to(torch.float64)
-    present = counts > 0
-    if mode == "none":
-        return torch.ones_like(counts, dtype=torch.float32)
-    if mode not in ("inverse", "sqrt_inverse"):
-        raise ValueError(f"expected loss.class_weights in ['none', 'inverse', 'sqrt_inverse'], found '{mode}'")
-    power = 1.0 if mode == "inverse" else 0.5
-    w = torch.where(present, counts.clamp_min(1).pow(-power), torch.zeros_like(counts))
-    return (w / w[present].mean()).to(torch.float32)
 
 
 def focal_loss(logits: Tensor, target: Tensor, gamma: float, weight: Tensor | None = None) -> Tensor:
@@ -81,10 +63,10 @@ class ComponentLosses(nn.Module):
         super().__init__()
         self.cfg = cfg
         cw = torch.as_tensor(class_weights, dtype=torch.float32).reshape(-1)
-        if cw.numel() != N_CLASSES or not bool(torch.isfinite(cw).all()) or bool((cw < 0).any()):
-            raise ValueError(f"expected class_weights: {N_CLASSES} finite values >= 0, found {cw.tolist()}")
+        if cw.numel() != NUM_CLASSES or not bool(torch.isfinite(cw).all()) or bool((cw < 0).any()):
+            raise ValueError(f"expected class_weights: {NUM_CLASSES} finite values >= 0, found {cw.tolist()}")
         if cfg.class_weights == "none":
-            cw = torch.ones(N_CLASSES)
+            cw = torch.ones(NUM_CLASSES)
         self.register_buffer("class_weights", cw)  # [5]
         self.std = {}
         for key in ("latency_std", "amplitude_std", "threshold_std"):

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from training.schema import ConfigError
+from data.schema import ConfigError
 
 LOCK_NAME = ".lock"
 RUN_FILE = "run.json"

@@ -52,7 +52,7 @@ def build_trainer(
 
     device = device or resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    data = data if data is not None else build_data(cfg)
+    data = data if data is not None else build_data(cfg.data, cfg.loss.class_weights)
     check_splits(cfg, data)
     model = build_model(cfg.model, data.stats)
     diffusion = GaussianDiffusion(cfg.diffusion)
@@ -93,7 +93,7 @@ def write_config(run_dir: Path, cfg: Config, name: str = "config.yaml") -> None:
     """``run_dir/config.yaml``: the resolved config (``--resume`` continues with it)."""
     import yaml
 
-    from training.schema import to_dict
+    from data.schema import to_dict
 
     (Path(run_dir) / name).write_text(
         "# Resolved config of this run: `python train.py --config <this file>` reproduces it.\n"

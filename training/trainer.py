@@ -401,7 +401,7 @@ class Trainer:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly (see training/checkpoint.py)."""
-        from training.schema import to_dict
+        from data.schema import to_dict
 
         return {
             "model": self.model.state_dict(),

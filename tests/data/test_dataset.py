@@ -1,11 +1,11 @@
-"""build_data(cfg): the batch dict of DESIGN.md, statistics from the training split only, both sources."""
+"""build_data(data_cfg, class_weight_mode): the batch dict of DESIGN.md, train-split statistics, both sources."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import DataLoader
 
 from data.dataset import ABRDataset, build_data
 from data.native import write_native
@@ -22,13 +22,14 @@ BATCH = {
 }
 
 
-def _cfg(*overrides: str):
-    return load_config(None, ["data.synthetic.patients=24", "data.synthetic.seed=2", *overrides])
+def _build(*overrides: str):
+    cfg = load_config(None, ["data.synthetic.patients=24", "data.synthetic.seed=2", *overrides])
+    return build_data(cfg.data, cfg.loss.class_weights)
 
 
 @pytest.fixture(scope="module")
 def bundle():
-    return build_data(_cfg())
+    return _build()
 
 
 def test_items_and_batches_follow_the_contract(bundle):
@@ -54,14 +55,13 @@ def test_splits_are_by_patient_and_stats_from_train_only(bundle):
     lat = t["peak_latency"][t["peak_mask"]].double()
     assert bundle.stats.latency_mean == pytest.approx(lat.mean().item(), rel=1e-5)
     assert bundle.class_weights.shape == (5,) and bundle.class_weights.mean().item() == pytest.approx(1.0)
-    assert bundle.train_sampler is None
     assert DataStats.from_dict(bundle.stats.to_dict()) == bundle.stats
 
 
 def test_deterministic(bundle):
-    again = build_data(_cfg())
+    again = _build()
     assert torch.equal(again.train.tensors["signal"], bundle.train.tensors["signal"])
-    other = build_data(_cfg("data.split_seed=1"))
+    other = _build("data.split_seed=1")
     assert not torch.equal(other.train.tensors["patient_id"], bundle.train.tensors["patient_id"])
 
 
@@ -72,22 +72,19 @@ def test_per_sample_normalization_z_scores_each_signal(small_records):
     assert torch.allclose(sig.std(1), torch.ones(len(ds)), atol=1e-4)
 
 
-def test_options_sampler_and_weights():
-    b = build_data(_cfg("data.balanced_sampler=true", "loss.class_weights=none"))
-    assert isinstance(b.train_sampler, torch.utils.data.WeightedRandomSampler)
+def test_options_sample_weights_and_class_weights():
+    b = _build("data.balanced_sampler=true", "loss.class_weights=none")
     assert b.class_weights.tolist() == [1.0] * 5
     w, label = b.sample_weights, b.train.tensors["label"]
     assert w.shape == (len(b.train),)
     per_class = [w[label == c].sum().item() for c in label.unique()]
     assert per_class == pytest.approx([1.0] * len(per_class))  # every class equally likely
-    assert build_data(_cfg()).sample_weights is None
-    batch = default_collate([b.train[i] for i in list(b.train_sampler)[:8]])
-    assert batch["signal"].shape == (8, 1, 200)
+    assert _build().sample_weights is None
 
 
 def test_file_source_strict_and_lenient(tmp_path, small_records):
     path = write_native(tmp_path / "d.npz", small_records)
-    b = build_data(_cfg("data.source=file", f"data.path={path}"))
+    b = _build("data.source=file", f"data.path={path}")
     assert len(b.train) + len(b.val) + len(b.test) == len(small_records)
     cols = columns_of(small_records)
     cols["label"][5] = 99
@@ -95,8 +92,8 @@ def test_file_source_strict_and_lenient(tmp_path, small_records):
     bad.label = cols["label"]
     write_native(tmp_path / "bad.npz", bad)
     with pytest.raises(DataFormatError, match=r"bad\.npz: sample 5: unknown label"):
-        build_data(_cfg("data.source=file", f"data.path={tmp_path / 'bad.npz'}"))
-    b = build_data(_cfg("data.source=file", f"data.path={tmp_path / 'bad.npz'}", "data.strict=false"))
+        _build("data.source=file", f"data.path={tmp_path / 'bad.npz'}")
+    b = _build("data.source=file", f"data.path={tmp_path / 'bad.npz'}", "data.strict=false")
     assert len(b.train) + len(b.val) + len(b.test) == len(small_records) - 1
 
 

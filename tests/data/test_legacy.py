@@ -11,8 +11,7 @@ import pytest
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 
 from data.legacy import UnsafePickleError, read_legacy, safe_load
-from data.records import DataFormatError, Records
-from training.components import CLASS_NAMES
+from data.records import CLASS_NAMES, DataFormatError, Records
 
 
 def legacy_dict(records: Records, scaled: bool = True, encoder_names=CLASS_NAMES) -> dict:

@@ -14,10 +14,9 @@ from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 from data import synthetic
 from data.config import MAX_SYNTHETIC_PATIENTS
 from data.native import read_native
-from data.records import SIGNAL_LENGTH, STATIC_NAMES, Records
+from data.records import CLASS_NAMES, SIGNAL_LENGTH, STATIC_NAMES, Records
 from data.summary import summarize
 from data.waveform import DT_MS
-from training.components import CLASS_NAMES
 
 NORMAL, NEURO, SNIK, TOTAL, ITIK = range(5)
 

@@ -9,9 +9,9 @@ import dataclasses
 import numpy as np
 import pytest
 
+from data.records import CLASS_NAMES
 from evaluation import plots
 from evaluation.runlog import read_run
-from training.components import CLASS_NAMES
 
 
 @pytest.fixture

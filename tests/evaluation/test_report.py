@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 
+from data.records import CLASS_NAMES
 from evaluation.report import compute_metrics, find_flags, write_report
-from training.components import CLASS_NAMES
 
 
 def _train():

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from data.schema import ConfigError, from_dict, read_yaml
 from models import ModelConfig, build_model
 from models.config import FULL_SIZE
-from training.schema import ConfigError, from_dict, read_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,9 +18,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from data.schema import MAX_CONFIG_BYTES, ConfigError
 from tests.reliability.procs import ROOT, cli_env
 from training.config import Config, load_config
-from training.schema import MAX_CONFIG_BYTES, ConfigError
 
 
 def leaves(cls: type = Config, path: str = "") -> list[tuple[str, Any, dict]]:
@@ -223,7 +223,7 @@ def test_a_config_file_over_the_size_limit_is_not_parsed(tmp_path):
     path = tmp_path / "big.yaml"
     path.write_text("# " + "x" * MAX_CONFIG_BYTES + "\nseed: 1\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^config file '{re.escape(str(path))}': 1,048,\d{{3}} bytes; expected at "
-                                          r"most MAX_CONFIG_BYTES = 1,048,576 \(training/schema\.py\)$"):
+                                          r"most MAX_CONFIG_BYTES = 1,048,576 \(data/schema\.py\)$"):
         load_config(path)
 
 

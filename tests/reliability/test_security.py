@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from data.schema import ConfigError
 from tests.reliability.procs import ROOT, in_process_args, train_in_process
 from train import experiment_dir
-from training.schema import ConfigError
 
 SOURCE_DIRS = ("data", "models", "training", "evaluation", "bench")
 ALLOWED_UNPICKLER = Path("data/legacy.py")  # the allow-listed unpickler of the earlier system's files

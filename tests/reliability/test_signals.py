@@ -16,8 +16,8 @@ import pytest
 
 from tests.reliability.procs import ROOT, TINY_MODEL, cli_env, train_args
 from tests.runs import tiny_config, train_run
+from tests.training.callbacks.fakes import read_wandb_offline
 from training.callbacks.base import Callback
-from training.callbacks.testing import read_wandb_offline
 from training.checkpoint import load_checkpoint
 
 

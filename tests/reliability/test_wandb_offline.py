@@ -9,7 +9,7 @@ import pytest
 import wandb
 
 from tests.reliability.procs import in_process_args, train_in_process
-from training.callbacks.testing import read_wandb_offline
+from tests.training.callbacks.fakes import read_wandb_offline
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ from typing import get_type_hints
 
 import pytest
 
+from data.schema import ConfigError, from_dict, to_dict
 from training.config import Config, load_config
-from training.schema import ConfigError, from_dict, to_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 

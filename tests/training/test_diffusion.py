@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
+from data.schema import ConfigError
 from training.config import DiffusionConfig, load_config
 from training.diffusion import GaussianDiffusion
-from training.schema import ConfigError
 
 PREDICTIONS = ("eps", "v", "x0")
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from data.stats import DataStats
 from training.config import LossConfig
-from training.losses import ComponentLosses, class_weights_from_counts, focal_loss, masked_huber
+from training.losses import ComponentLosses, focal_loss, masked_huber
 
 CW = torch.tensor([0.5, 4.0, 1.0, 2.0, 1.5])
 
@@ -98,18 +98,6 @@ def test_class_weights_none_ignores_the_tensor():
     a = ComponentLosses(LossConfig(class_weights="none"), stats(), CW)(out, batch)["class"]
     ref = F.cross_entropy(out["class_logits"], batch["label"])
     assert a.item() == pytest.approx(ref.item(), rel=1e-6)
-
-
-def test_class_weights_from_counts():
-    counts = torch.tensor([797.0, 8.0, 106.0, 33.0, 0.0])
-    w = class_weights_from_counts(counts, "inverse")
-    inv = 1 / counts[:4]
-    assert torch.allclose(w[:4], (inv / inv.mean()).float()) and w[4] == 0
-    s = class_weights_from_counts(counts, "sqrt_inverse")
-    assert s[1] / s[0] == pytest.approx((797 / 8) ** 0.5, rel=1e-5)
-    assert torch.equal(class_weights_from_counts(counts, "none"), torch.ones(5))
-    with pytest.raises(ValueError, match=r"expected loss.class_weights in .*, found 'log'"):
-        class_weights_from_counts(counts, "log")
 
 
 def test_gaussian_nll_threshold_uses_the_variance_head():

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from data.schema import spec
 from training.components import HEAD_GROUPS
-from training.schema import spec
 
 STRATEGIES = (
     "fixed",

@@ -11,7 +11,7 @@ threshold's Gaussian NLL) are refused at construction under a strategy that need
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import nn
 
 from training.balancers.base import ACCEPT_NEGATIVE, Balancer
 
@@ -27,9 +27,6 @@ class MetaLoss(nn.Module):
             )
         self.components = components  # training.losses.ComponentLosses
         self.balancer = balancer
-
-    def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        return self.components(outputs, batch)
 
     @property
     def can_be_negative(self) -> bool:

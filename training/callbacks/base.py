@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from training.trainer import StepOutput, Trainer
+    from training.step import StepOutput
+    from training.trainer import Trainer
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Callback:
     def on_train_end(self, trainer: Trainer) -> None: ...
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None: ...
+
+    def flush(self, trainer: Trainer) -> None:
+        """Write out what is buffered; called before every checkpoint, so no checkpoint runs ahead
+        of the logs (sinks: metrics.jsonl, TensorBoard)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

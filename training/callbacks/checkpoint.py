@@ -28,9 +28,7 @@ class CheckpointCallback(Callback):
         if not trainer.is_main:
             return
         for cb in trainer.callbacks:  # sinks flush first, so the checkpoint never runs ahead of the logs
-            flush = getattr(cb, "flush", None)
-            if callable(flush):
-                flush(trainer)
+            cb.flush(trainer)
         path = trainer.run_dir / "checkpoints" / name
         with deferred_signals():  # a signal now is handled after the file is in place and said so
             save_checkpoint({**trainer.state_dict(), "data_fingerprint": data_fingerprint(trainer.data)}, path)

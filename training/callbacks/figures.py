@@ -16,12 +16,12 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
+from data.records import SAMPLE_RATE_HZ  # noqa: E402
 from training.callbacks.base import Callback, Record  # noqa: E402
 
 if TYPE_CHECKING:
     from training.trainer import Trainer
 
-FS_KHZ = 20.0  # samples per ms (20 kHz)
 
 
 def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Tensor | None = None,
@@ -35,7 +35,7 @@ def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Ten
     n = min(n, real.shape[0])
     with plt.rc_context(PAPER_RC):
         fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.4), dpi=150, squeeze=False, sharey=True)
-        t = [i / FS_KHZ for i in range(real.shape[-1])]  # ms
+        t = [1e3 * i / SAMPLE_RATE_HZ for i in range(real.shape[-1])]  # ms
         for i, ax in enumerate(axes[0]):
             ax.plot(t, real[i, 0].detach().float().cpu().numpy(), color="k", lw=1.1, label="recorded")
             if denoised is not None:

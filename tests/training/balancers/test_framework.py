@@ -8,12 +8,12 @@ import pytest
 import torch
 import yaml
 
+from data.schema import ConfigError, from_dict
 from training.balancers import REGISTRY, BalanceContext, BalancerConfig, build_balancer, weights_dict
 from training.balancers.config import STRATEGIES
 from training.balancers.grouped import GroupedBalancer
 from training.balancers.meta_loss import MetaLoss
 from training.components import COMPONENTS
-from training.schema import ConfigError, from_dict
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -149,7 +149,7 @@ def test_meta_loss_delegates_weights_and_negativity():
     assert meta.get_loss_weights() == meta.balancer.get_loss_weights()
     assert meta.weight_names() == list(COMPONENTS)
     assert meta.can_be_negative
-    assert meta({"x": torch.ones(2)}, {})["class"].item() == 2.0
+    assert meta.components({"x": torch.ones(2)}, {})["class"].item() == 2.0
     assert any(k.endswith("s") for k in meta.state_dict())  # the balancer's state is in the checkpoint
     cfg.uncertainty.regularizer = "log1p"
     assert not MetaLoss(Components(), build_balancer(cfg)).can_be_negative

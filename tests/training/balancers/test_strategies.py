@@ -247,8 +247,8 @@ def test_equal_init_ema_and_ema_follow_the_moving_average():
 
 
 def test_inverse_loss_config_rejects_inverted_clamps():
+    from data.schema import ConfigError, from_dict
     from training.balancers.config import InverseLossConfig
-    from training.schema import ConfigError, from_dict
 
     with pytest.raises(ConfigError, match=r"expected min_weight <= max_weight, found 10.0 > 1.0"):
         from_dict(InverseLossConfig, {"min_weight": 10.0, "max_weight": 1.0})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from training.callbacks.testing import FakeTrainer
+from tests.training.callbacks.fakes import FakeTrainer
 from training.config import Config
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.callbacks.fakes import healthy_losses
 from training.callbacks.base import Record
 from training.callbacks.console import ConsoleCallback
 from training.callbacks.format import (
@@ -27,7 +28,6 @@ from training.callbacks.format import (
     strip_prefix,
 )
 from training.callbacks.metrics import EpochSummaryCallback, StepMetricsCallback
-from training.callbacks.testing import healthy_losses
 
 
 def console_run(make_trainer, refresh_s=1e9, is_main=True, steps=20):
@@ -106,7 +106,7 @@ import sys
 from pathlib import Path
 from tqdm.contrib.logging import logging_redirect_tqdm
 from training.callbacks import default_callbacks
-from training.callbacks.testing import FakeTrainer
+from tests.training.callbacks.fakes import FakeTrainer
 from training.components import COMPONENTS
 from training.config import Config
 from training.setup import setup_logging

@@ -7,12 +7,12 @@ import math
 import pytest
 import torch
 
+from tests.training.callbacks.fakes import FakeBalancer, FakeMetaLoss, healthy_losses
 from training.balancers import BalancerConfig, build_balancer
 from training.balancers.meta_loss import MetaLoss
 from training.callbacks import default_callbacks
 from training.callbacks.health import HealthMonitorCallback, near_clamp
 from training.callbacks.metrics import StepMetricsCallback
-from training.callbacks.testing import FakeBalancer, FakeMetaLoss, healthy_losses
 from training.callbacks.weights import LossWeightLoggerCallback
 from training.components import COMPONENTS
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import math
 
+from tests.training.callbacks.fakes import healthy_losses
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.jsonl import JsonlCallback, read_jsonl
-from training.callbacks.testing import healthy_losses
 
 
 def test_every_record_is_one_line(make_trainer, cfg):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.training.callbacks.fakes import healthy_losses, make_step_output
 from training.callbacks.format import format_step_line
 from training.callbacks.metrics import EpochSummaryCallback, StepMetricsCallback
-from training.callbacks.testing import healthy_losses, make_step_output
 from training.components import COMPONENTS
 
 

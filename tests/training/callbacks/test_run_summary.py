@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.callbacks.fakes import healthy_losses
 from training.callbacks import default_callbacks
 from training.callbacks.jsonl import read_jsonl
 from training.callbacks.run_summary import (
@@ -18,7 +19,6 @@ from training.callbacks.run_summary import (
     run_names,
     swept_keys,
 )
-from training.callbacks.testing import healthy_losses
 from training.components import COMPONENTS
 from training.config import Config
 from training.trainer import TrainingInterrupted

@@ -9,11 +9,11 @@ import torch
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
+from tests.training.callbacks.fakes import FakeTrainer, healthy_losses, read_tensorboard
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.figures import emit_figure, waveform_figure
 from training.callbacks.tensorboard_logger import TensorBoardCallback
-from training.callbacks.testing import FakeTrainer, healthy_losses, read_tensorboard
 from training.components import COMPONENTS, DISPLAY_NAMES
 from training.trainer import TrainingInterrupted
 

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import pytest
 import wandb
 
+from tests.training.callbacks.fakes import healthy_losses, read_wandb_offline
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
-from training.callbacks.testing import healthy_losses, read_wandb_offline
 from training.callbacks.wandb_logger import WandbCallback
 from training.components import COMPONENTS
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from training.callbacks.testing import FakeBalancer, FakeMetaLoss, healthy_losses
+from tests.training.callbacks.fakes import FakeBalancer, FakeMetaLoss, healthy_losses
 from training.callbacks.weights import LossWeightLoggerCallback, flatten_weights
 from training.components import COMPONENTS, HEAD_GROUPS
 

@@ -1,4 +1,10 @@
-"""Typed config objects loaded from YAML.
+"""Typed config objects loaded from YAML: the machinery every config section is built with.
+
+Why it lives in ``data/``: it must sit on the ground floor, below every package that declares a
+config section (``data/config.py``, ``models/config.py``, ``training/config.py``,
+``training/balancers/config.py``), so that no lower package imports a higher one. ``data`` is that
+floor (``models`` imports ``data.stats``; ``training`` imports both), and the top-level layout is
+fixed (DESIGN.md), so there is no neutral package to put it in. It holds no data-specific code.
 
 Every config section is a frozen-free ``@dataclass`` whose fields carry their type and, where it
 matters, their allowed range through :func:`spec`. :func:`from_dict` turns a plain dict (from
@@ -289,7 +295,7 @@ def read_yaml(path: str | Path) -> dict:
         raise ConfigError(f"config file '{p}': not found")
     if p.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file '{p}': {p.stat().st_size:,} bytes; expected at most "
-                          f"MAX_CONFIG_BYTES = {MAX_CONFIG_BYTES:,} (training/schema.py)")
+                          f"MAX_CONFIG_BYTES = {MAX_CONFIG_BYTES:,} (data/schema.py)")
     try:
         data = load_yaml(p.read_text(encoding="utf-8"), f"config file '{p}'")
     except yaml.YAMLError as exc:
@@ -367,9 +373,23 @@ def describe(cls: type, path: str = "") -> list[str]:
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else "<required>"
         )
-        tp_name = getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-        lines.append(f"{dotted}: {tp_name} = {default!r}  {f.metadata.get('help', '')}".rstrip())
+        lines.append(f"{dotted}: {type_name(tp)} = {default!r}  {f.metadata.get('help', '')}".rstrip())
     return lines
+
+
+def type_name(tp: Any) -> str:
+    """A schema type as ``--help-config`` shows it; a ``Literal`` lists its allowed values
+    (``'cosine' | 'linear'``), a union its members (``float | None``)."""
+    origin, args = get_origin(tp), get_args(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " | ".join(type_name(a) for a in args)
+    if origin in (list, tuple, dict):
+        return f"{origin.__name__}[{', '.join(type_name(a) for a in args)}]" if args else origin.__name__
+    if tp is type(None):
+        return "None"
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 __all__ = [
