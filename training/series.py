@@ -357,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         loaded = load_run(args.run, which=args.checkpoint)
-        run_series_stage(args.run, loaded.model, build_data(loaded.cfg.data, loaded.cfg.loss.class_weights), loaded.cfg)
+        bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
+        run_series_stage(args.run, loaded.model, bundle, loaded.cfg)
         return 0
 
     return run_main(body, debug=args.debug)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from training.clinical import (
-    NO_RESPONSE_DB,
     N_THRESHOLD_BINS,
+    NO_RESPONSE_DB,
     bootstrap,
     evidence_types,
     from_bin,

@@ -56,7 +56,7 @@ def test_a_run_with_the_series_stage(tmp_path):
     loaded = load_run(run_dir)
     from data.dataset import build_data
 
-    best = run_series_stage(run_dir, loaded.model, build_data(cfg), cfg)
+    best = run_series_stage(run_dir, loaded.model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     records = read_jsonl(run_dir / "metrics.jsonl")
     series = [r for r in records if r.get("kind") == "series_epoch"]
     assert [r["epoch"] for r in series] == [1, 2]
