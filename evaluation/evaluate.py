@@ -35,9 +35,11 @@ from evaluation.collect import (
     generate_conditions,
 )
 from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
+from evaluation.patient import majority_type, markdown, patient_metrics, to_json
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
+from training.series import load_series
 
 
 def evaluate(
@@ -62,6 +64,7 @@ def evaluate(
     batch_size: int = 256,
     device: str | torch.device = "cpu",
     figures: bool = True,
+    series_net: torch.nn.Module | None = None,
 ) -> dict[str, Any]:
     """Collect, score, plot and write. Returns the metrics dict (also in ``out_dir/metrics.json``).
 
@@ -94,7 +97,11 @@ def evaluate(
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
     title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
-    write_report(m, out_dir, title, [str(p) for p in written])
+    # Per patient (series): the run's series model beside the rule and the per-recording baselines.
+    patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
+                              series_net=series_net, device=device, seed=seed)
+    m["patient"] = to_json(patient)
+    write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
     return m
 
 
@@ -106,7 +113,21 @@ def summary_line(m: dict[str, Any]) -> str:
     lv = min(m["denoising"], key=lambda lv: abs(lv["snr_db"] - MODERATE_SNR_DB), default=None)
     denoise = f"denoising r at {lv['snr_db']:g} dB {lv['model']['pearson_r']:.3f}" if lv else "no denoising"
     return (f"recall per class: {recalls} | threshold R² {m['threshold']['model']['r2']:.3f} | "
-            f"wave V F1 {m['peak_exist']['model']['f1']:.3f} | {denoise} | {len(m['flags'])} flags")
+            f"wave V F1 {m['peak_exist']['model']['f1']:.3f} | {denoise} | {len(m['flags'])} flags"
+            + patient_line(m))
+
+
+def patient_line(m: dict[str, Any]) -> str:
+    """The per-patient headline: the series model's answers when the run has one, else the rule's."""
+    p = m.get("patient")
+    if not p:
+        return ""
+    thr = p["threshold"].get("series_model") or p["threshold"]["rule"]
+    typ = p["type"].get("series_model") or p["type"]["evidence_sum"]
+    who = "series model" if "series_model" in p["threshold"] else "rule / summed evidence"
+    return (f"\nper patient ({who}, {p['n_series']} series): threshold within ±10 dB "
+            f"{thr['within_10db']['value']:.3f}, ±5 dB {thr['within_5db']['value']:.3f}; "
+            f"type macro-F1 {typ['macro_f1']['value']:.3f}")
 
 
 def load_single_task(spec: str) -> tuple[str, Any]:
@@ -191,6 +212,7 @@ def _run(args: argparse.Namespace) -> int:
               "sampling": {"eta": kw["eta"], "clip": kw["clip"]}},
         gen_n=args.gen_n, sampler=kw["sampler"], steps=kw["steps"], guidance=kw["guidance"], seed=args.seed,
         batch_size=args.batch_size, device=device, figures=not args.no_figures,
+        series_net=load_series(args.run),
     )
     out = Path(args.out or Path(args.run) / "eval")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")

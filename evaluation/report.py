@@ -330,12 +330,15 @@ def _single_task_denoise(m: dict, i: int) -> str:
     return _f(block[i]["model"]["pearson_r"]) if block and i < len(block) else "—"
 
 
-def write_report(m: dict[str, Any], out_dir: Path, title: str = "Evaluation report", figures: list[str] = ()) -> Path:
-    """Write ``metrics.json`` and ``report.md`` into ``out_dir``; returns the report path."""
+def write_report(m: dict[str, Any], out_dir: Path, title: str = "Evaluation report", figures: list[str] = (),
+                 sections: list[str] = ()) -> Path:
+    """Write ``metrics.json`` and ``report.md`` into ``out_dir``; returns the report path.
+    ``sections``: markdown lines appended to the report (the per-patient section)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     write_metrics_json(m, out_dir / "metrics.json")
     path = out_dir / "report.md"
-    path.write_text(render_report(to_jsonable_nan(m), title, figures), encoding="utf-8")
+    text = render_report(to_jsonable_nan(m), title, figures)
+    path.write_text(text + ("\n" + "\n".join(sections) + "\n" if sections else ""), encoding="utf-8")
     return path
 
 

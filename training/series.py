@@ -57,6 +57,10 @@ class Evidence:
     static: np.ndarray  # (N 4) physical units
     series_id: np.ndarray  # (N,) int64
     patient_id: np.ndarray  # (N,) int64
+    truth: dict[str, np.ndarray] | None = None  # label, threshold, peak_mask, peak_latency (N,) when labelled
+
+
+TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency")
 
 
 @torch.no_grad()
@@ -74,11 +78,14 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
             "amplitude": out["peak_amplitude"].float(), "threshold": out["threshold"].float(),
             "static": batch["static"], "series_id": batch["series_id"], "patient_id": batch["patient_id"],
         }
+        part.update({f"truth/{k}": batch[k] for k in TRUTH_KEYS if k in batch})
         for k, v in part.items():
             rows.setdefault(k, []).append(v.detach().cpu())
     if not rows:
         raise ValueError("series evidence: expected a non-empty split, found 0 recordings")
-    return Evidence(**{k: torch.cat(v).numpy() for k, v in rows.items()})
+    cols = {k: torch.cat(v).numpy() for k, v in rows.items()}
+    truth = {k.removeprefix("truth/"): cols.pop(k) for k in list(cols) if k.startswith("truth/")}
+    return Evidence(**cols, truth=truth or None)
 
 
 class SeriesSet(Dataset):
@@ -179,15 +186,14 @@ def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: s
     threshold, the summed class evidence's type, wave V detection and latency in ms. Keys
     ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch)."""
     ev = extract(net, dataset, batch_size=batch_size, device=device)
-    t = dataset.tensors
+    t = ev.truth
     series = series_index(ev.series_id, ev.static[:, 1])
-    threshold, label = series_truth(series, t["threshold"].numpy(), t["label"].numpy())
+    threshold, label = series_truth(series, t["threshold"], t["label"])
     types = type_metrics(label, evidence_types(series, ev.proba), ev.proba.shape[1], n_boot=0)
     metrics = {
         "threshold": threshold_metrics(threshold, rule_thresholds(series, ev.static[:, 1], ev.peak_prob), n_boot=0),
         "type": {k: types[k] for k in ("macro_f1", "balanced_accuracy")},
-        "wave_v": wave_v_metrics(series, t["peak_mask"].numpy(), ev.peak_prob, t["peak_latency"].numpy(),
-                                 ev.latency, n_boot=0),
+        "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, n_boot=0),
     }
     return flatten(metrics, f"{prefix}/patient")
 

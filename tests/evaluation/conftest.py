@@ -43,11 +43,12 @@ class FakeNet(torch.nn.Module):
         super().__init__()
         self.seen_t: list[torch.Tensor] = []
 
-    def forward(self, x_t, t, static, drop_cond=None):
+    def forward(self, x_t, t, static, drop_cond=None, return_features=False):
         self.seen_t.append(t.clone())
         B = x_t.shape[0]
         logits = torch.tensor([3.0, 0.0, 0.0, 0.0, 0.0]).expand(B, 5)
-        return {
+        features = {"features": [x_t.transpose(1, 2), static[:, None, :]]} if return_features else {}  # h, z
+        return features | {
             "signal": torch.zeros_like(x_t),
             "class_logits": logits,
             "peak_logit": torch.full((B,), 2.0),
@@ -82,6 +83,7 @@ def make_items(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
             "peak_amplitude": torch.tensor(0.2 + 0.01 * (i % 7), dtype=torch.float32),
             "threshold": torch.tensor(10.0 + 5 * labels[i], dtype=torch.float32),
             "patient_id": torch.tensor(i // 5, dtype=torch.int64),
+            "series_id": torch.tensor(i, dtype=torch.int64),  # labels vary inside a patient here: a series each
         })
     return items
 

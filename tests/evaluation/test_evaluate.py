@@ -30,6 +30,14 @@ def test_evaluate_writes_metrics_figures_and_report(fx, stats, tmp_path):
         assert c["mean_waveform_r"] > 0.9
         assert c["generated_latency_median_ms"] == pytest.approx(c["real_latency_mean_ms"], abs=0.6)
     assert "## Generation" in report and "![confusion](confusion.png)" in report
+    # per patient: 40 one-recording series; the constant 30 dB head lands within 10 dB of true thresholds
+    # 20, 25 and 30 dB (labels 2-4 of 0-4, eight series each): 24 of 40
+    p = saved["patient"]
+    assert p["n_series"] == 40 and "## Per patient (40 series, 40 recordings" in report
+    within = p["threshold"]["head_mean"]["within_10db"]
+    assert within["value"] == pytest.approx(0.6) and within["ci"][0] < 0.6 < within["ci"][1]
+    assert p["type"]["majority"]["recall"]["0"]["value"] == 1.0  # majority of the first 30 items' series: NORMAL
+    assert p["wave_v"]["latency_within_0.1ms"]["value"] == pytest.approx(1.0)  # the fake latency head is exact
 
 
 def test_evaluate_without_generation_or_run_log(fx, stats, tmp_path):

@@ -1,0 +1,67 @@
+"""The clinical questions per patient, scored on a benchmark cohort and on the run's own test split.
+
+    python bench/clinical.py --run logs/clinical [--patients 5000 --seed 12345] [--n-boot 1000]
+
+The benchmark cohort is generated with its own generator seed (never the run's), large enough that
+the rarest type (neuropathy, 0.8 % of patients) has dozens of series; nothing was chosen on it.
+For each cohort: the series model of the run (when it has one) beside the rule and the per-recording
+baselines, each metric with a 95 % bootstrap interval over series (evaluation/patient.py). Prints the
+report section and writes bench/results/clinical.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import write_result  # noqa: E402
+from data.dataset import ABRDataset, build_data  # noqa: E402
+from data.records import CLASS_NAMES  # noqa: E402
+from data.synthetic import generate  # noqa: E402
+from evaluation.patient import majority_type, markdown, patient_metrics, to_json  # noqa: E402
+from training.checkpoint import load_run  # noqa: E402
+from training.series import load_series  # noqa: E402
+
+BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains on it
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--patients", type=int, default=5000, help="benchmark cohort size")
+    p.add_argument("--seed", type=int, default=BENCHMARK_SEED, help="benchmark cohort generator seed")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--out", default="bench/results/clinical.json")
+    args = p.parse_args(argv)
+
+    t0 = time.time()
+    run = load_run(args.run, which=args.checkpoint)
+    if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:
+        p.error(f"--seed {args.seed}: the run trained on that generator seed; the benchmark needs its own")
+    series_net = load_series(args.run)
+    bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
+    majority = majority_type(bundle.train)
+    cohorts = {"benchmark": ABRDataset(generate(args.patients, args.seed), run.stats), "test": bundle.test}
+    result = {"run": args.run, "checkpoint": args.checkpoint, "series_model": series_net is not None,
+              "benchmark": {"patients": args.patients, "seed": args.seed}, "machine": platform.platform(),
+              "n_boot": args.n_boot, "cohorts": {}}
+    for name, ds in cohorts.items():
+        m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority, series_net=series_net,
+                            n_boot=args.n_boot)
+        result["cohorts"][name] = to_json(m)
+        where = f"generator seed {args.seed}" if name == "benchmark" else "the run's own test split"
+        print(f"\n# {name} ({where})\n")
+        print("\n".join(markdown(m, CLASS_NAMES)))
+    result["seconds"] = round(time.time() - t0, 1)
+    write_result(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
