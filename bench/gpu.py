@@ -24,7 +24,9 @@ monitoring adds on top). Phases:
    later steps add the drift of two diverging trajectories.
 4. ``compile``: ``torch.compile`` of the network (the Trainer's forward goes through it), bf16: the
    first step's time (compilation), then ``--compile-steps`` timed steps against eager, and the loss
-   agreement with the eager bf16 run. Any failure is caught and reported with its first line.
+   agreement with the eager bf16 run, graph breaks. Any failure is caught and reported with its type and
+   message (first 500 characters); ``--compile-backend aot_eager`` or ``eager`` tells a tracing failure
+   from a code-generation one.
 
 Prints a table and writes bench/results/gpu.json (``--out``).
 """
@@ -60,10 +62,11 @@ from training.trainer import Trainer  # noqa: E402
 
 # --smoke: config.yaml's structure at a size a CPU runs in a second per phase.
 SMOKE = [
-    "device=cpu", "data.synthetic.patients=12", "data.num_workers=0", "training.batch_size=8",
+    "data.synthetic.patients=12", "data.num_workers=0", "training.batch_size=8",
     "diffusion.timesteps=100", "model.base_channels=8", "model.blocks_per_level=1", "model.d_state=8",
     "model.attn_heads=1", "model.cond_dim=16", "model.head_dim=8",
 ]
+STEPS = {"steps": 300, "warmup": 20, "agree_steps": 50, "sync_steps": 10, "compile_steps": 100}
 SMOKE_STEPS = {"steps": 3, "warmup": 1, "agree_steps": 2, "sync_steps": 2, "compile_steps": 2}
 SYNC_WARNING = "called a synchronizing CUDA operation"  # torch's text under set_sync_debug_mode("warn")
 LOSS_NAMES = ("objective", *COMPONENTS)
@@ -187,33 +190,30 @@ def named(row: list[float]) -> dict[str, float]:
 
 
 def compile_phase(cfg: Config, data: Any, device: torch.device, run_dir: Path, steps: int,
-                  eager: list[list[float]]) -> dict[str, Any]:  # cfg: the bf16 config
+                  eager: list[list[float]], backend: str) -> dict[str, Any]:  # cfg: the bf16 config
     """torch.compile of the network in bf16: compile time, timed steps, loss agreement with eager."""
     phase = None
     try:
         import torch._dynamo
+        from torch._dynamo.utils import counters
 
         torch._dynamo.reset()
+        counters.clear()
         phase = Phase(cfg, data, device, run_dir)
-        phase.trainer.net = torch.compile(phase.trainer.model)
+        phase.trainer.net = torch.compile(phase.trainer.model, backend=backend)
         sync(device)
         t0 = time.perf_counter()
         phase.step()  # compiles
         sync(device)
         compile_s = time.perf_counter() - t0
-        phase.step()  # a second step: recompilation for the training-mode guards settles here
+        phase.step()  # untimed: a recompilation, if any, happens here rather than in the timed window
         reset_memory(device)
-        row = {"status": "ok", "first_step_s": compile_s, **phase.timed(steps), **memory(device)}
+        row = {"status": "ok", "backend": backend, "first_step_s": compile_s, **phase.timed(steps), **memory(device)}
         row["agreement_with_eager"] = agreement(phase.loss_table(), eager)
-        try:
-            from torch._dynamo.utils import counters
-
-            row["graph_breaks"] = sum(counters["graph_break"].values())
-        except Exception as exc:  # a private API: report it rather than fail the benchmark
-            row["graph_breaks"] = f"unknown ({type(exc).__name__})"
+        row["graph_breaks"] = sum(counters["graph_break"].values())
         return row
-    except Exception as exc:  # compile is an experiment: its failure is a result, reported in full
-        return {"status": "failed", "error": f"{type(exc).__name__}: {one_line(str(exc))[:500]}"}
+    except Exception as exc:  # compile is an experiment: its failure is a result, reported with its message
+        return {"status": "failed", "backend": backend, "error": f"{type(exc).__name__}: {one_line(str(exc))[:500]}"}
     finally:
         if phase is not None:
             phase.close()
@@ -223,15 +223,14 @@ def run(args) -> dict[str, Any]:
     from data.dataset import build_data
     from training.setup import resolve_device
 
-    if args.smoke:
-        overrides = [*SMOKE, *args.overrides]
-        for k, v in SMOKE_STEPS.items():
+    for k, v in (SMOKE_STEPS if args.smoke else STEPS).items():
+        if getattr(args, k) is None:  # a flag given on the command line wins over --smoke
             setattr(args, k, v)
-    else:
-        from data.cli import resolve_device as check_device
+    from data.cli import resolve_device as check_device
 
-        check_device(args.device)  # a missing GPU is named as --device, before any work
-        overrides = [f"device={args.device}", *args.overrides]
+    device_name = args.device or ("cpu" if args.smoke else "cuda")
+    check_device(device_name)  # a missing GPU is named as --device, before any work
+    overrides = [f"device={device_name}", *(SMOKE if args.smoke else []), *args.overrides]
     run_root = Path(tempfile.mkdtemp(prefix="abr_gpu_"))
     overrides += [f"logging.log_dir={run_root}", "logging.use_wandb=false", "logging.use_tensorboard=false",
                   *([f"training.batch_size={args.batch}"] if args.batch else [])]
@@ -273,7 +272,7 @@ def run(args) -> dict[str, Any]:
         # 4. torch.compile
         if compile_wanted:
             result["compile"] = compile_phase(cfg, data, device, run_root / "compile", args.compile_steps,
-                                              eager)
+                                              eager, args.compile_backend)
         else:
             result["compile"] = {"status": "skipped", "error": "not tried on CPU (pass --compile to try)"}
     finally:
@@ -302,7 +301,7 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"| run | steps | samples/s | step ms (median) | peak allocated MiB | peak reserved MiB |\n|{'---|' * 6}")
     rows = [("bf16 eager", r["bf16"]), ("fp32 eager", r["fp32"])]
     if r["compile"]["status"] == "ok":
-        rows.append(("bf16 compiled", r["compile"]))
+        rows.append((f"bf16 compiled ({r['compile']['backend']})", r["compile"]))
     for name, row in rows:
         print(f"| {name} | {row['steps']} | {row['samples_per_s']:.1f} | {row['step_ms_median']:.2f} | "
               f"{_fmt(row['peak_allocated_mib'], '.0f')} | {_fmt(row['peak_reserved_mib'], '.0f')} |")
@@ -316,27 +315,32 @@ def print_table(r: dict[str, Any]) -> None:
     c = r["compile"]
     if c["status"] == "ok":
         speedup = r["bf16"]["step_ms_median"] / c["step_ms_median"]
-        print(f"torch.compile: first step {c['first_step_s']:.1f} s, {speedup:.2f}x eager step time, "
+        print(f"torch.compile ({c['backend']}): first step {c['first_step_s']:.1f} s, {speedup:.2f}x eager step time, "
               f"graph breaks {c['graph_breaks']}, objective vs eager max relative difference "
               f"{_fmt(c['agreement_with_eager']['objective_rel_diff_max'], '.2e')}")
     else:
-        print(f"torch.compile: {c['status']}: {c['error']}")
+        print(f"torch.compile ({c.get('backend', '-')}): {c['status']}: {c['error']}")
 
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(prog="python bench/gpu.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "config.yaml"))
-    p.add_argument("--device", default="cuda", help="cuda, cuda:N (cpu works, slowly)")
-    p.add_argument("--steps", type=number(int, ge=1), default=300, help="timed bf16 steps")
-    p.add_argument("--warmup", type=number(int, ge=0), default=20, help="untimed bf16 steps before them")
-    p.add_argument("--agree-steps", type=number(int, ge=1), default=50, help="fp32 steps compared with bf16")
-    p.add_argument("--sync-steps", type=number(int, ge=1), default=10, help="steps whose host syncs are counted")
-    p.add_argument("--compile-steps", type=number(int, ge=1), default=100, help="timed torch.compile steps")
+    p.add_argument("--device", help="cuda, cuda:N or cpu (default: cuda; --smoke: cpu)")
+    counts = {"steps": "timed bf16 steps", "warmup": "untimed bf16 steps before them",
+              "agree_steps": "fp32 steps compared with bf16", "sync_steps": "steps whose host syncs are counted",
+              "compile_steps": "timed torch.compile steps"}
+    for key, what in counts.items():
+        p.add_argument(f"--{key.replace('_', '-')}", type=number(int, ge=0 if key == "warmup" else 1),
+                       help=f"{what} (default {STEPS[key]}; --smoke: {SMOKE_STEPS[key]})")
     p.add_argument("--compile", action="store_true", default=None, help="try torch.compile (default: on CUDA)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="skip torch.compile")
+    p.add_argument("--compile-backend", default="inductor",
+                   help="torch.compile backend: inductor; aot_eager or eager to tell a tracing failure from a "
+                        "code-generation one")
     p.add_argument("--batch", type=number(int, ge=1), default=0, help="batch size (default: the config's)")
     p.add_argument("--smoke", action="store_true",
-                   help=f"CPU, a tiny network, a handful of steps ({', '.join(SMOKE)})")
+                   help=f"a tiny network, a handful of steps, on the CPU unless --device says otherwise "
+                        f"({', '.join(SMOKE)})")
     p.add_argument("--threads", type=number(int, ge=1), default=0, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu.json"))
     p.add_argument("overrides", nargs="*", help="config overrides, key.path=value")

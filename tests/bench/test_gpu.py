@@ -77,3 +77,26 @@ def test_no_cuda_is_named_as_the_device_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.strip() == "error: --device: 'cuda' requested but no CUDA device is available"
     assert not (tmp_path / "gpu.json").exists()
+
+
+@pytest.mark.slow
+def test_compile_path_traces_the_whole_network(tmp_path):
+    """Dynamo alone (backend eager: ~20 s on CPU; inductor on CPU takes minutes): the compiled network runs
+    inside the Trainer, without graph breaks, with the eager run's losses."""
+    out = tmp_path / "gpu.json"
+    assert main(["--smoke", "--threads", "1", "--compile", "--compile-backend", "eager", "--out", str(out)]) == 0
+    c = json.loads(out.read_text())["compile"]
+    assert c["status"] == "ok" and c["backend"] == "eager", c
+    assert c["graph_breaks"] == 0 and c["agreement_with_eager"]["objective_rel_diff_max"] < 1e-5, c
+
+
+def test_compile_failure_is_reported_not_raised(tmp_path, capsys):
+    out = tmp_path / "gpu.json"
+    steps = ["--steps", "1", "--warmup", "0", "--agree-steps", "1", "--sync-steps", "1"]
+    assert main(["--smoke", "--threads", "1", "--compile", "--compile-backend", "no_such_backend", *steps,
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert r["bf16"]["steps"] == 1 and r["fp32"]["steps"] == 1  # flags given win over --smoke's counts
+    c = r["compile"]
+    assert c["status"] == "failed" and "no_such_backend" in c["error"], c
+    assert "torch.compile (no_such_backend): failed:" in capsys.readouterr().out
