@@ -184,7 +184,8 @@ def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: s
                      batch_size: int = 512) -> dict[str, float]:
     """Series-level point values on ``dataset`` from the network alone (no series model): the rule's
     threshold, the summed class evidence's type, wave V detection and latency in ms. Keys
-    ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch)."""
+    ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch);
+    metrics undefined on the split are left out."""
     ev = extract(net, dataset, batch_size=batch_size, device=device)
     t = ev.truth
     series = series_index(ev.series_id, ev.static[:, 1])
@@ -195,7 +196,9 @@ def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: s
         "type": {k: types[k] for k in ("macro_f1", "balanced_accuracy")},
         "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, n_boot=0),
     }
-    return flatten(metrics, f"{prefix}/patient")
+    # A metric undefined on this split (no-response sensitivity without a no-response series) is left
+    # out rather than logged as NaN, which health checks and tables would read as a failure.
+    return {k: v for k, v in flatten(metrics, f"{prefix}/patient").items() if math.isfinite(v)}
 
 
 # ------------------------------------------------------------------------------------------------
