@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
+import threading
 
 import pytest
 import torch
 from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
+from tensorboard.summary.writer.record_writer import RecordWriter
 
+from tests.runs import read_jsonl, tiny_config, train_run
 from tests.training.callbacks.fakes import FakeTrainer, healthy_losses, read_tensorboard
 from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.figures import emit_figure, waveform_figure
 from training.callbacks.tensorboard_logger import TensorBoardCallback
+from training.checkpoint import load_checkpoint
 from training.components import COMPONENTS, DISPLAY_NAMES
 from training.trainer import TrainingInterrupted
 
@@ -170,3 +176,36 @@ def test_flush_makes_scalars_readable_without_closing(make_trainer):
     events = read_tensorboard(trainer.run_dir / "tensorboard").Scalars("train/total")
     assert {e.step: e.value for e in events} == values
     trainer.end()
+
+
+@pytest.mark.parametrize(("errno_", "after"), [(errno.EROFS, 0), (errno.ENOSPC, 40)], ids=["read-only", "disk-full"])
+def test_a_failing_tensorboard_directory_warns_once_and_training_goes_on(tmp_path, monkeypatch, capfd, errno_, after):
+    """A read-only ``tensorboard/`` (simulated: tests may run as root, where chmod stops no write) or a
+    disk that fills up after ``after`` event records: one warning line, no writer-thread traceback,
+    the run finishes with its metrics.jsonl and checkpoints."""
+    thread_errors = []
+    monkeypatch.setattr(threading, "excepthook", thread_errors.append)
+    written = []
+    real_write = RecordWriter.write
+
+    def write(self, data):
+        if len(written) >= after:
+            raise OSError(errno_, os.strerror(errno_))
+        written.append(1)
+        real_write(self, data)
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    run_dir = tmp_path / "run"
+    trainer = train_run(tiny_config(tmp_path), run_dir)
+    assert thread_errors == []
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    tb_dir = run_dir / "tensorboard"
+    warning = (f"WARNING TensorBoard: writing to {tb_dir} failed ({os.strerror(errno_)}); TensorBoard logging is off "
+               "for the rest of the run; metrics.jsonl and checkpoints continue")
+    assert err.count("TensorBoard") == 1 and warning in err.splitlines()
+    assert warning in (run_dir / "train.log").read_text()
+    records = read_jsonl(run_dir / "metrics.jsonl")
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2]
+    assert records[-1]["kind"] == "hparams" and records[-1]["data"]["status"] == "finished"
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == trainer.step
