@@ -26,11 +26,17 @@ What lands where (tags are the record names, so W&B and metrics.jsonl use the sa
 
 The writer flushes at each validation, epoch end, alert and checkpoint (``flush``; and every 30 s), so a running
 TensorBoard shows the run while it trains. A resumed run purges events past its resume step.
+
+A disk error (a read-only ``tensorboard/``, a full disk) turns TensorBoard off for the rest of the run
+with one warning line; training, metrics.jsonl and the checkpoints go on (:meth:`TensorBoardCallback._off`).
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -169,17 +175,58 @@ def component_values(record: Record) -> dict[str, dict[str, float]]:
     return out
 
 
+def _quiet_writer_threads() -> None:
+    """Keep TensorBoard's writer threads from printing a traceback for a disk error (``OSError``).
+
+    The thread keeps the error and TensorBoard raises it again in the main thread at the next write
+    or flush, where :class:`TensorBoardCallback` reports it in one line; other errors and other
+    threads go to the hook installed before. Installed once, when a writer opens."""
+    from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
+
+    previous = threading.excepthook
+    if getattr(previous, "quiets_tensorboard_writers", False):
+        return
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and issubclass(args.exc_type, OSError)):
+            previous(args)
+
+    hook.quiets_tensorboard_writers = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
+
+
 class TensorBoardCallback(Callback):
     def __init__(self, flush_secs: int = 30) -> None:
         self.flush_secs = flush_secs
         self.writer: SummaryWriter | None = None
         self.component_writers: dict[str, SummaryWriter] = {}
         self._purge: int | None = None
+        self._failed = False  # a disk error turned TensorBoard off for the rest of the run
+
+    @contextmanager
+    def _writing(self, trainer: Trainer) -> Iterator[None]:
+        try:
+            yield
+        except OSError as err:
+            self._off(trainer, err)
+
+    def _off(self, trainer: Trainer, err: OSError) -> None:
+        """One warning, then no more writes: TensorBoard must never stop training."""
+        self._failed = True
+        for w in [self.writer, *self.component_writers.values()]:
+            if w is not None:
+                with suppress(OSError):  # the same disk error again
+                    w.close()
+        self.writer, self.component_writers = None, {}
+        trainer.logger.warning("WARNING TensorBoard: writing to %s failed (%s); TensorBoard logging is off for the "
+                               "rest of the run; metrics.jsonl and checkpoints continue",
+                               Path(trainer.run_dir) / "tensorboard", err.strerror or err)
 
     def _open(self, trainer: Trainer) -> SummaryWriter:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _quiet_writer_threads()
             log_dir = Path(trainer.run_dir) / "tensorboard"
             self._purge = trainer.step if trainer.resumed else None
             self.writer = SummaryWriter(str(log_dir), flush_secs=self.flush_secs, purge_step=self._purge)
@@ -201,12 +248,16 @@ class TensorBoardCallback(Callback):
         self.writer._get_file_writer().add_summary(summary, step)  # this run's own file writer: no sub-run
 
     def on_train_start(self, trainer: Trainer) -> None:
-        if trainer.is_main:
-            self._open(trainer)
+        if trainer.is_main and not self._failed:
+            with self._writing(trainer):
+                self._open(trainer)
 
     def on_record(self, trainer: Trainer, record: Record) -> None:
-        if not trainer.is_main:
-            return
+        if trainer.is_main and not self._failed:
+            with self._writing(trainer):
+                self._write(trainer, record)
+
+    def _write(self, trainer: Trainer, record: Record) -> None:
         w = self._open(trainer)
         if record.kind == "hparams":
             self._hparams(trainer, record)
@@ -252,15 +303,18 @@ class TensorBoardCallback(Callback):
     def flush(self, trainer: Trainer) -> None:
         """Write pending events to disk; called before every checkpoint, so the checkpoint never runs
         ahead of the TensorBoard curves. A no-op while the writer is not open."""
-        for w in [self.writer, *self.component_writers.values()]:
-            if w is not None:
-                w.flush()
+        with self._writing(trainer):
+            for w in [self.writer, *self.component_writers.values()]:
+                if w is not None:
+                    w.flush()
 
     def on_train_end(self, trainer: Trainer) -> None:
-        self._close()
+        with self._writing(trainer):
+            self._close()
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        self._close()
+        with self._writing(trainer):
+            self._close()
 
     def _close(self) -> None:
         for w in [self.writer, *self.component_writers.values()]:
