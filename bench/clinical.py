@@ -11,7 +11,6 @@ report section and writes bench/results/clinical.json.
 
 from __future__ import annotations
 
-import argparse
 import platform
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
+from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
@@ -31,15 +31,18 @@ BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains o
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="bench/clinical.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    p.add_argument("--patients", type=int, default=5000, help="benchmark cohort size")
-    p.add_argument("--seed", type=int, default=BENCHMARK_SEED, help="benchmark cohort generator seed")
-    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=5000, help="benchmark cohort size")
+    p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="benchmark cohort generator seed")
+    p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
     p.add_argument("--out", default="bench/results/clinical.json")
     args = p.parse_args(argv)
+    return run_main(lambda: _run(p, args), debug=args.debug)
 
+
+def _run(p: ArgumentParser, args) -> int:
     t0 = time.time()
     run = load_run(args.run, which=args.checkpoint)
     if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:

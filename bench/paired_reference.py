@@ -14,7 +14,6 @@ Writes bench/results/paired_reference.json.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
+from data.cli import ArgumentParser, run_main  # noqa: E402
 from data.dataset import build_data  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 from training.clinical import series_index, wave_v_metrics  # noqa: E402
@@ -42,10 +42,14 @@ def features(ev, paired: bool) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="bench/paired_reference.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--out", default="bench/results/paired_reference.json")
     args = p.parse_args(argv)
+    return run_main(lambda: _run(args), debug=args.debug)
+
+
+def _run(args) -> int:
     run = load_run(args.run)
     bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
     ev = {s: extract(run.model, getattr(bundle, s)) for s in ("train", "test")}

@@ -1,0 +1,43 @@
+"""bench/clinical.py end to end on a tiny run with the series stage: the JSON holds every method."""
+
+from __future__ import annotations
+
+import json
+
+from bench.clinical import main
+from tests.runs import tiny_config, train_run
+
+
+def test_clinical_bench_scores_a_fresh_cohort_and_the_test_split(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=30", "series.enabled=true", "series.epochs=2",
+                      "series.width=16", "series.heads=2")
+    run = tmp_path / "run"
+    train_run(cfg, run)
+    from data.dataset import build_data
+    from training.checkpoint import load_run
+    from training.series import run_series_stage
+
+    run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
+    out = tmp_path / "clinical.json"
+    assert main(["--run", str(run), "--patients", "25", "--n-boot", "20", "--out", str(out)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    bench = result["cohorts"]["benchmark"]
+    assert bench["n_series"] == 25 and result["series_model"] is True
+    assert set(bench["threshold"]) == {"rule", "head_mean", "series_model"}
+    assert set(bench["type"]) == {"majority", "head_mean", "evidence_sum", "series_model"}
+    for m in bench["threshold"].values():
+        lo, hi = m["within_10db"]["ci"]
+        assert lo <= m["within_10db"]["value"] <= hi
+    assert "# benchmark (generator seed 12345)" in capsys.readouterr().out
+
+
+def test_clinical_bench_refuses_the_runs_own_seed(tmp_path, capsys):
+    cfg = tiny_config(tmp_path)
+    run = tmp_path / "run"
+    train_run(cfg, run)
+    import pytest
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--run", str(run), "--seed", str(cfg.data.synthetic.seed), "--patients", "5"])
+    assert exc.value.code == 2
+    assert "the run trained on that generator seed" in capsys.readouterr().err
