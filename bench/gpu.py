@@ -241,7 +241,7 @@ def run(args) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         compile_wanted = args.compile if args.compile is not None else device.type == "cuda"
-        data = build_data(cfg)
+        data = build_data(cfg.data, cfg.loss.class_weights)
         result: dict[str, Any] = {"machine": machine(device), "setup": {
             "config": str(args.config), "smoke": args.smoke, "device": str(device),
             "batch": cfg.training.batch_size, "steps": args.steps, "warmup": args.warmup,

@@ -38,7 +38,7 @@ def test_waves_picked_on_synthetic_normal_recordings_sit_where_the_generator_put
     from data.dataset import build_data
 
     cfg = tiny_config(tmp_path, "data.synthetic.patients=40")
-    data = build_data(cfg)
+    data = build_data(cfg.data, cfg.loss.class_weights)
     test, s = data.train.tensors, data.stats
     cond = (test["label"] == 0) & (test["static"][:, 1] >= 70)
     real = (test["signal"][cond] * s.signal_std + s.signal_mean).numpy()

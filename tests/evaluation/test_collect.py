@@ -27,7 +27,7 @@ def test_collect_shapes_heads_at_t0_and_denoising(fx, stats):
     assert col.proba.shape == (n, 5) and np.allclose(col.proba.sum(1), 1)
     assert col.signal.shape == (n, 200) and col.units == "µV"
     assert (col.label == np.arange(n) % 5).all()
-    assert (col.patient_id == np.arange(n) // 5).all() and col.series_id is None  # the fake items carry no series
+    assert (col.patient_id == np.arange(n) // 5).all() and (col.series_id == np.arange(n)).all()  # a series each
     # batches of 8: 3 batches x (one head pass at t=0 + two noise levels)
     assert len(net.seen_t) == 9
     assert all(t.dtype == torch.int64 and (t == 0).all() for t in net.seen_t[::3])
