@@ -46,6 +46,10 @@ class WandbCallback(Callback):
         self.run: Any = None
         self._failed = False
         self.alerts: list[list[Any]] = []  # [step, epoch, alert, message] of every alert so far
+        # {"val/x": {"min": m, "last": l}}: written into the summary at the end by this process too, so
+        # the run file's last summary record always holds both (the service's own min,last summary can
+        # be overtaken by the client's plain snapshot when the end-of-run summary update is sent)
+        self.val_summary: dict[str, dict[str, float]] = {}
 
     # -- init --------------------------------------------------------------------------------------
     def _init(self, trainer: Trainer, mode: str) -> Any:
@@ -119,6 +123,10 @@ class WandbCallback(Callback):
         import wandb
 
         payload: dict[str, Any] = dict(record.scalars)
+        for k, v in record.scalars.items():
+            if k.startswith("val/") and isinstance(v, (int, float)) and v == v:  # v == v: not NaN
+                old = self.val_summary.get(k)
+                self.val_summary[k] = {"min": min(v, old["min"]) if old else v, "last": v}
         if record.kind == "figure" and record.figure is not None:
             payload[record.data.get("tag", "figures")] = wandb.Image(record.figure)
         elif record.kind == "alert":
@@ -134,7 +142,8 @@ class WandbCallback(Callback):
             if record.data.get("status") == "running":
                 run.config.update({"hparams": record.data.get("hparams", {})}, allow_val_change=True)
             else:
-                run.summary.update({**{k: v for k, v in record.scalars.items() if k.startswith("best/")},
+                run.summary.update({**{k: dict(v) for k, v in self.val_summary.items()},
+                                    **{k: v for k, v in record.scalars.items() if k.startswith("best/")},
                                     "status": record.data.get("status")})
         elif record.kind == "text" and record.data.get("tag") == "weights/index":
             run.config.update({"loss_weight_index": record.data.get("mapping", {})}, allow_val_change=True)
@@ -148,10 +157,12 @@ class WandbCallback(Callback):
         self._finish(1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"alerts": [list(row) for row in self.alerts]}
+        return {"alerts": [list(row) for row in self.alerts], "val_summary": {k: dict(v) for k, v in
+                                                                               self.val_summary.items()}}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.alerts = [list(row) for row in state.get("alerts", [])]
+        self.val_summary = {k: dict(v) for k, v in state.get("val_summary", {}).items()}
 
     def _finish(self, exit_code: int) -> None:
         if self.run is not None:
