@@ -17,60 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import torch
 
-from training.clinical import (
-    Estimate,
-    evidence_types,
-    head_mean_thresholds,
-    rule_thresholds,
-    series_index,
-    series_truth,
-    threshold_metrics,
-    type_metrics,
-    wave_v_metrics,
-)
-from training.series import Evidence, SeriesSet, extract, predict
-
-
-def majority_type(dataset: Any) -> int:
-    """The most frequent type among the series of ``dataset`` (the training split's: a baseline)."""
-    t = {k: torch.stack([item[k] for item in dataset]).numpy() if not hasattr(dataset, "tensors")
-         else dataset.tensors[k].numpy() for k in ("series_id", "static", "threshold", "label")}
-    series = series_index(t["series_id"], t["static"][:, 1])
-    _, types = series_truth(series, t["threshold"], t["label"])
-    return int(np.bincount(types).argmax())
-
-
-def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, majority_type: int,
-                    series_net: torch.nn.Module | None = None, device: str | torch.device = "cpu",
-                    n_boot: int = 1000, seed: int = 0, evidence: Evidence | None = None) -> dict[str, Any]:
-    """Score every per-series answer on ``dataset`` (an ABRDataset with labels). ``evidence``: the
-    network's pass over ``dataset`` when the caller already has it."""
-    ev = evidence if evidence is not None else extract(model, dataset, device=device)
-    t = ev.truth
-    if t is None:
-        raise ValueError("per-patient metrics: expected labelled recordings (label, threshold, wave V marks)")
-    level = ev.static[:, 1]
-    series = series_index(ev.series_id, level)
-    truth_db, truth_type = series_truth(series, t["threshold"], t["label"])
-    kw = {"n_boot": n_boot, "seed": seed}
-    thresholds = {"rule": rule_thresholds(series, level, ev.peak_prob),
-                  "head_mean": head_mean_thresholds(series, ev.threshold)}
-    mean_proba = np.stack([ev.proba[m].mean(0) for m in series.members])  # (S K)
-    types = {"majority": np.full(len(series), majority_type),
-             "head_mean": mean_proba.argmax(1),
-             "evidence_sum": evidence_types(series, ev.proba)}
-    if series_net is not None:
-        p = predict(series_net, SeriesSet(ev))
-        thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"].argmax(1)
-    return {
-        "n_series": len(series),
-        "n_recordings": int(len(level)),
-        "threshold": {k: threshold_metrics(truth_db, v, **kw) for k, v in thresholds.items()},
-        "type": {k: type_metrics(truth_type, v, n_classes, **kw) for k, v in types.items()},
-        "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, **kw),
-    }
+from training.clinical import Estimate
+from training.series import majority_type, patient_metrics  # noqa: F401 (re-exported: evaluate, bench, predict)
 
 
 def to_json(obj: Any) -> Any:

@@ -34,6 +34,7 @@ from training.clinical import (
     evidence_types,
     flatten,
     from_bin,
+    head_mean_thresholds,
     rule_thresholds,
     series_index,
     series_truth,
@@ -187,18 +188,53 @@ def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: s
     ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch);
     metrics undefined on the split are left out."""
     ev = extract(net, dataset, batch_size=batch_size, device=device)
-    t = ev.truth
-    series = series_index(ev.series_id, ev.static[:, 1])
-    threshold, label = series_truth(series, t["threshold"], t["label"])
-    types = type_metrics(label, evidence_types(series, ev.proba), ev.proba.shape[1], n_boot=0)
-    metrics = {
-        "threshold": threshold_metrics(threshold, rule_thresholds(series, ev.static[:, 1], ev.peak_prob), n_boot=0),
-        "type": {k: types[k] for k in ("macro_f1", "balanced_accuracy")},
-        "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, n_boot=0),
-    }
+    m = patient_metrics(net, dataset, n_classes=ev.proba.shape[1], majority_type=0, n_boot=0, evidence=ev)
+    metrics = {"threshold": m["threshold"]["rule"],
+               "type": {k: m["type"]["evidence_sum"][k] for k in ("macro_f1", "balanced_accuracy")},
+               "wave_v": m["wave_v"]}
     # A metric undefined on this split (no-response sensitivity without a no-response series) is left
     # out rather than logged as NaN, which health checks and tables would read as a failure.
     return {k: v for k, v in flatten(metrics, f"{prefix}/patient").items() if math.isfinite(v)}
+
+
+def majority_type(dataset: Any) -> int:
+    """The most frequent type among the series of ``dataset`` (the training split's: a baseline)."""
+    t = {k: torch.stack([item[k] for item in dataset]).numpy() if not hasattr(dataset, "tensors")
+         else dataset.tensors[k].numpy() for k in ("series_id", "static", "threshold", "label")}
+    series = series_index(t["series_id"], t["static"][:, 1])
+    _, types = series_truth(series, t["threshold"], t["label"])
+    return int(np.bincount(types).argmax())
+
+
+def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, majority_type: int,
+                    series_net: torch.nn.Module | None = None, device: str | torch.device = "cpu",
+                    n_boot: int = 1000, seed: int = 0, evidence: Evidence | None = None) -> dict[str, Any]:
+    """Score every per-series answer on ``dataset`` (an ABRDataset with labels). ``evidence``: the
+    network's pass over ``dataset`` when the caller already has it."""
+    ev = evidence if evidence is not None else extract(model, dataset, device=device)  # (N rows)
+    t = ev.truth
+    if t is None:
+        raise ValueError("per-patient metrics: expected labelled recordings (label, threshold, wave V marks)")
+    level = ev.static[:, 1]
+    series = series_index(ev.series_id, level)
+    truth_db, truth_type = series_truth(series, t["threshold"], t["label"])
+    kw = {"n_boot": n_boot, "seed": seed}
+    thresholds = {"rule": rule_thresholds(series, level, ev.peak_prob),
+                  "head_mean": head_mean_thresholds(series, ev.threshold)}
+    mean_proba = np.stack([ev.proba[m].mean(0) for m in series.members])  # (S K)
+    types = {"majority": np.full(len(series), majority_type),
+             "head_mean": mean_proba.argmax(1),
+             "evidence_sum": evidence_types(series, ev.proba)}
+    if series_net is not None:
+        p = predict(series_net, SeriesSet(ev))
+        thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"].argmax(1)
+    return {
+        "n_series": len(series),
+        "n_recordings": int(len(level)),
+        "threshold": {k: threshold_metrics(truth_db, v, **kw) for k, v in thresholds.items()},
+        "type": {k: type_metrics(truth_type, v, n_classes, **kw) for k, v in types.items()},
+        "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, **kw),
+    }
 
 
 # ------------------------------------------------------------------------------------------------
