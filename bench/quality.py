@@ -106,7 +106,7 @@ Command: `{result['command']}`
 
 Machine: {result['machine']}. Date: {result['date']}.
 
-One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test split, `best`
+One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test split, `{result.get('checkpoint', 'best')}`
 checkpoint of each run. Every metric is the model's on the test split (see
 `python -m evaluation.evaluate`); single-task rows are runs with the other five loss weights
 at {result['off_weight']:g}.
@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="logs/quality", help="where the runs are written")
     p.add_argument("--generate", action="store_true", help="also run the generation metrics (slow on CPU)")
     p.add_argument("--threads", type=int, default=1, help="OMP/MKL threads of each subprocess")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"),
+                   help="checkpoint evaluated; 'last' compares every run after the same number of steps "
+                        "(a single-task run's best.pt is chosen by a metric of the whole objective)")
     p.add_argument("--out", default="bench/results/quality.json")
     p.add_argument("--doc", default="docs/results.md")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
@@ -146,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                WANDB_MODE="disabled")
     for r in runs:
         r["eval_cmd"] = [sys.executable, "-m", "evaluation.evaluate", "--run", f"{args.root}/{r['name']}",
-                         "--checkpoint", "best", "--split", "test", *([] if args.generate else ["--no-generate"])]
+                         "--checkpoint", args.checkpoint, "--split", "test", *([] if args.generate else ["--no-generate"])]
         if args.dry_run:
             print(shlex.join(r["cmd"]), "&&", shlex.join(r["eval_cmd"]))
     if args.dry_run:
@@ -180,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "config": args.config,
         "seed": args.seed,
         "off_weight": args.off_weight,
+        "checkpoint": args.checkpoint,
         "delta_m_metrics": DELTA_M_METRICS,
         "runs": [{k: v for k, v in r.items() if k not in ("cmd", "eval_cmd")} | {"cmd": shlex.join(r["cmd"])}
                  for r in runs],
