@@ -83,7 +83,7 @@ class DataBundle:
     stats: DataStats  # fitted on the train split only
     class_weights: torch.Tensor  # float32 [5], mean 1
     # Per-recording weights 1 / (count of its class) (float64 [len(train)]) for the trainer's own
-    # resumable, rank-sharded sampler (training/sampling.py); None unless data.balanced_sampler.
+    # resumable, rank-sharded sampler (training/epoch_order.py); None unless data.balanced_sampler.
     sample_weights: torch.Tensor | None = None
 
 

@@ -38,7 +38,7 @@ from training.config import Config
 from training.distributed import DistInfo, all_reduce_grads, reduce_mean
 from training.ema import EMA
 from training.optim import build_optimizer, build_scheduler
-from training.sampling import EpochSampler
+from training.epoch_order import EpochSampler
 from training.series import check_series, clinical_summary
 from training.step import StepOutput
 

@@ -2,7 +2,8 @@
 
 Like ``torch.utils.data.DistributedSampler`` (``set_epoch``, rank sharding with padding to equal
 length), plus two things it lacks: class-balanced sampling with replacement, and ``skip`` so a run
-resumed mid-epoch continues with exactly the batches it had not seen.
+resumed mid-epoch continues with exactly the batches it had not seen. (The reverse-diffusion
+samplers, DDPM/DDIM/DPM-Solver, are another thing: training/samplers.py.)
 """
 
 from __future__ import annotations
