@@ -23,7 +23,7 @@ from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
-from evaluation.patient import majority_type, markdown, patient_metrics, to_json  # noqa: E402
+from evaluation.patient import majority_type, markdown, patient_metrics  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 from training.series import load_series  # noqa: E402
 
@@ -57,7 +57,7 @@ def _run(p: ArgumentParser, args) -> int:
     for name, ds in cohorts.items():
         m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority, series_net=series_net,
                             n_boot=args.n_boot)
-        result["cohorts"][name] = to_json(m)
+        result["cohorts"][name] = m  # Estimates: written as {"value", "ci"} by write_result
         where = f"generator seed {args.seed}" if name == "benchmark" else "the run's own test split"
         print(f"\n# {name} ({where})\n")
         print("\n".join(markdown(m, CLASS_NAMES)))

@@ -35,8 +35,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from data.jsonable import to_jsonable  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, compare_runs, delta_m_for_run, headline_metrics  # noqa: E402
-from evaluation.report import to_jsonable  # noqa: E402
 from training.balancers.config import STRATEGIES  # noqa: E402
 from training.components import COMPONENTS  # noqa: E402
 

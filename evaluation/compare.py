@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from data.cli import ArgumentParser, refuse_overwrite, run_main
+from data.jsonable import to_jsonable
 from evaluation.metrics import delta_m_percent
 from evaluation.plots import CURVE_KEYS, plot_loss_curves
-from evaluation.report import to_jsonable
 from evaluation.runlog import RunLog, read_run
 
 OUTPUT_FILES = ("comparison.md", "comparison.json", "curves.png")

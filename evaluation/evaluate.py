@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from data.cli import ArgumentParser, check_number, number, resolve_device, run_main
+from data.jsonable import to_jsonable
 from data.stats import DataStats
 from evaluation import plots
 from evaluation.collect import (
@@ -35,7 +36,7 @@ from evaluation.collect import (
     generate_conditions,
 )
 from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
-from evaluation.patient import majority_type, markdown, patient_metrics, to_json
+from evaluation.patient import majority_type, markdown, patient_metrics
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
@@ -100,7 +101,7 @@ def evaluate(
     # Per patient (series): the run's series model beside the rule and the per-recording baselines.
     patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
                               series_net=series_net, device=device, seed=seed)
-    m["patient"] = to_json(patient)
+    m["patient"] = to_jsonable(patient)
     write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
     return m
 

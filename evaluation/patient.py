@@ -16,24 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from training.clinical import Estimate
 from training.series import majority_type, patient_metrics  # noqa: F401 (re-exported: evaluate, bench, predict)
-
-
-def to_json(obj: Any) -> Any:
-    """Estimates as {"value", "ci": [low, high]}; nested dicts and lists kept (metrics.json)."""
-    if isinstance(obj, Estimate):
-        return {"value": obj.value, "ci": [obj.low, obj.high]}
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
 
 THRESHOLD_ROWS = ("within_10db", "within_5db", "exact", "mae_db", "no_response_sensitivity", "no_response_specificity")
 METHOD_NAMES = {"series_model": "series model", "rule": "rule (lowest consistent wave V)",

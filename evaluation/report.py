@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from data.jsonable import to_jsonable
 from data.stats import DataStats
 from evaluation import metrics as M
 from evaluation.collect import Collected, GeneratedCondition
@@ -205,21 +206,6 @@ CHECKS = (
 
 # --------------------------------------------------------------------------------------------
 # files
-
-
-def to_jsonable(obj: Any) -> Any:
-    """nan/inf -> None, numpy scalars and arrays -> Python (JSON has no nan)."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 def write_metrics_json(m: dict[str, Any], path: Path) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score
@@ -127,8 +128,9 @@ class Estimate:
     low: float  # 95 % bootstrap interval over series (percentile)
     high: float
 
-    def to_dict(self) -> dict[str, float]:
-        return {"value": self.value, "ci95": [self.low, self.high]}
+    def to_dict(self) -> dict[str, Any]:
+        """The form metrics.json and clinical.json keep (data.jsonable.to_jsonable writes it)."""
+        return {"value": self.value, "ci": [self.low, self.high]}
 
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from data.jsonable import to_jsonable
 from models.series import SeriesNet, recording_evidence
 from training.clinical import (
     N_THRESHOLD_BINS,
@@ -369,7 +370,7 @@ def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: An
 
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as jsonl:
         def on_epoch(record: dict[str, Any]) -> None:
-            jsonl.write(json.dumps({"kind": "series_epoch", "time": time.time(), **record}) + "\n")
+            jsonl.write(json.dumps(to_jsonable({"kind": "series_epoch", "time": time.time(), **record})) + "\n")
             jsonl.flush()
             if writer is not None:
                 for k, v in record.items():

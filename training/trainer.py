@@ -37,8 +37,8 @@ from training.components import COMPONENTS
 from training.config import Config
 from training.distributed import DistInfo, all_reduce_grads, reduce_mean
 from training.ema import EMA
-from training.optim import build_optimizer, build_scheduler
 from training.epoch_order import EpochSampler
+from training.optim import build_optimizer, build_scheduler
 from training.series import check_series, clinical_summary
 from training.step import StepOutput
 

@@ -15,12 +15,12 @@ the run had never stopped.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from data.jsonable import to_jsonable
 from training.callbacks.base import Callback, Record
 
 if TYPE_CHECKING:
@@ -29,23 +29,9 @@ if TYPE_CHECKING:
 FILENAME = "metrics.jsonl"
 
 
-def _clean(x: Any) -> Any:
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (str, int, bool)) or x is None:
-        return x
-    if hasattr(x, "item"):  # numpy / torch scalar
-        return _clean(x.item())
-    return str(x)
-
-
 def record_to_json(record: Record) -> dict[str, Any]:
-    return {"kind": record.kind, "step": record.step, "epoch": record.epoch, "scalars": _clean(record.scalars),
-            "text": record.text, "data": _clean(record.data), "time": time.time()}
+    return {"kind": record.kind, "step": record.step, "epoch": record.epoch, "scalars": to_jsonable(record.scalars),
+            "text": record.text, "data": to_jsonable(record.data), "time": time.time()}
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
