@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from training.balancers.base import BalanceContext
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS
 from training.config import Config
 from training.distributed import DistInfo, all_reduce_grads, reduce_mean
@@ -81,7 +81,7 @@ class Trainer:
         if self.dist.enabled:
             ids = [device.index] if device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.callbacks: list[Callback] = list(callbacks)
+        self.callbacks = CallbackList(callbacks)
         tc = cfg.training
         self.max_epochs = tc.epochs
         self.use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
@@ -137,12 +137,10 @@ class Trainer:
         return self.optimizer.param_groups[0]["lr"]
 
     def emit(self, record: Record) -> None:
-        for cb in self.callbacks:
-            cb.on_record(self, record)
+        self.callbacks.emit(self, record)
 
     def _call(self, hook: str, *args: Any) -> None:
-        for cb in self.callbacks:
-            getattr(cb, hook)(self, *args)
+        self.callbacks.call(hook, self, *args)
 
     # ------------------------------------------------------------------------------------------
     # the objective
@@ -410,7 +408,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "meta_loss": self.meta_loss.state_dict(),
-            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "callbacks": self.callbacks.state_dict(),
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -450,9 +448,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.meta_loss.load_state_dict(state["meta_loss"])
-        for cb in self.callbacks:
-            if type(cb).__name__ in state["callbacks"]:
-                cb.load_state_dict(state["callbacks"][type(cb).__name__])
+        self.callbacks.load_state_dict(state["callbacks"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] and torch.cuda.is_available():

@@ -1,20 +1,28 @@
-"""Callback hooks of the Trainer and the metric record every backend receives.
+"""Callback hooks of the Trainer, the bus that calls them, and the record every backend receives.
 
 Every hook is a no-op with one uniform signature ``(self, trainer, ...)``; a callback overrides
-what it needs. Monitoring backends (tqdm, log lines, metrics.jsonl, TensorBoard, W&B) do not read
-the trainer's internals: the trainer and the metric callbacks *emit* a :class:`Record` through
-``trainer.emit(record)``, and each backend turns the same record into its own format in
-:meth:`Callback.on_record`. That is what keeps every screen showing the same numbers.
+what it needs, and only hooks declared on :class:`Callback` are ever called. Monitoring backends
+(tqdm, log lines, metrics.jsonl, TensorBoard, W&B) do not read the trainer's internals: the trainer
+and the metric callbacks *emit* a :class:`Record` through ``trainer.emit(record)``, the
+:class:`CallbackList` hands it to every callback, and each backend turns the same record into its
+own format in :meth:`Callback.on_record`. That is what keeps every screen showing the same numbers.
+
+This module imports nothing of the trainer: :class:`TrainerView` says what every callback may read
+from the trainer it is handed (training.trainer.Trainer, or the test fakes).
 """
 
 from __future__ import annotations
 
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from training.config import Config
     from training.step import StepOutput
-    from training.trainer import Trainer
 
 
 @dataclass
@@ -41,33 +49,56 @@ class Record:
     figure: Any = None  # a matplotlib Figure for kind == "figure" (not serialized to JSON)
 
 
+class TrainerView(Protocol):
+    """What every callback may read from the trainer it is handed. Callbacks that need more (the
+    checkpoint writer, the figure pass) annotate the full ``training.trainer.Trainer``."""
+
+    cfg: Config
+    run_dir: Path
+    step: int  # optimizer steps done
+    epoch: int  # the epoch being trained (1-based)
+    max_epochs: int
+    steps_per_epoch: int
+    is_main: bool  # rank 0: the process that writes logs and checkpoints
+    resumed: bool
+    logger: logging.Logger
+    meta_loss: Any  # training.balancers.meta_loss.MetaLoss: ``.balancer`` holds the weights
+    model: Any  # the bare network (None in fakes without a model)
+    callbacks: CallbackList
+
+    @property
+    def lr(self) -> float: ...
+
+    def emit(self, record: Record) -> None: ...
+
+
 class Callback:
     """Base class: all hooks are no-ops. ``state_dict`` survives a resume through the checkpoint."""
 
-    def on_train_start(self, trainer: Trainer) -> None: ...
+    def on_train_start(self, trainer: TrainerView) -> None: ...
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None: ...
 
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
+    def on_step_end(self, trainer: TrainerView, out: StepOutput) -> None:
         """After every optimizer step. ``out`` holds device tensors: read them only at log points."""
 
-    def on_validation_start(self, trainer: Trainer, split: str, batches: int) -> None:
+    def on_validation_start(self, trainer: TrainerView, split: str, batches: int) -> None:
         """Before a validation pass over ``batches`` batches of ``split`` (every rank)."""
 
-    def on_validation_batch_end(self, trainer: Trainer, split: str) -> None: ...
+    def on_validation_batch_end(self, trainer: TrainerView, split: str) -> None: ...
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None: ...
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None: ...
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None: ...
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, summary: dict[str, float]) -> None: ...
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         """A record emitted by the trainer or by another callback (backends write it out)."""
 
-    def on_train_end(self, trainer: Trainer) -> None: ...
+    def on_train_end(self, trainer: TrainerView) -> None: ...
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None: ...
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None: ...
 
-    def flush(self, trainer: Trainer) -> None:
+    def flush(self, trainer: TrainerView) -> None:
         """Write out what is buffered; called before every checkpoint, so no checkpoint runs ahead
         of the logs (sinks: metrics.jsonl, TensorBoard)."""
 
@@ -75,3 +106,75 @@ class Callback:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+HOOKS: tuple[str, ...] = tuple(name for name in vars(Callback) if name.startswith("on_")) + ("flush",)
+
+
+class CallbackList:
+    """The trainer's callbacks, and the one way they are called (the bus).
+
+    A hook runs on every callback in list order. :meth:`emit` hands a record to every callback's
+    ``on_record``; a record emitted while another is being handed out (an alert the health monitor
+    raises from inside its ``on_record``) waits until that one has reached every callback, so each
+    sink writes a record before what it caused, wherever the producer stands in the list. Until the
+    run starts it is a list: callbacks may be appended or inserted.
+    """
+
+    def __init__(self, callbacks: Iterable[Callback] = ()) -> None:
+        self._callbacks: list[Callback] = list(callbacks)
+        self._pending: deque[Record] = deque()
+        self._delivering = False
+
+    def __iter__(self) -> Iterator[Callback]:
+        return iter(self._callbacks)
+
+    def __len__(self) -> int:
+        return len(self._callbacks)
+
+    def __getitem__(self, i: int) -> Callback:
+        return self._callbacks[i]
+
+    def append(self, cb: Callback) -> None:
+        self._callbacks.append(cb)
+
+    def insert(self, i: int, cb: Callback) -> None:
+        self._callbacks.insert(i, cb)
+
+    def extend(self, cbs: Iterable[Callback]) -> None:
+        self._callbacks.extend(cbs)
+
+    def call(self, hook: str, trainer: TrainerView, *args: Any) -> None:
+        """``hook(trainer, *args)`` on every callback; ``hook`` must be declared on :class:`Callback`."""
+        if hook not in HOOKS:
+            raise ValueError(f"callback hook: expected one of {', '.join(HOOKS)}, found {hook!r}")
+        for cb in self._callbacks:
+            getattr(cb, hook)(trainer, *args)
+
+    def emit(self, trainer: TrainerView, record: Record) -> None:
+        """Hand ``record`` to every callback's ``on_record``, after the records emitted before it."""
+        self._pending.append(record)
+        if self._delivering:  # emitted from inside an on_record: delivered when the current record is
+            return
+        self._delivering = True
+        try:
+            while self._pending:
+                current = self._pending.popleft()
+                for cb in self._callbacks:
+                    cb.on_record(trainer, current)
+        finally:
+            self._delivering = False
+
+    def flush(self, trainer: TrainerView) -> None:
+        """Every sink writes out what it buffers (before a checkpoint)."""
+        self.call("flush", trainer)
+
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """Each callback's state under its class name (what a checkpoint keeps)."""
+        return {type(cb).__name__: cb.state_dict() for cb in self._callbacks}
+
+    def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
+        """Give each callback the state saved under its class name; a callback new to the run starts fresh."""
+        for cb in self._callbacks:
+            if type(cb).__name__ in state:
+                cb.load_state_dict(state[type(cb).__name__])

@@ -27,8 +27,7 @@ class CheckpointCallback(Callback):
     def _save(self, trainer: Trainer, name: str, say: bool = False) -> None:
         if not trainer.is_main:
             return
-        for cb in trainer.callbacks:  # sinks flush first, so the checkpoint never runs ahead of the logs
-            cb.flush(trainer)
+        trainer.callbacks.flush(trainer)  # sinks flush first, so the checkpoint never runs ahead of the logs
         path = trainer.run_dir / "checkpoints" / name
         with deferred_signals():  # a signal now is handled after the file is in place and said so
             save_checkpoint({**trainer.state_dict(), "data_fingerprint": data_fingerprint(trainer.data)}, path)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS, HEAD_GROUPS
 from training.config import Config
 from training.step import StepOutput
@@ -84,14 +84,15 @@ def make_step_output(step: int, losses: dict[str, float], epoch: int = 1, lr: fl
 
 
 class FakeTrainer:
-    """The trainer surface callbacks use (see training/callbacks/base.py), without a model."""
+    """The trainer surface callbacks use (``TrainerView`` in training/callbacks/base.py), without a
+    model; hooks and records go through the real :class:`CallbackList`, as in the Trainer."""
 
     def __init__(self, run_dir: str | Path, callbacks: Sequence[Callback] = (), cfg: Config | None = None,
                  meta_loss: Any = None, max_epochs: int = 3, steps_per_epoch: int = 100,
                  is_main: bool = True, resumed: bool = False, step: int = 0) -> None:
         self.cfg = cfg or Config()
         self.run_dir = Path(run_dir)
-        self.callbacks = list(callbacks)
+        self.callbacks = CallbackList(callbacks)
         self.meta_loss = meta_loss if meta_loss is not None else FakeMetaLoss()
         self.model = None
         self.max_epochs, self.steps_per_epoch = max_epochs, steps_per_epoch
@@ -102,21 +103,18 @@ class FakeTrainer:
 
     def emit(self, record: Record) -> None:
         self.records.append(record)
-        for cb in self.callbacks:
-            cb.on_record(self, record)
+        self.callbacks.emit(self, record)
 
     def of_kind(self, kind: str) -> list[Record]:
         return [r for r in self.records if r.kind == kind]
 
     # -- driving the hooks -----------------------------------------------------------------------------
     def start(self) -> None:
-        for cb in self.callbacks:
-            cb.on_train_start(self)
+        self.callbacks.call("on_train_start", self)
         self.start_epoch()
 
     def start_epoch(self) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_start(self, self.epoch)
+        self.callbacks.call("on_epoch_start", self, self.epoch)
 
     def steps(self, n: int, losses: Callable[[int], dict[str, float]], **kwargs: Any) -> None:
         """``n`` optimizer steps; ``losses(step)`` gives the components, ``kwargs`` values may be
@@ -127,27 +125,21 @@ class FakeTrainer:
             kw.setdefault("lr", self.lr)
             out = make_step_output(self.step, losses(self.step), epoch=self.epoch, **kw)
             self.lr = out.lr
-            for cb in self.callbacks:
-                cb.on_step_end(self, out)
+            self.callbacks.call("on_step_end", self, out)
 
     def validate(self, metrics: dict[str, float], batches: int = 0) -> None:
         """A validation pass of ``batches`` batches ending with ``metrics``."""
-        for cb in self.callbacks:
-            cb.on_validation_start(self, "val", batches)
+        self.callbacks.call("on_validation_start", self, "val", batches)
         for _ in range(batches):
-            for cb in self.callbacks:
-                cb.on_validation_batch_end(self, "val")
-        for cb in self.callbacks:
-            cb.on_validation_end(self, metrics)
+            self.callbacks.call("on_validation_batch_end", self, "val")
+        self.callbacks.call("on_validation_end", self, metrics)
 
     def end_epoch(self, summary: dict[str, float]) -> None:
-        for cb in self.callbacks:
-            cb.on_epoch_end(self, self.epoch, summary)
+        self.callbacks.call("on_epoch_end", self, self.epoch, summary)
         self.epoch += 1
 
     def end(self) -> None:
-        for cb in self.callbacks:
-            cb.on_train_end(self)
+        self.callbacks.call("on_train_end", self)
 
 
 # -- reading back what the sinks wrote -------------------------------------------------------------
