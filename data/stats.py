@@ -9,6 +9,10 @@ losses use the target std to compare errors on a standardized scale.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -36,6 +40,14 @@ class DataStats:
     def identity(cls) -> DataStats:
         """Unit statistics: for tests and toy models that need no normalization."""
         return cls(0.0, 1.0, [0.0] * 4, [1.0] * 4, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+
+
+def to_physical(x: torch.Tensor, stats: DataStats) -> tuple[torch.Tensor, str]:
+    """The one de-normalization of a signal: undo the dataset's global standardization (µV);
+    per-sample z-scores cannot be undone and are returned as they are."""
+    if stats.normalization == "global":
+        return x * stats.signal_std + stats.signal_mean, "µV"
+    return x, "z-score"
 
 
 def fit_stats(records: object, normalization: str = "global") -> DataStats:

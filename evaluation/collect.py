@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from data.stats import DataStats
+from data.stats import DataStats, to_physical
 
 DEFAULT_SNR_LEVELS_DB: tuple[float, ...] = (10.0, 0.0, -10.0)
 MODERATE_SNR_DB = 0.0
@@ -59,13 +59,6 @@ class Collected:
     @property
     def pred(self) -> np.ndarray:
         return self.proba.argmax(axis=1)
-
-
-def to_physical(x: torch.Tensor, stats: DataStats) -> tuple[torch.Tensor, str]:
-    """Undo the dataset's global standardization; per-sample z-scores cannot be undone."""
-    if stats.normalization == "global":
-        return x * stats.signal_std + stats.signal_mean, "µV"
-    return x, "z-score"
 
 
 def sqrt_alpha_bar(diffusion, t: torch.Tensor) -> torch.Tensor:

@@ -27,15 +27,10 @@ from evaluation.collect import Collected  # noqa: E402
 from evaluation.metrics import regression_metrics  # noqa: E402
 from evaluation.runlog import RunLog  # noqa: E402
 from training.components import COMPONENTS, DISPLAY_NAMES  # noqa: E402
+from training.figure_style import PAPER_RC, format_condition  # noqa: E402
 
 CURVE_KEYS: tuple[str, ...] = ("total", *COMPONENTS)
 PAGE_WIDTH_IN = 7.2  # a two-column journal page
-DPI = 200
-PAPER_RC: dict[str, Any] = {
-    "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-    "xtick.labelsize": 7, "ytick.labelsize": 7, "axes.spines.top": False, "axes.spines.right": False,
-    "savefig.dpi": DPI, "savefig.bbox": "tight",
-}
 
 
 def paper_style(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,22 +53,6 @@ def _save(fig, path: Path) -> Path:
 
 def _label(key: str) -> str:
     return DISPLAY_NAMES.get(key, key.capitalize())
-
-
-def format_age(years: float) -> str:
-    """An age as a clinician writes it: ``3 mo`` for a fractional age under a year, ``age < 1 y``
-    for a completed-years input of 0 (the static input carries completed years), ``34 y`` else."""
-    if years < 1:
-        months = round(years * 12)
-        return f"{months} mo" if months >= 1 else "< 1 y"
-    return f"{years:g} y" if years == int(years) else f"{years:.1f} y"
-
-
-def format_condition(static: Sequence[float]) -> str:
-    """``70 dB nHL, 21.1/s, age < 1 y, FMP 300``: the recording condition of a static vector
-    (age in years, intensity in dB nHL, stimulus rate per second, FMP)."""
-    age, intensity, rate, fmp = (float(v) for v in static)
-    return f"{intensity:.0f} dB nHL, {rate:.1f}/s, age {format_age(age)}, FMP {fmp:.0f}"
 
 
 def _stats_box(ax, lines: Sequence[str]) -> None:

@@ -30,7 +30,7 @@ def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Ten
     signal [B, 1, L] for the same condition (any of the last two may be None). Time in ms; the
     amplitude axis says ``units``; with ``static`` [B, 4] (physical units) each panel names its
     condition. One legend above the panels, so no trace is covered."""
-    from evaluation.plots import PAPER_RC, format_condition
+    from training.figure_style import PAPER_RC, format_condition
 
     n = min(n, real.shape[0])
     with plt.rc_context(PAPER_RC):
@@ -100,7 +100,7 @@ class WaveformFigureCallback(Callback):
         kw = diff.sampling_kwargs() | {"sampler": "ddim", "steps": min(SAMPLE_STEPS, diff.T)}  # the run's w, eta
         generated = diff.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
                                 tuple(x0.shape), generator=gen, **kw)
-        from evaluation.collect import to_physical  # the one de-normalization: µV, or z-scores left as they are
+        from data.stats import to_physical  # the one de-normalization: µV, or z-scores left as they are
 
         stats = trainer.data.stats
         real, est, gen = (to_physical(v, stats)[0].cpu() for v in (x0, x0_hat, generated))
