@@ -1,8 +1,11 @@
-"""Shared by the benchmarks: every bench prints a table and writes its result as JSON."""
+"""Shared by the benchmarks: every bench times calls the same way, prints a table and writes its
+result as JSON."""
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,3 +19,22 @@ def write_result(out: str | Path, result: dict[str, Any]) -> Path:
     out.write_text(json.dumps(to_jsonable(result), indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return out
+
+
+def timed(fn: Callable[[], object], repeats: int, *, warmup: int = 0, clock: Callable[[], float] = time.perf_counter,
+          sync: Callable[[], object] | None = None) -> list[float]:
+    """Seconds that each of ``repeats`` calls of ``fn`` took on ``clock``, after ``warmup`` untimed
+    calls. ``sync`` (a CUDA synchronize) runs before each start and stop, so queued device work is
+    counted in the call that queued it."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if sync is not None:
+            sync()
+        start = clock()
+        fn()
+        if sync is not None:
+            sync()
+        times.append(clock() - start)
+    return times

@@ -28,6 +28,7 @@ import time  # noqa: E402
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from bench.common import timed  # noqa: E402
 from data.dataset import ABRDataset  # noqa: E402
 from data.native import read_native, write_native  # noqa: E402
 from data.stats import fit_stats  # noqa: E402
@@ -36,21 +37,12 @@ from data.synthetic import generate  # noqa: E402
 RESULTS = Path(__file__).parent / "results" / "data.json"
 
 
-def _timed(fn, repeats: int, clock=time.perf_counter) -> list[float]:
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return times
-
-
 def bench_generation(patients: int, repeats: int) -> dict:
     generate(64, seed=0)  # warm-up: imports, FFT plans
     n = len(generate(patients, seed=0))
-    wall = _timed(lambda: generate(patients, seed=0), repeats)
+    wall = timed(lambda: generate(patients, seed=0), repeats)
     # CPU time of this (single-threaded, pinned) process: the one-core figure even on a busy machine
-    cpu = _timed(lambda: generate(patients, seed=0), repeats, clock=time.process_time)
+    cpu = timed(lambda: generate(patients, seed=0), repeats, clock=time.process_time)
     return {"patients": patients, "signals": n, "wall_seconds": wall, "cpu_seconds": cpu,
             "signals_per_s_best": n / min(wall), "signals_per_s_median": n / statistics.median(wall),
             "signals_per_cpu_s_best": n / min(cpu), "load_average_1min": os.getloadavg()[0]}
@@ -60,8 +52,8 @@ def bench_native_io(patients: int, repeats: int) -> dict:
     records = generate(patients, seed=0)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench.npz"
-        write = _timed(lambda: write_native(path, records), repeats)
-        read = _timed(lambda: read_native(path), repeats)
+        write = timed(lambda: write_native(path, records), repeats)
+        read = timed(lambda: read_native(path), repeats)
         size = path.stat().st_size
     n = len(records)
     return {"recordings": n, "file_mb": size / 2**20, "write_recordings_per_s": n / min(write),
@@ -81,8 +73,8 @@ def bench_epoch(patients: int, repeats: int) -> dict:
         for idx in torch.randperm(len(ds)).split(64):
             ds.batch(idx)
 
-    return {"items": len(ds), "batch_size": 64, "dataloader_epoch_s": min(_timed(epoch, repeats)),
-            "direct_batch_epoch_s": min(_timed(direct, repeats))}
+    return {"items": len(ds), "batch_size": 64, "dataloader_epoch_s": min(timed(epoch, repeats)),
+            "direct_batch_epoch_s": min(timed(direct, repeats))}
 
 
 def main() -> None:

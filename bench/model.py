@@ -29,6 +29,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import timed  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from models import ModelConfig, build_model, param_groups  # noqa: E402
 from models.blocks import Attention, S4Block, TransformerBlock  # noqa: E402
@@ -39,13 +40,7 @@ L = 200
 
 
 def _time_ms(fn, reps: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(timed(fn, reps, warmup=1))
 
 
 def _inputs(B: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

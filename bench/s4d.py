@@ -27,12 +27,11 @@ sys.path.insert(0, str(ROOT))
 import argparse  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
-import time  # noqa: E402
 
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from bench.common import write_result  # noqa: E402
+from bench.common import timed, write_result  # noqa: E402
 from models.blocks import Attention  # noqa: E402
 from models.s4d import S4D  # noqa: E402
 
@@ -65,17 +64,8 @@ def recurrent_convolve(layer: S4D, u: Tensor) -> Tensor:
 
 
 def _time_ms(fn, reps: int, device: torch.device) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(reps):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    return 1000 * statistics.median(timed(fn, reps, warmup=1, sync=sync))
 
 
 def bench_width(H: int, B: int, reps: int, device: torch.device) -> list[dict]:

@@ -17,7 +17,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import timed  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from evaluation.generate import generate  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
@@ -48,13 +48,7 @@ def time_generate(model, diffusion, batch: int, sampler: str, steps: int, guidan
         generate(model, diffusion, DataStats.identity(), STATIC, batch, sampler, steps, guidance,
                  torch.Generator().manual_seed(0))
 
-    once()  # warm-up
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(timed(once, reps, warmup=1))
 
 
 def main(argv: list[str] | None = None) -> int:
