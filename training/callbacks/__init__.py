@@ -30,8 +30,9 @@ from training.config import Config
 
 def default_callbacks(cfg: Config) -> list[Callback]:
     """Producers, then sinks, then the health monitor (its alerts follow the record that caused
-    them in every sink wherever it stands: the bus hands them out after that record). TensorBoard and W&B follow ``logging.use_tensorboard`` / ``use_wandb``,
-    the monitor ``logging.health.enabled``; the weight logger is always on (seed 000)."""
+    them in every sink wherever it stands: the bus hands them out after that record). TensorBoard
+    and W&B follow ``logging.use_tensorboard`` / ``use_wandb``, the monitor
+    ``logging.health.enabled``; the weight logger is always on (seed 000)."""
     steps = StepMetricsCallback()
     callbacks: list[Callback] = [RunSummaryCallback(), steps, EpochSummaryCallback(), LossWeightLoggerCallback(),
                                  ConsoleCallback(tracker=steps.tracker), JsonlCallback()]
