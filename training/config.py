@@ -64,7 +64,9 @@ class LossConfig:
     focal_gamma: float = spec(2.0, ge=0.0)
     class_weights: Literal["none", "inverse", "sqrt_inverse"] = spec("sqrt_inverse", help="from train split")
     huber_delta: float = spec(1.0, gt=0.0, help="Huber delta, in standardized target units")
-    threshold_loss: Literal["huber", "gaussian_nll"] = spec("huber")
+    threshold_loss: Literal["huber", "gaussian_nll"] = spec(
+        "huber", help="gaussian_nll is refused until the network has a variance head (threshold_logvar)"
+    )
     head_input: Literal["clean", "noisy"] = spec("clean", help="what x the auxiliary heads see in training")
     balancer: BalancerConfig = spec(BalancerConfig())
 
@@ -169,6 +171,15 @@ class Config:
     training: TrainingConfig = spec(TrainingConfig())
     logging: LoggingConfig = spec(LoggingConfig())
     series: SeriesConfig = spec(SeriesConfig())
+
+    def __post_init__(self) -> None:
+        # Options that pass their own section's checks but cannot work with the rest of the config
+        # are refused here, before a run directory exists (not at step 1).
+        if self.loss.threshold_loss == "gaussian_nll":
+            raise ConfigError(
+                "config key 'loss.threshold_loss': expected 'huber', found 'gaussian_nll', which needs a variance "
+                "head (outputs['threshold_logvar']) that this network does not have yet"
+            )
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:

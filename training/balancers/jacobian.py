@@ -9,7 +9,8 @@ al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021,
 ``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop``, ``gradvac``, ``config``, ``mean``,
 ``sum``. No aggregator is re-implemented here.
 
-``upgrad`` and ``dualproj`` take the config weights as their preference vector, so without
+``upgrad`` and ``dualproj`` take the config weights as their preference vector (the other
+aggregators take none, so unequal config weights are refused for them), so without
 conflict between the components they reproduce the weighted sum of what they are given. Given the
 raw losses (``normalize: none``) that is `fixed`, and a component 10^4 times smaller than another
 stalls exactly as under `fixed` (seed 001). The default ``normalize: initial`` hands TorchJD
@@ -42,6 +43,11 @@ from torch import Tensor
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
 from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import JacobianConfig
+
+
+# Aggregators that take the config weights (as their preference vector); the others ignore them,
+# so unequal weights are refused for them rather than dropped without a word.
+PREFERENCE_AGGREGATORS = ("upgrad", "dualproj")
 
 
 def build_aggregator(name: str, weights: Tensor):
@@ -96,6 +102,12 @@ class JacobianBalancer(Balancer):
 
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
         super().__init__(names)
+        if cfg.aggregator not in PREFERENCE_AGGREGATORS and not bool((weights == weights[0]).all()):
+            raise ValueError(
+                f"expected equal loss.balancer.weights for jacobian.aggregator={cfg.aggregator}, which takes no "
+                f"weights (only {' and '.join(PREFERENCE_AGGREGATORS)} use them, as a preference vector), found "
+                f"{dict(zip(names, weights.tolist(), strict=True))}"
+            )
         # Not a submodule (see the module docstring): object.__setattr__ bypasses nn.Module's registration.
         object.__setattr__(self, "aggregator", build_aggregator(cfg.aggregator, weights.clone()))
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
