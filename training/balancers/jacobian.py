@@ -44,7 +44,6 @@ from training.balancers.base import BalanceContext, BalanceOutput, Balancer
 from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import JacobianConfig
 
-
 # Aggregators that take the config weights (as their preference vector); the others ignore them,
 # so unequal weights are refused for them rather than dropped without a word.
 PREFERENCE_AGGREGATORS = ("upgrad", "dualproj")

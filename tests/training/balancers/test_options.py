@@ -111,9 +111,9 @@ def test_grouping_keeps_uniform_weights_at_one():
 def test_jacobian_aggregators_that_take_no_weights_refuse_unequal_ones(aggregator):
     cfg = BalancerConfig(strategy="jacobian", weights={"a": 1.0, "b": 3.0})
     cfg.jacobian.aggregator = aggregator
-    with pytest.raises(ValueError, match=rf"^expected equal loss.balancer.weights for jacobian.aggregator={aggregator}, "
-                                         r"which takes no weights \(only upgrad and dualproj use them, as a preference "
-                                         r"vector\), found \{'a': 1.0, 'b': 3.0\}$"):
+    with pytest.raises(ValueError, match=rf"^expected equal loss.balancer.weights for jacobian.aggregator="
+                                         rf"{aggregator}, which takes no weights \(only upgrad and dualproj use them, "
+                                         r"as a preference vector\), found \{'a': 1.0, 'b': 3.0\}$"):
         build_balancer(cfg, ["a", "b"])
     cfg.weights = {"a": 2.0, "b": 2.0}
     build_balancer(cfg, ["a", "b"])
