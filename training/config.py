@@ -25,6 +25,7 @@ from data.schema import (
 )
 from models.config import ModelConfig
 from training.balancers.config import BalancerConfig
+from training.components import COMPONENTS
 
 
 @dataclass
@@ -124,6 +125,28 @@ class TrainingConfig:
         True, help="validation also scores the series level (rule threshold, summed type evidence, wave V in "
                    "ms) as val/patient/*; usable as early_stopping.metric"
     )
+
+    def __post_init__(self) -> None:
+        # best.pt and early stopping follow this metric: a name no summary holds used to pass here, then
+        # stop the run after its first epoch (early stopping on) or never write best.pt (off).
+        metric = self.early_stopping.metric
+        plain = [f"{split}/{k}" for split in ("val", "train") for k in ("total", "weighted", *COMPONENTS)]
+        clinical = metric.startswith("val/patient/") and len(metric) > len("val/patient/")
+        if metric not in plain and not clinical:
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': expected val/total, val/weighted, val/<component> "
+                f"({', '.join(COMPONENTS)}), their train/ forms, or val/patient/..., found {metric!r}"
+            )
+        if clinical and not self.clinical_validation:
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': {metric!r} is scored only with "
+                "training.clinical_validation=true, found false"
+            )
+        if self.early_stopping.enabled and not metric.startswith("val/"):
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': expected a val/ metric when early stopping is "
+                f"enabled (it is checked at each validation), found {metric!r}"
+            )
 
 
 @dataclass

@@ -206,8 +206,8 @@ def test_no_key_exists_that_nothing_reads():
 def test_an_option_the_network_cannot_serve_is_refused_when_the_config_is_read():
     """loss.threshold_loss=gaussian_nll used to pass validation, create the run, and fail at step 1."""
     with pytest.raises(ConfigError, match=r"^config key 'loss\.threshold_loss': expected 'huber', found "
-                                          r"'gaussian_nll', which needs a variance head \(outputs\['threshold_logvar'\]\) "
-                                          r"that this network does not have yet$"):
+                                          r"'gaussian_nll', which needs a variance head "
+                                          r"\(outputs\['threshold_logvar'\]\) that this network does not have yet$"):
         load_config(None, ["loss.threshold_loss=gaussian_nll"])
     assert load_config(None, ["loss.threshold_loss=huber"]).loss.threshold_loss == "huber"
 
