@@ -96,11 +96,20 @@ def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
             own[k].copy_(v)
 
 
+def _refuse_ddp() -> None:
+    """torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
+    ranks would drift apart: refuse rather than train silently wrong."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
+
+
 class JacobianBalancer(Balancer):
     strategy = "jacobian"  # accepts negative losses: conflicts are about directions, and L_i(0) > 0
 
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
         super().__init__(names)
+        _refuse_ddp()  # at build time, before the run directory exists (it used to fail at step 1)
         if cfg.aggregator not in PREFERENCE_AGGREGATORS and not bool((weights == weights[0]).all()):
             raise ValueError(
                 f"expected equal loss.balancer.weights for jacobian.aggregator={cfg.aggregator}, which takes no "
@@ -119,11 +128,7 @@ class JacobianBalancer(Balancer):
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
         from torchjd.autojac import jac_to_grad, mtl_backward
 
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            # torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
-            # ranks would drift apart: refuse rather than train silently wrong.
-            raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
+        _refuse_ddp()
         if not ctx.features:
             raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
         L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)

@@ -137,3 +137,12 @@ def test_jacobian_aggregator_is_the_one_configured():
     (losses["a"] + losses["b"]).backward()
     torch.testing.assert_close(grads["sum"], W.grad)
     assert not torch.allclose(grads["upgrad"], W.grad, atol=1e-3)
+
+
+def test_jacobian_under_ddp_is_refused_when_built(monkeypatch):
+    """It used to be refused at the first step, after the run directory was made."""
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+    with pytest.raises(ValueError, match=r"^expected a single process for loss.balancer.strategy=jacobian, "
+                                         r"found a DDP run$"):
+        build_balancer(BalancerConfig(strategy="jacobian"))
