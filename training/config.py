@@ -25,6 +25,7 @@ from data.schema import (
 )
 from models.config import ModelConfig
 from training.balancers.config import BalancerConfig
+from training.components import COMPONENTS
 
 
 @dataclass
@@ -64,7 +65,9 @@ class LossConfig:
     focal_gamma: float = spec(2.0, ge=0.0)
     class_weights: Literal["none", "inverse", "sqrt_inverse"] = spec("sqrt_inverse", help="from train split")
     huber_delta: float = spec(1.0, gt=0.0, help="Huber delta, in standardized target units")
-    threshold_loss: Literal["huber", "gaussian_nll"] = spec("huber")
+    threshold_loss: Literal["huber", "gaussian_nll"] = spec(
+        "huber", help="gaussian_nll is refused until the network has a variance head (threshold_logvar)"
+    )
     head_input: Literal["clean", "noisy"] = spec("clean", help="what x the auxiliary heads see in training")
     balancer: BalancerConfig = spec(BalancerConfig())
 
@@ -123,6 +126,28 @@ class TrainingConfig:
                    "ms) as val/patient/*; usable as early_stopping.metric"
     )
 
+    def __post_init__(self) -> None:
+        # best.pt and early stopping follow this metric: a name no summary holds used to pass here, then
+        # stop the run after its first epoch (early stopping on) or never write best.pt (off).
+        metric = self.early_stopping.metric
+        plain = [f"{split}/{k}" for split in ("val", "train") for k in ("total", "weighted", *COMPONENTS)]
+        clinical = metric.startswith("val/patient/") and len(metric) > len("val/patient/")
+        if metric not in plain and not clinical:
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': expected val/total, val/weighted, val/<component> "
+                f"({', '.join(COMPONENTS)}), their train/ forms, or val/patient/..., found {metric!r}"
+            )
+        if clinical and not self.clinical_validation:
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': {metric!r} is scored only with "
+                "training.clinical_validation=true, found false"
+            )
+        if self.early_stopping.enabled and not metric.startswith("val/"):
+            raise ConfigError(
+                f"config key 'training.early_stopping.metric': expected a val/ metric when early stopping is "
+                f"enabled (it is checked at each validation), found {metric!r}"
+            )
+
 
 @dataclass
 class WandbConfig:
@@ -169,6 +194,15 @@ class Config:
     training: TrainingConfig = spec(TrainingConfig())
     logging: LoggingConfig = spec(LoggingConfig())
     series: SeriesConfig = spec(SeriesConfig())
+
+    def __post_init__(self) -> None:
+        # Options that pass their own section's checks but cannot work with the rest of the config
+        # are refused here, before a run directory exists (not at step 1).
+        if self.loss.threshold_loss == "gaussian_nll":
+            raise ConfigError(
+                "config key 'loss.threshold_loss': expected 'huber', found 'gaussian_nll', which needs a variance "
+                "head (outputs['threshold_logvar']) that this network does not have yet"
+            )
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:

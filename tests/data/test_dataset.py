@@ -106,3 +106,31 @@ def test_fit_stats_guards_zero_spread(small_records):
 def test_synthetic_series_are_one_per_patient(bundle):
     series, patients = bundle.train.tensors["series_id"], bundle.train.tensors["patient_id"]
     assert torch.equal(series, patients)  # one simulated ear per patient
+
+
+# -- every `data` key changes what is built (issue 18) -------------------------------------------
+
+
+def _patients(b) -> list[set[int]]:
+    return [set(ds.tensors["patient_id"].tolist()) for ds in (b.train, b.val, b.test)]
+
+
+def test_synthetic_patients_and_seed_make_the_cohort(bundle):
+    assert len(set().union(*_patients(bundle))) == 24
+    assert len(set().union(*_patients(_build("data.synthetic.patients=12")))) == 12
+    other = _build("data.synthetic.seed=3")
+    assert not torch.equal(other.train.tensors["signal"][:5], bundle.train.tensors["signal"][:5])
+
+
+def test_split_shares_are_the_shares_of_patients(bundle):
+    half = [len(p) for p in _patients(_build("data.split=[0.5,0.25,0.25]"))]
+    default = [len(p) for p in _patients(bundle)]  # 0.7, 0.15, 0.15 of 24
+    assert sum(half) == sum(default) == 24
+    assert abs(half[0] - 12) <= 1 and abs(default[0] - 17) <= 1  # shares rounded to whole patients
+
+
+def test_normalization_per_sample_z_scores_each_training_signal(bundle):
+    sig = _build("data.normalization=per_sample").train.tensors["signal"][:, 0]  # [N, L]
+    assert torch.allclose(sig.mean(1), torch.zeros(len(sig)), atol=1e-5)
+    assert torch.allclose(sig.std(1), torch.ones(len(sig)), atol=1e-3)
+    assert not torch.allclose(bundle.train.tensors["signal"][:, 0].std(1), torch.ones(len(bundle.train)), atol=1e-3)

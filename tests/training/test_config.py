@@ -201,3 +201,30 @@ def test_no_key_exists_that_nothing_reads():
     )
     dead = [dotted for dotted, leaf in _leaf_keys(Config) if not re.search(rf"\.{leaf}\b", text)]
     assert dead == [], f"config keys that no code reads: {dead}"
+
+
+def test_an_option_the_network_cannot_serve_is_refused_when_the_config_is_read():
+    """loss.threshold_loss=gaussian_nll used to pass validation, create the run, and fail at step 1."""
+    with pytest.raises(ConfigError, match=r"^config key 'loss\.threshold_loss': expected 'huber', found "
+                                          r"'gaussian_nll', which needs a variance head "
+                                          r"\(outputs\['threshold_logvar'\]\) that this network does not have yet$"):
+        load_config(None, ["loss.threshold_loss=gaussian_nll"])
+    assert load_config(None, ["loss.threshold_loss=huber"]).loss.threshold_loss == "huber"
+
+
+@pytest.mark.parametrize(("overrides", "pattern"), [
+    (["training.early_stopping.metric=val/totl"], r"expected val/total, val/weighted, val/<component> \(signal, "
+                                                  r"class, .*\), their train/ forms, or val/patient/\.\.\., found "
+                                                  r"'val/totl'$"),
+    (["training.early_stopping.metric=val/patient/threshold/mae_db", "training.clinical_validation=false"],
+     r"'val/patient/threshold/mae_db' is scored only with training\.clinical_validation=true, found false$"),
+    (["training.early_stopping.metric=train/total", "training.early_stopping.enabled=true"],
+     r"expected a val/ metric when early stopping is enabled \(it is checked at each validation\), found "
+     r"'train/total'$"),
+])
+def test_an_early_stopping_metric_no_summary_holds_is_refused(overrides, pattern):
+    """It used to pass, then stop the run after epoch 1 (early stopping on) or never write best.pt (off)."""
+    with pytest.raises(ConfigError, match=r"^config key 'training\.early_stopping\.metric': " + pattern):
+        load_config(None, overrides)
+    for ok in ("val/signal", "train/total", "val/patient/threshold/within_5db"):
+        assert load_config(None, [f"training.early_stopping.metric={ok}"]).training.early_stopping.metric == ok

@@ -202,3 +202,16 @@ def test_config_keys_validated():
     kw = GaussianDiffusion(cfg.diffusion).sampling_kwargs()
     assert kw == {"sampler": "dpmpp2m", "steps": 20, "eta": 0.0, "guidance": 1.0, "clip": 3.0}
     assert GaussianDiffusion(DiffusionConfig()).sampling_kwargs()["clip"] is None  # no clamping by default
+
+
+def test_config_eta_is_the_sampling_default():
+    """diffusion.eta reaches the sampler: eta = 1 adds the DDPM posterior noise to DDIM's steps."""
+    def zero(x_t, t, drop_cond):
+        return torch.zeros_like(x_t)
+
+    out = {}
+    for eta in (0.0, 1.0):
+        d = make(timesteps=100, sampling_steps=10, eta=eta)
+        assert d.sampling_kwargs()["eta"] == eta
+        out[eta] = d.sample(zero, (4, 1, 8), generator=torch.Generator().manual_seed(0), **d.sampling_kwargs())
+    assert not torch.allclose(out[0.0], out[1.0])

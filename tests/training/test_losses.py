@@ -125,3 +125,13 @@ def test_masked_huber_delta_is_in_std_units():
     pred, y = torch.tensor([3.0]), torch.tensor([0.0])
     # error 3 / std 1.5 = 2 std; delta 1: 1 * (2 - 0.5) = 1.5
     assert masked_huber(pred, y, torch.tensor([True]), 1.5, 1.0).item() == pytest.approx(1.5)
+
+
+def test_focal_gamma_is_read():
+    out, batch = make(B=10)
+    logits, y = out["class_logits"].detach(), batch["label"]
+    p = F.softmax(logits, -1)[torch.arange(10), y]
+    for gamma in (0.5, 3.0):
+        expected = (CW[y] * (1 - p) ** gamma * -p.log()).sum() / CW[y].sum()
+        got = ComponentLosses(LossConfig(class_loss="focal", focal_gamma=gamma), stats(), CW)(out, batch)["class"]
+        assert got.item() == pytest.approx(expected.item(), rel=1e-6)

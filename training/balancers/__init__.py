@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer, weights_dict
@@ -30,7 +31,7 @@ REGISTRY: dict[str, Callable[[BalancerConfig, list[str], Tensor], Balancer]] = {
     "scale_norm": lambda cfg, names, w: ScaleNormBalancer(names, w, cfg.scale_norm),
     "gradnorm": lambda cfg, names, w: GradNormBalancer(names, w, cfg.gradnorm),
     "uncertainty": lambda cfg, names, w: UncertaintyBalancer(names, w, cfg.uncertainty),
-    "dwa": lambda cfg, names, w: DWABalancer(names, cfg.dwa),
+    "dwa": lambda cfg, names, w: DWABalancer(names, w, cfg.dwa),
     "equal_init": lambda cfg, names, w: EqualInitBalancer(names, w, cfg.inverse_loss),
     "equal_init_ema": lambda cfg, names, w: EqualInitEMABalancer(names, w, cfg.inverse_loss),
     "ema": lambda cfg, names, w: EMABalancer(names, w, cfg.inverse_loss),
@@ -61,19 +62,24 @@ def _build_grouped(cfg: BalancerConfig, names: list[str]) -> GroupedBalancer:
     unknown = sorted(set(cfg.grouping.inner) - set(groups))
     if unknown:
         raise ValueError(f"expected loss.balancer.grouping.inner keys among {sorted(groups)}, found {unknown}")
+    # The configured component weights c_i are honoured as in the ungrouped case: group g's outer
+    # weight starts at m_g = mean_{i in g} c_i and its members' inner weights at c_i / m_g, so the
+    # effective weight m_g * c_i / m_g starts at c_i (uniform weights: 1 and 1, as before).
+    c = {g: init_weights(cfg.weights, members) for g, members in groups.items()}  # g -> [K_g]
+    m = {g: c_g.mean() for g, c_g in c.items()}
     inner = {}
     for g, members in groups.items():
         strategy = cfg.grouping.inner.get(g, "fixed")
         if strategy not in REGISTRY:
             raise ValueError(f"expected loss.balancer.grouping.inner.{g} in {sorted(REGISTRY)}, found '{strategy}'")
-        b = REGISTRY[strategy](cfg, members, init_weights(cfg.weights, members))
+        b = REGISTRY[strategy](cfg, members, c[g] / m[g])
         if not isinstance(b, ValueBalancer):
             raise ValueError(
                 f"expected a loss-value strategy for loss.balancer.grouping.inner.{g}, found '{strategy}' "
                 "(gradient-based strategies can only be the outer one)"
             )
         inner[g] = b
-    outer = REGISTRY[cfg.strategy](cfg, list(groups), init_weights({}, list(groups)))
+    outer = REGISTRY[cfg.strategy](cfg, list(groups), torch.stack([m[g] for g in groups]))
     return GroupedBalancer(outer, inner, groups)
 
 

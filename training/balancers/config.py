@@ -134,7 +134,8 @@ class BalancerConfig:
             "peak_amplitude": 1.0,
             "threshold": 1.0,
         },
-        help="initial (fixed: constant) weight per component",
+        help="per component: constant (fixed), a constant prior (scale_norm, dwa, equal_init*, ema, famo; grouped: "
+        "outer x inner starts here), the start (gradnorm, uncertainty), the preference (jacobian upgrad/dualproj)",
     )
     scale_norm: ScaleNormConfig = spec(ScaleNormConfig())
     gradnorm: GradNormConfig = spec(GradNormConfig())

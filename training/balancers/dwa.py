@@ -10,14 +10,15 @@ DWA balances *rates*, not scales: lambda stays within a factor exp(max r / T) of
 the paper's raw losses (``normalize: none``, then w_i = lambda_i) it cannot compensate a component
 10^4 times larger than another (tests/training/balancers/test_symptom.py shows the stall). The
 default ``normalize: initial`` weights each loss's ratio to its first observed value (GradNorm's
-L_i / L_i(0)); the rates are unchanged by it (L_i(0) cancels in r_i). The weights applied to the
-raw losses, and reported, are then
+L_i / L_i(0)); the rates are unchanged by it (L_i(0) cancels in r_i). The configured weights c_i
+(``loss.balancer.weights``) are a constant prior on top of the paper's lambda, as in `scale_norm`
+and the inverse-loss strategies. The weights applied to the raw losses, and reported, are
 
-    w_i = K (lambda_i / L_i(0)) / sum_j (lambda_j / L_j(0))
+    w_i = K (c_i lambda_i / L_i(0)) / sum_j (c_j lambda_j / L_j(0))
 
-still positive and summing to K, so they read like the paper's (uniform lambda: w_i = K x the
-share of 1/L_i(0)). The rescaling to K multiplies the whole objective by one constant, which
-Adam ignores; with ``normalize: none`` the formula reduces to w_i = lambda_i exactly. L_i(0) is the
+still positive and summing to K, so they read like the paper's (uniform c and lambda: w_i = K x
+the share of 1/L_i(0)). The rescaling to K multiplies the whole objective by one constant, which
+Adam ignores; with ``normalize: none`` and uniform c the formula reduces to w_i = lambda_i exactly. L_i(0) is the
 first *strictly positive* loss (training/balancers/common.py says why and what happens before it).
 
 A rate needs L_i(t-2) > 0 and L_i(t-1) >= 0 (finite). An epoch whose mean is 0 (e.g. no batch had
@@ -43,10 +44,12 @@ class DWABalancer(ValueBalancer):
     strategy = "dwa"
     needs_nonnegative = "its rates L_i(t-1) / L_i(t-2) compare positive losses"
 
-    def __init__(self, names: Sequence[str], cfg: DWAConfig) -> None:
+    def __init__(self, names: Sequence[str], weights: Tensor, cfg: DWAConfig) -> None:
         super().__init__(names)
         self.cfg = cfg
         K = len(names)
+        # [K] the configured prior: constant, rebuilt from the config (not in checkpoints of earlier runs)
+        self.register_buffer("c", weights.clone(), persistent=False)
         self.register_buffer("lam", torch.ones(K))  # [K] the paper's DWA weights, sum K
         self.initial = InitialLossScale(K, enabled=cfg.normalize == "initial")
         self.history: list[list[float]] = []  # the last two epoch means
@@ -72,7 +75,7 @@ class DWABalancer(ValueBalancer):
         self.lam.copy_((len(self.names) * torch.softmax(r / self.cfg.temperature, dim=0)).to(self.lam))
 
     def weights_tensor(self) -> Tensor:
-        w = self.lam / self.initial.scale()  # [K] lambda_i / L_i(0)
+        w = self.c * self.lam / self.initial.scale()  # [K] c_i lambda_i / L_i(0)
         return len(self.names) * w / w.sum()
 
     def get_extra_state(self) -> Any:

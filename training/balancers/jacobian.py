@@ -9,7 +9,8 @@ al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021,
 ``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop``, ``gradvac``, ``config``, ``mean``,
 ``sum``. No aggregator is re-implemented here.
 
-``upgrad`` and ``dualproj`` take the config weights as their preference vector, so without
+``upgrad`` and ``dualproj`` take the config weights as their preference vector (the other
+aggregators take none, so unequal config weights are refused for them), so without
 conflict between the components they reproduce the weighted sum of what they are given. Given the
 raw losses (``normalize: none``) that is `fixed`, and a component 10^4 times smaller than another
 stalls exactly as under `fixed` (seed 001). The default ``normalize: initial`` hands TorchJD
@@ -42,6 +43,10 @@ from torch import Tensor
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
 from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import JacobianConfig
+
+# Aggregators that take the config weights (as their preference vector); the others ignore them,
+# so unequal weights are refused for them rather than dropped without a word.
+PREFERENCE_AGGREGATORS = ("upgrad", "dualproj")
 
 
 def build_aggregator(name: str, weights: Tensor):
@@ -91,11 +96,26 @@ def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
             own[k].copy_(v)
 
 
+def _refuse_ddp() -> None:
+    """torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
+    ranks would drift apart: refuse rather than train silently wrong."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
+
+
 class JacobianBalancer(Balancer):
     strategy = "jacobian"  # accepts negative losses: conflicts are about directions, and L_i(0) > 0
 
     def __init__(self, names: Sequence[str], weights: Tensor, cfg: JacobianConfig) -> None:
         super().__init__(names)
+        _refuse_ddp()  # at build time, before the run directory exists (it used to fail at step 1)
+        if cfg.aggregator not in PREFERENCE_AGGREGATORS and not bool((weights == weights[0]).all()):
+            raise ValueError(
+                f"expected equal loss.balancer.weights for jacobian.aggregator={cfg.aggregator}, which takes no "
+                f"weights (only {' and '.join(PREFERENCE_AGGREGATORS)} use them, as a preference vector), found "
+                f"{dict(zip(names, weights.tolist(), strict=True))}"
+            )
         # Not a submodule (see the module docstring): object.__setattr__ bypasses nn.Module's registration.
         object.__setattr__(self, "aggregator", build_aggregator(cfg.aggregator, weights.clone()))
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
@@ -108,11 +128,7 @@ class JacobianBalancer(Balancer):
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
         from torchjd.autojac import jac_to_grad, mtl_backward
 
-        if torch.distributed.is_available() and torch.distributed.is_initialized() \
-                and torch.distributed.get_world_size() > 1:
-            # torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
-            # ranks would drift apart: refuse rather than train silently wrong.
-            raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
+        _refuse_ddp()
         if not ctx.features:
             raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
         L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from training.balancers import BalanceContext, Balancer, BalancerConfig, build_balancer
+from training.balancers.jacobian import PREFERENCE_AGGREGATORS
 
 ALL_STRATEGIES = (
     "fixed", "scale_norm", "gradnorm", "uncertainty", "dwa", "equal_init", "equal_init_ema", "ema", "famo", "jacobian"
@@ -55,6 +56,8 @@ def make_cfg(strategy: str, names: Sequence[str], **blocks: dict) -> BalancerCon
     for block, values in blocks.items():
         for k, v in values.items():
             setattr(getattr(cfg, block), k, v)
+    if strategy == "jacobian" and cfg.jacobian.aggregator not in PREFERENCE_AGGREGATORS:
+        cfg.weights = dict.fromkeys(names, 1.0)  # it takes no weights: unequal ones are refused
     return cfg
 
 

@@ -70,7 +70,8 @@ def test_grouping_effective_weight_is_outer_times_inner():
     with torch.no_grad():
         b.outer.s.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))  # group "peak" precision e^-1
     b.backward(losses_of(L), BalanceContext())
-    inner = [2.0 / 4.0, 1.0 / 0.5, 1.0 / 8.0]  # scale_norm after one observation: c_i / L_i
+    # scale_norm after one observation: c_i / L_i, with the inner c_i = configured weight / group mean (4/3)
+    inner = [1.5 / 4.0, 0.75 / 0.5, 0.75 / 8.0]
     w = weights_dict(b)
     for n, wi in zip(("peak_exist", "peak_latency", "peak_amplitude"), inner, strict=True):
         assert w[n] == pytest.approx(torch.exp(torch.tensor(-1.0)).item() * wi, rel=1e-5)
@@ -93,7 +94,8 @@ def test_grouped_epoch_hooks_reach_inner_and_outer():
     b = build_balancer(grouped_cfg("dwa", {"peak": "equal_init"}))
     means = dict(zip(COMPONENTS, [1.0, 2.0, 0.5, 0.25, 4.0, 1.0], strict=True))
     b.on_epoch_end(1, means)
-    assert b.inner["peak"].get_loss_weights() == pytest.approx([2.0 / 0.5, 1.0 / 0.25, 1.0 / 4.0], rel=1e-6)
+    c = [1.5, 0.75, 0.75]  # the inner prior: configured weights [2, 1, 1] over their group mean 4/3
+    assert b.inner["peak"].get_loss_weights() == pytest.approx([c[0] / 0.5, c[1] / 0.25, c[2] / 4.0], rel=1e-6)
     b.on_epoch_end(2, {**means, "signal": 0.5})
     outer = b.outer.get_loss_weights()
     assert sum(outer) == pytest.approx(4.0) and outer[0] < outer[1]  # signal improved: it loses weight

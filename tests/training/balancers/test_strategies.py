@@ -23,6 +23,12 @@ def cfg_for(strategy: str, **blocks: dict) -> BalancerConfig:
     return cfg
 
 
+def uniform(cfg: BalancerConfig) -> BalancerConfig:
+    """The paper's setting: no prior (weights all 1)."""
+    cfg.weights = dict.fromkeys(NAMES, 1.0)
+    return cfg
+
+
 def leaf_losses(values) -> dict[str, torch.Tensor]:
     return {n: torch.tensor(float(v), requires_grad=True) for n, v in zip(NAMES, values, strict=True)}
 
@@ -171,7 +177,7 @@ def test_uncertainty_init_and_trainable_parameters():
 
 
 def test_dwa_weights_from_two_epoch_means():
-    b = build_balancer(cfg_for("dwa", dwa={"normalize": "none"}), NAMES)  # the paper's raw losses
+    b = build_balancer(uniform(cfg_for("dwa", dwa={"normalize": "none"})), NAMES)  # the paper's raw losses
     e1, e2 = [4.0, 2.0, 1.0], [2.0, 1.8, 1.0]
     b.on_epoch_end(1, dict(zip(NAMES, e1, strict=True)))
     assert b.get_loss_weights() == [1.0, 1.0, 1.0]  # uniform for the first two epochs
@@ -184,7 +190,7 @@ def test_dwa_weights_from_two_epoch_means():
 
 
 def test_dwa_normalize_initial_divides_by_first_loss():
-    b = build_balancer(cfg_for("dwa"), NAMES)  # normalize: initial is the default
+    b = build_balancer(uniform(cfg_for("dwa")), NAMES)  # normalize: initial is the default
     L0 = torch.tensor([100.0, 0.01, 1.0])
     objective, _ = b.combine(leaf_losses(L0.tolist()))
     inv = 1 / L0
@@ -368,7 +374,7 @@ def test_jacobian_needs_features():
 
 
 def test_dwa_epoch_mean_of_zero_gives_no_rate_and_a_neutral_weight():
-    b = build_balancer(cfg_for("dwa", dwa={"normalize": "none"}), NAMES)
+    b = build_balancer(uniform(cfg_for("dwa", dwa={"normalize": "none"})), NAMES)
     e1, e2 = [1.0, 0.0, 2.0], [0.5, 0.3, 1.8]  # b had no target in epoch 1: mean 0
     b.on_epoch_end(1, dict(zip(NAMES, e1, strict=True)))
     b.on_epoch_end(2, dict(zip(NAMES, e2, strict=True)))

@@ -193,3 +193,24 @@ def test_disabled_by_config(cfg):
     assert any(isinstance(cb, HealthMonitorCallback) for cb in default_callbacks(cfg))
     cfg.logging.health.enabled = False
     assert not any(isinstance(cb, HealthMonitorCallback) for cb in default_callbacks(cfg))
+
+
+def test_spike_factor_sets_what_counts_as_a_spike(make_trainer, cfg):
+    def losses(s):
+        return {c: v * (50.0 if s == 45 else 1.0) for c, v in healthy_losses(s).items()}
+
+    assert len(alerts(run(make_trainer, losses, steps=60), "loss_spike")) == 1  # default factor 5
+    cfg.logging.health.spike_factor = 100.0  # a 50x window max is no longer a spike
+    assert alerts(run(make_trainer, losses, steps=60), "loss_spike") == []
+
+
+def test_weight_clamp_margin_sets_how_near_a_clamp_alerts(make_trainer, cfg):
+    def meta():
+        m = real_meta_loss("gradnorm", min_weight=0.01)
+        with torch.no_grad():
+            m.balancer.w.copy_(torch.tensor([0.0104, 1.0, 1.0, 1.0, 1.0, 1.9896]))  # 4 % above the floor
+        return m
+
+    assert len(alerts(run(make_trainer, steps=10, meta_loss=meta()), "weight_near_clamp")) == 1  # margin 0.05
+    cfg.logging.health.weight_clamp_margin = 0.01
+    assert alerts(run(make_trainer, steps=10, meta_loss=meta()), "weight_near_clamp") == []

@@ -167,3 +167,17 @@ def test_hparams_record_is_in_the_config(make_trainer, cfg):
               for i in r.config.update}
     assert list(config["hparams"])[:3] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
     assert config["hparams"]["loss.balancer.grouping.enabled"] is False
+
+
+def test_project_entity_group_and_tags_reach_wandb_init(make_trainer, cfg, monkeypatch):
+    real_init, seen = wandb.init, []
+
+    def init(**kwargs):
+        seen.append({k: kwargs[k] for k in ("project", "entity", "group", "tags")})
+        return real_init(**kwargs)
+
+    monkeypatch.setattr(wandb, "init", init)
+    w = cfg.logging.wandb
+    w.project, w.entity, w.group, w.tags = "abr-test", "lab", "sweep-1", ["a", "b"]
+    wandb_run(make_trainer, cfg)
+    assert seen == [{"project": "abr-test", "entity": "lab", "group": "sweep-1", "tags": ["a", "b"]}]
