@@ -32,13 +32,12 @@ from models import ModelConfig, build_model  # noqa: E402
 from training.balancers import BalanceContext, BalancerConfig, build_balancer  # noqa: E402
 from training.balancers.config import STRATEGIES  # noqa: E402
 from training.balancers.meta_loss import MetaLoss  # noqa: E402
-from training.components import COMPONENTS  # noqa: E402
 from training.config import DiffusionConfig, LossConfig  # noqa: E402
 from training.diffusion import GaussianDiffusion  # noqa: E402
 from training.losses import ComponentLosses  # noqa: E402
+from training.objective import Objective  # noqa: E402
 
 L = 200
-HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
 
 
 def make_batch(B: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -68,22 +67,12 @@ class Setup:
         self.shared = list(self.model.shared_parameters())
         self.last_shared = list(self.model.last_shared_parameters())
         self.gen = torch.Generator().manual_seed(seed + 1)
+        self.objective = Objective(self.diffusion, self.meta.components, cond_drop_prob=0.0, head_input="clean")
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        x0, static = batch["signal"], batch["static"]
-        B = x0.shape[0]
-        t = self.diffusion.sample_timesteps(B, x0.device, generator=self.gen)
-        noise = torch.randn(x0.shape, generator=self.gen)
-        x_in = torch.cat([self.diffusion.q_sample(x0, t, noise), x0])  # [2B,1,L] noisy, then clean
-        t_in = torch.cat([t, torch.zeros_like(t)])
-        out = self.model(x_in, t_in, torch.cat([static, static]), drop_cond=torch.zeros(2 * B, dtype=torch.bool),
-                         return_features=True)
-        heads = {k: out[k][B:] for k in HEAD_OUTPUTS}
-        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B], x0, noise, t),
-                  **self.meta.components(heads, batch)}
-        ctx = BalanceContext(shared_params=self.shared, last_shared_params=self.last_shared,
-                             features=list(out["features"]))
-        self.meta.balancer.backward({k: losses[k] for k in COMPONENTS}, ctx)
+        out = self.objective(self.model, batch, self.gen, train=True)
+        ctx = BalanceContext(shared_params=self.shared, last_shared_params=self.last_shared, features=out.features)
+        self.meta.balancer.backward(out.losses, ctx)
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.opt.step()
         self.meta.balancer.after_optimizer_step()

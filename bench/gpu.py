@@ -86,7 +86,7 @@ class Phase:
 
     def step(self) -> None:
         t = self.trainer
-        out = t._optimizer_step([t._to_device(next(self.batches))])
+        out = t._optimizer_step([t.to_device(next(self.batches))])
         self.losses.append(torch.stack([out.objective, *(out.losses[k] for k in COMPONENTS)]).detach())
 
     def timed(self, steps: int) -> dict[str, float]:

@@ -56,7 +56,7 @@ def bench_workers(cfg, data, workers: int, steps: int, warmup: int) -> dict:
         t0 = time.perf_counter()
         batch = next(it)
         t1 = time.perf_counter()
-        batch = trainer._to_device(batch)
+        batch = trainer.to_device(batch)
         _sync(device)
         t2 = time.perf_counter()
         trainer._optimizer_step([batch])

@@ -106,8 +106,8 @@ Command: `{result['command']}`
 
 Machine: {result['machine']}. Date: {result['date']}.
 
-One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test split, `{result.get('checkpoint', 'best')}`
-checkpoint of each run. Every metric is the model's on the test split (see
+One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test split,
+`{result.get('checkpoint', 'best')}` checkpoint of each run. Every metric is the model's on the test split (see
 `python -m evaluation.evaluate`); single-task rows are runs with the other five loss weights
 at {result['off_weight']:g}.
 Δm% is the mean relative change against the single-task run of each task on its own metric
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                WANDB_MODE="disabled")
     for r in runs:
         r["eval_cmd"] = [sys.executable, "-m", "evaluation.evaluate", "--run", f"{args.root}/{r['name']}",
-                         "--checkpoint", args.checkpoint, "--split", "test", *([] if args.generate else ["--no-generate"])]
+                         "--checkpoint", args.checkpoint, "--split", "test",
+                         *([] if args.generate else ["--no-generate"])]
         if args.dry_run:
             print(shlex.join(r["cmd"]), "&&", shlex.join(r["eval_cmd"]))
     if args.dry_run:

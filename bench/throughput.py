@@ -4,9 +4,9 @@
                                [--device cpu|cuda] [--precision fp32|bf16] [--batch N] [key.path=value ...]
 
 Three variants train identically initialized networks on the same data and batch size, with the same
-forward and losses (``Trainer.compute_losses``):
+forward and losses (``training.objective.Objective``):
 
-- ``bare``: a hand-written loop: compute_losses, the fixed-weight sum, backward, clip, AdamW, LR
+- ``bare``: a hand-written loop: the objective, the fixed-weight sum, backward, clip, AdamW, LR
   schedule, EMA. No callbacks, no finiteness check, no host sync at all.
 - ``trainer``: the Trainer's optimizer step (``Trainer._optimizer_step``, balancer, one finiteness sync
   per step) with no callbacks.
@@ -90,15 +90,15 @@ class Variant:
 
     def _trainer_step(self, batch: dict[str, torch.Tensor]) -> float:
         t = self.trainer
-        out = t._optimizer_step([t._to_device(batch)])
+        out = t._optimizer_step([t.to_device(batch)])
         t0 = time.perf_counter()
         t._call("on_step_end", out)
         return time.perf_counter() - t0
 
     def _bare_step(self, batch: dict[str, torch.Tensor]) -> float:
         t = self.trainer
-        batch = t._to_device(batch)
-        losses, _ = t.compute_losses(t.net, batch, self.gen, train=True)
+        batch = t.to_device(batch)
+        losses = t.objective(t.net, batch, self.gen, train=True).losses
         loss = (self.w * torch.stack([losses[k] for k in COMPONENTS])).sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(t.clip_params, t.cfg.training.grad_clip or math.inf)

@@ -31,6 +31,8 @@ from models.config import ModelConfig
 from models.heads import PooledHead, SignalHead, TargetScale
 
 HEAD_KEYS = ("signal", "class", "peak", "threshold")
+# The outputs the clinical heads answer with (the keys of read_heads besides "signal"): what the losses read.
+HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
 
 
 class Downsample(nn.Module):

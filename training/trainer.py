@@ -38,11 +38,10 @@ from training.config import Config
 from training.distributed import DistInfo, all_reduce_grads, reduce_mean
 from training.ema import EMA
 from training.epoch_order import EpochSampler
+from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
-from training.series import check_series, clinical_summary
+from training.series import check_series
 from training.step import StepOutput
-
-HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
 
 
 class TrainingError(RuntimeError):
@@ -76,6 +75,8 @@ class Trainer:
         self.is_main = self.dist.is_main
         self.logger = logging.getLogger("abr")
         self.data, self.diffusion, self.meta_loss = data, diffusion.to(device), meta_loss.to(device)
+        self.objective = Objective(self.diffusion, meta_loss.components, cond_drop_prob=cfg.model.cond_drop_prob,
+                                   head_input=cfg.loss.head_input, autocast=self._autocast)
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
         self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
         if self.dist.enabled:
@@ -150,40 +151,13 @@ class Trainer:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+    def to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         nb = self.device.type == "cuda"
         return {k: v.to(self.device, non_blocking=nb) for k, v in batch.items()}
 
-    def compute_losses(
-        self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, train: bool
-    ) -> tuple[dict[str, Tensor], list[Tensor]]:
-        """The six component losses for one batch, and the shared features the heads read.
-
-        One forward over 2B signals: the noisy x_t (for the diffusion loss) and, when
-        ``loss.head_input == 'clean'``, the clean x_0 at t = 0 (for the heads, which answer
-        questions about a recorded signal and see the clean signal at evaluation too).
-        """
-        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
-        B = x0.shape[0]
-        t = self.diffusion.sample_timesteps(B, self.device, generator=generator)  # [B]
-        noise = torch.randn(x0.shape, device=self.device, generator=generator)  # [B,1,L]
-        x_t = self.diffusion.q_sample(x0, t, noise)
-        p_drop = self.cfg.model.cond_drop_prob if train else 0.0
-        drop = torch.rand(B, device=self.device, generator=generator) < p_drop  # [B] classifier-free guidance
-        clean = self.cfg.loss.head_input == "clean"
-        if clean:
-            x_in = torch.cat([x_t, x0])  # [2B,1,L]
-            t_in = torch.cat([t, torch.zeros_like(t)])
-            static_in = torch.cat([static, static])
-            drop_in = torch.cat([drop, torch.zeros_like(drop)])  # heads always see the condition
-        else:
-            x_in, t_in, static_in, drop_in = x_t, t, static, drop
-        with self._autocast():
-            out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
-        heads = {k: out[k][B:].float() if clean else out[k].float() for k in HEAD_OUTPUTS}
-        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
-        losses.update(self.meta_loss.components(heads, batch))
-        return {k: losses[k] for k in COMPONENTS}, list(out["features"])
+    def first_batch(self, split: str, n: int) -> dict[str, Tensor]:
+        """The first ``n`` recordings of ``split`` in order, on the device (the figures' examples)."""
+        return self.to_device(next(iter(self._loader(getattr(self.data, split), shuffle_free_batch=n))))
 
     # ------------------------------------------------------------------------------------------
     # one optimizer step
@@ -200,10 +174,11 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             sync = i == accum - 1 or not self.dist.enabled
             with nullcontext() if sync else self.net.no_sync():
-                losses, features = self.compute_losses(self.net, batch, self.noise_gen, train=True)
+                out = self.objective(self.net, batch, self.noise_gen, train=True)
+                losses = out.losses
                 ctx = BalanceContext(
                     shared_params=self.shared_params, last_shared_params=self.last_shared_params,
-                    features=features, loss_scale=1.0 / accum, reduce_mean=reduce_mean,
+                    features=out.features, loss_scale=1.0 / accum, reduce_mean=reduce_mean,
                 )
                 result = self.meta_loss.balancer.backward(losses, ctx)
             comp_sum += torch.stack([losses[k].detach() for k in COMPONENTS])
@@ -290,7 +265,7 @@ class Trainer:
         for batch in self._loader(self.data.train, self.sampler):
             if self.epoch_step >= self.steps_per_epoch:
                 break
-            micro.append(self._to_device(batch))
+            micro.append(self.to_device(batch))
             if len(micro) < tc.grad_accum_steps:
                 continue
             out = self._optimizer_step(micro)
@@ -311,8 +286,8 @@ class Trainer:
         loader = self._loader(getattr(self.data, split), shuffle_free_batch=self.cfg.training.batch_size)
         self._call("on_validation_start", split, len(loader))
         for batch in loader:
-            batch = self._to_device(batch)
-            losses, _ = self.compute_losses(net, batch, gen, train=False)
+            batch = self.to_device(batch)
+            losses = self.objective(net, batch, gen, train=False).losses
             b = batch["signal"].shape[0]
             sums += torch.stack([losses[k] for k in COMPONENTS]) * b
             n += b
@@ -326,8 +301,8 @@ class Trainer:
         if self.cfg.training.clinical_validation:
             # The clinical questions per series (val/patient/*): comparable across balancers, unlike
             # val/total. One more clean pass over the split (no randomness: the RNG state is untouched).
-            out.update(clinical_summary(net, getattr(self.data, split), prefix=split, device=self.device,
-                                        batch_size=self.cfg.training.batch_size * 4))
+            out.update(self.objective.clinical(net, getattr(self.data, split), prefix=split, device=self.device,
+                                               batch_size=self.cfg.training.batch_size * 4))
         return out
 
     def _epoch_means(self) -> dict[str, float]:

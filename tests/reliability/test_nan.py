@@ -1,5 +1,5 @@
 """NaN injected into one component at chosen steps (a test-only wrapper around
-``Trainer.compute_losses``): the configured policy holds and no checkpoint ever holds NaN."""
+``Objective.forward``): the configured policy holds and no checkpoint ever holds NaN."""
 
 from __future__ import annotations
 
@@ -16,21 +16,25 @@ from train import prepare_run_dir
 from training.balancers.config import STRATEGIES
 from training.checkpoint import load_checkpoint
 from training.components import COMPONENTS
+from training.objective import Objective, ObjectiveOutput
 from training.setup import build_trainer, setup_logging, write_run_files
 from training.trainer import Trainer, TrainingError
 
 
 def inject_nan(monkeypatch, component: str, steps: set[int]) -> None:
     """Training losses of ``component`` become NaN (gradients too) at optimizer steps ``steps``."""
-    real = Trainer.compute_losses
+    real = Objective.forward
+    optimizer_steps = {"done": 0}  # counted here: the objective does not know the trainer's step
 
-    def compute_losses(self, net, batch, generator, train):
-        losses, features = real(self, net, batch, generator, train)
-        if train and self.step + 1 in steps:
-            losses = {**losses, component: losses[component] * float("nan")}
-        return losses, features
+    def forward(self, net, batch, generator, *, train):
+        out = real(self, net, batch, generator, train=train)
+        if train:
+            optimizer_steps["done"] += 1  # one micro-batch per step in these runs (grad_accum_steps = 1)
+            if optimizer_steps["done"] in steps:
+                out = ObjectiveOutput({**out.losses, component: out.losses[component] * float("nan")}, out.features)
+        return out
 
-    monkeypatch.setattr(Trainer, "compute_losses", compute_losses)
+    monkeypatch.setattr(Objective, "forward", forward)
 
 
 def non_finite(tree, where: str = "") -> list[str]:

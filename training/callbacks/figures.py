@@ -77,7 +77,7 @@ class WaveformFigureCallback(Callback):
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         if not (trainer.is_main and trainer.cfg.logging.figures):
             return
-        if getattr(trainer, "diffusion", None) is None:  # a trainer without a generative model (test fakes)
+        if getattr(trainer, "objective", None) is None:  # a trainer without a generative model (test fakes)
             return
         with torch.no_grad():
             real, denoised, generated, static, units = self._waveforms(trainer)
@@ -89,17 +89,12 @@ class WaveformFigureCallback(Callback):
     def _waveforms(trainer: Trainer) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
         net = trainer.ema.shadow if trainer.ema is not None else trainer.model
         net.eval()
-        n = 4
-        batch = trainer._to_device(next(iter(trainer._loader(trainer.data.val, shuffle_free_batch=n))))
+        batch = trainer.first_batch("val", 4)
         x0, static = batch["signal"], batch["static"]  # [n,1,L], [n,4]
-        diff = trainer.diffusion
         gen = torch.Generator(trainer.device).manual_seed(trainer.cfg.seed + 31)
-        t = torch.full((x0.shape[0],), int(DENOISE_FRACTION * diff.T), device=trainer.device, dtype=torch.long)
-        x_t = diff.q_sample(x0, t, torch.randn(x0.shape, device=trainer.device, generator=gen))
-        x0_hat, _ = diff.predict_x0_eps(net(x_t, t, static)["signal"], x_t, t)
-        kw = diff.sampling_kwargs() | {"sampler": "ddim", "steps": min(SAMPLE_STEPS, diff.T)}  # the run's w, eta
-        generated = diff.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
-                                tuple(x0.shape), generator=gen, **kw)
+        x0_hat = trainer.objective.denoise(net, x0, static, DENOISE_FRACTION, gen)
+        steps = min(SAMPLE_STEPS, trainer.diffusion.T)
+        generated = trainer.objective.sample(net, static, x0.shape[-1], gen, sampler="ddim", steps=steps)
         from data.stats import to_physical  # the one de-normalization: µV, or z-scores left as they are
 
         stats = trainer.data.stats

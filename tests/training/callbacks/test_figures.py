@@ -12,6 +12,7 @@ from data.stats import DataStats
 from training.callbacks.figures import WaveformFigureCallback, waveform_figure
 from training.config import Config, DiffusionConfig
 from training.diffusion import GaussianDiffusion
+from training.objective import Objective
 
 
 def fake_trainer(normalization: str, records: list):
@@ -21,11 +22,12 @@ def fake_trainer(normalization: str, records: list):
         return {"signal": torch.zeros_like(x)}
 
     stats = dataclasses.replace(DataStats.identity(), signal_mean=0.1, signal_std=0.5, normalization=normalization)
+    diffusion = GaussianDiffusion(DiffusionConfig(timesteps=20, sampling_steps=5))
     trainer = SimpleNamespace(
-        cfg=cfg, is_main=True, ema=None, step=7, epoch=1, device=torch.device("cpu"),
-        diffusion=GaussianDiffusion(DiffusionConfig(timesteps=20, sampling_steps=5)),
-        data=SimpleNamespace(val=records, stats=stats), _to_device=lambda b: b,
-        _loader=lambda ds, shuffle_free_batch: torch.utils.data.DataLoader(ds, batch_size=shuffle_free_batch),
+        cfg=cfg, is_main=True, ema=None, step=7, epoch=1, device=torch.device("cpu"), diffusion=diffusion,
+        objective=Objective(diffusion, torch.nn.Identity(), cond_drop_prob=0.0, head_input="clean"),
+        data=SimpleNamespace(val=records, stats=stats),
+        first_batch=lambda split, n: next(iter(torch.utils.data.DataLoader(records, batch_size=n))),
     )
     trainer.model = type("Net", (), {"eval": lambda self: None, "__call__": lambda self, *a, **k: net(*a, **k)})()
     records_out: list = []

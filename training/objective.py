@@ -1,0 +1,102 @@
+"""The training objective: what turns a batch into the six component losses (DESIGN.md).
+
+In the spirit of ``p_losses`` in lucidrains' 1-D diffusion: one object owns the diffusion time t,
+the noise, the classifier-free-guidance drop, the clean pass the heads read, the slicing of the
+network's outputs into heads, and the component losses. The trainer keeps the loop (balancing,
+clipping, stepping); training, validation, the waveform figures and the clinical validation all
+call this object, so none of them rebuilds a piece of it.
+
+    objective = Objective(diffusion, meta_loss.components, cond_drop_prob=0.1, head_input="clean")
+    out = objective(net, batch, generator, train=True)   # out.losses: {component: scalar}, out.features
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from models.unet import HEAD_OUTPUTS
+from training.components import COMPONENTS
+from training.series import clinical_summary
+
+
+@dataclass
+class ObjectiveOutput:
+    losses: dict[str, Tensor]  # component -> scalar, in COMPONENTS order (graph attached when training)
+    features: list[Tensor]  # the shared features [h (2B L C0), z (2B Lb Cz)] the gradient balancers read
+
+
+class Objective(nn.Module):
+    """The six component losses of one batch for any network honouring the output contract.
+
+    ``diffusion``: the forward process and the signal loss (training.diffusion.GaussianDiffusion);
+    ``components``: the five head losses (training.losses.ComponentLosses); ``head_input``:
+    ``"clean"`` — one forward over the noisy x_t and the clean x_0 at t = 0, the heads read the
+    clean half (they answer questions about a recorded signal and see the clean signal at
+    evaluation too) — or ``"noisy"``, the heads read x_t. ``autocast``: a context factory for
+    mixed precision (bf16 on GPU); losses are computed in fp32.
+    """
+
+    def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
+                 head_input: Literal["clean", "noisy"],
+                 autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+        super().__init__()
+        if head_input not in ("clean", "noisy"):
+            raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
+        self.diffusion, self.components = diffusion, components
+        self.cond_drop_prob, self.head_input, self.autocast = cond_drop_prob, head_input, autocast
+
+    def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
+                train: bool) -> ObjectiveOutput:
+        """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
+        (when ``train``) the guidance drop, in that order (resume reproduces the draws exactly)."""
+        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
+        B, device = x0.shape[0], x0.device
+        t = self.diffusion.sample_timesteps(B, device, generator=generator)  # [B]
+        noise = torch.randn(x0.shape, device=device, generator=generator)  # [B,1,L]
+        x_t = self.diffusion.q_sample(x0, t, noise)
+        p_drop = self.cond_drop_prob if train else 0.0
+        drop = torch.rand(B, device=device, generator=generator) < p_drop  # [B] classifier-free guidance
+        clean = self.head_input == "clean"
+        if clean:
+            x_in = torch.cat([x_t, x0])  # [2B,1,L]
+            t_in = torch.cat([t, torch.zeros_like(t)])
+            static_in = torch.cat([static, static])
+            drop_in = torch.cat([drop, torch.zeros_like(drop)])  # heads always see the condition
+        else:
+            x_in, t_in, static_in, drop_in = x_t, t, static, drop
+        with self.autocast():
+            out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
+        heads = {k: out[k][B:].float() if clean else out[k].float() for k in HEAD_OUTPUTS}
+        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
+        losses.update(self.components(heads, batch))
+        return ObjectiveOutput({k: losses[k] for k in COMPONENTS}, list(out["features"]))
+
+    @torch.no_grad()
+    def denoise(self, net: nn.Module, x0: Tensor, static: Tensor, fraction: float,
+                generator: torch.Generator) -> Tensor:
+        """One-step estimate of x_0 [B,1,L] from x_t at t = ``fraction`` x T (the figures' middle row)."""
+        t = torch.full((x0.shape[0],), int(fraction * self.diffusion.T), device=x0.device, dtype=torch.long)
+        x_t = self.diffusion.q_sample(x0, t, torch.randn(x0.shape, device=x0.device, generator=generator))
+        x0_hat, _ = self.diffusion.predict_x0_eps(net(x_t, t, static)["signal"], x_t, t)
+        return x0_hat
+
+    @torch.no_grad()
+    def sample(self, net: nn.Module, static: Tensor, length: int, generator: torch.Generator,
+               **overrides: Any) -> Tensor:
+        """Signals [B,1,length] for the conditions ``static`` [B,4] with the run's sampler settings
+        (guidance w, eta, clipping), ``overrides`` replacing any of them (e.g. ``steps=20``)."""
+        kw = self.diffusion.sampling_kwargs() | overrides
+        return self.diffusion.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
+                                     (static.shape[0], 1, length), generator=generator, **kw)
+
+    @torch.no_grad()
+    def clinical(self, net: nn.Module, dataset: Any, *, prefix: str, device: torch.device,
+                 batch_size: int) -> dict[str, float]:
+        """The series-level validation values ``{prefix}/patient/...`` from the network's clean pass."""
+        return clinical_summary(net, dataset, prefix=prefix, device=device, batch_size=batch_size)
