@@ -111,10 +111,18 @@ def head_mean_thresholds(series: Series, threshold_pred: np.ndarray) -> np.ndarr
     return from_bin(to_bin([threshold_pred[m].mean() for m in series.members]))
 
 
-def evidence_types(series: Series, proba: np.ndarray) -> np.ndarray:
-    """Baseline: per-recording class evidence summed per series (sum of log-probabilities), argmax (S,)."""
+def evidence_proba(series: Series, proba: np.ndarray) -> np.ndarray:
+    """Per-recording class evidence summed per series (sum of log-probabilities), normalized (S K): the
+    recordings taken as independent witnesses, so the result is sharper than any one of them."""
     logp = np.log(np.clip(proba, 1e-12, 1.0))
-    return np.array([int(np.argmax(logp[m].sum(axis=0))) for m in series.members], dtype=np.int64)
+    summed = np.stack([logp[m].sum(axis=0) for m in series.members])  # (S K)
+    e = np.exp(summed - summed.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def evidence_types(series: Series, proba: np.ndarray) -> np.ndarray:
+    """Baseline: the argmax of :func:`evidence_proba` (S,)."""
+    return evidence_proba(series, proba).argmax(axis=1).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
