@@ -253,3 +253,101 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(labels), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# one intensity series, as an audiologist reads it
+
+
+WAVE_V_P = 0.5  # a trace's wave V is marked at this probability (training.clinical.DETECTION_P)
+WATERFALL_DPI = 150  # drawn per series, many per run: a fixed layout (no tight bbox) keeps each under 0.1 s
+
+
+def _boundary(level_db: float, levels: np.ndarray, offsets: np.ndarray, gap: float) -> float:
+    """The height between the traces at ``level_db`` and above and those below it, on a waterfall whose
+    traces at ``levels`` (descending) sit at ``offsets`` (descending, ``gap`` apart)."""
+    above, below = offsets[levels >= level_db], offsets[levels < level_db]
+    if not len(above):
+        return float(offsets[0] + gap / 2)
+    if not len(below):
+        return float(offsets[-1] - gap / 2)
+    return float(above.min() + below.max()) / 2
+
+
+@paper_style
+def plot_waterfall(signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray, latency: np.ndarray,
+                   threshold_db: float, path: Path, *, title: str, interval: tuple[float, float] | None = None,
+                   no_response_db: float = NO_RESPONSE_THRESHOLD_DB, units: str = "dB") -> Path:
+    """One series as an audiologist reads it: traces (n L) in µV stacked loudest on top, each on its
+    own baseline and labelled with its level, time in ms.
+
+    - wave V: ▼ at the predicted latency where its probability is >= WAVE_V_P, filled at and above the
+      series threshold, open below it (the recording's own detector fired where the series answer
+      hears no response);
+    - threshold (dB): a dashed line under the quietest trace at or above it, with its 10-90 %
+      ``interval`` shaded over the traces inside it; ``no_response_db`` and above: "no response", no line;
+    - a scale bar in µV; ``title``: patient, series and the predicted type (lines joined by newlines).
+    """
+    from matplotlib.collections import LineCollection
+
+    order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
+    x = np.asarray(signal, dtype=float)[order]
+    x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
+    levels, prob, lat = np.asarray(intensity, float)[order], np.asarray(peak_prob)[order], np.asarray(latency)[order]
+    n, L = x.shape
+    gap = max(float(np.median(np.ptp(x, axis=1))) * 0.9, 1e-6)  # traces may touch, as on a print-out, not drown
+    offsets = -gap * np.arange(n)  # (n,) the top trace at 0
+    t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
+    n_title = title.count("\n") + 1
+    height = min(1.3 + 0.13 * n_title + 0.3 * n, 10.0)  # inches: about 0.3 in per trace, a page at most
+    fig = plt.figure(figsize=(PAGE_WIDTH_IN / 2, height))
+    top, bottom = 0.25 + 0.14 * n_title, 0.85  # inches kept for the title, and for the axis label and legend
+    ax = fig.add_axes((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
+    ax.add_collection(LineCollection([np.column_stack([t_ms, x[i] + offsets[i]]) for i in range(n)],
+                                     colors="k", linewidths=0.8))
+    responding = threshold_db < no_response_db
+    mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
+    y = np.array([np.interp(lat[i], t_ms, x[i]) for i in range(n)]) + offsets + 0.15 * gap  # (n,) above the trace
+    counted = mark & (levels >= threshold_db)
+    ax.plot(lat[counted], y[counted], "v", color="tab:red", ms=4, ls="none")
+    ax.plot(lat[mark & ~counted], y[mark & ~counted], "v", mfc="none", mec="tab:red", ms=4, ls="none")
+    ax.set_yticks([])  # the levels are labels, not a scale: texts cost a third of tick objects
+    for off, lv in zip(offsets, levels, strict=True):
+        ax.text(-0.02, off, f"{lv:g}", transform=ax.get_yaxis_transform(), ha="right", va="center", fontsize=7)
+    ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
+    ax.set_xlabel("time (ms)")
+    ax.set_xlim(0, t_ms[-1])
+    ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
+    handles = [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})")]
+    if (mark & ~counted).any():
+        handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
+                              label="... below the series threshold"))
+    if responding:
+        ax.axhline(_boundary(threshold_db, levels, offsets, gap), color="tab:blue", ls="--", lw=1.0)
+        handles.append(Line2D([], [], color="tab:blue", ls="--", lw=1.0, label="threshold"))
+        if interval is not None:
+            low, high = interval
+            inside = offsets[(levels >= low) & (levels <= high)]
+            lo = _boundary(low, levels, offsets, gap)
+            hi = float(inside.max() + gap / 2) if len(inside) else _boundary(high, levels, offsets, gap)
+            ax.axhspan(min(lo, hi), max(lo, hi), color="tab:blue", alpha=0.10, lw=0)
+            handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15, lw=0, label="10-90 %"))
+    bar = _scale_bar(gap)
+    y0 = offsets[-1] - 1.15 * gap
+    ax.plot([0.25, 0.25], [y0, y0 + bar], color="k", lw=1.5)
+    ax.text(0.4, y0 + bar / 2, f"{bar:g} µV", va="center", fontsize=7)
+    fig.text(0.02, 1 - 0.1 / height, title, va="top", ha="left", fontsize=8)
+    fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, 0.0), ncol=2, frameon=False,
+               fontsize=7, handletextpad=0.3, columnspacing=1.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with plt.rc_context({"savefig.bbox": "standard"}):  # the layout above is fixed: one draw, not two
+        fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
+    plt.close(fig)
+    return path
+
+
+def _scale_bar(gap: float) -> float:
+    """A round µV value near half the trace spacing (1, 2 or 5 times a power of ten)."""
+    target = gap / 2
+    power = 10 ** math.floor(math.log10(target))
+    return max((m * power for m in (1, 2, 5) if m * power <= target), default=power)
