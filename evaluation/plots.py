@@ -49,9 +49,9 @@ def paper_style(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, path: Path, **savefig: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, **savefig)
     plt.close(fig)
     return path
 
@@ -339,11 +339,8 @@ def plot_waterfall(signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndar
     fig.text(0.02, 1 - 0.1 / height, title, va="top", ha="left", fontsize=8)
     fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, 0.0), ncol=2, frameon=False,
                fontsize=7, handletextpad=0.3, columnspacing=1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with plt.rc_context({"savefig.bbox": "standard"}):  # the layout above is fixed: one draw, not two
-        fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
-    plt.close(fig)
-    return path
+        return _save(fig, path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
 
 
 def _scale_bar(gap: float) -> float:

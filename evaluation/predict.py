@@ -54,6 +54,7 @@ FIGURE_GLOB = "waterfall_*.png"
 FORMATS = ("auto", "native", "csv", "epl", "legacy")
 STATIC_FLAGS = ("age", "rate", "fmp")  # the static values a format may lack; intensity must be in the data
 NO_RESPONSE = "no response"
+ANALYSIS_NOTE = "an abr analysis file (marked peaks and threshold: labels, not needed to predict; not read)"
 METHODS = {"series_model": "series model", "rule": "rule"}
 TYPE_METHODS = {"series_model": "series model", "rule": "summed evidence"}
 
@@ -108,7 +109,8 @@ def expand_inputs(inputs: Sequence[Path], fmt: str) -> tuple[list[tuple[Path, st
                 if not in_folder:
                     raise DataFormatError(f"INPUT '{path}': cannot tell the format from the name or content; "
                                           f"pass --format {{{','.join(FORMATS[1:])}}}") from None
-                not_read.append((path, "format not recognised (not read; pass --format to force one)"))
+                not_read.append((path, ANALYSIS_NOTE if path.name.endswith("-analyzed.txt") else
+                                 "format not recognised (not read; pass --format to force one)"))
         if in_folder and not any(p.parent == given for p, _ in files):
             raise DataFormatError(f"INPUT '{given}': a folder with no recording file this command reads")
     return files, not_read
@@ -156,24 +158,27 @@ def training_span(stats: Any) -> tuple[dict[str, tuple[float, float]], str]:
     return {"intensity": (0.0, MAX_LEVEL_DB)}, "the clinical grid 0-100 dB (the run's statistics record no span)"
 
 
-def recording_warnings(static: np.ndarray, span: dict[str, tuple[float, float]]) -> list[list[str]]:
-    """Per recording (N), one warning per static value outside the training span."""
-    out: list[list[str]] = [[] for _ in range(len(static))]
+def recording_warnings(static: np.ndarray, span: dict[str, tuple[float, float]]) -> list[dict[str, str]]:
+    """Per recording (N): {static name: warning} for each value outside the training span."""
+    out: list[dict[str, str]] = [{} for _ in range(len(static))]
     units = {n: u for n, (_, _, u) in RANGES.items()}
     for name, (low, high) in span.items():
         v = static[:, STATIC_NAMES.index(name)]
         for i in np.flatnonzero((v < low) | (v > high)):
-            out[i].append(f"{name} {v[i]:g} {units[name]} outside the training range {low:g}-{high:g}")
+            out[i][name] = f"{name} {v[i]:.4g} {units[name]} outside the training range {low:.4g} to {high:.4g}"
     return out
 
 
-def series_warnings(batch: Batch, answers: Any, rec_warnings: list[list[str]]) -> list[list[str]]:
+def series_warnings(batch: Batch, answers: Any, rec_warnings: list[dict[str, str]]) -> list[list[str]]:
+    """Per series: how many of its recordings lie outside the training span (per static value), too few
+    levels, levels in another unit (EPL)."""
     out = []
     for rows in answers.series.members:
         w = []
-        outside = sum(1 for r in rows if rec_warnings[r])
-        if outside:
-            w.append(f"{outside} of {len(rows)} recordings outside the training range")
+        for name in STATIC_NAMES:
+            outside = sum(1 for r in rows if name in rec_warnings[r])
+            if outside:
+                w.append(f"{name}: {outside} of {len(rows)} recordings outside the training range")
         levels = np.unique(batch.records.static[rows, 1])
         if len(levels) < 3:
             w.append(f"only {len(levels)} level(s): the threshold rests on little")
@@ -202,7 +207,7 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
     return f"{unit(db)} (10-90 %: {span})"
 
 
-def recordings_rows(batch: Batch, ev: Any, warnings: list[list[str]], order: np.ndarray) -> list[dict[str, Any]]:
+def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order: np.ndarray) -> list[dict[str, Any]]:
     rows = []
     for i in order:
         patient, series = batch.names[batch.records.series_id[i]]
@@ -216,7 +221,7 @@ def recordings_rows(batch: Batch, ev: Any, warnings: list[list[str]], order: np.
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
             "wave_v": "present" if ev.peak_prob[i] >= 0.5 else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
-            "warnings": "; ".join(warnings[i]),
+            "warnings": "; ".join(warnings[i].values()),
         })
     return rows
 
@@ -312,7 +317,7 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
 
 
 def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, batch: Batch, answers: Any,
-                     rec_warnings: list[list[str]], span_source: str, written: list[str], timer: Timer) -> str:
+                     rec_warnings: list[dict[str, str]], span_source: str, written: list[str], timer: Timer) -> str:
     from training.rundir import command_line, git_info, read_run_json
 
     run_json = read_run_json(Path(args.run)) or {}
@@ -340,10 +345,11 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
         f"- Inputs: {len(batch.sources)} file(s) read"
         + (f", {len(batch.not_read)} not read" if batch.not_read else ""),
         f"- Recordings: {n_read} read, {n_used} used, {n_read - n_used} unusable",
-        f"- Series: {len(answers.series)} ({len({p for p, _ in batch.names})} patient ids); "
+        f"- Series: {len(answers.series)} of {len({p for p, _ in batch.names if p}) or 'unnamed'} patient(s); "
         f"{int((thr < NO_RESPONSE_DB).sum())} with a threshold, {int((thr >= NO_RESPONSE_DB).sum())} no response",
         "- Types: " + ", ".join(f"{c} {types[c]}" for c in CLASS_NAMES if types[c]),
-        f"- Recordings outside the training range: {sum(1 for w in rec_warnings if w)}", "",
+        "- Recordings outside the training range: " + (", ".join(
+            f"{name} {n}" for name in STATIC_NAMES if (n := sum(name in w for w in rec_warnings))) or "none"), "",
         "## Inputs", "", "| file | format | read | used | unusable | notes |", "|---|---|---|---|---|---|",
     ]
     for s in batch.sources:

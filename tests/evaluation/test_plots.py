@@ -20,9 +20,9 @@ def drawn(monkeypatch):
     figures = []
     real_save = plots._save
 
-    def keep(fig, path):
+    def keep(fig, path, **savefig):
         figures.append(fig)
-        return real_save(fig, path)
+        return real_save(fig, path, **savefig)
 
     monkeypatch.setattr(plots, "_save", keep)
     return figures
@@ -93,3 +93,40 @@ def test_waveform_panels_name_the_condition(fx, tmp_path, drawn, age, text):
     assert titles[0] == f"NORMAL: 70 dB nHL, 21.1/s, {text}, FMP 300" and "0.0 y" not in " ".join(titles)
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # no legend over a trace
     assert fig.axes[0].get_ylabel() == "amplitude (z-score)"
+
+
+def test_waterfall_reads_like_a_clinical_series(tmp_path, drawn):
+    """Loudest trace on top, wave V marked at its latency (filled at and above the threshold, open below),
+    the threshold line between the threshold's traces and the ones below, the interval shaded."""
+    levels = np.array([20.0, 80.0, 40.0, 60.0])  # any order in, loudest on top out
+    t_ms = np.arange(200) / 20.0
+    signal = np.stack([np.exp(-0.5 * ((t_ms - 6.0) / 0.3) ** 2) * lv / 80 for lv in levels])  # (4 200) µV
+    prob = np.array([0.9, 0.9, 0.2, 0.9])  # 20 dB detected (below the threshold), 40 dB not
+    latency = np.array([6.5, 6.0, 6.2, 6.1])
+    path = plots.plot_waterfall(signal, levels, prob, latency, 60.0, tmp_path / "w.png",
+                                title="patient 3\nNORMAL", interval=(55.0, 70.0))
+    assert path.is_file()
+    (fig,) = drawn
+    ax = fig.axes[0]
+    traces = ax.collections[0].get_segments()
+    heights = [seg[:, 1].mean() for seg in traces]
+    assert heights == sorted(heights, reverse=True)  # first trace on top
+    assert [t.get_text() for t in ax.texts[:4]] == ["80", "60", "40", "20"]
+    amplitude_order = [np.ptp(seg[:, 1]) for seg in traces]
+    assert amplitude_order == sorted(amplitude_order, reverse=True)  # the 80 dB trace is the first drawn
+    filled, hollow = ax.lines[0], ax.lines[1]
+    assert list(filled.get_xdata()) == [6.0, 6.1] and list(hollow.get_xdata()) == [6.5]
+    offsets = [float(t.get_position()[1]) for t in ax.texts[:4]]  # the 80, 60, 40 and 20 dB traces
+    threshold = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(threshold) == 1 and offsets[2] < threshold[0].get_ydata()[0] < offsets[1]  # under 60, above 40
+    assert fig.texts[0].get_text() == "patient 3\nNORMAL"
+
+
+def test_waterfall_without_response_draws_no_threshold(tmp_path, drawn):
+    signal = np.zeros((3, 200)) + np.random.default_rng(0).normal(0, 0.05, (3, 200))
+    plots.plot_waterfall(signal, np.array([90.0, 100.0, 80.0]), np.full(3, 0.7), np.full(3, 7.0), 105.0,
+                         tmp_path / "w.png", title="patient 4\nTOTAL")
+    ax = drawn[0].axes[0]
+    assert not [ln for ln in ax.lines if ln.get_linestyle() == "--"] and not ax.patches
+    assert len(ax.lines[1].get_xdata()) == 3  # every detection lies below "no response": drawn open
+    assert plots._scale_bar(0.3) == 0.1 and plots._scale_bar(0.05) == 0.02 and plots._scale_bar(2.5) == 1.0
