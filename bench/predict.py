@@ -1,14 +1,17 @@
 """How fast ``evaluation.predict`` answers a clinic's day: 1,000 unlabelled recordings on 2 CPU threads.
 
-    python bench/predict.py --run logs/clinical [--recordings 1000 --threads 2 --repeats 3]
+    python bench/predict.py --run logs/clinical [--recordings 1000 --cores 2 --torch-threads 1 2 --repeats 3]
 
 The recordings are synthetic patients (their own generator seed), written as one CSV without label,
 threshold or peak columns, whole series except the last. Each repeat runs the whole command in a
 fresh process (``python -m evaluation.predict``: start-up, imports, reading, the network, the series
-level, tables, figures) with ``OMP_NUM_THREADS`` = ``--threads``, pinned to that many CPUs where the
-machine has more, once with the waterfall figures and once without (``--no-figures``). Reported: the
-median wall time over the repeats and recordings/s, beside the phases predict's own summary.md times.
-The load average before each repeat is recorded: on a shared machine the numbers are upper bounds.
+level, tables, figures) pinned to ``--cores`` CPUs where the machine has more, figures drawn by that
+many processes, with torch using each of ``--torch-threads`` (``OMP_NUM_THREADS``), once with the
+waterfall figures and once without (``--no-figures``). Reported: the median wall time over the
+repeats, recordings/s and the CPU seconds (the command and its figure processes), beside the phases
+predict's own summary.md times. The load average before each repeat is recorded: on a shared machine
+the wall times are upper bounds (and a second torch thread that must wait for a busy core can make
+the network several times slower than one thread: compare the two).
 Writes bench/results/predict.json.
 """
 
@@ -57,16 +60,16 @@ def write_cohort(path: Path, n: int, seed: int) -> tuple[int, int]:
     return n, len(np.unique(records.series_id))
 
 
-def run_once(args, csv: Path, out: Path, figures: bool) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads),
+def run_once(args, csv: Path, out: Path, figures: bool, torch_threads: int) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch_threads), "MKL_NUM_THREADS": str(torch_threads),
            "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "evaluation.predict", "--run", args.run, "--checkpoint", args.checkpoint, str(csv),
-           "--out", str(out), "--overwrite", "--device", "cpu", "--workers", str(args.threads)]
+           "--out", str(out), "--overwrite", "--device", "cpu", "--workers", str(args.cores)]
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     pin = None
-    if len(cpus) > args.threads:
+    if len(cpus) > args.cores:
         def pin() -> None:
-            os.sched_setaffinity(0, cpus[: args.threads])
+            os.sched_setaffinity(0, cpus[: args.cores])
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
@@ -91,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True, help="a trained run (with checkpoints/series.pt for the series model)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--recordings", type=number(int, ge=10, le=100_000), default=1000)
-    p.add_argument("--threads", type=number(int, ge=1, le=64), default=2)
+    p.add_argument("--cores", type=number(int, ge=1, le=64), default=2,
+                   help="CPUs the command may use (pinned where the machine has more) and figure processes")
+    p.add_argument("--torch-threads", type=number(int, ge=1, le=64), nargs="+", default=[1, 2],
+                   help="torch intra-op threads to try (OMP_NUM_THREADS), each within --cores")
     p.add_argument("--repeats", type=number(int, ge=1, le=20), default=3)
     p.add_argument("--seed", type=number(int, ge=0), default=BENCH_SEED)
     p.add_argument("--out", default="bench/results/predict.json")
@@ -104,13 +110,15 @@ def _run(args) -> int:
         csv = Path(tmp) / "clinic_day.csv"
         n, n_series = write_cohort(csv, args.recordings, args.seed)
         result = {"run": args.run, "checkpoint": args.checkpoint, "recordings": n, "series": n_series,
-                  "threads": args.threads, "repeats": args.repeats, "machine": platform.platform(),
+                  "cores": args.cores, "repeats": args.repeats, "machine": platform.platform(),
                   "cpus_visible": os.cpu_count(), "target_s": TARGET_S, "modes": {}}
-        print(f"{n} recordings in {n_series} series, {args.threads} threads, {args.repeats} repeats")
+        print(f"{n} recordings in {n_series} series, {args.cores} cores, {args.repeats} repeats")
         print("| mode | median wall s | recordings/s | CPU s (median) | repeats (wall s) | phases (median run) |\n"
               "|---|---|---|---|---|---|")
-        for mode, figures in (("tables_and_figures", True), ("tables_only", False)):
-            runs = [run_once(args, csv, Path(tmp) / "out", figures) for _ in range(args.repeats)]
+        modes = [(f"{what}, torch threads {t}", figures, t) for t in args.torch_threads
+                 for what, figures in (("tables and figures", True), ("tables only", False))]
+        for mode, figures, threads in modes:
+            runs = [run_once(args, csv, Path(tmp) / "out", figures, threads) for _ in range(args.repeats)]
             walls = [r["wall_s"] for r in runs]
             median = statistics.median(walls)
             mid = runs[walls.index(sorted(walls)[len(walls) // 2])]

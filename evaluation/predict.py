@@ -68,9 +68,8 @@ class Source:
     """One input file: its format and what reading it kept and dropped."""
 
     path: Path
-    fmt: str
+    fmt: str  # "epl" files give one series each, named after the file
     report: ValidationReport
-    kind: str  # "epl" files give one series each, named after the file
 
 
 @dataclass
@@ -86,9 +85,9 @@ class Batch:
 
 
 def expand_inputs(inputs: Sequence[Path], fmt: str) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """(file, format) for every input; a folder gives its files (sorted, hidden ones left out). A file
-    named on the command line must be readable; a file in a folder whose format cannot be told is
-    returned with the reason instead (the summary lists it)."""
+    """(file, format) for every input; a folder gives its files (sorted; hidden files left out, and
+    subfolders, which are listed). A file named on the command line must be readable; a file in a
+    folder whose format cannot be told is returned with the reason instead (the summary lists it)."""
     from data.convert import detect_format
 
     files: list[tuple[Path, str]] = []
@@ -98,6 +97,9 @@ def expand_inputs(inputs: Sequence[Path], fmt: str) -> tuple[list[tuple[Path, st
         if not given.exists():
             raise DataFormatError(f"INPUT '{given}': file not found")
         in_folder = given.is_dir()
+        if in_folder:
+            not_read += [(d, "a folder inside an input folder (not searched; name it to read it)")
+                         for d in sorted(given.iterdir()) if d.is_dir() and not d.name.startswith(".")]
         for path in sorted(p for p in given.iterdir() if p.is_file() and not p.name.startswith(".")) \
                 if in_folder else [given]:
             if path.resolve() in seen:
@@ -127,7 +129,7 @@ def read_inputs(args: argparse.Namespace) -> Batch:
     parts, sources, names, keys, sample, source = [], [], [], [], [], []
     for i, (path, fmt) in enumerate(files):
         records, report = read_any(path, fmt, reading, labelled=False, fill=fill)
-        sources.append(Source(path, fmt, report, fmt))
+        sources.append(Source(path, fmt, report))
         ids, first, key = np.unique(records.series_id, return_index=True, return_inverse=True)
         if fmt == "epl":  # one series per file, named after it
             names.append(("" if args.patient_id is None else str(args.patient_id), path.name))
@@ -182,7 +184,7 @@ def series_warnings(batch: Batch, answers: Any, rec_warnings: list[dict[str, str
         levels = np.unique(batch.records.static[rows, 1])
         if len(levels) < 3:
             w.append(f"only {len(levels)} level(s): the threshold rests on little")
-        if batch.sources[batch.source[rows[0]]].kind == "epl":
+        if batch.sources[batch.source[rows[0]]].fmt == "epl":
             w.append("levels as in the EPL file (dB SPL); the model was trained on dB nHL")
         out.append(w)
     return out
@@ -272,24 +274,50 @@ def figure_names(names: list[tuple[str, str]]) -> list[str]:
     return out
 
 
-def draw_waterfalls(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str], workers: int = 1) -> None:
-    """One figure per series; ``workers`` > 1 draws them in that many forked processes (Linux; the
-    figures are independent and matplotlib draws on one core)."""
-    jobs = list(waterfall_jobs(out, batch, ev, answers, names))
-    if workers > 1 and len(jobs) > 1 and "fork" in multiprocessing.get_all_start_methods():
-        from concurrent.futures import ProcessPoolExecutor
+class FigureDrawer:
+    """Draws the waterfalls (one :class:`evaluation.plots.Waterfall` per process, reused from series to
+    series): here, or in ``workers`` processes forked when the drawer is made. Make it before torch is
+    imported, so the forks are small and start importing matplotlib while the network runs (forking
+    later copies a process that holds torch and the model, and every reference count touched in the
+    fork costs a page)."""
 
-        with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("fork")) as pool:
-            list(pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * workers))))
-    else:
-        for job in jobs:
-            _draw(job)
+    def __init__(self, workers: int) -> None:
+        self.pool = None
+        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+            from concurrent.futures import ProcessPoolExecutor
+
+            self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+            for _ in range(workers):
+                self.pool.submit(_draw, None)  # each process imports matplotlib and makes its figure now
+        self.workers = workers
+
+    def draw(self, jobs: list[dict[str, Any]]) -> None:
+        if self.pool is None:
+            for job in jobs:
+                _draw(job)
+        else:
+            list(self.pool.map(_draw, jobs, chunksize=max(1, len(jobs) // (4 * self.workers))))
+
+    def __enter__(self) -> FigureDrawer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _draw(job: dict[str, Any]) -> None:
-    from evaluation.plots import plot_waterfall
+_WATERFALL = None  # this process's reused figure
 
-    plot_waterfall(**job)
+
+def _draw(job: dict[str, Any] | None) -> None:
+    """Draw one waterfall (``None``: only get ready)."""
+    global _WATERFALL
+    from evaluation.plots import Waterfall
+
+    if _WATERFALL is None:
+        _WATERFALL = Waterfall()
+    if job is not None:
+        _WATERFALL.draw(**job)
 
 
 def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str]):
@@ -305,7 +333,7 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
                f"patient {patient}, series {series}" if patient else f"series {series}")
         title = (f"{who}\n{CLASS_NAMES[k]} (p = {p[k]:.2f}), by the {METHODS[best]}\n"
                  f"threshold: {threshold_text(thr, interval)}")
-        epl = batch.sources[batch.source[members[0]]].kind == "epl"
+        epl = batch.sources[batch.source[members[0]]].fmt == "epl"
         yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1],
                "peak_prob": ev.peak_prob[members], "latency": ev.latency[members], "threshold_db": thr,
                "path": out / names[s], "title": title, "interval": interval,
@@ -411,14 +439,17 @@ class Timer:
 def predict_batch(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_out(out, args.overwrite)
+    with FigureDrawer(0 if args.no_figures else args.workers) as drawer:  # forked now, before torch is imported
+        return _predict(args, out, drawer)
+
+
+def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     device = resolve_device(args.device)
 
     from data.dataset import ABRDataset
     from training.checkpoint import load_run
     from training.series import extract, load_series, series_answers
 
-    if not args.no_figures:
-        import evaluation.plots  # noqa: F401 (imported once here, not in every figure process)
     timer = Timer()
     with timer("reading"):
         batch = read_inputs(args)  # every input read (and checked) before the model is loaded
@@ -448,7 +479,7 @@ def predict_batch(args: argparse.Namespace) -> int:
         write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names), PATIENT_COLUMNS)
     if not args.no_figures:
         with timer("figures"):
-            draw_waterfalls(out, batch, ev, answers, names, args.workers)
+            drawer.draw(list(waterfall_jobs(out, batch, ev, answers, names)))
     written = [str(out / t) for t in TABLES] + [str(out / n) for n in names if n]
     summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer)
     (out / "summary.md").write_text(summary, encoding="utf-8")

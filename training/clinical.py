@@ -23,7 +23,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 GRID_STEP_DB = 5.0
 MAX_LEVEL_DB = 100.0
@@ -184,6 +183,8 @@ def type_metrics(true: np.ndarray, pred: np.ndarray, n_classes: int, *, n_boot: 
                  ) -> dict[str, object]:
     """Series types (S,): macro-F1 and balanced accuracy over the classes present in ``true``,
     recall per class (each with an interval), and the confusion matrix (rows true, columns predicted)."""
+    from sklearn.metrics import confusion_matrix, f1_score  # here: prediction imports this module, not sklearn
+
     true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
     present = np.unique(true)
 
@@ -211,6 +212,8 @@ def wave_v_metrics(series: Series, peak_mask: np.ndarray, peak_prob: np.ndarray,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Per recording, resampled by series: detection F1 (wave V present vs p >= DETECTION_P), and
     the share of marked peaks whose latency estimate lies within each tolerance (ms)."""
+    from sklearn.metrics import f1_score
+
     detected = peak_prob >= DETECTION_P
     err = np.abs(latency_pred - latency_true)
 
