@@ -359,6 +359,8 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
     from training.clinical import NO_RESPONSE_DB
 
     types = Counter(CLASS_NAMES[int(k)] for k in answers.types[best].argmax(1))
+    n_patients = len({(batch.source[m[0]], batch.names[k][0]) for k, m in zip(answers.series.ids,
+                      answers.series.members, strict=True) if batch.names[k][0]})  # per file: ids are a file's own
     lines = [
         "# Prediction", "",
         f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` (step {state.get('step')}, epoch {state.get('epoch')}); "
@@ -373,7 +375,7 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
         f"- Inputs: {len(batch.sources)} file(s) read"
         + (f", {len(batch.not_read)} not read" if batch.not_read else ""),
         f"- Recordings: {n_read} read, {n_used} used, {n_read - n_used} unusable",
-        f"- Series: {len(answers.series)} of {len({p for p, _ in batch.names if p}) or 'unnamed'} patient(s); "
+        f"- Series: {len(answers.series)} of {n_patients or 'unnamed'} patient(s); "
         f"{int((thr < NO_RESPONSE_DB).sum())} with a threshold, {int((thr >= NO_RESPONSE_DB).sum())} no response",
         "- Types: " + ", ".join(f"{c} {types[c]}" for c in CLASS_NAMES if types[c]),
         "- Recordings outside the training range: " + (", ".join(
