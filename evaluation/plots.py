@@ -328,7 +328,7 @@ class Waterfall:
         t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
         fig, ax = self.fig, self.ax
         n_title = title.count("\n") + 1
-        height = min(1.3 + 0.13 * n_title + 0.3 * n, 10.0)  # inches: about 0.3 in per trace, a page at most
+        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
         top, bottom = 0.25 + 0.14 * n_title, 0.85  # inches for the title, and for the axis label and legend
         fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
         ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))

@@ -337,7 +337,7 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
         yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1],
                "peak_prob": ev.peak_prob[members], "latency": ev.latency[members], "threshold_db": thr,
                "path": out / names[s], "title": title, "interval": interval,
-               "units": "dB, as in the EPL file" if epl else "dB nHL"}
+               "units": "dB, as in the file" if epl else "dB nHL"}
 
 
 # ------------------------------------------------------------------------------------------------
