@@ -56,30 +56,53 @@ def detect_format(path: Path) -> str:
     raise DataFormatError(f"{path}: cannot tell the format from the name or content; pass --from {{{choices}}}")
 
 
-def read_any(path: Path, fmt: str, args: argparse.Namespace) -> tuple[Records, ValidationReport]:
+def read_any(path: Path, fmt: str, args: argparse.Namespace, *, labelled: bool = True,
+             fill: dict[str, float] | None = None) -> tuple[Records, ValidationReport]:
+    """Read ``path`` in format ``fmt`` with the options of ``args`` (this parser's, or
+    ``evaluation.predict``'s). ``labelled=False``: labels optional (prediction); ``fill``: static
+    values for a table that lacks the column (see data.table)."""
     strict = not args.lenient
     if fmt == "native":
         from data.native import read_native
 
-        return read_native(path, strict=strict)
+        return read_native(path, strict=strict, labelled=labelled)
     if fmt == "legacy":
         from data.legacy import read_legacy
 
-        return read_legacy(path, strict=strict)
+        return read_legacy(path, strict=strict, labelled=labelled)
     if fmt == "csv":
         from data.table import parse_column_spec, read_table
 
         delimiter = args.delimiter or ("\t" if path.suffix.lower() == ".tsv" else ",")  # checked in main
-        return read_table(path, parse_column_spec(args.columns), args.sample_prefix, delimiter, strict=strict)
-    from data.epl import ABR_DEFAULT_FILTER, read_epl
+        return read_table(path, parse_column_spec(args.columns), args.sample_prefix, delimiter, strict=strict,
+                          labelled=labelled, fill=fill)
+    from data.epl import read_epl
 
-    if args.label is None or args.age is None:
+    if labelled and (args.label is None or args.age is None):
         raise DataFormatError(f"{path}: an EPL file carries no class or age; pass --label NAME and --age YEARS")
-    filt = None if args.no_filter else {**ABR_DEFAULT_FILTER, **{k: v for k, v in
-                                        (("highpass", args.highpass), ("lowpass", args.lowpass), ("order", args.order))
-                                        if v is not None}}
-    return read_epl(path, args.label, args.age, args.patient_id, args.threshold, args.analysis, args.wave,
-                    filt, args.scale, args.fmp, strict=strict)
+    if args.age is None:
+        raise DataFormatError(f"{path}: an EPL file carries no age; pass --age YEARS")
+    return read_epl(path, args.label if labelled else None, args.age, args.patient_id, args.threshold, args.analysis,
+                    args.wave, epl_filter(args), args.scale, args.fmp, strict=strict, rate=args.rate)
+
+
+def epl_filter(args: argparse.Namespace) -> dict | None:
+    """The band-pass settings of :func:`add_epl_signal_flags`'s flags (None: no filter)."""
+    from data.epl import ABR_DEFAULT_FILTER
+
+    if args.no_filter:
+        return None
+    given = (("highpass", args.highpass), ("lowpass", args.lowpass), ("order", args.order))
+    return {**ABR_DEFAULT_FILTER, **{k: v for k, v in given if v is not None}}
+
+
+def add_epl_signal_flags(g: argparse._ArgumentGroup) -> None:
+    """How an EPL file's waveforms become µV at 20 kHz (shared with ``evaluation.predict``)."""
+    g.add_argument("--no-filter", action="store_true", help="skip the band-pass (default: abr's 300-3000 Hz, order 1)")
+    g.add_argument("--highpass", type=float)
+    g.add_argument("--lowpass", type=float)
+    g.add_argument("--order", type=int)
+    g.add_argument("--scale", type=float, default=1.0, help="multiply samples and amplitudes to get µV (default 1)")
 
 
 def write_any(path: Path, records: Records, args: argparse.Namespace) -> None:
@@ -117,11 +140,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--threshold", type=float, help="dB; default: from --analysis")
     g.add_argument("--analysis", type=Path, help="abr analysis file with marked peaks and threshold")
     g.add_argument("--wave", type=int, default=5, help="which P<i> of the analysis file is wave V (default 5)")
-    g.add_argument("--no-filter", action="store_true", help="skip the band-pass (default: abr's 300-3000 Hz, order 1)")
-    g.add_argument("--highpass", type=float)
-    g.add_argument("--lowpass", type=float)
-    g.add_argument("--order", type=int)
-    g.add_argument("--scale", type=float, default=1.0, help="multiply samples and amplitudes to get µV (default 1)")
+    add_epl_signal_flags(g)
+    g.add_argument("--rate", type=float, help="stimulus rate (/s) where the header has no 'REP RATE (/sec)'")
     g.add_argument("--fmp", type=float, help="fixed FMP for every recording (default: estimated, needs >= 14 ms)")
     return ap
 

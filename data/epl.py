@@ -25,9 +25,11 @@ Conversion to the pipeline's 200 samples at 20 kHz:
 4. multiply by ``scale`` (EPL samples are taken to be µV).
 
 The file carries no class, age or (without an analysis file) threshold: they are given by the
-caller. FMP is estimated as the variance over 2-10 ms divided by the variance of the record after
-12 ms, where the response is over (needs records of at least 14 ms, else pass ``fmp``). The
-levels are copied into the intensity column as they are (EPL files from animal labs use dB SPL).
+caller, or (prediction) ``label=None`` reads the recordings unlabelled. A header without a
+repetition rate needs ``rate``. Sample indices in the report are the file's level columns. FMP is
+estimated as the variance over 2-10 ms divided by the variance of the record after 12 ms, where
+the response is over (needs records of at least 14 ms, else pass ``fmp``). The levels are copied
+into the intensity column as they are (EPL files from animal labs use dB SPL).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from data.records import (
     CLASS_NAMES,
     SAMPLE_RATE_HZ,
     SIGNAL_LENGTH,
+    UNKNOWN_LABEL,
     DataFormatError,
     Records,
     ValidationReport,
@@ -148,7 +151,7 @@ def resample(x: np.ndarray, fs_hz: float) -> np.ndarray:
 
 def read_epl(
     path: str | Path,
-    label: str,
+    label: str | None,
     age: float,
     patient_id: int = 0,
     threshold: float | None = None,
@@ -158,13 +161,19 @@ def read_epl(
     scale: float = 1.0,
     fmp: float | None = None,
     strict: bool = True,
+    rate: float | None = None,
 ) -> tuple[Records, ValidationReport]:
-    """Read one EPL file as Records (one recording per level); see the module docstring."""
+    """Read one EPL file as Records (one recording per level); see the module docstring.
+    ``label=None``: unlabelled (class unknown, threshold NaN unless given or in ``analysis``)."""
     path = Path(path)
     raw = parse_epl(path)
-    cls = class_index(label)
-    if cls < 0:
+    cls = UNKNOWN_LABEL if label is None else class_index(label)
+    if cls < 0 and label is not None:
         raise DataFormatError(f"{path}: label: expected one of {list(CLASS_NAMES)}, found {label!r}")
+    if not np.isfinite(raw["rate"]):
+        if rate is None:
+            raise DataFormatError(f"{path}: header has no 'REP RATE (/sec)'; pass --rate (stimuli per second)")
+        raw["rate"] = float(rate)
     notes = []
     peaks: dict[float, tuple[float, float]] = {}
     if analysis is not None:
@@ -172,8 +181,10 @@ def read_epl(
         threshold = file_threshold if threshold is None else threshold
         if not peaks:
             notes.append(f"analysis file has no P{wave} columns: wave V absent in every recording")
-    else:
+    elif label is not None:
         notes.append("no analysis file: wave V absent in every recording (pass --analysis to read marked peaks)")
+    if threshold is None and label is None:
+        threshold = float("nan")
     if threshold is None:
         raise DataFormatError(f"{path}: no threshold; pass --threshold (the analysis file, if any, says None)")
     data, levels = raw["data"], raw["levels"]
@@ -211,7 +222,12 @@ def read_epl(
                        "resampling": "scipy.signal.resample_poly to 20 kHz, first 10 ms", "scale": scale,
                        "frequency_khz": raw["frequency_khz"], "averages": raw["averages"],
                        "intensity_unit_in_file": "as in the file's :LEVELS: (dB SPL in EPL files)"}}
-    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
+                               labelled=label is not None)
+    columns = np.flatnonzero(keep)  # validate numbered the non-zero levels; the report names the file's columns
+    report.kept = columns[report.kept]
+    report.rows = {r: columns[i].tolist() for r, i in report.rows.items()}
+    report.examples = {r: columns[i].tolist() for r, i in report.examples.items()}
     report.notes.extend(notes)
     report.n_read += int((~keep).sum())
     report.add("all-zero waveform (EPL acquisition bug)", np.flatnonzero(~keep))

@@ -40,6 +40,7 @@ from data.records import (
     NUM_CLASSES,
     SIGNAL_LENGTH,
     STATIC_NAMES,
+    UNKNOWN_LABEL,
     DataFormatError,
     Records,
     ValidationReport,
@@ -198,8 +199,10 @@ def safe_load(path: str | Path) -> object:
         raise DataFormatError(f"{path}: not a readable pickle/joblib file: {type(exc).__name__}: {exc}{hint}") from None
 
 
-def read_legacy(path: str | Path, strict: bool = True) -> tuple[Records, ValidationReport]:
-    """Read the earlier system's processed file as validated Records in physical units."""
+def read_legacy(path: str | Path, strict: bool = True, labelled: bool = True) -> tuple[Records, ValidationReport]:
+    """Read the earlier system's processed file as validated Records in physical units.
+    ``labelled=False`` (prediction): a sample may lack ``target``, ``v_peak`` and ``v_peak_mask``
+    (class unknown, wave V not marked)."""
     path = Path(path)
     obj = safe_load(path)
     if not isinstance(obj, dict) or not isinstance(obj.get("data"), list):
@@ -208,10 +211,11 @@ def read_legacy(path: str | Path, strict: bool = True) -> tuple[Records, Validat
     samples = obj["data"]
     report_notes: list[str] = []
     label_map = _label_map(path, obj.get("label_encoder"), report_notes)
-    columns, lengths = _columns(path, samples, label_map, strict, report_notes)
+    columns, lengths = _columns(path, samples, label_map, strict, report_notes, labelled)
     _unscale(path, obj.get("scaler"), columns, lengths, report_notes)
     meta = {"source": {"kind": "legacy", "file": path.name, "metadata": _plain(path, obj.get("metadata"))}}
-    records, report = validate(columns, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    records, report = validate(columns, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
+                               labelled=labelled)
     report.notes.extend(report_notes)
     return records, report
 
@@ -236,10 +240,11 @@ def _label_map(path: Path, encoder: object, notes: list[str]) -> np.ndarray:
 
 
 _SAMPLE_KEYS = ("patient_id", "static_params", "signal", "v_peak", "v_peak_mask", "target")
+_LABEL_KEYS = ("v_peak", "v_peak_mask", "target")  # optional in a labelled=False read
 
 
 def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
-             notes: list[str]) -> tuple[dict[str, object], np.ndarray]:
+             notes: list[str], labelled: bool = True) -> tuple[dict[str, object], np.ndarray]:
     n = len(samples)
     signal: list[np.ndarray] = []
     static = np.full((n, len(STATIC_NAMES)), np.nan)
@@ -253,9 +258,12 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
     for i, s in enumerate(samples):
         if not isinstance(s, dict):
             raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
-        missing = [k for k in _SAMPLE_KEYS if k not in s]
+        missing = [k for k in _SAMPLE_KEYS if k not in s and (labelled or k not in _LABEL_KEYS)]
         if missing:
             raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
+        unlabelled = "target" not in s  # (labelled=False only) the class is not known
+        if not labelled:
+            s = {"target": UNKNOWN_LABEL, "v_peak": [np.nan, np.nan], "v_peak_mask": [False, False], **s}
         total += sum(_size(s[k]) for k in ("signal", "static_params", "v_peak", "v_peak_mask"))
         if total > MAX_LEGACY_VALUES:
             raise DataFormatError(f"{path}: samples 0..{i} hold more than MAX_LEGACY_VALUES = {MAX_LEGACY_VALUES:,} "
@@ -282,7 +290,9 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
         elif strict:
             raise DataFormatError(f"{path}: sample {i}: static_params has {st.size} values, "
                                   f"expected 4 ({', '.join(STATIC_NAMES)})")
-        label[i] = label_map[target] if 0 <= target < len(label_map) else -1
+        # a target outside the encoder is an unknown label (NUM_CLASSES: refused by the validator in every mode)
+        label[i] = (UNKNOWN_LABEL if unlabelled else label_map[target] if 0 <= target < len(label_map)
+                    else NUM_CLASSES)
         if v_peak.size == 2 and v_mask.size == 2:
             peak[i], mask2[i] = v_peak, v_mask
         else:

@@ -106,10 +106,11 @@ def write_native(path: str | Path, records: Records) -> Path:
     return path
 
 
-def read_native(path: str | Path, strict: bool = True) -> tuple[Records, ValidationReport]:
+def read_native(path: str | Path, strict: bool = True, labelled: bool = True) -> tuple[Records, ValidationReport]:
     """Read and validate a native file. ``strict``: the first bad recording raises
     :class:`DataFormatError` (naming file and sample); otherwise bad recordings are dropped and
-    counted in the returned report."""
+    counted in the returned report. ``labelled=False``: the label members may be absent, and a
+    recording may carry no class or threshold (prediction; see data.records)."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
@@ -121,7 +122,7 @@ def read_native(path: str | Path, strict: bool = True) -> tuple[Records, Validat
     signal = arrays.get("signal")
     if signal is not None and signal.ndim != 2:
         raise DataFormatError(f"{path}: field 'signal' has shape {signal.shape}, expected (N, {SIGNAL_LENGTH})")
-    return validate(arrays, source=str(path), strict=strict, meta=meta)
+    return validate(arrays, source=str(path), strict=strict, meta=meta, labelled=labelled)
 
 
 def _not_native(path: Path, why: str, hint: str = "convert it with `python -m data.convert`") -> DataFormatError:

@@ -34,6 +34,12 @@ whose dtype is not numeric (e.g. text signals) is refused as a whole, in lenient
 ``strict=True`` raises :class:`DataFormatError` at the first offending recording, naming the file
 and the sample index; ``strict=False`` drops offending recordings and returns a
 :class:`ValidationReport` that counts them by reason. Nothing is dropped silently.
+
+Labels (class, threshold, wave V marks) are what training learns from, so a read demands them by
+default. ``labelled=False`` is the read path of prediction (``evaluation.predict``): the label
+columns (:data:`LABEL_COLUMNS`) may be absent, and a recording may lack its class
+(:data:`UNKNOWN_LABEL`) or threshold (NaN); whatever label is given is still checked by the rules
+above. Training reads with the default, so an unlabelled file is refused there.
 """
 
 from __future__ import annotations
@@ -55,6 +61,8 @@ STATIC_UNITS: tuple[str, ...] = ("years", "dB nHL", "1/s", "ratio")
 F32_MAX = float(np.finfo(np.float32).max)  # larger magnitudes load as Inf in the float32 columns
 _NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, int, unsigned, float
 INT64_MAX = int(np.iinfo(np.int64).max)
+UNKNOWN_LABEL = -1  # the class of a recording read with labelled=False that carries none
+LABEL_COLUMNS = ("label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
 EXACT_FLOAT_INT = 2**53  # float ids beyond this may already have been rounded: not exact integers
 
 # Allowed values, per field: (low, high, unit). The clinical data set spans (DESIGN.md) age 0-75 y,
@@ -88,11 +96,11 @@ class Records:
 
     signal: np.ndarray  # (N L) float32, µV
     static: np.ndarray  # (N 4) float32: age, intensity, rate, FMP
-    label: np.ndarray  # (N,) int64, index into CLASS_NAMES
+    label: np.ndarray  # (N,) int64, index into CLASS_NAMES; UNKNOWN_LABEL only in a labelled=False read
     peak_mask: np.ndarray  # (N,) bool, wave V present
     peak_latency: np.ndarray  # (N,) float32, ms; NaN where peak_mask is False
     peak_amplitude: np.ndarray  # (N,) float32, µV; NaN where peak_mask is False
-    threshold: np.ndarray  # (N,) float32, dB nHL
+    threshold: np.ndarray  # (N,) float32, dB nHL; NaN only in a labelled=False read
     patient_id: np.ndarray  # (N,) int64
     # (N,) int64: recordings of one intensity series (one ear or session) share it; a source that does
     # not record ears or sessions has one series per patient (None -> a copy of patient_id).
@@ -139,10 +147,13 @@ class ValidationReport:
     dropped: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # changes that kept the recording (e.g. a filled value)
+    rows: dict[str, list[int]] = field(default_factory=dict)  # every dropped sample index, by reason
+    kept: np.ndarray | None = None  # (n_kept,) the sample index of each kept recording, in order
 
     def add(self, reason: str, index: np.ndarray) -> None:
         if len(index):
             self.dropped[reason] = self.dropped.get(reason, 0) + len(index)
+            self.rows.setdefault(reason, []).extend(int(i) for i in index)
             self.examples.setdefault(reason, []).extend(int(i) for i in index[: 5 - len(self.examples.get(reason, []))])
 
     def lines(self) -> list[str]:
@@ -223,27 +234,32 @@ def validate(
     signal_lengths: np.ndarray | None = None,
     meta: dict | None = None,
     index_offset: int = 0,
+    labelled: bool = True,
 ) -> tuple[Records, ValidationReport]:
     """Check columns against the rules in the module docstring; return the usable rows and a report.
 
-    ``columns`` holds the eight Records columns; ``signal`` may be (N L) with any L, or a list of
-    per-sample arrays of any length (then ``signal_lengths`` is computed here). Sample indices in
-    messages are row numbers in ``source`` (plus ``index_offset``).
+    ``columns`` holds the eight Records columns (without ``labelled``, the label columns may be
+    absent); ``signal`` may be (N L) with any L, or a list of per-sample arrays of any length (then
+    ``signal_lengths`` is computed here). Sample indices in messages are row numbers in ``source``
+    (plus ``index_offset``).
     """
-    missing = [c for c in Records.COLUMNS if c not in columns]
+    required = Records.COLUMNS if labelled else tuple(c for c in Records.COLUMNS if c not in LABEL_COLUMNS)
+    missing = [c for c in required if c not in columns]
     if missing:
-        raise DataFormatError(f"{source}: missing field(s) {missing}; expected all of {list(Records.COLUMNS)}")
+        raise DataFormatError(f"{source}: missing field(s) {missing}; expected all of {list(required)}")
     signal = columns["signal"]
     if signal_lengths is None:
         signal_lengths = (np.full(len(signal), signal.shape[1]) if isinstance(signal, np.ndarray) and signal.ndim == 2
                           else np.array([np.size(s) for s in signal]))
     n = len(signal_lengths)
+    if not labelled:
+        columns = {**unlabelled_columns(n), **columns}
     cols = {k: np.asarray(columns[k]) for k in Records.COLUMNS + Records.OPTIONAL_COLUMNS
             if k != "signal" and k in columns}
     if n == 0:
         raise DataFormatError(f"{source}: no recordings; expected at least one")
     for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
-        if k == "patient_id" and v.dtype.kind == "O":  # Python ints from a pickle or a table: checked per sample
+        if k in ("patient_id", "series_id") and v.dtype.kind == "O":  # Python ints (pickle, table): checked per sample
             continue
         if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
             raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
@@ -252,7 +268,7 @@ def validate(
         if v.shape != want:
             raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
     ids = {k: _patient_ids(cols[k]) for k in ("patient_id", "series_id") if k in cols}  # k: (ok, int64 ids)
-    checks = _sample_checks(signal, signal_lengths, cols, {k: ok for k, (ok, _) in ids.items()})
+    checks = _sample_checks(signal, signal_lengths, cols, {k: ok for k, (ok, _) in ids.items()}, labelled)
     report = ValidationReport(source=source, n_read=n)
     bad_any = np.zeros(n, dtype=bool)
     for reason, bad in checks:
@@ -269,11 +285,19 @@ def validate(
         raise DataFormatError(f"{source}: no usable recordings: all {n} were dropped ({reasons})")
     records = _assemble(signal, {**cols, **{k: v for k, (_, v) in ids.items()}}, keep, meta or {})
     report.n_kept = len(keep)
+    report.kept = keep + index_offset
     return records, report
 
 
+def unlabelled_columns(n: int) -> dict[str, np.ndarray]:
+    """The label columns of ``n`` recordings that carry none: class unknown, threshold NaN, no wave V."""
+    return {"label": np.full(n, UNKNOWN_LABEL, dtype=np.int64), "threshold": np.full(n, np.nan),
+            "peak_mask": np.zeros(n, dtype=bool), "peak_latency": np.full(n, np.nan),
+            "peak_amplitude": np.full(n, np.nan)}
+
+
 def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarray],
-                   id_ok: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
+                   id_ok: dict[str, np.ndarray], labelled: bool = True) -> list[tuple[str, np.ndarray]]:
     n = len(lengths)
     length_ok = lengths == SIGNAL_LENGTH
     signal_finite = np.zeros(n, dtype=bool)
@@ -295,13 +319,18 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
         label_ok = np.zeros(n, dtype=bool)
     static = np.asarray(cols["static"], dtype=np.float64)
     threshold = np.asarray(cols["threshold"], dtype=np.float64)
+    threshold_ok = _finite32(threshold)
+    if not labelled:  # prediction: a recording may carry no class and no threshold
+        label_ok |= (label == UNKNOWN_LABEL if label.dtype.kind in "iu" else
+                     np.array([isinstance(x, (int, np.integer)) and x == UNKNOWN_LABEL for x in label], dtype=bool))
+        threshold_ok |= np.isnan(threshold)
     ranged = [*((name, static[:, j]) for j, name in enumerate(STATIC_NAMES)), ("threshold", threshold)]
     return [
         ("signal length", ~length_ok),
         ("non-finite signal", length_ok & ~signal_finite),
         ("non-finite static", ~_finite32(static).all(axis=1)),
         ("unknown label", ~label_ok),
-        ("non-finite threshold", ~_finite32(threshold)),
+        ("non-finite threshold", ~threshold_ok),
         *((f"{name} out of range", _finite32(v) & ~_in_range(name, v)) for name, v in ranged),
         *((f"bad {k.replace('_id', '')} id", ~ok) for k, ok in id_ok.items()),
         ("peak value without peak", ~mask & (lat_ok | amp_ok)),

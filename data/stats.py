@@ -28,6 +28,10 @@ class DataStats:
     threshold_mean: float  # dB nHL
     threshold_std: float
     normalization: str = "global"  # "global" or "per_sample" (see data/config.py)
+    # The training split's span of each static parameter [4] (prediction warns outside it); None in
+    # runs saved before the span was recorded.
+    static_min: list[float] | None = None
+    static_max: list[float] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,4 +83,6 @@ def fit_stats(records: object, normalization: str = "global") -> DataStats:
         amplitude_mean=centre(amp), amplitude_std=spread(amp),
         threshold_mean=centre(thr), threshold_std=spread(thr),
         normalization=normalization,
+        static_min=[float(static[:, j].min()) if len(static) else 0.0 for j in range(static.shape[1])],
+        static_max=[float(static[:, j].max()) if len(static) else 0.0 for j in range(static.shape[1])],
     )

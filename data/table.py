@@ -18,7 +18,14 @@ key               content
                   present where ``peak_latency`` is filled (the report says so)
 ``peak_latency``  ms, empty where wave V is absent
 ``peak_amplitude`` µV, empty where wave V is absent
+``series_id``     optional integer: recordings of one intensity series (ear or session)
+                  share it; absent: one series per patient
 ================  =====================================================================
+
+``labelled=False`` (prediction) makes the label columns (``label``, ``threshold``, ``peak_*``)
+optional and their empty cells mean "not known"; ``fill={"age": 0.5}`` gives one value to every
+recording for a static column the table lacks (a note in the report says so; a table that has
+the column keeps its own values).
 
 Sample columns are ``<prefix><i>`` (default ``s0`` ... ``s199``), ordered by ``i``; samples in µV.
 An empty sample cell, or a row that ends early, is reported as a bad signal for that row.
@@ -36,8 +43,10 @@ import numpy as np
 
 from data.records import (
     CLASS_NAMES,
+    LABEL_COLUMNS,
     SIGNAL_LENGTH,
     STATIC_NAMES,
+    UNKNOWN_LABEL,
     DataFormatError,
     Records,
     ValidationReport,
@@ -47,16 +56,17 @@ from data.records import (
 )
 
 KEYS = ("patient_id", *STATIC_NAMES, "label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
+OPTIONAL_KEYS = ("series_id",)
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
 _FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
 
 
 def column_names(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """key -> column name, with ``overrides`` applied; unknown keys are an error."""
-    names = {k: k for k in KEYS}
+    names = {k: k for k in KEYS + OPTIONAL_KEYS}
     for key, name in (overrides or {}).items():
         if key not in names:
-            raise ValueError(f"table column key '{key}': expected one of {list(KEYS)}")
+            raise ValueError(f"table column key '{key}': expected one of {list(KEYS + OPTIONAL_KEYS)}")
         names[key] = name
     return names
 
@@ -81,25 +91,41 @@ def parse_column_spec(spec: str) -> dict[str, str]:
 
 
 def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_prefix: str = "s",
-               delimiter: str = ",", strict: bool = True) -> tuple[Records, ValidationReport]:
+               delimiter: str = ",", strict: bool = True, labelled: bool = True,
+               fill: dict[str, float] | None = None) -> tuple[Records, ValidationReport]:
     path = Path(path)
     names = column_names(columns)
     check_delimiter(delimiter)
+    unknown = sorted(set(fill or {}) - set(STATIC_NAMES))
+    if unknown:
+        raise ValueError(f"table fill: expected keys among {list(STATIC_NAMES)}, found {unknown}")
     if not path.is_file():
         raise DataFormatError(f"{path}: file not found")
     header, rows = _read_rows(path, delimiter)
     pos = {name: j for j, name in enumerate(header)}
     derive_mask = names["peak_mask"] not in pos
-    missing = [names[k] for k in KEYS if names[k] not in pos and k != "peak_mask"]
+    filled = {k: v for k, v in (fill or {}).items() if names[k] not in pos}
+    optional = {"peak_mask", *filled, *(() if labelled else LABEL_COLUMNS)}
+    missing = [k for k in KEYS if names[k] not in pos and k not in optional]
     if missing:
-        raise DataFormatError(f"{path}: missing column(s) {missing}; "
-                              f"rename with --columns key=name (keys: {list(KEYS)})")
+        flags = [k for k in missing if k in STATIC_NAMES and fill is not None]
+        hint = f"; or give every recording one value with {', '.join(f'--{k}' for k in flags)}" if flags else ""
+        raise DataFormatError(f"{path}: missing column(s) {[names[k] for k in missing]}; "
+                              f"rename with --columns key=name (keys: {list(KEYS)}){hint}")
     sample_cols = _sample_columns(path, header, sample_prefix)
     n = len(rows)
 
     def floats(key: str) -> np.ndarray:
+        if key in filled:
+            return np.full(n, float(filled[key]))
+        if names[key] not in pos:  # an optional label column (labelled=False): not known
+            return np.full(n, np.nan)
         j = pos[names[key]]
         return np.array([_float(r[j]) if j < len(r) else np.nan for r in rows])
+
+    def column(key: str) -> list[str]:
+        j = pos[names[key]]
+        return [r[j] if j < len(r) else "" for r in rows]
 
     signal = []
     lengths = np.empty(n, dtype=np.int64)
@@ -112,26 +138,31 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
         except ValueError:
             signal.append(np.array([_float(c) for c in cells]))
     latency, amplitude = floats("peak_latency"), floats("peak_amplitude")
-    report_notes = []
+    report_notes = [f"{k} = {v:g} for every recording (the table has no '{names[k]}' column)"
+                    for k, v in filled.items()]
     if derive_mask:
         mask = np.isfinite(latency)
-        report_notes.append(f"no '{names['peak_mask']}' column: "
-                            f"wave V present where '{names['peak_latency']}' is filled")
+        if names["peak_latency"] in pos:
+            report_notes.append(f"no '{names['peak_mask']}' column: "
+                                f"wave V present where '{names['peak_latency']}' is filled")
     else:
-        j = pos[names["peak_mask"]]
-        mask = np.array([_bool(path, i, r[j] if j < len(r) else "") for i, r in enumerate(rows)])
+        mask = np.array([_bool(path, i, c) for i, c in enumerate(column("peak_mask"))])
+    labels = column("label") if names["label"] in pos else [""] * n
     cols = {
         "signal": signal,
         "static": np.stack([floats(k) for k in STATIC_NAMES], axis=1) if n else np.zeros((0, 4)),
-        "label": np.array([_label(r[j] if (j := pos[names["label"]]) < len(r) else "") for r in rows], dtype=object),
+        "label": np.array([UNKNOWN_LABEL if not labelled and not c.strip() else _label(c) for c in labels],
+                          dtype=object),
         "peak_mask": mask, "peak_latency": latency, "peak_amplitude": amplitude,
         "threshold": floats("threshold"),
-        "patient_id": np.array([_id(r[j] if (j := pos[names["patient_id"]]) < len(r) else "") for r in rows],
-                               dtype=object),
+        "patient_id": np.array([_id(c) for c in column("patient_id")], dtype=object),
     }
+    if names["series_id"] in pos:
+        cols["series_id"] = np.array([_id(c) for c in column("series_id")], dtype=object)
     meta = {"source": {"kind": "table", "file": path.name, "columns": names, "sample_prefix": sample_prefix}}
     # row i of the data is line i + 2 of the file; messages give the data row (sample) index
-    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta)
+    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
+                               labelled=labelled)
     report.notes.extend(report_notes)
     return records, report
 
@@ -161,12 +192,14 @@ def write_table(path: str | Path, records: Records, columns: dict[str, str] | No
     check_delimiter(delimiter)
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, delimiter=delimiter)
-        w.writerow([names[k] for k in KEYS] + [f"{sample_prefix}{i}" for i in range(SIGNAL_LENGTH)])
+        w.writerow([names[k] for k in KEYS + OPTIONAL_KEYS] + [f"{sample_prefix}{i}" for i in range(SIGNAL_LENGTH)])
         for i in range(len(records)):
-            st = records.static[i]
-            w.writerow([int(records.patient_id[i]), *(_fmt(v) for v in st), CLASS_NAMES[records.label[i]],
+            st, label = records.static[i], int(records.label[i])
+            w.writerow([int(records.patient_id[i]), *(_fmt(v) for v in st),
+                        "" if label == UNKNOWN_LABEL else CLASS_NAMES[label],
                         _fmt(records.threshold[i]), int(records.peak_mask[i]), _fmt(records.peak_latency[i]),
-                        _fmt(records.peak_amplitude[i]), *(_fmt(v) for v in records.signal[i])])
+                        _fmt(records.peak_amplitude[i]), int(records.series_id[i]),
+                        *(_fmt(v) for v in records.signal[i])])
     return path
 
 

@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -22,12 +22,13 @@ import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from data.records import SAMPLE_RATE_HZ  # noqa: E402
-from data.synthetic import NO_RESPONSE_THRESHOLD_DB  # noqa: E402
-from evaluation.collect import Collected  # noqa: E402
-from evaluation.metrics import regression_metrics  # noqa: E402
-from evaluation.runlog import RunLog  # noqa: E402
+from training.clinical import NO_RESPONSE_DB as NO_RESPONSE_THRESHOLD_DB  # noqa: E402 (data.synthetic's 105 dB)
 from training.components import COMPONENTS, DISPLAY_NAMES  # noqa: E402
 from training.figure_style import PAPER_RC, format_condition  # noqa: E402
+
+if TYPE_CHECKING:  # annotations only: evaluation.predict draws its figures without scipy.stats and sklearn
+    from evaluation.collect import Collected
+    from evaluation.runlog import RunLog
 
 CURVE_KEYS: tuple[str, ...] = ("total", *COMPONENTS)
 PAGE_WIDTH_IN = 7.2  # a two-column journal page
@@ -173,6 +174,8 @@ def _scatter_panel(ax, y: np.ndarray, yhat: np.ndarray, what: str, unit: str, co
         ax.scatter(y, yhat, s=4, alpha=0.35, lw=0, color="tab:blue")
         lo, hi = float(min(y.min(), yhat.min())), float(max(y.max(), yhat.max()))
         ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+    from evaluation.metrics import regression_metrics
+
     m = regression_metrics(y, yhat)
     _stats_box(ax, [f"n = {m['n']} {counted}", f"r = {_fmt(m['pearson_r'])}", f"MAE = {_fmt(m['mae'])} {unit}"])
     ax.set_xlabel(f"true {what} ({unit})")
@@ -232,3 +235,146 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
     fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(labels), frameon=False)
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# one intensity series, as an audiologist reads it
+
+
+WAVE_V_P = 0.5  # a trace's wave V is marked at this probability (training.clinical.DETECTION_P)
+WATERFALL_DPI = 150  # drawn per series, many per run: a fixed layout (no tight bbox) keeps each under 0.1 s
+
+
+def _boundary(level_db: float, levels: np.ndarray, offsets: np.ndarray, gap: float) -> float:
+    """The height between the traces at ``level_db`` and above and those below it, on a waterfall whose
+    traces at ``levels`` (descending) sit at ``offsets`` (descending, ``gap`` apart)."""
+    above, below = offsets[levels >= level_db], offsets[levels < level_db]
+    if not len(above):
+        return float(offsets[0] + gap / 2)
+    if not len(below):
+        return float(offsets[-1] - gap / 2)
+    return float(above.min() + below.max()) / 2
+
+
+class Waterfall:
+    """Waterfall figures of one intensity series each, drawn one after another on one reused figure
+    (making a figure, its axes and its texts costs as much as drawing it, and a prediction draws one per
+    series). ``Waterfall().draw(...)`` writes one PNG; :func:`plot_waterfall` is the one-off form.
+
+    What a figure shows (the way an audiologist reads a series): traces (n L) in µV stacked loudest on
+    top, each on its own baseline and labelled with its level, time in ms, a µV scale bar;
+
+    - wave V: ▼ at the predicted latency where its probability is >= WAVE_V_P, filled at and above the
+      series threshold, open below it (the recording's own detector fired where the series answer
+      hears no response);
+    - the threshold (dB): a dashed line under the quietest trace at or above it, its 10-90 % ``interval``
+      shaded over the traces inside it; ``no_response_db`` and above: "no response", no line;
+    - ``title``: patient, series and the predicted type (lines joined by newlines).
+    """
+
+    def __init__(self) -> None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.collections import LineCollection
+        from matplotlib.figure import Figure
+
+        with plt.rc_context(PAPER_RC):  # sizes and spines are fixed when the artists are made
+            self.fig = Figure(figsize=(PAGE_WIDTH_IN / 2, 4.0))  # not pyplot's: nothing global to close
+            FigureCanvasAgg(self.fig)
+            ax = self.ax = self.fig.add_axes((0.2, 0.1, 0.76, 0.8))
+            self.traces = ax.add_collection(LineCollection([], colors="k", linewidths=0.8))
+            (self.filled,) = ax.plot([], [], "v", color="tab:red", ms=4, ls="none")
+            (self.hollow,) = ax.plot([], [], "v", mfc="none", mec="tab:red", ms=4, ls="none")
+            self.threshold = ax.axhline(0.0, color="tab:blue", ls="--", lw=1.0)
+            (self.bar,) = ax.plot([], [], color="k", lw=1.5)
+            self.bar_text = ax.text(0.4, 0.0, "", va="center", fontsize=7)
+            self.title = self.fig.text(0.02, 0.98, "", va="top", ha="left", fontsize=8)
+            ax.set_yticks([])  # the levels are labels, not a scale: texts cost a third of tick objects
+            ax.set_xlabel("time (ms)")
+        self.labels: list[Any] = []  # level texts, grown as needed
+        self.band = self.legend = None
+
+    def draw(self, signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray, latency: np.ndarray,
+             threshold_db: float, path: Path, *, title: str, interval: tuple[float, float] | None = None,
+             no_response_db: float = NO_RESPONSE_THRESHOLD_DB, units: str = "dB") -> Path:
+        order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
+        x = np.asarray(signal, dtype=float)[order]
+        x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
+        levels, prob = np.asarray(intensity, float)[order], np.asarray(peak_prob)[order]
+        lat = np.asarray(latency, float)[order]
+        n, L = x.shape
+        gap = max(float(np.median(np.ptp(x, axis=1))) * 0.9, 1e-6)  # traces may touch, as on a print-out
+        offsets = -gap * np.arange(n)  # (n,) the top trace at 0
+        t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
+        fig, ax = self.fig, self.ax
+        n_title = title.count("\n") + 1
+        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
+        top, bottom = 0.25 + 0.14 * n_title, 0.85  # inches for the title, and for the axis label and legend
+        fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
+        ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
+        self.title.set_position((0.02, 1 - 0.1 / height))
+        self.title.set_text(title)
+        self.traces.set_segments([np.column_stack([t_ms, x[i] + offsets[i]]) for i in range(n)])
+        mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
+        y = np.array([np.interp(lat[i], t_ms, x[i]) for i in range(n)]) + offsets + 0.15 * gap  # (n,)
+        counted = mark & (levels >= threshold_db)
+        self.filled.set_data(lat[counted], y[counted])
+        self.hollow.set_data(lat[mark & ~counted], y[mark & ~counted])
+        self._level_labels(offsets, levels)
+        ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
+        ax.set_xlim(0, t_ms[-1])
+        ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
+        handles = [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})")]
+        if (mark & ~counted).any():
+            handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
+                                  label="... below the series threshold"))
+        responding = threshold_db < no_response_db
+        self.threshold.set_visible(responding)
+        if self.band is not None:
+            self.band.remove()
+            self.band = None
+        if responding:
+            level_y = _boundary(threshold_db, levels, offsets, gap)
+            self.threshold.set_ydata([level_y, level_y])
+            handles.append(Line2D([], [], color="tab:blue", ls="--", lw=1.0, label="threshold"))
+            if interval is not None:
+                low, high = interval
+                inside = offsets[(levels >= low) & (levels <= high)]
+                lo = _boundary(low, levels, offsets, gap)
+                hi = float(inside.max() + gap / 2) if len(inside) else _boundary(high, levels, offsets, gap)
+                self.band = ax.axhspan(min(lo, hi), max(lo, hi), color="tab:blue", alpha=0.10, lw=0)
+                handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15, lw=0, label="10-90 %"))
+        bar, y0 = _scale_bar(gap), offsets[-1] - 1.15 * gap
+        self.bar.set_data([0.25, 0.25], [y0, y0 + bar])
+        self.bar_text.set_position((0.4, y0 + bar / 2))
+        self.bar_text.set_text(f"{bar:g} µV")
+        if self.legend is not None:
+            self.legend.remove()
+        self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, 0.0), ncol=2,
+                                 frameon=False, fontsize=7, handletextpad=0.3, columnspacing=1.0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
+            fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
+        return path
+
+    def _level_labels(self, offsets: np.ndarray, levels: np.ndarray) -> None:
+        while len(self.labels) < len(offsets):
+            self.labels.append(self.ax.text(-0.02, 0.0, "", transform=self.ax.get_yaxis_transform(), ha="right",
+                                            va="center", fontsize=7))
+        for i, label in enumerate(self.labels):
+            label.set_visible(i < len(offsets))
+            if i < len(offsets):
+                label.set_position((-0.02, offsets[i]))
+                label.set_text(f"{levels[i]:g}")
+
+
+def plot_waterfall(signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray, latency: np.ndarray,
+                   threshold_db: float, path: Path, **kwargs: Any) -> Path:
+    """One waterfall figure (see :class:`Waterfall`; its ``draw`` takes the same arguments)."""
+    return Waterfall().draw(signal, intensity, peak_prob, latency, threshold_db, path, **kwargs)
+
+
+def _scale_bar(gap: float) -> float:
+    """A round µV value near half the trace spacing (1, 2 or 5 times a power of ten)."""
+    target = gap / 2
+    power = 10 ** math.floor(math.log10(target))
+    return max((m * power for m in (1, 2, 5) if m * power <= target), default=power)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, f1_score
 
 GRID_STEP_DB = 5.0
 MAX_LEVEL_DB = 100.0
@@ -112,10 +111,18 @@ def head_mean_thresholds(series: Series, threshold_pred: np.ndarray) -> np.ndarr
     return from_bin(to_bin([threshold_pred[m].mean() for m in series.members]))
 
 
-def evidence_types(series: Series, proba: np.ndarray) -> np.ndarray:
-    """Baseline: per-recording class evidence summed per series (sum of log-probabilities), argmax (S,)."""
+def evidence_proba(series: Series, proba: np.ndarray) -> np.ndarray:
+    """Per-recording class evidence summed per series (sum of log-probabilities), normalized (S K): the
+    recordings taken as independent witnesses, so the result is sharper than any one of them."""
     logp = np.log(np.clip(proba, 1e-12, 1.0))
-    return np.array([int(np.argmax(logp[m].sum(axis=0))) for m in series.members], dtype=np.int64)
+    summed = np.stack([logp[m].sum(axis=0) for m in series.members])  # (S K)
+    e = np.exp(summed - summed.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def evidence_types(series: Series, proba: np.ndarray) -> np.ndarray:
+    """Baseline: the argmax of :func:`evidence_proba` (S,)."""
+    return evidence_proba(series, proba).argmax(axis=1).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -178,6 +185,8 @@ def type_metrics(true: np.ndarray, pred: np.ndarray, n_classes: int, *, n_boot: 
                  ) -> dict[str, object]:
     """Series types (S,): macro-F1 and balanced accuracy over the classes present in ``true``,
     recall per class (each with an interval), and the confusion matrix (rows true, columns predicted)."""
+    from sklearn.metrics import confusion_matrix, f1_score  # here: prediction imports this module, not sklearn
+
     true, pred = np.asarray(true, dtype=np.int64), np.asarray(pred, dtype=np.int64)
     present = np.unique(true)
 
@@ -205,6 +214,8 @@ def wave_v_metrics(series: Series, peak_mask: np.ndarray, peak_prob: np.ndarray,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Per recording, resampled by series: detection F1 (wave V present vs p >= DETECTION_P), and
     the share of marked peaks whose latency estimate lies within each tolerance (ms)."""
+    from sklearn.metrics import f1_score
+
     detected = peak_prob >= DETECTION_P
     err = np.abs(latency_pred - latency_true)
 

@@ -32,7 +32,7 @@ from models.series import SeriesNet, recording_evidence
 from training.clinical import (
     N_THRESHOLD_BINS,
     Series,
-    evidence_types,
+    evidence_proba,
     flatten,
     from_bin,
     head_mean_thresholds,
@@ -207,6 +207,41 @@ def majority_type(dataset: Any) -> int:
     return int(np.bincount(types).argmax())
 
 
+@dataclass
+class SeriesAnswers:
+    """Every per-series answer over one pass of the network (S series): what ``evaluation.evaluate``
+    and ``bench/clinical.py`` score (:func:`patient_metrics`) and what ``evaluation.predict`` writes."""
+
+    series: Series  # rows of each series, ordered by intensity
+    thresholds: dict[str, np.ndarray]  # method -> (S,) dB; "no response" = NO_RESPONSE_DB
+    types: dict[str, np.ndarray]  # method -> (S K) type probabilities
+    interval: tuple[np.ndarray, np.ndarray] | None  # the series model's 10-90 % threshold interval (S,) x2, dB
+
+    @property
+    def best(self) -> str:
+        """The method whose answers a reader gets first: the series model when the run has one."""
+        return "series_model" if "series_model" in self.thresholds else "rule"
+
+
+def series_answers(ev: Evidence, series_net: nn.Module | None = None) -> SeriesAnswers:
+    """Threshold: the rule over wave V probabilities, the threshold head's series mean, and the series
+    model's median (when given). Type: the class head's series mean, the summed evidence
+    (``"rule"``: it stands beside the rule's threshold when there is no series model), and the series model's."""
+    level = ev.static[:, 1]
+    series = series_index(ev.series_id, level)
+    summed = evidence_proba(series, ev.proba)  # (S K)
+    thresholds = {"rule": rule_thresholds(series, level, ev.peak_prob),
+                  "head_mean": head_mean_thresholds(series, ev.threshold)}
+    types = {"head_mean": np.stack([ev.proba[m].mean(0) for m in series.members]),  # (S K)
+             "evidence_sum": summed, "rule": summed}
+    interval = None
+    if series_net is not None:
+        p = predict(series_net, SeriesSet(ev))
+        thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"]
+        interval = (p["threshold_low"], p["threshold_high"])
+    return SeriesAnswers(series, thresholds, types, interval)
+
+
 def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, majority_type: int,
                     series_net: torch.nn.Module | None = None, device: str | torch.device = "cpu",
                     n_boot: int = 1000, seed: int = 0, evidence: Evidence | None = None) -> dict[str, Any]:
@@ -216,22 +251,17 @@ def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, maj
     t = ev.truth
     if t is None:
         raise ValueError("per-patient metrics: expected labelled recordings (label, threshold, wave V marks)")
-    level = ev.static[:, 1]
-    series = series_index(ev.series_id, level)
+    answers = series_answers(ev, series_net)
+    series = answers.series
     truth_db, truth_type = series_truth(series, t["threshold"], t["label"])
     kw = {"n_boot": n_boot, "seed": seed}
-    thresholds = {"rule": rule_thresholds(series, level, ev.peak_prob),
-                  "head_mean": head_mean_thresholds(series, ev.threshold)}
-    mean_proba = np.stack([ev.proba[m].mean(0) for m in series.members])  # (S K)
+    thresholds = {k: answers.thresholds[k] for k in ("rule", "head_mean", "series_model") if k in answers.thresholds}
     types = {"majority": np.full(len(series), majority_type),
-             "head_mean": mean_proba.argmax(1),
-             "evidence_sum": evidence_types(series, ev.proba)}
-    if series_net is not None:
-        p = predict(series_net, SeriesSet(ev))
-        thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"].argmax(1)
+             **{k: answers.types[k].argmax(1) for k in ("head_mean", "evidence_sum", "series_model")
+                if k in answers.types}}
     return {
         "n_series": len(series),
-        "n_recordings": int(len(level)),
+        "n_recordings": int(len(ev.static)),
         "threshold": {k: threshold_metrics(truth_db, v, **kw) for k, v in thresholds.items()},
         "type": {k: type_metrics(truth_type, v, n_classes, **kw) for k, v in types.items()},
         "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, **kw),

@@ -56,6 +56,10 @@ def test_splits_are_by_patient_and_stats_from_train_only(bundle):
     assert bundle.stats.latency_mean == pytest.approx(lat.mean().item(), rel=1e-5)
     assert bundle.class_weights.shape == (5,) and bundle.class_weights.mean().item() == pytest.approx(1.0)
     assert DataStats.from_dict(bundle.stats.to_dict()) == bundle.stats
+    assert bundle.stats.static_min == t["static"].min(0).values.tolist()  # the span prediction warns outside
+    assert bundle.stats.static_max == t["static"].max(0).values.tolist()
+    older = {k: v for k, v in bundle.stats.to_dict().items() if k not in ("static_min", "static_max")}
+    assert DataStats.from_dict(older).static_min is None  # a run saved before the span was recorded
 
 
 def test_deterministic(bundle):

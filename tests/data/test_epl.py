@@ -139,3 +139,16 @@ def test_a_file_whose_every_waveform_is_zero_has_no_recordings(tmp_path):
     with pytest.raises(DataFormatError, match=r"zeros: every level's waveform is all zeros \(the EPL acquisition "
                                               r"bug\); no recordings$"):
         read_epl(path, "NORMAL", age=0, threshold=20, strict=False)
+
+
+def test_unlabelled_read_for_prediction(tmp_path):
+    records, report = read_epl(EPL, None, age=0.5)
+    assert len(records) == 4 and (records.label == -1).all() and np.isnan(records.threshold).all()
+    assert report.kept.tolist() == [0, 1, 2, 3] and not report.notes
+    text = EPL.read_bytes().decode("ISO-8859-1").replace("REP RATE (/sec): 21\t", "")
+    path = tmp_path / "norate"
+    path.write_bytes(text.encode("ISO-8859-1"))
+    with pytest.raises(DataFormatError, match=r"norate: header has no 'REP RATE \(/sec\)'; pass --rate"):
+        read_epl(path, None, age=0.5)
+    records, _ = read_epl(path, None, age=0.5, rate=40.0)
+    assert (records.static[:, 2] == 40.0).all()

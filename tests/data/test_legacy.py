@@ -156,3 +156,17 @@ def test_malformed_peak_fields(tmp_path, small_records):
         read_legacy(path)
     records, report = read_legacy(path, strict=False)  # lenient: dropped and counted, like any unknown label
     assert len(records) == len(small_records) - 1 and report.dropped == {"unknown label": 1}
+
+
+def test_unlabelled_samples_for_prediction(tmp_path, small_records):
+    obj = legacy_dict(small_records, scaled=False)
+    for s in obj["data"]:
+        del s["target"], s["v_peak"], s["v_peak_mask"], s["clinical_threshold"]
+    obj["data"][1]["target"] = 99  # a target outside the encoder stays an unknown label
+    path = tmp_path / "u.pkl"
+    path.write_bytes(pickle.dumps(obj))
+    with pytest.raises(DataFormatError, match=r"sample 0: missing field\(s\) \['v_peak', 'v_peak_mask', 'target'\]"):
+        read_legacy(path)
+    records, report = read_legacy(path, strict=False, labelled=False)
+    assert report.dropped == {"unknown label": 1} and report.rows == {"unknown label": [1]}
+    assert (records.label == -1).all() and np.isnan(records.threshold).all() and not records.peak_mask.any()

@@ -139,3 +139,20 @@ def test_series_id_round_trips_and_defaults_to_the_patient(tmp_path):
 
     old, _ = validate(cols, source="old")
     assert np.array_equal(old.series_id, old.patient_id)
+
+
+def test_unlabelled_native_file_is_for_prediction_only(tmp_path, small_records):
+    from data.records import LABEL_COLUMNS
+
+    cols = {k: v for k, v in columns_of(small_records).items() if k not in LABEL_COLUMNS}
+    path = tmp_path / "u.npz"
+    np.savez(path, **cols, meta=np.array(json.dumps(small_records.meta | _meta())))
+    with pytest.raises(DataFormatError, match=r"missing field\(s\) \['label', 'peak_mask'"):
+        read_native(path)
+    records, report = read_native(path, labelled=False)
+    assert report.n_kept == len(small_records) and (records.label == -1).all()
+    np.testing.assert_array_equal(records.signal, small_records.signal)
+    unlabelled = write_native(tmp_path / "w.npz", records)  # label -1 and NaN thresholds written as they are
+    with pytest.raises(DataFormatError, match=r"sample 0: unknown label"):
+        read_native(unlabelled)  # ... and refused by the training read
+    assert len(read_native(unlabelled, labelled=False)[0]) == len(small_records)

@@ -76,3 +76,48 @@ def test_sample_columns_must_be_complete(tmp_path, small_records):
     with pytest.raises(DataFormatError, match="expected sample columns s0..s199, found 199"):
         read_table(path)
     assert np.isfinite(small_records.signal).all()
+
+
+def _without(path, out, dropped):
+    rows = _rows(path)
+    keep = [j for j, h in enumerate(rows[0]) if h not in dropped]
+    _write(out, [[r[j] for j in keep] for r in rows])
+    return out
+
+
+def test_unlabelled_read_for_prediction(tmp_path, small_records):
+    """labelled=False: no label columns, static columns filled from fill=, series_id read when present."""
+    from data.records import LABEL_COLUMNS, UNKNOWN_LABEL
+
+    full = write_table(tmp_path / "t.csv", small_records)
+    path = _without(full, tmp_path / "u.csv", {*LABEL_COLUMNS, "age"})
+    with pytest.raises(DataFormatError, match=r"missing column\(s\) \['age', 'label', 'threshold'"):
+        read_table(path)  # training demands the labels
+    with pytest.raises(DataFormatError, match=r"missing column\(s\) \['age'\].*or give every recording one value "
+                                              r"with --age"):
+        read_table(path, labelled=False, fill={})
+    records, report = read_table(path, labelled=False, fill={"age": 0.5})
+    assert len(records) == len(small_records) and (records.label == UNKNOWN_LABEL).all()
+    assert np.isnan(records.threshold).all() and not records.peak_mask.any()
+    assert (records.static[:, 0] == 0.5).all()
+    np.testing.assert_array_equal(records.static[:, 1:], small_records.static[:, 1:])
+    np.testing.assert_array_equal(records.series_id, small_records.series_id)
+    assert any("age = 0.5 for every recording" in n for n in report.notes)
+    kept, _ = read_table(full, labelled=False, fill={"age": 99.0})  # a table with the column keeps its own
+    np.testing.assert_array_equal(kept.static, small_records.static)
+    assert (kept.label == small_records.label).all()
+
+
+def test_unlabelled_read_still_checks_given_labels(tmp_path, small_records):
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    header = rows[0]
+    rows[1][header.index("label")] = ""  # unknown: fine for prediction
+    rows[2][header.index("label")] = "UNKNOWN"  # a label that is not a class: still refused
+    rows[3][header.index("series_id")] = "1.5"
+    _write(path, rows)
+    records, report = read_table(path, strict=False, labelled=False)
+    assert report.dropped == {"unknown label": 1, "bad series id": 1}
+    assert report.rows == {"unknown label": [1], "bad series id": [2]}
+    assert report.kept.tolist() == [0, *range(3, len(small_records))]
+    assert records.label[0] == -1

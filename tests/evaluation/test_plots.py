@@ -93,3 +93,40 @@ def test_waveform_panels_name_the_condition(fx, tmp_path, drawn, age, text):
     assert titles[0] == f"NORMAL: 70 dB nHL, 21.1/s, {text}, FMP 300" and "0.0 y" not in " ".join(titles)
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # no legend over a trace
     assert fig.axes[0].get_ylabel() == "amplitude (z-score)"
+
+
+def test_waterfall_reads_like_a_clinical_series(tmp_path):
+    """Loudest trace on top, wave V marked at its latency (filled at and above the threshold, open below),
+    the threshold line between the threshold's traces and the ones below, the interval shaded."""
+    levels = np.array([20.0, 80.0, 40.0, 60.0])  # any order in, loudest on top out
+    t_ms = np.arange(200) / 20.0
+    signal = np.stack([np.exp(-0.5 * ((t_ms - 6.0) / 0.3) ** 2) * lv / 80 for lv in levels])  # (4 200) µV
+    prob = np.array([0.9, 0.9, 0.2, 0.9])  # 20 dB detected (below the threshold), 40 dB not
+    latency = np.array([6.5, 6.0, 6.2, 6.1])
+    w = plots.Waterfall()
+    path = w.draw(signal, levels, prob, latency, 60.0, tmp_path / "w.png", title="patient 3\nNORMAL",
+                  interval=(55.0, 70.0))
+    assert path.is_file()
+    heights = [seg[:, 1].mean() for seg in w.traces.get_segments()]
+    assert heights == sorted(heights, reverse=True)  # first trace on top
+    assert [t.get_text() for t in w.labels] == ["80", "60", "40", "20"]
+    ptp = [np.ptp(seg[:, 1]) for seg in w.traces.get_segments()]
+    assert ptp == sorted(ptp, reverse=True)  # the 80 dB trace is the one on top
+    assert list(w.filled.get_xdata()) == [6.0, 6.1] and list(w.hollow.get_xdata()) == [6.5]
+    offsets = [float(t.get_position()[1]) for t in w.labels]  # the 80, 60, 40 and 20 dB traces
+    assert w.threshold.get_visible() and offsets[2] < w.threshold.get_ydata()[0] < offsets[1]  # under 60, above 40
+    band = w.band.get_window_extent()  # over the 60 dB trace (inside 55-70), not the 80 or 40 dB ones
+    to_px = w.ax.transData.transform
+    assert band.y0 < to_px((0, offsets[1]))[1] < band.y1 and not band.y0 < to_px((0, offsets[0]))[1] < band.y1
+    assert w.title.get_text() == "patient 3\nNORMAL"
+    # the same figure draws the next series: a total loss, three levels, no threshold
+    w.draw(signal[:3], np.array([90.0, 100.0, 80.0]), np.full(3, 0.7), np.full(3, 7.0), 105.0, tmp_path / "x.png",
+           title="patient 4\nTOTAL")
+    assert [t.get_text() for t in w.labels if t.get_visible()] == ["100", "90", "80"]
+    assert not w.threshold.get_visible() and w.band is None
+    assert len(w.filled.get_xdata()) == 0 and len(w.hollow.get_xdata()) == 3  # all below "no response": open
+    assert (tmp_path / "x.png").is_file()
+
+
+def test_scale_bar_is_a_round_value():
+    assert plots._scale_bar(0.3) == 0.1 and plots._scale_bar(0.05) == 0.02 and plots._scale_bar(2.5) == 1.0
