@@ -21,11 +21,11 @@ Measures of a set X (a sampler's signals, or H), each against R:
   of the run's network at t = 0, conditioned on each signal's static vector, as its heads read them;
 - classifier two-sample test: cross-validated AUROC of a logistic regression telling X from R on
   the same features (folds keep a patient's recordings together; 0.5 = indistinguishable);
-- train on X, test on R (TOGTR): a ridge regression of the stimulus intensity and a logistic
-  regression of "infant" (age 0 years) from the raw waveform (µV), fitted on X with X's conditions
+- train on X, test on R (TOGTR): ridge regressions of the stimulus intensity (scored by R²) and of
+  "infant" (age 0 years, scored by AUROC) on the raw waveform (µV), fitted on X with X's conditions
   as labels and scored on R's recordings; H's row is the same model trained on real recordings;
 - the network's own heads on X: share classified NORMAL, share with wave V present;
-- network evaluations per signal (counted) and generation wall time.
+- network evaluations per signal (counted) and generation wall-clock and CPU time.
 
 95 % intervals: percentile bootstrap over H's patients (a generated signal goes with the patient
 whose conditions it was generated for), R fixed. Fréchet and C2ST reuse the features and the
@@ -56,7 +56,6 @@ from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from evaluation.distribution import (  # noqa: E402
     auroc,
     c2st_scores,
-    chosen_C,
     fit_transfer,
     frechet_distance,
     transfer_score,
@@ -134,7 +133,8 @@ def condition_sets(tensors: dict[str, Tensor], stats, n: int, seed: int) -> tupl
     k = int(np.searchsorted(np.cumsum(counts), n) + 1)  # first k patients hold >= n recordings
     if k >= len(patients) or counts[k:].sum() < n:
         raise ValueError(f"--n {n}: expected at least {n} held-out and {n} reference NORMAL recordings at >= "
-                         f"{MIN_DB:g} dB nHL (whole patients), found {int(cond.sum())} of {len(patients)} patients")
+                         f"{MIN_DB:g} dB nHL (whole patients), found {int(cond.sum())} recordings of "
+                         f"{len(patients)} patients")
     held = np.isin(pid, patients[:k]) & cond
 
     def subset(mask: np.ndarray) -> RealSet:
@@ -232,13 +232,12 @@ def score_set(x: Measured, ref: Measured, unit_rows: list[np.ndarray], ref_group
     out["togtr"] = {}
     for target, task in TOGTR_TASKS.items():
         model = fit_transfer(task, flat_x, y_x[target])
-        C = chosen_C(model) if task == "binary" else None
         for metric, value in transfer_score(task, model, flat_ref, y_ref[target]).items():
 
-            def refit(i: np.ndarray, target=target, task=task, metric=metric, C=C) -> float:
+            def refit(i: np.ndarray, target=target, task=task, metric=metric) -> float:
                 r = rows(i)
-                m = fit_transfer(task, flat_x[r], y_x[target][r], C=C)  # C: the binary model's, chosen once
-                return transfer_score(task, m, flat_ref, y_ref[target])[metric]
+                return transfer_score(task, fit_transfer(task, flat_x[r], y_x[target][r]), flat_ref,
+                                      y_ref[target])[metric]
 
             e = bootstrap(refit, n_units, n_boot=n_boot_refit, seed=seed).to_dict()
             e["value"] = value
@@ -281,14 +280,14 @@ def render(result: dict) -> str:
     for row in result["rows"]:
         w, t, h = row["wave_shares_in_reference_iqr"], row["togtr"], row["heads"]
         nfe = f"{row['nfe_per_signal']:g}" if "nfe_per_signal" in row else "—"
-        wall = f"{row['wall_s']:.0f}" if "wall_s" in row else "—"
+        wall = f"{row['wall_s']:.0f} / {row['cpu_s']:.0f}" if "wall_s" in row else "—"
         waves.append([row["name"], nfe, wall, _est(row["mean_waveform_correlation"]),
                       *(_est(w[k], pct=True) for k in (*WAVES, "all"))])
         dist.append([row["name"], _est(row["frechet"], digits=4), _est(row["c2st_auroc"]), _est(t["intensity_r2"]),
                      _est(t["intensity_mae"], digits=1), _est(t["infant_auroc"]), _est(h["normal"], pct=True),
                      _est(h["wave_v"], pct=True)])
     return "\n".join([
-        *_table(["signals", "NFE / signal", "wall s", "mean-waveform r", "wave I in IQR", "wave III in IQR",
+        *_table(["signals", "NFE / signal", "wall / CPU s", "mean-waveform r", "wave I in IQR", "wave III in IQR",
                  "wave V in IQR", "all three"], waves), "",
         *_table(["signals", "Fréchet distance", "C2ST AUROC", "TOGTR intensity R²", "TOGTR intensity MAE (dB)",
                  "TOGTR infant AUROC", "heads: NORMAL", "heads: wave V present"], dist)])
@@ -323,14 +322,16 @@ of {rec['held_out_patients']} patients; reference set R: {rec['reference']} reco
 static vector; every row is measured against R; the last row is H itself (the real-data reference:
 the Fréchet noise floor, C2ST 0.5, the real share of each wave). Waves picked by bench/wave_v.py's
 picker; R's interquartile ranges: {iqr}. NFE: network evaluations per signal (counted; guidance
-costs two per step); wall: seconds to generate the {rec['held_out']} signals.
+costs two per step); wall / CPU: seconds of wall-clock and of process CPU time to generate the
+{rec['held_out']} signals (CPU time is the robust one on a shared machine).
 
 {render(r)}
 
 Fréchet distance and C2ST on the network's own features ({r['features']}).
-TOGTR: ridge (intensity, dB nHL) and logistic regression (infant = age 0 years) on the raw waveform,
-trained on the row's signals labelled with their conditions, tested on R (a constant prediction
-scores R² 0 and AUROC 0.5). Heads: the run's own class and wave V heads on the row's signals.
+TOGTR: ridge regressions (alpha by leave-one-out) of intensity (dB nHL) and of infant (age 0 years,
+0/1, read by AUROC) on the raw waveform, trained on the row's signals labelled with their conditions,
+tested on R (a constant prediction scores R² 0 and AUROC 0.5). Heads: the run's own class and wave V
+heads on the row's signals.
 
 Against issue 16's targets (r >= {CORRELATION_TARGET}; each wave's share within {100 * SHARE_TOLERANCE:.0f} points
 of the held-out real recordings'):
@@ -403,14 +404,14 @@ def run(args, argv: list[str] | None) -> int:
     for spec in specs:
         counter.rows = 0
         gen = torch.Generator().manual_seed(args.seed)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         uv = generate(counter, diffusion, stats, held.static, len(held.uv), spec.sampler, spec.steps, guidance, gen,
                       eta=spec.eta, clip=kw["clip"], batch_size=args.batch_size).numpy().astype(np.float64)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if not np.isfinite(uv).all():
             raise ValueError(f"{spec.name}: generated {int((~np.isfinite(uv)).sum())} non-finite values")
         row = {"name": spec.name, "sampler": spec.sampler, "steps": spec.steps, "eta": spec.eta,
-               "nfe_per_signal": counter.rows / len(uv), "wall_s": round(wall, 2),
+               "nfe_per_signal": counter.rows / len(uv), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                "signals_per_s": round(len(uv) / wall, 3)}
         row.update(score_set(measure(model, stats, uv, held.static), ref_m, **score))
         rows.append(row)

@@ -16,22 +16,22 @@ chooses the features (bench/generation.py: the network's pooled trunk features a
   every generated set with a real set of the same size).
 - Classifier two-sample test (Lopez-Paz & Oquab 2017): a logistic regression learns to tell the
   sets apart; its cross-validated AUROC is 0.5 when they are indistinguishable to it.
-- Transfer (train on generated, test on real; Esteban et al. 2017 "TSTR"): fit a small model on one
-  set's features and labels, score it on another's.
+- Transfer (train on generated, test on real; Esteban et al. 2017 "TSTR"): fit a small linear model
+  on one set's features and labels, score it on another's.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression, RidgeCV
-from sklearn.metrics import mean_absolute_error, r2_score, roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
+from sklearn.metrics import mean_absolute_error, r2_score
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 C2ST_FOLDS = 5
 RIDGE_ALPHAS = np.logspace(-2, 5, 15)  # RidgeCV picks one by leave-one-out (GCV) on the training set
-LOGISTIC_CS = np.logspace(-4, 2, 7)  # inverse L2 strengths a binary transfer model chooses from (5-fold CV)
 TASKS = ("regression", "binary")
 
 
@@ -122,10 +122,13 @@ def c2st_scores(a: np.ndarray, b: np.ndarray, groups_a: np.ndarray | None = None
 
 
 def auroc(pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUROC of scores of positives against negatives (nan when either side is empty)."""
-    if len(pos) == 0 or len(neg) == 0:
+    """AUROC of scores of positives against negatives, the Mann-Whitney form (ties count one half;
+    equal to sklearn's roc_auc_score); nan when either side is empty."""
+    n1, n0 = len(pos), len(neg)
+    if n1 == 0 or n0 == 0:
         return float("nan")
-    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
+    ranks = rankdata(np.r_[pos, neg])  # (n1 + n0) average ranks
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 def c2st_auroc(a: np.ndarray, b: np.ndarray, **kw) -> float:
@@ -137,31 +140,24 @@ def c2st_auroc(a: np.ndarray, b: np.ndarray, **kw) -> float:
 # transfer: train on one set, test on another
 
 
-def fit_transfer(task: str, x: np.ndarray, y: np.ndarray, C: float | None = None):
-    """A small standardized linear model of ``task`` fitted on x [N, D], y [N]: "regression" (ridge,
-    alpha by leave-one-out on x) or "binary" (logistic regression; C by 5-fold CV on x unless given).
-    Returns the fitted pipeline, or None for a binary task with fewer than 2 samples of a class."""
+def fit_transfer(task: str, x: np.ndarray, y: np.ndarray):
+    """A standardized ridge regression of y [N] on x [N, D], alpha chosen by leave-one-out on x
+    (RidgeCV's closed form: no fitting loop). "regression": y is the target; "binary": y is 0/1 and
+    the prediction is a score, read by its AUROC (least-squares classification, Fisher's discriminant
+    direction up to scale). Returns None for a binary task without both classes."""
     x = _features("fit_transfer", x)
     y = np.asarray(y, dtype=np.float64)
+    if task not in TASKS:
+        raise ValueError(f"fit_transfer task: expected one of {list(TASKS)}, found {task!r}")
     if y.shape != (len(x),):
         raise ValueError(f"fit_transfer: expected one label per row ({len(x)}), found shape {list(y.shape)}")
-    if task == "regression":
-        return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x, y)
-    if task != "binary":
-        raise ValueError(f"fit_transfer task: expected one of {list(TASKS)}, found {task!r}")
-    if not np.isin(y, (0.0, 1.0)).all():
-        other = sorted(set(np.unique(y).tolist()) - {0.0, 1.0})[:5]
-        raise ValueError(f"fit_transfer binary labels: expected 0 or 1, found {other}")
-    if len(np.unique(y)) < 2:
-        return None
-    logistic = make_pipeline(StandardScaler(), LogisticRegression(C=1.0 if C is None else C, max_iter=2000))
-    if C is not None:
-        return logistic.fit(x, y)
-    cv = min(5, int(np.bincount(y.astype(np.int64)).min()))
-    if cv < 2:
-        return None
-    grid = GridSearchCV(logistic, {"logisticregression__C": LOGISTIC_CS}, scoring="roc_auc", cv=cv)
-    return grid.fit(x, y).best_estimator_
+    if task == "binary":
+        if not np.isin(y, (0.0, 1.0)).all():
+            other = sorted(set(np.unique(y).tolist()) - {0.0, 1.0})[:5]
+            raise ValueError(f"fit_transfer binary labels: expected 0 or 1, found {other}")
+        if len(np.unique(y)) < 2:
+            return None
+    return make_pipeline(StandardScaler(), RidgeCV(alphas=RIDGE_ALPHAS)).fit(x, y)
 
 
 def transfer_score(task: str, model, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -176,10 +172,5 @@ def transfer_score(task: str, model, x: np.ndarray, y: np.ndarray) -> dict[str, 
         return {"r2": float(r2_score(y, pred)), "mae": float(mean_absolute_error(y, pred))}
     if model is None:
         return {"auroc": nan}
-    p = model.predict_proba(x)[:, 1]
-    return {"auroc": auroc(p[y == 1], p[y == 0])}
-
-
-def chosen_C(model) -> float | None:
-    """The C a fitted binary :func:`fit_transfer` pipeline uses (for refits on resamples)."""
-    return None if model is None else float(model[-1].C)
+    score = model.predict(x)
+    return {"auroc": auroc(score[y == 1], score[y == 0])}

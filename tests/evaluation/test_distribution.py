@@ -8,9 +8,9 @@ from scipy import linalg
 from scipy.stats import norm
 
 from evaluation.distribution import (
+    auroc,
     c2st_auroc,
     c2st_scores,
-    chosen_C,
     fit_transfer,
     frechet_distance,
     frechet_gaussian,
@@ -98,9 +98,9 @@ def test_c2st_cannot_tell_one_distribution_from_itself():
 def test_c2st_auroc_of_a_mean_shift_matches_the_optimal_classifier():
     # two unit-variance Gaussians Delta apart: the best (linear) classifier's AUROC is Phi(Delta / sqrt(2))
     rng = np.random.default_rng(5)
-    a, b = rng.normal(size=(2000, 3)), rng.normal(size=(2000, 3))
+    a, b = rng.normal(size=(1000, 3)), rng.normal(size=(1000, 3))
     a[:, 0] += 1.0
-    assert c2st_auroc(a, b) == pytest.approx(norm.cdf(1.0 / np.sqrt(2)), abs=0.03)
+    assert c2st_auroc(a, b) == pytest.approx(norm.cdf(1.0 / np.sqrt(2)), abs=0.04)  # 0.760; sd about 0.012
 
 
 def test_c2st_keeps_groups_together_and_refuses_shared_groups():
@@ -124,10 +124,20 @@ def test_transfer_regression_and_binary():
     yb = (x[:, 1] > 0).astype(float)
     clf = fit_transfer("binary", x[:200], yb[:200])
     assert transfer_score("binary", clf, x[200:], yb[200:])["auroc"] > 0.95
-    refit = fit_transfer("binary", x[:200], yb[:200], C=chosen_C(clf))
-    assert chosen_C(refit) == chosen_C(clf)
     assert fit_transfer("binary", x[:10], np.ones(10)) is None  # one class: no model
     assert np.isnan(transfer_score("binary", None, x, yb)["auroc"])
     with pytest.raises(ValueError, match=r"fit_transfer task: expected one of \['regression', 'binary'\], "
                                          r"found 'ranking'"):
         fit_transfer("ranking", x, y)
+    with pytest.raises(ValueError, match=r"fit_transfer binary labels: expected 0 or 1, found \[2.0\]"):
+        fit_transfer("binary", x[:3], np.array([0.0, 1.0, 2.0]))
+
+
+def test_auroc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(8)
+    pos, neg = rng.integers(0, 5, 40).astype(float), rng.integers(0, 4, 60).astype(float)
+    expected = roc_auc_score(np.r_[np.ones(40), np.zeros(60)], np.r_[pos, neg])
+    assert auroc(pos, neg) == pytest.approx(expected)
+    assert auroc(np.array([2.0, 3.0]), np.array([0.0, 1.0])) == 1.0 and np.isnan(auroc(np.array([]), neg))
