@@ -27,9 +27,11 @@ Measures of a set X (a sampler's signals, or H), each against R:
 - the network's own heads on X: share classified NORMAL, share with wave V present;
 - network evaluations per signal (counted) and generation wall-clock and CPU time.
 
-95 % intervals: percentile bootstrap over H's patients (a generated signal goes with the patient
-whose conditions it was generated for), R fixed. Fréchet and C2ST reuse the features and the
-out-of-fold scores; TOGTR refits its models on each resample (``--n-boot-refit``).
+95 % intervals over H's patients (a generated signal goes with the patient whose conditions it was
+generated for), R fixed: percentile bootstrap (C2ST reuses the out-of-fold scores), except for the
+Fréchet distance and TOGTR, where resampling with replacement biases the value (duplicated rows
+shrink the covariance; they fool the ridge's leave-one-out alpha) and the interval is the
+delete-one-patient jackknife's, value +- 1.96 SE.
 Prints the table, writes bench/results/generation.json and the section between the
 ``<!-- generation: begin/end -->`` markers of docs/results.md (nothing else in the file changes).
 """
@@ -61,7 +63,7 @@ from evaluation.distribution import (  # noqa: E402
     transfer_score,
 )
 from evaluation.generate import MAX_GUIDANCE, generate  # noqa: E402
-from training.clinical import bootstrap  # noqa: E402
+from training.clinical import bootstrap, jackknife  # noqa: E402
 from training.diffusion import SAMPLERS  # noqa: E402
 
 MIN_DB = 70.0  # the condition: NORMAL recordings at >= 70 dB nHL (issue 16's acceptance)
@@ -207,8 +209,9 @@ def togtr_labels(static: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def score_set(x: Measured, ref: Measured, unit_rows: list[np.ndarray], ref_groups: np.ndarray, *, seed: int,
-              n_boot: int, n_boot_refit: int) -> dict:
-    """Every measure of X against R, with 95 % bootstrap intervals over X's units (patients)."""
+              n_boot: int) -> dict:
+    """Every measure of X against R, with 95 % intervals over X's units (patients): percentile bootstrap,
+    or the delete-one jackknife for the Fréchet distance and TOGTR (see the module docstring)."""
     n_units = len(unit_rows)
 
     def rows(idx: np.ndarray) -> np.ndarray:
@@ -221,7 +224,7 @@ def score_set(x: Measured, ref: Measured, unit_rows: list[np.ndarray], ref_group
     out = {"mean_waveform_correlation": est(lambda i: mean_correlation(x.uv[rows(i)], ref.uv))}
     out["wave_shares_in_reference_iqr"] = {
         w: est(lambda i, w=w: wave_shares({v: x.waves[v][rows(i)] for v in WAVES}, iqr)[w]) for w in (*WAVES, "all")}
-    out["frechet"] = est(lambda i: frechet_distance(x.features[rows(i)], ref.features))
+    out["frechet"] = jackknife(lambda i: frechet_distance(x.features[rows(i)], ref.features), n_units).to_dict()
     x_groups = np.empty(len(x.uv), dtype=np.int64)
     for u, r in enumerate(unit_rows):
         x_groups[r] = -1 - u  # unit ids never collide with the reference's patient ids (>= 0)
@@ -231,17 +234,13 @@ def score_set(x: Measured, ref: Measured, unit_rows: list[np.ndarray], ref_group
     y_x, y_ref = togtr_labels(x.static), togtr_labels(ref.static)
     out["togtr"] = {}
     for target, task in TOGTR_TASKS.items():
-        model = fit_transfer(task, flat_x, y_x[target])
-        for metric, value in transfer_score(task, model, flat_ref, y_ref[target]).items():
 
-            def refit(i: np.ndarray, target=target, task=task, metric=metric) -> float:
-                r = rows(i)
-                return transfer_score(task, fit_transfer(task, flat_x[r], y_x[target][r]), flat_ref,
-                                      y_ref[target])[metric]
+        def togtr(i: np.ndarray, target=target, task=task) -> dict[str, float]:
+            r = rows(i)
+            return transfer_score(task, fit_transfer(task, flat_x[r], y_x[target][r]), flat_ref, y_ref[target])
 
-            e = bootstrap(refit, n_units, n_boot=n_boot_refit, seed=seed).to_dict()
-            e["value"] = value
-            out["togtr"][f"{target}_{metric}"] = e
+        for metric in togtr(np.arange(n_units)):
+            out["togtr"][f"{target}_{metric}"] = jackknife(lambda i, f=togtr, m=metric: f(i)[m], n_units).to_dict()
     out["heads"] = {k: est(lambda i, k=k: float(np.mean(x.heads[k][rows(i)]))) for k in ("normal", "wave_v")}
     return out
 
@@ -312,9 +311,10 @@ Command: `{r['command']}`
 
 Machine: {r['machine']}; {r['threads']} thread(s). Date: {r['date']}.
 Run `{r['run']}` ({r['checkpoint']} checkpoint, EMA weights when the run has them), classifier-free
-guidance w = {r['guidance']:g}, seed {r['seed']} (generation and patient split). 95 % percentile bootstrap
-intervals over the {rec['held_out_patients']} held-out patients ({r['n_boot']} resamples; {r['n_boot_refit']} for
-TOGTR, which refits), the reference set fixed.
+guidance w = {r['guidance']:g}, seed {r['seed']} (generation and patient split). 95 % intervals over the
+{rec['held_out_patients']} held-out patients, the reference set fixed: percentile bootstrap ({r['n_boot']}
+resamples), or for the Fréchet distance and TOGTR (which resampling with replacement biases) the
+delete-one-patient jackknife, value +- 1.96 SE.
 
 Condition: {r['condition']}, {rec['condition']} recordings. Held-out set H: {rec['held_out']} recordings
 of {rec['held_out_patients']} patients; reference set R: {rec['reference']} recordings of
@@ -370,8 +370,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=number(int, ge=1, le=1024), default=1)
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
-    p.add_argument("--n-boot-refit", type=number(int, ge=0, le=100_000), default=200,
-                   help="bootstrap resamples of TOGTR (each refits its models)")
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "generation.json"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write the section to")
     p.add_argument("--no-doc", action="store_true", help="write the JSON only")
@@ -397,8 +395,7 @@ def run(args, argv: list[str] | None) -> int:
     model = loaded.model
     ref_m = measure(model, stats, ref.uv, ref.static)
     units = [np.flatnonzero(held.patient == p) for p in np.unique(held.patient)]
-    score = {"unit_rows": units, "ref_groups": ref.patient, "seed": args.seed, "n_boot": args.n_boot,
-             "n_boot_refit": args.n_boot_refit}
+    score = {"unit_rows": units, "ref_groups": ref.patient, "seed": args.seed, "n_boot": args.n_boot}
     rows = []
     counter = CountingNet(model).eval()  # generate() restores the mode it finds: eval, as load_run left it
     for spec in specs:
@@ -426,7 +423,7 @@ def run(args, argv: list[str] | None) -> int:
         "command": command, "machine": machine(), "threads": args.threads,
         "date": datetime.date.today().isoformat(), "run": str(args.run), "checkpoint": args.checkpoint,
         "split": args.split, "condition": f"NORMAL recordings at >= {MIN_DB:g} dB nHL of the {args.split} split",
-        "seed": args.seed, "n_boot": args.n_boot, "n_boot_refit": args.n_boot_refit, "guidance": guidance,
+        "seed": args.seed, "n_boot": args.n_boot, "guidance": guidance,
         "clip": kw["clip"],
         "features": f"mean-pooled h ({model.cfg.widths()[0]} channels) and z ({model.cfg.head_dim}) of the run's "
                     "network at t = 0, conditioned on each signal's static vector",

@@ -76,7 +76,7 @@ def test_generation_bench_on_a_tiny_run(tmp_path, capsys):
     doc.write_text("# Results\n\nother section\n", encoding="utf-8")
     out = tmp_path / "generation.json"
     argv = ["--run", str(run), "--n", "6", "--samplers", "ddpm:10,ddim:4,dpmpp2m:3", "--n-boot", "10",
-            "--n-boot-refit", "3", "--out", str(out), "--doc", str(doc)]
+            "--out", str(out), "--doc", str(doc)]
     assert main(argv) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     names = [r["name"] for r in result["rows"]]
