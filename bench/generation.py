@@ -217,8 +217,8 @@ def score_set(x: Measured, ref: Measured, unit_rows: list[np.ndarray], ref_group
     def rows(idx: np.ndarray) -> np.ndarray:
         return np.concatenate([unit_rows[i] for i in idx])
 
-    def est(stat, boots: int = n_boot) -> dict:
-        return bootstrap(stat, n_units, n_boot=boots, seed=seed).to_dict()
+    def est(stat) -> dict:
+        return bootstrap(stat, n_units, n_boot=n_boot, seed=seed).to_dict()
 
     iqr = {w: tuple(np.percentile(ref.waves[w], [25, 75])) for w in WAVES}
     out = {"mean_waveform_correlation": est(lambda i: mean_correlation(x.uv[rows(i)], ref.uv))}
