@@ -38,3 +38,27 @@ def timed(fn: Callable[[], object], repeats: int, *, warmup: int = 0, clock: Cal
             sync()
         times.append(clock() - start)
     return times
+
+
+def write_doc_section(path: str | Path, key: str, body: str) -> Path:
+    """Put ``body`` between the markers ``<!-- KEY: begin -->`` and ``<!-- KEY: end -->`` of the
+    Markdown file ``path``: replaced where the markers are, appended (with them) where they are not,
+    the rest of the file kept as it is. A file with one marker but not the other, or either twice,
+    is refused (it was edited by hand; nothing is guessed)."""
+    path = Path(path)
+    begin, end = f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
+    block = f"{begin}\n{body.strip()}\n{end}"
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    counts = (text.count(begin), text.count(end))
+    if counts == (0, 0):
+        text = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    elif counts == (1, 1) and text.index(begin) < text.index(end):
+        head, rest = text.split(begin)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        raise ValueError(f"'{path}': expected the markers '{begin}' and '{end}' once each, in that order, "
+                         f"found {counts[0]} and {counts[1]}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote section '{key}' of {path}")
+    return path

@@ -12,6 +12,7 @@ from training.clinical import (
     evidence_types,
     from_bin,
     head_mean_thresholds,
+    jackknife,
     rule_threshold,
     rule_thresholds,
     series_index,
@@ -125,3 +126,13 @@ def test_bootstrap_interval_brackets_a_mean_and_shrinks_with_n():
     assert (b.high - b.low) < (a.high - a.low) / 5  # ~ 1/sqrt(n): 10x narrower
     none = bootstrap(lambda i: 1.0, 3, n_boot=0)
     assert none.value == 1.0 and np.isnan(none.low)
+
+
+def test_jackknife_se_of_a_mean_is_the_standard_error():
+    # for the mean, the delete-one jackknife SE equals s / sqrt(n) exactly (Efron & Tibshirani 1993, 11.5)
+    x = np.random.default_rng(1).normal(size=50)
+    e = jackknife(lambda i: x[i].mean(), 50)
+    se = x.std(ddof=1) / np.sqrt(50)
+    assert e.value == pytest.approx(x.mean())
+    assert (e.low, e.high) == pytest.approx((x.mean() - 1.96 * se, x.mean() + 1.96 * se))
+    assert np.isnan(jackknife(lambda i: 1.0, 1).low)
