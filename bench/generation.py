@@ -261,7 +261,7 @@ def acceptance(row: dict, real: dict) -> dict:
 
 
 def _est(e: dict, pct: bool = False, digits: int = 3) -> str:
-    v, (lo, hi) = e["value"], e["ci95"]
+    v, (lo, hi) = e["value"], e["ci"]
     if not np.isfinite(v):
         return "n/a"
     if pct:

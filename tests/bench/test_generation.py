@@ -86,7 +86,7 @@ def test_generation_bench_on_a_tiny_run(tmp_path, capsys):
     assert rec["held_out"] >= 6 and rec["reference"] >= 6 and rec["condition"] == rec["held_out"] + rec["reference"]
     for row in result["rows"]:
         for key in ("mean_waveform_correlation", "frechet", "c2st_auroc"):
-            lo, hi = row[key]["ci95"]
+            lo, hi = row[key]["ci"]
             assert np.isfinite(row[key]["value"]), (row["name"], key)
             assert lo <= hi
         assert row["frechet"]["value"] >= 0 and 0 <= row["c2st_auroc"]["value"] <= 1
