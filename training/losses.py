@@ -55,8 +55,7 @@ class ComponentLosses(nn.Module):
     """outputs (head outputs, physical units) + batch -> {component: scalar loss}.
 
     outputs: class_logits [B,5], peak_logit [B], peak_latency [B] ms, peak_amplitude [B] µV,
-    threshold [B] dB, and threshold_logvar [B] (log variance in standardized units) when
-    ``threshold_loss == 'gaussian_nll'``.
+    threshold [B] dB. Every component is >= 0 (cross-entropies, Huber losses).
     """
 
     def __init__(self, cfg: LossConfig, stats: DataStats, class_weights: Tensor) -> None:
@@ -74,10 +73,6 @@ class ComponentLosses(nn.Module):
             if not value > 0:
                 raise ValueError(f"expected stats.{key} > 0 to standardize regression errors, found {value}")
             self.std[key] = value
-
-    @property
-    def can_be_negative(self) -> bool:
-        return self.cfg.threshold_loss == "gaussian_nll"  # -log N(y; mu, var) < 0 once var < 1/(2 pi)
 
     def forward(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
         cfg = self.cfg
@@ -101,12 +96,6 @@ class ComponentLosses(nn.Module):
 
     def _threshold(self, outputs: dict[str, Tensor], target: Tensor) -> Tensor:
         e = (outputs["threshold"] - target) / self.std["threshold_std"]  # [B] standardized error
-        if self.cfg.threshold_loss == "huber":
-            return F.huber_loss(e, torch.zeros_like(e), delta=self.cfg.huber_delta)
-        if "threshold_logvar" not in outputs:
-            raise ValueError(
-                "expected outputs['threshold_logvar'] (a variance head) for loss.threshold_loss=gaussian_nll, "
-                f"found outputs {sorted(outputs)}"
-            )
-        var = outputs["threshold_logvar"].exp()  # [B], standardized units
-        return F.gaussian_nll_loss(e, torch.zeros_like(e), var)
+        if self.cfg.threshold_loss != "huber":  # training.config refuses the others when it is read
+            raise ValueError(f"expected loss.threshold_loss 'huber', found {self.cfg.threshold_loss!r}")
+        return F.huber_loss(e, torch.zeros_like(e), delta=self.cfg.huber_delta)

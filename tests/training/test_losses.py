@@ -100,18 +100,12 @@ def test_class_weights_none_ignores_the_tensor():
     assert a.item() == pytest.approx(ref.item(), rel=1e-6)
 
 
-def test_gaussian_nll_threshold_uses_the_variance_head():
-    cfg = LossConfig(threshold_loss="gaussian_nll")
-    losses = ComponentLosses(cfg, stats(), CW)
-    assert losses.can_be_negative
+def test_a_threshold_loss_other_than_huber_is_refused_not_replaced():
+    # training.config refuses gaussian_nll when the config is read; a LossConfig built by hand gets
+    # the same answer at the first step instead of a silent Huber loss.
     out, batch = make()
-    with pytest.raises(ValueError, match=r"expected outputs\['threshold_logvar'\]"):
-        losses(out, batch)
-    out["threshold_logvar"] = torch.full((6,), -1.0, requires_grad=True)
-    e = (out["threshold"] - batch["threshold"]) / 20.0
-    var = torch.exp(torch.tensor(-1.0))
-    expected = 0.5 * (torch.log(var) + e**2 / var).mean()
-    assert losses(out, batch)["threshold"].item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match=r"^expected loss.threshold_loss 'huber', found 'gaussian_nll'$"):
+        ComponentLosses(LossConfig(threshold_loss="gaussian_nll"), stats(), CW)(out, batch)
 
 
 def test_bad_inputs_are_clear_errors():

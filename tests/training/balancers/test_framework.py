@@ -141,8 +141,6 @@ def test_ddp_ranks_with_different_local_losses_get_identical_weights(strategy):
 
 def test_meta_loss_delegates_weights_and_negativity():
     class Components(torch.nn.Module):
-        can_be_negative = False
-
         def forward(self, outputs, batch):
             return {"class": outputs["x"].sum()}
 
@@ -174,26 +172,3 @@ def test_preset_exists_and_its_block_parses(strategy):
 def test_each_strategy_declares_its_registry_name(strategy):
     assert build_balancer(BalancerConfig(strategy=strategy)).strategy == strategy
     assert build_balancer(grouped_cfg(strategy, {"peak": "fixed"})).strategy == strategy
-
-
-class NegativeComponents(torch.nn.Module):
-    can_be_negative = True  # as ComponentLosses with loss.threshold_loss=gaussian_nll
-
-
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_components_that_can_be_negative_are_refused_where_the_strategy_needs_losses_above_zero(strategy):
-    balancer = build_balancer(BalancerConfig(strategy=strategy))
-    if strategy in ("fixed", "jacobian"):
-        assert MetaLoss(NegativeComponents(), balancer).can_be_negative
-        return
-    message = (rf"^expected component losses >= 0 for loss.balancer.strategy={strategy} \(.+\), found "
-               r"loss.threshold_loss=gaussian_nll, a Gaussian NLL that goes below 0: use loss.threshold_loss=huber "
-               r"or a strategy among fixed, jacobian$")
-    with pytest.raises(ValueError, match=message):
-        MetaLoss(NegativeComponents(), balancer)
-
-
-def test_grouping_refuses_negative_components_where_an_inner_strategy_needs_losses_above_zero():
-    with pytest.raises(ValueError, match=r"strategy=fixed \(inside group 'peak', scale_norm: it divides each loss"):
-        MetaLoss(NegativeComponents(), build_balancer(grouped_cfg("fixed", {"peak": "scale_norm"})))
-    MetaLoss(NegativeComponents(), build_balancer(grouped_cfg("fixed", {"peak": "fixed"})))
