@@ -130,6 +130,27 @@ def test_an_empty_validation_split_is_refused_up_front(tmp_path, capsys):
     assert not (tmp_path / "exp").exists()
 
 
+@pytest.mark.parametrize("extra, where, opt_out", [
+    ((), "the validation split", "training.clinical_validation=false"),
+    (("training.clinical_validation=false", "series.enabled=true"), "the train split", "series.enabled=false"),
+])
+def test_series_with_mixed_thresholds_are_refused_before_training(tmp_path, capsys, extra, where, opt_out):
+    """Validation's series metrics and the series stage (after the whole run) need one threshold and
+    type per series; grouping three patients per series breaks that, which must fail up front."""
+    from data.native import write_native
+    from data.synthetic import generate
+
+    records = generate(20, seed=0)
+    records.series_id = records.patient_id % 3
+    path = write_native(tmp_path / "mixed.npz", records)
+    rc = train_in_process(in_process_args(tmp_path, "exp", "data.source=file", f"data.path={path}", *extra, *FAST))
+    line = last_error(capsys)
+    assert rc == 2, line
+    assert line.startswith(f"error: {where}: series ") and "expected one threshold and one type" in line
+    assert line.endswith(f"give the data a series_id column (one ear or session per series) or set {opt_out}")
+    assert not (tmp_path / "exp").exists()
+
+
 def test_a_one_patient_file_is_refused(tmp_path, capsys):
     from data.native import write_native
     from data.synthetic import generate

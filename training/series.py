@@ -170,16 +170,17 @@ def predict(net: nn.Module, data: SeriesSet, batch_size: int = 256) -> dict[str,
             "type_proba": torch.softmax(type_logits, 1).numpy()}
 
 
-def check_series(dataset: Dataset, what: str) -> None:
+def check_series(dataset: Dataset, what: str, opt_out: str = "training.clinical_validation=false") -> None:
     """Every series of ``dataset`` (an ABRDataset) has one threshold and one type, or a ValueError
-    says which series and how to group recordings (a series_id column) or opt out."""
+    says which series and how to group recordings (a series_id column) or opt out (``opt_out``: the
+    setting that does without series)."""
     t = dataset.tensors
     try:
         series_truth(series_index(t["series_id"].numpy(), t["static"][:, 1].numpy()), t["threshold"].numpy(),
                      t["label"].numpy())
     except ValueError as exc:
         raise ValueError(f"{what}: {exc}; give the data a series_id column (one ear or session per series) "
-                         f"or set training.clinical_validation=false") from None
+                         f"or set {opt_out}") from None
 
 
 def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: str | torch.device = "cpu",

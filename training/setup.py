@@ -16,6 +16,7 @@ import torch
 from training.callbacks.base import Callback
 from training.config import Config
 from training.distributed import DistInfo
+from training.series import check_series
 from training.trainer import Trainer
 
 
@@ -68,8 +69,10 @@ def build_trainer(
 
 
 def check_splits(cfg: Config, data) -> None:
-    """Refuse data that cannot make a run: fewer patients than splits (they are drawn by patient),
-    or an empty validation split (best.pt and early stopping are chosen on it)."""
+    """Refuse data that cannot make a run, before anything trains: fewer patients than splits (they
+    are drawn by patient), an empty validation split (best.pt and early stopping are chosen on it),
+    or series without one threshold and type where validation (training.clinical_validation) or
+    the series stage (series.enabled: train and val) reads them."""
     splits = [getattr(data, name) for name in ("train", "val", "test")]
     ids = [getattr(ds, "tensors", {}).get("patient_id") for ds in splits]
     wanted = sum(share > 0 for share in cfg.data.split)
@@ -87,6 +90,11 @@ def check_splits(cfg: Config, data) -> None:
             f"data: the validation split is empty (data.split {cfg.data.split}): best.pt and early stopping are "
             f"chosen on it; give data.split a positive validation share"
         )
+    if cfg.training.clinical_validation:
+        check_series(data.val, "the validation split")
+    if cfg.series.enabled:
+        for split in ("train", "val"):
+            check_series(getattr(data, split), f"the {split} split", opt_out="series.enabled=false")
 
 
 def write_config(run_dir: Path, cfg: Config, name: str = "config.yaml") -> None:

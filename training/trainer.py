@@ -40,7 +40,6 @@ from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
-from training.series import check_series
 from training.step import StepOutput
 
 
@@ -99,8 +98,6 @@ class Trainer:
                 f"{self.sampler.per_rank} training recordings per process: lower them or add data"
             )
         self.total_steps = self.steps_per_epoch * tc.epochs
-        if tc.clinical_validation:
-            check_series(data.val, "the validation split")  # fails now, not after the first epoch
 
         # -- optimization -------------------------------------------------------------------------
         from models import param_groups
