@@ -110,18 +110,13 @@ def value_weights(balancer: nn.Module, losses: dict[str, Tensor]) -> Tensor | No
     return w.detach()
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> dict[str, Any]:
-    """Mean of the finite values with its Student-t interval ({"value", "ci", "n"}; ci None for n < 2)."""
-    from scipy import stats
+def t_interval(values: Sequence[float]) -> dict[str, Any]:
+    """bench.quality_seeds.mean_interval ({"mean", "ci", "n"}: the 95 % Student-t interval of the mean)
+    over the finite values (a batch whose gradient had no direction gives a NaN cosine)."""
+    from bench.quality_seeds import mean_interval
 
-    x = np.asarray([v for v in values if math.isfinite(v)], dtype=np.float64)
-    if len(x) == 0:
-        return {"value": None, "ci": None, "n": 0}
-    mean = float(x.mean())
-    if len(x) < 2:
-        return {"value": mean, "ci": None, "n": 1}
-    half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
-    return {"value": mean, "ci": [mean - half, mean + half], "n": int(len(x))}
+    finite = [float(v) for v in values if math.isfinite(v)]
+    return mean_interval(finite) if finite else {"mean": None, "ci": None, "n": 0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,9 +218,9 @@ def summarize(per_batch: dict[str, list[Any]]) -> dict[str, Any]:
 
 
 def _fmt(est: dict[str, Any], digits: int = 3) -> str:
-    if est is None or est.get("value") is None:
+    if est is None or est.get("mean") is None:
         return "–"
-    text = f"{est['value']:.{digits}f}"
+    text = f"{est['mean']:.{digits}f}"
     if est.get("ci"):
         lo, hi = est["ci"]
         text += f" [{lo:.{digits}f}, {hi:.{digits}f}]"

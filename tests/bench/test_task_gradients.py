@@ -87,13 +87,12 @@ def test_shares_and_progress_shares_sum_to_one():
     assert q.tolist() == pytest.approx([2.0, -1.0])
 
 
-def test_t_interval_is_the_student_t_interval():
+def test_t_interval_skips_the_batches_without_a_direction():
     est = t_interval([1.0, 2.0, 3.0, float("nan")])
     half = 4.302652729911275 / math.sqrt(3)  # t_{0.975, 2} x s (= 1) / sqrt(n)
-    assert est["value"] == 2.0 and est["n"] == 3
+    assert est["mean"] == 2.0 and est["n"] == 3
     assert est["ci"] == pytest.approx([2 - half, 2 + half])
-    assert t_interval([5.0]) == {"value": 5.0, "ci": None, "n": 1}
-    assert t_interval([]) == {"value": None, "ci": None, "n": 0}
+    assert t_interval([float("nan")]) == {"mean": None, "ci": None, "n": 0}
 
 
 def test_value_weights_read_the_balancers_objective():
@@ -126,12 +125,12 @@ def test_command_writes_symmetric_cosines_and_shares_that_sum_to_one(tiny_run, t
     assert main(args) == 0
     r = json.loads(out.read_text(encoding="utf-8"))["runs"][0]
     assert r["batches"] == 3 and r["strategy"] == "fixed" and r["weights"] == "model"
-    C = np.array([[r["cosine"][f"{a}|{b}"]["value"] for b in COMPONENTS] for a in COMPONENTS], dtype=float)
+    C = np.array([[r["cosine"][f"{a}|{b}"]["mean"] for b in COMPONENTS] for a in COMPONENTS], dtype=float)
     finite = np.isfinite(C)
     assert np.array_equal(finite, finite.T) and np.allclose(C[finite], C.T[finite])
     assert np.allclose(np.diag(C)[np.isfinite(np.diag(C))], 1.0)
     for key in ("share", "weighted_share", "progress"):
-        assert sum(r["tasks"][c][key]["value"] for c in COMPONENTS) == pytest.approx(1.0)
+        assert sum(r["tasks"][c][key]["mean"] for c in COMPONENTS) == pytest.approx(1.0)
     frac = r["cosine"]["signal|class"]["negative_fraction"]
     assert 0 <= frac <= 1 and 3 * frac == pytest.approx(round(3 * frac))  # a count of the 3 batches
     text = doc.read_text(encoding="utf-8")
@@ -160,5 +159,5 @@ def test_ema_weights_give_other_gradients_than_the_training_weights(tiny_run, tm
                      "--out", str(out), "--no-doc"]) == 0
         r = json.loads(out.read_text(encoding="utf-8"))["runs"][0]
         assert r["weights"] == weights
-        norms[weights] = [r["tasks"][c]["norm"]["value"] for c in COMPONENTS]
+        norms[weights] = [r["tasks"][c]["norm"]["mean"] for c in COMPONENTS]
     assert norms["model"] != norms["ema"]  # same batches and noise (same seed): only the weights differ
