@@ -179,6 +179,14 @@ class ABRNet(nn.Module):
         head = {id(p) for ps in self.head_parameters().values() for p in ps}
         return [p for p in self.parameters() if id(p) not in head]
 
+    def trunk_parameters(self) -> list[nn.Parameter]:
+        """The shared parameters every component's loss reaches (bench/task_gradients.py): the shared
+        ones less ``to_z`` (only the pooled heads read z; the signal head reads h alone) and the
+        conditioning's null embedding (only the signal loss sees a dropped condition: the heads' clean
+        pass never drops it)."""
+        only_some = {id(p) for p in [*self.to_z.parameters(), self.cond.null]}
+        return [p for p in self.shared_parameters() if id(p) not in only_some]
+
     def parameter_table(self) -> str:
         """Parameter count per block, one line each, then the total."""
         rows = []

@@ -44,12 +44,9 @@ def build_trainer(
     """Everything seeded from ``cfg.seed``; ``callbacks=None`` gives the default monitoring set."""
     from data.dataset import build_data
     from models import build_model
-    from training.balancers import build_balancer
-    from training.balancers.meta_loss import MetaLoss
     from training.callbacks import default_callbacks
     from training.callbacks.checkpoint import CheckpointCallback, EarlyStoppingCallback
     from training.diffusion import GaussianDiffusion
-    from training.losses import ComponentLosses
 
     device = device or resolve_device(cfg.device)
     seed_everything(cfg.seed)
@@ -57,15 +54,22 @@ def build_trainer(
     check_splits(cfg, data)
     model = build_model(cfg.model, data.stats)
     diffusion = GaussianDiffusion(cfg.diffusion)
-    meta_loss = MetaLoss(
-        ComponentLosses(cfg.loss, data.stats, data.class_weights), build_balancer(cfg.loss.balancer)
-    )
+    meta_loss = build_meta_loss(cfg, data.stats, data.class_weights)
     if callbacks is None:
         callbacks = [*default_callbacks(cfg), CheckpointCallback(), EarlyStoppingCallback()]
     return Trainer(
         cfg, Path(run_dir), model=model, diffusion=diffusion, meta_loss=meta_loss, data=data,
         callbacks=callbacks, device=device, dist_info=dist_info,
     )
+
+
+def build_meta_loss(cfg: Config, stats, class_weights: torch.Tensor):
+    """The six component losses and the configured balancer (training.balancers.meta_loss.MetaLoss)."""
+    from training.balancers import build_balancer
+    from training.balancers.meta_loss import MetaLoss
+    from training.losses import ComponentLosses
+
+    return MetaLoss(ComponentLosses(cfg.loss, stats, class_weights), build_balancer(cfg.loss.balancer))
 
 
 def check_splits(cfg: Config, data) -> None:

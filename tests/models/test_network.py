@@ -127,6 +127,25 @@ def test_parameter_views_partition_the_model(tiny_model):
     assert {id(p) for p in tiny_model.last_shared_parameters()} <= shared
 
 
+def test_trunk_parameters_are_the_shared_ones_every_output_reaches(tiny_model, make_inputs):
+    """As training feeds them: the signal output over x_t with some conditions dropped, the heads over
+    a clean pass at t = 0 that never drops the condition."""
+    x, t, static = make_inputs(4)
+    drop = torch.tensor([True, False, False, True])
+    reached = {}
+    for key in KEYS:
+        tiny_model.zero_grad()
+        if key == "signal":
+            out = tiny_model(x, t, static, drop_cond=drop)
+        else:
+            out = tiny_model(x, torch.zeros_like(t), static, drop_cond=torch.zeros_like(drop))
+        out[key].float().square().mean().backward()
+        reached[key] = {id(p) for p in tiny_model.shared_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    trunk = {id(p) for p in tiny_model.trunk_parameters()}
+    assert trunk == set.intersection(*reached.values())
+    assert id(tiny_model.cond.null) not in trunk and not trunk & {id(p) for p in tiny_model.to_z.parameters()}
+
+
 def test_features_are_what_the_heads_read(tiny_model, make_inputs):
     """Heads applied to the returned features reproduce the outputs (what mtl_backward relies on)."""
     x, t, static = make_inputs(2)
