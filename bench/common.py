@@ -4,12 +4,16 @@ result as JSON."""
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from data.jsonable import to_jsonable
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_result(out: str | Path, result: dict[str, Any]) -> Path:
@@ -62,3 +66,28 @@ def write_doc_section(path: str | Path, key: str, body: str) -> Path:
     path.write_text(text, encoding="utf-8")
     print(f"wrote section '{key}' of {path}")
     return path
+
+
+def machine() -> str:
+    """The machine a result was measured on, in words: CPU model, cores, GPU, system, torch."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU used"
+    system = f"{platform.system()} {platform.release()}"
+    return f"{cpu}, {os.cpu_count()} logical cores, {gpu}; {system}; torch {torch.__version__}"
+
+
+def add_output_args(p: Any, name: str) -> None:
+    """--out (bench/results/NAME.json), --doc (docs/results.md: the bench writes its own section) and
+    --no-doc, the same for every bench that writes a result and a table."""
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{name}.json"))
+    p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write the section to")
+    p.add_argument("--no-doc", action="store_true", help="write the JSON only")

@@ -39,7 +39,6 @@ Prints the table, writes bench/results/generation.json and the section between t
 from __future__ import annotations
 
 import datetime
-import platform
 import sys
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_doc_section, write_result  # noqa: E402
+from bench.common import add_output_args, machine, write_doc_section, write_result  # noqa: E402
 from bench.wave_v import WAVES, mean_correlation, pick_waves, wave_shares  # noqa: E402
 from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from evaluation.distribution import (  # noqa: E402
@@ -339,17 +338,6 @@ of the held-out real recordings'):
 """ + "\n".join(verdicts)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {platform.platform()}, torch {torch.__version__}, CPU"
-
 
 # --------------------------------------------------------------------------------------------
 # command line
@@ -370,9 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=number(int, ge=1, le=1024), default=1)
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "generation.json"))
-    p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write the section to")
-    p.add_argument("--no-doc", action="store_true", help="write the JSON only")
+    add_output_args(p, "generation")
     args = p.parse_args(argv)
     return run_main(lambda: run(args, argv), debug=args.debug)
 

@@ -11,7 +11,7 @@ the other heads on its features, which no single-task metric reads); then
 ``python -m evaluation.evaluate --run ...`` on the test split.
 Prints a table of per-task metrics and Δm% (the mean relative change against the single-task
 baselines, signed so that HIGHER is better: see ``evaluation.metrics.delta_m_percent``), writes
-bench/results/quality.json and docs/results.md (with the command and the machine), and the run
+bench/results/quality.json and its section of docs/results.md (with the command and the machine), and the run
 comparison (``evaluation.compare``) under ROOT/comparison. Trailing ``key=value`` arguments are
 passed to every training run (e.g. ``training.epochs=5``).
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -35,6 +34,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import machine, write_doc_section  # noqa: E402
 from data.jsonable import to_jsonable  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, compare_runs, delta_m_for_run, headline_metrics  # noqa: E402
 from training.balancers.config import STRATEGIES  # noqa: E402
@@ -69,21 +69,6 @@ def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
     return rc, time.perf_counter() - t0
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU used"
-    system = f"{platform.system()} {platform.release()}"
-    return f"{cpu}, {os.cpu_count()} logical cores, {gpu}; {system}; torch {torch.__version__}"
-
 
 def _fmt(v: Any) -> str:
     return "—" if v is None or v != v else f"{v:.4g}"
@@ -100,7 +85,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 def write_doc(result: dict[str, Any], path: Path) -> None:
-    text = f"""# Results: balancer strategies against single-task baselines
+    """The table as the ``quality`` section of ``path`` (the rest of the file is kept)."""
+    text = f"""## Balancer strategies against single-task baselines, one seed
 
 Command: `{result['command']}`
 
@@ -116,8 +102,7 @@ at {result['off_weight']:g}.
 
 {render(result)}
 """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    write_doc_section(path, "quality", text)
 
 
 def main(argv: list[str] | None = None) -> int:

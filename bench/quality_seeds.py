@@ -128,7 +128,9 @@ def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval")
     for name in names:
         done = [seed[name] for seed in per_seed if name in seed]
         run0 = done[0][0] if done else {}
-        entry: dict[str, Any] = {"kind": run0.get("kind"), "task": run0.get("task"), "seeds": len(done),
+        splits = sorted({m.get("meta", {}).get("split", "?") for _, m in done})
+        entry: dict[str, Any] = {"kind": run0.get("kind"), "task": run0.get("task"), "split": ", ".join(splits),
+                                 "seeds": len(done),
                                  "failed": len(per_seed) - len(done), "metrics": {}, "patient": {}, "delta_m": None}
         headline = [headline_metrics(m) for _, m in done]
         for c, *_ in HEADLINE:
@@ -182,7 +184,8 @@ def render(result: dict[str, Any]) -> str:
 
 
 def write_doc(result: dict[str, Any], path: Path, key: str = DOC_KEY) -> None:
-    body = (f"## Joint training vs single-task, {len(result['seeds'])} seeds\n\n"
+    splits = sorted({r["split"] for r in result["runs"].values() if r["seeds"]})
+    body = (f"## Joint training vs single-task, {len(result['seeds'])} seeds, {', '.join(splits)} split\n\n"
             f"Command: `{result['command']}`  \n"
             f"Per seed: `{result['per_seed_commands'][0]}` (and the same with each seed)  \n"
             f"Machine: {result['machine']}; date {result['date']}; seeds {result['seeds']}; "
@@ -204,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--doc", default="docs/results.md", help="Markdown file whose section KEY is written")
     p.add_argument("--doc-key", default=DOC_KEY, help="the section of --doc (default %(default)s)")
     args = p.parse_args(argv)
-    return run_main(lambda: _run(args), debug=args.debug)
+    return run_main(lambda: _run(args, argv), debug=args.debug)
 
 
-def _run(args: Any) -> int:
+def _run(args: Any, argv: list[str] | None) -> int:
     results = load(args.results)
     first = results[0][1]
     result = {
-        "command": "python bench/quality_seeds.py " + " ".join(args.results),
+        "command": shlex.join(["python", "bench/quality_seeds.py", *(argv if argv is not None else sys.argv[1:])]),
         "per_seed_commands": [r["command"] for _, r in results],
         "machine": first.get("machine"),
         "date": datetime.date.today().isoformat(),

@@ -40,8 +40,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_doc_section, write_result  # noqa: E402
-from bench.generation import machine  # noqa: E402
+from bench.common import add_output_args, machine, write_doc_section, write_result  # noqa: E402
 from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from training.components import COMPONENTS, DISPLAY_NAMES, HEAD_GROUPS  # noqa: E402
 
@@ -278,9 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), help="default: the run's training.batch_size")
     p.add_argument("--seed", type=number(int, ge=0, le=2**32 - 2), default=0)
     p.add_argument("--threads", type=number(int, ge=1, le=1024), default=1)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "task_gradients.json"))
-    p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write the section to")
-    p.add_argument("--no-doc", action="store_true", help="write the JSON only")
+    add_output_args(p, "task_gradients")
     args = p.parse_args(argv)
     return run_main(lambda: run(args, argv), debug=args.debug)
 
