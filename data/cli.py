@@ -9,8 +9,10 @@ never replaced without ``--overwrite``.
 
 Errors the user can fix (``ValueError`` and its subclasses: ``ConfigError``, ``CheckpointError``,
 ``DataFormatError``) exit 2 with ``error: <message>``; other failures (``OSError``: a disk, a
-permission) exit 1, and an exception nobody expected exits 1 with its type and a pointer to
-``--debug``, which lets every exception through with its traceback. A bad flag is refused by the
+permission) exit 1, and an exception nobody expected exits 1 with its type (out of memory, nested too
+deeply, or the exception's name), the file the command was working on when it says so
+(``run_main(..., source=args.input)``) and a pointer to ``--debug``, which lets every exception
+through with its traceback. A bad flag is refused by the
 parser on one line, ``PROG: error: argument --n: expected ... (see --help)``, exit 2.
 
 It lives in ``data/``, the lowest floor (data <- models <- training <- evaluation), so that
@@ -52,23 +54,32 @@ def one_line(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE_CHARS else text[: MAX_MESSAGE_CHARS - 1] + "…"
 
 
-def error_line(exc: BaseException) -> str:
-    """The line a CLI prints for ``exc``: the message of an expected error, the type and a pointer to
-    ``--debug`` for any other."""
+def error_line(exc: BaseException, source: str | Path | None = None) -> str:
+    """The line a CLI prints for ``exc``: the message of an expected error; for any other, what
+    happened and a pointer to ``--debug``, after ``source`` (the file the command was working on)
+    when given. MemoryError and RecursionError are named in words: their own text is empty or useless."""
     message = one_line(str(exc))
     if isinstance(exc, (ValueError, OSError)) and message:
         return f"error: {message}"
+    where = f"{source}: " if source is not None else ""
+    debug = "rerun with --debug for the traceback"
+    if isinstance(exc, MemoryError):
+        detail = f": {message}" if message else ""  # numpy's says how much it could not allocate
+        return f"error: {where}out of memory{detail} ({debug})"
+    if isinstance(exc, RecursionError):
+        return f"error: {where}nested too deeply ({debug})"
     detail = f": {message}" if message else ""
-    return f"error: {type(exc).__name__}{detail} (unexpected; rerun with --debug for the traceback)"
+    return f"error: {where}{type(exc).__name__}{detail} (unexpected; {debug})"
 
 
 def exit_code(exc: BaseException) -> int:
     return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
 
 
-def run_main(body: Callable[[], int | None], *, debug: bool) -> int:
-    """Run a CLI's body: its return code, or one ``error: ...`` line on stderr and :func:`exit_code`
-    for any exception (with ``debug`` the exception goes through, traceback and all)."""
+def run_main(body: Callable[[], int | None], *, debug: bool, source: str | Path | None = None) -> int:
+    """Run a CLI's body: its return code, or one ``error: ...`` line on stderr (:func:`error_line`,
+    naming ``source`` for an unexpected error) and :func:`exit_code` for any exception (with ``debug``
+    the exception goes through, traceback and all)."""
     try:
         return body() or 0
     except KeyboardInterrupt:
@@ -77,7 +88,7 @@ def run_main(body: Callable[[], int | None], *, debug: bool) -> int:
     except Exception as exc:
         if debug:
             raise
-        print(error_line(exc), file=sys.stderr)
+        print(error_line(exc, source), file=sys.stderr)
         return exit_code(exc)
 
 

@@ -11,7 +11,8 @@ Output: ``.npz`` writes the native format, ``.csv`` a table. Strict by default: 
 recording stops the conversion with its file and sample index; ``--lenient`` drops bad
 recordings and prints how many, and why. A file with no (usable) recordings is an error. An
 existing OUT (or --report file) is replaced only with ``--overwrite``. Errors are one line
-(exit 1); ``--debug`` shows the traceback.
+(exit 2 for a bad file, value or flag; 1 for a disk or permission error); ``--debug`` shows the
+traceback.
 
 Examples::
 
@@ -28,6 +29,7 @@ import json
 import sys
 from pathlib import Path
 
+from data.cli import ArgumentParser, run_main
 from data.records import DataFormatError, Records, ValidationReport
 from data.table import check_delimiter
 
@@ -118,17 +120,16 @@ def write_any(path: Path, records: Records, args: argparse.Namespace) -> None:
         raise DataFormatError(f"{path}: output must end in .npz (native) or .csv (table), found '{path.suffix}'")
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> ArgumentParser:
     summary, details = __doc__.split("\n\n", 1)
-    ap = argparse.ArgumentParser(prog="python -m data.convert", description=summary, epilog=details,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(prog="python -m data.convert", description=summary, epilog=details,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("input", type=Path)
     ap.add_argument("output", type=Path)
     ap.add_argument("--from", dest="fmt", choices=FORMATS, help="input format (default: detected)")
     ap.add_argument("--lenient", action="store_true", help="drop bad recordings and report them instead of stopping")
     ap.add_argument("--report", type=Path, help="also write the validation report as JSON")
     ap.add_argument("--overwrite", action="store_true", help="replace OUT (and the --report file) if it exists")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     g = ap.add_argument_group("csv")
     g.add_argument("--columns", default="", help="key=column renames, e.g. label=Diagnosis,fmp=FMP")
     g.add_argument("--sample-prefix", default="s", help="sample columns are <prefix>0..<prefix>199 (default s)")
@@ -184,26 +185,7 @@ def convert(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        convert(args)
-    except Exception as exc:  # one line for the user; --debug shows the traceback
-        if args.debug:
-            raise
-        print(f"error: {error_line(exc, args.input)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def error_line(exc: BaseException, source: Path) -> str:
-    """One line for any error: the message of the ones raised on purpose; for the rest, what happened
-    and where (MemoryError and RecursionError carry no useful text of their own)."""
-    if isinstance(exc, (ValueError, OSError)) and str(exc):
-        return " ".join(str(exc).split())
-    if isinstance(exc, MemoryError):
-        return f"{source}: out of memory while converting it (rerun with --debug for the traceback)"
-    if isinstance(exc, RecursionError):
-        return f"{source}: nested too deeply to convert (rerun with --debug for the traceback)"
-    return f"{source}: {type(exc).__name__}: {exc} (unexpected; rerun with --debug for the traceback)"
+    return run_main(lambda: convert(args), debug=args.debug, source=args.input)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
     python -m data.synthetic --out synthetic.npz --patients 2000 --seed 0
     python -m data.synthetic --stats synthetic.npz
 
-An existing --out file is replaced only with --overwrite. Errors are one line (exit 2);
---debug shows the traceback.
+An existing --out file is replaced only with --overwrite. Errors are one line (exit 2 for a bad
+flag, value or file; 1 for a disk or permission error); --debug shows the traceback.
 
 The generative model (docs/data.md gives it in full, with its sources):
 
@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from data import waveform as wf
+from data.cli import ArgumentParser, run_main
 from data.config import MAX_SYNTHETIC_PATIENTS
 from data.records import NUM_CLASSES, SIGNAL_LENGTH, Records
 
@@ -314,26 +315,16 @@ def generate(n_patients: int, seed: int = 0) -> Records:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m data.synthetic", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, help="write a native .npz file")
     ap.add_argument("--patients", type=int, default=2000, help=f"1 to {MAX_SYNTHETIC_PATIENTS:,} (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help=">= 0 (default 0)")
     ap.add_argument("--stats", type=Path, metavar="FILE", help="print the statistics of a native file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    ap.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = ap.parse_args(argv)
     if args.out is None and args.stats is None:
         ap.error("give --out FILE to generate, or --stats FILE to summarize")
-    try:
-        run(args)
-    except Exception as exc:  # one line for the user; --debug shows the traceback
-        if args.debug:
-            raise
-        from data.convert import error_line
-
-        print(f"error: {error_line(exc, args.out or args.stats)}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
-    return 0
+    return run_main(lambda: run(args), debug=args.debug, source=args.out or args.stats)
 
 
 def run(args: argparse.Namespace) -> None:

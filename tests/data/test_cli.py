@@ -85,6 +85,26 @@ def test_run_main_one_line_exit_codes_and_debug(capsys):
         run_main(bug, debug=True)
 
 
+def test_an_unexpected_error_names_the_source_and_what_happened(capsys):
+    """MemoryError and RecursionError carry no useful text of their own: the line says it in words,
+    after the file the command was working on; an expected error's own message is left as it is."""
+    debug = "(rerun with --debug for the traceback)"
+    assert error_line(MemoryError(), "in.pkl") == f"error: in.pkl: out of memory {debug}"
+    assert error_line(MemoryError("Unable to allocate 8.00 GiB"), "in.pkl") == (
+        f"error: in.pkl: out of memory: Unable to allocate 8.00 GiB {debug}")
+    assert error_line(RecursionError("maximum recursion depth exceeded"), "in.pkl") == (
+        f"error: in.pkl: nested too deeply {debug}")
+    assert error_line(KeyError("model"), "in.pkl") == f"error: in.pkl: KeyError: 'model' (unexpected; {debug[1:]}"
+    assert error_line(MemoryError()) == f"error: out of memory {debug}"  # no source: nothing to name
+    assert error_line(ValueError("in.pkl: sample 3: bad label"), "in.pkl") == "error: in.pkl: sample 3: bad label"
+
+    def body():
+        raise MemoryError
+
+    assert run_main(body, debug=False, source="in.pkl") == EXIT_FAILURE
+    assert capsys.readouterr().err == f"error: in.pkl: out of memory {debug}\n"
+
+
 def test_error_line_is_cut_to_one_readable_line():
     line = error_line(ValueError("x" * 10_000 + "\n" + "y"))
     assert "\n" not in line and len(line) <= len("error: ") + 2000

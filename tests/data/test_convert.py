@@ -36,7 +36,7 @@ def test_epl_to_native(tmp_path, capsys):
     assert main(args) == 0
     records, _ = read_native(out)
     assert len(records) == 4 and records.peak_mask.sum() == 3
-    assert main([args[0], str(tmp_path / "other.npz")]) == 1
+    assert main([args[0], str(tmp_path / "other.npz")]) == 2
     assert "pass --label NAME and --age YEARS" in capsys.readouterr().err
 
 
@@ -45,7 +45,7 @@ def test_lenient_prints_what_it_dropped(tmp_path, small_records, capsys):
     obj["data"][3]["target"] = 17
     src = tmp_path / "p.pkl"
     src.write_bytes(pickle.dumps(obj))
-    assert main([str(src), str(tmp_path / "o.npz")]) == 1
+    assert main([str(src), str(tmp_path / "o.npz")]) == 2
     assert "sample 3: unknown label" in capsys.readouterr().err
     assert main([str(src), str(tmp_path / "o.npz"), "--lenient", "--report", str(tmp_path / "r.json")]) == 0
     assert "dropped 1: unknown label (first samples: [3])" in capsys.readouterr().out
@@ -65,7 +65,15 @@ def test_detect_format(tmp_path, name, content, fmt):
 def test_unknown_format_and_output(tmp_path, native_file, capsys):
     path = tmp_path / "mystery"
     path.write_bytes(b"????")
-    assert main([str(path), str(tmp_path / "o.npz")]) == 1
+    assert main([str(path), str(tmp_path / "o.npz")]) == 2
     assert "pass --from {native,legacy,csv,epl}" in capsys.readouterr().err
-    assert main([str(native_file), str(tmp_path / "o.h5")]) == 1
+    assert main([str(native_file), str(tmp_path / "o.h5")]) == 2
     assert "output must end in .npz (native) or .csv (table)" in capsys.readouterr().err
+
+
+def test_a_bad_flag_is_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "a.csv")])
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "python -m data.convert: error: the following arguments are required: output (see --help)\n")

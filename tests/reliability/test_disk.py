@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 import training.checkpoint as checkpoint_module
+from data.convert import main as convert_main
+from data.native import read_native
+from data.synthetic import generate
+from data.table import write_table
 from tests.reliability.procs import in_process_args, train_in_process
 from training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -45,6 +49,25 @@ def test_unwritable_run_dir_fails_before_training(tmp_path, capsys, monkeypatch)
     assert rc == 2
     assert one_error_line(capsys) == f"error: run directory '{tmp_path / 'exp'}': not writable (Permission denied)"
     assert not (tmp_path / "exp").exists()  # nothing written, nothing trained, no stub to block a rerun
+
+
+def test_convert_on_a_full_disk_exits_1_and_says_what_was_written(tmp_path, capsys, monkeypatch):
+    """A disk error is not the user's input: exit 1 (a bad file or flag is 2), one line that says
+    which file could not be written and which one was."""
+    src = write_table(tmp_path / "t.csv", generate(3, seed=1))
+    out, report = tmp_path / "o.npz", tmp_path / "r.json"
+    real = Path.write_text
+
+    def write_text(self, *args, **kwargs):
+        if self == report:
+            raise ENOSPC
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    assert convert_main([str(src), str(out), "--report", str(report)]) == 1
+    assert one_error_line(capsys) == (
+        f"error: --report {report}: cannot write (No space left on device); {out} was written")
+    assert len(read_native(out)[0]) > 0 and not report.exists()
 
 
 class FullDisk(io.FileIO):
