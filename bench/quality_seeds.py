@@ -144,42 +144,54 @@ def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval")
                 if name in seed and single:
                     dms.append(delta_m_for_run(headline_metrics(seed[name][1]), single))
             entry["delta_m"] = mean_interval(dms) if dms else None
-        patient: dict[str, list[float]] = {}
-        for _, m in done:
-            flat = patient_metrics(m)
-            for key in PATIENT:
-                if flat.get(key) is not None and flat[key]["value"] is not None:
-                    patient.setdefault(key, []).append(flat[key]["value"])
-        entry["patient"] = {k: mean_interval(v) for k, v in patient.items()}
+        entry["patient"] = _patient_means([m for _, m in done])
+        # issue 11's benchmark cohort, where bench/clinical.py scored the run (RUN/clinical.json)
+        cohorts = [json.loads(p.read_text(encoding="utf-8"))["cohorts"]["benchmark"]
+                   for p in (_run_dir(run) / "clinical.json" for run, _ in done) if p.is_file()]
+        entry["benchmark"] = _patient_means([{"patient": c} for c in cohorts])
         out[name] = entry
     return out
 
 
-def _cell(est: dict[str, Any] | None) -> str:
+def _patient_means(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The PATIENT metrics of several metrics.json-shaped dicts (a 'patient' section): mean and interval."""
+    values: dict[str, list[float]] = {}
+    for m in metrics:
+        flat = patient_metrics(m)
+        for key in PATIENT:
+            if flat.get(key) is not None and flat[key]["value"] is not None:
+                values.setdefault(key, []).append(flat[key]["value"])
+    return {k: mean_interval(v) for k, v in values.items()}
+
+
+def _cell(est: dict[str, Any] | None, seeds: int) -> str:
+    """mean ± half-width; the number of seeds where fewer than ``seeds`` contributed."""
     if est is None:
         return "—"
+    short = f" (n={est['n']})" if est["n"] < seeds else ""
     if est["ci"] is None:
-        return f"{est['mean']:.4g}"
+        return f"{est['mean']:.4g}{short}"
     half = (est["ci"][1] - est["ci"][0]) / 2
-    return f"{est['mean']:.4g} ± {half:.2g}"
+    return f"{est['mean']:.4g} ± {half:.2g}{short}"
 
 
 def render(result: dict[str, Any]) -> str:
-    runs = result["runs"]
+    runs, seeds = result["runs"], len(result["seeds"])
     columns = [c for c, *_ in HEADLINE if any(c in r["metrics"] for r in runs.values())]
     lines = ["| run | seeds | " + " | ".join(columns) + " | Δm% (↑) |", "|---" * (len(columns) + 3) + "|"]
     for name, r in runs.items():
         own = [DELTA_M_METRICS[r["task"]]] if r["kind"] == "single" else columns  # a single-task run: its task only
-        lines.append(f"| {name} | {r['seeds']} | " + " | ".join(_cell(r["metrics"].get(c)) if c in own else "·"
+        lines.append(f"| {name} | {r['seeds']} | " + " | ".join(_cell(r["metrics"].get(c), seeds) if c in own else "·"
                                                                   for c in columns)
-                     + f" | {_cell(r['delta_m'])} |")
-    patient_rows = [k for k in PATIENT if any(k in r["patient"] for r in runs.values())]
-    if patient_rows:
-        multi = [n for n, r in runs.items() if r["kind"] == "multi"]
-        lines += ["", f"| per patient ({result['eval_dir']}/) | " + " | ".join(multi) + " |",
-                  "|---" * (len(multi) + 1) + "|"]
-        lines += [f"| {PATIENT[k]} | " + " | ".join(_cell(runs[n]["patient"].get(k)) for n in multi) + " |"
-                  for k in patient_rows]
+                     + f" | {_cell(r['delta_m'], seeds)} |")
+    multi = [n for n, r in runs.items() if r["kind"] == "multi"]
+    for section, title in (("patient", f"per patient ({result['eval_dir']}/)"),
+                           ("benchmark", "per patient, benchmark cohort (RUN/clinical.json)")):
+        rows = [k for k in PATIENT if any(k in runs[n].get(section, {}) for n in multi)]
+        if rows:
+            lines += ["", f"| {title} | " + " | ".join(multi) + " |", "|---" * (len(multi) + 1) + "|"]
+            lines += [f"| {PATIENT[k]} | " + " | ".join(_cell(runs[n][section].get(k), seeds) for n in multi) + " |"
+                      for k in rows]
     return "\n".join(lines)
 
 

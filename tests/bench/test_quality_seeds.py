@@ -109,3 +109,14 @@ def test_one_seed_or_a_missing_file_is_refused(tmp_path, capsys):
     assert "expected the results of at least 2 seeds for an interval, found 1" in capsys.readouterr().err
     assert quality_seeds.main([path, str(tmp_path / "nope.json")]) != 0
     assert "nope.json': expected a bench/quality.py result (JSON), found no such file" in capsys.readouterr().err
+
+
+def test_the_benchmark_cohort_is_read_where_scored_and_a_partial_mean_says_its_n(tmp_path):
+    paths = [_seed(tmp_path, 0, 1.0, 1.0), _seed(tmp_path, 1, 1.0, 1.0)]
+    cohort = {"threshold": {"rule": {"within_10db": {"value": 0.8, "ci": [0.7, 0.9]}}}}
+    (tmp_path / "s0" / "quality_fixed" / "clinical.json").write_text(json.dumps({"cohorts": {"benchmark": cohort}}))
+    runs = quality_seeds.aggregate(quality_seeds.load(paths))
+    est = runs["quality_fixed"]["benchmark"]["patient/threshold/rule/within_10db"]
+    assert est == {"mean": 0.8, "ci": None, "n": 1}
+    table = quality_seeds.render({"runs": runs, "seeds": [0, 1], "eval_dir": "eval"})
+    assert "| patient threshold within 10 dB, wave V rule | 0.8 (n=1) |" in table
