@@ -91,3 +91,11 @@ def add_output_args(p: Any, name: str) -> None:
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / f"{name}.json"))
     p.add_argument("--doc", default=str(ROOT / "docs" / "results.md"), help="Markdown file to write the section to")
     p.add_argument("--no-doc", action="store_true", help="write the JSON only")
+
+
+def write_outputs(args: Any, key: str, result: dict[str, Any], section: str) -> None:
+    """What add_output_args declared: the JSON result to --out, ``section`` as the KEY section of
+    --doc unless --no-doc."""
+    write_result(args.out, result)
+    if not args.no_doc:
+        write_doc_section(args.doc, key, section)

@@ -51,7 +51,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import add_output_args, machine, write_doc_section, write_result  # noqa: E402
+from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from bench.wave_v import WAVES, mean_correlation, pick_waves, wave_shares  # noqa: E402
 from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from evaluation.distribution import (  # noqa: E402
@@ -420,9 +420,7 @@ def run(args, argv: list[str] | None) -> int:
         "rows": rows,
     }
     print(render(result))
-    write_result(args.out, result)
-    if not args.no_doc:
-        write_doc_section(args.doc, DOC_KEY, doc_section(result))
+    write_outputs(args, DOC_KEY, result, doc_section(result))
     return 0
 
 

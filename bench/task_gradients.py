@@ -40,7 +40,7 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import add_output_args, machine, write_doc_section, write_result  # noqa: E402
+from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from training.components import COMPONENTS, DISPLAY_NAMES, HEAD_GROUPS  # noqa: E402
 
@@ -294,9 +294,7 @@ def run(args, argv: list[str] | None) -> int:
     result = {"command": command, "machine": machine(), "threads": args.threads,
               "date": datetime.date.today().isoformat(), "batches": args.batches, "runs": runs}
     print(render(result))
-    write_result(args.out, result)
-    if not args.no_doc:
-        write_doc_section(args.doc, DOC_KEY, render(result))
+    write_outputs(args, DOC_KEY, result, render(result))
     return 0
 
 
