@@ -197,7 +197,10 @@ def render(result: dict[str, Any]) -> str:
 
 def write_doc(result: dict[str, Any], path: Path, key: str = DOC_KEY) -> None:
     splits = sorted({r["split"] for r in result["runs"].values() if r["seeds"]})
-    body = (f"## Joint training vs single-task, {len(result['seeds'])} seeds, {', '.join(splits)} split\n\n"
+    # the overrides name the scale (e.g. data.synthetic.patients=2000), so tables of two scales differ in title
+    overrides = " ".join(_overrides(result["per_seed_commands"][0]))
+    body = (f"## Joint training vs single-task, {len(result['seeds'])} seeds, {', '.join(splits)} split"
+            + (f" ({overrides})" if overrides else "") + "\n\n"
             f"Command: `{result['command']}`  \n"
             f"Per seed: `{result['per_seed_commands'][0]}` (and the same with each seed)  \n"
             f"Machine: {result['machine']}; date {result['date']}; seeds {result['seeds']}; "

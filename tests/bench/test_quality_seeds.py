@@ -81,6 +81,7 @@ def test_cli_writes_json_and_only_its_own_doc_section(tmp_path, capsys):
     assert json.loads(out.read_text())["seeds"] == [0, 1]
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Results\n\nkept\n") and "<!-- quality-seeds: begin -->" in text
+    assert " split (training.epochs=3)\n" in text  # the title names the scale
     row = next(line for line in text.splitlines() if line.startswith("| quality_single_class |"))
     assert row.count("·") == len(HEADLINE) - 1  # a single-task row shows its own metric only
 
