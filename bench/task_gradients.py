@@ -293,8 +293,9 @@ def run(args, argv: list[str] | None) -> int:
     command = "python bench/task_gradients.py " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"command": command, "machine": machine(), "threads": args.threads,
               "date": datetime.date.today().isoformat(), "batches": args.batches, "runs": runs}
-    print(render(result))
-    write_outputs(args, DOC_KEY, result, render(result))
+    table = render(result)
+    print(table)
+    write_outputs(args, DOC_KEY, result, table)
     return 0
 
 
