@@ -23,8 +23,9 @@ The generative model (docs/data.md gives it in full, with its sources):
 4. Residual EEG after averaging: 1/f^alpha noise with a per-recording level, occasional 50 Hz hum,
    myogenic bursts and stimulus artefact. FMP is the recording's own F-ratio (signal variance over
    residual-noise variance).
-5. Labels: class, threshold, and wave V mask / latency / amplitude as a peak marker marks them on
-   the recorded average (the local maximum near the true wave V; amplitude baseline-to-peak).
+5. Labels: class, threshold, and waves I, III and V presence / latency / amplitude as a peak marker
+   marks them on the recorded average (the local maximum near the true wave; amplitude
+   baseline-to-peak); a wave is present where the simulation gave it a non-zero amplitude.
 
 Generation is vectorized and deterministic: patients are simulated in fixed-size chunks, each with
 its own seed derived from (seed, chunk index), so the same seed gives the same bytes.
@@ -219,12 +220,13 @@ def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np
     _add_subset(x, rng, (cm > 0) & (level >= 50), lambda r, s: _microphonic(r, cm[s]))
     # 7. Labels as marked on the recorded average; FMP from the recording's own signal-to-noise.
     lat_mark, amp_mark = _mark(rng, x, lat_v, amp_v, present, np.sqrt(noise_var))
+    waves = _mark_early_waves(x, np.stack([lat_i, lat_iii], axis=1), np.stack([amp_i, amp_iii], axis=1) > 0)
     fmp = wf.fmp(x, noise_var * np.exp(rng.normal(0.0, 0.15, n)))
     static = np.stack([np.floor(months / 12.0), level, rate, fmp], axis=1).astype(np.float32)
     threshold = np.where(np.isfinite(pat.threshold), np.clip(5.0 * np.ceil(pat.threshold / 5.0), 0, 100),
                          NO_RESPONSE_THRESHOLD_DB)[idx]
     return {"signal": x, "static": static, "label": label.astype(np.int64), "peak_mask": present,
-            "peak_latency": lat_mark, "peak_amplitude": amp_mark, "threshold": threshold.astype(np.float32)}
+            "peak_latency": lat_mark, "peak_amplitude": amp_mark, "threshold": threshold.astype(np.float32), **waves}
 
 
 def _add_subset(x: np.ndarray, rng: np.random.Generator, rows: np.ndarray, make) -> np.ndarray:
@@ -282,6 +284,17 @@ def _mark(rng: np.random.Generator, x: np.ndarray, lat: np.ndarray, amp: np.ndar
     return lat_mark, amp_mark
 
 
+def _mark_early_waves(x: np.ndarray, lat: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
+    """Waves I and III (EXTRA_WAVES) marked like wave V: the marker's point near the true latency
+    where the wave is there (lat, present: (N 2)); the Records wave columns."""
+    out = {"wave_present": present.astype(np.int8),
+           "wave_latency": np.full(lat.shape, np.nan, np.float32), "wave_amplitude": np.full(lat.shape, np.nan, np.float32)}
+    for k in range(lat.shape[1]):
+        rows = np.flatnonzero(present[:, k])
+        out["wave_latency"][rows, k], out["wave_amplitude"][rows, k] = wf.mark_peak(x[rows], lat[rows, k])
+    return out
+
+
 def generate(n_patients: int, seed: int = 0) -> Records:
     """Simulate ``n_patients`` patients (about 25.5 recordings each); deterministic in ``seed``."""
     if not 1 <= n_patients <= MAX_SYNTHETIC_PATIENTS:
@@ -299,6 +312,8 @@ def generate(n_patients: int, seed: int = 0) -> Records:
         signal=np.empty((n, SIGNAL_LENGTH), np.float32), static=np.empty((n, 4), np.float32),
         label=np.empty(n, np.int64), peak_mask=np.empty(n, bool), peak_latency=np.empty(n, np.float32),
         peak_amplitude=np.empty(n, np.float32), threshold=np.empty(n, np.float32), patient_id=np.empty(n, np.int64),
+        wave_present=np.empty((n, 2), np.int8), wave_latency=np.empty((n, 2), np.float32),
+        wave_amplitude=np.empty((n, 2), np.float32),
         meta={"source": {"kind": "synthetic", "generator": "data.synthetic", "patients": n_patients, "seed": seed}},
     )
     row = 0
