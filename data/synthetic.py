@@ -276,7 +276,7 @@ def _mark(rng: np.random.Generator, x: np.ndarray, lat: np.ndarray, amp: np.ndar
     showed it) the true latency with marking jitter and the clean amplitude plus noise."""
     lat_mark = np.full(len(x), np.nan, dtype=np.float32)
     amp_mark = np.full(len(x), np.nan, dtype=np.float32)
-    inside = present & (lat < 9.6)
+    inside = present & (lat < wf.MARK_LIMIT_MS)
     lat_mark[inside], amp_mark[inside] = wf.mark_peak(x[inside], lat[inside])
     beyond = present & ~inside
     lat_mark[beyond] = lat[beyond] + rng.normal(0.0, 0.05, beyond.sum())
@@ -287,8 +287,8 @@ def _mark(rng: np.random.Generator, x: np.ndarray, lat: np.ndarray, amp: np.ndar
 def _mark_early_waves(x: np.ndarray, lat: np.ndarray, present: np.ndarray) -> dict[str, np.ndarray]:
     """Waves I and III (EXTRA_WAVES) marked like wave V: the marker's point near the true latency
     where the wave is there (lat, present: (N 2)); the Records wave columns."""
-    out = {"wave_present": present.astype(np.int8),
-           "wave_latency": np.full(lat.shape, np.nan, np.float32), "wave_amplitude": np.full(lat.shape, np.nan, np.float32)}
+    out = {"wave_present": present.astype(np.int8), "wave_latency": np.full(lat.shape, np.nan, np.float32),
+           "wave_amplitude": np.full(lat.shape, np.nan, np.float32)}
     for k in range(lat.shape[1]):
         rows = np.flatnonzero(present[:, k])
         out["wave_latency"][rows, k], out["wave_amplitude"][rows, k] = wf.mark_peak(x[rows], lat[rows, k])

@@ -22,6 +22,11 @@ LOG_F = np.log(np.maximum(FREQS_HZ, 1.0)).astype(np.float32)  # (K,)
 _F = np.maximum(FREQS_HZ, 1.0)
 BAND_POWER = (1.0 / (1.0 + (100.0 / _F) ** 2) / (1.0 + (_F / 3000.0) ** 4)).astype(np.float32)
 BAND_POWER[0] = 0.0  # no DC
+# A peak is marked on the stored average when its latency is below this: the marker's ±0.25 ms search
+# and the parabola's neighbours then lie inside the 10 ms window. Later peaks (a clinic's longer epoch
+# showed them) are "beyond the window": data.synthetic labels them from the true latency.
+MARK_LIMIT_MS = 9.6
+MARK_SEARCH_MS = 0.25  # the marker takes the largest sample within this of the true latency
 FMP_WINDOW = slice(int(round(2.0 / DT_MS)), SIGNAL_LENGTH)  # 2-10 ms, where waves I-V and the SN10 lie
 
 
@@ -108,7 +113,7 @@ def gaussian_envelope(centre_ms: np.ndarray, width_ms: np.ndarray) -> np.ndarray
     return np.exp(-0.5 * np.square((T_MS[None, :] - centre_ms[:, None]) / width_ms[:, None])).astype(np.float32)
 
 
-def mark_peak(x: np.ndarray, latency: np.ndarray, search_ms: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def mark_peak(x: np.ndarray, latency: np.ndarray, search_ms: float = MARK_SEARCH_MS) -> tuple[np.ndarray, np.ndarray]:
     """Mark a peak the way a clinician does on the recorded average.
 
     The marker picks the largest sample of the recorded waveform x (N L) within ±search_ms of the

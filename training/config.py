@@ -203,6 +203,12 @@ class Config:
                 "config key 'loss.threshold_loss': expected 'huber', found 'gaussian_nll', which needs a variance "
                 "head (outputs['threshold_logvar']) that this network does not have yet"
             )
+        if self.model.peak_head == "map" and self.data.normalization != "global":
+            raise ConfigError(
+                "config key 'model.peak_head': expected 'pooled' with data.normalization "
+                f"'{self.data.normalization}': the wave map head reads amplitudes in µV off the input, which "
+                "per-sample z-scores cannot give back (use data.normalization: global)"
+            )
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
