@@ -65,6 +65,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "model.dropout": MC + "test_dropout_is_active_in_training_mode_only",
     "model.cond_drop_prob": ("tests/models/test_network.py::test_cond_drop_prob_applies_in_training_mode_only",
                              T + "test_cond_drop_prob_drops_the_condition_of_the_noisy_rows_in_training"),
+    "model.peak_head": ("tests/models/test_wave_head.py::test_peak_head_key_chooses_the_head",
+                        "tests/models/test_wave_head.py::test_map_head_with_per_sample_normalization_is_refused"),
     "model.ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     # diffusion
     "diffusion.timesteps": DI + "test_cosine_alpha_bar_endpoints",
