@@ -15,6 +15,10 @@ member             dtype        shape     content
 ``patient_id``     int64        (N,)      recordings of one patient share it
 ``series_id``      int64        (N,)      optional: recordings of one intensity series (ear or session);
                                           absent: one series per patient
+``wave_present``   int8         (N, 2)    optional: waves I, III: 1 present, 0 absent, -1 not marked;
+                                          absent: every wave I / III unmarked (the loss ignores them)
+``wave_latency``   float32      (N, 2)    optional (with wave_present): ms, NaN unless present
+``wave_amplitude`` float32      (N, 2)    optional (with wave_present): µV baseline-to-peak, NaN unless present
 ``meta``           unicode      ()        JSON: format, format_version, sample_rate_hz, units, ...
 =================  ===========  ========  ==================================================
 

@@ -331,8 +331,8 @@ class Waterfall:
         ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
         ax.set_xlim(0, t_ms[-1])
         ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
-        handles = [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})")]
-        handles += self._early_marks(early_waves, order, x, offsets, gap, t_ms)
+        handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
+        handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})"))
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
                                   label="... below the series threshold"))

@@ -19,6 +19,8 @@ BATCH = {
     "signal": (torch.float32, (1, 200)), "static": (torch.float32, (4,)), "label": (torch.int64, ()),
     "peak_mask": (torch.bool, ()), "peak_latency": (torch.float32, ()), "peak_amplitude": (torch.float32, ()),
     "threshold": (torch.float32, ()), "patient_id": (torch.int64, ()), "series_id": (torch.int64, ()),
+    "wave_known": (torch.bool, (3,)), "wave_mask": (torch.bool, (3,)), "wave_latency": (torch.float32, (3,)),
+    "wave_amplitude": (torch.float32, (3,)),
 }
 
 
@@ -42,6 +44,9 @@ def test_items_and_batches_follow_the_contract(bundle):
     assert all(torch.isfinite(v).all() for k, v in bundle.train.tensors.items() if v.is_floating_point())
     t = bundle.train.tensors
     assert (t["peak_latency"][~t["peak_mask"]] == 0).all() and (t["peak_amplitude"][~t["peak_mask"]] == 0).all()
+    # waves I, III, V: V is the seeds' wave V columns; I and III are marked by the generator
+    assert torch.equal(t["wave_mask"][:, 2], t["peak_mask"]) and torch.equal(t["wave_latency"][:, 2], t["peak_latency"])
+    assert t["wave_known"].all() and (t["wave_latency"][~t["wave_mask"]] == 0).all()
 
 
 def test_splits_are_by_patient_and_stats_from_train_only(bundle):
