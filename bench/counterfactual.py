@@ -51,17 +51,19 @@ NOISE_KINDS = ("white", "pink")
 
 
 def noise_like(rng: np.random.Generator, signal: np.ndarray, kind: str) -> np.ndarray:
-    """Pure noise (N L) with each row's own standard deviation: white (flat spectrum to the Nyquist
-    frequency) or pink (power ∝ 1/f from the first FFT bin up, no DC)."""
+    """Pure noise (N L), each row rescaled to exactly its recording's sample variance: white (flat
+    spectrum to the Nyquist frequency) or pink (power ∝ 1/f from the first FFT bin up, no DC)."""
     from data import waveform as wf
 
     sigma = signal.std(axis=1).astype(np.float32)  # (N,)
     if kind == "white":
-        return (rng.standard_normal(signal.shape, dtype=np.float32) * sigma[:, None]).astype(np.float32)
-    if kind == "pink":
+        x = rng.standard_normal(signal.shape, dtype=np.float32)
+    elif kind == "pink":
         flat = (wf.FREQS_HZ > 0).astype(np.float32)  # (K,) no DC, no recording filter: pure 1/f
-        return wf.coloured_noise(rng, sigma, np.ones_like(sigma), band_power=flat)
-    raise ValueError(f"noise kind: expected one of {NOISE_KINDS}, found {kind!r}")
+        x = wf.coloured_noise(rng, np.ones_like(sigma), np.ones_like(sigma), band_power=flat)
+    else:
+        raise ValueError(f"noise kind: expected one of {NOISE_KINDS}, found {kind!r}")
+    return (x * (sigma / np.maximum(x.std(axis=1), 1e-12))[:, None]).astype(np.float32)
 
 
 def with_signal(records: Records, signal: np.ndarray) -> Records:
