@@ -1,6 +1,7 @@
 """A physiologically grounded synthetic ABR data set, generated patient by patient.
 
     python -m data.synthetic --out synthetic.npz --patients 2000 --seed 0
+    python -m data.synthetic --out wide.npz --patients 2000 --seed 1 --domain wide --catch-fraction 0.2
     python -m data.synthetic --stats synthetic.npz
 
 An existing --out file is replaced only with --overwrite. Errors are one line (exit 2 for a bad
@@ -26,6 +27,11 @@ The generative model (docs/data.md gives it in full, with its sources):
 5. Labels: class, threshold, and waves I, III and V presence / latency / amplitude as a peak marker
    marks them on the recorded average (the local maximum near the true wave; amplitude
    baseline-to-peak); a wave is present where the simulation gave it a non-zero amplitude.
+
+Opt-in (issue 33; the defaults give the same bytes as before): ``domain="wide"`` records the same
+patients through a randomized chain (delay, zero-phase filters, gain, wave shapes, noise spectra;
+docs/data.md 1.6), the labels marked on the final waveform; ``catch_fraction`` adds catch sessions,
+noise-only recordings at every level labelled TOTAL / no response (1.7).
 
 Generation is vectorized and deterministic: patients are simulated in fixed-size chunks, each with
 its own seed derived from (seed, chunk index), so the same seed gives the same bytes.
@@ -519,6 +525,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write a native .npz file")
     ap.add_argument("--patients", type=int, default=2000, help=f"1 to {MAX_SYNTHETIC_PATIENTS:,} (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help=">= 0 (default 0)")
+    ap.add_argument("--domain", default="narrow", choices=DOMAINS,
+                    help="wide: the same patients through a randomized recording chain (docs/data.md 1.6)")
+    ap.add_argument("--catch-fraction", type=float, default=0.0,
+                    help="share of patients with a catch session, 0 to 1 (docs/data.md 1.7; default 0)")
     ap.add_argument("--stats", type=Path, metavar="FILE", help="print the statistics of a native file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
@@ -537,13 +547,15 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--patients: expected 1 to {MAX_SYNTHETIC_PATIENTS:,}, found {args.patients}")
         if args.seed < 0:
             raise ValueError(f"--seed: expected an integer >= 0, found {args.seed}")
+        if not 0.0 <= args.catch_fraction <= 1.0:
+            raise ValueError(f"--catch-fraction: expected a share from 0 to 1, found {args.catch_fraction}")
         if args.out.suffix.lower() != ".npz":
             raise ValueError(f"--out {args.out}: expected a .npz file name (the native format)")
         check_output(args.out, "--out", args.overwrite)
     if args.stats is not None and not args.stats.is_file():
         raise ValueError(f"--stats {args.stats}: file not found")
     if args.out is not None:
-        records = generate(args.patients, args.seed)
+        records = generate(args.patients, args.seed, domain=args.domain, catch_fraction=args.catch_fraction)
         write_native(args.out, records)
         print(f"wrote {args.out}: {len(records)} recordings from {args.patients} patients (seed {args.seed})")
     if args.stats is not None:

@@ -140,3 +140,16 @@ def test_catch_sessions_keep_each_patient_in_its_class_stratum():
     assert np.array_equal(counts.argmax(1), own)
     train, val, test = split_patients(mixed.patient_id, mixed.label, [0.7, 0.15, 0.15], 0)
     assert not set(mixed.patient_id[train]) & set(mixed.patient_id[np.concatenate([val, test])])
+
+
+def test_cli_writes_the_wide_domain_with_catch_sessions(tmp_path, capsys):
+    from data.native import read_native
+    from data.synthetic import main
+
+    out = tmp_path / "wide.npz"
+    assert main(["--out", str(out), "--patients", "6", "--seed", "2", "--domain", "wide", "--catch-fraction", "1"]) == 0
+    records, _ = read_native(out)  # the native reader validates every column
+    assert records == generate(6, 2, domain="wide", catch_fraction=1.0)
+    assert records.meta["source"]["domain"] == "wide" and records.meta["source"]["catch_fraction"] == 1.0
+    assert main(["--out", str(tmp_path / "x.npz"), "--catch-fraction", "2"]) == 2
+    assert "--catch-fraction: expected a share from 0 to 1, found 2.0" in capsys.readouterr().err
