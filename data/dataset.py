@@ -112,7 +112,8 @@ def load_records(data: DataConfig) -> Records:
     if data.source == "synthetic":
         from data.synthetic import generate
 
-        return generate(data.synthetic.patients, data.synthetic.seed)
+        s = data.synthetic
+        return generate(s.patients, s.seed, domain=s.domain, catch_fraction=s.catch_fraction)
     from data.native import read_native
 
     records, report = read_native(data.path, strict=data.strict)

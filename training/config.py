@@ -125,6 +125,12 @@ class TrainingConfig:
         True, help="validation also scores the series level (rule threshold, summed type evidence, wave V in "
                    "ms) as val/patient/*; usable as early_stopping.metric"
     )
+    intensity_dropout: float = spec(
+        0.0, ge=0.0, le=1.0, help="training batches: probability that a recording's stated intensity is replaced "
+                                  "by the training mean (training/augment.py); 0: off")
+    intensity_jitter_db: float = spec(
+        0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
+                                   "0-100 dB (training/augment.py); 0: off")
 
     def __post_init__(self) -> None:
         # best.pt and early stopping follow this metric: a name no summary holds used to pass here, then

@@ -143,3 +143,16 @@ def test_normalization_per_sample_z_scores_each_training_signal(bundle):
     assert torch.allclose(sig.mean(1), torch.zeros(len(sig)), atol=1e-5)
     assert torch.allclose(sig.std(1), torch.ones(len(sig)), atol=1e-3)
     assert not torch.allclose(bundle.train.tensors["signal"][:, 0].std(1), torch.ones(len(bundle.train)), atol=1e-3)
+
+
+def test_synthetic_domain_and_catch_fraction_make_the_cohort(bundle):
+    """data.synthetic.domain=wide: the same patients and labels through another recording chain;
+    data.synthetic.catch_fraction: catch sessions (TOTAL, no response) added to the patients' splits."""
+    wide = _build("data.synthetic.domain=wide")
+    assert torch.equal(wide.train.tensors["label"], bundle.train.tensors["label"])
+    assert not torch.equal(wide.train.tensors["signal"], bundle.train.tensors["signal"])
+    caught = _build("data.synthetic.catch_fraction=1.0")
+    catch = caught.train.tensors["series_id"] >= 24  # catch sessions: series ids after the 24 patients'
+    assert catch.any() and bool((caught.train.tensors["label"][catch] == 3).all())
+    assert not caught.train.tensors["peak_mask"][catch].any()
+    assert _patients(caught) == _patients(bundle)  # every patient stays in its split
