@@ -76,3 +76,94 @@ def test_a_huge_text_value_is_refused(tmp_path):
 def test_a_seed_beyond_64_bits_names_the_key(tmp_path, capsys):
     err = _train(capsys, tmp_path, "--experiment", "x", f"seed={2**64}")
     assert re.fullmatch(rf"error: config key 'seed': expected a value <= {2**63 - 1}, found {2**64}( \[.*\])?", err)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def _native(path: Path, records=None, meta: dict | None = None, **members) -> Path:
+    """A native file of ``records`` (3 synthetic patients) with ``members`` replaced or added."""
+    import json
+
+    import numpy as np
+
+    from data.native import standard_meta
+    from data.synthetic import generate
+
+    records = generate(3, 1) if records is None else records
+    np.savez(path, **{**records.columns(), **members},
+             meta=np.array(json.dumps(records.meta | standard_meta() | (meta or {}))))
+    return path
+
+
+def test_an_unknown_npz_member_is_refused(tmp_path):
+    import numpy as np
+
+    from data.native import read_native
+    from data.records import DataFormatError
+
+    path = _native(tmp_path / "x.npz", peak_latncy=np.zeros(3))
+    with pytest.raises(DataFormatError, match=rf"^{path}: unknown member\(s\) \['peak_latncy'\]; expected only "
+                                              r"\['signal', "):
+        read_native(path)
+
+
+def test_a_peak_mask_of_2_is_refused(tmp_path):
+    from data.native import read_native
+    from data.records import DataFormatError
+    from data.synthetic import generate
+
+    records = generate(3, 1)
+    mask = records.peak_mask.astype("int64")
+    i = int(mask.argmax())
+    mask[i] = 2
+    path = _native(tmp_path / "x.npz", records, peak_mask=mask)
+    with pytest.raises(DataFormatError, match=rf"^{path}: sample {i}: bad peak_mask \(expected 0 or 1 \(false or "
+                                              r"true\), found 2\)$"):
+        read_native(path)
+
+
+@pytest.mark.parametrize("version", [True, 0, -1])
+def test_format_version_true_is_refused(tmp_path, version):
+    from data.native import read_native
+    from data.records import DataFormatError
+
+    path = _native(tmp_path / "x.npz", meta={"format_version": version})
+    with pytest.raises(DataFormatError, match=rf"^{path}: meta.format_version: expected an integer 1 to 1, "
+                                              rf"found {version!r}$"):
+        read_native(path)
+
+
+def test_a_legacy_encoder_of_five_normals_is_refused(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    from data.legacy import read_legacy
+    from data.records import DataFormatError
+    from data.synthetic import generate
+    from tests.data.test_legacy import legacy_dict
+
+    obj = legacy_dict(generate(3, 1))
+    obj["label_encoder"].classes_ = np.array(["NORMAL"] * 5)
+    path = tmp_path / "x.pkl"
+    path.write_bytes(pickle.dumps(obj))
+    with pytest.raises(DataFormatError, match=rf"^{path}: label_encoder.classes_: class name\(s\) \['NORMAL'\] given "
+                                              r"more than once; expected each class once"):
+        read_legacy(path)
+
+
+def test_one_patient_id_across_every_class_is_refused(tmp_path, capsys):
+    import numpy as np
+
+    from data.synthetic import generate
+
+    records = generate(20, 1)
+    assert len(np.unique(records.label)) == 5
+    path = _native(tmp_path / "one.npz", records, patient_id=np.zeros(len(records), dtype=np.int64),
+                   series_id=np.zeros(len(records), dtype=np.int64))
+    err = _train(capsys, tmp_path, "--experiment", "x", "data.source=file", f"data.path={path}")
+    assert re.fullmatch(rf"error: {path}: patient 0 has recordings of 5 classes \(NORMAL \d+, NÖROPATİ \d+, SNİK \d+, "
+                        r"TOTAL \d+, İTİK \d+\); expected at most MAX_CLASSES_PER_PATIENT = 2 \(a type of loss per "
+                        r"ear\): the split is drawn by patient, so check the patient ids", err), err
