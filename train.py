@@ -311,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + exc.signum
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from data.cli import error_line
+
+        # out of memory and nested too deeply have no useful text of their own: error_line says what happened
+        print(error_line(exc) if isinstance(exc, (MemoryError, RecursionError)) else f"error: {exc}", file=sys.stderr)
         return 1 if not isinstance(exc, ValueError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -147,7 +147,10 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
             if total > MAX_NATIVE_BYTES:
                 raise DataFormatError(f"{path}: members hold {total:,} bytes uncompressed; the limit is "
                                       f"MAX_NATIVE_BYTES = {MAX_NATIVE_BYTES:,} (data/native.py)")
-            return {name: _read_member(path, zf, info) for name, info in infos.items()}
+            try:
+                return {name: _read_member(path, zf, info) for name, info in infos.items()}
+            except MemoryError:  # under the limit but over this machine's memory: name the file, as convert does
+                raise MemoryError(f"{path}: its members hold {total:,} bytes uncompressed") from None
     except DataFormatError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,

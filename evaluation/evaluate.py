@@ -95,6 +95,10 @@ def evaluate(
         ]
         if run_dir is not None and (Path(run_dir) / "metrics.jsonl").is_file():
             log = read_run(run_dir)
+            if log.skipped_lines:  # the curves leave them out: say so, as compare does
+                print(f"warning: {Path(run_dir) / 'metrics.jsonl'}: {log.skipped_lines} line(s) unreadable and "
+                      f"skipped (a run still writing, or a damaged file); the loss curves leave them out",
+                      file=sys.stderr)
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
     title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"

@@ -229,3 +229,15 @@ def test_checkpoint_statistics_are_checked(finished_run, tmp_path, capsys, field
     assert main(["--run", str(run), "--n", "2", "--steps", "2"]) == 2
     err = _one_line(capsys)
     assert err.startswith(f"error: checkpoint '{path}': unusable stats (field '{field}': expected {expected}"), err
+
+
+def test_evaluate_warns_about_unreadable_metrics_lines(finished_run, tmp_path, capsys):
+    from evaluation.evaluate import main
+
+    run = _copy(finished_run, tmp_path / "run")
+    with (run / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write('{"kind": "step", "step": "x"}\nnot json\n')
+    assert main(["--run", str(run), "--no-generate", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {run / 'metrics.jsonl'}: 2 line(s) unreadable and skipped (a run still writing, or a damaged " \
+           "file); the loss curves leave them out" in err, err

@@ -14,13 +14,13 @@ from tests.reliability.procs import TINY, train_in_process
 from training.config import load_config
 
 
-def _train(capsys, tmp_path: Path, *argv: str, log_dir: bool = True) -> str:
+def _train(capsys, tmp_path: Path, *argv: str, log_dir: bool = True, code: int = 2) -> str:
     """Run train.py in process with ARGV (a tiny config logging under tmp_path); its one error line."""
     logs = [f"logging.log_dir={tmp_path / 'logs'}"] if log_dir else []
-    code = train_in_process(["--config", str(Path(__file__).parents[2] / "configs" / "quickstart.yaml"), *argv,
+    returned = train_in_process(["--config", str(Path(__file__).parents[2] / "configs" / "quickstart.yaml"), *argv,
                              *logs, *TINY])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert returned == code and err.count("\n") == 1 and "Traceback" not in err, err
     assert not (tmp_path / "logs").exists() or not any((tmp_path / "logs").iterdir())  # nothing written
     return err.strip()
 
@@ -167,3 +167,90 @@ def test_one_patient_id_across_every_class_is_refused(tmp_path, capsys):
     assert re.fullmatch(rf"error: {path}: patient 0 has recordings of 5 classes \(NORMAL \d+, NÖROPATİ \d+, SNİK \d+, "
                         r"TOTAL \d+, İTİK \d+\); expected at most MAX_CLASSES_PER_PATIENT = 2 \(a type of loss per "
                         r"ear\): the split is drawn by patient, so check the patient ids", err), err
+
+
+# ------------------------------------------------------------------------------------------------
+# lines that did not name their culprit
+
+
+def _epl(tmp_path: Path, edit) -> Path:
+    from tests.data.conftest import FIXTURES
+
+    text = (FIXTURES / "ABR-fixture-1").read_bytes().decode("ISO-8859-1")
+    path = tmp_path / "ABR-edited"
+    path.write_bytes(edit(text).encode("ISO-8859-1"))
+    return path
+
+
+def test_a_malformed_rep_rate_names_the_file_and_field(tmp_path):
+    from data.epl import read_epl
+    from data.records import DataFormatError
+
+    path = _epl(tmp_path, lambda t: re.sub(r"REP RATE \(/sec\): [0-9.]+", "REP RATE (/sec): 2.1.1", t, count=1))
+    with pytest.raises(DataFormatError, match=rf"^{path}: header 'REP RATE \(/sec\)': expected a number, "
+                                              r"found '2.1.1'$"):
+        read_epl(path, "NORMAL", age=0, threshold=20)
+
+
+def test_a_one_sample_epl_names_the_file_and_the_filter(tmp_path):
+    from data.epl import read_epl
+    from data.records import DataFormatError
+
+    def one_sample(text: str) -> str:
+        head, _, body = text.partition(":DATA")
+        return head + ":DATA" + body.lstrip("\r\n").splitlines()[0].join(["\r\n", "\r\n"])
+
+    path = _epl(tmp_path, one_sample)
+    with pytest.raises(DataFormatError, match=rf"^{path}: 1 sample\(s\) per level; the band-pass filter \(filtfilt\) "
+                                              r"needs more than \d+: expected a whole recording "
+                                              r"\(or pass --no-filter\)$"):
+        read_epl(path, "NORMAL", age=0, threshold=20)
+
+
+def test_out_of_memory_reading_a_native_file_names_it(tmp_path, monkeypatch, capsys):
+    """A file under MAX_NATIVE_BYTES can still exceed the machine's memory (simulated here)."""
+    import numpy as np
+
+    from data import native
+    from evaluation.predict import main as predict_main
+
+    path = _native(tmp_path / "big.npz")
+
+    def no_memory(f, allow_pickle=False):
+        raise MemoryError()
+
+    monkeypatch.setattr(np.lib.format, "read_array", no_memory)
+    with pytest.raises(MemoryError, match=rf"^{path}: its members hold [\d,]+ bytes uncompressed$"):
+        native.read_native(path)
+    err = _train(capsys, tmp_path, "--experiment", "x", "data.source=file", f"data.path={path}", code=1)
+    assert re.fullmatch(rf"error: out of memory: {path}: its members hold [\d,]+ bytes uncompressed \(rerun with "
+                        r"--debug for the traceback\)", err), err
+    assert predict_main([str(path), "--run", str(tmp_path), "--out", str(tmp_path / "p")]) == 1
+    assert f"error: out of memory: {path}: its members hold" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_logging_names_metrics_jsonl(tmp_path):
+    import errno
+    from types import SimpleNamespace
+
+    from training.callbacks.base import Record
+    from training.callbacks.jsonl import JsonlCallback
+
+    class Full:
+        name = str(tmp_path / "run" / "metrics.jsonl")
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    cb = JsonlCallback()
+    cb.file = Full()
+    trainer = SimpleNamespace(is_main=True, run_dir=tmp_path / "run", resumed=False, step=1)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] '{tmp_path}/run/metrics.jsonl': write failed \(No space left "
+                                      r"on device\); records up to the last checkpoint are on disk: free space, then "
+                                      r"--resume$"):
+        cb.on_record(trainer, Record(kind="step", step=1, epoch=1, scalars={"train/total": 1.0}))
+    with pytest.raises(OSError, match="metrics.jsonl': write failed"):
+        cb.flush(trainer)
