@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from data.cli import OUTPUTS_MANIFEST
 from tests.reliability.procs import in_process_args, train_in_process
 from training.checkpoint import CheckpointError, load_checkpoint
 
@@ -80,6 +79,7 @@ def test_predict_never_replaces_its_own_input(finished_run, recordings, tmp_path
 
 
 def test_predict_overwrite_replaces_only_its_own_files(finished_run, recordings, tmp_path, capsys):
+    from data.cli import OUTPUTS_MANIFEST
     from evaluation.predict import main
 
     out = tmp_path / "out"
