@@ -31,9 +31,9 @@ the column keeps its own values).
 
 Sample columns are ``<prefix><i>`` (default ``s0`` ... ``s199``), ordered by ``i``; samples in µV.
 An empty sample cell, or a row that ends early, is reported as a bad signal for that row.
-A label index is ASCII digits only (``'٣'`` is not class 3); a patient id is an integer (``1.5``,
-an empty cell or ``nan`` is refused, never cast). A cell longer than the csv module's field limit
-(131,072 characters) is refused with its line.
+A label index is ASCII digits only, without a sign (``'٣'`` is not class 3, ``'-0'`` not class 0);
+a patient id is an integer (``1.5``, an empty cell or ``nan`` is refused, never cast). A cell
+longer than the csv module's field limit (131,072 characters) is refused with its line.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ def _label(cell: str) -> int | str:
     """The class index of a name or an index cell; the cell itself when it is neither (the validator
     then reports it as an unknown label, showing the text)."""
     c = cell.strip()
-    if c.isascii() and c.lstrip("-").isdigit():  # str.isdigit() is also True for '٣' or '²'
+    if c.isascii() and c.isdigit():  # str.isdigit() is also True for '٣' or '²'; '-0' would be NORMAL
         return int(c)
     return class_index(c) if class_index(c) >= 0 else cell
 

@@ -411,9 +411,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: str | Path = "resume") -> None:
         """Continue from ``state``. A state of another config (architecture, balancer, optimizer
         groups) raises ``CheckpointError`` naming ``source``; the trainer is then unusable."""
-        from training.checkpoint import CheckpointError, load_model_state
+        from training.checkpoint import CheckpointError, check_ema, load_model_state
 
         load_model_state(self.model, state["model"], source)  # checked before anything is copied
+        check_ema(state, self.cfg, source)
         try:
             self._load_training_state(state)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -25,7 +25,9 @@ BATCH = {
 
 
 def _build(*overrides: str):
-    cfg = load_config(None, ["data.synthetic.patients=24", "data.synthetic.seed=2", *overrides])
+    from tests.runs import over
+
+    cfg = load_config(None, over(["data.synthetic.patients=24", "data.synthetic.seed=2"], *overrides))
     return build_data(cfg.data, cfg.loss.class_weights)
 
 

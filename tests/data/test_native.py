@@ -100,7 +100,7 @@ def test_missing_field_and_bad_meta(tmp_path, small_records):
         read_native(tmp_path / "m.npz", strict=False)  # a missing field is an error in both modes
     future = np.array(json.dumps(_meta() | {"format_version": 99}))
     np.savez(tmp_path / "v.npz", **columns_of(small_records), meta=future)
-    with pytest.raises(DataFormatError, match="format_version: expected an integer <= 1, found 99"):
+    with pytest.raises(DataFormatError, match="format_version: expected an integer 1 to 1, found 99"):
         read_native(tmp_path / "v.npz")
     np.savez(tmp_path / "nometa.npz", **columns_of(small_records))
     with pytest.raises(DataFormatError, match=r"missing field\(s\) \['meta'\]"):
