@@ -50,7 +50,8 @@ def test_offline_run_files_with_the_tensorboard_names(make_trainer, cfg):
     trainer = wandb_run(make_trainer, cfg)
     keys, records = history_keys(trainer.run_dir)
     names = {k for r in trainer.records if r.kind != "hparams" for k in r.scalars}  # TensorBoard's tags
-    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "val/weight_0"} <= keys
+    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "eval/weight_0",
+                                  "val/weight_0"} <= keys
     metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records
                if r.WhichOneof("record_type") == "metric"}
     assert metrics.get("val/*") == "step" and metrics.get("*") == "step"
