@@ -41,7 +41,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     from safetensors.torch import save_file
 
     from data.schema import to_dict
-    from training.checkpoint import load_run
+    from training.checkpoint import epochs_done, load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -57,7 +57,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     weights = "ema" if state.get("ema") else "model"  # load_run put these into the model
     tensors = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "weights": weights, "run": run_dir.name,
-            "checkpoint": which, "epochs_done": str(int(state["epoch"]) - 1),  # the checkpoint holds the next epoch
+            "checkpoint": which, "epochs_done": str(epochs_done(state)),
             "step": str(state["step"])}
 
     out_dir.mkdir(parents=True, exist_ok=True)

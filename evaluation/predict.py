@@ -346,6 +346,7 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
 
 def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, batch: Batch, answers: Any,
                      rec_warnings: list[dict[str, str]], span_source: str, written: list[str], timer: Timer) -> str:
+    from training.checkpoint import describe_position
     from training.rundir import command_line, git_info, read_run_json
 
     run_json = read_run_json(Path(args.run)) or {}
@@ -363,7 +364,7 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
                       answers.series.members, strict=True) if batch.names[k][0]})  # per file: ids are a file's own
     lines = [
         "# Prediction", "",
-        f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` (step {state.get('step')}, epoch {state.get('epoch')}); "
+        f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` ({describe_position(state)}); "
         f"run trained at commit {_commit(run_git)}",
         "- Per series: " + ("the series model (`checkpoints/series.pt`)" if series_net is not None else
                             "no series model in the run: threshold by the rule (lowest level with a consistent "

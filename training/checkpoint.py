@@ -33,6 +33,21 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
+def epochs_done(state: dict[str, Any]) -> int:
+    """Whole epochs a checkpoint has trained: its ``epoch`` is the epoch it trains next (1-based),
+    so a finished 5-epoch run holds ``epoch`` 6."""
+    return int(state["epoch"]) - 1
+
+
+def describe_position(state: dict[str, Any]) -> str:
+    """Where a checkpoint stands, for a reader: "after epoch 5, step 555", or, saved mid-epoch,
+    "in epoch 3 (40 steps into it), step 262"."""
+    into = int(state.get("epoch_step") or 0)
+    if into:
+        return f"in epoch {int(state['epoch'])} ({into} steps into it), step {int(state['step'])}"
+    return f"after epoch {epochs_done(state)}, step {int(state['step'])}"
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (temporary file + fsync + rename).
 

@@ -163,6 +163,7 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert f"{len(patients)} read, {len(patients)} used, 0 unusable" in summary
     assert "the series model (`checkpoints/series.pt`)" in summary and f"`{run}`, checkpoint `best`" in summary
+    assert "checkpoint `best` (after epoch 1, step " in summary  # a 1-epoch run: never "epoch 2"
 
 
 def test_epl_folder_is_one_series_named_after_the_file(run, tmp_path, capsys):
