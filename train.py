@@ -315,10 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Exception as exc:  # one line for the user; --debug shows the traceback
+        from training.rundir import exit_code
         from training.trainer import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
-            return 128 + exc.signum
+            return exit_code(exc)
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
