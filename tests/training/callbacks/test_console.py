@@ -226,3 +226,20 @@ def test_a_terminal_of_120_columns_or_more_shows_the_whole_postfix(tmp_path, col
     assert "20/20" in bars[0] and bars[0].endswith(postfix), bars[0]
     assert len(bars[0]) <= columns - 1  # tqdm's free last column
     assert "Tot " not in raw and not any(line.startswith("Ep ") for line in screen)  # never the compact form
+
+
+def test_train_log_writes_an_alerts_level_once(tmp_path, make_trainer):
+    """The console shows "WARNING [health/...]" (the alert's text); train.log adds the time and the
+    level, and used to read "WARNING WARNING [health/...]"."""
+    from training.setup import setup_logging
+
+    setup_logging(tmp_path)
+    try:
+        trainer = make_trainer([ConsoleCallback(file=io.StringIO(), ncols=120)])
+        trainer.emit(Record("alert", 20, 1, text="WARNING [health/x] step 20: something"))
+        logging.getLogger("abr").warning("W&B init failed")  # a warning without a level in its text keeps it
+    finally:
+        setup_logging(None)
+    log = (tmp_path / "train.log").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 2)[2] for line in log] == ["WARNING [health/x] step 20: something",
+                                                       "WARNING W&B init failed"]
