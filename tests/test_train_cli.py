@@ -73,3 +73,16 @@ def test_sweep_combinations_are_the_cartesian_product():
 def test_overrides_may_follow_a_sweep_option():
     args = train.parse_args(["--config", "c.yaml", "-m", "loss.balancer.strategy=fixed,dwa", "training.epochs=2"])
     assert args.multirun == ["loss.balancer.strategy=fixed,dwa"] and args.overrides == ["training.epochs=2"]
+
+
+def test_the_readme_states_the_quickstart_as_it_runs():
+    """The README said 4 epochs x 111 steps while configs/quickstart.yaml runs 5."""
+    import re
+
+    from data.dataset import build_data
+    from training.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    train_split = build_data(cfg.data, cfg.loss.class_weights).train
+    stated = re.findall(r"quickstart \((\d+) epochs x (\d+) steps\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert stated == [(str(cfg.training.epochs), str(len(train_split) // cfg.training.batch_size))]
