@@ -32,6 +32,7 @@ from data.cli import ArgumentParser, check_number, number, refuse_overwrite, res
 from data.native import standard_meta
 from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
 from data.stats import DataStats
+from training.checkpoint import new_file_mode
 
 FORMAT_NAME = "abr-generated"
 
@@ -157,6 +158,7 @@ def _write_atomic(path: Path, write: Callable) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            os.fchmod(f.fileno(), new_file_mode())  # mkstemp made it 0o600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -48,6 +48,23 @@ def describe_position(state: dict[str, Any]) -> str:
     return f"after epoch {epochs_done(state)}, step {int(state['step'])}"
 
 
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it; elsewhere set and put back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o644 under umask 022). Temporary files (``mkstemp``)
+    and safetensors get 0o600, which would hide a run's checkpoints from the rest of a lab group."""
+    return 0o666 & ~umask()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (temporary file + fsync + rename).
 
@@ -63,6 +80,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             with os.fdopen(fd, "wb") as f:
                 torch.save({"format_version": FORMAT_VERSION, **state}, f)
                 f.flush()
+                os.fchmod(f.fileno(), new_file_mode())  # mkstemp made it 0o600
                 os.fsync(f.fileno())
                 os.replace(tmp, path)  # still locked: the clean-up below never sees it half-written
         except BaseException as exc:
