@@ -1,9 +1,10 @@
 """Generate ABR signals for one clinical condition from a trained run.
 
     python -m evaluation.generate --run logs/EXP --n 64 --intensity 80 --age 0.5 --rate 21.1 \\
-        --fmp 300 --sampler ddim --steps 50 --guidance 2.0 --out generated.npz
+        --fmp 300 --sampler ddim --steps 50 --guidance 2.0
 
-writes ``generated.npz`` and ``generated.png``. The run is loaded with
+writes ``logs/EXP/eval/generated.npz`` and ``generated.png`` beside it (``--out FILE.npz`` names
+another file), and says where. The run is loaded with
 :func:`training.checkpoint.load_run`, which puts the EMA weights into the model when the run has
 them, so sampling uses the EMA weights. Sampler, steps, eta, guidance and clipping default to the
 run's ``diffusion`` config section.

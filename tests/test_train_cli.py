@@ -86,3 +86,21 @@ def test_the_readme_states_the_quickstart_as_it_runs():
     train_split = build_data(cfg.data, cfg.loss.class_weights).train
     stated = re.findall(r"quickstart \((\d+) epochs x (\d+) steps\)", (ROOT / "README.md").read_text(encoding="utf-8"))
     assert stated == [(str(cfg.training.epochs), str(len(train_split) // cfg.training.batch_size))]
+
+
+def test_the_readme_examples_write_under_the_run_or_a_named_out():
+    """The generate example wrote generated.npz into the repository root; compare wrote a shared
+    logs/comparison/."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^\.venv/bin/python -m (evaluation\.\w+) ((?:.*\\\n)*.*)$", readme, re.M)
+    assert {name for name, _ in commands} >= {"evaluation.evaluate", "evaluation.generate", "evaluation.compare",
+                                              "evaluation.export"}
+    for name, rest in commands:
+        args = shlex.split(rest.replace("\\\n", " "), comments=True)
+        run = args[args.index("--run") + 1] if "--run" in args else None
+        out = args[args.index("--out") + 1] if "--out" in args else None
+        assert out is not None or run is not None, name
+        assert (out or run).startswith("logs/"), (name, out)  # gitignored, never the repository root
