@@ -392,8 +392,10 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
     unusable = [(s.path, i, reason) for s in batch.sources for reason, rows in s.report.rows.items() for i in rows]
     lines += ["", f"## Unusable recordings ({len(unusable)})", ""]
     if unusable:
+        details = {(s.path, i): d for s in batch.sources for i, d in s.report.details.items()}
         lines += ["| file | sample | reason |", "|---|---|---|"]
-        lines += [f"| {p} | {i} | {reason} |" for p, i, reason in sorted(unusable, key=lambda u: (str(u[0]), u[1]))]
+        lines += [f"| {p} | {i} | {reason}: {details.get((p, i), '')} |"
+                  for p, i, reason in sorted(unusable, key=lambda u: (str(u[0]), u[1]))]
     else:
         lines.append("None: every recording read was used.")
     lines += ["", "## Files", "", *(f"- `{w}`" for w in written), ""]

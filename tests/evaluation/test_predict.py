@@ -260,7 +260,9 @@ def test_unusable_recordings_are_counted_and_listed(run, patients, tmp_path, cap
     assert "intensity 130 dB outside the training range 0 to 100" in loud["warnings"]
     assert sum("intensity" in r["warnings"] for r in rec) == 1
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
-    assert f"| {path} | 2 | non-finite signal |" in summary and f"| {path} | 5 | signal length |" in summary
+    assert f"| {path} | 2 | non-finite signal: expected finite values" in summary
+    assert "found nan at point 17 |" in summary
+    assert f"| {path} | 5 | signal length: expected 200 samples, found 196 |" in summary  # said neither
     assert "## Unusable recordings (2)" in summary
     pat = read_rows(tmp_path / "out" / "patients.csv")
     assert sum("intensity: 1 of" in r["warnings"] for r in pat) == 1
