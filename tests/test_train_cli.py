@@ -104,3 +104,20 @@ def test_the_readme_examples_write_under_the_run_or_a_named_out():
         out = args[args.index("--out") + 1] if "--out" in args else None
         assert out is not None or run is not None, name
         assert (out or run).startswith("logs/"), (name, out)  # gitignored, never the repository root
+
+
+def test_a_command_line_typo_is_blamed_on_the_command_line_not_the_file():
+    r = run_cli("--config", "configs/quickstart.yaml", "traning.epochs=1")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "did you mean 'training'" in line and line.endswith("[command line: traning.epochs=1]")
+    assert "[configs/quickstart.yaml]" not in line
+    r = run_cli("--config", "configs/quickstart.yaml", "training.epochs=abc")
+    assert r.stderr.strip().endswith("[command line: training.epochs=abc]")
+
+
+def test_a_mistyped_config_path_gets_a_suggestion():
+    r = run_cli("--config", "configs/quickstar.yaml")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: config file 'configs/quickstar.yaml': not found " \
+                               "(did you mean 'configs/quickstart.yaml'?)"

@@ -222,6 +222,22 @@ class LoadedRun:
     checkpoint: dict[str, Any]
 
 
+def check_run_dir_given(run_dir: Path) -> None:
+    """A folder that is no run (``--run logs``) is named as such, with the runs inside it, rather than
+    reported as a missing checkpoint."""
+    from training.rundir import looks_like_run
+
+    if looks_like_run(run_dir):
+        return
+    try:
+        runs = sorted(str(p) for p in run_dir.iterdir() if looks_like_run(p))
+    except OSError:
+        runs = []
+    inside = f"; runs in it: {', '.join(runs[:5])}{' ...' if len(runs) > 5 else ''}" if runs else ""
+    raise CheckpointError(f"run directory '{run_dir}': not a run directory (expected checkpoints/ and config.yaml "
+                          f"from train.py in it){inside}")
+
+
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run from its own checkpoint (EMA weights preferred) for inference."""
     from data.schema import from_dict
@@ -233,6 +249,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory '{run_dir}': not found")
+    check_run_dir_given(run_dir)
     if which not in ("best", "last"):
         raise CheckpointError(f"--checkpoint: expected 'best' or 'last', found {which!r}")
     path = run_dir / "checkpoints" / f"{which}.pt"

@@ -50,6 +50,15 @@ def test_broken_run_directory(tmp_path, capsys):
         main(["--run", str(tmp_path / "run"), "--debug"])
 
 
+def test_a_folder_of_runs_is_not_a_run_directory(tmp_path, capsys):
+    """``--run logs`` used to say checkpoints/best.pt was missing."""
+    (tmp_path / "logs" / "quickstart" / "checkpoints").mkdir(parents=True)
+    assert main(["--run", str(tmp_path / "logs")]) == 2
+    line = _one_error_line(capsys)
+    assert re.search(r"^error: run directory '.*logs': not a run directory \(expected checkpoints/ and config\.yaml "
+                     r"from train\.py in it\); runs in it: .*logs/quickstart$", line), line
+
+
 def test_single_task_with_a_broken_metrics_file(tmp_path, capsys):
     bad = tmp_path / "ST" / "eval" / "metrics.json"
     bad.parent.mkdir(parents=True)

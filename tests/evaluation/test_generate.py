@@ -271,8 +271,10 @@ def test_cli_broken_run_directories(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     assert main(["--run", str(run)]) == 2
-    assert re.search(r"^error: checkpoint '.*run/checkpoints/best.pt': not found$", _one_error_line(capsys))
+    assert re.search(r"^error: run directory .*run.: not a run directory \(expected", _one_error_line(capsys))
     (run / "checkpoints").mkdir()
+    assert main(["--run", str(run)]) == 2
+    assert re.search(r"^error: checkpoint '.*run/checkpoints/best.pt': not found$", _one_error_line(capsys))
     marker = tmp_path / "pwned"
     torch.save({"format_version": 1, "model": Payload(marker)}, run / "checkpoints" / "best.pt")
     assert main(["--run", str(run)]) == 2
