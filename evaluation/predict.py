@@ -425,6 +425,8 @@ class Timer:
 
     def __init__(self) -> None:
         self.start, self.phases = time.perf_counter(), {}
+        # phase lines on stderr once the inputs and the run are known good: an error in them stays one line
+        self.report = False
 
     def __call__(self, phase: str) -> Timer:
         self.phase = phase
@@ -433,8 +435,11 @@ class Timer:
     def __enter__(self) -> None:
         self.t = time.perf_counter()
 
-    def __exit__(self, *exc: object) -> None:
-        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + time.perf_counter() - self.t
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        seconds = time.perf_counter() - self.t
+        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + seconds
+        if exc_type is None and self.report:  # progress on stderr, phase by phase
+            print(f"predict: {self.phase}: {seconds:.1f} s", file=sys.stderr, flush=True)
 
     def line(self) -> str:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items())
@@ -464,6 +469,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
         series_net = load_series(args.run)
         if series_net is not None:
             series_net = series_net.to(device)
+    timer.report = True
     with timer("network"):
         ev = extract(loaded.model, ABRDataset(batch.records, loaded.stats), batch_size=args.batch_size, device=device)
     with timer("series"):

@@ -149,6 +149,8 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     code, out, err = predict(capsys, "--run", run, path, "--out", tmp_path / "out", "--workers", 1)
     assert code == 0, err
     assert f"predicted {len(patients)} recordings in 3 series (0 unusable" in out
+    phases = [line.split(": ")[1] for line in err.splitlines() if line.startswith("predict: ")]
+    assert phases == ["network", "series", "tables", "figures"]  # it was silent until the end
     want = model_answers(run, patients)
     rec = read_rows(tmp_path / "out" / "recordings.csv")
     check_recordings(rec, patients, want)
