@@ -192,7 +192,7 @@ def test_cli_missing_run_duplicate_run_and_debug(fx, tmp_path, capsys):
     assert main([str(a), str(tmp_path / "A" / "."), "--out", str(out)]) == 2
     assert re.search(r"^error: runs: '.*A/?\.?' is given twice", _one_error_line(capsys))
     with pytest.raises(ValueError, match="expected metrics.jsonl"):
-        main([str(tmp_path / "nowhere"), "--debug"])
+        main([str(tmp_path / "nowhere"), "--out", str(out), "--debug"])
     assert not out.exists()
 
 
