@@ -12,6 +12,10 @@ batch dict of DESIGN.md::
     threshold       float32 []        dB nHL
     patient_id      int64   []
     series_id       int64   []        one intensity series (ear or session) of the patient
+    wave_known      bool    [3]       waves I, III, V (WAVE_NAMES): the source marks this wave here
+    wave_mask       bool    [3]       the wave is present (V: peak_mask)
+    wave_latency    float32 [3]       ms; 0.0 where not present (V: peak_latency)
+    wave_amplitude  float32 [3]       µV; 0.0 where not present (V: peak_amplitude)
 
 Every tensor is computed once when the dataset is built; ``__getitem__`` only indexes. For a
 trainer that wants to skip the DataLoader, ``ABRDataset.batch(index)`` returns a whole batch dict
@@ -27,7 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from data.records import Records
+from data.records import WAVE_UNMARKED, Records
 from data.splits import balanced_weights, class_weights, split_patients
 from data.stats import DataStats, fit_stats
 
@@ -62,6 +66,7 @@ class ABRDataset(torch.utils.data.Dataset):
             "threshold": torch.from_numpy(records.threshold.astype(np.float32)),  # (N,)
             "patient_id": torch.from_numpy(records.patient_id.astype(np.int64)),  # (N,)
             "series_id": torch.from_numpy(records.series_id.astype(np.int64)),  # (N,)
+            **wave_tensors(records),
         }
 
     def __len__(self) -> int:
@@ -73,6 +78,21 @@ class ABRDataset(torch.utils.data.Dataset):
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
         """The batch dict for ``index`` (a 1-D integer tensor), without collating items."""
         return {k: v[index] for k, v in self.tensors.items()}
+
+
+def wave_tensors(records: Records) -> dict[str, torch.Tensor]:
+    """The per-wave batch columns (N 3) for I, III, V: I and III from the optional wave columns,
+    V from the seeds' peak columns; values 0.0 where the wave is not present (never NaN)."""
+    present = np.concatenate([records.wave_present == 1, records.peak_mask[:, None]], axis=1)  # (N 3)
+    known = np.concatenate([records.wave_present != WAVE_UNMARKED, np.ones((len(records), 1), bool)], axis=1)
+
+    def values(extra: np.ndarray, v: np.ndarray) -> torch.Tensor:
+        both = np.concatenate([extra, v[:, None]], axis=1)  # (N 3)
+        return torch.from_numpy(np.where(present, both, 0.0).astype(np.float32))
+
+    return {"wave_known": torch.from_numpy(known), "wave_mask": torch.from_numpy(present),
+            "wave_latency": values(records.wave_latency, records.peak_latency),
+            "wave_amplitude": values(records.wave_amplitude, records.peak_amplitude)}
 
 
 @dataclass
@@ -92,7 +112,8 @@ def load_records(data: DataConfig) -> Records:
     if data.source == "synthetic":
         from data.synthetic import generate
 
-        return generate(data.synthetic.patients, data.synthetic.seed)
+        s = data.synthetic
+        return generate(s.patients, s.seed, domain=s.domain, catch_fraction=s.catch_fraction)
     from data.native import read_native
 
     records, report = read_native(data.path, strict=data.strict)
@@ -109,7 +130,8 @@ def build_data(data: DataConfig, class_weight_mode: str) -> DataBundle:
     """
     records = load_records(data)
     train, val, test = (records.subset(i) for i in
-                        split_patients(records.patient_id, records.label, data.split, data.split_seed))
+                        split_patients(records.patient_id, records.label, data.split, data.split_seed,
+                                       data.path if data.source == "file" else "the synthetic data"))
     if len(train) == 0:
         raise ValueError(f"data: the training split is empty ({len(records)} recordings, split {data.split})")
     stats = fit_stats(train, data.normalization)

@@ -18,8 +18,12 @@ reason                      rule
 ``<field> out of range``    age, intensity, rate, FMP or threshold outside :data:`RANGES`
 ``bad patient id``          NaN, fractional, non-integer or beyond int64 patient id
 ``bad series id``           the same for the optional series id
+``bad peak_mask``           a ``peak_mask`` other than 0/1 (true/false): 2 is not "present"
 ``peak value without peak`` latency or amplitude present where ``peak_mask`` is False
 ``peak without value``      latency or amplitude missing where ``peak_mask`` is True
+``bad wave state``          ``wave_present`` (waves I, III; optional) not 1, 0 or -1 (unmarked)
+``wave value without wave`` a wave I / III latency or amplitude where that wave is not present
+``wave without value``      a present wave I / III without its latency and amplitude
 ==========================  ========================================================
 
 :data:`RANGES` is the one home of the allowed ranges (the clinical data set's span in
@@ -63,6 +67,12 @@ _NUMERIC_KINDS = "biuf"  # numpy dtype kinds: bool, int, unsigned, float
 INT64_MAX = int(np.iinfo(np.int64).max)
 UNKNOWN_LABEL = -1  # the class of a recording read with labelled=False that carries none
 LABEL_COLUMNS = ("label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
+# Waves read per recording (DESIGN.md, patient level): I, III and V. Wave V keeps its own columns
+# (peak_mask / peak_latency / peak_amplitude, the seeds' names); waves I and III are the optional
+# columns ``wave_present`` / ``wave_latency`` / ``wave_amplitude`` of shape (N 2), in EXTRA_WAVES order.
+WAVE_NAMES: tuple[str, ...] = ("I", "III", "V")
+EXTRA_WAVES: tuple[str, ...] = WAVE_NAMES[:-1]
+WAVE_UNMARKED = -1  # wave_present: the source does not mark this wave here (the loss ignores it)
 EXACT_FLOAT_INT = 2**53  # float ids beyond this may already have been rounded: not exact integers
 
 # Allowed values, per field: (low, high, unit). The clinical data set spans (DESIGN.md) age 0-75 y,
@@ -105,14 +115,27 @@ class Records:
     # (N,) int64: recordings of one intensity series (one ear or session) share it; a source that does
     # not record ears or sessions has one series per patient (None -> a copy of patient_id).
     series_id: np.ndarray | None = None
+    # Waves I and III (EXTRA_WAVES), as a peak marker marks them: (N 2) int8 1 present, 0 absent,
+    # WAVE_UNMARKED where the source does not say (None -> unmarked everywhere); latency (ms) and
+    # amplitude (µV) (N 2) float32, NaN unless present.
+    wave_present: np.ndarray | None = None
+    wave_latency: np.ndarray | None = None
+    wave_amplitude: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
 
     COLUMNS = ("signal", "static", "label", "peak_mask", "peak_latency", "peak_amplitude", "threshold", "patient_id")
-    OPTIONAL_COLUMNS = ("series_id",)  # readers may omit them; see __post_init__
+    WAVE_COLUMNS = ("wave_present", "wave_latency", "wave_amplitude")
+    OPTIONAL_COLUMNS = ("series_id", *WAVE_COLUMNS)  # readers may omit them; see __post_init__
 
     def __post_init__(self) -> None:
         if self.series_id is None:
             self.series_id = np.array(self.patient_id, dtype=np.int64, copy=True)
+        shape = (len(self.patient_id), len(EXTRA_WAVES))
+        if self.wave_present is None:
+            self.wave_present = np.full(shape, WAVE_UNMARKED, dtype=np.int8)
+        for name in ("wave_latency", "wave_amplitude"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.full(shape, np.nan, dtype=np.float32))
 
     def __len__(self) -> int:
         return len(self.label)
@@ -270,9 +293,13 @@ def validate(
         if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
             raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
     for k, v in cols.items():
-        want = (n, len(STATIC_NAMES)) if k == "static" else (n,)
+        want = {"static": (n, len(STATIC_NAMES))}.get(k, (n, len(EXTRA_WAVES)) if k in Records.WAVE_COLUMNS else (n,))
         if v.shape != want:
             raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
+    given = [k for k in Records.WAVE_COLUMNS if k in cols]
+    if given and len(given) < len(Records.WAVE_COLUMNS):
+        raise DataFormatError(f"{source}: field(s) {[k for k in Records.WAVE_COLUMNS if k not in cols]} missing "
+                              f"beside {given}; expected all of {list(Records.WAVE_COLUMNS)} or none")
     ids = {k: _patient_ids(cols[k]) for k in ("patient_id", "series_id") if k in cols}  # k: (ok, int64 ids)
     checks = _sample_checks(signal, signal_lengths, cols, {k: ok for k, (ok, _) in ids.items()}, labelled)
     report = ValidationReport(source=source, n_read=n)
@@ -335,6 +362,7 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
         threshold_ok |= np.isnan(threshold)
     ranged = [*((name, static[:, j]) for j, name in enumerate(STATIC_NAMES)), ("threshold", threshold)]
     return [
+        *_wave_checks(cols, n),
         ("signal length", ~length_ok),
         ("non-finite signal", length_ok & ~signal_finite),
         ("non-finite static", ~_finite32(static).all(axis=1)),
@@ -342,9 +370,25 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
         ("non-finite threshold", ~threshold_ok),
         *((f"{name} out of range", _finite32(v) & ~_in_range(name, v)) for name, v in ranged),
         *((f"bad {k.replace('_id', '')} id", ~ok) for k, ok in id_ok.items()),
+        ("bad peak_mask", ~np.isin(cols["peak_mask"], (0, 1))),
         ("peak value without peak", ~mask & (lat_ok | amp_ok)),
         ("peak without value", mask & ~(lat_ok & amp_ok)),
     ]
+
+
+def _wave_checks(cols: dict[str, np.ndarray], n: int) -> list[tuple[str, np.ndarray]]:
+    """The wave I / III columns (optional) follow wave V's rules: values where present, NaN elsewhere."""
+    if not any(k in cols for k in Records.WAVE_COLUMNS):
+        return []
+    state = cols["wave_present"]
+    state_ok = (np.isin(state, (WAVE_UNMARKED, 0, 1)) if state.dtype.kind in "iub"
+                else np.zeros(state.shape, dtype=bool)).all(axis=1)
+    present = state == 1
+    valued = _finite32(cols["wave_latency"]) | _finite32(cols["wave_amplitude"])
+    both = _finite32(cols["wave_latency"]) & _finite32(cols["wave_amplitude"])
+    return [("bad wave state", ~state_ok),
+            ("wave value without wave", (~present & valued).any(axis=1)),
+            ("wave without value", (present & ~both).any(axis=1))]
 
 
 def _finite32(values: object) -> np.ndarray:
@@ -362,6 +406,12 @@ def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray
         return f"expected 0..{NUM_CLASSES - 1} ({', '.join(CLASS_NAMES)}), found {cols['label'][i]!r}"
     if reason == "non-finite static":
         return f"expected {_FINITE}, found {dict(zip(STATIC_NAMES, cols['static'][i].tolist(), strict=True))}"
+    if reason in ("bad wave state", "wave value without wave", "wave without value"):
+        return (f"waves {list(EXTRA_WAVES)}: present={cols['wave_present'][i].tolist()} (1 present, 0 absent, "
+                f"{WAVE_UNMARKED} unmarked), latency={cols['wave_latency'][i].tolist()}, "
+                f"amplitude={cols['wave_amplitude'][i].tolist()}; absent values must be NaN")
+    if reason == "bad peak_mask":
+        return f"expected 0 or 1 (false or true), found {cols['peak_mask'][i].item()!r}"
     if reason.startswith("peak"):
         return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={float(cols['peak_latency'][i])!r}, "
                 f"amplitude={float(cols['peak_amplitude'][i])!r}; absent values must be NaN, present ones {_FINITE}")
@@ -395,5 +445,8 @@ def _assemble(signal: object, cols: dict[str, np.ndarray], keep: np.ndarray, met
         threshold=cols["threshold"][keep].astype(np.float32),
         patient_id=cols["patient_id"][keep].astype(np.int64),
         series_id=cols["series_id"][keep].astype(np.int64) if "series_id" in cols else None,
+        wave_present=cols["wave_present"][keep].astype(np.int8) if "wave_present" in cols else None,
+        wave_latency=cols["wave_latency"][keep].astype(np.float32) if "wave_latency" in cols else None,
+        wave_amplitude=cols["wave_amplitude"][keep].astype(np.float32) if "wave_amplitude" in cols else None,
         meta=meta,
     )

@@ -22,6 +22,11 @@ LOG_F = np.log(np.maximum(FREQS_HZ, 1.0)).astype(np.float32)  # (K,)
 _F = np.maximum(FREQS_HZ, 1.0)
 BAND_POWER = (1.0 / (1.0 + (100.0 / _F) ** 2) / (1.0 + (_F / 3000.0) ** 4)).astype(np.float32)
 BAND_POWER[0] = 0.0  # no DC
+# A peak is marked on the stored average when its latency is below this: the marker's ±0.25 ms search
+# and the parabola's neighbours then lie inside the 10 ms window. Later peaks (a clinic's longer epoch
+# showed them) are "beyond the window": data.synthetic labels them from the true latency.
+MARK_LIMIT_MS = 9.6
+MARK_SEARCH_MS = 0.25  # the marker takes the largest sample within this of the true latency
 FMP_WINDOW = slice(int(round(2.0 / DT_MS)), SIGNAL_LENGTH)  # 2-10 ms, where waves I-V and the SN10 lie
 
 
@@ -108,7 +113,7 @@ def gaussian_envelope(centre_ms: np.ndarray, width_ms: np.ndarray) -> np.ndarray
     return np.exp(-0.5 * np.square((T_MS[None, :] - centre_ms[:, None]) / width_ms[:, None])).astype(np.float32)
 
 
-def mark_peak(x: np.ndarray, latency: np.ndarray, search_ms: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+def mark_peak(x: np.ndarray, latency: np.ndarray, search_ms: float = MARK_SEARCH_MS) -> tuple[np.ndarray, np.ndarray]:
     """Mark a peak the way a clinician does on the recorded average.
 
     The marker picks the largest sample of the recorded waveform x (N L) within ±search_ms of the
@@ -137,3 +142,30 @@ def fmp(x: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
     About 1 with no response; it grows with the response's signal-to-noise ratio.
     """
     return (x[:, FMP_WINDOW].var(axis=1) / noise_var).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# the wide domain's recording filter (data/synthetic.py, data.synthetic.domain=wide)
+
+EXT_WINDOWS = 3  # waves are drawn on -10..20 ms (three windows) so filtering sees no edge at 0 or 10 ms
+EXT_FFT = 2048  # 102 ms: the filtered record does not wrap around (a 30 Hz high-pass decays within ~20 ms)
+EXT_FREQS_HZ = np.fft.rfftfreq(EXT_FFT, 1.0 / SAMPLE_RATE_HZ)  # (K_ext,)
+
+
+def zero_phase_gain(freq_hz: np.ndarray, highpass_hz: np.ndarray, lowpass_hz: np.ndarray, hp_order: np.ndarray,
+                    lp_order: np.ndarray) -> np.ndarray:
+    """Amplitude response G(f) = |H_hp(f) H_lp(f)|² of Butterworth high- and low-pass filters run forward
+    and backward (``scipy.signal.filtfilt``): zero phase, so a peak stays where it was unless the filter
+    reshapes the wave. freq_hz broadcasts against the (N 1) filter settings: (N K); 0 at DC."""
+    f = np.maximum(np.asarray(freq_hz, dtype=np.float64), 1e-9)
+    hp = 1.0 / (1.0 + (highpass_hz[:, None] / f) ** (2 * hp_order[:, None]))
+    lp = 1.0 / (1.0 + (f / lowpass_hz[:, None]) ** (2 * lp_order[:, None]))
+    return np.where(np.asarray(freq_hz) > 0, hp * lp, 0.0)
+
+
+def filter_zero_phase(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """x (N M), M <= EXT_FFT, filtered by the amplitude response gain (N EXT_FFT//2+1) at EXT_FREQS_HZ,
+    zero-padded (no wrap-around within M); returns (N M) float32."""
+    spec = scipy.fft.rfft(x, n=EXT_FFT, axis=1, workers=1) * gain  # (N K_ext)
+    return scipy.fft.irfft(spec, n=EXT_FFT, axis=1, workers=1)[:, : x.shape[1]].astype(np.float32)
+

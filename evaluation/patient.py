@@ -48,5 +48,22 @@ def markdown(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
     lines += ["", f"Confusion matrix ({METHOD_NAMES[best]}; rows true, columns predicted: "
               f"{', '.join(class_names)}): {m['type'][best]['confusion']}", ""]
     w = m["wave_v"]
-    lines += ["Wave V per recording: " + ", ".join(f"{k} {cell(v)}" for k, v in w.items()), ""]
-    return lines
+    lines += ["Wave V per recording (the earlier summary, over every marked peak): "
+              + ", ".join(f"{k} {cell(v)}" for k, v in w.items()), ""]
+    return lines + wave_table(m.get("waves", {}), cell)
+
+
+WAVE_ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "amplitude_mae_uv")
+
+
+def wave_table(waves: dict[str, dict[str, Any]], cell: Any) -> list[str]:
+    """Per wave (I, III, V where the network reads them and the data marks them): detection F1, latency
+    within 0.1 / 0.2 ms and amplitude MAE over the peaks marked inside the stored window."""
+    if not waves:
+        return []
+    names = list(waves)
+    lines = ["Waves per recording (latency and amplitude over the peaks marked inside the window; n marked: "
+             + ", ".join(f"{k} {waves[k]['n_marked']}" for k in names) + "):", "",
+             "| metric | " + " | ".join(f"wave {k}" for k in names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {r} | " + " | ".join(cell(waves[k][r]) for k in names) + " |" for r in WAVE_ROWS]
+    return [*lines, ""]

@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
-from data.records import SAMPLE_RATE_HZ  # noqa: E402
+from data.records import EXTRA_WAVES, SAMPLE_RATE_HZ  # noqa: E402
+from training.clinical import DETECTION_P  # noqa: E402
 from training.clinical import NO_RESPONSE_DB as NO_RESPONSE_THRESHOLD_DB  # noqa: E402 (data.synthetic's 105 dB)
 from training.components import COMPONENTS, DISPLAY_NAMES  # noqa: E402
 from training.figure_style import PAPER_RC, format_condition  # noqa: E402
@@ -241,7 +242,9 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
 # one intensity series, as an audiologist reads it
 
 
-WAVE_V_P = 0.5  # a trace's wave V is marked at this probability (training.clinical.DETECTION_P)
+WAVE_V_P = DETECTION_P  # a trace's wave V is marked at this probability
+EARLY_WAVE_NAMES = EXTRA_WAVES  # waves I, III
+EARLY_WAVE_STYLE = (("v", "tab:green"), ("v", "tab:orange"))  # marker, colour of waves I and III
 WATERFALL_DPI = 150  # drawn per series, many per run: a fixed layout (no tight bbox) keeps each under 0.1 s
 
 
@@ -284,6 +287,8 @@ class Waterfall:
             self.traces = ax.add_collection(LineCollection([], colors="k", linewidths=0.8))
             (self.filled,) = ax.plot([], [], "v", color="tab:red", ms=4, ls="none")
             (self.hollow,) = ax.plot([], [], "v", mfc="none", mec="tab:red", ms=4, ls="none")
+            self.early = [ax.plot([], [], marker, color=color, ms=3.5, ls="none")[0]
+                          for marker, color in EARLY_WAVE_STYLE]  # waves I, III
             self.threshold = ax.axhline(0.0, color="tab:blue", ls="--", lw=1.0)
             (self.bar,) = ax.plot([], [], color="k", lw=1.5)
             self.bar_text = ax.text(0.4, 0.0, "", va="center", fontsize=7)
@@ -295,7 +300,10 @@ class Waterfall:
 
     def draw(self, signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray, latency: np.ndarray,
              threshold_db: float, path: Path, *, title: str, interval: tuple[float, float] | None = None,
-             no_response_db: float = NO_RESPONSE_THRESHOLD_DB, units: str = "dB") -> Path:
+             no_response_db: float = NO_RESPONSE_THRESHOLD_DB, units: str = "dB",
+             early_waves: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+        """``early_waves``: (probability, latency ms) of waves I and III, (n 2) each, from the wave map
+        head; each is marked where its probability is >= WAVE_V_P."""
         order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
         x = np.asarray(signal, dtype=float)[order]
         x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
@@ -323,7 +331,8 @@ class Waterfall:
         ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
         ax.set_xlim(0, t_ms[-1])
         ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
-        handles = [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})")]
+        handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
+        handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})"))
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
                                   label="... below the series threshold"))
@@ -355,6 +364,22 @@ class Waterfall:
         with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
             fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
         return path
+
+    def _early_marks(self, early: tuple[np.ndarray, np.ndarray] | None, order: np.ndarray, x: np.ndarray,
+                     offsets: np.ndarray, gap: float, t_ms: np.ndarray) -> list[Any]:
+        """Mark waves I and III on the traces (x already in drawing order); their legend handles."""
+        handles = []
+        for k, (line, (marker, color)) in enumerate(zip(self.early, EARLY_WAVE_STYLE, strict=True)):
+            if early is None:
+                line.set_data([], [])
+                continue
+            prob, lat = np.asarray(early[0])[order, k], np.asarray(early[1], float)[order, k]
+            mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
+            y = np.array([np.interp(lat[i], t_ms, x[i]) for i in range(len(x))]) + offsets + 0.15 * gap
+            line.set_data(lat[mark], y[mark])
+            handles.append(Line2D([], [], marker=marker, color=color, ls="none", ms=3.5,
+                                  label=f"wave {EARLY_WAVE_NAMES[k]}"))
+        return handles
 
     def _level_labels(self, offsets: np.ndarray, levels: np.ndarray) -> None:
         while len(self.labels) < len(offsets):

@@ -25,8 +25,10 @@ DIR receives:
   not be used with its reason.
 
 The per-series answers come from ``training.series.series_answers``, the code ``evaluation.evaluate``
-scores in its per-patient section. Existing outputs in DIR are replaced only with ``--overwrite``
-(which also removes the previous ``waterfall_*.png``; other files in DIR are left alone).
+scores in its per-patient section. Existing outputs in DIR are replaced only with ``--overwrite``, and
+only those an earlier prediction wrote (``DIR/.outputs.json`` lists them; it also removes the previous
+``waterfall_*.png``; other files in DIR are left alone); DIR is never one of the inputs, an input's
+folder, or inside another run's directory.
 """
 
 from __future__ import annotations
@@ -46,9 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from data.cli import ArgumentParser, check_number, number, refuse_overwrite, resolve_device, run_main
-from data.records import CLASS_NAMES, RANGES, STATIC_NAMES, DataFormatError, Records, ValidationReport
+from data.cli import ArgumentParser, check_number, check_outputs, number, record_outputs, resolve_device, run_main
+from data.records import CLASS_NAMES, RANGES, STATIC_NAMES, WAVE_NAMES, DataFormatError, Records, ValidationReport
+from training.clinical import DETECTION_P
 
+PROG = "python -m evaluation.predict"
 TABLES = ("recordings.csv", "patients.csv", "summary.md")
 FIGURE_GLOB = "waterfall_*.png"
 FORMATS = ("auto", "native", "csv", "epl", "legacy")
@@ -221,16 +225,39 @@ def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order
             "class": CLASS_NAMES[int(ev.proba[i].argmax())],
             **{f"p_{c}": f"{ev.proba[i, k]:.4f}" for k, c in enumerate(CLASS_NAMES)},
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
-            "wave_v": "present" if ev.peak_prob[i] >= 0.5 else "absent",
+            "wave_v": "present" if ev.peak_prob[i] >= DETECTION_P else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
+            **early_wave_cells(ev, i),
             "warnings": "; ".join(warnings[i].values()),
         })
     return rows
 
 
+def early_wave_cells(ev: Any, i: int) -> dict[str, str]:
+    """Waves I and III of recording ``i`` and the interpeak intervals (ms) between detected waves; empty
+    cells where the network has no wave map head (``model.peak_head: pooled``) or a wave is absent."""
+    if ev.waves is None:
+        return {}
+    prob, lat, amp = (ev.waves[k][i] for k in ("prob", "latency", "amplitude"))  # (3,) each: I, III, V
+    found = prob >= DETECTION_P
+    cells = {}
+    for k, name in enumerate(WAVE_NAMES[:-1]):
+        cells |= {f"wave_{name}_probability": f"{prob[k]:.4f}", f"wave_{name}": "present" if found[k] else "absent",
+                  f"wave_{name}_latency_ms": f"{lat[k]:.3f}" if found[k] else "",
+                  f"wave_{name}_amplitude_uv": f"{amp[k]:.4f}" if found[k] else ""}
+    for a, b in INTERPEAKS:
+        ka, kb = WAVE_NAMES.index(a), WAVE_NAMES.index(b)
+        cells[f"interpeak_{a}_{b}_ms"] = f"{lat[kb] - lat[ka]:.3f}" if found[ka] and found[kb] else ""
+    return cells
+
+
+INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
+
+
 def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures: list[str]) -> list[dict[str, Any]]:
     best = answers.best
     thr, types = answers.thresholds[best], answers.types[best]
+    slopes = answers.li_slopes
     rows = []
     for s, members in enumerate(answers.series.members):
         patient, series = batch.names[answers.series.ids[s]]
@@ -243,9 +270,14 @@ def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures
             "threshold_method": METHODS[best], "rule_threshold_db": fmt_db(answers.thresholds["rule"][s]),
             "type": CLASS_NAMES[int(types[s].argmax())],
             **{f"p_{c}": f"{types[s, k]:.4f}" for k, c in enumerate(CLASS_NAMES)},
-            "type_method": TYPE_METHODS[best], "warnings": "; ".join(warnings[s]), "figure": figures[s],
+            "type_method": TYPE_METHODS[best], "li_slope_ms_per_db": _slope_text(slopes[s]),
+            "warnings": "; ".join(warnings[s]), "figure": figures[s],
         })
     return rows
+
+
+def _slope_text(slope: float) -> str:
+    return f"{slope:.4f}" if np.isfinite(slope) else ""
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -257,10 +289,13 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) ->
 
 RECORDING_COLUMNS = ("source", "sample", "patient", "series", "intensity_db", "rate_per_s", "age_years", "fmp",
                      "class", *(f"p_{c}" for c in CLASS_NAMES), "wave_v_probability", "wave_v", "latency_ms",
-                     "amplitude_uv", "warnings")
+                     "amplitude_uv",
+                     *(f"wave_{w}{part}" for w in WAVE_NAMES[:-1]
+                       for part in ("_probability", "", "_latency_ms", "_amplitude_uv")),
+                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), "warnings")
 PATIENT_COLUMNS = ("source", "patient", "series", "n_recordings", "levels_db", "threshold_db", "threshold_low_db",
                    "threshold_high_db", "threshold_method", "rule_threshold_db", "type",
-                   *(f"p_{c}" for c in CLASS_NAMES), "type_method", "warnings", "figure")
+                   *(f"p_{c}" for c in CLASS_NAMES), "type_method", "li_slope_ms_per_db", "warnings", "figure")
 
 
 def figure_names(names: list[tuple[str, str]]) -> list[str]:
@@ -337,7 +372,9 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
         yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1],
                "peak_prob": ev.peak_prob[members], "latency": ev.latency[members], "threshold_db": thr,
                "path": out / names[s], "title": title, "interval": interval,
-               "units": "dB, as in the file" if epl else "dB nHL"}
+               "units": "dB, as in the file" if epl else "dB nHL",
+               "early_waves": (None if ev.waves is None else
+                               (ev.waves["prob"][members, :2], ev.waves["latency"][members, :2]))}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -412,12 +449,13 @@ def _commit(git: dict[str, Any]) -> str:
 # the command
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """DIR must be a folder (made if absent); its previous outputs are replaced only with --overwrite."""
+def check_out(out: Path, args: argparse.Namespace) -> None:
+    """DIR must be a folder (made if absent), none of the inputs and in no other run's directory; its
+    previous outputs are replaced only with --overwrite, and only those an earlier prediction wrote."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: '{out}' is a file, expected a folder")
-    existing = [out / t for t in TABLES] + (sorted(out.glob(FIGURE_GLOB)) if out.is_dir() else [])
-    refuse_overwrite([p for p in existing if p.exists()], overwrite=overwrite)
+    paths = [out / t for t in TABLES] + (sorted(out.glob(FIGURE_GLOB)) if out.is_dir() else [])
+    check_outputs(paths, overwrite=args.overwrite, inputs=args.inputs, own_run=args.run, owner=PROG)
 
 
 class Timer:
@@ -448,7 +486,7 @@ class Timer:
 
 def predict_batch(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    check_out(out, args.overwrite)
+    check_out(out, args)
     with FigureDrawer(0 if args.no_figures else args.workers) as drawer:  # forked now, before torch is imported
         return _predict(args, out, drawer)
 
@@ -480,7 +518,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     names = figure_names([batch.names[k] for k in answers.series.ids]) if not args.no_figures else [""] * len(
         answers.series)
 
-    check_out(out, args.overwrite)  # again: nothing may have appeared while the model ran
+    check_out(out, args)  # again: nothing may have appeared while the model ran
     out.mkdir(parents=True, exist_ok=True)
     for old in sorted(out.glob(FIGURE_GLOB)):  # --overwrite (checked): the previous run's figures
         old.unlink()
@@ -494,6 +532,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     written = [str(out / t) for t in TABLES] + [str(out / n) for n in names if n]
     summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer)
     (out / "summary.md").write_text(summary, encoding="utf-8")
+    record_outputs([out / t for t in TABLES] + [out / n for n in names if n], PROG)
     n_unusable = sum(s.report.n_read - s.report.n_kept for s in batch.sources)
     print(f"predicted {len(batch.records)} recordings in {len(answers.series)} series "
           f"({n_unusable} unusable, listed in summary.md) -> {out}")
@@ -528,7 +567,7 @@ def parser() -> ArgumentParser:
     from evaluation.generate import MAX_BATCH_SIZE
 
     summary, details = __doc__.split("\n\n", 1)
-    p = ArgumentParser(prog="python -m evaluation.predict", description=summary, epilog=details,
+    p = ArgumentParser(prog=PROG, description=summary, epilog=details,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="recording files or folders of them")
     p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")

@@ -8,6 +8,7 @@ pinned in ``tests/models/test_config.py`` (``DEFAULT_SIZE``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from data.schema import spec
 
@@ -30,6 +31,12 @@ class ModelConfig:
     dropout: float = spec(0.0, ge=0.0, lt=1.0)
     cond_drop_prob: float = spec(0.1, ge=0.0, le=1.0, help="classifier-free guidance: drop the condition with p")
     ssm_lr: float = spec(1e-3, gt=0.0, help="learning rate of S4D log_dt and A (no weight decay)")
+    # The schema default stays the earlier head so that runs saved before the key existed load as they
+    # were trained; the shipped configs choose "map" (docs/waves.md has the measurements).
+    peak_head: Literal["map", "pooled"] = spec(
+        "pooled",
+        help="'map': waves I, III, V located per sample on the input (docs/waves.md; the shipped configs); "
+             "'pooled': the earlier wave-V-only regression from pooled features")
 
     def __post_init__(self) -> None:
         if not self.channel_mults or min(self.channel_mults) < 1:

@@ -37,15 +37,27 @@ def recording_evidence(net: nn.Module, x0: Tensor, static: Tensor) -> tuple[dict
     """One pass of the frozen network at t = 0 over clean recordings x0 (B 1 L) with static (B 4).
 
     Returns the network's outputs and the evidence (B F): mean-pooled h (B C0) and z (B Cz), class
-    logits (B K), wave V logit, latency, amplitude, threshold (B 1 each), static features (B 4).
+    logits (B K), wave V logit, latency, amplitude, threshold (B 1 each), the waves' answers from the
+    wave map head (B 12, :func:`wave_features`), static features (B 4).
     """
     t0 = torch.zeros(len(x0), dtype=torch.int64, device=x0.device)
     out = net(x0, t0, static, return_features=True)
     h, z = out.pop("features")  # (B L C0), (B Lb Cz)
     scalars = [out[k].float().reshape(-1, 1) for k in ("peak_logit", "peak_latency", "peak_amplitude", "threshold")]
     evidence = torch.cat([h.float().mean(1), z.float().mean(1), out["class_logits"].float(), *scalars,
-                          static_features(static)], dim=1)  # (B F)
+                          *wave_features(out), static_features(static)], dim=1)  # (B F)
     return out, evidence
+
+
+def wave_features(out: dict[str, Tensor]) -> list[Tensor]:
+    """The wave map head's per-wave answers as evidence (none from the pooled head): presence logits,
+    latencies (ms) and amplitudes (µV) of waves I, III, V (B 3 each) and the interpeak intervals
+    I-III, III-V, I-V (B 3), which neuropathy and retrocochlear lesions prolong."""
+    if "wave_presence" not in out:
+        return []
+    lat = out["wave_latency"].float()  # (B 3)
+    ipl = torch.stack([lat[:, 1] - lat[:, 0], lat[:, 2] - lat[:, 1], lat[:, 2] - lat[:, 0]], dim=1)  # (B 3)
+    return [out["wave_presence"].float(), lat, out["wave_amplitude"].float(), ipl]
 
 
 class SeriesNet(nn.Module):

@@ -23,16 +23,24 @@ import math
 import torch
 from torch import Tensor, nn
 
-from data.records import NUM_CLASSES
+from data.records import NUM_CLASSES, SAMPLE_RATE_HZ, WAVE_NAMES
 from data.stats import DataStats
+from data.waveform import MARK_SEARCH_MS
 from models.blocks import S4Block, TransformerBlock
 from models.conditioning import Conditioning
 from models.config import ModelConfig
-from models.heads import PooledHead, SignalHead, TargetScale
+from models.heads import PooledHead, SignalHead, TargetScale, WaveMapHead, parabolic_peak, pick_peaks
 
 HEAD_KEYS = ("signal", "class", "peak", "threshold")
 # The outputs the clinical heads answer with (the keys of read_heads besides "signal"): what the losses read.
 HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", "threshold")
+# The wave map head's further outputs (model.peak_head = "map"), for waves I, III, V (WAVE_NAMES):
+# wave_logits (B 3 L) location logits, wave_presence (B 3) presence logits, wave_latency (B 3) ms and
+# wave_amplitude (B 3) µV as picked, wave_soft_amplitude (B 3) µV the input under the location
+# distribution (differentiable: the amplitude loss reads it).
+WAVE_OUTPUTS = ("wave_logits", "wave_presence", "wave_latency", "wave_amplitude", "wave_soft_amplitude")
+MS_PER_SAMPLE = 1e3 / SAMPLE_RATE_HZ
+MARK_SEARCH_SAMPLES = round(MARK_SEARCH_MS / MS_PER_SAMPLE)  # the peak marker's ±0.25 ms
 
 
 class Downsample(nn.Module):
@@ -92,11 +100,15 @@ class ABRNet(nn.Module):
             {
                 "signal": SignalHead(W[0]),
                 "class": PooledHead(W[0], cfg.head_dim, n_out=NUM_CLASSES, **pooled),
-                "peak": PooledHead(W[0], cfg.head_dim, n_out=3, **pooled),  # logit, latency, amplitude
+                "peak": (WaveMapHead(W[0], cfg.head_dim, n_waves=len(WAVE_NAMES), **pooled) if cfg.peak_head == "map"
+                         else PooledHead(W[0], cfg.head_dim, n_out=3, **pooled)),  # pooled: logit, latency, amplitude
                 "threshold": PooledHead(W[0], cfg.head_dim, n_out=1, **pooled),
             }
         )
         self.target_scale = TargetScale(stats)
+        # µV = normalized * std + mean (global normalization; training.config refuses the map head with
+        # per-sample z-scores, whose amplitudes cannot be read back in µV)
+        self.register_buffer("signal_scale", torch.tensor([stats.signal_mean, stats.signal_std], dtype=torch.float32))
 
     # ------------------------------------------------------------------ forward
 
@@ -118,7 +130,7 @@ class ABRNet(nn.Module):
                 drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
         c = self.cond(t, static, drop_cond.bool())  # (B E)
         h, z = self.trunk(x_t, c)  # (B L C0), (B Lb head_dim)
-        out = self.read_heads(h, z)
+        out = self.read_heads(h, z, x_t)
         if return_features:
             out["features"] = [h, z]
         return out
@@ -140,16 +152,38 @@ class ABRNet(nn.Module):
                 x = block(x, c, context=skips[i])  # (B Li Ci)
         return self.to_h(x), z  # (B L C0), (B Lb head_dim)
 
-    def read_heads(self, h: Tensor, z: Tensor) -> dict[str, Tensor]:
-        peak = self.heads["peak"](h, z).float()  # (B 3)
-        return {
+    def read_heads(self, h: Tensor, z: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """h (B L C0), z (B Lb Cz), x (B 1 L) the normalized input the map head reads values from."""
+        out = {
             "signal": self.heads["signal"](h).float(),  # (B 1 L)
             "class_logits": self.heads["class"](h, z).float(),  # (B 5)
+            "threshold": self.target_scale(self.heads["threshold"](h, z)[:, 0], 2),  # (B) dB nHL
+        }
+        if self.cfg.peak_head == "map":
+            out.update(self.read_waves(h, z, x))
+            V = WAVE_NAMES.index("V")
+            out |= {"peak_logit": out["wave_presence"][:, V], "peak_latency": out["wave_latency"][:, V],
+                    "peak_amplitude": out["wave_amplitude"][:, V]}
+            return out
+        peak = self.heads["peak"](h, z).float()  # (B 3)
+        return out | {
             "peak_logit": peak[:, 0],  # (B)
             "peak_latency": self.target_scale(peak[:, 1], 0),  # (B) ms
             "peak_amplitude": self.target_scale(peak[:, 2], 1),  # (B) µV
-            "threshold": self.target_scale(self.heads["threshold"](h, z)[:, 0], 2),  # (B) dB nHL
         }
+
+    def read_waves(self, h: Tensor, z: Tensor, x: Tensor) -> dict[str, Tensor]:
+        """The wave map head's outputs (WAVE_OUTPUTS). The map chooses which local maximum of the input
+        each wave is; the input's own parabola through it gives latency and amplitude, as a marker reads
+        them (no gradient: the losses read the logits and the soft amplitude)."""
+        logits, presence = self.heads["peak"](h, z, x)  # (B K L), (B K)
+        x_uv = (x[:, 0].float() * self.signal_scale[1] + self.signal_scale[0]).unsqueeze(1)  # (B 1 L) µV
+        with torch.no_grad():
+            best = pick_peaks(logits, x[:, 0].float(), MARK_SEARCH_SAMPLES)  # (B K) sample index
+            pos, amp = parabolic_peak(x_uv.expand_as(logits), best)  # (B K) samples, µV
+        soft = (torch.softmax(logits, dim=-1) * x_uv).sum(-1)  # (B K) µV
+        return {"wave_logits": logits, "wave_presence": presence, "wave_latency": pos * MS_PER_SAMPLE,
+                "wave_amplitude": amp, "wave_soft_amplitude": soft}
 
     def _check_inputs(self, x_t: Tensor, t: Tensor, static: Tensor, drop_cond: Tensor | None) -> int:
         if x_t.dim() != 3 or x_t.shape[1:] != (1, self.L):

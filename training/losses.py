@@ -8,6 +8,11 @@ Each component is a scalar tensor, keyed by its component name:
     peak_amplitude  Huber on (pred - y) / amplitude_std, same mask
     threshold       Huber on (pred - y) / threshold_std, or Gaussian NLL with a variance head
 
+With the wave map head (``model.peak_head: map``, docs/waves.md) the three peak components cover waves
+I, III and V where the data marks them: peak_exist is the presence BCE, peak_latency the location
+cross-entropy given presence (nats, not a Huber in ms), peak_amplitude the Huber on the input's value
+under the location distribution.
+
 Regression errors are standardized by the training-split std, so ``huber_delta`` is in std units.
 A batch without any wave V gives peak_latency = peak_amplitude = 0 exactly, with gradient 0 (the
 loss is still connected to the graph, so gradient-based balancers see a zero row, not an error).
@@ -21,6 +26,7 @@ from torch import Tensor, nn
 
 from data.records import NUM_CLASSES
 from data.stats import DataStats
+from models.unet import MS_PER_SAMPLE
 from training.config import LossConfig
 
 
@@ -82,6 +88,9 @@ class ComponentLosses(nn.Module):
             l_class = focal_loss(logits, label, cfg.focal_gamma, self.class_weights)
         else:
             l_class = F.cross_entropy(logits, label, weight=self.class_weights)
+        if "wave_logits" in outputs:  # the wave map head (model.peak_head = "map")
+            return {"class": l_class, **self._waves(outputs, batch),
+                    "threshold": self._threshold(outputs, batch["threshold"])}
         return {
             "class": l_class,
             "peak_exist": F.binary_cross_entropy_with_logits(outputs["peak_logit"], mask.to(logits.dtype)),
@@ -92,6 +101,32 @@ class ComponentLosses(nn.Module):
                 outputs["peak_amplitude"], batch["peak_amplitude"], mask, self.std["amplitude_std"], cfg.huber_delta
             ),
             "threshold": self._threshold(outputs, batch["threshold"]),
+        }
+
+    def _waves(self, outputs: dict[str, Tensor], batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The three peak components from the wave map head, over waves I, III, V where the data marks
+        them (batch ``wave_known``): presence BCE; the location cross-entropy given presence, against the
+        marked latency as a two-hot target on its two neighbouring samples (exact for a fractional
+        position); the Huber error of the input's value under the location distribution (µV, /std).
+        Marked latencies beyond the stored window (the generator's wave V past 9.95 ms) have no sample
+        to point at: they count for presence only."""
+        known, present = batch["wave_known"].bool(), batch["wave_mask"].bool()  # [B,K]
+        logits = outputs["wave_logits"]  # [B,K,L]
+        L = logits.shape[-1]
+        w = known.to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(outputs["wave_presence"], present.to(logits.dtype), reduction="none")
+        pos = batch["wave_latency"] / MS_PER_SAMPLE  # [B,K] fractional sample (0 where absent)
+        located = known & present & (pos >= 0) & (pos <= L - 1)
+        lo = pos.floor().clamp(0, L - 2).long()  # [B,K]
+        frac = (pos - lo).clamp(0.0, 1.0).unsqueeze(-1)  # [B,K,1]
+        logp = F.log_softmax(logits, dim=-1)  # [B,K,L]
+        nll = -((1.0 - frac) * logp.gather(-1, lo.unsqueeze(-1)) + frac * logp.gather(-1, (lo + 1).unsqueeze(-1)))
+        m = located.to(logits.dtype)
+        return {
+            "peak_exist": (bce * w).sum() / w.sum().clamp_min(1.0),
+            "peak_latency": (nll.squeeze(-1) * m).sum() / m.sum().clamp_min(1.0),
+            "peak_amplitude": masked_huber(outputs["wave_soft_amplitude"].flatten(), batch["wave_amplitude"].flatten(),
+                                           located.flatten(), self.std["amplitude_std"], self.cfg.huber_delta),
         }
 
     def _threshold(self, outputs: dict[str, Tensor], target: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from models.unet import HEAD_OUTPUTS
+from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.components import COMPONENTS
 from training.series import clinical_summary
 
@@ -72,7 +72,7 @@ class Objective(nn.Module):
             x_in, t_in, static_in, drop_in = x_t, t, static, drop
         with self.autocast():
             out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
-        heads = {k: out[k][B:].float() if clean else out[k].float() for k in HEAD_OUTPUTS}
+        heads = {k: out[k][B:].float() if clean else out[k].float() for k in (*HEAD_OUTPUTS, *WAVE_OUTPUTS) if k in out}
         losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
         losses.update(self.components(heads, batch))
         return ObjectiveOutput({k: losses[k] for k in COMPONENTS}, list(out["features"]))

@@ -28,20 +28,24 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from data.jsonable import to_jsonable
+from data.records import WAVE_NAMES
 from models.series import SeriesNet, recording_evidence
 from training.clinical import (
+    DETECTION_P,
     N_THRESHOLD_BINS,
     Series,
     evidence_proba,
     flatten,
     from_bin,
     head_mean_thresholds,
+    latency_intensity_slopes,
     rule_thresholds,
     series_index,
     series_truth,
     threshold_metrics,
     to_bin,
     type_metrics,
+    wave_metrics,
     wave_v_metrics,
 )
 
@@ -59,10 +63,14 @@ class Evidence:
     static: np.ndarray  # (N 4) physical units
     series_id: np.ndarray  # (N,) int64
     patient_id: np.ndarray  # (N,) int64
-    truth: dict[str, np.ndarray] | None = None  # label, threshold, peak_mask, peak_latency (N,) when labelled
+    truth: dict[str, np.ndarray] | None = None  # TRUTH_KEYS when labelled: (N,), the wave_* ones (N 3)
+    # The wave map head's answers for waves I, III, V (WAVE_NAMES), each (N 3): "prob", "latency" (ms),
+    # "amplitude" (µV); None for a network with the pooled wave V head.
+    waves: dict[str, np.ndarray] | None = None
 
 
-TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency")
+TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency", "wave_known", "wave_mask", "wave_latency",
+              "wave_amplitude")
 
 
 @torch.no_grad()
@@ -80,6 +88,9 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
             "amplitude": out["peak_amplitude"].float(), "threshold": out["threshold"].float(),
             "static": batch["static"], "series_id": batch["series_id"], "patient_id": batch["patient_id"],
         }
+        if "wave_presence" in out:
+            part |= {"waves/prob": torch.sigmoid(out["wave_presence"].float()), "waves/latency": out["wave_latency"],
+                     "waves/amplitude": out["wave_amplitude"]}
         part.update({f"truth/{k}": batch[k] for k in TRUTH_KEYS if k in batch})
         for k, v in part.items():
             rows.setdefault(k, []).append(v.detach().cpu())
@@ -87,7 +98,8 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
         raise ValueError("series evidence: expected a non-empty split, found 0 recordings")
     cols = {k: torch.cat(v).numpy() for k, v in rows.items()}
     truth = {k.removeprefix("truth/"): cols.pop(k) for k in list(cols) if k.startswith("truth/")}
-    return Evidence(**cols, truth=truth or None)
+    waves = {k.removeprefix("waves/"): cols.pop(k) for k in list(cols) if k.startswith("waves/")}
+    return Evidence(**cols, truth=truth or None, waves=waves or None)
 
 
 class SeriesSet(Dataset):
@@ -186,14 +198,15 @@ def check_series(dataset: Dataset, what: str, opt_out: str = "training.clinical_
 def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: str | torch.device = "cpu",
                      batch_size: int = 512) -> dict[str, float]:
     """Series-level point values on ``dataset`` from the network alone (no series model): the rule's
-    threshold, the summed class evidence's type, wave V detection and latency in ms. Keys
-    ``{prefix}/patient/{threshold,type,wave_v}/...``; no intervals (validation runs every epoch);
+    threshold, the summed class evidence's type, wave V detection and latency in ms, and per wave (I, III,
+    V with the wave map head) detection F1, latency within 0.1 / 0.2 ms and amplitude MAE. Keys
+    ``{prefix}/patient/{threshold,type,wave_v,waves/<wave>}/...``; no intervals (validation runs every epoch);
     metrics undefined on the split are left out."""
     ev = extract(net, dataset, batch_size=batch_size, device=device)
     m = patient_metrics(net, dataset, n_classes=ev.proba.shape[1], majority_type=0, n_boot=0, evidence=ev)
     metrics = {"threshold": m["threshold"]["rule"],
                "type": {k: m["type"]["evidence_sum"][k] for k in ("macro_f1", "balanced_accuracy")},
-               "wave_v": m["wave_v"]}
+               "wave_v": m["wave_v"], "waves": m["waves"]}
     # A metric undefined on this split (no-response sensitivity without a no-response series) is left
     # out rather than logged as NaN, which health checks and tables would read as a failure.
     return {k: v for k, v in flatten(metrics, f"{prefix}/patient").items() if math.isfinite(v)}
@@ -217,6 +230,7 @@ class SeriesAnswers:
     thresholds: dict[str, np.ndarray]  # method -> (S,) dB; "no response" = NO_RESPONSE_DB
     types: dict[str, np.ndarray]  # method -> (S K) type probabilities
     interval: tuple[np.ndarray, np.ndarray] | None  # the series model's 10-90 % threshold interval (S,) x2, dB
+    li_slopes: np.ndarray  # (S,) wave V latency-intensity slope (ms/dB) over detected recordings; NaN: < 2 levels
 
     @property
     def best(self) -> str:
@@ -240,7 +254,8 @@ def series_answers(ev: Evidence, series_net: nn.Module | None = None) -> SeriesA
         p = predict(series_net, SeriesSet(ev))
         thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"]
         interval = (p["threshold_low"], p["threshold_high"])
-    return SeriesAnswers(series, thresholds, types, interval)
+    slopes = latency_intensity_slopes(series, level, ev.latency, ev.peak_prob >= DETECTION_P)
+    return SeriesAnswers(series, thresholds, types, interval, slopes)
 
 
 def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, majority_type: int,
@@ -266,7 +281,29 @@ def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, maj
         "threshold": {k: threshold_metrics(truth_db, v, **kw) for k, v in thresholds.items()},
         "type": {k: type_metrics(truth_type, v, n_classes, **kw) for k, v in types.items()},
         "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, **kw),
+        "waves": per_wave_metrics(ev, **kw),
     }
+
+
+def per_wave_metrics(ev: Evidence, **kw: Any) -> dict[str, dict[str, Any]]:
+    """training.clinical.wave_metrics for each wave the network reads and the data marks: I, III and V
+    from the wave map head; wave V alone from the pooled head."""
+    t = ev.truth
+    if ev.waves is not None:
+        answers = {name: (ev.waves["prob"][:, k], ev.waves["latency"][:, k], ev.waves["amplitude"][:, k])
+                   for k, name in enumerate(WAVE_NAMES)}
+    else:
+        answers = {"V": (ev.peak_prob, ev.latency, ev.amplitude)}
+    out = {}
+    for name, (prob, lat, amp) in answers.items():
+        k = WAVE_NAMES.index(name)
+        known = t["wave_known"][:, k]
+        if not known.any():
+            continue
+        sub = series_index(ev.series_id[known], ev.static[known, 1])
+        out[name] = wave_metrics(sub, t["wave_mask"][known, k], prob[known], t["wave_latency"][known, k],
+                                 lat[known], t["wave_amplitude"][known, k], amp[known], **kw)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

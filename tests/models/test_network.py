@@ -147,11 +147,12 @@ def test_trunk_parameters_are_the_shared_ones_every_output_reaches(tiny_model, m
 
 
 def test_features_are_what_the_heads_read(tiny_model, make_inputs):
-    """Heads applied to the returned features reproduce the outputs (what mtl_backward relies on)."""
+    """Heads applied to the returned features (and the input, which the wave map head reads values
+    from and which no parameter produces) reproduce the outputs (what mtl_backward relies on)."""
     x, t, static = make_inputs(2)
     with torch.no_grad():
         out = tiny_model(x, t, static, return_features=True)
-        again = tiny_model.read_heads(*out["features"])
+        again = tiny_model.read_heads(*out["features"], x)
     assert all(torch.equal(out[k], again[k]) for k in KEYS)
 
 

@@ -1,0 +1,196 @@
+"""Waves I, III and V per recording: the network beside a picker with no learning and the data's cap.
+
+    python bench/waves.py --run logs/clinical [--baseline-run logs/clinical_pooled] [--patients 5000 --seed 12345]
+
+On issue 11's benchmark cohort (its own generator seed; nothing was chosen on it), per wave, with 95 %
+bootstrap intervals over series (training.clinical.wave_metrics; latency and amplitude over the peaks
+marked inside the stored window):
+
+- **network**: the run's wave map head (``model.peak_head: map``): detection F1, latency within
+  0.1 / 0.2 ms, amplitude MAE; for a pooled-head run, wave V only;
+- **baseline run** (``--baseline-run``, e.g. the same recipe with ``model.peak_head=pooled``): the same rows;
+- **no-learning picker** (issue 25's reference): a gradient-boosted regression of each wave's latency on the
+  static values alone (age, intensity, rate, FMP; sklearn defaults, fitted on the run's TRAINING split), then
+  the largest local maximum of the input within ±1.5 ms of it, refined by the marker's parabola. It has no
+  presence answer: latency and amplitude rows only, over the same marked peaks;
+- **cap** (what a reader that answers with a local maximum of the input can reach at best): for every marked
+  peak, the local maximum of the input nearest to the mark (parabola-refined). Marks that are no local maximum
+  (the marker's largest sample sat on a slope, or two peaks merged) bound every such reader.
+
+Writes bench/results/waves.json and the section "waves" of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import add_output_args, machine, write_outputs  # noqa: E402
+from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.dataset import ABRDataset, build_data  # noqa: E402
+from data.records import WAVE_NAMES  # noqa: E402
+from data.stats import to_physical  # noqa: E402
+from data.synthetic import generate  # noqa: E402
+from models.heads import local_maxima, parabolic_peak  # noqa: E402
+from models.unet import MS_PER_SAMPLE  # noqa: E402
+from training.checkpoint import load_run  # noqa: E402
+from training.clinical import Estimate, series_index, wave_metrics  # noqa: E402
+from training.series import extract, per_wave_metrics  # noqa: E402
+
+BENCHMARK_SEED = 12345  # bench/clinical.py's benchmark cohort
+PICKER_WINDOW_MS = 1.5  # issue 25's no-learning picker: ±1.5 ms around the static-value regression
+ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "amplitude_mae_uv")
+
+
+def signals_uv(ds: ABRDataset, stats) -> torch.Tensor:
+    """(N L) the dataset's signals back in µV (global normalization)."""
+    x, unit = to_physical(ds.tensors["signal"][:, 0], stats)
+    if unit != "µV":
+        raise ValueError("bench/waves.py: expected a run with data.normalization: global (amplitudes in µV)")
+    return x
+
+
+def pick_in_window(x: torch.Tensor, centre_ms: np.ndarray, half_ms: float) -> tuple[np.ndarray, np.ndarray]:
+    """The largest local maximum of x (N L) within ±half_ms of centre_ms (N,), parabola-refined:
+    (latency ms, amplitude µV); where the window holds none, its largest sample."""
+    L = x.shape[1]
+    t = torch.arange(L, dtype=torch.float32) * MS_PER_SAMPLE  # (L)
+    centre = torch.from_numpy(np.asarray(centre_ms, np.float32))[:, None]  # (N 1)
+    inside = (t[None] - centre).abs() <= half_ms  # (N L)
+    cand = inside & local_maxima(x)
+    masked = torch.where(torch.where(cand.any(1, keepdim=True), cand, inside), x, torch.full_like(x, -torch.inf))
+    best = masked.argmax(1)  # (N)
+    pos, amp = parabolic_peak(x, best)
+    return (pos * MS_PER_SAMPLE).numpy(), amp.numpy()
+
+
+def nearest_maximum(x: torch.Tensor, mark_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The local maximum of x (N L) nearest to mark_ms (N,), parabola-refined: (latency ms, amplitude µV)."""
+    L = x.shape[1]
+    t = torch.arange(L, dtype=torch.float32) * MS_PER_SAMPLE
+    dist = (t[None] - torch.from_numpy(np.nan_to_num(np.asarray(mark_ms, np.float32)))[:, None]).abs()  # (N L)
+    dist = torch.where(local_maxima(x), dist, torch.full_like(dist, torch.inf))
+    pos, amp = parabolic_peak(x, dist.argmin(1))
+    return (pos * MS_PER_SAMPLE).numpy(), amp.numpy()
+
+
+def static_regressions(train: ABRDataset) -> dict[str, object]:
+    """Per wave: sklearn HistGradientBoostingRegressor (defaults, random_state 0) of the marked latency on
+    the four static values, over the training split's recordings where that wave is marked present."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    t = train.tensors
+    static, known, present, lat = (t[k].numpy() for k in ("static", "wave_known", "wave_mask", "wave_latency"))
+    models = {}
+    for k, name in enumerate(WAVE_NAMES):
+        rows = known[:, k] & present[:, k]
+        if rows.sum() >= 10:
+            models[name] = HistGradientBoostingRegressor(random_state=0).fit(static[rows], lat[rows, k])
+    return models
+
+
+def reference_rows(ds: ABRDataset, stats, regressions: dict[str, object], n_boot: int) -> dict[str, dict]:
+    """The no-learning picker's and the cap's rows per wave on ``ds`` (detection has no answer: p = 1)."""
+    t = {k: v.numpy() for k, v in ds.tensors.items()}
+    x = signals_uv(ds, stats)
+    series = series_index(t["series_id"], t["static"][:, 1])
+    out: dict[str, dict] = {"picker": {}, "cap": {}}
+    for k, name in enumerate(WAVE_NAMES):
+        known = t["wave_known"][:, k]
+        if not known.all():
+            continue  # the cohort is synthetic: every wave is marked (present or absent) on every recording
+        truth = (t["wave_mask"][:, k], t["wave_latency"][:, k], t["wave_amplitude"][:, k])
+        ones = np.ones(len(known))
+        if name in regressions:
+            lat, amp = pick_in_window(x, regressions[name].predict(t["static"]), PICKER_WINDOW_MS)
+            out["picker"][name] = _latency_rows(wave_metrics(series, truth[0], ones, truth[1], lat, truth[2], amp,
+                                                             n_boot=n_boot))
+        lat, amp = nearest_maximum(x, truth[1])
+        out["cap"][name] = _latency_rows(wave_metrics(series, truth[0], ones, truth[1], lat, truth[2], amp,
+                                                      n_boot=n_boot))
+    return out
+
+
+def _latency_rows(m: dict) -> dict:
+    return {k: v for k, v in m.items() if k != "detection_f1"}
+
+
+def network_rows(run_dir: str, checkpoint: str, records, n_boot: int) -> dict[str, dict]:
+    run = load_run(run_dir, which=checkpoint)
+    ev = extract(run.model, ABRDataset(records, run.stats))
+    return {"peak_head": run.cfg.model.peak_head, "waves": per_wave_metrics(ev, n_boot=n_boot)}
+
+
+def table(result: dict) -> str:
+    def cell(e) -> str:
+        if e is None:
+            return "-"
+        return f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]" if isinstance(e, Estimate) else str(e)
+
+    methods = [("network", f"network ({result['network']['peak_head']} head)", result["network"]["waves"])]
+    if "baseline" in result:
+        methods.append(("baseline", f"baseline run ({result['baseline']['peak_head']} head)",
+                        result["baseline"]["waves"]))
+    methods += [("picker", "no-learning picker", result["reference"]["picker"]),
+                ("cap", "cap (nearest local maximum)", result["reference"]["cap"])]
+    b = result["benchmark"]
+    lines = [f"Benchmark cohort: {b['patients']} patients, generator seed {b['seed']}; run `{result['run']}` "
+             f"({result['checkpoint']}.pt); {result['n_boot']} bootstrap resamples over series; {result['machine']}.",
+             f"Command: `{result['command']}`", ""]
+    for name in WAVE_NAMES:
+        n = next((w[name]["n_marked"] for _, _, w in methods if name in w), None)
+        if n is None:
+            continue
+        lines += [f"Wave {name} ({n} peaks marked inside the window):", "",
+                  "| metric | " + " | ".join(label for _, label, _ in methods) + " |", "|---|" + "---|" * len(methods)]
+        for r in ROWS:
+            lines.append(f"| {r} | " + " | ".join(cell(w.get(name, {}).get(r)) for _, _, w in methods) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="bench/waves.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--baseline-run", help="a second run scored beside it (e.g. model.peak_head=pooled)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=5000, help="benchmark cohort size")
+    p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="benchmark cohort generator seed")
+    p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
+    add_output_args(p, "waves")
+    args = p.parse_args(argv)
+    return run_main(lambda: _run(p, args, argv), debug=args.debug)
+
+
+def _run(p: ArgumentParser, args, argv: list[str] | None) -> int:
+    t0 = time.time()
+    run = load_run(args.run, which=args.checkpoint)
+    if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:
+        p.error(f"--seed {args.seed}: the run trained on that generator seed; the benchmark needs its own")
+    records = generate(args.patients, args.seed)
+    bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
+    result = {"run": args.run, "checkpoint": args.checkpoint,
+              "benchmark": {"patients": args.patients, "seed": args.seed}, "n_boot": args.n_boot, "machine": machine(),
+              "command": "python bench/waves.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    print(f"scoring the network on {len(records)} recordings ...", flush=True)
+    result["network"] = network_rows(args.run, args.checkpoint, records, args.n_boot)
+    if args.baseline_run:
+        result["baseline"] = network_rows(args.baseline_run, args.checkpoint, records, args.n_boot)
+    print("fitting the no-learning picker on the training split ...", flush=True)
+    result["reference"] = reference_rows(ABRDataset(records, run.stats), run.stats, static_regressions(bundle.train),
+                                         args.n_boot)
+    result["seconds"] = round(time.time() - t0, 1)
+    section = table(result)
+    print(section)
+    write_outputs(args, "waves", result, "## Waves I, III and V per recording (bench/waves.py)\n\n" + section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
