@@ -289,6 +289,8 @@ def per_wave_metrics(ev: Evidence, **kw: Any) -> dict[str, dict[str, Any]]:
     """training.clinical.wave_metrics for each wave the network reads and the data marks: I, III and V
     from the wave map head; wave V alone from the pooled head."""
     t = ev.truth
+    if "wave_known" not in t:  # a dataset without the batch's wave columns (a hand-made one): nothing to score
+        return {}
     if ev.waves is not None:
         answers = {name: (ev.waves["prob"][:, k], ev.waves["latency"][:, k], ev.waves["amplitude"][:, k])
                    for k, name in enumerate(WAVE_NAMES)}
