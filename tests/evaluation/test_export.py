@@ -43,7 +43,7 @@ def test_exported_weights_rebuild_the_checkpoint_model_exactly(tiny_run, tmp_pat
         os.umask(old)
     assert "wrote" in capsys.readouterr().out
     assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == dict.fromkeys(
-        [WEIGHTS_FILE, "config.yaml", "normalization.json", CARD_FILE], 0o644)  # safetensors alone wrote 0o600
+        [WEIGHTS_FILE, "config.yaml", "normalization.json", CARD_FILE, OUTPUTS_MANIFEST], 0o644)  # safetensors: 0o600
     assert sorted(p.name for p in out.iterdir()) == sorted([WEIGHTS_FILE, "config.yaml", "normalization.json",
                                                             CARD_FILE, OUTPUTS_MANIFEST])
     # by hand, from the files alone: a freshly built model with the exported weights
