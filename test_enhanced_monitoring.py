@@ -81,10 +81,11 @@ def test_postfix_has_the_contract_order_and_fits_120_columns():
     names = [part.split("=")[0] for part in text.split(" | ")]
     assert names == ["Total", "LR", "Signal", "Class", "Peak", "Thresh"]
     assert "LR=1.00e-04" in text
-    # the whole bar line, at its widest (epoch 200/200, 1140/1140 steps, hours of ETA), fits 120 columns
-    line = tqdm.format_meter(1140, 1140, 7200.0, ncols=120, prefix="Epoch 200/200", bar_format=BAR_FORMAT,
+    # the whole bar line, at its widest (epoch 200/200, 1139/1140 steps, hours of ETA), fits the 119
+    # characters tqdm draws on a 120-column terminal
+    line = tqdm.format_meter(1139, 1140, 1139 * 35309.0, ncols=119, prefix="Epoch 200/200", bar_format=BAR_FORMAT,
                              postfix=text)
-    assert len(line) <= 120 and line.endswith(text), line
+    assert len(line) <= 119 and line.endswith(text), line
 
 
 def test_weight_index_mapping_is_logged_at_start(flat_run):
@@ -137,7 +138,8 @@ def test_tensorboard_has_every_view(flat_run):
         assert f"train/{c}" in tags and f"val/{c}" in tags, c
     assert {"lr", "grad_norm/total"} <= tags
     assert any(t.startswith("grad_norm/") and t != "grad_norm/total" for t in tags)  # per head
-    assert {f"train/weight_{i}" for i in range(6)} <= tags and {f"val/weight_{i}" for i in range(6)} <= tags
+    assert {f"train/weight_{i}" for i in range(6)} <= tags and {f"eval/weight_{i}" for i in range(6)} <= tags
+    assert {f"val/weight_{i}" for i in range(6)} <= tags  # the alias
     assert acc.Tags()["images"], "no waveform figure"
     plugins = read_tensorboard(run_dir / "tensorboard", plugins=True)
     plugin_tags = plugins.PluginTagToContent("custom_scalars")
@@ -178,15 +180,15 @@ def test_flat_weights_in_every_record(flat_run):
     run_dir, _, _ = flat_run
     weights = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "weights"]
     train = [r for r in weights if "train/weight_0" in r["scalars"]]
-    evals = [r for r in weights if "val/weight_0" in r["scalars"]]
-    assert train and evals
+    evals = [r for r in weights if "eval/weight_0" in r["scalars"]]
+    assert train and evals and all(r["scalars"]["val/weight_0"] == r["scalars"]["eval/weight_0"] for r in evals)
     assert all(r["scalars"][f"train/weight_{i}"] == 1.0 for r in train for i in range(6))  # fixed
 
 
 def test_grouped_weights_are_logged_per_head(grouped_run):
     records = read_jsonl(grouped_run / "metrics.jsonl")
     keys = {k for r in records if r["kind"] == "weights" for k in r["scalars"]}
-    assert {"train/head_0_weight_0", "train/head_2_weight_2", "val/head_3_weight_0"} <= keys
+    assert {"train/head_0_weight_0", "train/head_2_weight_2", "eval/head_3_weight_0", "val/head_3_weight_0"} <= keys
     values = [r["scalars"]["train/head_1_weight_0"] for r in records if "train/head_1_weight_0" in r["scalars"]]
     assert all(math.isfinite(v) and v > 0 for v in values)
 

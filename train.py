@@ -207,6 +207,13 @@ def evaluate_run(run_dir: Path, device, logger: logging.Logger) -> None:
         raise RuntimeError(f"--evaluate: evaluation of '{run_dir}' failed (exit status {rc})")
 
 
+def nothing_left(state: dict, max_epochs: int) -> bool:
+    """A checkpoint past the last epoch: resuming it would train nothing (``epoch`` is the next one)."""
+    from training.checkpoint import epochs_done
+
+    return epochs_done(state) >= max_epochs and not state.get("epoch_step")
+
+
 def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
               group: str | None = None, banner: str | None = None, evaluate: bool = False,
               command: list[str] | None = None) -> dict[str, float]:
@@ -218,7 +225,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from training.checkpoint import load_checkpoint
+    from training.checkpoint import describe_position, load_checkpoint
     from training.distributed import init_distributed
     from training.rundir import RunLock, RunRecord, data_fingerprint, exit_status
     from training.setup import build_trainer, resolve_device, setup_logging, write_config, write_run_files
@@ -251,6 +258,14 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     except BaseException:
         lock.release()
         raise
+    if resume and nothing_left(state, trainer.max_epochs):
+        lock.release()
+        logger.info("%s: nothing to train: finished %s of training.epochs=%d (to train longer: "
+                    "python train.py --resume %s training.epochs=%d)", run_dir, describe_position(state),
+                    trainer.max_epochs, run_dir, trainer.max_epochs + 1)
+        if evaluate and main:
+            evaluate_run(run_dir, device, logger)
+        return {}
 
     record = RunRecord(run_dir, command=command or sys.argv, device=device, world_size=dist_info.world_size)
     try:
@@ -263,7 +278,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
                 logger.info("resume: config changed: %s (saved in %s)",
                             ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items()),
                             run_dir / "config.yaml")
-            logger.info("resumed %s at epoch %d, step %d", run_dir, trainer.epoch, trainer.step)
+            logger.info("resumed %s %s of %d", run_dir, describe_position(state), trainer.max_epochs)
         else:
             write_run_files(trainer)
         if main:
@@ -305,10 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Exception as exc:  # one line for the user; --debug shows the traceback
+        from training.rundir import exit_code
         from training.trainer import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
-            return 128 + exc.signum
+            return exit_code(exc)
         if args.debug:
             raise
         from data.cli import error_line

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,14 +45,31 @@ def timed(fn: Callable[[], object], repeats: int, *, warmup: int = 0, clock: Cal
     return times
 
 
+# An absolute path to a run folder of another checkout: /any/where/logs/EXP -> logs/EXP.
+_FOREIGN_LOGS = re.compile(r"(?<![\w.~])/(?:[^\s/`'\"()|,;]+/)+?(?=logs/)")
+
+
+def portable_paths(text: str) -> str:
+    """``text`` without the absolute paths of the machine it ran on: this checkout's and the current
+    directory's prefix removed, a home directory as ``~``, another checkout's ``.../logs/EXP`` as
+    ``logs/EXP``. A doc is read on other machines, where those paths mean nothing."""
+    for prefix in sorted({str(ROOT), str(Path.cwd())}, key=len, reverse=True):
+        if prefix != "/":
+            text = text.replace(prefix + "/", "")
+    text = _FOREIGN_LOGS.sub("", text)
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("", "/") else text
+
+
 def write_doc_section(path: str | Path, key: str, body: str) -> Path:
     """Put ``body`` between the markers ``<!-- KEY: begin -->`` and ``<!-- KEY: end -->`` of the
     Markdown file ``path``: replaced where the markers are, appended (with them) where they are not,
-    the rest of the file kept as it is. A file with one marker but not the other, or either twice,
+    the rest of the file kept as it is; the machine's absolute paths are left out
+    (:func:`portable_paths`). A file with one marker but not the other, or either twice,
     is refused (it was edited by hand; nothing is guessed)."""
     path = Path(path)
     begin, end = f"<!-- {key}: begin -->", f"<!-- {key}: end -->"
-    block = f"{begin}\n{body.strip()}\n{end}"
+    block = f"{begin}\n{portable_paths(body).strip()}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     counts = (text.count(begin), text.count(end))
     if counts == (0, 0):

@@ -26,7 +26,9 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,17 @@ def resolve_device(name: str, where: str = "--device"):
             f"{where}: {name!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)"
         )
     return device
+
+
+@contextmanager
+def phase(prog: str, what: str) -> Iterator[None]:
+    """A long step of a command, on stderr: ``evaluate: scoring the test split ...`` when it starts and
+    ``evaluate: scoring the test split: 41.2 s`` when it ends, so a command that works for minutes
+    is never silent (a log file shows the same lines as a terminal, unlike a progress bar)."""
+    start = time.perf_counter()
+    print(f"{prog}: {what} ...", file=sys.stderr, flush=True)
+    yield
+    print(f"{prog}: {what}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
 
 
 def refuse_overwrite(paths: Iterable[str | Path], *, overwrite: bool, flag: str = "--out") -> None:

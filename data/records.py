@@ -171,6 +171,8 @@ class ValidationReport:
     examples: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # changes that kept the recording (e.g. a filled value)
     rows: dict[str, list[int]] = field(default_factory=dict)  # every dropped sample index, by reason
+    # sample index -> "expected ..., found ...", for every dropped recording
+    details: dict[int, str] = field(default_factory=dict)
     kept: np.ndarray | None = None  # (n_kept,) the sample index of each kept recording, in order
 
     def add(self, reason: str, index: np.ndarray) -> None:
@@ -182,13 +184,17 @@ class ValidationReport:
     def lines(self) -> list[str]:
         out = [f"{self.source}: read {self.n_read} recordings, kept {self.n_kept}, dropped {self.n_read - self.n_kept}"]
         for reason, count in sorted(self.dropped.items()):
-            out.append(f"  dropped {count}: {reason} (first samples: {self.examples[reason]})")
+            first = self.examples[reason][0]
+            detail = f"; sample {first}: {self.details[first]}" if first in self.details else ""
+            out.append(f"  dropped {count}: {reason} (first samples: {self.examples[reason]}{detail})")
         out.extend(f"  note: {n}" for n in self.notes)
         return out
 
     def to_dict(self) -> dict:
         return {"source": self.source, "n_read": self.n_read, "n_kept": self.n_kept,
-                "dropped": dict(self.dropped), "examples": dict(self.examples), "notes": list(self.notes)}
+                "dropped": dict(self.dropped), "examples": dict(self.examples),
+                "details": {str(i): d for i, d in self.details.items()},
+                "notes": list(self.notes)}
 
 
 def canonical_class_name(name: str) -> str:
@@ -299,7 +305,10 @@ def validate(
     report = ValidationReport(source=source, n_read=n)
     bad_any = np.zeros(n, dtype=bool)
     for reason, bad in checks:
-        report.add(reason, np.flatnonzero(bad & ~bad_any) + index_offset)  # each recording once, first reason
+        new = np.flatnonzero(bad & ~bad_any)  # each recording once, under its first reason
+        report.add(reason, new + index_offset)
+        for i in new.tolist():
+            report.details[i + index_offset] = _detail(reason, i, signal_lengths, cols, signal)
         bad_any |= bad
     if strict and bad_any.any():  # the first bad recording in file order
         i = int(np.argmax(bad_any))
@@ -404,10 +413,10 @@ def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray
     if reason == "bad peak_mask":
         return f"expected 0 or 1 (false or true), found {cols['peak_mask'][i].item()!r}"
     if reason.startswith("peak"):
-        return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={cols['peak_latency'][i]!r}, "
-                f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN, present ones {_FINITE}")
+        return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={float(cols['peak_latency'][i])!r}, "
+                f"amplitude={float(cols['peak_amplitude'][i])!r}; absent values must be NaN, present ones {_FINITE}")
     if reason == "non-finite threshold":
-        return f"expected {_FINITE}, found {cols['threshold'][i]!r}"
+        return f"expected {_FINITE}, found {float(cols['threshold'][i])!r}"
     if reason.endswith(" out of range"):
         name = reason.removesuffix(" out of range")
         value = cols["threshold"][i] if name == "threshold" else cols["static"][i][STATIC_NAMES.index(name)]
@@ -417,7 +426,7 @@ def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray
                 f"found {cols[reason.split()[1] + '_id'][i]!r}")
     row = np.asarray(signal[i], dtype=np.float64).reshape(-1)  # non-finite signal: name the first bad point
     j = int(np.argmin(_finite32(row)))
-    return f"expected {_FINITE}, found {row[j]!r} at point {j}"
+    return f"expected {_FINITE}, found {float(row[j])!r} at point {j}"  # float: numpy 2 would show np.float64(nan)
 
 
 def _assemble(signal: object, cols: dict[str, np.ndarray], keep: np.ndarray, meta: dict) -> Records:

@@ -292,11 +292,22 @@ def _check_total(total: int, where: str, path: str) -> None:
                           "values after expanding aliases (an alias bomb?); expected a config")
 
 
+def close_path(path: str | Path) -> str:
+    """" (did you mean 'configs/quickstart.yaml'?)" for a mistyped file name whose folder exists, else ""."""
+    p = Path(path)
+    try:
+        names = [c.name for c in p.parent.iterdir()] if p.parent.is_dir() else []
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(p.name, names, n=1, cutoff=0.6)
+    return f" (did you mean '{p.parent / close[0]}'?)" if close else ""
+
+
 def read_yaml(path: str | Path) -> dict:
     """Read a YAML mapping with :func:`load_yaml`; errors name the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file '{p}': not found")
+        raise ConfigError(f"config file '{p}': not found{close_path(p)}")
     if p.stat().st_size > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file '{p}': {p.stat().st_size:,} bytes; expected at most "
                           f"MAX_CONFIG_BYTES = {MAX_CONFIG_BYTES:,} (data/schema.py)")

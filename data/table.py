@@ -39,6 +39,9 @@ longer than the csv module's field limit (131,072 characters) is refused with it
 from __future__ import annotations
 
 import csv
+import re
+import shlex
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -242,12 +245,31 @@ def _sample_columns(path: Path, header: list[str], prefix: str) -> list[int]:
             found[int(name[len(prefix):])] = j
     if sorted(found) != list(range(SIGNAL_LENGTH)):
         raise DataFormatError(f"{path}: expected sample columns {prefix}0..{prefix}{SIGNAL_LENGTH - 1}, "
-                              f"found {len(found)} columns named {prefix}<i>; set the prefix with --sample-prefix")
+                              f"found {_sample_columns_found(header, prefix, sorted(found))}")
     cols = [found[i] for i in range(SIGNAL_LENGTH)]
     if cols != list(range(cols[0], cols[0] + SIGNAL_LENGTH)):
         raise DataFormatError(f"{path}: sample columns {prefix}0..{prefix}{SIGNAL_LENGTH - 1} "
                               "must be adjacent and in order")
     return cols
+
+
+def _sample_columns_found(header: list[str], prefix: str, found: list[int]) -> str:
+    """What the header holds instead, and the hint that fits it: another prefix only where no column
+    has this one; a shorter or longer recording where the columns run 0..k-1."""
+    if found == list(range(len(found))) and found:
+        return (f"{len(found)} ({prefix}0..{prefix}{found[-1]}): recordings of {len(found)} samples; this "
+                f"pipeline reads {SIGNAL_LENGTH} (10 ms at 20 kHz): resample them to 20 kHz and keep the first "
+                f"{SIGNAL_LENGTH} samples")
+    if found:
+        missing = [i for i in range(SIGNAL_LENGTH) if i not in set(found)]
+        return f"{len(found)} columns named {prefix}<i>, without {', '.join(f'{prefix}{i}' for i in missing[:3])}" + \
+            (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+    prefixes = Counter(m.group(1) for m in (re.fullmatch(r"(\D*?)(\d+)", h) for h in header) if m)
+    other = [p for p, n in prefixes.most_common() if n >= SIGNAL_LENGTH // 2]
+    if other:
+        return (f"no column named {prefix}<i>, but {prefixes[other[0]]} named {other[0]}<i>: "
+                f"give their prefix with --sample-prefix {shlex.quote(other[0])}")
+    return f"no column named {prefix}<i>; name the sample columns so, or give their prefix with --sample-prefix"
 
 
 def _float(cell: str) -> float:

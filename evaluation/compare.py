@@ -2,13 +2,15 @@
 patient) metrics first, then the per-recording evaluation, the final validation losses, the balancer
 weights, and overlaid per-component curves.
 
-    python -m evaluation.compare logs/A logs/B ... [--out DIR] [--overwrite]
+    python -m evaluation.compare logs/A logs/B ... --out DIR [--overwrite]
 
 Reads each run's metrics.jsonl (final epoch summary, final weights), config.yaml and
 normalization.json (what it was trained on) and, when the run has been evaluated, eval/metrics.json
 (test metrics and what they were measured on). Writes DIR/comparison.md, DIR/comparison.json and
-DIR/curves.png (default DIR: logs/comparison; existing files are replaced only with --overwrite)
-and prints one ``warning:`` line per difference in data, split or test set. A ``-m`` sweep calls
+DIR/curves.png (``--out`` is required, as for export and predict: a comparison belongs to no one
+run, and a shared default folder would collect unrelated comparisons; existing files are replaced
+only with --overwrite), prints the table and then where it wrote, and one ``warning:`` line per
+difference in data, split or test set. A ``-m`` sweep calls
 :func:`compare_runs` at its end.
 
 Clinical metrics are the ``patient/...`` keys of eval/metrics.json (its ``patient`` section,
@@ -344,7 +346,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (logs/EXP)")
-    p.add_argument("--out", default="logs/comparison", help="output folder")
+    p.add_argument("--out", required=True, help="output folder (made if absent), e.g. logs/compare_A_B")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
     args = p.parse_args(argv)
     return run_main(lambda: _run(args), debug=args.debug)
@@ -356,6 +358,7 @@ def _run(args: argparse.Namespace) -> int:
     result = compare_runs(args.runs, out)
     record_outputs([out / name for name in OUTPUT_FILES], PROG)
     print((out / "comparison.md").read_text(encoding="utf-8"))
+    print(f"wrote {', '.join(str(out / name) for name in OUTPUT_FILES)}")
     for line in result["warnings"]:
         print(f"warning: {line}", file=sys.stderr)
     return 0

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from data.cli import ArgumentParser, check_number, number, refuse_unsafe_output, resolve_device, run_main
+from data.cli import ArgumentParser, check_number, number, phase, refuse_unsafe_output, resolve_device, run_main
 from data.jsonable import to_jsonable
 from data.stats import DataStats
 from evaluation import plots
@@ -41,6 +41,8 @@ from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
 from training.series import load_series
+
+PROG = "evaluate"  # the name its phase lines on stderr start with
 
 
 def evaluate(
@@ -73,22 +75,41 @@ def evaluate(
     metrics and the generated waveforms are left out.
     """
     out_dir = Path(out_dir)
-    col = collect(model, diffusion, eval_ds, stats, snr_levels_db=snr_levels_db, batch_size=batch_size,
-                  device=device, seed=seed)
+    with phase(PROG, f"scoring {len(eval_ds)} recordings, clean and at {len(snr_levels_db)} noise levels"):
+        col = collect(model, diffusion, eval_ds, stats, snr_levels_db=snr_levels_db, batch_size=batch_size,
+                      device=device, seed=seed)
     train = collect_train_targets(train_ds)
     gen_kw = {"sampler": sampler, "steps": steps, "guidance": guidance, "seed": seed}
-    conditions = (generate_conditions(generate_fn, model, diffusion, stats, col, n=gen_n, **gen_kw)
-                  if generate_fn is not None else None)
+    conditions = None
+    if generate_fn is not None:
+        with phase(PROG, f"generating {gen_n} signals per condition ({sampler}, {steps} steps, guidance {guidance:g})"):
+            conditions = generate_conditions(generate_fn, model, diffusion, stats, col, n=gen_n, **gen_kw)
     m = compute_metrics(col, train, stats, class_names, conditions, single_task)
     m["meta"].update(meta or {})
     m["meta"]["snr_levels_db"] = list(snr_levels_db)
     m["meta"]["generation"] = gen_kw | {"n_per_condition": gen_n} if generate_fn is not None else "not run"
     written: list[str] = []
     if figures:
+        written = _figures(m, col, generate_fn, model, diffusion, stats, class_names, run_dir, out_dir, gen_kw)
+    title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
+    # Per patient (series): the run's series model beside the rule and the per-recording baselines.
+    with phase(PROG, "scoring per patient (series)"):
+        patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
+                                  series_net=series_net, device=device, seed=seed)
+    m["patient"] = to_jsonable(patient)
+    write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
+    return m
+
+
+def _figures(m: dict[str, Any], col: Any, generate_fn: GenerateFn | None, model: torch.nn.Module, diffusion: Any,
+             stats: DataStats, class_names: tuple[str, ...], run_dir: str | Path | None, out_dir: Path,
+             gen_kw: dict[str, Any]) -> list[str]:
+    """The report's figures (confusion, scatter, waveforms; loss curves and weights from the run's log)."""
+    with phase(PROG, "drawing the figures"):
         moderate = min(range(len(col.levels)), key=lambda i: abs(col.levels[i].snr_db - MODERATE_SNR_DB), default=0)
         examples = class_examples(col, len(class_names), generate_fn, model, diffusion, stats, level_index=moderate,
                                   **gen_kw)
-        written += [
+        written = [
             plots.plot_confusion(m["class"]["model"]["confusion_matrix"], class_names, out_dir / "confusion.png"),
             plots.plot_scatter(col, out_dir / "scatter.png"),
             plots.plot_waveforms(examples, class_names, col.units, out_dir / "waveforms.png"),
@@ -101,13 +122,7 @@ def evaluate(
                       file=sys.stderr)
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
-    title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
-    # Per patient (series): the run's series model beside the rule and the per-recording baselines.
-    patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
-                              series_net=series_net, device=device, seed=seed)
-    m["patient"] = to_jsonable(patient)
-    write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
-    return m
+    return written
 
 
 def summary_line(m: dict[str, Any]) -> str:
@@ -200,14 +215,15 @@ def _run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     if args.out is not None:  # its own run's eval/ is the default; never another run's directory
         refuse_unsafe_output(Path(args.out) / "metrics.json", "--out", own_run=args.run)
-    loaded = load_run(args.run, which=args.checkpoint)
+    loaded = load_run(args.run, which=args.checkpoint)  # seconds; its errors stay one line
     model = loaded.model.to(device).eval()
     diffusion = loaded.diffusion.to(device) if isinstance(loaded.diffusion, torch.nn.Module) else loaded.diffusion
     from data.dataset import build_data
     from evaluation.generate import generate, sampling_settings
 
     kw = sampling_settings(loaded.diffusion, args)  # flags checked against the run before the data is built
-    bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
+    with phase(PROG, "rebuilding the run's data and split"):
+        bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
     if len(getattr(bundle, args.split)) == 0:
         raise ValueError(f"--split {args.split}: the run's {args.split} split has no recordings")
     # generate_fn's positional contract (collect.GenerateFn) has no eta/clip: bind them here

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from collections.abc import Sequence
@@ -43,7 +44,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     from safetensors.torch import save_file
 
     from data.schema import to_dict
-    from training.checkpoint import load_run
+    from training.checkpoint import epochs_done, load_run, new_file_mode
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -59,11 +60,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     weights = "ema" if state.get("ema") else "model"  # load_run put these into the model
     tensors = {k: v.detach().cpu().contiguous() for k, v in loaded.model.state_dict().items()}
     meta = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "weights": weights, "run": run_dir.name,
-            "checkpoint": which, "epochs_done": str(int(state["epoch"]) - 1),  # the checkpoint holds the next epoch
+            "checkpoint": which, "epochs_done": str(epochs_done(state)),
             "step": str(state["step"])}
 
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out_dir / WEIGHTS_FILE), metadata=meta)
+    os.chmod(out_dir / WEIGHTS_FILE, new_file_mode())  # safetensors writes 0o600, whatever the umask
     import yaml
 
     (out_dir / "config.yaml").write_text(

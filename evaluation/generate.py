@@ -1,9 +1,10 @@
 """Generate ABR signals for one clinical condition from a trained run.
 
     python -m evaluation.generate --run logs/EXP --n 64 --intensity 80 --age 0.5 --rate 21.1 \\
-        --fmp 300 --sampler ddim --steps 50 --guidance 2.0 --out generated.npz
+        --fmp 300 --sampler ddim --steps 50 --guidance 2.0
 
-writes ``generated.npz`` and ``generated.png``. The run is loaded with
+writes ``logs/EXP/eval/generated.npz`` and ``generated.png`` beside it (``--out FILE.npz`` names
+another file), and says where. The run is loaded with
 :func:`training.checkpoint.load_run`, which puts the EMA weights into the model when the run has
 them, so sampling uses the EMA weights. Sampler, steps, eta, guidance and clipping default to the
 run's ``diffusion`` config section.
@@ -20,18 +21,21 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from data.cli import ArgumentParser, check_number, check_outputs, number, resolve_device, run_main
+from data.cli import ArgumentParser, check_number, check_outputs, number, phase, resolve_device, run_main
 from data.native import standard_meta
 from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
 from data.stats import DataStats
+from training.checkpoint import new_file_mode
 
 FORMAT_NAME = "abr-generated"
 
@@ -44,6 +48,7 @@ STATIC_LIMITS: dict[str, dict[str, float]] = {
     "rate": {"gt": 0.0, "le": 1000.0},  # stimuli per second
     "fmp": {"ge": 0.0, "le": 100_000.0},
 }
+PROG = "generate"  # the name its phase lines on stderr start with
 MAX_SIGNALS = 100_000  # one command: 80 MB of float32 signals, hours of sampling on a CPU
 MAX_BATCH_SIZE = 65_536
 MAX_GUIDANCE = 100.0  # classifier-free guidance w; useful values are 1-10
@@ -65,6 +70,7 @@ def generate(
     clip: float | None = None,
     batch_size: int = 256,
     length: int = SIGNAL_LENGTH,
+    progress: Any = None,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
@@ -73,6 +79,8 @@ def generate(
     ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
     mode (its mode is restored afterwards). With per-sample normalization the scale of each
     recording is not known; the training split's ``signal_mean`` / ``signal_std`` are used then.
+    ``progress`` (a tqdm bar, or anything with ``update(n)``) advances by one per sampler step of
+    each batch: ``ceil(n / batch_size) * steps`` in all.
     """
     if n < 1:
         raise ValueError(f"generate n: expected at least 1 signal, found {n}")
@@ -84,12 +92,18 @@ def generate(
         raise ValueError(f"generate static: expected shape [4] or [{n}, 4], found {list(static.shape)}")
     was_training = model.training
     model.eval()
+    calls_per_step = 1 if guidance == 1.0 else 2  # guidance adds an unconditional evaluation
+    calls = 0
     try:
         parts = []
         for start in range(0, n, batch_size):
             cond = static[start : start + batch_size]  # (b 4)
 
             def denoise_fn(x_t: Tensor, t: Tensor, drop_cond: Tensor, cond: Tensor = cond) -> Tensor:
+                nonlocal calls
+                calls += 1
+                if progress is not None and calls % calls_per_step == 0:
+                    progress.update(1)  # counted on the host: no device sync
                 return model(x_t, t, cond, drop_cond=drop_cond)["signal"]
 
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
@@ -157,6 +171,7 @@ def _write_atomic(path: Path, write: Callable) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+            os.fchmod(f.fileno(), new_file_mode())  # mkstemp made it 0o600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -224,13 +239,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out: expected a file name ending in .npz, found '{out}'")
     # before hours of sampling; the default, RUN/eval, is in the command's own run
     check_outputs([out, out.with_suffix(".png")], overwrite=args.overwrite, own_run=args.run)
+    from tqdm import tqdm
+
     device = resolve_device(args.device)
-    loaded = load_run(args.run, which=args.checkpoint, device=device)
+    loaded = load_run(args.run, which=args.checkpoint, device=device)  # seconds; its errors stay one line
     kw = sampling_settings(loaded.diffusion, args)
     static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
-    signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],
-                      kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"], batch_size=args.batch_size)
+    total = -(-args.n // args.batch_size) * kw["steps"]
+    what = f"sampling {args.n} signals ({kw['sampler']}, {kw['steps']} steps, guidance {kw['guidance']:g}) on {device}"
+    # the bar shows on a terminal only (disable=None); the phase lines reach a log file too
+    with phase(PROG, what), tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False,
+                                 disable=None) as bar:
+        signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],
+                          kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"], batch_size=args.batch_size,
+                          progress=bar)
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "

@@ -383,6 +383,7 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
 
 def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, batch: Batch, answers: Any,
                      rec_warnings: list[dict[str, str]], span_source: str, written: list[str], timer: Timer) -> str:
+    from training.checkpoint import describe_position
     from training.rundir import command_line, git_info, read_run_json
 
     run_json = read_run_json(Path(args.run)) or {}
@@ -400,7 +401,7 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
                       answers.series.members, strict=True) if batch.names[k][0]})  # per file: ids are a file's own
     lines = [
         "# Prediction", "",
-        f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` (step {state.get('step')}, epoch {state.get('epoch')}); "
+        f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` ({describe_position(state)}); "
         f"run trained at commit {_commit(run_git)}",
         "- Per series: " + ("the series model (`checkpoints/series.pt`)" if series_net is not None else
                             "no series model in the run: threshold by the rule (lowest level with a consistent "
@@ -428,8 +429,10 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
     unusable = [(s.path, i, reason) for s in batch.sources for reason, rows in s.report.rows.items() for i in rows]
     lines += ["", f"## Unusable recordings ({len(unusable)})", ""]
     if unusable:
+        details = {(s.path, i): d for s in batch.sources for i, d in s.report.details.items()}
         lines += ["| file | sample | reason |", "|---|---|---|"]
-        lines += [f"| {p} | {i} | {reason} |" for p, i, reason in sorted(unusable, key=lambda u: (str(u[0]), u[1]))]
+        lines += [f"| {p} | {i} | {reason}: {details.get((p, i), '')} |"
+                  for p, i, reason in sorted(unusable, key=lambda u: (str(u[0]), u[1]))]
     else:
         lines.append("None: every recording read was used.")
     lines += ["", "## Files", "", *(f"- `{w}`" for w in written), ""]
@@ -460,6 +463,8 @@ class Timer:
 
     def __init__(self) -> None:
         self.start, self.phases = time.perf_counter(), {}
+        # phase lines on stderr once the inputs and the run are known good: an error in them stays one line
+        self.report = False
 
     def __call__(self, phase: str) -> Timer:
         self.phase = phase
@@ -468,8 +473,11 @@ class Timer:
     def __enter__(self) -> None:
         self.t = time.perf_counter()
 
-    def __exit__(self, *exc: object) -> None:
-        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + time.perf_counter() - self.t
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        seconds = time.perf_counter() - self.t
+        self.phases[self.phase] = self.phases.get(self.phase, 0.0) + seconds
+        if exc_type is None and self.report:  # progress on stderr, phase by phase
+            print(f"predict: {self.phase}: {seconds:.1f} s", file=sys.stderr, flush=True)
 
     def line(self) -> str:
         parts = ", ".join(f"{k} {v:.2f} s" for k, v in self.phases.items())
@@ -499,6 +507,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
         series_net = load_series(args.run)
         if series_net is not None:
             series_net = series_net.to(device)
+    timer.report = True
     with timer("network"):
         ev = extract(loaded.model, ABRDataset(batch.records, loaded.stats), batch_size=args.batch_size, device=device)
     with timer("series"):

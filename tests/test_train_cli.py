@@ -73,3 +73,51 @@ def test_sweep_combinations_are_the_cartesian_product():
 def test_overrides_may_follow_a_sweep_option():
     args = train.parse_args(["--config", "c.yaml", "-m", "loss.balancer.strategy=fixed,dwa", "training.epochs=2"])
     assert args.multirun == ["loss.balancer.strategy=fixed,dwa"] and args.overrides == ["training.epochs=2"]
+
+
+def test_the_readme_states_the_quickstart_as_it_runs():
+    """The README said 4 epochs x 111 steps while configs/quickstart.yaml runs 5."""
+    import re
+
+    from data.dataset import build_data
+    from training.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml")
+    train_split = build_data(cfg.data, cfg.loss.class_weights).train
+    stated = re.findall(r"quickstart \((\d+) epochs x (\d+) steps\)", (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert stated == [(str(cfg.training.epochs), str(len(train_split) // cfg.training.batch_size))]
+
+
+def test_the_readme_examples_write_under_the_run_or_a_named_out():
+    """The generate example wrote generated.npz into the repository root; compare wrote a shared
+    logs/comparison/."""
+    import re
+    import shlex
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = re.findall(r"^\.venv/bin/python -m (evaluation\.\w+) ((?:.*\\\n)*.*)$", readme, re.M)
+    assert {name for name, _ in commands} >= {"evaluation.evaluate", "evaluation.generate", "evaluation.compare",
+                                              "evaluation.export"}
+    for name, rest in commands:
+        args = shlex.split(rest.replace("\\\n", " "), comments=True)
+        run = args[args.index("--run") + 1] if "--run" in args else None
+        out = args[args.index("--out") + 1] if "--out" in args else None
+        assert out is not None or run is not None, name
+        assert (out or run).startswith("logs/"), (name, out)  # gitignored, never the repository root
+
+
+def test_a_command_line_typo_is_blamed_on_the_command_line_not_the_file():
+    r = run_cli("--config", "configs/quickstart.yaml", "traning.epochs=1")
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert "did you mean 'training'" in line and line.endswith("[command line: traning.epochs=1]")
+    assert "[configs/quickstart.yaml]" not in line
+    r = run_cli("--config", "configs/quickstart.yaml", "training.epochs=abc")
+    assert r.stderr.strip().endswith("[command line: training.epochs=abc]")
+
+
+def test_a_mistyped_config_path_gets_a_suggestion():
+    r = run_cli("--config", "configs/quickstar.yaml")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "error: config file 'configs/quickstar.yaml': not found " \
+                               "(did you mean 'configs/quickstart.yaml'?)"

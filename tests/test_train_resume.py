@@ -38,15 +38,34 @@ def error_line(capsys) -> str:
 
 
 def test_an_override_on_resume_is_applied_saved_and_said(run, capsys):
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
     assert train_in_process(["--resume", str(run), "training.epochs=2"]) == 0
     line = f"resume: config changed: training.epochs 1 -> 2 (saved in {run / 'config.yaml'})"
-    assert line in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert line in err
+    assert f"resumed {run} after epoch 1, step {step} of 2" in err  # not "epoch 2": the checkpoint's next epoch
     assert line in (run / "train.log").read_text()
     assert yaml.safe_load((run / "config.yaml").read_text())["training"]["epochs"] == 2
     assert load_checkpoint(run / "checkpoints" / "last.pt")["epoch"] == 3  # both epochs trained
     # the next resume keeps the change: nothing left to train, nothing changed
     assert train_in_process(["--resume", str(run)]) == 0
     assert "config changed" not in capsys.readouterr().err
+
+
+def tree(folder) -> dict[str, bytes]:
+    """The files of a run, but its .lock (rewritten by whoever takes the run, even to read it)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
+
+
+def test_resuming_a_finished_run_trains_nothing_writes_nothing_and_says_so(run, capsys):
+    before = tree(run)
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert train_in_process(["--resume", str(run)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"{run}: nothing to train: finished after epoch 1, step {step} of training.epochs=1 "
+                   f"(to train longer: python train.py --resume {run} training.epochs=2)"]
+    assert tree(run) == before  # no run.json entry, no train.log line, no event file, no checkpoint
 
 
 @pytest.mark.parametrize(("override", "key"), [("seed=5", "seed"), ("--seed=5", "seed"),

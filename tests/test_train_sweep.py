@@ -94,7 +94,7 @@ def test_a_sweep_cut_short_finishes_with_resume(tmp_path, capsys, monkeypatch):
     assert train_in_process(["--resume", str(root)]) == 0
     err = capsys.readouterr().err
     assert "sweep run 1/2: training.lr=1e-3: finished, skipped" in err
-    assert f"resumed {run2} at epoch 1, step {cut_at}" in err
+    assert f"resumed {run2} in epoch 1 (" in err and f"steps into it), step {cut_at} of " in err
     assert (run1 / "checkpoints" / "last.pt").read_bytes() == done  # not trained again
     assert json.loads((run1 / "run.json").read_text())["resumes"] == []
     assert len(json.loads((run2 / "run.json").read_text())["resumes"]) == 1

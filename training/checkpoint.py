@@ -33,6 +33,38 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 
+def epochs_done(state: dict[str, Any]) -> int:
+    """Whole epochs a checkpoint has trained: its ``epoch`` is the epoch it trains next (1-based),
+    so a finished 5-epoch run holds ``epoch`` 6."""
+    return int(state["epoch"]) - 1
+
+
+def describe_position(state: dict[str, Any]) -> str:
+    """Where a checkpoint stands, for a reader: "after epoch 5, step 555", or, saved mid-epoch,
+    "in epoch 3 (40 steps into it), step 262"."""
+    into = int(state.get("epoch_step") or 0)
+    if into:
+        return f"in epoch {int(state['epoch'])} ({into} steps into it), step {int(state['step'])}"
+    return f"after epoch {epochs_done(state)}, step {int(state['step'])}"
+
+
+def umask() -> int:
+    """The process's umask, read without changing it where Linux shows it; elsewhere set and put back."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
+
+
+def new_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o644 under umask 022). Temporary files (``mkstemp``)
+    and safetensors get 0o600, which would hide a run's checkpoints from the rest of a lab group."""
+    return 0o666 & ~umask()
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` to ``path`` atomically (temporary file + fsync + rename).
 
@@ -48,6 +80,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
             with os.fdopen(fd, "wb") as f:
                 torch.save({"format_version": FORMAT_VERSION, **state}, f)
                 f.flush()
+                os.fchmod(f.fileno(), new_file_mode())  # mkstemp made it 0o600
                 os.fsync(f.fileno())
                 os.replace(tmp, path)  # still locked: the clean-up below never sees it half-written
         except BaseException as exc:
@@ -239,6 +272,22 @@ class LoadedRun:
     checkpoint: dict[str, Any]
 
 
+def check_run_dir_given(run_dir: Path) -> None:
+    """A folder that is no run (``--run logs``) is named as such, with the runs inside it, rather than
+    reported as a missing checkpoint."""
+    from training.rundir import looks_like_run
+
+    if looks_like_run(run_dir):
+        return
+    try:
+        runs = sorted(str(p) for p in run_dir.iterdir() if looks_like_run(p))
+    except OSError:
+        runs = []
+    inside = f"; runs in it: {', '.join(runs[:5])}{' ...' if len(runs) > 5 else ''}" if runs else ""
+    raise CheckpointError(f"run directory '{run_dir}': not a run directory (expected checkpoints/ and config.yaml "
+                          f"from train.py in it){inside}")
+
+
 def load_run(run_dir: str | Path, which: str = "best", device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild the model of a run from its own checkpoint (EMA weights preferred) for inference."""
     from data.schema import from_dict
@@ -250,6 +299,7 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"run directory '{run_dir}': not found")
+    check_run_dir_given(run_dir)
     if which not in ("best", "last"):
         raise CheckpointError(f"--checkpoint: expected 'best' or 'last', found {which!r}")
     path = run_dir / "checkpoints" / f"{which}.pt"

@@ -259,7 +259,21 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     try:
         return from_dict(Config, data)
     except ConfigError as exc:
-        raise ConfigError(f"{exc} [{path}]" if path else str(exc)) from None
+        # where it came from, once a file is involved (without one, every key came from the command line)
+        raise ConfigError(f"{exc} [{error_source(str(exc), path, overrides)}]" if path else str(exc)) from None
+
+
+def error_source(message: str, path: str | Path, overrides: Sequence[str]) -> str:
+    """Where the key a config error names was set: the last override that sets it (or a key under or
+    above it), else the config file. ``traning.epochs=1`` typed on the command line used to be blamed
+    on the file."""
+    named = re.match(r"config key '([^']*)'", message)
+    key = named.group(1) if named else None
+    for text in reversed(overrides):
+        dotted = ".".join(parse_override(text)[0])
+        if key and (dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + ".")):
+            return f"command line: {text}"
+    return str(path)
 
 
 def config_to_dict(cfg: Config) -> dict:

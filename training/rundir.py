@@ -300,6 +300,17 @@ def exit_status(exc: BaseException) -> str:
     return "interrupted" if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)) else "failed"
 
 
+def exit_code(exc: BaseException) -> int:
+    """The process's exit status for ``exc``, which W&B records too: 128 + the signal for a stop by
+    SIGINT/SIGTERM (130 for Ctrl-C, as a shell reports it), 1 for anything else."""
+    from data.cli import EXIT_INTERRUPTED
+    from training.trainer import TrainingInterrupted
+
+    if isinstance(exc, TrainingInterrupted):
+        return 128 + exc.signum
+    return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1
+
+
 class RunRecord:
     """``run.json`` of one session (a start or a resume): :meth:`begin` when training starts,
     :meth:`end` when it ends, however it ends (kill -9 aside: that session stays "running", and the

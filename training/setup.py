@@ -125,6 +125,17 @@ def write_run_files(trainer: Trainer) -> None:
     )
 
 
+class LevelOnceFormatter(logging.Formatter):
+    """train.log's "time LEVEL message", the level written once: an alert's text begins with its
+    level already ("WARNING [health/...]"), for the views that have no level of their own (the
+    console, TensorBoard's text, metrics.jsonl)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        level = record.levelname
+        return line.replace(f" {level} {level} ", f" {level} ", 1)
+
+
 def setup_logging(run_dir: Path | None, is_main: bool = True, level: int = logging.INFO) -> logging.Logger:
     """Logger "abr": console (routed through tqdm by the caller) and run_dir/train.log."""
     logger = logging.getLogger("abr")
@@ -139,6 +150,6 @@ def setup_logging(run_dir: Path | None, is_main: bool = True, level: int = loggi
     logger.addHandler(console)
     if run_dir is not None and is_main:
         file = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
-        file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        file.setFormatter(LevelOnceFormatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(file)
     return logger

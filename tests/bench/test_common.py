@@ -57,3 +57,23 @@ def test_write_doc_section_refuses_broken_markers(tmp_path, text, found):
                                          rf"each, in that order, found {found}"):
         write_doc_section(doc, "gen", "body")
     assert doc.read_text(encoding="utf-8") == text  # nothing written
+
+
+def test_doc_sections_leave_out_the_machines_absolute_paths(tmp_path):
+    from bench.common import ROOT, write_doc_section
+
+    doc = tmp_path / "results.md"
+    write_doc_section(doc, "k", f"Command: `python bench/generation.py --run {ROOT}/logs/clinical`\n"
+                                f"### /elsewhere/checkout/logs/q16/s0/quality_fixed (fixed)\n")
+    text = doc.read_text(encoding="utf-8")
+    assert "--run logs/clinical`" in text and "### logs/q16/s0/quality_fixed (fixed)" in text
+    assert str(ROOT) not in text and "/elsewhere" not in text
+
+
+def test_the_results_doc_prints_no_absolute_path():
+    import re
+
+    from bench.common import ROOT
+
+    text = (ROOT / "docs" / "results.md").read_text(encoding="utf-8")
+    assert re.findall(r"(?<![\w.~])/(?:work|home|tmp|root|Users|mnt|data)/[^\s`]*", text) == []

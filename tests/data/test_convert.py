@@ -48,7 +48,7 @@ def test_lenient_prints_what_it_dropped(tmp_path, small_records, capsys):
     assert main([str(src), str(tmp_path / "o.npz")]) == 2
     assert "sample 3: unknown label" in capsys.readouterr().err
     assert main([str(src), str(tmp_path / "o.npz"), "--lenient", "--report", str(tmp_path / "r.json")]) == 0
-    assert "dropped 1: unknown label (first samples: [3])" in capsys.readouterr().out
+    assert "dropped 1: unknown label (first samples: [3]; sample 3: expected 0..4 (" in capsys.readouterr().out
     assert '"unknown label": 1' in (tmp_path / "r.json").read_text()
 
 

@@ -79,7 +79,7 @@ def test_lenient_drops_and_counts_by_reason(tmp_path, small_records):
     assert report.dropped == {"unknown label": 2, "non-finite signal": 1, "peak value without peak": 1}
     assert report.examples["unknown label"] == [3, 4]
     assert len(records) == report.n_kept == len(small_records) - 4
-    assert "dropped 2: unknown label (first samples: [3, 4])" in "\n".join(report.lines())
+    assert "dropped 2: unknown label (first samples: [3, 4]; sample 3: expected 0..4 (" in "\n".join(report.lines())
 
 
 def test_wrong_signal_length(tmp_path, small_records):

@@ -121,3 +121,35 @@ def test_unlabelled_read_still_checks_given_labels(tmp_path, small_records):
     assert report.rows == {"unknown label": [1], "bad series id": [2]}
     assert report.kept.tolist() == [0, *range(3, len(small_records))]
     assert records.label[0] == -1
+
+
+def test_sample_column_hints_fit_what_the_header_holds(tmp_path, small_records):
+    """150 samples were told to "set the prefix with --sample-prefix"; the hint now fits the case."""
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    j = rows[0].index("s150")
+    _write(tmp_path / "short.csv", [r[:j] for r in rows])
+    with pytest.raises(DataFormatError, match=r"short\.csv: expected sample columns s0\.\.s199, found 150 "
+                                              r"\(s0\.\.s149\): recordings of 150 samples; this pipeline reads 200 "
+                                              r"\(10 ms at 20 kHz\): resample them to 20 kHz") as exc:
+        read_table(tmp_path / "short.csv")
+    assert "--sample-prefix" not in str(exc.value)
+    _write(tmp_path / "x.csv", [[h.replace("s", "x", 1) if h[1:].isdigit() else h for h in rows[0]], *rows[1:]])
+    with pytest.raises(DataFormatError, match=r"found no column named s<i>, but 200 named x<i>: give their prefix "
+                                              r"with --sample-prefix x$"):
+        read_table(tmp_path / "x.csv")
+    gap = [[c for k, c in enumerate(r) if k != rows[0].index("s17")] for r in rows]
+    _write(tmp_path / "gap.csv", gap)
+    with pytest.raises(DataFormatError, match=r"found 199 columns named s<i>, without s17$"):
+        read_table(tmp_path / "gap.csv")
+
+
+def test_a_dropped_row_says_what_was_expected_and_found(tmp_path, small_records):
+    """A ragged row was reported as "dropped 1: signal length" alone."""
+    path = write_table(tmp_path / "t.csv", small_records)
+    rows = _rows(path)
+    rows[1 + 6] = rows[1 + 6][:-3]
+    _write(path, rows)
+    _, report = read_table(path, strict=False)
+    line = "  dropped 1: signal length (first samples: [6]; sample 6: expected 200 samples, found 197)"
+    assert line in report.lines()

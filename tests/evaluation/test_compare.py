@@ -131,7 +131,11 @@ def test_warns_once_per_difference_in_data_split_and_test_set(fx, tmp_path, caps
     assert "- the runs were trained on different data: data.synthetic.seed is 0 in A; 1 in B" in md
     # the CLI prints one stderr line per warning
     assert main([str(a), str(b), "--out", str(tmp_path / "cli")]) == 0
-    err = capsys.readouterr().err.splitlines()
+    captured = capsys.readouterr()
+    out_dir = tmp_path / "cli"
+    assert captured.out.rstrip().splitlines()[-1] == (  # says where it wrote
+        f"wrote {out_dir / 'comparison.md'}, {out_dir / 'comparison.json'}, {out_dir / 'curves.png'}")
+    err = captured.err.splitlines()
     assert "warning: the runs were split differently: data.split_seed is 0 in A; 3 in B" in err
     assert len(err) == 7 and all(line.startswith("warning: ") for line in err)
 
@@ -188,7 +192,7 @@ def test_cli_missing_run_duplicate_run_and_debug(fx, tmp_path, capsys):
     assert main([str(a), str(tmp_path / "A" / "."), "--out", str(out)]) == 2
     assert re.search(r"^error: runs: '.*A/?\.?' is given twice", _one_error_line(capsys))
     with pytest.raises(ValueError, match="expected metrics.jsonl"):
-        main([str(tmp_path / "nowhere"), "--debug"])
+        main([str(tmp_path / "nowhere"), "--out", str(out), "--debug"])
     assert not out.exists()
 
 
@@ -237,3 +241,12 @@ def test_cli_never_replaces_an_earlier_comparison_without_overwrite(fx, tmp_path
         _one_error_line(capsys)
     assert main([str(a), "--out", str(out), "--overwrite"]) == 0
     assert (out / "comparison.md").read_text(encoding="utf-8").startswith("# Run comparison")
+
+
+def test_out_is_required_so_no_shared_folder_collects_comparisons(tmp_path, capsys, monkeypatch):
+    """It used to write logs/comparison/ under the current directory without saying so."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "A")])
+    assert exc.value.code == 2 and "--out" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "logs").exists()

@@ -50,6 +50,15 @@ def test_broken_run_directory(tmp_path, capsys):
         main(["--run", str(tmp_path / "run"), "--debug"])
 
 
+def test_a_folder_of_runs_is_not_a_run_directory(tmp_path, capsys):
+    """``--run logs`` used to say checkpoints/best.pt was missing."""
+    (tmp_path / "logs" / "quickstart" / "checkpoints").mkdir(parents=True)
+    assert main(["--run", str(tmp_path / "logs")]) == 2
+    line = _one_error_line(capsys)
+    assert re.search(r"^error: run directory '.*logs': not a run directory \(expected checkpoints/ and config\.yaml "
+                     r"from train\.py in it\); runs in it: .*logs/quickstart$", line), line
+
+
 def test_single_task_with_a_broken_metrics_file(tmp_path, capsys):
     bad = tmp_path / "ST" / "eval" / "metrics.json"
     bad.parent.mkdir(parents=True)
@@ -79,7 +88,13 @@ def test_evaluates_a_real_tiny_run(tiny_run, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--run", str(tiny_run), "--out", str(out), "--no-generate", "--no-figures", "--device", "cpu",
                  "--snr-levels", "0"]) == 0
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out
+    phases = [line.rsplit(": ", 1)[0] for line in captured.err.splitlines() if line.startswith("evaluate: ")
+              and not line.endswith(" ...")]  # minutes on the quickstart: it printed nothing until the end
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    assert phases == ["evaluate: rebuilding the run's data and split",
+                      f"evaluate: scoring {m['meta']['n']} recordings, clean and at 1 noise levels",
+                      "evaluate: scoring per patient (series)"]
     assert m["meta"]["split"] == "test" and m["meta"]["n"] > 0
     assert not (tiny_run / "eval").exists()  # --out: the run directory is left as it was

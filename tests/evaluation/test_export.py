@@ -24,6 +24,9 @@ def _outputs(model, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def test_exported_weights_rebuild_the_checkpoint_model_exactly(tiny_run, tmp_path, capsys):
+    import os
+    import stat
+
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -33,8 +36,14 @@ def test_exported_weights_rebuild_the_checkpoint_model_exactly(tiny_run, tmp_pat
     from training.config import load_config
 
     out = tmp_path / "export"
-    assert main(["--run", str(tiny_run), "--out", str(out)]) == 0
+    old = os.umask(0o022)
+    try:
+        assert main(["--run", str(tiny_run), "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
     assert "wrote" in capsys.readouterr().out
+    assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()} == dict.fromkeys(
+        [WEIGHTS_FILE, "config.yaml", "normalization.json", CARD_FILE, OUTPUTS_MANIFEST], 0o644)  # safetensors: 0o600
     assert sorted(p.name for p in out.iterdir()) == sorted([WEIGHTS_FILE, "config.yaml", "normalization.json",
                                                             CARD_FILE, OUTPUTS_MANIFEST])
     # by hand, from the files alone: a freshly built model with the exported weights

@@ -78,6 +78,20 @@ def test_generate_per_sample_static_and_errors():
         generate(net, x0_diffusion(), STATS, STATIC, 0)
 
 
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_progress_advances_once_per_sampler_step_of_each_batch(guidance):
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    d = GaussianDiffusion(DiffusionConfig(prediction="x0", timesteps=100))
+    generate(ConstantX0(), d, STATS, STATIC, 5, "ddim", 7, guidance, batch_size=2, progress=bar)
+    assert bar.n == 3 * 7  # ceil(5 / 2) batches x 7 steps, whatever the evaluations per step
+
+
 def test_generate_with_a_tiny_untrained_abrnet_is_seeded():
     torch.manual_seed(0)
     model = build_model(ModelConfig(base_channels=4, d_state=4, cond_dim=8, head_dim=4), STATS)
@@ -136,7 +150,12 @@ def test_cli_uses_run_defaults_and_flags(tmp_path, monkeypatch, capsys):
     out = tmp_path / "g.npz"
     assert main(["--run", str(tmp_path), "--n", "3", "--intensity", "70", "--out", str(out), "--steps", "4"]) == 0
     assert calls == {"run_dir": str(tmp_path), "which": "best", "device": torch.device("cpu")}
-    assert "wrote" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "wrote" in captured.out
+    # never silent while it samples (it printed nothing until the end): a phase line, then its time
+    start, end = captured.err.strip().splitlines()
+    assert start == "generate: sampling 3 signals (dpmpp2m, 4 steps, guidance 1.5) on cpu ..."
+    assert re.fullmatch(r"generate: sampling 3 signals \(dpmpp2m, 4 steps, guidance 1\.5\) on cpu: \d+\.\d s", end)
     with np.load(out, allow_pickle=False) as f:
         meta = json.loads(str(f["meta"][()]))
         np.testing.assert_allclose(f["signal"], (0.0 + 1.5 * 1.0) * 0.25 + 0.1, rtol=1e-6)  # guidance from config
@@ -204,7 +223,8 @@ def test_cli_refuses_to_write_non_finite_signals(fake_run, tmp_path, capsys):
     fake_run.model.a = float("nan")
     out = tmp_path / "g.npz"
     assert main(["--run", str(fake_run.run_dir), "--out", str(out), "--n", "3"]) == 2
-    err = _one_error_line(capsys)
+    *phases, err = capsys.readouterr().err.strip().splitlines()  # the sampling ran (its phase lines), then failed
+    assert [p.split(" signals")[0] for p in phases] == ["generate: sampling 3"] * 2 and "Traceback" not in err
     assert "generated 600 non-finite values of 600" in err and "nothing written" in err
     assert not out.exists() and not out.with_suffix(".png").exists()
 
@@ -271,8 +291,10 @@ def test_cli_broken_run_directories(tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     assert main(["--run", str(run)]) == 2
-    assert re.search(r"^error: checkpoint '.*run/checkpoints/best.pt': not found$", _one_error_line(capsys))
+    assert re.search(r"^error: run directory .*run.: not a run directory \(expected", _one_error_line(capsys))
     (run / "checkpoints").mkdir()
+    assert main(["--run", str(run)]) == 2
+    assert re.search(r"^error: checkpoint '.*run/checkpoints/best.pt': not found$", _one_error_line(capsys))
     marker = tmp_path / "pwned"
     torch.save({"format_version": 1, "model": Payload(marker)}, run / "checkpoints" / "best.pt")
     assert main(["--run", str(run)]) == 2

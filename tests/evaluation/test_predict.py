@@ -168,6 +168,8 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     code, out, err = predict(capsys, "--run", run, path, "--out", tmp_path / "out", "--workers", 1)
     assert code == 0, err
     assert f"predicted {len(patients)} recordings in 3 series (0 unusable" in out
+    phases = [line.split(": ")[1] for line in err.splitlines() if line.startswith("predict: ")]
+    assert phases == ["network", "series", "tables", "figures"]  # it was silent until the end
     want = model_answers(run, patients)
     rec = read_rows(tmp_path / "out" / "recordings.csv")
     check_recordings(rec, patients, want)
@@ -182,6 +184,7 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
     assert f"{len(patients)} read, {len(patients)} used, 0 unusable" in summary
     assert "the series model (`checkpoints/series.pt`)" in summary and f"`{run}`, checkpoint `best`" in summary
+    assert "checkpoint `best` (after epoch 1, step " in summary  # a 1-epoch run: never "epoch 2"
 
 
 def test_epl_folder_is_one_series_named_after_the_file(run, tmp_path, capsys):
@@ -278,7 +281,9 @@ def test_unusable_recordings_are_counted_and_listed(run, patients, tmp_path, cap
     assert "intensity 130 dB outside the training range 0 to 100" in loud["warnings"]
     assert sum("intensity" in r["warnings"] for r in rec) == 1
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
-    assert f"| {path} | 2 | non-finite signal |" in summary and f"| {path} | 5 | signal length |" in summary
+    assert f"| {path} | 2 | non-finite signal: expected finite values" in summary
+    assert "found nan at point 17 |" in summary
+    assert f"| {path} | 5 | signal length: expected 200 samples, found 196 |" in summary  # said neither
     assert "## Unusable recordings (2)" in summary
     pat = read_rows(tmp_path / "out" / "patients.csv")
     assert sum("intensity: 1 of" in r["warnings"] for r in pat) == 1

@@ -119,7 +119,7 @@ def test_values_beyond_float32_in_a_table(tmp_path, records):
     with path.open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(rows)
     with pytest.raises(DataFormatError, match=r"t\.csv: sample 1: non-finite signal \(expected finite values within "
-                                              r"float32 range .*, found np\.float64\(1e\+300\) at point 5\)$"):
+                                              r"float32 range .*, found 1e\+300 at point 5\)$"):
         read_table(path)
     kept, report = read_table(path, strict=False)
     assert report.dropped == {"non-finite signal": 1} and report.examples["non-finite signal"] == [1]

@@ -63,3 +63,11 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, stop_at):
     assert a == b
     for k, v in full.model.state_dict().items():
         torch.testing.assert_close(resumed.model.state_dict()[k], v, rtol=0, atol=0, msg=k)
+
+
+def test_a_checkpoint_says_how_many_epochs_it_trained():
+    from training.checkpoint import describe_position, epochs_done
+
+    finished = {"epoch": 6, "epoch_step": 0, "step": 555}  # a 5-epoch run: the next epoch is 6
+    assert epochs_done(finished) == 5 and describe_position(finished) == "after epoch 5, step 555"
+    assert describe_position({"epoch": 3, "epoch_step": 40, "step": 262}) == "in epoch 3 (40 steps into it), step 262"

@@ -35,7 +35,7 @@ class Record:
              "text" (a free text entry, e.g. the weight index mapping), "figure".
     step:    optimizer step the record belongs to (the x axis everywhere).
     scalars: metric name -> value. Names are the shared tags: "train/signal", "val/total",
-             "train/weight_0", "val/head_1_weight_2", "lr", "grad_norm/total", ...
+             "train/weight_0", "eval/head_1_weight_2", "lr", "grad_norm/total", ...
     text:    the human-readable line a console shows for this record (may be empty).
     data:    anything JSON-serializable that metrics.jsonl should keep (alert kind, mapping, ...).
     """

@@ -1,19 +1,21 @@
 """Console sink: one tqdm bar per epoch and one per validation, and every record with text
 through the "abr" logger.
 
-The bar reads, at 120 columns or more::
+The bar reads, on a terminal of 120 columns or more::
 
-    Epoch 1/200 |██▊   | 215/1140 <2:24:26, Total=138.0 | LR=1.00e-04 | Signal=1.030 | Class=1.944 | \
+    Epoch 1/200|██▊   | 215/1140 <2:24:26, Total=138.0 | LR=1.00e-04 | Signal=1.030 | Class=1.944 | \
         Peak=0.831 | Thresh=130.5        (one line; wrapped here)
 
-and on a narrower terminal (80 columns and up; the form is picked from the width tqdm reads)::
+and on a narrower terminal (80 columns and up; the form is picked from the width tqdm reads,
+see :attr:`ConsoleCallback.compact`)::
 
-    Ep 1/200 |██▊   | 215/1140 <2:24:26, Tot  138 Sig 1.03 Cls 1.94 Pk 0.83 Thr  130
+    Ep 1/200|██▊   | 215/1140 <2:24:26, Tot  138 Sig 1.03 Cls 1.94 Pk 0.83 Thr  130
 
 The postfix is built by :func:`format_postfix` and set with ``set_postfix_str`` (tqdm's dict
 form sorts and reformats keys). Its numbers have a fixed width, so the line neither flickers nor
 grows; percentage and elapsed time are left out (the bar and ``n/total`` show progress) so that
-the line fits up to "Epoch 200/200", 1140/1140 steps and an ETA in hours.
+the line fits up to "Epoch 200/200", 1140/1140 steps and an ETA in hours (under 10) in the 119
+characters tqdm draws on a 120-column terminal (:data:`FULL_LINE_CHARS`).
 
 Reading values is a host sync, so the postfix is refreshed at most every ``refresh_s`` seconds
 (the running mean of the current log window, from the step tracker) and at each log point (the
@@ -38,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from training.callbacks.base import Callback, Record
-from training.callbacks.format import format_postfix, strip_prefix
+from training.callbacks.format import POSTFIX_COMPONENTS, format_postfix, strip_prefix
 from training.callbacks.run_summary import end_of_run_block
 
 if TYPE_CHECKING:
@@ -46,8 +48,22 @@ if TYPE_CHECKING:
     from training.step import StepOutput
     from training.trainer import Trainer
 
-BAR_FORMAT = "{desc} |{bar}| {n_fmt}/{total_fmt} <{remaining}{postfix}"
-WIDE_COLUMNS = 120  # narrower terminals get the compact postfix and "Ep" for "Epoch"
+BAR_FORMAT = "{desc}|{bar}| {n_fmt}/{total_fmt} <{remaining}{postfix}"
+
+
+def widest_full_line() -> int:
+    """Characters of the widest full-form line with a 1-character bar: "Epoch 200/200", 1139/1140
+    steps, an ETA of 9:48:29 (the last step takes that long) and every postfix value at its widest."""
+    postfix = format_postfix(dict.fromkeys(("total", *POSTFIX_COMPONENTS), -12345.6), 1.2345e-4)
+    line = tqdm.format_meter(1139, 1140, 1139 * 35309.0, prefix="Epoch 200/200",
+                             bar_format=BAR_FORMAT.replace("{bar}", "#"), postfix=postfix)
+    return len(line)
+
+
+# A bar at least this wide (in tqdm's ``ncols``) gets the full postfix; narrower ones the compact
+# postfix and "Ep" for "Epoch". tqdm draws into the terminal's width less one (it leaves the last
+# column free, so the cursor never wraps): a 120-column terminal gives 119, which is this number.
+FULL_LINE_CHARS = widest_full_line()
 
 
 class ConsoleCallback(Callback):
@@ -79,10 +95,12 @@ class ConsoleCallback(Callback):
 
     @property
     def compact(self) -> bool:
-        """True when the open bar's terminal is narrower than :data:`WIDE_COLUMNS` (tqdm rereads the
-        width at every refresh when it follows the terminal)."""
+        """True when the open bar cannot hold the full line: its width (tqdm's ``ncols``, which it
+        rereads at every refresh when it follows the terminal) is under :data:`FULL_LINE_CHARS`.
+        Compared in tqdm's own unit, not in terminal columns, so the off-by-one of tqdm's free last
+        column is counted once, where tqdm makes it."""
         ncols = getattr(self.bar, "ncols", None)
-        return ncols is not None and ncols < WIDE_COLUMNS
+        return ncols is not None and ncols < FULL_LINE_CHARS
 
     def _desc(self) -> str:
         epoch, max_epochs = self._epoch

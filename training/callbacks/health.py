@@ -11,7 +11,8 @@ and maxima) and the weight records. So the monitor adds no host sync to the trai
 | `loss_spike`         | the window max of the objective > `spike_factor` x median of recent windows   |
 | `grad_explosion`     | the window max of the pre-clip gradient norm > `grad_explosion`               |
 | `stalled_component`  | over `stall_window` steps one component changed < `stall_rel_change` while    |
-|                      | another improved > `improve_rel_change` (seed 001)                             |
+|                      | another improved > `improve_rel_change` (seed 001); each side the mean of the  |
+|                      | step windows over half a stall window                                          |
 | `weight_near_clamp`  | a weight within `weight_clamp_margin` of the balancer's `min_weight`/`max_weight` |
 |                      | (on a log scale, see :func:`near_clamp`)                                       |
 | `weight_oscillation` | over `oscillation_window` weight records, >= 80 % of successive changes reverse |
@@ -47,6 +48,16 @@ MIN_CHANGE = 1e-3  # weight changes below this share of the mean |weight| are no
 
 def _name(component: str) -> str:
     return DISPLAY_NAMES.get(component, component)
+
+
+def _mean_windows(windows: list[dict[str, float]]) -> dict[str, float]:
+    """Key-wise mean of step-window means (finite values only; a key no window holds is left out)."""
+    values: dict[str, list[float]] = {}
+    for w in windows:
+        for k, v in w.items():
+            if math.isfinite(v):
+                values.setdefault(k, []).append(v)
+    return {k: statistics.fmean(v) for k, v in values.items()}
 
 
 def _balancer(trainer: Trainer) -> Any:
@@ -142,22 +153,30 @@ class HealthMonitorCallback(Callback):
         self._check_stall(trainer, record, comps)
         if all(math.isfinite(v) for v in comps.values()):
             self.history.append((record.step, dict(means)))
-        # keep the newest window old enough to be the stall reference, and the spike history
-        while len(self.history) > SPIKE_HISTORY and self.history[1][0] <= record.step - cfg.stall_window:
+        # keep the windows of the stall reference span (1.5 stall windows back), and the spike history
+        while len(self.history) > SPIKE_HISTORY and self.history[0][0] <= record.step - 1.5 * cfg.stall_window:
             self.history.popleft()
         self._means = (record.step, comps)
         self._check_dominance(trainer, record)
 
     def _check_stall(self, trainer: Trainer, record: Record, comps: dict[str, float]) -> None:
-        """Seed 001: one component flat (< 1 %) over the window while another improves > 20 %."""
+        """Seed 001: one component flat (< 1 %) over the window while another improves > 20 %.
+
+        Each side is the mean of the step windows over half a stall window (now: the last half; then:
+        the half ending ``stall_window`` steps ago), not one window: a single window mean of a
+        classification loss moves by +-10 % from batch to batch, so two of them matched within 1 %
+        by chance about once per run of a healthy quickstart (Class "changed -0.02 %" while it fell
+        12 % over those steps)."""
         cfg: HealthConfig = trainer.cfg.logging.health
-        refs = [m for s, m in self.history if s <= record.step - cfg.stall_window]
-        if not refs:
+        half, then = cfg.stall_window / 2, record.step - cfg.stall_window
+        ref = _mean_windows([m for s, m in self.history if then - half < s <= then])
+        if not ref:
             return
-        ref = refs[-1]
+        now = _mean_windows([m for s, m in self.history if s > record.step - half]
+                            + [{f"train/{c}": v for c, v in comps.items()}])
         change = {}  # relative improvement: (old - new) / |old|
-        for c, v in comps.items():
-            old = ref.get(f"train/{c}")
+        for c in comps:
+            old, v = ref.get(f"train/{c}"), now.get(f"train/{c}", math.nan)
             if old is not None and math.isfinite(v) and abs(old) > 0:
                 change[c] = (old - v) / abs(old)
         improving = {c: r for c, r in change.items() if r > cfg.improve_rel_change}

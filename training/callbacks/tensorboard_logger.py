@@ -3,8 +3,9 @@
 What lands where (tags are the record names, so W&B and metrics.jsonl use the same ones):
 
 - Scalars: train/<component> (step-window means), train_epoch/<component> (epoch means),
-  val/<component>, lr, grad_norm/total and grad_norm/<head>, train|val/weight_i or
-  train|val/head_i_weight_j, and best/<metric> at the end of the run.
+  val/<component>, lr, grad_norm/total and grad_norm/<head>, train|eval/weight_i or
+  train|eval/head_i_weight_j (seed 000's names; val/weight_i and val/head_i_weight_j are their
+  aliases), and best/<metric> at the end of the run.
 - Component runs ``tensorboard/components/<Name>`` (Total, Signal, ..., Thresh): the same values
   once more, under the tags ``loss/train``, ``loss/val``, ``weight/train`` and ``weight/val``.
   TensorBoard colours a line by its *run* (every chart, Custom Scalars included), so the tags of

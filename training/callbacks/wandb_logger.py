@@ -154,7 +154,9 @@ class WandbCallback(Callback):
         self._finish(0)
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        self._finish(1)
+        from training.rundir import exit_code
+
+        self._finish(exit_code(exc))  # the code the process exits with: 130 for Ctrl-C
 
     def state_dict(self) -> dict[str, Any]:
         return {"alerts": [list(row) for row in self.alerts], "val_summary": {k: dict(v) for k, v in

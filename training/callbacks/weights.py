@@ -1,4 +1,4 @@
-"""Balancer weight logging (seed 000): ``train/weight_i`` / ``train/head_i_weight_j`` and ``val/...``.
+"""Balancer weight logging (seed 000): ``train/weight_i`` / ``train/head_i_weight_j`` and ``eval/...``.
 
 :class:`LossWeightLoggerCallback` is on by default and needs no configuration: it looks for a
 ``get_loss_weights()`` method itself (on ``trainer.meta_loss``, then its ``balancer``), so any
@@ -6,6 +6,10 @@ loss object that has one is logged. Two shapes are understood:
 
 - flat, ``[w0, w1, ...]``                -> ``train/weight_0``, ``train/weight_1``, ...
 - grouped, ``[[w00, w01], [w10], ...]``  -> ``train/head_0_weight_0``, ``train/head_0_weight_1``, ...
+
+After each validation the weights are logged under seed 000's ``eval/`` prefix and once more
+under ``val/`` (an alias, next to the validation losses ``val/<component>``), in the same record,
+so every backend (TensorBoard, W&B, metrics.jsonl) holds both names.
 
 Once at train start a ``kind="text"`` record maps each index to its component (from
 ``weight_names()`` when the object has it), so a reader of ``weight_3`` knows it is PeakLat.
@@ -30,6 +34,10 @@ def _as_list(x: Any) -> Any:
 
 def is_grouped(weights: Sequence[Any]) -> bool:
     return len(weights) > 0 and isinstance(_as_list(weights[0]), (list, tuple))
+
+
+# Prefixes of the weights logged after a validation: seed 000's name first, then its alias.
+EVAL_PREFIXES: tuple[str, ...] = ("eval", "val")
 
 
 def flatten_weights(weights: Any, prefix: str) -> dict[str, float]:
@@ -68,8 +76,8 @@ def find_weight_source(obj: Any) -> tuple[Callable[[], Any] | None, Callable[[],
 
 class LossWeightLoggerCallback(Callback):
     """Emits ``kind="weights"`` records: every ``log_frequency`` steps under ``train/``, after each
-    validation under ``val/`` (next to the validation losses), and once at train start (step 0 of
-    a fresh run)."""
+    validation under ``eval/`` and its alias ``val/`` (next to the validation losses), and once at
+    train start (step 0 of a fresh run)."""
 
     def __init__(self) -> None:
         self._get: Callable[[], Any] | None = None
@@ -98,7 +106,8 @@ class LossWeightLoggerCallback(Callback):
         if self._get is not None:
             self._emit(trainer, "val", trainer.step, trainer.epoch, self._get())
 
-    def _emit(self, trainer: Trainer, prefix: str, step: int, epoch: int, weights: Any) -> None:
+    def _emit(self, trainer: Trainer, split: str, step: int, epoch: int, weights: Any) -> None:
         mapping = weight_components(weights, self._names() if self._names else None)
-        trainer.emit(Record("weights", step, epoch, scalars=flatten_weights(weights, prefix),
-                            data={"split": prefix, "components": mapping}))
+        prefixes = EVAL_PREFIXES if split == "val" else (split,)
+        scalars = {k: v for prefix in prefixes for k, v in flatten_weights(weights, prefix).items()}
+        trainer.emit(Record("weights", step, epoch, scalars=scalars, data={"split": split, "components": mapping}))

@@ -44,7 +44,7 @@ def test_bar_shows_the_step_window_means_in_order(make_trainer):
     trainer, _, out = console_run(make_trainer)
     last = out.split("\r")[-1].strip()
     step = trainer.of_kind("step")[-1]
-    assert last.startswith("Epoch 1/3 |")
+    assert last.startswith("Epoch 1/3|")
     assert last.endswith(format_postfix(strip_prefix(step.scalars, "train/"), step.scalars["lr"]))
     assert "20/20" in last
     assert all(len(line) <= 120 for line in out.replace("\r", "\n").splitlines())
@@ -198,16 +198,48 @@ def run_in_terminal(tmp_path, columns: int) -> tuple[str, list[str], list[str]]:
 def test_an_80_column_terminal(tmp_path):
     raw, screen, overflow = run_in_terminal(tmp_path, 80)
     assert [line for line in overflow if line.startswith(("Ep", "Validation"))] == []  # no bar wrapped (log lines may)
-    bars = [i for i, line in enumerate(screen) if line.startswith("Ep 1/200 |")]
+    bars = [i for i, line in enumerate(screen) if line.startswith("Ep 1/200|")]
     assert len(bars) == 1, screen  # the finished bar of epoch 1 stays, once
     bar = screen[bars[0]]
     assert "20/20" in bar and bar.endswith("Tot  136 Sig 1.03 Cls 1.03 Pk 1.03 Thr  130"), bar  # whole postfix
     summary = screen.index("Epoch 1/200 Summary:")
     assert summary > bars[0]  # the summary reads below the bar it summarizes
-    assert "Validation |" in raw and not any(line.startswith("Validation") for line in screen)  # shown, then erased
+    assert "Validation|" in raw and not any(line.startswith("Validation") for line in screen)  # shown, then erased
+    assert ", Total=" not in raw  # never the full form, even for a moment
     run_dir = tmp_path / "run"
     assert raw.rstrip().split("\n")[-3:] == [  # the end-of-run block, last on screen
         "Run finished: 2 epoch(s) completed, 40 steps",
         f"  best: epoch 1, val/total 5.0000 -> {run_dir}/checkpoints/best.pt",
         f"  evaluate: python -m evaluation.evaluate --run {run_dir}",
     ]
+
+
+@pytest.mark.parametrize("columns", [120, 160])
+def test_a_terminal_of_120_columns_or_more_shows_the_whole_postfix(tmp_path, columns):
+    """Seed 003's postfix from 120 columns on; tqdm reads 119 on a 120-column terminal (its last
+    column stays free), which used to pick the compact form."""
+    raw, screen, overflow = run_in_terminal(tmp_path, columns)
+    assert [line for line in overflow if line.startswith(("Ep", "Validation"))] == []  # no bar wrapped
+    bars = [line for line in screen if line.startswith("Epoch 1/200|")]
+    assert len(bars) == 1, screen
+    postfix = "Total=135.6 | LR=1.00e-04 | Signal=1.030 | Class=1.030 | Peak=1.030 | Thresh=130.5"
+    assert "20/20" in bars[0] and bars[0].endswith(postfix), bars[0]
+    assert len(bars[0]) <= columns - 1  # tqdm's free last column
+    assert "Tot " not in raw and not any(line.startswith("Ep ") for line in screen)  # never the compact form
+
+
+def test_train_log_writes_an_alerts_level_once(tmp_path, make_trainer):
+    """The console shows "WARNING [health/...]" (the alert's text); train.log adds the time and the
+    level, and used to read "WARNING WARNING [health/...]"."""
+    from training.setup import setup_logging
+
+    setup_logging(tmp_path)
+    try:
+        trainer = make_trainer([ConsoleCallback(file=io.StringIO(), ncols=120)])
+        trainer.emit(Record("alert", 20, 1, text="WARNING [health/x] step 20: something"))
+        logging.getLogger("abr").warning("W&B init failed")  # a warning without a level in its text keeps it
+    finally:
+        setup_logging(None)
+    log = (tmp_path / "train.log").read_text(encoding="utf-8").splitlines()
+    assert [line.split(" ", 2)[2] for line in log] == ["WARNING [health/x] step 20: something",
+                                                       "WARNING W&B init failed"]

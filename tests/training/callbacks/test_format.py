@@ -76,13 +76,15 @@ def test_epoch_summary_block():
 
 
 @pytest.mark.parametrize("epoch, max_epochs, n, total, elapsed",
-                         [(1, 10, 3, 50, 5.0), (200, 200, 1139, 1140, 3600.0 * 9), (1, 200, 215, 1140, 2258.0)])
+                         [(1, 10, 3, 50, 5.0), (200, 200, 1139, 1140, 3600.0 * 9), (1, 200, 215, 1140, 2258.0),
+                          (200, 200, 1139, 1140, 1139 * 35309.0)])  # the last: an ETA of 9:48:29
 def test_bar_fits_120_columns_with_the_whole_postfix(epoch, max_epochs, n, total, elapsed):
+    """119: the width tqdm draws into on a 120-column terminal (it leaves the last column free)."""
     worst = {k: -12345.6 for k in SEED_VALUES}  # widest numbers: negative and large
     postfix = format_postfix(worst, 1.2345e-4)
-    line = tqdm.format_meter(n, total, elapsed, ncols=120, prefix=f"Epoch {epoch}/{max_epochs}",
+    line = tqdm.format_meter(n, total, elapsed, ncols=119, prefix=f"Epoch {epoch}/{max_epochs}",
                              bar_format=BAR_FORMAT, postfix=postfix)
-    assert len(line) <= 120
+    assert len(line) <= 119
     assert line.endswith(postfix)  # nothing trimmed: Thresh is visible
     assert re.search(r"\|.+\|", line)  # a bar is still drawn
 

@@ -92,6 +92,24 @@ def test_stalled_component_seed_001(make_trainer, cfg):
     assert alerts(run(make_trainer, losses, steps=40), "stalled_component") == []
 
 
+def test_a_noisy_improving_component_is_not_stalled(make_trainer, cfg):
+    """The healthy quickstart: Class fell 12 % over 200 steps, but one window mean of it matched the
+    window 200 steps earlier within 1 % (batch noise), and a single-window comparison alerted."""
+    assert cfg.logging.health.stall_window == 200
+
+    def losses(s):
+        noise = 0.1 * math.sin(1.7 * (s // 10))  # +-10 % per 10-step window, as class batches move
+        klass = (1.0 - 0.0006 * s) * (1 + noise)
+        if 390 < s <= 400:  # the window at step 400 equals the one at step 200 (about 1 chance in 20)
+            klass = (1.0 - 0.0006 * 200) * (1 + 0.1 * math.sin(1.7 * 19))
+        return {**{c: math.exp(-s / 400) for c in COMPONENTS}, "class": klass}
+
+    trainer = run(make_trainer, losses, steps=400)
+    windows = {r.step: r.scalars["train/class"] for r in trainer.of_kind("step")}
+    assert abs(windows[400] - windows[200]) / windows[200] < 0.01  # what the old rule compared
+    assert alerts(trainer, "stalled_component") == []
+
+
 def test_stall_needs_a_flat_component(make_trainer, cfg):
     cfg.logging.health.stall_window = 20
     cfg.logging.health.stall_rel_change = 1e-6  # a 0.1 % drift is no longer "flat"

@@ -41,7 +41,7 @@ def test_live_view_after_the_first_validation(make_trainer, cfg):
     trainer = tb_run(make_trainer, cfg)  # not ended: what a running `tensorboard --logdir` sees
     tags = read_tensorboard(trainer.run_dir / "tensorboard").Tags()
     expected = {"train/total", "train/weighted", "lr", "grad_norm/total", "grad_norm/signal", "val/total",
-                "train_epoch/total", "train/weight_0", "val/weight_5",
+                "train_epoch/total", "train/weight_0", "eval/weight_5", "val/weight_5",
                 *(f"train/{c}" for c in COMPONENTS), *(f"val/{c}" for c in COMPONENTS)}
     assert expected <= set(tags["scalars"])
     assert "val/waveforms" in tags["images"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +15,7 @@ from training.callbacks import default_callbacks
 from training.callbacks.base import Record
 from training.callbacks.wandb_logger import WandbCallback
 from training.components import COMPONENTS
+from training.trainer import TrainingInterrupted
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +52,8 @@ def test_offline_run_files_with_the_tensorboard_names(make_trainer, cfg):
     trainer = wandb_run(make_trainer, cfg)
     keys, records = history_keys(trainer.run_dir)
     names = {k for r in trainer.records if r.kind != "hparams" for k in r.scalars}  # TensorBoard's tags
-    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "val/weight_0"} <= keys
+    assert names <= keys and {"step", "epoch", "train/signal", "val/total", "train/weight_0", "eval/weight_0",
+                                  "val/weight_0"} <= keys
     metrics = {r.metric.glob_name or r.metric.name: r.metric.step_metric for r in records
                if r.WhichOneof("record_type") == "metric"}
     assert metrics.get("val/*") == "step" and metrics.get("*") == "step"
@@ -181,3 +184,14 @@ def test_project_entity_group_and_tags_reach_wandb_init(make_trainer, cfg, monke
     w.project, w.entity, w.group, w.tags = "abr-test", "lab", "sweep-1", ["a", "b"]
     wandb_run(make_trainer, cfg)
     assert seen == [{"project": "abr-test", "entity": "lab", "group": "sweep-1", "tags": ["a", "b"]}]
+
+
+@pytest.mark.parametrize(("exc", "code"), [(KeyboardInterrupt(), 130), (TrainingInterrupted(signal.SIGINT), 130),
+                                           (TrainingInterrupted(signal.SIGTERM), 143), (RuntimeError("x"), 1)])
+def test_the_run_ends_with_the_process_exit_code(make_trainer, exc, code):
+    """Ctrl-C is 130 in W&B as in the shell, not 1."""
+    finished = []
+    cb = WandbCallback()
+    cb.run = SimpleNamespace(finish=lambda exit_code: finished.append(exit_code))
+    cb.on_exception(make_trainer([cb]), exc)
+    assert finished == [code] and cb.run is None

@@ -22,7 +22,8 @@ def test_flat_weights_every_log_point_and_at_validation(make_trainer):
     records = trainer.of_kind("weights")
     assert [(r.step, r.data["split"]) for r in records] == [(0, "train"), (10, "train"), (20, "train"), (25, "val")]
     assert records[1].scalars == {f"train/weight_{i}": w for i, w in enumerate(weights)}
-    assert records[-1].scalars == {f"val/weight_{i}": w for i, w in enumerate(weights)}
+    # seed 000's eval/weight_i, and val/weight_i beside the validation losses (the documented alias)
+    assert records[-1].scalars == {f"{p}/weight_{i}": w for p in ("eval", "val") for i, w in enumerate(weights)}
     (mapping,) = trainer.of_kind("text")
     assert mapping.data["mapping"] == {f"weight_{i}": c for i, c in enumerate(COMPONENTS)}
     assert "weight_3 = peak_latency (PeakLat)" in mapping.text
