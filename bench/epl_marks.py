@@ -1,0 +1,283 @@
+"""The network's wave I against people's P1 marks on a real recording (issue 25, point 5).
+
+    python bench/epl_marks.py --run RUN --epl PATH/CAP-139-5 \\
+        --marks PATH/CAP-139-5-16.0kHz-analyzed.txt PATH/CAP-139-5-16.0kHz-Brad-analyzed.txt \\
+        [--names A B] [--figure docs/img/epl_marks.png] [--out bench/results/epl_marks.json] [--no-doc]
+
+**The data.** The ``abr`` analysis program (Brad Buran, Eaton-Peabody Laboratories) ships one example
+compound action potential (CAP) series in the EPL format, ``CAP-139-5`` (13 levels, 0-80 dB SPL, 16 kHz
+tone pips, 40/s, 17 ms at 100 kHz), with two analysis files marking P1 and N1 per level (P1, the
+auditory-nerve response, is the counterpart of wave I). The files are not in this repository and are not
+downloaded at run time: the wheel's METADATA says ``License: UNKNOWN`` (classifier "BSD License") and the
+wheel carries no licence text, so whether the recordings may be redistributed is not stated with them.
+Get them with the ordinary client::
+
+    pip download abr==0.0.0 --no-deps -d abrpkg && cd abrpkg && unzip ABR-0.0.0-py3-none-any.whl
+    # -> abrpkg/abr/data/CAP-139-5, CAP-139-5-16.0kHz-analyzed.txt, CAP-139-5-16.0kHz-Brad-analyzed.txt
+
+(In ABR-0.0.0 the two analysis files are byte-identical; the bench says so where marks files are.)
+The tests run this bench on a synthetic EPL file and two analysis files written by
+``tests/data/fixtures/make_epl_fixture.py``.
+
+**Reading.** ``data.epl.read_epl`` reads the series unlabelled, as ``evaluation.predict`` does (the
+``abr`` program's 300-3000 Hz band-pass, resampled to 20 kHz, first 10 ms, samples taken as µV). The
+file lacks static values the network takes; the values used are written into the output:
+
+- age ``--age`` (default 0 years): an animal has no age on the network's scale; 0 is the training data's
+  median (mostly infants), the age the network has seen most;
+- stimulus rate: the file's header (40/s in CAP-139-5); ``--rate`` only where a header has none;
+- FMP: estimated from the record as data/epl.py does (response 2-10 ms over the noise after 12 ms), or ``--fmp``;
+- intensity: the file's levels in dB SPL, copied as they are (the network trained on dB nHL).
+
+**Comparison.** One pass of the network (t = 0); per level its wave I probability and latency beside each
+person's P1. For every pair of readers (the network, each person) over the levels where both mark a peak
+(the network marks wave I where p >= training.clinical.DETECTION_P; a person's negative latency is no
+peak): share within 0.1 / 0.2 ms (training.clinical.LATENCY_TOLERANCES_MS), mean absolute difference, n,
+and the levels only one of them marks; for the network also over every level a person marks, whatever its
+probability. No target: species, stimulus (tone pips, dB SPL), electrode and sampling differ from the
+training data. With one series of 13 levels no interval is given (levels of one animal are not
+independent samples).
+
+Writes ``--out`` (JSON), the figure ``--figure`` (the series loudest on top with every reader's marks and
+the agreement on the panel) and the section "epl_marks" of docs/results.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, add_output_args, machine, write_outputs  # noqa: E402
+from data.cli import ArgumentParser, run_main  # noqa: E402
+from data.records import WAVE_NAMES  # noqa: E402
+from training.clinical import DETECTION_P, LATENCY_TOLERANCES_MS  # noqa: E402
+
+WAVE = "I"  # the network's wave compared with the people's P1
+PEAK = "P1"
+DEFAULT_AGE = 0.0  # years: the training data's median age (see the docstring)
+EPS_MS = 1e-9  # marks are written to 0.01 ms: |1.89 - 1.79| must count as within 0.1 ms
+PERSON_STYLE = (("o", "tab:blue", False, 6.0), ("+", "tab:purple", True, 6.0), ("x", "tab:brown", True, 5.0),
+                ("s", "tab:gray", False, 5.0))  # marker, colour, filled, size: distinct where marks coincide
+
+
+def agreement(a: np.ndarray, b: np.ndarray) -> dict:
+    """Two readers' latencies (M,) ms, NaN where one marks no peak: over the levels both mark, n, the
+    share within each tolerance and the mean absolute difference; the levels only one of them marks."""
+    both = np.isfinite(a) & np.isfinite(b)
+    d = np.abs(a - b)[both]
+    out: dict = {"n": int(both.sum())}
+    for tol in LATENCY_TOLERANCES_MS:
+        out[f"within_{tol:g}ms"] = float((d <= tol + EPS_MS).mean()) if len(d) else None
+        out[f"n_within_{tol:g}ms"] = int((d <= tol + EPS_MS).sum())
+    out["mean_abs_diff_ms"] = float(d.mean()) if len(d) else None
+    out["n_only_first"] = int((np.isfinite(a) & ~np.isfinite(b)).sum())
+    out["n_only_second"] = int((~np.isfinite(a) & np.isfinite(b)).sum())
+    return out
+
+
+def read_series(args: argparse.Namespace):
+    """The EPL file as unlabelled Records, its report, and the static values used with where each came from."""
+    from data.convert import epl_filter
+    from data.epl import parse_epl, read_epl
+
+    raw = parse_epl(args.epl)
+    records, report = read_epl(args.epl, None, args.age, filter_settings=epl_filter(args), scale=args.scale,
+                               fmp=args.fmp, rate=args.rate)
+    header_rate = bool(np.isfinite(raw["rate"]))
+    static = {
+        "age_years": {"value": args.age, "from": "--age" if args.age_given else
+                      "default: the training data's median age (an animal has no age on the network's scale)"},
+        "rate_per_s": {"value": float(records.static[0, 2]), "from": "the file's header" if header_rate else "--rate"},
+        "fmp": {"value": records.static[:, 3].tolist(),
+                "from": "--fmp" if args.fmp is not None else "estimated from the record (data/epl.py)"},
+        "intensity": "the file's levels in dB SPL, as they are (the network trained on dB nHL)",
+        "scale": args.scale,
+    }
+    return records, report, static
+
+
+def reader_names(args: argparse.Namespace) -> list[str]:
+    names = args.names or [chr(ord("A") + i) for i in range(len(args.marks))]
+    if len(names) != len(args.marks):
+        raise ValueError(f"--names: expected one name per --marks file ({len(args.marks)}), found {len(names)}")
+    return names
+
+
+def compare(ev, marks: list, names: list[str]) -> dict:
+    """Per level and per pair of readers, the network (its wave I) first, then the people (their P1)."""
+    k = WAVE_NAMES.index(WAVE)
+    levels = ev.static[:, 1]
+    prob, net = ev.waves["prob"][:, k], ev.waves["latency"][:, k]
+    readers = {"network": np.where(prob >= DETECTION_P, net, np.nan)}
+    readers |= {name: m.at_levels(PEAK, levels) for name, m in zip(names, marks, strict=True)}
+    order = np.argsort(-levels, kind="stable")
+    per_level = [{"level": float(levels[i]), "network_prob": float(prob[i]), "network_latency_ms": float(net[i]),
+                  **{f"{name}_{PEAK}_ms": float(readers[name][i]) for name in names}} for i in order]
+    pairs = {f"{a} vs {b}": agreement(readers[a], readers[b]) for a, b in itertools.combinations(readers, 2)}
+    pairs |= {f"network (any p) vs {name}": agreement(net.astype(float), readers[name]) for name in names}
+    return {"per_level": per_level, "pairs": pairs, "readers": readers, "order": order}
+
+
+def file_notes(marks: list, names: list[str], levels: np.ndarray) -> list[str]:
+    """What a reader of the numbers must know about the marks files themselves."""
+    notes = []
+    digests = [hashlib.sha256(m.path.read_bytes()).hexdigest() for m in marks]
+    for (i, a), (j, b) in itertools.combinations(enumerate(digests), 2):
+        if a == b:
+            notes.append(f"the marks files of {names[i]} and {names[j]} are byte-identical: their agreement is "
+                         "that of one analysis with itself, not of two independent readers")
+    for name, m in zip(names, marks, strict=True):
+        if PEAK not in m.latency:
+            notes.append(f"{name} ({m.path.name}): no '{PEAK} Latency' column: nothing to compare")
+        extra = sorted(set(m.levels.tolist()) - set(levels.tolist()))
+        if extra:
+            notes.append(f"{name} ({m.path.name}): levels with no waveform in the EPL file: {extra}")
+    return notes
+
+
+def main(argv: list[str] | None = None) -> int:
+    from data.convert import add_epl_signal_flags
+    from evaluation.predict import static_flag
+
+    p = ArgumentParser(prog="bench/epl_marks.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="a run with the wave map head (model.peak_head: map)")
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--epl", required=True, type=Path, help="the EPL file (e.g. CAP-139-5)")
+    p.add_argument("--marks", required=True, nargs="+", type=Path, help="abr analysis files, one per person")
+    p.add_argument("--names", nargs="+", help="the people's names in the outputs (default A, B, ...)")
+    p.add_argument("--figure", type=Path, default=ROOT / "docs" / "img" / "epl_marks.png")
+    p.add_argument("--age", type=static_flag("age"), help=f"age in years (default {DEFAULT_AGE:g}; see above)")
+    p.add_argument("--rate", type=static_flag("rate"), help="stimulus rate per second, where the header has none")
+    p.add_argument("--fmp", type=static_flag("fmp"), help="FMP instead of the estimate from the record")
+    add_epl_signal_flags(p.add_argument_group("epl"))
+    add_output_args(p, "epl_marks")
+    args = p.parse_args(argv)
+    args.age_given = args.age is not None
+    args.age = DEFAULT_AGE if args.age is None else args.age
+    return run_main(lambda: _run(args, argv), debug=args.debug)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from data.dataset import ABRDataset
+    from data.epl import parse_marks
+    from training.checkpoint import load_run
+    from training.series import extract
+
+    t0 = time.time()
+    names = reader_names(args)
+    marks = [parse_marks(path) for path in args.marks]
+    run = load_run(args.run, which=args.checkpoint)
+    if run.cfg.model.peak_head != "map":
+        raise ValueError(f"--run '{args.run}': expected a run with the wave map head (model.peak_head: map), "
+                         f"found model.peak_head: {run.cfg.model.peak_head} (no wave I answer)")
+    records, report, static = read_series(args)
+    print("; ".join(report.lines()), flush=True)
+    ev = extract(run.model, ABRDataset(records, run.stats))
+    found = compare(ev, marks, names)
+    result = {
+        "run": args.run, "checkpoint": args.checkpoint, "epl": str(args.epl), "n_levels": len(records),
+        "people": {name: {"file": str(m.path), "threshold": m.threshold, "peaks": list(m.latency)}
+                   for name, m in zip(names, marks, strict=True)},
+        "static": static, "detection_p": DETECTION_P, "per_level": found["per_level"], "pairs": found["pairs"],
+        "notes": file_notes(marks, names, ev.static[:, 1]), "machine": machine(),
+        "command": "python bench/epl_marks.py " + " ".join(sys.argv[1:] if argv is None else map(str, argv)),
+    }
+    draw(args, records.signal, ev, found, names, result)
+    result["figure"] = str(args.figure)
+    result["seconds"] = round(time.time() - t0, 1)
+    section = table(result, os.path.relpath(args.figure, Path(args.doc).resolve().parent))
+    print(section)
+    write_outputs(args, "epl_marks", result, f"## {WAVE} against people's {PEAK} marks on a real CAP series "
+                                              f"(bench/epl_marks.py)\n\n" + section)
+    return 0
+
+
+def panel_note(pairs: dict) -> str:
+    """The agreement lines on the figure's panel (the pairs over levels both mark)."""
+    tols = " / ".join(f"{t:g}" for t in LATENCY_TOLERANCES_MS)
+    lines = [f"within {tols} ms, mean |Δ| (levels both mark):"]
+    for pair, a in pairs.items():
+        if pair.startswith("network (any p)"):
+            continue
+        shares = " / ".join(f"{a[f'n_within_{t:g}ms']}/{a['n']}" for t in LATENCY_TOLERANCES_MS)
+        mad = "-" if a["mean_abs_diff_ms"] is None else f"{a['mean_abs_diff_ms']:.2f} ms"
+        lines.append(f"{pair}: {shares}, {mad}")
+    return "\n".join(lines)
+
+
+def draw(args: argparse.Namespace, signal: np.ndarray, ev, found: dict, names: list[str], result: dict) -> Path:
+    """The waterfall of ``signal`` (M L) µV with every reader's marks and the agreement on the panel."""
+    from evaluation.plots import EARLY_WAVE_STYLE, TraceMark, Waterfall
+
+    k = WAVE_NAMES.index(WAVE)
+    prob, lat = ev.waves["prob"][:, k], ev.waves["latency"][:, k].astype(float)
+    marker, color = EARLY_WAVE_STYLE[0]  # wave I as evaluation.predict's waterfalls mark it
+    marks = [TraceMark(f"{PEAK}, {name}", found["readers"][name], m, c, filled, size)
+             for name, (m, c, filled, size) in zip(names, PERSON_STYLE, strict=False)]
+    marks += [TraceMark(f"wave {WAVE}, network (p ≥ {DETECTION_P:g})", np.where(prob >= DETECTION_P, lat, np.nan),
+                        marker, color, True, 4.5, above=True),
+              TraceMark(f"wave {WAVE}, network (p < {DETECTION_P:g})", np.where(prob < DETECTION_P, lat, np.nan),
+                        marker, color, False, 4.5, above=True)]
+    title = f"{Path(args.epl).name}: {result['n_levels']} levels, network {Path(args.run).name}"
+    Waterfall().draw(signal, ev.static[:, 1], None, None,
+                     float("inf"), args.figure, title=title, units="dB SPL", marks=marks,
+                     note=panel_note(result["pairs"]))
+    print(f"wrote {args.figure}")
+    return args.figure
+
+
+def _ms(v: float | None, signed: bool = False) -> str:
+    if v is None or not np.isfinite(v):
+        return "-"
+    return f"{v:+.2f}" if signed else f"{v:.2f}"
+
+
+def table(result: dict, figure_link: str) -> str:
+    """The section: what was read and assumed, the agreement per pair, the per-level rows, the figure."""
+    names = list(result["people"])
+    st = result["static"]
+    fmp = st["fmp"]["value"]
+    lines = [f"Series `{Path(result['epl']).name}` ({result['n_levels']} levels), run `{result['run']}` "
+             f"({result['checkpoint']}.pt); marks: " + ", ".join(f"{n} = `{Path(v['file']).name}`"
+                                                                 for n, v in result["people"].items()) + ".",
+             f"Static values: age {st['age_years']['value']:g} y ({st['age_years']['from']}); rate "
+             f"{st['rate_per_s']['value']:g}/s ({st['rate_per_s']['from']}); FMP {min(fmp):.3g}-{max(fmp):.3g} "
+             f"({st['fmp']['from']}); intensity: {st['intensity']}. No target: species, stimulus and recording "
+             "differ from the training data.",
+             f"Command: `{result['command']}`; {result['machine']}.", ""]
+    lines += [f"**{note[0].upper()}{note[1:]}.**" for note in result["notes"]]
+    tols = LATENCY_TOLERANCES_MS
+    lines += ["", f"| readers ({WAVE} / {PEAK}) | n levels both mark | "
+              + " | ".join(f"within {t:g} ms" for t in tols) + " | mean abs. difference (ms) | marked by one only |",
+              "|---|---|" + "---|" * len(tols) + "---|---|"]
+    for pair, a in result["pairs"].items():
+        shares = " | ".join("-" if a[f"within_{t:g}ms"] is None else
+                            f"{a[f'within_{t:g}ms']:.0%} ({a[f'n_within_{t:g}ms']}/{a['n']})" for t in tols)
+        first, second = pair.split(" vs ")
+        lines.append(f"| {pair} | {a['n']} | {shares} | {_ms(a['mean_abs_diff_ms'])} | "
+                     f"{first}: {a['n_only_first']}, {second}: {a['n_only_second']} |")
+    lines += ["", f"The network marks wave {WAVE} where its probability is >= {result['detection_p']:g}; "
+              "\"network (any p)\" takes its latency at every level whatever the probability.", "",
+              f"| level (dB SPL) | p({WAVE}) | network {WAVE} (ms) | " + " | ".join(f"{n} {PEAK} (ms)" for n in names)
+              + " | " + " | ".join(f"network - {n}" for n in names) + " |",
+              "|---|---|---|" + "---|" * (2 * len(names))]
+    for row in result["per_level"]:
+        people = [row[f"{n}_{PEAK}_ms"] for n in names]
+        lines.append(f"| {row['level']:g} | {row['network_prob']:.2f} | {_ms(row['network_latency_ms'])} | "
+                     + " | ".join(_ms(v) for v in people) + " | "
+                     + " | ".join(_ms(row["network_latency_ms"] - v, signed=True) for v in people) + " |")
+    lines += ["", f"![{WAVE} against {PEAK} marks]({figure_link})"]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
