@@ -64,6 +64,7 @@ from training.clinical import DETECTION_P, LATENCY_TOLERANCES_MS  # noqa: E402
 WAVE = "I"  # the network's wave compared with the people's P1
 PEAK = "P1"
 DEFAULT_AGE = 0.0  # years: the training data's median age (see the docstring)
+GAP_OF_LOUDEST = 4.0  # see trace_gap
 EPS_MS = 1e-9  # marks are written to 0.01 ms: |1.89 - 1.79| must count as within 0.1 ms
 PERSON_STYLE = (("o", "tab:blue", False, 6.0), ("+", "tab:purple", True, 6.0), ("x", "tab:brown", True, 5.0),
                 ("s", "tab:gray", False, 5.0))  # marker, colour, filled, size: distinct where marks coincide
@@ -101,6 +102,7 @@ def read_series(args: argparse.Namespace):
                 "from": "--fmp" if args.fmp is not None else "estimated from the record (data/epl.py)"},
         "intensity": "the file's levels in dB SPL, as they are (the network trained on dB nHL)",
         "scale": args.scale,
+        "peak_to_peak_uv": [float(np.ptp(records.signal, axis=1).min()), float(np.ptp(records.signal, axis=1).max())],
     }
     return records, report, static
 
@@ -109,6 +111,8 @@ def reader_names(args: argparse.Namespace) -> list[str]:
     names = args.names or [chr(ord("A") + i) for i in range(len(args.marks))]
     if len(names) != len(args.marks):
         raise ValueError(f"--names: expected one name per --marks file ({len(args.marks)}), found {len(names)}")
+    if len(set(names)) != len(names) or "network" in names or any(" vs " in n for n in names):
+        raise ValueError(f"--names: expected distinct names other than 'network' and without ' vs ', found {names}")
     return names
 
 
@@ -214,6 +218,14 @@ def panel_note(pairs: dict) -> str:
     return "\n".join(lines)
 
 
+def trace_gap(signal: np.ndarray) -> float:
+    """The waterfall's trace spacing (µV): the loudest trace spans about GAP_OF_LOUDEST spacings. A CAP series
+    grows a hundredfold over its levels (0.8 to 137 µV peak to peak in CAP-139-5): the print-out spacing (0.9
+    times the median) stacks the loud traces on top of each other, while this one flattens the quietest."""
+    ptp = np.ptp(signal, axis=1)
+    return float(max(0.9 * np.median(ptp), ptp.max() / GAP_OF_LOUDEST, 1e-6))
+
+
 def draw(args: argparse.Namespace, signal: np.ndarray, ev, found: dict, names: list[str], result: dict) -> Path:
     """The waterfall of ``signal`` (M L) µV with every reader's marks and the agreement on the panel."""
     from evaluation.plots import EARLY_WAVE_STYLE, TraceMark, Waterfall
@@ -230,7 +242,7 @@ def draw(args: argparse.Namespace, signal: np.ndarray, ev, found: dict, names: l
     title = f"{Path(args.epl).name}: {result['n_levels']} levels, network {Path(args.run).name}"
     Waterfall().draw(signal, ev.static[:, 1], None, None,
                      float("inf"), args.figure, title=title, units="dB SPL", marks=marks,
-                     note=panel_note(result["pairs"]))
+                     note=panel_note(result["pairs"]), gap=trace_gap(signal))
     print(f"wrote {args.figure}")
     return args.figure
 
@@ -251,8 +263,9 @@ def table(result: dict, figure_link: str) -> str:
                                                                  for n, v in result["people"].items()) + ".",
              f"Static values: age {st['age_years']['value']:g} y ({st['age_years']['from']}); rate "
              f"{st['rate_per_s']['value']:g}/s ({st['rate_per_s']['from']}); FMP {min(fmp):.3g}-{max(fmp):.3g} "
-             f"({st['fmp']['from']}); intensity: {st['intensity']}. No target: species, stimulus and recording "
-             "differ from the training data.",
+             f"({st['fmp']['from']}); intensity: {st['intensity']}; peak-to-peak {st['peak_to_peak_uv'][0]:.3g}-"
+             f"{st['peak_to_peak_uv'][1]:.3g} µV after the band-pass (x{st['scale']:g}). No target: species, stimulus "
+             "and recording differ from the training data.",
              f"Command: `{result['command']}`; {result['machine']}.", ""]
     lines += [f"**{note[0].upper()}{note[1:]}.**" for note in result["notes"]]
     tols = LATENCY_TOLERANCES_MS

@@ -14,7 +14,8 @@ An EPL file is one intensity series of one ear::
 reshaped to (samples, levels), all-zero waveforms skipped (an acquisition bug), and by default a
 1st-order Butterworth band-pass 300-3000 Hz applied forward and backward (``filtfilt``). Its
 analysis files (``<file>-<freq>kHz-analyzed.txt``) hold the threshold and, per level, the marked
-``P<i> Latency`` / ``P<i> Amplitude`` (a negative latency means no peak).
+``P<i> Latency`` / ``P<i> Amplitude`` (and ``N<i>``; a negative latency means no peak):
+:func:`parse_marks` reads every marked peak by name, :func:`read_epl` takes wave V from ``P<wave>``.
 
 Conversion to the pipeline's 200 samples at 20 kHz:
 

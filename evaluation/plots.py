@@ -362,7 +362,9 @@ class Waterfall:
         self._level_labels(offsets, levels)
         ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
         ax.set_xlim(0, t_ms[-1])
-        ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
+        drawn = x + offsets[:, None]  # (n L) a trace taller than the spacing (a loud one) is not cut off
+        ax.set_ylim(min(offsets[-1] - 1.3 * gap, drawn.min() - 0.1 * gap),
+                    max(offsets[0] + 1.3 * gap, drawn.max() + 0.3 * gap))
         handles = [] if peak_prob is None else [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
                                                        label=f"wave V (p ≥ {WAVE_V_P:g})")]
         handles += self._early_marks(early_waves, order, x, offsets, gap, t_ms)
