@@ -2,7 +2,8 @@
 
     python bench/epl_marks.py --run RUN --epl PATH/CAP-139-5 \\
         --marks PATH/CAP-139-5-16.0kHz-analyzed.txt PATH/CAP-139-5-16.0kHz-Brad-analyzed.txt \\
-        [--names A B] [--figure docs/img/epl_marks.png] [--out bench/results/epl_marks.json] [--no-doc]
+        [--names A B] [--also-scale 0.01] [--figure docs/img/epl_marks.png] [--out bench/results/epl_marks.json]
+        [--no-doc]
 
 **The data.** The ``abr`` analysis program (Brad Buran, Eaton-Peabody Laboratories) ships one example
 compound action potential (CAP) series in the EPL format, ``CAP-139-5`` (13 levels, 0-80 dB SPL, 16 kHz
@@ -28,6 +29,11 @@ file lacks static values the network takes; the values used are written into the
 - stimulus rate: the file's header (40/s in CAP-139-5); ``--rate`` only where a header has none;
 - FMP: estimated from the record as data/epl.py does (response 2-10 ms over the noise after 12 ms), or ``--fmp``;
 - intensity: the file's levels in dB SPL, copied as they are (the network trained on dB nHL).
+
+A CAP is recorded near the nerve: tens of µV (0.8-137 µV peak to peak in CAP-139-5 after the band-pass),
+a hundred times a scalp ABR (the training data's wave V: 0.17 µV on average). ``--also-scale 0.01`` runs
+the network a second time on the samples times 0.01 and reports it beside the file's µV (a sensitivity
+check of the amplitude mismatch, not a calibration: the factor is not fitted to the marks).
 
 **Comparison.** One pass of the network (t = 0); per level its wave I probability and latency beside each
 person's P1. For every pair of readers (the network, each person) over the levels where both mark a peak
@@ -57,7 +63,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, add_output_args, machine, write_outputs  # noqa: E402
-from data.cli import ArgumentParser, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from data.records import WAVE_NAMES  # noqa: E402
 from training.clinical import DETECTION_P, LATENCY_TOLERANCES_MS  # noqa: E402
 
@@ -65,6 +71,7 @@ WAVE = "I"  # the network's wave compared with the people's P1
 PEAK = "P1"
 DEFAULT_AGE = 0.0  # years: the training data's median age (see the docstring)
 GAP_OF_LOUDEST = 4.0  # see trace_gap
+NETWORK_COLORS = ("tab:red", "tab:olive", "tab:cyan")  # --also-scale passes
 EPS_MS = 1e-9  # marks are written to 0.01 ms: |1.89 - 1.79| must count as within 0.1 ms
 PERSON_STYLE = (("o", "tab:blue", False, 6.0), ("+", "tab:purple", True, 6.0), ("x", "tab:brown", True, 5.0),
                 ("s", "tab:gray", False, 5.0))  # marker, colour, filled, size: distinct where marks coincide
@@ -85,23 +92,24 @@ def agreement(a: np.ndarray, b: np.ndarray) -> dict:
     return out
 
 
-def read_series(args: argparse.Namespace):
-    """The EPL file as unlabelled Records, its report, and the static values used with where each came from."""
+def read_series(args: argparse.Namespace, scale: float):
+    """The EPL file as unlabelled Records (samples times ``scale``), its report, and the static values used
+    with where each came from."""
     from data.convert import epl_filter
     from data.epl import parse_epl, read_epl
 
     raw = parse_epl(args.epl)
-    records, report = read_epl(args.epl, None, args.age, filter_settings=epl_filter(args), scale=args.scale,
+    records, report = read_epl(args.epl, None, args.age, filter_settings=epl_filter(args), scale=scale,
                                fmp=args.fmp, rate=args.rate)
     header_rate = bool(np.isfinite(raw["rate"]))
     static = {
         "age_years": {"value": args.age, "from": "--age" if args.age_given else
-                      "default: the training data's median age (an animal has no age on the network's scale)"},
+                      "default, the training data's median age; an animal has no age on the network's scale"},
         "rate_per_s": {"value": float(records.static[0, 2]), "from": "the file's header" if header_rate else "--rate"},
         "fmp": {"value": records.static[:, 3].tolist(),
-                "from": "--fmp" if args.fmp is not None else "estimated from the record (data/epl.py)"},
-        "intensity": "the file's levels in dB SPL, as they are (the network trained on dB nHL)",
-        "scale": args.scale,
+                "from": "--fmp" if args.fmp is not None else "estimated from the record as data/epl.py does"},
+        "intensity": "the file's levels in dB SPL, as they are; the network trained on dB nHL",
+        "scale": scale,
         "peak_to_peak_uv": [float(np.ptp(records.signal, axis=1).min()), float(np.ptp(records.signal, axis=1).max())],
     }
     return records, report, static
@@ -116,19 +124,28 @@ def reader_names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def compare(ev, marks: list, names: list[str]) -> dict:
-    """Per level and per pair of readers, the network (its wave I) first, then the people (their P1)."""
+def wave_answers(ev) -> tuple[np.ndarray, np.ndarray]:
+    """The network's wave I: probability (M,) and latency (M,) ms."""
     k = WAVE_NAMES.index(WAVE)
-    levels = ev.static[:, 1]
-    prob, net = ev.waves["prob"][:, k], ev.waves["latency"][:, k]
-    readers = {"network": np.where(prob >= DETECTION_P, net, np.nan)}
-    readers |= {name: m.at_levels(PEAK, levels) for name, m in zip(names, marks, strict=True)}
+    return ev.waves["prob"][:, k].astype(float), ev.waves["latency"][:, k].astype(float)
+
+
+def compare(levels: np.ndarray, networks: dict[str, tuple[np.ndarray, np.ndarray]], marks: list,
+            names: list[str]) -> dict:
+    """Per level and per pair of readers: each network pass (label -> wave I probability and latency, (M,)
+    each) against each person (their P1), and the people against each other."""
+    people = {name: m.at_levels(PEAK, levels) for name, m in zip(names, marks, strict=True)}
+    marked = {label: np.where(prob >= DETECTION_P, lat, np.nan) for label, (prob, lat) in networks.items()}
     order = np.argsort(-levels, kind="stable")
-    per_level = [{"level": float(levels[i]), "network_prob": float(prob[i]), "network_latency_ms": float(net[i]),
-                  **{f"{name}_{PEAK}_ms": float(readers[name][i]) for name in names}} for i in order]
-    pairs = {f"{a} vs {b}": agreement(readers[a], readers[b]) for a, b in itertools.combinations(readers, 2)}
-    pairs |= {f"network (any p) vs {name}": agreement(net.astype(float), readers[name]) for name in names}
-    return {"per_level": per_level, "pairs": pairs, "readers": readers, "order": order}
+    per_level = [{"level": float(levels[i]),
+                  "networks": {label: {"prob": float(p[i]), "latency_ms": float(lat[i])}
+                               for label, (p, lat) in networks.items()},
+                  "people": {name: float(people[name][i]) for name in names}} for i in order]
+    pairs = {f"{net} vs {name}": agreement(marked[net], people[name]) for net in networks for name in names}
+    pairs |= {f"{a} vs {b}": agreement(people[a], people[b]) for a, b in itertools.combinations(names, 2)}
+    pairs |= {f"{net} (any p) vs {name}": agreement(networks[net][1], people[name]) for net in networks
+              for name in names}
+    return {"per_level": per_level, "pairs": pairs, "people": people}
 
 
 def file_notes(marks: list, names: list[str], levels: np.ndarray) -> list[str]:
@@ -163,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=static_flag("rate"), help="stimulus rate per second, where the header has none")
     p.add_argument("--fmp", type=static_flag("fmp"), help="FMP instead of the estimate from the record")
     add_epl_signal_flags(p.add_argument_group("epl"))
+    p.add_argument("--also-scale", nargs="+", type=number(float, gt=0), default=[], metavar="FACTOR",
+                   help="also run the network on the samples times FACTOR (e.g. 0.01: a CAP's tens of µV into the "
+                        "ABR range the network trained on); reported beside the --scale pass")
     add_output_args(p, "epl_marks")
     args = p.parse_args(argv)
     args.age_given = args.age is not None
@@ -183,24 +203,29 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
     if run.cfg.model.peak_head != "map":
         raise ValueError(f"--run '{args.run}': expected a run with the wave map head (model.peak_head: map), "
                          f"found model.peak_head: {run.cfg.model.peak_head} (no wave I answer)")
-    records, report, static = read_series(args)
+    records, report, static = read_series(args, args.scale)
     print("; ".join(report.lines()), flush=True)
     ev = extract(run.model, ABRDataset(records, run.stats))
-    found = compare(ev, marks, names)
+    networks = {"network": wave_answers(ev)}
+    for scale in args.also_scale:  # the same series with its samples multiplied by another factor
+        networks[f"network x{scale:g}"] = wave_answers(extract(run.model, ABRDataset(read_series(args, scale)[0],
+                                                                                     run.stats)))
+    found = compare(ev.static[:, 1], networks, marks, names)
     result = {
         "run": args.run, "checkpoint": args.checkpoint, "epl": str(args.epl), "n_levels": len(records),
         "people": {name: {"file": str(m.path), "threshold": m.threshold, "peaks": list(m.latency)}
                    for name, m in zip(names, marks, strict=True)},
-        "static": static, "detection_p": DETECTION_P, "per_level": found["per_level"], "pairs": found["pairs"],
+        "static": static, "also_scale": args.also_scale, "detection_p": DETECTION_P,
+        "per_level": found["per_level"], "pairs": found["pairs"],
         "notes": file_notes(marks, names, ev.static[:, 1]), "machine": machine(),
         "command": "python bench/epl_marks.py " + " ".join(sys.argv[1:] if argv is None else map(str, argv)),
     }
-    draw(args, records.signal, ev, found, names, result)
+    draw(args, records.signal, ev.static[:, 1], networks, found, names, result)
     result["figure"] = str(args.figure)
     result["seconds"] = round(time.time() - t0, 1)
     section = table(result, os.path.relpath(args.figure, Path(args.doc).resolve().parent))
     print(section)
-    write_outputs(args, "epl_marks", result, f"## {WAVE} against people's {PEAK} marks on a real CAP series "
+    write_outputs(args, "epl_marks", result, f"## Wave {WAVE} against people's {PEAK} marks on a real CAP series "
                                               f"(bench/epl_marks.py)\n\n" + section)
     return 0
 
@@ -208,9 +233,10 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> int:
 def panel_note(pairs: dict) -> str:
     """The agreement lines on the figure's panel (the pairs over levels both mark)."""
     tols = " / ".join(f"{t:g}" for t in LATENCY_TOLERANCES_MS)
-    lines = [f"within {tols} ms, mean |Δ| (levels both mark):"]
+    lines = [f"network: wave {WAVE} filled where p ≥ {DETECTION_P:g}; ×F: the samples times F",
+             f"within {tols} ms, mean |Δ| (levels both mark):"]
     for pair, a in pairs.items():
-        if pair.startswith("network (any p)"):
+        if "(any p)" in pair:
             continue
         shares = " / ".join(f"{a[f'n_within_{t:g}ms']}/{a['n']}" for t in LATENCY_TOLERANCES_MS)
         mad = "-" if a["mean_abs_diff_ms"] is None else f"{a['mean_abs_diff_ms']:.2f} ms"
@@ -226,21 +252,22 @@ def trace_gap(signal: np.ndarray) -> float:
     return float(max(0.9 * np.median(ptp), ptp.max() / GAP_OF_LOUDEST, 1e-6))
 
 
-def draw(args: argparse.Namespace, signal: np.ndarray, ev, found: dict, names: list[str], result: dict) -> Path:
+def draw(args: argparse.Namespace, signal: np.ndarray, levels: np.ndarray, networks: dict, found: dict,
+         names: list[str], result: dict) -> Path:
     """The waterfall of ``signal`` (M L) µV with every reader's marks and the agreement on the panel."""
     from evaluation.plots import EARLY_WAVE_STYLE, TraceMark, Waterfall
 
-    k = WAVE_NAMES.index(WAVE)
-    prob, lat = ev.waves["prob"][:, k], ev.waves["latency"][:, k].astype(float)
-    marker, color = EARLY_WAVE_STYLE[0]  # wave I as evaluation.predict's waterfalls mark it
-    marks = [TraceMark(f"{PEAK}, {name}", found["readers"][name], m, c, filled, size)
+    marks = [TraceMark(f"{PEAK}, {name}", found["people"][name], m, c, filled, size)
              for name, (m, c, filled, size) in zip(names, PERSON_STYLE, strict=False)]
-    marks += [TraceMark(f"wave {WAVE}, network (p ≥ {DETECTION_P:g})", np.where(prob >= DETECTION_P, lat, np.nan),
-                        marker, color, True, 4.5, above=True),
-              TraceMark(f"wave {WAVE}, network (p < {DETECTION_P:g})", np.where(prob < DETECTION_P, lat, np.nan),
-                        marker, color, False, 4.5, above=True)]
-    title = f"{Path(args.epl).name}: {result['n_levels']} levels, network {Path(args.run).name}"
-    Waterfall().draw(signal, ev.static[:, 1], None, None,
+    colors = (EARLY_WAVE_STYLE[0][1], *NETWORK_COLORS)  # the first pass: wave I as evaluation.predict marks it
+    for (label, (prob, lat)), color in zip(networks.items(), colors, strict=False):
+        short = label.replace("network x", "×")  # legend columns are 1.8 in wide
+        marks += [TraceMark(f"{WAVE}, {short}", np.where(prob >= DETECTION_P, lat, np.nan), "v", color, True, 4.5,
+                            above=True),
+                  TraceMark(f"{WAVE}, {short}, p < {DETECTION_P:g}", np.where(prob < DETECTION_P, lat, np.nan), "v",
+                            color, False, 4.5, above=True)]
+    title = f"{Path(args.epl).name}: {result['n_levels']} levels; run {Path(args.run).name} ({args.checkpoint}.pt)"
+    Waterfall().draw(signal, levels, None, None,
                      float("inf"), args.figure, title=title, units="dB SPL", marks=marks,
                      note=panel_note(result["pairs"]), gap=trace_gap(signal))
     print(f"wrote {args.figure}")
@@ -278,17 +305,21 @@ def table(result: dict, figure_link: str) -> str:
         first, second = pair.split(" vs ")
         lines.append(f"| {pair} | {a['n']} | {shares} | {_ms(a['mean_abs_diff_ms'])} | "
                      f"{first}: {a['n_only_first']}, {second}: {a['n_only_second']} |")
+    nets = list(result["per_level"][0]["networks"])
+    also = "".join(f"; \"{n}\": the same samples times {n.split(' x')[-1]}" for n in nets[1:])
     lines += ["", f"The network marks wave {WAVE} where its probability is >= {result['detection_p']:g}; "
-              "\"network (any p)\" takes its latency at every level whatever the probability.", "",
-              f"| level (dB SPL) | p({WAVE}) | network {WAVE} (ms) | " + " | ".join(f"{n} {PEAK} (ms)" for n in names)
-              + " | " + " | ".join(f"network - {n}" for n in names) + " |",
-              "|---|---|---|" + "---|" * (2 * len(names))]
+              f"\"(any p)\": its latency at every level whatever the probability{also}.", "",
+              "| level (dB SPL) | " + " | ".join(f"p({WAVE}), {n} | {WAVE} (ms), {n}" for n in nets) + " | "
+              + " | ".join(f"{n} {PEAK} (ms)" for n in names) + " | "
+              + " | ".join(f"{net} - {n}" for net in nets for n in names) + " |",
+              "|---|" + "---|" * (2 * len(nets) + len(names) + len(nets) * len(names))]
     for row in result["per_level"]:
-        people = [row[f"{n}_{PEAK}_ms"] for n in names]
-        lines.append(f"| {row['level']:g} | {row['network_prob']:.2f} | {_ms(row['network_latency_ms'])} | "
-                     + " | ".join(_ms(v) for v in people) + " | "
-                     + " | ".join(_ms(row["network_latency_ms"] - v, signed=True) for v in people) + " |")
-    lines += ["", f"![{WAVE} against {PEAK} marks]({figure_link})"]
+        people = [row["people"][n] for n in names]
+        answers = [row["networks"][n] for n in nets]
+        lines.append(f"| {row['level']:g} | " + " | ".join(f"{a['prob']:.2f} | {_ms(a['latency_ms'])}" for a in answers)
+                     + " | " + " | ".join(_ms(v) for v in people) + " | "
+                     + " | ".join(_ms(a["latency_ms"] - v, signed=True) for a in answers for v in people) + " |")
+    lines += ["", f"![wave {WAVE} against {PEAK} marks]({figure_link})"]
     return "\n".join(lines)
 
 

@@ -169,10 +169,13 @@ def parse_marks(path: str | Path) -> AnalysisMarks:
             raise DataFormatError(f"{where}: expected numbers ({exc})") from None
     if header is None:
         raise DataFormatError(f"{path}: no 'Level' header line; expected an abr analysis file")
-    levels = np.array([level for _, level, _ in rows])
+    seen: dict[float, str] = {}
     for where, level, _ in rows:
-        if (levels == level).sum() > 1:
-            raise DataFormatError(f"{where}: level {level:g} is given on more than one line; expected each once")
+        if level in seen:
+            raise DataFormatError(f"{where}: level {level:g} was given before ({seen[level].rsplit(': ', 1)[-1]}); "
+                                  "expected each level once")
+        seen[level] = where
+    levels = np.array(list(seen))
     names = list(dict.fromkeys(k.split()[0] for k in header[1]))
     latency = {n: np.array([r[f"{n} Latency"] for _, _, r in rows]) for n in names}
     amplitude = {n: np.array([r[f"{n} Amplitude"] for _, _, r in rows]) for n in names}

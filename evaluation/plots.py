@@ -342,17 +342,6 @@ class Waterfall:
         offsets = -gap * np.arange(n)  # (n,) the top trace at 0
         t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
         fig, ax = self.fig, self.ax
-        n_title = title.count("\n") + 1
-        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
-        note_in = 0.14 * (note.count("\n") + 1) + 0.05 if note else 0.0
-        height += note_in
-        top, bottom = 0.25 + 0.14 * n_title, 0.85 + note_in  # inches: the title; the axis label, legend, note
-        fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
-        self.note.set_position((0.02, 0.08 / height))
-        self.note.set_text(note)
-        ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
-        self.title.set_position((0.02, 1 - 0.1 / height))
-        self.title.set_text(title)
         self.traces.set_segments([np.column_stack([t_ms, x[i] + offsets[i]]) for i in range(n)])
         mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
         y = _on_trace(lat, x, offsets, t_ms) + 0.15 * gap  # (n,)
@@ -392,6 +381,7 @@ class Waterfall:
         self.bar.set_data([0.25, 0.25], [y0, y0 + bar])
         self.bar_text.set_position((0.4, y0 + bar / 2))
         self.bar_text.set_text(f"{bar:g} µV")
+        height, note_in = self._layout(title, note, n, rows=math.ceil(len(handles) / 2))
         if self.legend is not None:
             self.legend.remove()
         self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, note_in / height), ncol=2,
@@ -400,6 +390,22 @@ class Waterfall:
         with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
             fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
         return path
+
+    def _layout(self, title: str, note: str, n: int, rows: int) -> tuple[float, float]:
+        """Size the figure for n traces, the title, ``rows`` legend rows and the note: (height, note) in inches."""
+        n_title = title.count("\n") + 1
+        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
+        note_in = 0.14 * (note.count("\n") + 1) + 0.05 if note else 0.0
+        legend_in = 0.14 * max(rows - 2, 0)  # two rows fit under the axis label; each further row needs room
+        height += note_in + legend_in
+        top, bottom = 0.25 + 0.14 * n_title, 0.85 + note_in + legend_in  # inches: title; axis label, legend, note
+        self.fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
+        self.note.set_position((0.02, 0.08 / height))
+        self.note.set_text(note)
+        self.ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
+        self.title.set_position((0.02, 1 - 0.1 / height))
+        self.title.set_text(title)
+        return height, note_in
 
     def _early_marks(self, early: tuple[np.ndarray, np.ndarray] | None, order: np.ndarray, x: np.ndarray,
                      offsets: np.ndarray, gap: float, t_ms: np.ndarray) -> list[Any]:

@@ -44,7 +44,7 @@ def test_bench_compares_the_network_and_two_readers(run, tmp_path, capsys):
     from training.series import extract
 
     out, doc, fig = tmp_path / "r.json", tmp_path / "results.md", tmp_path / "img" / "epl.png"
-    assert main(["--run", str(run), "--epl", str(EPL), "--marks", str(MARKS_A), str(MARKS_B),
+    assert main(["--run", str(run), "--epl", str(EPL), "--marks", str(MARKS_A), str(MARKS_B), "--also-scale", "0.5",
                  "--out", str(out), "--doc", str(doc), "--figure", str(fig)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     ab = result["pairs"]["A vs B"]  # from the fixture's construction
@@ -52,14 +52,18 @@ def test_bench_compares_the_network_and_two_readers(run, tmp_path, capsys):
     assert ab["mean_abs_diff_ms"] == pytest.approx((0.05 + 0.05 + 0.15) / 3)
     assert (ab["n_only_first"], ab["n_only_second"]) == (1, 0)  # 20 dB: A marks P1, B writes a negative latency
     # the network's rows are its wave I answers on the series read as evaluation.predict reads it
+    # (--also-scale: the samples halved), read as evaluation.predict reads it
     loaded = load_run(run)
-    ev = extract(loaded.model, ABRDataset(read_epl(EPL, None, 0.0)[0], loaded.stats))
-    top = np.argsort(-ev.static[:, 1], kind="stable")
     rows = result["per_level"]
     assert [r["level"] for r in rows] == [80.0, 60.0, 40.0, 20.0]
-    np.testing.assert_allclose([r["network_latency_ms"] for r in rows], ev.waves["latency"][top, 0], rtol=1e-6)
-    np.testing.assert_allclose([r["network_prob"] for r in rows], ev.waves["prob"][top, 0], rtol=1e-6)
-    assert rows[0]["A_P1_ms"] == pytest.approx(1.6) and rows[0]["B_P1_ms"] == pytest.approx(1.65)
+    for label, scale in (("network", 1.0), ("network x0.5", 0.5)):
+        ev = extract(loaded.model, ABRDataset(read_epl(EPL, None, 0.0, scale=scale)[0], loaded.stats))
+        top = np.argsort(-ev.static[:, 1], kind="stable")
+        np.testing.assert_allclose([r["networks"][label]["latency_ms"] for r in rows], ev.waves["latency"][top, 0],
+                                   rtol=1e-6)
+        np.testing.assert_allclose([r["networks"][label]["prob"] for r in rows], ev.waves["prob"][top, 0], rtol=1e-6)
+    assert rows[0]["people"]["A"] == pytest.approx(1.6) and rows[0]["people"]["B"] == pytest.approx(1.65)
+    assert {"network vs A", "network x0.5 vs B", "A vs B", "network x0.5 (any p) vs A"} <= set(result["pairs"])
     anyp = result["pairs"]["network (any p) vs A"]
     assert anyp["n"] == 4 and anyp["n_only_first"] == 0  # every level A marks, whatever the probability
     # the static values the file lacks are stated with their source
@@ -67,7 +71,7 @@ def test_bench_compares_the_network_and_two_readers(run, tmp_path, capsys):
     assert result["static"]["rate_per_s"] == {"value": 21.0, "from": "the file's header"}
     assert result["notes"] == []  # two different files
     text = doc.read_text(encoding="utf-8")
-    assert "<!-- epl_marks: begin -->" in text and "![I against P1 marks](img/epl.png)" in text
+    assert "<!-- epl_marks: begin -->" in text and "![wave I against P1 marks](img/epl.png)" in text
     assert "| A vs B | 3 | 67% (2/3) | 100% (3/3) | 0.08 | A: 1, B: 0 |" in text
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

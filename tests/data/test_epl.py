@@ -114,7 +114,8 @@ def test_a_negative_latency_is_no_peak():
                                                     r"'1\.8\.9'\)"),
     (lambda t: t.replace("\t0.25\t5.71000000\t0.52000000", "", 1), r"line 7: expected 11 tab-separated values "
                                                                       r"\(as the 'Level' line names\), found 8"),
-    (lambda t: t.replace("40.00\t", "80.00\t", 1), r"line 6: level 80 is given on more than one line"),
+    (lambda t: t.replace("40.00\t", "80.00\t", 1), r"line 8: level 80 was given before \(line 6\); "
+                                                    r"expected each level once"),
     (lambda t: t.replace("\tP3 Amplitude", "\tP3 Amp", 1), r"line 5: column 'P3 Latency' has no 'P3 Amplitude' "
                                                            r"beside it; expected both for each peak"),
     (lambda t: t.replace("Threshold (dB SPL): 40.00", "Threshold (dB SPL): forty", 1),
