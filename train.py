@@ -22,6 +22,7 @@ import itertools
 import json
 import logging
 import sys
+import unicodedata
 from pathlib import Path
 
 EXIT_USAGE = 2
@@ -125,6 +126,10 @@ def experiment_dir(log_dir: str | Path, name: str) -> Path:
     from training.rundir import enclosing_run
 
     root = Path(log_dir)
+    hidden = [c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")]
+    if hidden:  # a newline splits every log line that names the run; a right-to-left mark shows another name
+        held = ", ".join(f"U+{ord(c):04X} {unicodedata.name(c, unicodedata.category(c))}" for c in hidden[:3])
+        raise ConfigError(f"--experiment: expected a name of visible characters, found {name!r} (it holds {held})")
     run_dir = root / name
     inside = run_dir.resolve().is_relative_to(root.resolve()) and run_dir.resolve() != root.resolve()
     if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts or not inside:
@@ -306,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
             return 128 + exc.signum
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        from data.cli import error_line
+
+        # out of memory and nested too deeply have no useful text of their own: error_line says what happened
+        print(error_line(exc) if isinstance(exc, (MemoryError, RecursionError)) else f"error: {exc}", file=sys.stderr)
         return 1 if not isinstance(exc, ValueError) else EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -319,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from data.schema import ConfigError, describe
-    from training.config import Config, load_config
+    from training.config import DEVICE_NAME, Config, load_config
 
     if args.help_config:
         print("\n".join(describe(Config)))
@@ -327,7 +335,9 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     if args.seed is not None:
         overrides.append(f"seed={args.seed}")
-    if args.device:
+    if args.device is not None:  # '' used to mean auto
+        if not DEVICE_NAME.fullmatch(args.device):
+            raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, found {args.device!r}")
         overrides.append(f"device={args.device}")
     if args.resume:
         return resume(args, overrides)

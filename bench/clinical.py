@@ -1,11 +1,12 @@
 """The clinical questions per patient, scored on a benchmark cohort and on the run's own test split.
 
-    python bench/clinical.py --run logs/clinical [--patients 5000 --seed 12345] [--n-boot 1000]
+    python bench/clinical.py --run logs/clinical [--patients 5000 --seed 12345] [--n-boot 1000] [--domain wide]
 
 The benchmark cohort is generated with its own generator seed (never the run's), large enough that
 the rarest type (neuropathy, 0.8 % of patients) has dozens of series; nothing was chosen on it.
 For each cohort: the series model of the run (when it has one) beside the rule and the per-recording
-baselines, each metric with a 95 % bootstrap interval over series (evaluation/patient.py). Prints the
+baselines, each metric with a 95 % bootstrap interval over series (evaluation/patient.py). ``--domain wide``
+adds the same patients through the wide recording chain (docs/data.md 1.6) as ``benchmark_wide``. Prints the
 report section and writes bench/results/clinical.json.
 """
 
@@ -37,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=5000, help="benchmark cohort size")
     p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="benchmark cohort generator seed")
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
+    p.add_argument("--domain", default="narrow", choices=("narrow", "wide"),
+                   help="wide: also score the benchmark patients through the wide recording chain "
+                        "(docs/data.md 1.6) as the cohort 'benchmark_wide'")
     p.add_argument("--out", default="bench/results/clinical.json")
     args = p.parse_args(argv)
     return run_main(lambda: _run(p, args), debug=args.debug)
@@ -50,15 +54,19 @@ def _run(p: ArgumentParser, args) -> int:
     series_net = load_series(args.run)
     bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
     majority = majority_type(bundle.train)
-    cohorts = {"benchmark": ABRDataset(generate(args.patients, args.seed), run.stats), "test": bundle.test}
+    cohorts = {"benchmark": ABRDataset(generate(args.patients, args.seed), run.stats)}
+    if args.domain == "wide":  # the same patients and labels, recorded through randomized chains
+        cohorts["benchmark_wide"] = ABRDataset(generate(args.patients, args.seed, domain="wide"), run.stats)
+    cohorts["test"] = bundle.test
     result = {"run": args.run, "checkpoint": args.checkpoint, "series_model": series_net is not None,
-              "benchmark": {"patients": args.patients, "seed": args.seed}, "machine": platform.platform(),
-              "n_boot": args.n_boot, "cohorts": {}}
+              "benchmark": {"patients": args.patients, "seed": args.seed, "domain": args.domain},
+              "machine": platform.platform(), "n_boot": args.n_boot, "cohorts": {}}
     for name, ds in cohorts.items():
         m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority, series_net=series_net,
                             n_boot=args.n_boot)
         result["cohorts"][name] = m  # Estimates: written as {"value", "ci"} by write_result
-        where = f"generator seed {args.seed}" if name == "benchmark" else "the run's own test split"
+        where = {"benchmark": f"generator seed {args.seed}", "test": "the run's own test split",
+                 "benchmark_wide": f"generator seed {args.seed}, wide domain"}[name]
         print(f"\n# {name} ({where})\n")
         print("\n".join(markdown(m, CLASS_NAMES)))
     result["seconds"] = round(time.time() - t0, 1)

@@ -23,6 +23,7 @@ an upward import. It needs the standard library only (torch for :func:`resolve_d
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -202,3 +203,76 @@ def refuse_overwrite(paths: Iterable[str | Path], *, overwrite: bool, flag: str 
         raise ValueError(
             f"{flag}: '{existing[0]}'{more} already exists: choose another {flag}, or replace it with --overwrite"
         )
+
+
+# What only training writes into a run (or sweep) directory (training.rundir.RUN_MARKERS less the names
+# common elsewhere: config.yaml and train.log in a user's folders, .lock in pytest's); every run holds these.
+RUN_EVIDENCE = ("checkpoints", "metrics.jsonl", "run.json", "sweep.json")
+OUTPUTS_MANIFEST = ".outputs.json"  # in a command's output folder: {file name: the command that wrote it}
+
+
+def check_outputs(paths: Iterable[str | Path], *, overwrite: bool, flag: str = "--out",
+                  inputs: Iterable[str | Path] = (), own_run: str | Path | None = None,
+                  owner: str | None = None) -> None:
+    """Every rule an output path obeys, whatever ``overwrite`` says: it is none of the command's
+    ``inputs`` (a file, or a direct child of an input folder, which the next call would read back), it
+    lies in no run directory but ``own_run``, and, with ``owner`` (a command writing into a folder the
+    user named, not a file the user named), an existing file is replaced only if the folder's
+    manifest says ``owner`` wrote it. Then :func:`refuse_overwrite`."""
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        refuse_unsafe_output(path, flag, inputs=inputs, own_run=own_run)
+        if owner is not None and path.is_file() and written_by(path) != owner:
+            raise ValueError(f"{flag}: '{path}' already exists and was not written by {owner} (it is not in "
+                             f"'{path.parent / OUTPUTS_MANIFEST}'): --overwrite replaces only files this command "
+                             f"wrote; move it away or choose another {flag}")
+    refuse_overwrite(paths, overwrite=overwrite, flag=flag)
+
+
+def refuse_unsafe_output(path: Path, flag: str, *, inputs: Iterable[str | Path] = (),
+                         own_run: str | Path | None = None) -> None:
+    """``ValueError`` when ``path`` is one of ``inputs`` (or a direct child of an input folder) or lies
+    in a run directory other than ``own_run``: refused whatever --overwrite says."""
+    target = path.resolve()
+    for given in map(Path, inputs):
+        if given.resolve() == target or (given.is_dir() and given.resolve() == target.parent):
+            what = "is" if given.resolve() == target else "lies in"
+            raise ValueError(f"{flag}: '{path}' {what} the input '{given}'; expected an output that is none "
+                             f"of the command's inputs, whatever --overwrite says")
+    run = enclosing_run(path)
+    if run is not None and (own_run is None or run != Path(own_run).resolve()):
+        raise ValueError(f"{flag}: '{path}' lies in the run directory '{run}' (it holds "
+                         f"{', '.join(m for m in RUN_EVIDENCE if (run / m).exists())}); expected a path outside "
+                         f"every run but the command's own, whatever --overwrite says")
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The nearest folder holding ``path`` (``path`` included) that is a training run's directory,
+    unless the folder holds an outputs manifest (an export's folder has a run.json, and is no run)."""
+    for folder in (Path(path).resolve(), *Path(path).resolve().parents):
+        if folder.is_dir() and not (folder / OUTPUTS_MANIFEST).is_file() and \
+                any((folder / m).exists() for m in RUN_EVIDENCE):
+            return folder
+    return None
+
+
+def written_by(path: Path) -> str | None:
+    """The command that the manifest next to ``path`` says wrote it (None: not listed, or no manifest)."""
+    return _manifest(path.parent).get(path.name)
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    try:
+        files = json.loads((folder / OUTPUTS_MANIFEST).read_text(encoding="utf-8")).get("files", {})
+    except (OSError, ValueError, AttributeError):  # missing, damaged or not an object: nothing is ours
+        return {}
+    return {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+
+
+def record_outputs(paths: Iterable[str | Path], owner: str) -> None:
+    """Add ``paths`` (files in one folder) to that folder's manifest as written by ``owner``."""
+    paths = [Path(p) for p in paths]
+    if paths:
+        files = _manifest(paths[0].parent) | {p.name: owner for p in paths}
+        (paths[0].parent / OUTPUTS_MANIFEST).write_text(json.dumps({"files": files}, indent=1, ensure_ascii=False)
+                                                        + "\n", encoding="utf-8")

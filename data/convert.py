@@ -29,7 +29,7 @@ import json
 import sys
 from pathlib import Path
 
-from data.cli import ArgumentParser, run_main
+from data.cli import ArgumentParser, refuse_unsafe_output, run_main
 from data.records import DataFormatError, Records, ValidationReport
 from data.table import check_delimiter
 
@@ -147,10 +147,12 @@ def parser() -> ArgumentParser:
     return ap
 
 
-def check_output(path: Path, flag: str, overwrite: bool) -> None:
-    """Refuse an output path that would replace a file unasked, or whose folder does not exist."""
+def check_output(path: Path, flag: str, overwrite: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output path that would replace a file unasked, or whose folder does not exist; one
+    that is an input or lies in a run directory is refused even with --overwrite."""
     if path.is_dir():
         raise ValueError(f"{flag} {path}: is a directory; expected a file name")
+    refuse_unsafe_output(path, flag, inputs=inputs)
     if path.exists() and not overwrite:
         raise ValueError(f"{flag} {path}: exists; pass --overwrite to replace it")
     if not path.parent.is_dir():
@@ -160,9 +162,10 @@ def check_output(path: Path, flag: str, overwrite: bool) -> None:
 def convert(args: argparse.Namespace) -> None:
     if args.delimiter is not None:
         check_delimiter(args.delimiter)
-    check_output(args.output, "OUT", args.overwrite)
+    inputs = (args.input, *([args.analysis] if getattr(args, "analysis", None) else []))
+    check_output(args.output, "OUT", args.overwrite, inputs)
     if args.report is not None:
-        check_output(args.report, "--report", args.overwrite)
+        check_output(args.report, "--report", args.overwrite, inputs)
         if args.report.resolve() == args.output.resolve():
             raise ValueError(f"--report {args.report}: the same file as OUT")
     if args.output.suffix.lower() not in (".npz", ".csv"):

@@ -112,7 +112,8 @@ def load_records(data: DataConfig) -> Records:
     if data.source == "synthetic":
         from data.synthetic import generate
 
-        return generate(data.synthetic.patients, data.synthetic.seed)
+        s = data.synthetic
+        return generate(s.patients, s.seed, domain=s.domain, catch_fraction=s.catch_fraction)
     from data.native import read_native
 
     records, report = read_native(data.path, strict=data.strict)
@@ -129,7 +130,8 @@ def build_data(data: DataConfig, class_weight_mode: str) -> DataBundle:
     """
     records = load_records(data)
     train, val, test = (records.subset(i) for i in
-                        split_patients(records.patient_id, records.label, data.split, data.split_seed))
+                        split_patients(records.patient_id, records.label, data.split, data.split_seed,
+                                       data.path if data.source == "file" else "the synthetic data"))
     if len(train) == 0:
         raise ValueError(f"data: the training split is empty ({len(records)} recordings, split {data.split})")
     stats = fit_stats(train, data.normalization)

@@ -104,15 +104,20 @@ def parse_epl(path: str | Path) -> dict:
         raise DataFormatError(f"{path}: data section is not all numbers ({exc})") from None
     if len(levels) == 0 or values.size % len(levels):
         raise DataFormatError(f"{path}: {values.size} data values do not fill {len(levels)} level columns")
-    rate = field(_P_RATE, "'REP RATE (/sec)'", required=False)
-    averages = field(_P_AVERAGES, "'# AVERAGES'", required=False)
-    freq = field(_P_FREQ, "'FREQ'", required=False)
+    def number(pattern: re.Pattern, what: str, kind: type = float) -> float | int | None:
+        text = field(pattern, what, required=False)
+        try:
+            return None if text is None else kind(text)
+        except ValueError:  # the patterns accept '2.1.1'
+            raise DataFormatError(f"{path}: header {what}: expected a number, found {text!r}") from None
+
+    rate = number(_P_RATE, "'REP RATE (/sec)'")
     return {
         "levels": levels,
         "fs_hz": 1e6 / period_us,
-        "rate": float(rate) if rate else float("nan"),
-        "averages": int(averages) if averages else None,
-        "frequency_khz": float(freq) if freq else None,
+        "rate": float("nan") if rate is None else rate,
+        "averages": number(_P_AVERAGES, "'# AVERAGES'", int),
+        "frequency_khz": number(_P_FREQ, "'FREQ'"),
         "data": values.reshape(-1, len(levels)).T,  # (M T)
     }
 
@@ -262,6 +267,10 @@ def read_epl(
         _check_filter(path, filter_settings, raw["fs_hz"])
         b, a = sps.iirfilter(int(filter_settings["order"]), (filter_settings["highpass"], filter_settings["lowpass"]),
                              btype="band", ftype="butter", fs=raw["fs_hz"])
+        padlen = 3 * max(len(a), len(b))  # filtfilt's default: scipy's own message names neither file nor flag
+        if x.shape[-1] <= padlen:
+            raise DataFormatError(f"{path}: {x.shape[-1]} sample(s) per level; the band-pass filter (filtfilt) needs "
+                                  f"more than {padlen}: expected a whole recording (or pass --no-filter)")
         x = sps.filtfilt(b, a, x, axis=-1)
     x = resample(x, raw["fs_hz"]) * scale  # (M T') at 20 kHz, µV
     fmp_values = _fmp(path, x, fmp)

@@ -236,6 +236,10 @@ def _label_map(path: Path, encoder: object, notes: list[str]) -> np.ndarray:
         unknown = [n for n, m in zip(names, mapping, strict=True) if m < 0]
         raise DataFormatError(f"{path}: label_encoder.classes_: unknown class name(s) {unknown}; "
                               f"expected names among {list(CLASS_NAMES)}")
+    repeated = sorted({n for n, m in zip(names, mapping, strict=True) if (mapping == m).sum() > 1})
+    if repeated:  # a LabelEncoder's classes are distinct: repeats would fold several classes into one
+        raise DataFormatError(f"{path}: label_encoder.classes_: class name(s) {repeated} given more than once; "
+                              f"expected each class once (found {names})")
     return mapping
 
 

@@ -15,6 +15,10 @@ member             dtype        shape     content
 ``patient_id``     int64        (N,)      recordings of one patient share it
 ``series_id``      int64        (N,)      optional: recordings of one intensity series (ear or session);
                                           absent: one series per patient
+``wave_present``   int8         (N, 2)    optional: waves I, III: 1 present, 0 absent, -1 not marked;
+                                          absent: every wave I / III unmarked (the loss ignores them)
+``wave_latency``   float32      (N, 2)    optional (with wave_present): ms, NaN unless present
+``wave_amplitude`` float32      (N, 2)    optional (with wave_present): µV baseline-to-peak, NaN unless present
 ``meta``           unicode      ()        JSON: format, format_version, sample_rate_hz, units, ...
 =================  ===========  ========  ==================================================
 
@@ -130,8 +134,8 @@ def _not_native(path: Path, why: str, hint: str = "convert it with `python -m da
 
 
 def _read_members(path: Path) -> dict[str, np.ndarray]:
-    """The known members of the zip, each checked against its header and the size limit before it
-    is read (see module docstring); unknown members are not read."""
+    """The members of the zip, each checked against its header and the size limit before it is read
+    (see module docstring); an unknown member is refused, never read."""
     with path.open("rb") as f:
         head = f.read(2)
     if head[:1] == b"\x80":  # a pickle: never loaded here (a pickle can run code)
@@ -139,13 +143,18 @@ def _read_members(path: Path) -> dict[str, np.ndarray]:
                           "processed file, convert it with `python -m data.convert --from legacy` (it reads it safely)")
     try:
         with zipfile.ZipFile(path) as zf:
-            infos = {i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")}
-            infos = {k: i for k, i in infos.items() if k in MEMBERS}
+            infos = {i.filename.removesuffix(".npy"): i for i in zf.infolist()}
+            unknown = sorted(k for k in infos if k not in MEMBERS)
+            if unknown:  # dropped silently before: a misspelt optional column would vanish unseen
+                raise DataFormatError(f"{path}: unknown member(s) {unknown[:5]}; expected only {list(MEMBERS)}")
             total = sum(i.file_size for i in infos.values())
             if total > MAX_NATIVE_BYTES:
                 raise DataFormatError(f"{path}: members hold {total:,} bytes uncompressed; the limit is "
                                       f"MAX_NATIVE_BYTES = {MAX_NATIVE_BYTES:,} (data/native.py)")
-            return {name: _read_member(path, zf, info) for name, info in infos.items()}
+            try:
+                return {name: _read_member(path, zf, info) for name, info in infos.items()}
+            except MemoryError:  # under the limit but over this machine's memory: name the file, as convert does
+                raise MemoryError(f"{path}: its members hold {total:,} bytes uncompressed") from None
     except DataFormatError:
         raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, zlib.error,
@@ -187,8 +196,8 @@ def _read_meta(path: Path, raw: np.ndarray | None) -> dict:
     if meta.get("format") != FORMAT_NAME:
         raise DataFormatError(f"{path}: meta.format: expected '{FORMAT_NAME}', found {meta.get('format')!r}")
     version = meta.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise DataFormatError(f"{path}: meta.format_version: expected an integer <= {FORMAT_VERSION}, "
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise DataFormatError(f"{path}: meta.format_version: expected an integer 1 to {FORMAT_VERSION}, "
                               f"found {version!r}")
     if meta.get("class_names") != list(CLASS_NAMES):
         raise DataFormatError(f"{path}: meta.class_names: expected {list(CLASS_NAMES)}, "

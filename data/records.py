@@ -18,6 +18,7 @@ reason                      rule
 ``<field> out of range``    age, intensity, rate, FMP or threshold outside :data:`RANGES`
 ``bad patient id``          NaN, fractional, non-integer or beyond int64 patient id
 ``bad series id``           the same for the optional series id
+``bad peak_mask``           a ``peak_mask`` other than 0/1 (true/false): 2 is not "present"
 ``peak value without peak`` latency or amplitude present where ``peak_mask`` is False
 ``peak without value``      latency or amplitude missing where ``peak_mask`` is True
 ``bad wave state``          ``wave_present`` (waves I, III; optional) not 1, 0 or -1 (unmarked)
@@ -360,6 +361,7 @@ def _sample_checks(signal: object, lengths: np.ndarray, cols: dict[str, np.ndarr
         ("non-finite threshold", ~threshold_ok),
         *((f"{name} out of range", _finite32(v) & ~_in_range(name, v)) for name, v in ranged),
         *((f"bad {k.replace('_id', '')} id", ~ok) for k, ok in id_ok.items()),
+        ("bad peak_mask", ~np.isin(cols["peak_mask"], (0, 1))),
         ("peak value without peak", ~mask & (lat_ok | amp_ok)),
         ("peak without value", mask & ~(lat_ok & amp_ok)),
     ]
@@ -399,6 +401,8 @@ def _detail(reason: str, i: int, lengths: np.ndarray, cols: dict[str, np.ndarray
         return (f"waves {list(EXTRA_WAVES)}: present={cols['wave_present'][i].tolist()} (1 present, 0 absent, "
                 f"{WAVE_UNMARKED} unmarked), latency={cols['wave_latency'][i].tolist()}, "
                 f"amplitude={cols['wave_amplitude'][i].tolist()}; absent values must be NaN")
+    if reason == "bad peak_mask":
+        return f"expected 0 or 1 (false or true), found {cols['peak_mask'][i].item()!r}"
     if reason.startswith("peak"):
         return (f"peak_mask={bool(cols['peak_mask'][i])}, latency={cols['peak_latency'][i]!r}, "
                 f"amplitude={cols['peak_amplitude'][i]!r}; absent values must be NaN, present ones {_FINITE}")

@@ -46,6 +46,7 @@ T = TypeVar("T")
 MAX_CONFIG_BYTES = 1 << 20
 MAX_CONFIG_NODES = 10_000  # values after expanding aliases: an alias bomb expands to billions
 MAX_CONFIG_DEPTH = 32  # the schema nests 4 levels
+MAX_CONFIG_STRING = 4096  # characters of one text value (a path or a name): PATH_MAX on Linux
 
 
 class ConfigError(ValueError):
@@ -183,6 +184,9 @@ def _scalar(tp: Any, value: Any, path: str) -> Any:
                 pass
         raise ConfigError(f"config key '{path}': expected a number, found {_show(value)}")
     if tp is str:
+        if isinstance(value, str) and len(value) > MAX_CONFIG_STRING:
+            raise ConfigError(f"config key '{path}': expected at most MAX_CONFIG_STRING = {MAX_CONFIG_STRING:,} "
+                              f"characters, found {len(value):,}")
         if isinstance(value, str):
             return value
         raise ConfigError(f"config key '{path}': expected a string, found {_show(value)}")

@@ -12,9 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from data.records import NUM_CLASSES
+from data.records import CLASS_NAMES, NUM_CLASSES
 
 SPLIT_NAMES = ("train", "val", "test")
+# Classes one patient's recordings may carry: a type of loss per ear. More means the patient ids are
+# not patients (a file whose every row has id 0 would make the split see one patient).
+MAX_CLASSES_PER_PATIENT = 2
 
 
 def _apportion(n: int, ratios: Sequence[float]) -> np.ndarray:
@@ -27,12 +30,14 @@ def _apportion(n: int, ratios: Sequence[float]) -> np.ndarray:
 
 
 def split_patients(patient_id: np.ndarray, label: np.ndarray, ratios: Sequence[float],
-                   seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   seed: int, source: str = "data") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Recording indices of (train, val, test). No patient is in two splits; every split with a
-    positive ratio gets at least one patient when there are enough patients."""
+    positive ratio gets at least one patient when there are enough patients. ``source`` (the file)
+    is named when a patient's recordings carry more than MAX_CLASSES_PER_PATIENT classes."""
     pids, inverse = np.unique(patient_id, return_inverse=True)
     counts = np.zeros((len(pids), NUM_CLASSES), dtype=np.int64)
     np.add.at(counts, (inverse, label), 1)
+    check_patient_classes(pids, counts, source)
     patient_class = counts.argmax(axis=1)  # (P,)
     rng = np.random.default_rng(seed)
     split_of = np.empty(len(pids), dtype=np.int64)  # (P,)
@@ -54,6 +59,18 @@ def split_patients(patient_id: np.ndarray, label: np.ndarray, ratios: Sequence[f
                 split_of[np.flatnonzero(split_of == donor)[-1]] = s
     per_recording = split_of[inverse]
     return tuple(np.flatnonzero(per_recording == s) for s in range(3))  # type: ignore[return-value]
+
+
+def check_patient_classes(pids: np.ndarray, counts: np.ndarray, source: str) -> None:
+    """``ValueError`` for the first patient whose recordings (``counts``: patients x classes) carry more
+    than MAX_CLASSES_PER_PATIENT classes."""
+    many = np.flatnonzero((counts > 0).sum(axis=1) > MAX_CLASSES_PER_PATIENT)
+    if len(many):
+        p = many[0]
+        found = ", ".join(f"{CLASS_NAMES[c]} {counts[p, c]}" for c in np.flatnonzero(counts[p]))
+        raise ValueError(f"{source}: patient {pids[p]} has recordings of {int((counts[p] > 0).sum())} classes "
+                         f"({found}); expected at most MAX_CLASSES_PER_PATIENT = {MAX_CLASSES_PER_PATIENT} (a type "
+                         f"of loss per ear): the split is drawn by patient, so check the patient ids")
 
 
 def class_weights(label: np.ndarray, mode: str) -> torch.Tensor:

@@ -38,12 +38,38 @@ class DataStats:
 
     @classmethod
     def from_dict(cls, d: dict) -> DataStats:
-        return cls(**d)
+        """The statistics in ``d``, each checked like a config value (``ValueError`` naming the field):
+        a spread of 0 would divide the signal by zero, a text or NaN mean would poison every input."""
+        stats = cls(**d)
+        for name in ("signal_mean", "latency_mean", "amplitude_mean", "threshold_mean"):
+            _check_float(name, getattr(stats, name))
+        for name in ("signal_std", "latency_std", "amplitude_std", "threshold_std"):
+            _check_float(name, getattr(stats, name), positive=True)
+        for name in ("static_mean", "static_std", "static_min", "static_max"):
+            values = getattr(stats, name)
+            if values is None and name in ("static_min", "static_max"):
+                continue
+            if not isinstance(values, list) or len(values) != 4:
+                raise ValueError(f"field '{name}': expected a list of 4 numbers, found {values!r}")
+            for i, v in enumerate(values):
+                _check_float(f"{name}[{i}]", v, positive=name == "static_std")
+        if stats.normalization not in ("global", "per_sample"):
+            raise ValueError(f"field 'normalization': expected 'global' or 'per_sample', "
+                             f"found {stats.normalization!r}")
+        return stats
 
     @classmethod
     def identity(cls) -> DataStats:
         """Unit statistics: for tests and toy models that need no normalization."""
         return cls(0.0, 1.0, [0.0] * 4, [1.0] * 4, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0)
+
+
+def _check_float(name: str, value: object, positive: bool = False) -> None:
+    import math
+
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise ValueError(f"field '{name}': expected a finite number{' > 0' if positive else ''}, found {value!r}")
 
 
 def to_physical(x: torch.Tensor, stats: DataStats) -> tuple[torch.Tensor, str]:

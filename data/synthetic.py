@@ -1,6 +1,7 @@
 """A physiologically grounded synthetic ABR data set, generated patient by patient.
 
     python -m data.synthetic --out synthetic.npz --patients 2000 --seed 0
+    python -m data.synthetic --out wide.npz --patients 2000 --seed 1 --domain wide --catch-fraction 0.2
     python -m data.synthetic --stats synthetic.npz
 
 An existing --out file is replaced only with --overwrite. Errors are one line (exit 2 for a bad
@@ -27,6 +28,11 @@ The generative model (docs/data.md gives it in full, with its sources):
    marks them on the recorded average (the local maximum near the true wave; amplitude
    baseline-to-peak); a wave is present where the simulation gave it a non-zero amplitude.
 
+Opt-in (issue 33; the defaults give the same bytes as before): ``domain="wide"`` records the same
+patients through a randomized chain (delay, zero-phase filters, gain, wave shapes, noise spectra;
+docs/data.md 1.6), the labels marked on the final waveform; ``catch_fraction`` adds catch sessions,
+noise-only recordings at every level labelled TOTAL / no response (1.7).
+
 Generation is vectorized and deterministic: patients are simulated in fixed-size chunks, each with
 its own seed derived from (seed, chunk index), so the same seed gives the same bytes.
 """
@@ -34,6 +40,7 @@ its own seed derived from (seed, chunk index), so the same seed gives the same b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +83,45 @@ class Patients:
     disordered: np.ndarray  # bool, neuropathy with a dys-synchronous wave V at high levels
     cm_amp: np.ndarray  # µV, cochlear microphonic (neuropathy only)
     n_recordings: np.ndarray  # int
+
+
+# The wide domain (docs/data.md 1.6): what a clinic's recording chain changes, drawn per patient.
+DOMAINS = ("narrow", "wide")
+MIN_MARK_MS = 0.35  # a wave I or III whose delayed peak falls before this lies outside the window: not marked
+
+
+@dataclass
+class Chain:
+    """One patient's recording chain and wave morphology in the wide domain (all arrays (P,) or (P k))."""
+
+    delay_ms: np.ndarray  # added to every wave latency: earphone tube, synaptic and equipment delays
+    highpass_hz: np.ndarray  # Butterworth high-pass corner, run forward and backward
+    lowpass_hz: np.ndarray  # Butterworth low-pass corner
+    hp_order: np.ndarray  # int 1-4
+    lp_order: np.ndarray  # int 1-4
+    gain: np.ndarray  # amplitude calibration of the amplifier (multiplies the whole recording)
+    mains_hz: np.ndarray  # 50 or 60 Hz line hum
+    rel_amp: np.ndarray  # (P 2) amplitude of waves I and III relative to the narrow model's
+    width_scale: np.ndarray  # (P 3) width of waves I, III and V relative to the narrow model's
+
+
+def _log_uniform(rng: np.random.Generator, low: float, high: float, size) -> np.ndarray:
+    return np.exp(rng.uniform(np.log(low), np.log(high), size))
+
+
+def draw_chain(rng: np.random.Generator, p: int) -> Chain:
+    """The wide domain's per-patient chain: one session, one earphone, one amplifier (docs/data.md 1.6)."""
+    return Chain(
+        delay_ms=rng.uniform(-1.5, 1.5, p),
+        highpass_hz=_log_uniform(rng, 30.0, 300.0, p),
+        lowpass_hz=rng.uniform(1500.0, 3000.0, p),
+        hp_order=rng.integers(1, 5, p),
+        lp_order=rng.integers(1, 5, p),
+        gain=_log_uniform(rng, 0.5, 2.0, p),
+        mains_hz=rng.choice([50.0, 60.0], p),
+        rel_amp=_log_uniform(rng, 0.5, 2.0, (p, 2)),
+        width_scale=_log_uniform(rng, 0.75, 1.33, (p, 3)),
+    )
 
 
 def class_quota(n_patients: int) -> np.ndarray:
@@ -148,10 +194,47 @@ def draw_protocol(rng: np.random.Generator, pat: Patients) -> tuple[np.ndarray, 
     return idx, level, rate
 
 
+@dataclass
+class Waves:
+    """The true waves I, III and V of N recordings (before any recording chain)."""
+
+    lat: np.ndarray  # (N 3) ms, peak latency of I, III, V
+    amp: np.ndarray  # (N 3) µV, baseline-to-peak of the clean wave; 0 where absent
+    width: np.ndarray  # (N 3) ms, σ of each transient
+    present: np.ndarray  # (N,) bool, wave V present
+    months: np.ndarray  # (N,) true age
+
+
 def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray,
-             out: np.ndarray | None = None) -> dict:
+             out: np.ndarray | None = None, chain: Chain | None = None) -> dict:
     """Waveforms and labels of the recordings (idx, level, rate); returns the Records columns.
-    ``out``: an (N L) float32 array to build the signals in (saves a copy), else one is allocated."""
+    ``out``: an (N L) float32 array to build the signals in (saves a copy), else one is allocated.
+    ``chain``: the wide domain's recording chain per patient (None: the narrow clinical chain)."""
+    n = len(idx)
+    w = physiology(rng, pat, idx, level, rate)
+    x = np.zeros((n, SIGNAL_LENGTH), dtype=np.float32) if out is None else out  # (N L) µV
+    x[:] = 0.0
+    if chain is None:
+        noise_var = _record_narrow(rng, x, pat, idx, level, w)
+        lat, amp_beyond = w.lat, w.amp[:, 2]
+        early_present = w.amp[:, :2] > 0
+    else:
+        noise_var, lat, amp_beyond = _record_wide(rng, x, pat, chain, idx, level, w)
+        early_present = (w.amp[:, :2] > 0) & (lat[:, :2] >= MIN_MARK_MS)  # a wave before the window is not seen
+    # 7. Labels as marked on the recorded average; FMP from the recording's own signal-to-noise.
+    lat_mark, amp_mark = _mark(rng, x, lat[:, 2], amp_beyond, w.present, np.sqrt(noise_var))
+    waves = _mark_early_waves(x, lat[:, :2], early_present)
+    fmp = wf.fmp(x, noise_var * np.exp(rng.normal(0.0, 0.15, n)))
+    static = np.stack([np.floor(w.months / 12.0), level, rate, fmp], axis=1).astype(np.float32)
+    threshold = np.where(np.isfinite(pat.threshold), np.clip(5.0 * np.ceil(pat.threshold / 5.0), 0, 100),
+                         NO_RESPONSE_THRESHOLD_DB)[idx]
+    return {"signal": x, "static": static, "label": pat.label[idx].astype(np.int64), "peak_mask": w.present,
+            "peak_latency": lat_mark, "peak_amplitude": amp_mark, "threshold": threshold.astype(np.float32), **waves}
+
+
+def physiology(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray
+               ) -> Waves:
+    """Steps 1-5: the true waves of the recordings (idx, level, rate)."""
     n = len(idx)
     label = pat.label[idx]
     months = pat.age_months[idx]
@@ -202,11 +285,17 @@ def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np
     amp_i, amp_iii = (np.where(present & neural, a, 0.0) for a in (amp_i, amp_iii))
     present = present | disordered
 
-    x = np.zeros((n, SIGNAL_LENGTH), dtype=np.float32) if out is None else out  # (N L) µV
-    x[:] = 0.0
-    wf.add_wave(x, lat_i, amp_i, 0.22 + 0.05 * infant, BETA_I)
-    wf.add_wave(x, lat_iii, amp_iii, 0.28 + 0.05 * infant, BETA_III)
-    wf.add_wave(x, lat_v, amp_v, width_v, BETA_V)
+    return Waves(lat=np.stack([lat_i, lat_iii, lat_v], axis=1), amp=np.stack([amp_i, amp_iii, amp_v], axis=1),
+                 width=np.stack([0.22 + 0.05 * infant, 0.28 + 0.05 * infant, width_v], axis=1), present=present,
+                 months=months)
+
+
+def _record_narrow(rng: np.random.Generator, x: np.ndarray, pat: Patients, idx: np.ndarray, level: np.ndarray,
+                   w: Waves) -> np.ndarray:
+    """Step 6, the clinical chain of docs/data.md: the waves and the residual noise into x (N L), in place;
+    returns the residual-noise variance per recording (N,)."""
+    n = len(idx)
+    add_waves(x, w.lat, w.amp, w.width)
     # 6. Residual noise (Elberling & Don 1984): 1/f^alpha EEG at a per-recording level, plus hum,
     #    myogenic bursts, stimulus artefact and, in neuropathy, the cochlear microphonic.
     sigma = (pat.noise[idx] * np.exp(rng.normal(0.0, 0.30, n))).astype(np.float32)
@@ -215,18 +304,60 @@ def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np
     noise_var += _add_subset(x, rng, pat.hum_prone[idx] & (rng.random(n) < 0.7) | (rng.random(n) < 0.03),
                              lambda r, s: _hum(r, s, sigma[s]))
     noise_var += _add_subset(x, rng, rng.random(n) < 0.05, lambda r, s: _myogenic_burst(r, s, sigma[s]))
+    _add_stimulus_related(x, rng, pat, idx, level)
+    return noise_var
+
+
+def _record_wide(rng: np.random.Generator, x: np.ndarray, pat: Patients, chain: Chain, idx: np.ndarray,
+                 level: np.ndarray, w: Waves) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 6 through the patient's wide chain (docs/data.md 1.6), into x (N L) in place. Returns the
+    residual-noise variance (N,), the latencies the marker looks at (N 3: true + chain delay) and wave
+    V's amplitude for a peak beyond the window (N,: the filtered clean wave there, times the gain)."""
+    n, L = len(idx), SIGNAL_LENGTH
+    lat = w.lat + chain.delay_ms[idx, None]  # (N 3) ms
+    amp = w.amp * np.concatenate([chain.rel_amp[idx], np.ones((n, 1))], axis=1)  # (N 3) µV
+    width = w.width * chain.width_scale[idx]  # (N 3) ms
+    hp, lp, hpo, lpo = (getattr(chain, k)[idx] for k in ("highpass_hz", "lowpass_hz", "hp_order", "lp_order"))
+    # The clean record (waves, artefact, microphonic) on -10..20 ms, filtered zero-phase as a whole.
+    ext = np.zeros((n, wf.EXT_WINDOWS * L), dtype=np.float32)  # (N 3L) µV
+    for k in range(wf.EXT_WINDOWS):
+        add_waves(ext[:, k * L : (k + 1) * L], lat - (k - 1) * L * wf.DT_MS, amp, width)
+    _add_stimulus_related(ext[:, L : 2 * L], rng, pat, idx, level)
+    ext = wf.filter_zero_phase(ext, wf.zero_phase_gain(wf.EXT_FREQS_HZ, hp, lp, hpo, lpo))  # (N 3L)
+    x[:] = ext[:, L : 2 * L]
+    col = np.clip(L + np.rint(lat[:, 2] / wf.DT_MS).astype(np.int64), 0, wf.EXT_WINDOWS * L - 1)
+    amp_beyond = ext[np.arange(n), col]  # (N,)
+    # Residual noise: the narrow level, measured after the filter; white or 1/f^alpha EEG, the clinic's mains.
+    power = wf.zero_phase_gain(wf.FREQS_HZ, hp, lp, hpo, lpo) ** 2  # (N K) noise power through |H|^4
+    sigma = (pat.noise[idx] * np.exp(rng.normal(0.0, 0.30, n))).astype(np.float32)
+    noise_var = sigma.astype(np.float64) ** 2
+    alpha = np.where(rng.random(n) < 0.25, 0.0, rng.uniform(0.5, 2.0, n)).astype(np.float32)
+    x += wf.coloured_noise(rng, sigma, alpha, band_power=power.astype(np.float32))
+    mains = chain.mains_hz[idx]
+    hum_gain = wf.zero_phase_gain(np.stack([mains, 3 * mains], axis=1), hp, lp, hpo, lpo)  # (N 2)
+    noise_var += _add_subset(x, rng, pat.hum_prone[idx] & (rng.random(n) < 0.7) | (rng.random(n) < 0.03),
+                             lambda r, s: _hum(r, s, sigma[s], mains[s], hum_gain[s]))
+    band = ((wf.FREQS_HZ >= 300.0) & (wf.FREQS_HZ <= 1500.0)) * power  # (N K)
+    noise_var += _add_subset(x, rng, rng.random(n) < 0.05,
+                             lambda r, s: _myogenic_burst(r, s, sigma[s], band[s].astype(np.float32)))
+    g = chain.gain[idx]
+    x *= g.astype(np.float32)[:, None]
+    return noise_var * g**2, lat, amp_beyond * g
+
+
+def add_waves(x: np.ndarray, lat: np.ndarray, amp: np.ndarray, width: np.ndarray) -> None:
+    """x (N L) += waves I, III and V (lat, amp, width: (N 3)), in place."""
+    for k, beta in enumerate((BETA_I, BETA_III, BETA_V)):
+        wf.add_wave(x, lat[:, k], amp[:, k], width[:, k], beta)
+
+
+def _add_stimulus_related(x: np.ndarray, rng: np.random.Generator, pat: Patients, idx: np.ndarray,
+                          level: np.ndarray) -> None:
+    """The stimulus artefact (8 % of recordings at 60 dB or more) and, in neuropathy, the cochlear microphonic."""
+    n = len(idx)
     _add_subset(x, rng, (level >= 60) & (rng.random(n) < 0.08), lambda r, s: _artefact(r, level[s]))
     cm = pat.cm_amp[idx] * (level - 40.0) / 60.0
     _add_subset(x, rng, (cm > 0) & (level >= 50), lambda r, s: _microphonic(r, cm[s]))
-    # 7. Labels as marked on the recorded average; FMP from the recording's own signal-to-noise.
-    lat_mark, amp_mark = _mark(rng, x, lat_v, amp_v, present, np.sqrt(noise_var))
-    waves = _mark_early_waves(x, np.stack([lat_i, lat_iii], axis=1), np.stack([amp_i, amp_iii], axis=1) > 0)
-    fmp = wf.fmp(x, noise_var * np.exp(rng.normal(0.0, 0.15, n)))
-    static = np.stack([np.floor(months / 12.0), level, rate, fmp], axis=1).astype(np.float32)
-    threshold = np.where(np.isfinite(pat.threshold), np.clip(5.0 * np.ceil(pat.threshold / 5.0), 0, 100),
-                         NO_RESPONSE_THRESHOLD_DB)[idx]
-    return {"signal": x, "static": static, "label": label.astype(np.int64), "peak_mask": present,
-            "peak_latency": lat_mark, "peak_amplitude": amp_mark, "threshold": threshold.astype(np.float32), **waves}
 
 
 def _add_subset(x: np.ndarray, rng: np.random.Generator, rows: np.ndarray, make) -> np.ndarray:
@@ -240,18 +371,26 @@ def _add_subset(x: np.ndarray, rng: np.random.Generator, rows: np.ndarray, make)
     return var
 
 
-def _hum(rng: np.random.Generator, sel: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """50 Hz mains (Turkey) and its 3rd harmonic; a 10 ms window holds half a cycle, so it reads as a drift."""
+def _hum(rng: np.random.Generator, sel: np.ndarray, sigma: np.ndarray, mains: np.ndarray | None = None,
+         gain: np.ndarray | None = None) -> np.ndarray:
+    """50 Hz mains (Turkey) and its 3rd harmonic; a 10 ms window holds half a cycle, so it reads as a drift.
+    Wide domain: ``mains`` (n,) 50 or 60 Hz, each component scaled by the filter's ``gain`` (n 2)."""
     n = len(sel)
     amp = sigma * rng.uniform(0.5, 3.0, n)
-    return (wf.sinusoid(np.full(n, 50.0), rng.uniform(0, 2 * np.pi, n), amp)
-            + wf.sinusoid(np.full(n, 150.0), rng.uniform(0, 2 * np.pi, n), 0.3 * amp))
+    f = np.full(n, 50.0) if mains is None else mains
+    g = np.ones((n, 2)) if gain is None else gain
+    return (wf.sinusoid(f, rng.uniform(0, 2 * np.pi, n), amp * g[:, 0])
+            + wf.sinusoid(3 * f, rng.uniform(0, 2 * np.pi, n), 0.3 * amp * g[:, 1]))
 
 
-def _myogenic_burst(rng: np.random.Generator, sel: np.ndarray, sigma: np.ndarray) -> np.ndarray:
-    """A short burst of muscle activity (300-1500 Hz) at a random time in the window."""
+def _myogenic_burst(rng: np.random.Generator, sel: np.ndarray, sigma: np.ndarray,
+                    band: np.ndarray | None = None) -> np.ndarray:
+    """A short burst of muscle activity (300-1500 Hz) at a random time in the window. Wide domain:
+    ``band`` (n K), its power spectrum through the chain's filter."""
     n = len(sel)
-    burst = wf.band_noise(rng, (sigma * rng.uniform(2.0, 6.0, n)).astype(np.float32), 300.0, 1500.0)
+    level = (sigma * rng.uniform(2.0, 6.0, n)).astype(np.float32)
+    burst = (wf.band_noise(rng, level, 300.0, 1500.0) if band is None
+             else wf.coloured_noise(rng, level, np.zeros_like(level), band_power=band))
     return burst * wf.gaussian_envelope(rng.uniform(1.0, 9.0, n), rng.uniform(0.3, 1.2, n))
 
 
@@ -295,38 +434,89 @@ def _mark_early_waves(x: np.ndarray, lat: np.ndarray, present: np.ndarray) -> di
     return out
 
 
-def generate(n_patients: int, seed: int = 0) -> Records:
-    """Simulate ``n_patients`` patients (about 25.5 recordings each); deterministic in ``seed``."""
+def generate(n_patients: int, seed: int = 0, *, domain: str = "narrow", catch_fraction: float = 0.0) -> Records:
+    """Simulate ``n_patients`` patients (about 25.5 recordings each); deterministic in ``seed``.
+
+    ``domain``: "narrow" (the clinical chain of docs/data.md 1.3) or "wide" (1.6: the same patients,
+    protocol and physiology through a randomized recording chain). ``catch_fraction``: the share of
+    patients that also get a catch session (1.7), appended after every real recording. The defaults
+    give the same bytes as before either option existed."""
     if not 1 <= n_patients <= MAX_SYNTHETIC_PATIENTS:
         raise ValueError(f"synthetic patients: expected 1 to {MAX_SYNTHETIC_PATIENTS:,} (MAX_SYNTHETIC_PATIENTS), "
                          f"found {n_patients}")
     if seed < 0:
         raise ValueError(f"synthetic seed: expected an integer >= 0, found {seed}")
+    if domain not in DOMAINS:
+        raise ValueError(f"synthetic domain: expected one of {', '.join(DOMAINS)}, found {domain!r}")
+    if not 0.0 <= catch_fraction <= 1.0:
+        raise ValueError(f"synthetic catch_fraction: expected a share from 0 to 1, found {catch_fraction}")
     labels = draw_labels(np.random.default_rng([seed, 0]), n_patients)
-    chunks = []  # (rng, patients, first patient id): drawn first so the output can be allocated once
+    chunks = []  # (rng, patients, first patient id, chain, catch): drawn first so the output is allocated once
     for chunk, start in enumerate(range(0, n_patients, PATIENT_CHUNK)):
         rng = np.random.default_rng([seed, 1, chunk])
-        chunks.append((rng, draw_patients(rng, labels[start : start + PATIENT_CHUNK]), start))
-    n = int(sum(pat.n_recordings.sum() for _, pat, _ in chunks))
+        pat = draw_patients(rng, labels[start : start + PATIENT_CHUNK])
+        # Own streams: the real recordings' draws (and so their truth) are the same in every domain.
+        chain = draw_chain(np.random.default_rng([seed, 3, chunk]), len(pat.label)) if domain == "wide" else None
+        catch = draw_catch(np.random.default_rng([seed, 2, chunk]), pat, catch_fraction) if catch_fraction else None
+        chunks.append((rng, pat, start, chain, catch))
+    n = int(sum(c[1].n_recordings.sum() + (len(c[4][1]) if c[4] else 0) for c in chunks))
+    meta = {"kind": "synthetic", "generator": "data.synthetic", "patients": n_patients, "seed": seed}
+    meta.update({k: v for k, v in (("domain", domain), ("catch_fraction", catch_fraction))
+                 if v != {"domain": "narrow", "catch_fraction": 0.0}[k]})
     out = Records(
         signal=np.empty((n, SIGNAL_LENGTH), np.float32), static=np.empty((n, 4), np.float32),
         label=np.empty(n, np.int64), peak_mask=np.empty(n, bool), peak_latency=np.empty(n, np.float32),
         peak_amplitude=np.empty(n, np.float32), threshold=np.empty(n, np.float32), patient_id=np.empty(n, np.int64),
         wave_present=np.empty((n, 2), np.int8), wave_latency=np.empty((n, 2), np.float32),
-        wave_amplitude=np.empty((n, 2), np.float32),
-        meta={"source": {"kind": "synthetic", "generator": "data.synthetic", "patients": n_patients, "seed": seed}},
+        wave_amplitude=np.empty((n, 2), np.float32), meta={"source": meta},
     )
     row = 0
-    for rng, pat, start in chunks:
+    for rng, pat, start, chain, _ in chunks:
         idx, level, rate = draw_protocol(rng, pat)
-        part = slice(row, row + len(idx))
-        for name, values in simulate(rng, pat, idx, level, rate, out=out.signal[part]).items():
-            if name != "signal":
-                getattr(out, name)[part] = values
-        out.patient_id[part] = start + idx
-        out.series_id[part] = start + idx  # one ear per simulated patient: one series each
-        row += len(idx)
+        row = _fill(out, row, simulate(rng, pat, idx, level, rate, out=out.signal[row : row + len(idx)], chain=chain),
+                    patient=start + idx, series=start + idx)  # one ear per simulated patient: one series each
+    for _, pat, start, chain, catch in chunks:
+        if catch:
+            crng, idx, level, rate = catch
+            sim = simulate(crng, no_stimulus(pat), idx, level, rate, out=out.signal[row : row + len(idx)], chain=chain)
+            row = _fill(out, row, sim, patient=start + idx, series=n_patients + start + idx)
     return out
+
+
+def _fill(out: Records, row: int, columns: dict, *, patient: np.ndarray, series: np.ndarray) -> int:
+    """Write simulate()'s columns (the signal is already in place) at ``row``; returns the next free row."""
+    part = slice(row, row + len(patient))
+    for name, values in columns.items():
+        if name != "signal":
+            getattr(out, name)[part] = values
+    out.patient_id[part] = patient
+    out.series_id[part] = series
+    return part.stop
+
+
+def draw_catch(rng: np.random.Generator, pat: Patients, fraction: float
+               ) -> tuple[np.random.Generator, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Catch sessions (docs/data.md 1.7): each patient with probability ``fraction`` gets one, of half as
+    many recordings as its real series (so the patient's own class stays the most frequent label of its
+    recordings, which the split stratifies by), at levels drawn evenly from the whole 0-100 dB grid and
+    the clinical rates. Returns (rng, patient index, level, rate) or None when no patient got one."""
+    has = rng.random(len(pat.label)) < fraction
+    counts = np.where(has, (pat.n_recordings + 1) // 2, 0)
+    if counts.sum() == 0:
+        return None
+    idx = np.repeat(np.arange(len(pat.label)), counts)
+    level = rng.choice(LEVELS_DB, size=len(idx))
+    rate = RATES[rng.choice(len(RATES), size=len(idx), p=RATE_P)]
+    return rng, idx, level, rate
+
+
+def no_stimulus(pat: Patients) -> Patients:
+    """The patients as a catch session shows them: the same person, electrodes and noise, but nothing
+    reached the ear, so no wave and no microphonic at any level: labelled like total loss (TOTAL,
+    "no response"), which is what the recordings show (docs/data.md 1.7 gives the reason)."""
+    p = len(pat.label)
+    return dataclasses.replace(pat, label=np.full(p, TOTAL), threshold=np.full(p, np.inf),
+                               disordered=np.zeros(p, bool), cm_amp=np.zeros(p))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="write a native .npz file")
     ap.add_argument("--patients", type=int, default=2000, help=f"1 to {MAX_SYNTHETIC_PATIENTS:,} (default 2000)")
     ap.add_argument("--seed", type=int, default=0, help=">= 0 (default 0)")
+    ap.add_argument("--domain", default="narrow", choices=DOMAINS,
+                    help="wide: the same patients through a randomized recording chain (docs/data.md 1.6)")
+    ap.add_argument("--catch-fraction", type=float, default=0.0,
+                    help="share of patients with a catch session, 0 to 1 (docs/data.md 1.7; default 0)")
     ap.add_argument("--stats", type=Path, metavar="FILE", help="print the statistics of a native file")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     args = ap.parse_args(argv)
@@ -352,13 +546,15 @@ def run(args: argparse.Namespace) -> None:
             raise ValueError(f"--patients: expected 1 to {MAX_SYNTHETIC_PATIENTS:,}, found {args.patients}")
         if args.seed < 0:
             raise ValueError(f"--seed: expected an integer >= 0, found {args.seed}")
+        if not 0.0 <= args.catch_fraction <= 1.0:
+            raise ValueError(f"--catch-fraction: expected a share from 0 to 1, found {args.catch_fraction}")
         if args.out.suffix.lower() != ".npz":
             raise ValueError(f"--out {args.out}: expected a .npz file name (the native format)")
         check_output(args.out, "--out", args.overwrite)
     if args.stats is not None and not args.stats.is_file():
         raise ValueError(f"--stats {args.stats}: file not found")
     if args.out is not None:
-        records = generate(args.patients, args.seed)
+        records = generate(args.patients, args.seed, domain=args.domain, catch_fraction=args.catch_fraction)
         write_native(args.out, records)
         print(f"wrote {args.out}: {len(records)} recordings from {args.patients} patients (seed {args.seed})")
     if args.stats is not None:

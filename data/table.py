@@ -20,6 +20,8 @@ key               content
 ``peak_amplitude`` µV, empty where wave V is absent
 ``series_id``     optional integer: recordings of one intensity series (ear or session)
                   share it; absent: one series per patient
+``wave_I_present`` optional, with ``wave_I_latency``, ``wave_I_amplitude`` and the same three
+                  for wave III: 1/0 (empty: not marked), ms, µV; absent: waves I and III unmarked
 ================  =====================================================================
 
 ``labelled=False`` (prediction) makes the label columns (``label``, ``threshold``, ``peak_*``)
@@ -29,9 +31,9 @@ the column keeps its own values).
 
 Sample columns are ``<prefix><i>`` (default ``s0`` ... ``s199``), ordered by ``i``; samples in µV.
 An empty sample cell, or a row that ends early, is reported as a bad signal for that row.
-A label index is ASCII digits only (``'٣'`` is not class 3); a patient id is an integer (``1.5``,
-an empty cell or ``nan`` is refused, never cast). A cell longer than the csv module's field limit
-(131,072 characters) is refused with its line.
+A label index is ASCII digits only, without a sign (``'٣'`` is not class 3, ``'-0'`` not class 0);
+a patient id is an integer (``1.5``, an empty cell or ``nan`` is refused, never cast). A cell
+longer than the csv module's field limit (131,072 characters) is refused with its line.
 """
 
 from __future__ import annotations
@@ -43,10 +45,12 @@ import numpy as np
 
 from data.records import (
     CLASS_NAMES,
+    EXTRA_WAVES,
     LABEL_COLUMNS,
     SIGNAL_LENGTH,
     STATIC_NAMES,
     UNKNOWN_LABEL,
+    WAVE_UNMARKED,
     DataFormatError,
     Records,
     ValidationReport,
@@ -56,7 +60,9 @@ from data.records import (
 )
 
 KEYS = ("patient_id", *STATIC_NAMES, "label", "threshold", "peak_mask", "peak_latency", "peak_amplitude")
-OPTIONAL_KEYS = ("series_id",)
+# Waves I and III (optional, all six or none): present 1/0 (empty: not marked), latency ms, amplitude µV.
+WAVE_KEYS = tuple(f"wave_{w}_{part}" for w in EXTRA_WAVES for part in ("present", "latency", "amplitude"))
+OPTIONAL_KEYS = ("series_id", *WAVE_KEYS)
 _TRUE = {"1", "true", "yes", "y", "t", "1.0"}
 _FALSE = {"0", "false", "no", "n", "f", "0.0", ""}
 
@@ -159,12 +165,28 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
     }
     if names["series_id"] in pos:
         cols["series_id"] = np.array([_id(c) for c in column("series_id")], dtype=object)
+    cols.update(_wave_columns(path, names, pos, column, floats))
     meta = {"source": {"kind": "table", "file": path.name, "columns": names, "sample_prefix": sample_prefix}}
     # row i of the data is line i + 2 of the file; messages give the data row (sample) index
     records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
                                labelled=labelled)
     report.notes.extend(report_notes)
     return records, report
+
+
+def _wave_columns(path: Path, names: dict[str, str], pos: dict[str, int], column, floats) -> dict[str, np.ndarray]:
+    """The Records wave columns from the six wave I / III columns (none: the waves are unmarked)."""
+    given = [k for k in WAVE_KEYS if names[k] in pos]
+    if not given:
+        return {}
+    if len(given) < len(WAVE_KEYS):
+        raise DataFormatError(f"{path}: wave column(s) {[names[k] for k in WAVE_KEYS if k not in given]} missing "
+                              f"beside {[names[k] for k in given]}; expected all six or none")
+    present = np.stack([[WAVE_UNMARKED if not c.strip() else int(_bool(path, i, c, names[f"wave_{w}_present"]))
+                         for i, c in enumerate(column(f"wave_{w}_present"))] for w in EXTRA_WAVES], axis=1)
+    return {"wave_present": present.astype(np.int8),
+            **{f"wave_{part}": np.stack([floats(f"wave_{w}_{part}") for w in EXTRA_WAVES], axis=1)
+               for part in ("latency", "amplitude")}}
 
 
 def _read_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[str]]]:
@@ -198,9 +220,19 @@ def write_table(path: str | Path, records: Records, columns: dict[str, str] | No
             w.writerow([int(records.patient_id[i]), *(_fmt(v) for v in st),
                         "" if label == UNKNOWN_LABEL else CLASS_NAMES[label],
                         _fmt(records.threshold[i]), int(records.peak_mask[i]), _fmt(records.peak_latency[i]),
-                        _fmt(records.peak_amplitude[i]), int(records.series_id[i]),
+                        _fmt(records.peak_amplitude[i]), int(records.series_id[i]), *_wave_cells(records, i),
                         *(_fmt(v) for v in records.signal[i])])
     return path
+
+
+def _wave_cells(records: Records, i: int) -> list[str]:
+    """The six wave I / III cells of row i, in WAVE_KEYS order (an unmarked wave: three empty cells)."""
+    cells = []
+    for k in range(len(EXTRA_WAVES)):
+        state = int(records.wave_present[i, k])
+        cells += ["" if state == WAVE_UNMARKED else str(state), _fmt(records.wave_latency[i, k]),
+                  _fmt(records.wave_amplitude[i, k])]
+    return cells
 
 
 def _sample_columns(path: Path, header: list[str], prefix: str) -> list[int]:
@@ -229,20 +261,20 @@ def _fmt(value: float) -> str:
     return "" if not np.isfinite(value) else f"{float(value):.9g}"
 
 
-def _bool(path: Path, i: int, cell: str) -> bool:
+def _bool(path: Path, i: int, cell: str, name: str = "peak_mask") -> bool:
     c = cell.strip().lower()
     if c in _TRUE:
         return True
     if c in _FALSE:
         return False
-    raise DataFormatError(f"{path}: sample {i}: peak_mask expected 1/0, true/false or yes/no, found {cell!r}")
+    raise DataFormatError(f"{path}: sample {i}: {name} expected 1/0, true/false or yes/no, found {cell!r}")
 
 
 def _label(cell: str) -> int | str:
     """The class index of a name or an index cell; the cell itself when it is neither (the validator
     then reports it as an unknown label, showing the text)."""
     c = cell.strip()
-    if c.isascii() and c.lstrip("-").isdigit():  # str.isdigit() is also True for '٣' or '²'
+    if c.isascii() and c.isdigit():  # str.isdigit() is also True for '٣' or '²'; '-0' would be NORMAL
         return int(c)
     return class_index(c) if class_index(c) >= 0 else cell
 

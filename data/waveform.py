@@ -142,3 +142,30 @@ def fmp(x: np.ndarray, noise_var: np.ndarray) -> np.ndarray:
     About 1 with no response; it grows with the response's signal-to-noise ratio.
     """
     return (x[:, FMP_WINDOW].var(axis=1) / noise_var).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------
+# the wide domain's recording filter (data/synthetic.py, data.synthetic.domain=wide)
+
+EXT_WINDOWS = 3  # waves are drawn on -10..20 ms (three windows) so filtering sees no edge at 0 or 10 ms
+EXT_FFT = 2048  # 102 ms: the filtered record does not wrap around (a 30 Hz high-pass decays within ~20 ms)
+EXT_FREQS_HZ = np.fft.rfftfreq(EXT_FFT, 1.0 / SAMPLE_RATE_HZ)  # (K_ext,)
+
+
+def zero_phase_gain(freq_hz: np.ndarray, highpass_hz: np.ndarray, lowpass_hz: np.ndarray, hp_order: np.ndarray,
+                    lp_order: np.ndarray) -> np.ndarray:
+    """Amplitude response G(f) = |H_hp(f) H_lp(f)|² of Butterworth high- and low-pass filters run forward
+    and backward (``scipy.signal.filtfilt``): zero phase, so a peak stays where it was unless the filter
+    reshapes the wave. freq_hz broadcasts against the (N 1) filter settings: (N K); 0 at DC."""
+    f = np.maximum(np.asarray(freq_hz, dtype=np.float64), 1e-9)
+    hp = 1.0 / (1.0 + (highpass_hz[:, None] / f) ** (2 * hp_order[:, None]))
+    lp = 1.0 / (1.0 + (f / lowpass_hz[:, None]) ** (2 * lp_order[:, None]))
+    return np.where(np.asarray(freq_hz) > 0, hp * lp, 0.0)
+
+
+def filter_zero_phase(x: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """x (N M), M <= EXT_FFT, filtered by the amplitude response gain (N EXT_FFT//2+1) at EXT_FREQS_HZ,
+    zero-padded (no wrap-around within M); returns (N M) float32."""
+    spec = scipy.fft.rfft(x, n=EXT_FFT, axis=1, workers=1) * gain  # (N K_ext)
+    return scipy.fft.irfft(spec, n=EXT_FFT, axis=1, workers=1)[:, : x.shape[1]].astype(np.float32)
+

@@ -28,12 +28,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.cli import ArgumentParser, refuse_overwrite, run_main
+from data.cli import ArgumentParser, check_outputs, record_outputs, run_main
 from data.jsonable import to_jsonable
 from evaluation.metrics import delta_m_percent
 from evaluation.plots import CURVE_KEYS, plot_loss_curves
 from evaluation.runlog import RunLog, read_run
 
+PROG = "python -m evaluation.compare"
 OUTPUT_FILES = ("comparison.md", "comparison.json", "curves.png")
 # What a run was trained on (config.yaml keys; the synthetic ones only for source=synthetic, the path
 # only for source=file) and what it was tested on (eval/metrics.json "meta" keys).
@@ -341,7 +342,7 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m evaluation.compare", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run directories (logs/EXP)")
     p.add_argument("--out", default="logs/comparison", help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
@@ -351,8 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    refuse_overwrite([out / name for name in OUTPUT_FILES], overwrite=args.overwrite)
+    check_outputs([out / name for name in OUTPUT_FILES], overwrite=args.overwrite, inputs=args.runs, owner=PROG)
     result = compare_runs(args.runs, out)
+    record_outputs([out / name for name in OUTPUT_FILES], PROG)
     print((out / "comparison.md").read_text(encoding="utf-8"))
     for line in result["warnings"]:
         print(f"warning: {line}", file=sys.stderr)

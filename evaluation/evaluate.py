@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from data.cli import ArgumentParser, check_number, number, resolve_device, run_main
+from data.cli import ArgumentParser, check_number, number, refuse_unsafe_output, resolve_device, run_main
 from data.jsonable import to_jsonable
 from data.stats import DataStats
 from evaluation import plots
@@ -95,6 +95,10 @@ def evaluate(
         ]
         if run_dir is not None and (Path(run_dir) / "metrics.jsonl").is_file():
             log = read_run(run_dir)
+            if log.skipped_lines:  # the curves leave them out: say so, as compare does
+                print(f"warning: {Path(run_dir) / 'metrics.jsonl'}: {log.skipped_lines} line(s) unreadable and "
+                      f"skipped (a run still writing, or a damaged file); the loss curves leave them out",
+                      file=sys.stderr)
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
     title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
@@ -194,6 +198,8 @@ def _run(args: argparse.Namespace) -> int:
     from training.checkpoint import load_run  # imported here: the CLI needs the whole stack, evaluate() does not
 
     device = resolve_device(args.device)
+    if args.out is not None:  # its own run's eval/ is the default; never another run's directory
+        refuse_unsafe_output(Path(args.out) / "metrics.json", "--out", own_run=args.run)
     loaded = load_run(args.run, which=args.checkpoint)
     model = loaded.model.to(device).eval()
     diffusion = loaded.diffusion.to(device) if isinstance(loaded.diffusion, torch.nn.Module) else loaded.diffusion

@@ -12,7 +12,8 @@ writes
     DIR/MODEL_CARD.md        data, metrics (with intervals where eval/metrics.json has them), intended use, limits
     DIR/run.json             the run's provenance, copied when the run has one
 
-Existing files in DIR are replaced only with ``--overwrite``. :func:`load_exported` rebuilds the
+Existing files in DIR are replaced only with ``--overwrite``, and only those an earlier export wrote
+(``DIR/.outputs.json`` lists them); DIR is never inside another run's directory. :func:`load_exported` rebuilds the
 model from DIR with nothing but these files (no checkpoint, no pickle).
 """
 
@@ -28,12 +29,13 @@ from typing import Any
 
 import torch
 
-from data.cli import ArgumentParser, refuse_overwrite, run_main
+from data.cli import ArgumentParser, check_outputs, record_outputs, run_main
 
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "MODEL_CARD.md"
 FORMAT_NAME = "abr-diffusion-weights"
 FORMAT_VERSION = 1
+PROG = "python -m evaluation.export"
 
 
 def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", overwrite: bool = False) -> list[Path]:
@@ -51,7 +53,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     provenance = run_dir / "run.json"
     names = [WEIGHTS_FILE, "config.yaml", "normalization.json", CARD_FILE] + (["run.json"] if provenance.is_file()
                                                                               else [])
-    refuse_overwrite([out_dir / n for n in names], overwrite=overwrite)
+    check_outputs([out_dir / n for n in names], overwrite=overwrite, own_run=run_dir, owner=PROG)
     loaded = load_run(run_dir, which=which)
     state = loaded.checkpoint
     weights = "ema" if state.get("ema") else "model"  # load_run put these into the model
@@ -77,6 +79,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     n_params = sum(t.numel() for t in loaded.model.parameters())
     (out_dir / CARD_FILE).write_text(model_card(run_dir, loaded.cfg, loaded.stats, meta, n_params, ev),
                                      encoding="utf-8")
+    record_outputs([out_dir / n for n in names], PROG)
     return [out_dir / n for n in names]
 
 
@@ -213,7 +216,7 @@ def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_para
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = ArgumentParser(prog="python -m evaluation.export", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")
     p.add_argument("--checkpoint", choices=("best", "last"), default="best")
     p.add_argument("--out", required=True, help="export folder (created)")

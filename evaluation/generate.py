@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from data.cli import ArgumentParser, check_number, number, refuse_overwrite, resolve_device, run_main
+from data.cli import ArgumentParser, check_number, check_outputs, number, resolve_device, run_main
 from data.native import standard_meta
 from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
 from data.stats import DataStats
@@ -222,7 +222,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.run) / "eval" / "generated.npz"
     if out.suffix != ".npz":
         raise ValueError(f"--out: expected a file name ending in .npz, found '{out}'")
-    refuse_overwrite([out, out.with_suffix(".png")], overwrite=args.overwrite)  # before hours of sampling
+    # before hours of sampling; the default, RUN/eval, is in the command's own run
+    check_outputs([out, out.with_suffix(".png")], overwrite=args.overwrite, own_run=args.run)
     device = resolve_device(args.device)
     loaded = load_run(args.run, which=args.checkpoint, device=device)
     kw = sampling_settings(loaded.diffusion, args)

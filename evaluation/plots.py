@@ -354,9 +354,10 @@ class Waterfall:
         drawn = x + offsets[:, None]  # (n L) a trace taller than the spacing (a loud one) is not cut off
         ax.set_ylim(min(offsets[-1] - 1.3 * gap, drawn.min() - 0.1 * gap),
                     max(offsets[0] + 1.3 * gap, drawn.max() + 0.3 * gap))
-        handles = [] if peak_prob is None else [Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
-                                                       label=f"wave V (p ≥ {WAVE_V_P:g})")]
-        handles += self._early_marks(early_waves, order, x, offsets, gap, t_ms)
+        handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
+        if peak_prob is not None:
+            handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
+                                  label=f"wave V (p ≥ {WAVE_V_P:g})"))
         handles += self._trace_marks(marks, order, x, offsets, gap, t_ms)
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,

@@ -25,8 +25,10 @@ DIR receives:
   not be used with its reason.
 
 The per-series answers come from ``training.series.series_answers``, the code ``evaluation.evaluate``
-scores in its per-patient section. Existing outputs in DIR are replaced only with ``--overwrite``
-(which also removes the previous ``waterfall_*.png``; other files in DIR are left alone).
+scores in its per-patient section. Existing outputs in DIR are replaced only with ``--overwrite``, and
+only those an earlier prediction wrote (``DIR/.outputs.json`` lists them; it also removes the previous
+``waterfall_*.png``; other files in DIR are left alone); DIR is never one of the inputs, an input's
+folder, or inside another run's directory.
 """
 
 from __future__ import annotations
@@ -46,10 +48,11 @@ from typing import Any
 
 import numpy as np
 
-from data.cli import ArgumentParser, check_number, number, refuse_overwrite, resolve_device, run_main
+from data.cli import ArgumentParser, check_number, check_outputs, number, record_outputs, resolve_device, run_main
 from data.records import CLASS_NAMES, RANGES, STATIC_NAMES, WAVE_NAMES, DataFormatError, Records, ValidationReport
 from training.clinical import DETECTION_P
 
+PROG = "python -m evaluation.predict"
 TABLES = ("recordings.csv", "patients.csv", "summary.md")
 FIGURE_GLOB = "waterfall_*.png"
 FORMATS = ("auto", "native", "csv", "epl", "legacy")
@@ -443,12 +446,13 @@ def _commit(git: dict[str, Any]) -> str:
 # the command
 
 
-def check_out(out: Path, overwrite: bool) -> None:
-    """DIR must be a folder (made if absent); its previous outputs are replaced only with --overwrite."""
+def check_out(out: Path, args: argparse.Namespace) -> None:
+    """DIR must be a folder (made if absent), none of the inputs and in no other run's directory; its
+    previous outputs are replaced only with --overwrite, and only those an earlier prediction wrote."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out: '{out}' is a file, expected a folder")
-    existing = [out / t for t in TABLES] + (sorted(out.glob(FIGURE_GLOB)) if out.is_dir() else [])
-    refuse_overwrite([p for p in existing if p.exists()], overwrite=overwrite)
+    paths = [out / t for t in TABLES] + (sorted(out.glob(FIGURE_GLOB)) if out.is_dir() else [])
+    check_outputs(paths, overwrite=args.overwrite, inputs=args.inputs, own_run=args.run, owner=PROG)
 
 
 class Timer:
@@ -474,7 +478,7 @@ class Timer:
 
 def predict_batch(args: argparse.Namespace) -> int:
     out = Path(args.out)
-    check_out(out, args.overwrite)
+    check_out(out, args)
     with FigureDrawer(0 if args.no_figures else args.workers) as drawer:  # forked now, before torch is imported
         return _predict(args, out, drawer)
 
@@ -505,7 +509,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     names = figure_names([batch.names[k] for k in answers.series.ids]) if not args.no_figures else [""] * len(
         answers.series)
 
-    check_out(out, args.overwrite)  # again: nothing may have appeared while the model ran
+    check_out(out, args)  # again: nothing may have appeared while the model ran
     out.mkdir(parents=True, exist_ok=True)
     for old in sorted(out.glob(FIGURE_GLOB)):  # --overwrite (checked): the previous run's figures
         old.unlink()
@@ -519,6 +523,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     written = [str(out / t) for t in TABLES] + [str(out / n) for n in names if n]
     summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer)
     (out / "summary.md").write_text(summary, encoding="utf-8")
+    record_outputs([out / t for t in TABLES] + [out / n for n in names if n], PROG)
     n_unusable = sum(s.report.n_read - s.report.n_kept for s in batch.sources)
     print(f"predicted {len(batch.records)} recordings in {len(answers.series)} series "
           f"({n_unusable} unusable, listed in summary.md) -> {out}")
@@ -553,7 +558,7 @@ def parser() -> ArgumentParser:
     from evaluation.generate import MAX_BATCH_SIZE
 
     summary, details = __doc__.split("\n\n", 1)
-    p = ArgumentParser(prog="python -m evaluation.predict", description=summary, epilog=details,
+    p = ArgumentParser(prog=PROG, description=summary, epilog=details,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT", help="recording files or folders of them")
     p.add_argument("--run", required=True, help="run directory, e.g. logs/EXP")

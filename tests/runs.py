@@ -20,8 +20,15 @@ TINY = [
 ]
 
 
+def over(base: list[str] | tuple[str, ...], *extra: str) -> list[str]:
+    """``base`` overrides with those of ``extra`` put over them: a key given twice is refused by
+    load_config (issue 32), so a test's own value replaces the tiny default instead of following it."""
+    keys = {e.split("=", 1)[0] for e in extra}
+    return [*(b for b in base if b.split("=", 1)[0] not in keys), *extra]
+
+
 def tiny_config(tmp_path: Path, *extra: str):
-    return load_config(None, [*TINY, f"logging.log_dir={tmp_path}", *extra])
+    return load_config(None, over([*TINY, f"logging.log_dir={tmp_path}"], *extra))
 
 
 def read_jsonl(path: Path) -> list[dict]:

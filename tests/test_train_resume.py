@@ -65,7 +65,7 @@ def test_data_that_changed_under_the_same_config_is_refused(run, capsys, monkeyp
     import data.synthetic
 
     real = data.synthetic.generate
-    monkeypatch.setattr(data.synthetic, "generate", lambda n, seed=0: real(n, seed + 1))  # other recordings
+    monkeypatch.setattr(data.synthetic, "generate", lambda n, seed=0, **kw: real(n, seed + 1, **kw))  # other recordings
     assert train_in_process(["--resume", str(run), "training.epochs=2"]) == 2
     assert error_line(capsys) == (
         f"error: --resume '{run}': the data differs from the data checkpoints/last.pt was trained on "

@@ -148,11 +148,53 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     if missing:
         raise CheckpointError(f"checkpoint '{path}': missing keys {missing}")
     version = state["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not _is_int(version) or version < 1:
+        raise CheckpointError(f"checkpoint '{path}': key 'format_version': expected an integer >= 1, "
+                              f"found {version!r}")
+    if version > FORMAT_VERSION:
         raise CheckpointError(
             f"checkpoint '{path}': format version {version!r} is newer than this code reads ({FORMAT_VERSION})"
         )
+    check_counters(state, path)
+    for key in ("model", "ema"):
+        if state.get(key) is not None:
+            check_weights(state[key], path, key)
     return state
+
+
+# The training counters a checkpoint carries and their least value: epoch is 1-based (the epoch being trained).
+COUNTERS = {"step": 0, "epoch": 1, "epoch_step": 0, "skipped_steps": 0, "ema_updates": 0}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_counters(state: dict[str, Any], path: str | Path) -> None:
+    """Each counter present is an integer at or above its least value, like a config value: a text
+    epoch or a negative step would otherwise surface later as a traceback or an impossible total."""
+    for key, least in COUNTERS.items():
+        if key in state and not (_is_int(state[key]) and state[key] >= least):
+            raise CheckpointError(f"checkpoint '{path}': key '{key}': expected an integer >= {least}, "
+                                  f"found {state[key]!r}")
+
+
+def check_weights(weights: Any, path: str | Path, key: str) -> None:
+    """``weights`` is a mapping of parameter names to finite tensors: a model with a NaN or an infinite
+    parameter answers every input with NaN (or a confident nonsense), so no command uses it."""
+    if not isinstance(weights, dict):
+        raise CheckpointError(f"checkpoint '{path}': key '{key}': expected the weights as a dict, "
+                              f"found {type(weights).__name__}")
+    for name, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"checkpoint '{path}': key '{key}': parameter '{name}': expected a tensor, "
+                                  f"found {type(tensor).__name__}")
+        if tensor.is_floating_point() or tensor.is_complex():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"checkpoint '{path}': key '{key}': parameter '{name}' has {bad} non-finite "
+                                      f"value(s) of {tensor.numel()}; expected finite weights (the run diverged, "
+                                      f"or the file was altered): use another checkpoint")
 
 
 def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -177,6 +219,14 @@ def load_model_state(model: torch.nn.Module, weights: dict[str, torch.Tensor], p
             f"checkpoint '{path}': weights do not fit this model config ({'; '.join(parts)})"
         )
     model.load_state_dict(weights, strict=True)
+
+
+def check_ema(state: dict[str, Any], cfg: Any, path: str | Path) -> None:
+    """A run trained with EMA (``training.ema_decay`` > 0) has EMA weights in every checkpoint; without
+    them, evaluation would silently use the raw weights and a resume would restart the average."""
+    if cfg.training.ema_decay > 0 and state.get("ema") is None:
+        raise CheckpointError(f"checkpoint '{path}': key 'ema': expected the EMA weights (the run has "
+                              f"training.ema_decay = {cfg.training.ema_decay}), found {state.get('ema')!r}")
 
 
 @dataclass
@@ -214,10 +264,9 @@ def load_run(run_dir: str | Path, which: str = "best", device: str | torch.devic
         stats = DataStats.from_dict(state["stats"])
     except (TypeError, ValueError) as exc:  # not a dict, missing or unknown fields
         raise CheckpointError(f"checkpoint '{path}': unusable stats ({exc})") from None
+    check_ema(state, cfg, path)
     model = build_model(cfg.model, stats).to(device)
     weights = state.get("ema") or state["model"]
-    if not isinstance(weights, dict):
-        raise CheckpointError(f"checkpoint '{path}': expected the weights as a dict, found {type(weights).__name__}")
     load_model_state(model, weights, path)
     model.eval()
     diffusion = GaussianDiffusion(cfg.diffusion).to(device)

@@ -229,29 +229,8 @@ def wave_v_metrics(series: Series, peak_mask: np.ndarray, peak_prob: np.ndarray,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Estimate]:
     """Per recording, resampled by series: detection F1 (wave V present vs p >= DETECTION_P), and
     the share of marked peaks whose latency estimate lies within each tolerance (ms)."""
-    from sklearn.metrics import f1_score
-
-    detected = peak_prob >= DETECTION_P
-    err = np.abs(latency_pred - latency_true)
-
-    def rows(i: np.ndarray) -> np.ndarray:
-        return np.concatenate([series.members[j] for j in i])
-
-    def f1(i: np.ndarray) -> float:
-        r = rows(i)
-        return float(f1_score(peak_mask[r], detected[r], zero_division=0))
-
-    def within(tol: float) -> Callable[[np.ndarray], float]:
-        def stat(i: np.ndarray) -> float:
-            r = rows(i)
-            r = r[peak_mask[r]]
-            return float((err[r] <= tol).mean()) if len(r) else float("nan")
-        return stat
-
-    out = {"detection_f1": bootstrap(f1, len(series), n_boot=n_boot, seed=seed)}
-    for tol in tolerances_ms:
-        out[f"latency_within_{tol:g}ms"] = bootstrap(within(tol), len(series), n_boot=n_boot, seed=seed)
-    return out
+    return _per_recording(series, peak_mask, peak_prob, peak_mask, np.abs(latency_pred - latency_true), None,
+                          tolerances_ms, n_boot=n_boot, seed=seed)
 
 
 def wave_metrics(series: Series, present: np.ndarray, prob: np.ndarray, latency_true: np.ndarray,
@@ -261,14 +240,23 @@ def wave_metrics(series: Series, present: np.ndarray, prob: np.ndarray, latency_
     """One wave per recording (N,), resampled by series: detection F1 (present vs p >= DETECTION_P);
     over the peaks marked inside the stored window (latency < MARK_LIMIT_MS), the share of latency
     estimates within each tolerance (ms) and the amplitude MAE (µV); ``n_marked`` counts them."""
-    from sklearn.metrics import f1_score
-
     from data.waveform import MARK_LIMIT_MS
 
-    detected = prob >= DETECTION_P
     scored = present & (np.nan_to_num(latency_true, nan=np.inf) < MARK_LIMIT_MS)
-    err = np.abs(latency_pred - latency_true)
-    amp_err = np.abs(amplitude_pred - amplitude_true)
+    out = _per_recording(series, present, prob, scored, np.abs(latency_pred - latency_true),
+                         np.abs(amplitude_pred - amplitude_true), tolerances_ms, n_boot=n_boot, seed=seed)
+    out["n_marked"] = int(scored.sum())
+    return out
+
+
+def _per_recording(series: Series, present: np.ndarray, prob: np.ndarray, scored: np.ndarray,
+                   latency_err: np.ndarray, amplitude_err: np.ndarray | None, tolerances_ms: Sequence[float], *,
+                   n_boot: int, seed: int) -> dict[str, Estimate]:
+    """Detection F1 over every recording; latency within each tolerance and the amplitude MAE (when
+    given) over the ``scored`` ones (N,) each; bootstrap over series."""
+    from sklearn.metrics import f1_score
+
+    detected = prob >= DETECTION_P
 
     def rows(i: np.ndarray) -> np.ndarray:
         return np.concatenate([series.members[j] for j in i])
@@ -277,7 +265,7 @@ def wave_metrics(series: Series, present: np.ndarray, prob: np.ndarray, latency_
         r = rows(i)
         return float(f1_score(present[r], detected[r], zero_division=0))
 
-    def over_marked(values: np.ndarray, tol: float | None = None) -> Callable[[np.ndarray], float]:
+    def over_scored(values: np.ndarray, tol: float | None = None) -> Callable[[np.ndarray], float]:
         def stat(i: np.ndarray) -> float:
             r = rows(i)
             r = r[scored[r]]
@@ -288,9 +276,10 @@ def wave_metrics(series: Series, present: np.ndarray, prob: np.ndarray, latency_
 
     out = {"detection_f1": bootstrap(f1, len(series), n_boot=n_boot, seed=seed)}
     for tol in tolerances_ms:
-        out[f"latency_within_{tol:g}ms"] = bootstrap(over_marked(err, tol), len(series), n_boot=n_boot, seed=seed)
-    out["amplitude_mae_uv"] = bootstrap(over_marked(amp_err), len(series), n_boot=n_boot, seed=seed)
-    out["n_marked"] = int(scored.sum())
+        out[f"latency_within_{tol:g}ms"] = bootstrap(over_scored(latency_err, tol), len(series), n_boot=n_boot,
+                                                       seed=seed)
+    if amplitude_err is not None:
+        out["amplitude_mae_uv"] = bootstrap(over_scored(amplitude_err), len(series), n_boot=n_boot, seed=seed)
     return out
 
 

@@ -7,6 +7,7 @@ read by some code path: a key that nothing reads is a bug (see tests/training/te
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ from data.schema import (
 from models.config import ModelConfig
 from training.balancers.config import BalancerConfig
 from training.components import COMPONENTS
+
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -125,6 +129,12 @@ class TrainingConfig:
         True, help="validation also scores the series level (rule threshold, summed type evidence, wave V in "
                    "ms) as val/patient/*; usable as early_stopping.metric"
     )
+    intensity_dropout: float = spec(
+        0.0, ge=0.0, le=1.0, help="training batches: probability that a recording's stated intensity is replaced "
+                                  "by the training mean (training/augment.py); 0: off")
+    intensity_jitter_db: float = spec(
+        0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
+                                   "0-100 dB (training/augment.py); 0: off")
 
     def __post_init__(self) -> None:
         # best.pt and early stopping follow this metric: a name no summary holds used to pass here, then
@@ -182,10 +192,14 @@ class LoggingConfig:
     health: HealthConfig = spec(HealthConfig())
     figures: bool = spec(True, help="waveform figures at each validation")
 
+    def __post_init__(self) -> None:
+        if not self.log_dir.strip():  # '' would write every run into the current directory
+            raise ConfigError(f"config key 'logging.log_dir': expected a folder path, found {self.log_dir!r}")
+
 
 @dataclass
 class Config:
-    seed: int = spec(0, ge=0, help="one seed drives data order, init, noise and dropout")
+    seed: int = spec(0, ge=0, le=MAX_SEED, help="one seed drives data order, init, noise and dropout")
     device: str = spec("auto", help="auto, cpu, cuda, cuda:N")
     data: DataConfig = spec(DataConfig())
     model: ModelConfig = spec(ModelConfig())
@@ -198,6 +212,8 @@ class Config:
     def __post_init__(self) -> None:
         # Options that pass their own section's checks but cannot work with the rest of the config
         # are refused here, before a run directory exists (not at step 1).
+        if not DEVICE_NAME.fullmatch(self.device):  # '' used to mean auto; the device itself is checked at start
+            raise ConfigError(f"config key 'device': expected auto, cpu, cuda or cuda:N, found {self.device!r}")
         if self.loss.threshold_loss == "gaussian_nll":
             raise ConfigError(
                 "config key 'loss.threshold_loss': expected 'huber', found 'gaussian_nll', which needs a variance "
@@ -216,10 +232,10 @@ def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     the base is read first and this file's keys are merged over it, section by section."""
     path = Path(path)
     data = read_yaml(path)
-    base = data.pop("extends", None)
-    if base is None:
+    if "extends" not in data:
         return data
-    if not isinstance(base, str):
+    base = data.pop("extends")
+    if not isinstance(base, str) or not base.strip():  # an empty value used to drop the base silently
         raise ConfigError(f"config file '{path}': key 'extends': expected a file path, found {base!r}")
     base_path = (path.parent / base).resolve()
     if base_path in _seen or base_path == path.resolve():
@@ -231,8 +247,14 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     """Read YAML (or start from defaults when ``path`` is None), apply ``key=value`` overrides,
     and validate the whole tree. Errors are :class:`ConfigError` with one line naming the key."""
     data = read_config_file(path) if path is not None else {}
+    given: dict[str, str] = {}
     for text in overrides:
         keys, value = parse_override(text)
+        dotted = ".".join(k.strip() for k in keys)
+        if dotted in given:  # the last one used to win, where a key written twice in a file is refused
+            raise ConfigError(f"override '{dotted}': given twice ('{given[dotted]}' and '{text}'); "
+                              f"expected each key once")
+        given[dotted] = text
         apply_override(data, keys, value)
     try:
         return from_dict(Config, data)

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from training.augment import perturb_intensity
 from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS
@@ -156,6 +157,14 @@ class Trainer:
         """The first ``n`` recordings of ``split`` in order, on the device (the figures' examples)."""
         return self.to_device(next(iter(self._loader(getattr(self.data, split), shuffle_free_batch=n))))
 
+    def _augment(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The training batch with its stated intensity perturbed (training/augment.py); unchanged when
+        training.intensity_dropout and training.intensity_jitter_db are 0."""
+        tc = self.cfg.training
+        static = perturb_intensity(batch["static"], dropout=tc.intensity_dropout, jitter_db=tc.intensity_jitter_db,
+                                   fill_db=float(self.data.stats.static_mean[1]), generator=self.noise_gen)
+        return batch if static is batch["static"] else {**batch, "static": static}
+
     # ------------------------------------------------------------------------------------------
     # one optimizer step
 
@@ -171,7 +180,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             sync = i == accum - 1 or not self.dist.enabled
             with nullcontext() if sync else self.net.no_sync():
-                out = self.objective(self.net, batch, self.noise_gen, train=True)
+                out = self.objective(self.net, self._augment(batch), self.noise_gen, train=True)
                 losses = out.losses
                 ctx = BalanceContext(
                     shared_params=self.shared_params, last_shared_params=self.last_shared_params,
@@ -402,9 +411,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: str | Path = "resume") -> None:
         """Continue from ``state``. A state of another config (architecture, balancer, optimizer
         groups) raises ``CheckpointError`` naming ``source``; the trainer is then unusable."""
-        from training.checkpoint import CheckpointError, load_model_state
+        from training.checkpoint import CheckpointError, check_ema, load_model_state
 
         load_model_state(self.model, state["model"], source)  # checked before anything is copied
+        check_ema(state, self.cfg, source)
         try:
             self._load_training_state(state)
         except (KeyError, RuntimeError, TypeError, ValueError) as exc:

@@ -19,16 +19,20 @@ def test_clinical_bench_scores_a_fresh_cohort_and_the_test_split(tmp_path, capsy
 
     run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     out = tmp_path / "clinical.json"
-    assert main(["--run", str(run), "--patients", "25", "--n-boot", "20", "--out", str(out)]) == 0
+    assert main(["--run", str(run), "--patients", "25", "--n-boot", "20", "--out", str(out), "--domain", "wide"]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     bench = result["cohorts"]["benchmark"]
+    wide = result["cohorts"]["benchmark_wide"]  # --domain wide: the same patients through the wide chain
+    assert wide["n_series"] == 25 and wide["n_recordings"] == bench["n_recordings"]
+    assert wide["wave_v"] != bench["wave_v"] and result["benchmark"]["domain"] == "wide"
     assert bench["n_series"] == 25 and result["series_model"] is True
     assert set(bench["threshold"]) == {"rule", "head_mean", "series_model"}
     assert set(bench["type"]) == {"majority", "head_mean", "evidence_sum", "series_model"}
     for m in bench["threshold"].values():
         lo, hi = m["within_10db"]["ci"]
         assert lo <= m["within_10db"]["value"] <= hi
-    assert "# benchmark (generator seed 12345)" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "# benchmark (generator seed 12345)" in printed and "# benchmark_wide (generator seed 12345, wide" in printed
 
 
 def test_clinical_bench_refuses_the_runs_own_seed(tmp_path, capsys):

@@ -19,11 +19,15 @@ BATCH = {
     "signal": (torch.float32, (1, 200)), "static": (torch.float32, (4,)), "label": (torch.int64, ()),
     "peak_mask": (torch.bool, ()), "peak_latency": (torch.float32, ()), "peak_amplitude": (torch.float32, ()),
     "threshold": (torch.float32, ()), "patient_id": (torch.int64, ()), "series_id": (torch.int64, ()),
+    "wave_known": (torch.bool, (3,)), "wave_mask": (torch.bool, (3,)), "wave_latency": (torch.float32, (3,)),
+    "wave_amplitude": (torch.float32, (3,)),
 }
 
 
 def _build(*overrides: str):
-    cfg = load_config(None, ["data.synthetic.patients=24", "data.synthetic.seed=2", *overrides])
+    from tests.runs import over
+
+    cfg = load_config(None, over(["data.synthetic.patients=24", "data.synthetic.seed=2"], *overrides))
     return build_data(cfg.data, cfg.loss.class_weights)
 
 
@@ -42,6 +46,9 @@ def test_items_and_batches_follow_the_contract(bundle):
     assert all(torch.isfinite(v).all() for k, v in bundle.train.tensors.items() if v.is_floating_point())
     t = bundle.train.tensors
     assert (t["peak_latency"][~t["peak_mask"]] == 0).all() and (t["peak_amplitude"][~t["peak_mask"]] == 0).all()
+    # waves I, III, V: V is the seeds' wave V columns; I and III are marked by the generator
+    assert torch.equal(t["wave_mask"][:, 2], t["peak_mask"]) and torch.equal(t["wave_latency"][:, 2], t["peak_latency"])
+    assert t["wave_known"].all() and (t["wave_latency"][~t["wave_mask"]] == 0).all()
 
 
 def test_splits_are_by_patient_and_stats_from_train_only(bundle):
@@ -138,3 +145,16 @@ def test_normalization_per_sample_z_scores_each_training_signal(bundle):
     assert torch.allclose(sig.mean(1), torch.zeros(len(sig)), atol=1e-5)
     assert torch.allclose(sig.std(1), torch.ones(len(sig)), atol=1e-3)
     assert not torch.allclose(bundle.train.tensors["signal"][:, 0].std(1), torch.ones(len(bundle.train)), atol=1e-3)
+
+
+def test_synthetic_domain_and_catch_fraction_make_the_cohort(bundle):
+    """data.synthetic.domain=wide: the same patients and labels through another recording chain;
+    data.synthetic.catch_fraction: catch sessions (TOTAL, no response) added to the patients' splits."""
+    wide = _build("data.synthetic.domain=wide")
+    assert torch.equal(wide.train.tensors["label"], bundle.train.tensors["label"])
+    assert not torch.equal(wide.train.tensors["signal"], bundle.train.tensors["signal"])
+    caught = _build("data.synthetic.catch_fraction=1.0")
+    catch = caught.train.tensors["series_id"] >= 24  # catch sessions: series ids after the 24 patients'
+    assert catch.any() and bool((caught.train.tensors["label"][catch] == 3).all())
+    assert not caught.train.tensors["peak_mask"][catch].any()
+    assert _patients(caught) == _patients(bundle)  # every patient stays in its split

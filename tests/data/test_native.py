@@ -52,6 +52,11 @@ CASES = {
     "non-finite threshold": lambda c: c["threshold"].__setitem__(7, np.nan),
     "peak value without peak": lambda c: (c["peak_mask"].__setitem__(7, False), c["peak_latency"].__setitem__(7, 6.0)),
     "peak without value": lambda c: (c["peak_mask"].__setitem__(7, True), c["peak_latency"].__setitem__(7, np.nan)),
+    "bad wave state": lambda c: c["wave_present"].__setitem__((7, 0), 2),
+    "wave value without wave": lambda c: (c["wave_present"].__setitem__((7, 1), 0),
+                                          c["wave_latency"].__setitem__((7, 1), 4.0)),
+    "wave without value": lambda c: (c["wave_present"].__setitem__((7, 0), 1),
+                                     c["wave_latency"].__setitem__((7, 0), np.nan)),
 }
 
 
@@ -95,7 +100,7 @@ def test_missing_field_and_bad_meta(tmp_path, small_records):
         read_native(tmp_path / "m.npz", strict=False)  # a missing field is an error in both modes
     future = np.array(json.dumps(_meta() | {"format_version": 99}))
     np.savez(tmp_path / "v.npz", **columns_of(small_records), meta=future)
-    with pytest.raises(DataFormatError, match="format_version: expected an integer <= 1, found 99"):
+    with pytest.raises(DataFormatError, match="format_version: expected an integer 1 to 1, found 99"):
         read_native(tmp_path / "v.npz")
     np.savez(tmp_path / "nometa.npz", **columns_of(small_records))
     with pytest.raises(DataFormatError, match=r"missing field\(s\) \['meta'\]"):
@@ -156,3 +161,27 @@ def test_unlabelled_native_file_is_for_prediction_only(tmp_path, small_records):
     with pytest.raises(DataFormatError, match=r"sample 0: unknown label"):
         read_native(unlabelled)  # ... and refused by the training read
     assert len(read_native(unlabelled, labelled=False)[0]) == len(small_records)
+
+
+def test_wave_columns_round_trip_and_default_to_unmarked(tmp_path):
+    """Waves I and III (optional columns): written and read back exactly; a file without them (the
+    earlier system's, a clinic's CSV) reads as unmarked, which the loss ignores."""
+    from data.records import WAVE_UNMARKED
+    from data.synthetic import generate
+
+    records = generate(3, seed=4)
+    assert set(np.unique(records.wave_present)) <= {0, 1} and (records.wave_present == 1).any()
+    back, _ = read_native(write_native(tmp_path / "w.npz", records))
+    assert back == records
+    cols = records.columns()
+    for k in Records.WAVE_COLUMNS:
+        del cols[k]
+    old, _ = validate(cols, source="old")
+    assert (old.wave_present == WAVE_UNMARKED).all() and np.isnan(old.wave_latency).all()
+
+
+def test_part_of_the_wave_columns_is_refused(small_records):
+    cols = columns_of(small_records)
+    del cols["wave_amplitude"]
+    with pytest.raises(DataFormatError, match=r"src: field\(s\) \['wave_amplitude'\] missing beside"):
+        validate(cols, source="src")

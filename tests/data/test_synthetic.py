@@ -197,6 +197,25 @@ def test_labels_are_marked_on_the_recorded_waveform(small_records: Records):
     assert np.mean(on_signal >= neighbours - 1e-6) > 0.9  # a local maximum (or next to one)
 
 
+def test_waves_i_and_iii_are_marked_like_wave_v(cohort: Records):
+    """Waves I and III: marked on the recorded waveform (the value at the mark is the waveform's, as for V),
+    in order I < III < V, present only in ears with neural waves, and later as the level falls."""
+    r = cohort
+    present = r.wave_present == 1  # (N 2)
+    assert set(np.unique(r.wave_present)) == {0, 1}  # the generator marks every recording
+    neural = np.isin(r.label, [CLASS_NAMES.index(c) for c in ("NORMAL", "SNİK", "İTİK")])
+    assert not present[~neural].any() and present[neural].any(axis=0).all()
+    both = present.all(axis=1) & r.peak_mask & (r.peak_latency < 9.5)
+    assert (r.wave_latency[both, 0] < r.wave_latency[both, 1]).all()
+    assert np.mean(r.wave_latency[both, 1] < r.peak_latency[both]) > 0.99
+    for k in range(2):
+        rows = np.flatnonzero(present[:, k])
+        idx = np.rint(r.wave_latency[rows, k] / DT_MS).astype(int)
+        assert np.all(r.wave_amplitude[rows, k] >= r.signal[rows, idx] - 1e-6)
+        loud, quiet = rows[r.static[rows, 1] >= 80], rows[r.static[rows, 1] <= 40]
+        assert r.wave_latency[loud, k].mean() < r.wave_latency[quiet, k].mean()
+
+
 def test_fmp_is_about_one_without_a_response(cohort: Records):
     fmp = cohort.static[:, 3]
     assert 0.7 < np.median(fmp[~cohort.peak_mask]) < 1.6

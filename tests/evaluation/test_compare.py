@@ -224,9 +224,16 @@ def test_cli_never_replaces_an_earlier_comparison_without_overwrite(fx, tmp_path
     out = tmp_path / "out"
     out.mkdir()
     (out / "comparison.md").write_text("my notes", encoding="utf-8")
-    assert main([str(a), "--out", str(out)]) == 2
-    assert "comparison.md' already exists: choose another --out, or replace it with --overwrite" in \
-        _one_error_line(capsys)
+    for extra in ([], ["--overwrite"]):  # not written by compare: never replaced (issue 32)
+        assert main([str(a), "--out", str(out), *extra]) == 2
+        assert "comparison.md' already exists and was not written by python -m evaluation.compare" in \
+            _one_error_line(capsys)
     assert (out / "comparison.md").read_text(encoding="utf-8") == "my notes"
+    (out / "comparison.md").unlink()
+    assert main([str(a), "--out", str(out)]) == 0
+    capsys.readouterr()  # the comparison and its warnings
+    assert main([str(a), "--out", str(out)]) == 2
+    assert "comparison.md' (and 2 more) already exists: choose another --out, or replace it with --overwrite" in \
+        _one_error_line(capsys)
     assert main([str(a), "--out", str(out), "--overwrite"]) == 0
     assert (out / "comparison.md").read_text(encoding="utf-8").startswith("# Run comparison")

@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 
+from data.cli import OUTPUTS_MANIFEST
 from evaluation.export import CARD_FILE, WEIGHTS_FILE, export_run, load_exported, main
 
 
@@ -35,7 +36,7 @@ def test_exported_weights_rebuild_the_checkpoint_model_exactly(tiny_run, tmp_pat
     assert main(["--run", str(tiny_run), "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted([WEIGHTS_FILE, "config.yaml", "normalization.json",
-                                                            CARD_FILE])
+                                                            CARD_FILE, OUTPUTS_MANIFEST])
     # by hand, from the files alone: a freshly built model with the exported weights
     cfg = load_config(out / "config.yaml")
     stats = DataStats.from_dict(json.loads((out / "normalization.json").read_text(encoding="utf-8")))
@@ -93,11 +94,19 @@ def test_never_overwrites_without_overwrite(tiny_run, tmp_path, capsys):
     out.mkdir()
     (out / CARD_FILE).write_text("my card", encoding="utf-8")
     (out / "notes.txt").write_text("mine", encoding="utf-8")
-    assert main(["--run", str(tiny_run), "--out", str(out)]) == 2
-    assert re.search(r"^error: --out: '.*MODEL_CARD.md' already exists: choose another --out, or replace it with "
-                     r"--overwrite$", _one_error_line(capsys))
+    # a file the export did not write is never replaced, --overwrite or not (issue 32)
+    for extra in ([], ["--overwrite"]):
+        assert main(["--run", str(tiny_run), "--out", str(out), *extra]) == 2
+        assert re.search(r"^error: --out: '.*MODEL_CARD.md' already exists and was not written by python -m "
+                         r"evaluation.export", _one_error_line(capsys))
     assert sorted(p.name for p in out.iterdir()) == [CARD_FILE, "notes.txt"]
     assert (out / CARD_FILE).read_text(encoding="utf-8") == "my card"
+    (out / CARD_FILE).unlink()
+    assert main(["--run", str(tiny_run), "--out", str(out)]) == 0
+    (out / CARD_FILE).write_text("edited", encoding="utf-8")
+    assert main(["--run", str(tiny_run), "--out", str(out)]) == 2  # the export's own files: only with --overwrite
+    assert re.search(r"^error: --out: '.*' \(and \d more\) already exists: choose another --out, or replace it with "
+                     r"--overwrite$", _one_error_line(capsys))
     assert main(["--run", str(tiny_run), "--out", str(out), "--overwrite"]) == 0
     assert (out / CARD_FILE).read_text(encoding="utf-8").startswith("# Model card")
     assert (out / "notes.txt").read_text(encoding="utf-8") == "mine"  # files it does not write are left alone

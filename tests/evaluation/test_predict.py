@@ -33,7 +33,7 @@ def run(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("predict_run")
     cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "series.epochs=2", "series.val_every=1",
-                      "series.width=16", "series.heads=2", "logging.use_tensorboard=false")
+                      "series.width=16", "series.heads=2", "logging.use_tensorboard=false", "model.peak_head=map")
     train_run(cfg, root / "run")
     run_series_stage(root / "run", load_run(root / "run").model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     return root / "run"
@@ -97,7 +97,8 @@ def model_answers(run_dir: Path, records: Records) -> dict[str, np.ndarray]:
             evidence[s, : len(rows)], level[s, : len(rows)], mask[s, : len(rows)] = ev[rows], static[rows, 1], True
         series = net(evidence, level, mask) if net is not None else None
     answers = {"proba": out["class_logits"].softmax(-1).numpy(), "peak_prob": out["peak_logit"].sigmoid().numpy(),
-               "latency": out["peak_latency"].numpy(), "amplitude": out["peak_amplitude"].numpy(), "ids": ids}
+               "latency": out["peak_latency"].numpy(), "amplitude": out["peak_amplitude"].numpy(), "ids": ids,
+               "wave_prob": out["wave_presence"].sigmoid().numpy(), "wave_latency": out["wave_latency"].numpy()}
     if series is not None:
         cdf = series["threshold_logits"].softmax(-1).cumsum(-1).numpy()  # (S 22)
         answers["threshold"] = [GRID_STEP_DB * int(np.argmax(c >= 0.5)) for c in cdf]
@@ -122,6 +123,18 @@ def check_recordings(rows: list[dict[str, str]], records: Records, want: dict[st
         assert float(r["amplitude_uv"]) == pytest.approx(want["amplitude"][i], abs=1e-4)
         assert float(r["intensity_db"]) == records.static[i, 1]
         assert r["class"] == CLASS_NAMES[int(want["proba"][i].argmax())]
+        found = want["wave_prob"][i] >= 0.5  # waves I, III, V
+        for k, w in enumerate(("I", "III")):
+            assert float(r[f"wave_{w}_probability"]) == pytest.approx(want["wave_prob"][i, k], abs=1e-4)
+            assert r[f"wave_{w}"] == ("present" if found[k] else "absent")
+            assert (r[f"wave_{w}_latency_ms"] != "") == found[k]
+            if found[k]:
+                assert float(r[f"wave_{w}_latency_ms"]) == pytest.approx(want["wave_latency"][i, k], abs=1e-3)
+        if found[0] and found[2]:
+            i_to_v = want["wave_latency"][i, 2] - want["wave_latency"][i, 0]
+            assert float(r["interpeak_I_V_ms"]) == pytest.approx(i_to_v, abs=2e-3)
+        else:
+            assert r["interpeak_I_V_ms"] == ""
 
 
 def check_series(rows: list[dict[str, str]], records: Records, want: dict[str, np.ndarray]) -> None:
@@ -136,6 +149,12 @@ def check_series(rows: list[dict[str, str]], records: Records, want: dict[str, n
         assert r["threshold_method"] == "series model"
         rule = rule_threshold(records.static[members, 1], want["peak_prob"][members] >= 0.5)
         assert db(r["rule_threshold_db"]) == rule
+        detected = members & (want["peak_prob"] >= 0.5)
+        if len(np.unique(records.static[detected, 1])) >= 2:  # wave V's latency-intensity slope, ms/dB
+            slope = np.polyfit(records.static[detected, 1], want["latency"][detected], 1)[0]
+            assert float(r["li_slope_ms_per_db"]) == pytest.approx(slope, abs=1e-4)
+        else:
+            assert r["li_slope_ms_per_db"] == ""
 
 
 # ------------------------------------------------------------------------------------------------

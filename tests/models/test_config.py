@@ -69,6 +69,7 @@ BEHAVIOUR_KEYS = {
     "cond_drop_prob": "tests/models/test_network.py::test_cond_drop_prob_applies_in_training_mode_only",
     "ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     "dropout": "test_dropout_is_active_in_training_mode_only",
+    "peak_head": "tests/models/test_wave_head.py::test_peak_head_key_chooses_the_head",
 }
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tests.runs import over
 from training.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 def train_args(log_dir: Path, name: str, *extra: str) -> list[str]:
     return [sys.executable, str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quickstart.yaml"),
-            "--experiment", name, f"logging.log_dir={log_dir}", *TINY, *extra]
+            "--experiment", name, *over([f"logging.log_dir={log_dir}", *TINY], *extra)]
 
 
 def run_train(args: list[str], timeout: float = 180, **env: str) -> subprocess.CompletedProcess:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.reliability.procs import TINY, in_process_args, train_in_process
+from tests.runs import over
 from training.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, load_model_state, save_checkpoint
 from training.config import load_config
 from training.setup import build_trainer
@@ -75,7 +76,8 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, container, refused
 
 
 def test_weights_of_another_config_are_never_half_loaded(tmp_path, finished_run):
-    cfg = load_config(None, [*TINY, "model.head_dim=16", f"logging.log_dir={tmp_path}"])  # other head width
+    # other head width only (the run trained from configs/quickstart.yaml, whose peak head is the map head)
+    cfg = load_config(None, [*over(TINY, "model.head_dim=16", "model.peak_head=map"), f"logging.log_dir={tmp_path}"])
     model = build_trainer(cfg, tmp_path / "other").model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     weights = load_checkpoint(finished_run / "checkpoints" / "last.pt")["model"]

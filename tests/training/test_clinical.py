@@ -13,6 +13,7 @@ from training.clinical import (
     from_bin,
     head_mean_thresholds,
     jackknife,
+    latency_intensity_slopes,
     rule_threshold,
     rule_thresholds,
     series_index,
@@ -20,6 +21,7 @@ from training.clinical import (
     threshold_metrics,
     to_bin,
     type_metrics,
+    wave_metrics,
     wave_v_metrics,
 )
 
@@ -102,6 +104,31 @@ def test_wave_v_metrics_by_hand():
     assert m["detection_f1"].value == pytest.approx(0.8)
     assert m["latency_within_0.1ms"].value == pytest.approx(1 / 3)
     assert m["latency_within_0.2ms"].value == pytest.approx(2 / 3)
+
+
+def test_wave_metrics_by_hand():
+    """Latency and amplitude over the peaks marked inside the window only (a mark at or beyond
+    MARK_LIMIT_MS = 9.6 ms has no sample to be read at); detection over every recording."""
+    s = series_index(np.array([1, 1, 2, 2, 2]), np.array([40.0, 80, 40, 60, 80]))
+    present = np.array([True, True, False, True, True])
+    prob = np.array([0.9, 0.4, 0.2, 0.8, 0.7])  # TP, FN, TN, TP, TP -> F1 = 2*3/(2*3+1)
+    lat_true = np.array([7.0, 6.0, 0.0, 6.5, 9.8])  # the last is beyond the window
+    lat_pred = np.array([7.05, 6.3, 9.0, 6.65, 5.0])  # errors 0.05, 0.3, -, 0.15, (not scored)
+    amp_true, amp_pred = np.array([0.2, 0.3, 0.0, 0.1, 0.5]), np.array([0.25, 0.3, 0.9, 0.0, 9.0])
+    m = wave_metrics(s, present, prob, lat_true, lat_pred, amp_true, amp_pred, n_boot=50)
+    assert m["detection_f1"].value == pytest.approx(6 / 7)
+    assert m["n_marked"] == 3
+    assert m["latency_within_0.1ms"].value == pytest.approx(1 / 3)
+    assert m["latency_within_0.2ms"].value == pytest.approx(2 / 3)
+    assert m["amplitude_mae_uv"].value == pytest.approx((0.05 + 0.0 + 0.1) / 3)
+
+
+def test_latency_intensity_slopes_by_hand():
+    s = series_index(np.array([1, 1, 1, 2, 2]), np.array([40.0, 60, 80, 40, 80]))
+    level = np.array([40.0, 60, 80, 40, 80])
+    lat = np.array([7.0, 6.4, 5.8, 8.0, 6.0])
+    slopes = latency_intensity_slopes(s, level, lat, np.array([True, True, True, True, False]))
+    assert slopes[0] == pytest.approx(-0.03) and np.isnan(slopes[1])  # series 2: one detected level
 
 
 def test_baselines_by_hand():

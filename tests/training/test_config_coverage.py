@@ -43,6 +43,11 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "data.path": DS + "test_file_source_strict_and_lenient",
     "data.synthetic.patients": DS + "test_synthetic_patients_and_seed_make_the_cohort",
     "data.synthetic.seed": DS + "test_synthetic_patients_and_seed_make_the_cohort",
+    "data.synthetic.domain": (DS + "test_synthetic_domain_and_catch_fraction_make_the_cohort",
+                              "tests/data/test_domain.py::test_wide_keeps_the_truth_and_changes_the_recording"),
+    "data.synthetic.catch_fraction": (
+        DS + "test_synthetic_domain_and_catch_fraction_make_the_cohort",
+        "tests/data/test_domain.py::test_catch_sessions_are_noise_at_every_level_labelled_no_response"),
     "data.split": DS + "test_split_shares_are_the_shares_of_patients",
     "data.normalization": DS + "test_normalization_per_sample_z_scores_each_training_signal",
     "data.strict": DS + "test_file_source_strict_and_lenient",
@@ -65,6 +70,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "model.dropout": MC + "test_dropout_is_active_in_training_mode_only",
     "model.cond_drop_prob": ("tests/models/test_network.py::test_cond_drop_prob_applies_in_training_mode_only",
                              T + "test_cond_drop_prob_drops_the_condition_of_the_noisy_rows_in_training"),
+    "model.peak_head": ("tests/models/test_wave_head.py::test_peak_head_key_chooses_the_head",
+                        "tests/models/test_wave_head.py::test_map_head_with_per_sample_normalization_is_refused"),
     "model.ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     # diffusion
     "diffusion.timesteps": DI + "test_cosine_alpha_bar_endpoints",
@@ -149,6 +156,10 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "training.max_consecutive_nan": NAN + "test_stops_after_n_in_a_row_with_the_checkpoint_intact",
     "training.clinical_validation": (T + "test_val_every_validates_every_nth_epoch_and_the_last",
                                      SE + "test_a_run_with_the_series_stage"),
+    "training.intensity_dropout": "tests/training/test_augment.py::"
+                                  "test_the_trainer_perturbs_the_stated_intensity_of_training_batches",
+    "training.intensity_jitter_db": "tests/training/test_augment.py::"
+                                    "test_the_trainer_perturbs_the_stated_intensity_of_training_batches",
     # logging
     "logging.log_dir": "tests/test_train_cli.py::test_existing_run_is_never_overwritten_silently",
     "logging.use_tensorboard": DC,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -129,3 +130,86 @@ def test_focal_gamma_is_read():
         expected = (CW[y] * (1 - p) ** gamma * -p.log()).sum() / CW[y].sum()
         got = ComponentLosses(LossConfig(class_loss="focal", focal_gamma=gamma), stats(), CW)(out, batch)["class"]
         assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# the wave map head's components (model.peak_head = "map")
+
+
+def make_waves(B: int = 4, L: int = 200, seed: int = 0, present=None, known=None):
+    g = torch.Generator().manual_seed(seed)
+    outputs = {
+        "class_logits": torch.randn(B, 5, generator=g, requires_grad=True),
+        "threshold": (40 + 10 * torch.randn(B, generator=g)).requires_grad_(True),
+        "wave_logits": torch.randn(B, 3, L, generator=g, requires_grad=True),
+        "wave_presence": torch.randn(B, 3, generator=g, requires_grad=True),
+        "wave_soft_amplitude": (0.2 + 0.1 * torch.randn(B, 3, generator=g)).requires_grad_(True),
+    }
+    present = torch.tensor(present) if present is not None else torch.rand(B, 3, generator=g) < 0.6
+    known = torch.tensor(known) if known is not None else torch.ones(B, 3, dtype=torch.bool)
+    batch = {
+        "label": torch.arange(B) % 5, "threshold": 30 + 10 * torch.randn(B, generator=g),
+        "peak_mask": present[:, 2],
+        "wave_known": known, "wave_mask": present,
+        "wave_latency": torch.where(present, torch.rand(B, 3, generator=g) * 9.0, torch.zeros(B, 3)),
+        "wave_amplitude": torch.where(present, 0.2 * torch.rand(B, 3, generator=g), torch.zeros(B, 3)),
+    }
+    return outputs, batch
+
+
+def test_wave_components_match_their_formulas():
+    losses = ComponentLosses(LossConfig(huber_delta=0.5), stats(), CW)
+    out, batch = make_waves()
+    L = losses(out, batch)
+    assert list(L) == ["class", "peak_exist", "peak_latency", "peak_amplitude", "threshold"]
+    m = batch["wave_mask"]
+    want_exist = F.binary_cross_entropy_with_logits(out["wave_presence"].detach(), m.float())
+    assert L["peak_exist"].item() == pytest.approx(float(want_exist), rel=1e-6)
+    # the location cross-entropy against the two-hot encoding of the fractional marked sample (0.05 ms)
+    logp = F.log_softmax(out["wave_logits"].detach(), -1)
+    nll = []
+    for b, k in zip(*torch.nonzero(m, as_tuple=True), strict=True):
+        s = float(batch["wave_latency"][b, k]) / 0.05
+        lo, frac = int(np.floor(s)), s - np.floor(s)
+        nll.append(-((1 - frac) * logp[b, k, lo] + frac * logp[b, k, lo + 1]))
+    assert L["peak_latency"].item() == pytest.approx(float(torch.stack(nll).mean()), rel=1e-5)
+    e = (out["wave_soft_amplitude"].detach()[m] - batch["wave_amplitude"][m]) / 0.25
+    assert L["peak_amplitude"].item() == pytest.approx(float(huber(e, 0.5).mean()), rel=1e-5)
+    sum(L.values()).backward()
+    assert all(torch.isfinite(v.grad).all() for v in out.values())
+
+
+def test_unmarked_waves_are_ignored():
+    """A wave the source does not mark (wave_known False) changes no component, whatever its values."""
+    losses = ComponentLosses(LossConfig(), stats(), CW)
+    known = [[False, True, True]] * 4
+    out, batch = make_waves(known=known)
+    base = losses(out, batch)
+    batch["wave_mask"][:, 0] = ~batch["wave_mask"][:, 0]
+    batch["wave_latency"][:, 0] = 3.0
+    again = losses(out, batch)
+    assert all(torch.equal(base[k], again[k]) for k in base)
+
+
+def test_no_wave_in_batch_gives_exact_zero_location_and_amplitude():
+    losses = ComponentLosses(LossConfig(), stats(), CW)
+    out, batch = make_waves(present=[[False] * 3] * 4)
+    L = losses(out, batch)
+    for k in ("peak_latency", "peak_amplitude"):
+        assert L[k].item() == 0.0 and L[k].requires_grad
+    (L["peak_latency"] + L["peak_amplitude"]).backward()
+    assert torch.equal(out["wave_logits"].grad, torch.zeros_like(out["wave_logits"]))
+
+
+def test_location_loss_is_least_at_the_marked_position():
+    """Logits concentrated on the two samples around the mark, split as its fraction, beat any other."""
+    losses = ComponentLosses(LossConfig(), stats(), CW)
+    out, batch = make_waves(B=1, present=[[False, False, True]])
+    batch["wave_latency"][0, 2] = 6.0125  # sample 120.25
+    logits = torch.full((1, 3, 200), -20.0)
+    logits[0, 2, 120], logits[0, 2, 121] = np.log(0.75), np.log(0.25)
+    out["wave_logits"] = logits
+    best = losses(out, batch)["peak_latency"].item()
+    shifted = logits.roll(1, dims=-1)
+    out["wave_logits"] = shifted
+    assert losses(out, batch)["peak_latency"].item() > best + 1.0

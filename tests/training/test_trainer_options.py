@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from tests.runs import read_jsonl, tiny_config, train_run
+from tests.runs import over, read_jsonl, tiny_config, train_run
 from training.callbacks.base import Callback
 from training.setup import build_trainer
 
@@ -22,7 +22,7 @@ SMALL = ["data.synthetic.patients=3", "training.epochs=1", "training.clinical_va
 
 
 def small(tmp_path, *extra: str):
-    return tiny_config(tmp_path, *SMALL, *extra)
+    return tiny_config(tmp_path, *over(SMALL, *extra))  # a test's own value replaces SMALL's (no key twice)
 
 
 class Steps(Callback):

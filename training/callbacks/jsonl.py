@@ -14,9 +14,11 @@ the run had never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -82,13 +84,26 @@ class JsonlCallback(Callback):
         if not trainer.is_main:
             return
         f = self._open(trainer)
-        f.write(json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n")
-        f.flush()  # at most a few records per log_frequency steps: a reader (or a kill) sees each at once
+        text = json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False) + "\n"
+        with self._naming_the_file():
+            f.write(text)
+            f.flush()  # at most a few records per log_frequency steps: a reader (or a kill) sees each at once
 
     def flush(self, trainer: Trainer) -> None:
         """Called before every checkpoint, so a kill -9 never loses a line the checkpoint has seen."""
         if self.file is not None:
-            self.file.flush()
+            with self._naming_the_file():
+                self.file.flush()
+
+    @contextlib.contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A failed write (a full disk) names metrics.jsonl: Python's ENOSPC names no file."""
+        try:
+            yield
+        except OSError as exc:
+            name = self.file.name if self.file is not None else FILENAME
+            raise OSError(exc.errno, f"'{name}': write failed ({exc.strerror or exc}); records up to the last "
+                                     f"checkpoint are on disk: free space, then --resume") from exc
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         self.flush(trainer)
@@ -104,5 +119,6 @@ class JsonlCallback(Callback):
 
     def _close(self) -> None:
         if self.file is not None:
-            self.file.close()
+            with contextlib.suppress(OSError):  # a full disk: the error that stopped the run named the file
+                self.file.close()
             self.file = None

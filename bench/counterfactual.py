@@ -1,0 +1,280 @@
+"""Counterfactual checks (issue 33): how much the answers move when only the stated values change.
+
+    python bench/counterfactual.py --run logs/clinical [--patients 240 --seed 24680] [--n-boot 1000]
+
+On a held-out synthetic cohort (its own generator seed, never the run's), every recording goes once
+through the network as it was generated and once changed in one way only:
+
+- noise: each recording replaced by pure white or pink (1/f) noise of its own variance, the static
+  values kept: the share of recordings with wave V detected, at every stated level, and the share of
+  series answered "no response" (a network that reads the waveform detects nothing in noise);
+- absent re-stated at 90 dB: the recordings without a wave V, samples untouched, their stated
+  intensity changed to 90 dB;
+- present re-stated 30 dB lower: the recordings with a wave V, their stated intensity lowered by
+  30 dB (clipped at 0 dB);
+- levels shuffled: each series' stated levels permuted among its own recordings: how many series
+  thresholds and types change, and by how many dB.
+
+A recording counts as detected at ``training.clinical.DETECTION_P`` (wave V probability >= 0.5).
+Every number carries a 95 % bootstrap interval over series (training/clinical.py). The network runs
+through ``training.series.extract`` (the per-recording evidence pass ``evaluation.predict`` and
+``evaluation.evaluate`` use), the series answers through ``training.series.series_answers`` (the
+run's series model when it has one, else the rule). Writes bench/results/counterfactual.json and the
+``counterfactual`` section of docs/results.md (``--no-doc``: the JSON only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import add_output_args, machine, write_outputs  # noqa: E402
+from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.records import Records  # noqa: E402
+from training.clinical import DETECTION_P, NO_RESPONSE_DB, Estimate, Series, bootstrap  # noqa: E402
+
+COUNTERFACTUAL_SEED = 24680  # the cohort's generator seed; no run trains on it (bench/clinical.py uses 12345)
+LOUD_DB = 90.0  # absent recordings are re-stated at this level
+QUIETER_DB = 30.0  # present recordings are re-stated this much lower (clipped at 0 dB)
+NOISE_KINDS = ("white", "pink")
+
+
+# ------------------------------------------------------------------------------------------------
+# the counterfactual recordings: only one thing changes in each
+
+
+def noise_like(rng: np.random.Generator, signal: np.ndarray, kind: str) -> np.ndarray:
+    """Pure noise (N L), each row rescaled to exactly its recording's sample variance: white (flat
+    spectrum to the Nyquist frequency) or pink (power ∝ 1/f from the first FFT bin up, no DC)."""
+    from data import waveform as wf
+
+    sigma = signal.std(axis=1).astype(np.float32)  # (N,)
+    if kind == "white":
+        x = rng.standard_normal(signal.shape, dtype=np.float32)
+    elif kind == "pink":
+        flat = (wf.FREQS_HZ > 0).astype(np.float32)  # (K,) no DC, no recording filter: pure 1/f
+        x = wf.coloured_noise(rng, np.ones_like(sigma), np.ones_like(sigma), band_power=flat)
+    else:
+        raise ValueError(f"noise kind: expected one of {NOISE_KINDS}, found {kind!r}")
+    return (x * (sigma / np.maximum(x.std(axis=1), 1e-12))[:, None]).astype(np.float32)
+
+
+def with_signal(records: Records, signal: np.ndarray) -> Records:
+    return dataclasses.replace(records, signal=signal.astype(np.float32))
+
+
+def with_levels(records: Records, level: np.ndarray) -> Records:
+    """The same recordings (samples, labels, other static values) with the stated intensity ``level`` (N,)."""
+    static = records.static.copy()
+    static[:, 1] = level
+    return dataclasses.replace(records, static=static)
+
+
+def restated_levels(records: Records) -> np.ndarray:
+    """(N,) absent recordings at LOUD_DB, present ones QUIETER_DB lower (>= 0): one pass serves both
+    checks, as each recording's answer depends on that recording alone."""
+    level = records.static[:, 1]
+    return np.where(records.peak_mask, np.maximum(level - QUIETER_DB, 0.0), LOUD_DB).astype(np.float32)
+
+
+def shuffled_levels(rng: np.random.Generator, records: Records) -> np.ndarray:
+    """(N,) each series' stated levels permuted among its own recordings."""
+    level = records.static[:, 1].copy()
+    for sid in np.unique(records.series_id):
+        rows = np.flatnonzero(records.series_id == sid)
+        level[rows] = level[rng.permutation(rows)]
+    return level
+
+
+# ------------------------------------------------------------------------------------------------
+# one pass of the network, and the statistics over series
+
+
+@dataclasses.dataclass
+class Pass:
+    detected: np.ndarray  # (N,) bool, wave V probability >= DETECTION_P
+    thresholds: dict[str, np.ndarray]  # method -> (S,) dB
+    types: dict[str, np.ndarray]  # method -> (S,) type index
+    series: Series
+
+
+def answer(model: Any, series_net: Any, records: Records, stats: Any, device: str) -> Pass:
+    from data.dataset import ABRDataset
+    from training.series import extract, series_answers
+
+    ev = extract(model, ABRDataset(records, stats), device=device)
+    a = series_answers(ev, series_net)
+    types = {k: v.argmax(1) for k, v in a.types.items() if k != "rule"}  # "rule" is evidence_sum again
+    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series)
+
+
+def rate(series: Series, rows: np.ndarray, detected: np.ndarray, *, n_boot: int, seed: int) -> Estimate:
+    """Share of ``rows`` (bool (N,)) detected, resampling series."""
+    hits = np.array([detected[m][rows[m]].sum() for m in series.members], dtype=np.float64)  # (S,)
+    count = np.array([rows[m].sum() for m in series.members], dtype=np.float64)  # (S,)
+
+    def stat(i: np.ndarray) -> float:
+        return float(hits[i].sum() / count[i].sum()) if count[i].sum() else float("nan")
+
+    return bootstrap(stat, len(series), n_boot=n_boot, seed=seed)
+
+
+def paired_rates(series: Series, rows: np.ndarray, before: np.ndarray, after: np.ndarray, *, n_boot: int,
+                 seed: int) -> dict[str, Any]:
+    """Detection of ``rows`` as stated and counterfactual, and the difference, on the same resamples."""
+    diff = after.astype(np.int64) - before.astype(np.int64)  # (N,) +1 newly detected, -1 lost
+    return {"recordings": int(rows.sum()),
+            "as_stated": rate(series, rows, before, n_boot=n_boot, seed=seed),
+            "counterfactual": rate(series, rows, after, n_boot=n_boot, seed=seed),
+            "difference": _mean_over_rows(series, rows, diff, n_boot=n_boot, seed=seed)}
+
+
+def _mean_over_rows(series: Series, rows: np.ndarray, values: np.ndarray, *, n_boot: int, seed: int) -> Estimate:
+    total = np.array([values[m][rows[m]].sum() for m in series.members], dtype=np.float64)
+    count = np.array([rows[m].sum() for m in series.members], dtype=np.float64)
+    return bootstrap(lambda i: float(total[i].sum() / count[i].sum()) if count[i].sum() else float("nan"),
+                     len(series), n_boot=n_boot, seed=seed)
+
+
+def share(flags: np.ndarray, *, n_boot: int, seed: int) -> Estimate:
+    """Mean of a per-series quantity (S,), resampling series."""
+    flags = np.asarray(flags, dtype=np.float64)
+    return bootstrap(lambda i: float(flags[i].mean()), len(flags), n_boot=n_boot, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------
+# the four checks
+
+
+def noise_check(base: Pass, noisy: Pass, level: np.ndarray, *, n_boot: int, seed: int) -> dict[str, Any]:
+    everyone = np.ones(len(level), dtype=bool)
+    kw = {"n_boot": n_boot, "seed": seed}
+    return {
+        "detected": rate(noisy.series, everyone, noisy.detected, **kw),
+        "detected_by_level": {f"{v:g}": rate(noisy.series, level == v, noisy.detected, **kw)
+                              for v in np.unique(level)},
+        "no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in noisy.thresholds.items()},
+        "real_no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in base.thresholds.items()},
+    }
+
+
+def shuffle_check(base: Pass, shuffled: Pass, *, n_boot: int, seed: int) -> dict[str, Any]:
+    kw = {"n_boot": n_boot, "seed": seed}
+    assert np.array_equal(base.series.ids, shuffled.series.ids)  # same series, in the same order
+    return {
+        "threshold": {k: {"changed": share(base.thresholds[k] != shuffled.thresholds[k], **kw),
+                          "mean_abs_change_db": share(np.abs(base.thresholds[k] - shuffled.thresholds[k]), **kw)}
+                      for k in base.thresholds},
+        "type": {k: {"changed": share(base.types[k] != shuffled.types[k], **kw)} for k in base.types},
+    }
+
+
+def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *, seed: int, n_boot: int,
+                    device: str = "cpu") -> dict[str, Any]:
+    """Every check on ``records`` (labelled); ``seed`` draws the noise and the shuffles."""
+    rng = np.random.default_rng([seed, 33])
+    kw = {"n_boot": n_boot, "seed": seed}
+    level = records.static[:, 1]
+    base = answer(model, series_net, records, stats, device)
+    out: dict[str, Any] = {"noise": {}}
+    for kind in NOISE_KINDS:
+        noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats, device)
+        out["noise"][kind] = noise_check(base, noisy, level, **kw)
+    restated = answer(model, series_net, with_levels(records, restated_levels(records)), stats, device)
+    present = records.peak_mask.astype(bool)
+    out["absent_at_90db"] = paired_rates(base.series, ~present, base.detected, restated.detected, **kw)
+    out["present_30db_lower"] = paired_rates(base.series, present, base.detected, restated.detected, **kw)
+    shuffled = answer(model, series_net, with_levels(records, shuffled_levels(rng, records)), stats, device)
+    out["levels_shuffled"] = shuffle_check(base, shuffled, **kw)
+    out["real_detected"] = rate(base.series, np.ones(len(level), dtype=bool), base.detected, **kw)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# report
+
+
+def markdown(result: dict[str, Any]) -> str:
+    c, cf = result["cohort"], result["checks"]
+    lines = ["## Counterfactual checks (issue 33): the answers when only the stated values change", "",
+             f"Run `{result['run']}` ({result['checkpoint']}), series answers by "
+             f"{'the series model' if result['series_model'] else 'the rule'}; held-out cohort of {c['patients']} "
+             f"patients (generator seed {c['seed']}, {c['recordings']} recordings, {c['series']} series); wave V "
+             f"detected at p >= {DETECTION_P}; 95 % bootstrap intervals over series ({result['n_boot']} resamples). "
+             f"{result['machine']}.", "",
+             "| check | recordings | as stated | counterfactual | moved |", "|---|---|---|---|---|"]
+    for key, name in (("absent_at_90db", f"no wave V, re-stated at {LOUD_DB:g} dB: detected"),
+                      ("present_30db_lower", f"wave V, re-stated {QUIETER_DB:g} dB lower: detected")):
+        r = cf[key]
+        lines.append(f"| {name} | {r['recordings']} | {r['as_stated']} | {r['counterfactual']} | {r['difference']} |")
+    methods = list(cf["noise"]["white"]["no_response"])
+    lines += ["", f"Pure noise of each recording's own variance, static values kept (real recordings: "
+                  f"{cf['real_detected']} detected):", "",
+              "| noise | detected, all levels | lowest level rate | highest level rate | "
+              + " | ".join(f"series 'no response' ({k}; real cohort)" for k in methods) + " |",
+              "|---|---|---|---|" + "---|" * len(methods)]
+    for kind, r in cf["noise"].items():
+        by = r["detected_by_level"]
+        lo, hi = min(by, key=lambda k: by[k].value), max(by, key=lambda k: by[k].value)
+        lines.append(f"| {kind} | {r['detected']} | {lo} dB: {by[lo]} | {hi} dB: {by[hi]} | " +
+                     " | ".join(f"{r['no_response'][k]} ({r['real_no_response'][k].value:.3f})"
+                                for k in r["no_response"]) + " |")
+    s = cf["levels_shuffled"]
+    lines += ["", "Each series' levels shuffled among its recordings (share of series whose answer changed):", "",
+              "| answer | method | changed | mean change (dB) |", "|---|---|---|---|"]
+    lines += [f"| threshold | {k} | {v['changed']} | {v['mean_abs_change_db']} |" for k, v in s["threshold"].items()]
+    lines += [f"| type | {k} | {v['changed']} | |" for k, v in s["type"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = ArgumentParser(prog="bench/counterfactual.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True)
+    p.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=240, help="held-out cohort size")
+    p.add_argument("--seed", type=number(int, ge=0), default=COUNTERFACTUAL_SEED, help="cohort generator seed")
+    p.add_argument("--domain", default="narrow", choices=("narrow", "wide"), help="the cohort's generator domain")
+    p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
+    p.add_argument("--device", default="cpu")
+    add_output_args(p, "counterfactual")
+    args = p.parse_args(argv)
+    return run_main(lambda: _run(p, args), debug=args.debug)
+
+
+def _run(p: ArgumentParser, args: Any) -> int:
+    from data.cli import resolve_device
+    from data.synthetic import generate
+    from training.checkpoint import load_run
+    from training.series import load_series
+
+    t0 = time.time()
+    device = resolve_device(args.device)
+    run = load_run(args.run, which=args.checkpoint, device=device)
+    if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:
+        p.error(f"--seed {args.seed}: the run trained on that generator seed; the checks need a held-out cohort")
+    series_net = load_series(args.run)
+    if series_net is not None:
+        series_net = series_net.to(device)
+    records = generate(args.patients, args.seed, domain=args.domain)
+    checks = counterfactuals(run.model, series_net, records, run.stats, seed=args.seed, n_boot=args.n_boot,
+                             device=device)
+    result = {"run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
+              "cohort": {"patients": args.patients, "seed": args.seed, "domain": args.domain,
+                         "recordings": len(records), "series": len(np.unique(records.series_id))},
+              "detection_p": DETECTION_P, "n_boot": args.n_boot, "machine": machine(), "checks": checks,
+              "seconds": round(time.time() - t0, 1)}
+    section = markdown(result)
+    print(section)
+    write_outputs(args, "counterfactual", result, section)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

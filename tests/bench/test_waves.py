@@ -1,0 +1,51 @@
+"""bench/waves.py end to end on tiny runs: the network's rows per wave beside a baseline run, the
+no-learning picker and the cap; the cap is what it claims to be."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from bench.waves import main, nearest_maximum, pick_in_window
+from data import waveform as wf
+from tests.runs import tiny_config, train_run
+
+
+def test_waves_bench_scores_map_and_pooled_runs(tmp_path, capsys):
+    runs = {}
+    for head in ("map", "pooled"):
+        cfg = tiny_config(tmp_path / head, "data.synthetic.patients=30", f"model.peak_head={head}")
+        runs[head] = tmp_path / head / "run"
+        train_run(cfg, runs[head])
+    out, doc = tmp_path / "waves.json", tmp_path / "results.md"
+    assert main(["--run", str(runs["map"]), "--baseline-run", str(runs["pooled"]), "--patients", "12",
+                 "--n-boot", "20", "--out", str(out), "--doc", str(doc)]) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert set(result["network"]["waves"]) == {"I", "III", "V"}  # the map head reads three waves
+    assert set(result["baseline"]["waves"]) == {"V"}  # the pooled head, wave V only
+    for method in ("picker", "cap"):
+        assert set(result["reference"][method]) == {"I", "III", "V"}
+        assert "detection_f1" not in result["reference"][method]["V"]  # no presence answer
+    # the cap reads the mark's nearest local maximum: it can only be at least as good as the picker
+    for w in ("I", "III", "V"):
+        cap, picker = result["reference"]["cap"][w], result["reference"]["picker"][w]
+        assert cap["latency_within_0.2ms"]["value"] >= picker["latency_within_0.2ms"]["value"]
+        assert cap["latency_within_0.1ms"]["value"] > 0.9
+    text = doc.read_text(encoding="utf-8")
+    assert "<!-- waves: begin -->" in text and "| latency_within_0.1ms |" in text
+    assert "no-learning picker" in capsys.readouterr().out
+
+
+def test_picker_and_cap_find_a_clean_peak():
+    n = 4
+    x = np.zeros((n, 200), np.float32)
+    lat = np.array([2.0, 4.1, 6.3, 8.55])
+    wf.add_wave(x, lat, np.full(n, 0.3), np.full(n, 0.4), 3.0)
+    xt = torch.from_numpy(x)
+    got, amp = pick_in_window(xt, lat + 0.8, 1.5)  # the regression's guess is 0.8 ms late
+    np.testing.assert_allclose(got, lat, atol=0.02)
+    np.testing.assert_allclose(amp, 0.3, atol=0.01)
+    near, _ = nearest_maximum(xt, lat + 0.3)
+    np.testing.assert_allclose(near, lat, atol=0.02)

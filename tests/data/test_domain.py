@@ -1,0 +1,155 @@
+"""The generator's opt-in options of issue 33: the wide domain (a randomized recording chain) and
+catch sessions (noise-only recordings at every level). The defaults keep the bytes of before."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from data import waveform as wf
+from data.records import SIGNAL_LENGTH
+from data.splits import split_patients
+from data.synthetic import LEVELS_DB, MIN_MARK_MS, NO_RESPONSE_THRESHOLD_DB, PATIENT_CHUNK, TOTAL, draw_chain, generate
+
+COLUMNS = ("signal", "static", "label", "peak_mask", "peak_latency", "peak_amplitude", "threshold", "patient_id",
+           "series_id", "wave_present", "wave_latency", "wave_amplitude")
+# generate(70, 5) before the options existed (commit 50b34de): the narrow default must not move.
+PINNED = "6a27e93fec64627a7148e735a37e1635ba101707ab9c579afa9800d580325986"
+
+
+def _digest(records) -> str:
+    h = hashlib.sha256()
+    for k in COLUMNS:
+        h.update(np.ascontiguousarray(getattr(records, k)).tobytes())
+    return h.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def pair():
+    """The same 60 patients (one chunk: one chain draw) through the narrow and the wide chain."""
+    return generate(60, 7), generate(60, 7, domain="wide"), draw_chain(np.random.default_rng([7, 3, 0]), 60)
+
+
+def test_defaults_give_the_bytes_of_before():
+    assert _digest(generate(70, 5)) == PINNED
+    assert _digest(generate(70, 5, domain="narrow", catch_fraction=0.0)) == PINNED
+    assert "domain" not in generate(5, 5).meta["source"]  # the native file's meta is unchanged too
+
+
+@pytest.mark.parametrize(("kw", "message"), [({"domain": "broad"}, "synthetic domain: expected one of narrow, wide"),
+                                             ({"catch_fraction": 1.5}, "catch_fraction: expected a share from 0 to 1")])
+def test_bad_options_are_refused(kw, message):
+    with pytest.raises(ValueError, match=message):
+        generate(5, 0, **kw)
+
+
+def test_wide_keeps_the_truth_and_changes_the_recording(pair):
+    narrow, wide, _ = pair
+    for k in ("label", "threshold", "peak_mask", "patient_id", "series_id"):
+        assert np.array_equal(getattr(narrow, k), getattr(wide, k)), k
+    assert np.array_equal(narrow.static[:, :3], wide.static[:, :3])  # age, level, rate: the same protocol
+    assert not np.allclose(narrow.signal, wide.signal) and np.isfinite(wide.signal).all()
+    assert wide.meta["source"]["domain"] == "wide"
+
+
+def test_wide_latency_labels_follow_the_chain_delay(pair):
+    narrow, wide, chain = pair
+    delay = chain.delay_ms[narrow.patient_id]
+    rows = narrow.peak_mask & (narrow.peak_latency < 9.0) & (wide.peak_latency < 9.0)
+    shift = wide.peak_latency[rows] - narrow.peak_latency[rows]
+    assert abs(np.median(shift - delay[rows])) < 0.1  # marked on the final waveform, true latency + delay
+    assert np.corrcoef(shift, delay[rows])[0, 1] > 0.9
+    beyond = wide.peak_mask & (narrow.peak_latency + delay >= 9.6)  # pushed out of the window: true + delay
+    err = wide.peak_latency[beyond] - narrow.peak_latency[beyond] - delay[beyond]
+    assert beyond.any() and abs(np.median(err)) < 0.1
+    assert np.abs(err).max() < 0.6  # the narrow mark lies within the marker's 0.25 ms search; jitter 0.05 ms
+
+
+def test_wide_labels_are_marked_on_the_filtered_waveform(pair):
+    _, wide, _ = pair
+    rows = np.flatnonzero(wide.peak_mask & (wide.peak_latency < 9.5))
+    idx = np.rint(wide.peak_latency[rows] / wf.DT_MS).astype(int)
+    on_signal = wide.signal[rows, idx]
+    assert np.all(wide.peak_amplitude[rows] >= on_signal - 1e-6)
+    assert np.all(wide.peak_amplitude[rows] - on_signal < 0.1)
+    neighbours = np.maximum(wide.signal[rows, idx - 1], wide.signal[rows, idx + 1])
+    assert np.mean(on_signal >= neighbours - 1e-6) > 0.9
+    early = wide.wave_present == 1  # waves I and III: marked only where their delayed peak lies >= 0.35 ms
+    assert early.any() and np.nanmin(wide.wave_latency[early]) >= MIN_MARK_MS - 0.25 - 0.03
+
+
+def test_wide_gain_scales_the_marked_amplitudes(pair):
+    narrow, wide, chain = pair
+    rows = narrow.peak_mask & (narrow.peak_amplitude > 0.1) & (narrow.peak_latency < 9.0)
+    pid = narrow.patient_id[rows]
+    ratio = np.log(np.maximum(wide.peak_amplitude[rows], 1e-3) / narrow.peak_amplitude[rows])
+    per_patient = np.array([np.median(ratio[pid == p]) for p in np.unique(pid)])
+    assert np.corrcoef(per_patient, np.log(chain.gain[np.unique(pid)]))[0, 1] > 0.6
+
+
+def test_chain_draws_the_documented_ranges():
+    c = draw_chain(np.random.default_rng(0), 5000)
+    assert -1.5 <= c.delay_ms.min() < -1.4 and 1.4 < c.delay_ms.max() <= 1.5
+    assert 30 <= c.highpass_hz.min() < 32 and 290 < c.highpass_hz.max() <= 300
+    assert c.lowpass_hz.min() >= 1500 and c.lowpass_hz.max() <= 3000
+    assert set(c.hp_order) == set(c.lp_order) == {1, 2, 3, 4} and set(c.mains_hz) == {50.0, 60.0}
+    assert 0.5 <= c.gain.min() < 0.52 and 1.95 < c.gain.max() <= 2.0
+    assert c.rel_amp.min() >= 0.5 and c.rel_amp.max() <= 2.0 and c.width_scale.min() >= 0.75
+
+
+def test_zero_phase_filter_keeps_a_peak_in_place_and_halves_the_corner():
+    one = np.ones(1)
+    g = wf.zero_phase_gain(np.array([100.0, 1e6]), 100.0 * one, 1e6 * one, 2 * one, 1 * one)  # (1 2)
+    assert np.isclose(g[0, 0], 0.5, atol=0.01)  # |H(fc)|^2 = 1/2: forward-backward halves the corner
+    t = np.arange(600) * wf.DT_MS
+    pulse = np.exp(-0.5 * ((t - 15.0) / 0.4) ** 2)[None, :] + 0.3  # a wave on a DC offset
+    out = wf.filter_zero_phase(pulse, wf.zero_phase_gain(wf.EXT_FREQS_HZ, 100 * one, 3000 * one, 2 * one, 2 * one))
+    assert np.argmax(out[0]) == np.argmax(pulse[0])  # zero phase: the peak does not move
+    assert abs(np.median(out[0])) < 0.02  # DC removed
+
+
+def test_catch_sessions_are_noise_at_every_level_labelled_no_response():
+    real, mixed = generate(40, 1), generate(40, 1, catch_fraction=0.5)
+    n = len(real)
+    for k in COLUMNS:  # the real recordings first, unchanged
+        assert np.array_equal(getattr(real, k), getattr(mixed, k)[:n], equal_nan=True), k
+    catch = mixed.subset(np.arange(n, len(mixed)))
+    assert len(catch) > 0 and not catch.peak_mask.any() and not (catch.wave_present == 1).any()
+    assert set(catch.label) == {TOTAL} and set(catch.threshold) == {NO_RESPONSE_THRESHOLD_DB}
+    assert set(catch.static[:, 1]) == set(LEVELS_DB)  # every stated level
+    assert catch.series_id.min() >= 40 and set(catch.patient_id) <= set(real.patient_id)
+    assert np.array_equal(catch.series_id - 40, catch.patient_id)  # one session per patient, its own series
+    per_patient = np.bincount(catch.patient_id, minlength=40)
+    real_count = np.bincount(real.patient_id, minlength=40)
+    has = per_patient > 0
+    assert 0.25 < has.mean() < 0.75 and np.array_equal(per_patient[has], (real_count[has] + 1) // 2)
+    assert 0.7 < np.median(catch.static[:, 3]) < 1.6  # FMP about 1: nothing but noise
+    assert catch.signal.shape[1] == SIGNAL_LENGTH
+
+
+def test_catch_sessions_keep_each_patient_in_its_class_stratum():
+    """The split stratifies patients by their most frequent label: a catch session (half as many
+    recordings) must not turn a patient into a TOTAL patient."""
+    mixed = generate(PATIENT_CHUNK, 3, catch_fraction=1.0)
+    real = generate(PATIENT_CHUNK, 3)
+    counts = np.zeros((PATIENT_CHUNK, 5), dtype=np.int64)
+    np.add.at(counts, (mixed.patient_id, mixed.label), 1)
+    own = np.array([real.label[real.patient_id == p][0] for p in range(PATIENT_CHUNK)])
+    assert np.array_equal(counts.argmax(1), own)
+    train, val, test = split_patients(mixed.patient_id, mixed.label, [0.7, 0.15, 0.15], 0)
+    assert not set(mixed.patient_id[train]) & set(mixed.patient_id[np.concatenate([val, test])])
+
+
+def test_cli_writes_the_wide_domain_with_catch_sessions(tmp_path, capsys):
+    from data.native import read_native
+    from data.synthetic import main
+
+    out = tmp_path / "wide.npz"
+    assert main(["--out", str(out), "--patients", "6", "--seed", "2", "--domain", "wide", "--catch-fraction", "1"]) == 0
+    records, _ = read_native(out)  # the native reader validates every column
+    assert records == generate(6, 2, domain="wide", catch_fraction=1.0)
+    assert records.meta["source"]["domain"] == "wide" and records.meta["source"]["catch_fraction"] == 1.0
+    assert main(["--out", str(tmp_path / "x.npz"), "--catch-fraction", "2"]) == 2
+    assert "--catch-fraction: expected a share from 0 to 1, found 2.0" in capsys.readouterr().err
