@@ -238,6 +238,9 @@ def panel_note(pairs: dict) -> str:
     for pair, a in pairs.items():
         if "(any p)" in pair:
             continue
+        if a["n"] == 0:
+            lines.append(f"{pair}: no level both mark")
+            continue
         shares = " / ".join(f"{a[f'n_within_{t:g}ms']}/{a['n']}" for t in LATENCY_TOLERANCES_MS)
         mad = "-" if a["mean_abs_diff_ms"] is None else f"{a['mean_abs_diff_ms']:.2f} ms"
         lines.append(f"{pair}: {shares}, {mad}")
