@@ -14,7 +14,8 @@ An EPL file is one intensity series of one ear::
 reshaped to (samples, levels), all-zero waveforms skipped (an acquisition bug), and by default a
 1st-order Butterworth band-pass 300-3000 Hz applied forward and backward (``filtfilt``). Its
 analysis files (``<file>-<freq>kHz-analyzed.txt``) hold the threshold and, per level, the marked
-``P<i> Latency`` / ``P<i> Amplitude`` (a negative latency means no peak).
+``P<i> Latency`` / ``P<i> Amplitude`` (and ``N<i>``; a negative latency means no peak):
+:func:`parse_marks` reads every marked peak by name, :func:`read_epl` takes wave V from ``P<wave>``.
 
 Conversion to the pipeline's 200 samples at 20 kHz:
 
@@ -35,6 +36,7 @@ into the intensity column as they are (EPL files from animal labs use dB SPL).
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -120,32 +122,96 @@ def parse_epl(path: str | Path) -> dict:
     }
 
 
-def parse_analysis(path: str | Path, wave: int = 5) -> tuple[float | None, dict[float, tuple[float, float]]]:
-    """An ``abr`` analysis file: (threshold or None, {level: (latency ms, amplitude)} for wave ``wave``)."""
+@dataclass
+class AnalysisMarks:
+    """An ``abr`` analysis file (``<file>-<freq>kHz-analyzed.txt``): the threshold (None where the file
+    says None), the levels (M,) in file order, and for each marked peak the file has columns for
+    (``"P1"``, ``"N1"``, ... ``"P5"``, in column order) its latency (M,) in ms and amplitude (M,) as written.
+    Where the file marks no peak (a negative latency: "Negative latencies indicate no peak"; the
+    ``abr`` program writes the mark of a subthreshold waveform with its latency negated) both are NaN."""
+
+    path: Path
+    threshold: float | None
+    levels: np.ndarray
+    latency: dict[str, np.ndarray]
+    amplitude: dict[str, np.ndarray]
+
+    def at_levels(self, name: str, levels: np.ndarray) -> np.ndarray:
+        """(len(levels),) peak ``name``'s latency (ms) at each of ``levels``; NaN where the file marks no
+        peak there, has no row for that level, or no columns for that peak."""
+        lat = dict(zip(self.levels.tolist(), self.latency.get(name, np.full(len(self.levels), np.nan)).tolist(),
+                       strict=True))
+        return np.array([lat.get(float(lv), np.nan) for lv in levels])
+
+
+_P_MARK_COLUMN = re.compile(r"([PN][0-9]+) (Latency|Amplitude)")
+
+
+def parse_marks(path: str | Path) -> AnalysisMarks:
+    """Every marked peak of an ``abr`` analysis file (see :class:`AnalysisMarks`). Bad content is one
+    DataFormatError naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(f"{path}: analysis file not found")
-    lines = path.read_text(encoding="ISO-8859-1").splitlines()
-    threshold = None
-    peaks: dict[float, tuple[float, float]] = {}
-    header = None
-    for number, line in enumerate(lines, 1):
+    threshold, header, rows = None, None, []
+    for number, line in enumerate(path.read_text(encoding="ISO-8859-1").splitlines(), 1):
+        where = f"{path}: line {number}"
         try:
             if line.startswith("Threshold"):
                 value = line.split(":", 1)[-1].strip()
                 threshold = None if value.lower() in ("none", "nan", "") else float(value)
             elif line.startswith("Level"):
-                header = line.rstrip("\t").split("\t")
+                header = _mark_columns(where, line.rstrip("\t").split("\t"))
             elif header is not None and line.strip():
-                cells = dict(zip(header, line.split("\t"), strict=False))
-                lat, amp = cells.get(f"P{wave} Latency"), cells.get(f"P{wave} Amplitude")
-                if lat is not None and amp is not None:
-                    peaks[float(cells["Level"])] = (float(lat), float(amp))
+                cells = line.rstrip("\t").split("\t")
+                if len(cells) != header[0]:
+                    raise DataFormatError(f"{where}: expected {header[0]} tab-separated values (as the 'Level' "
+                                          f"line names), found {len(cells)}")
+                rows.append((where, float(cells[0]), {k: float(cells[i]) for k, i in header[1].items()}))
+        except DataFormatError:
+            raise
         except ValueError as exc:
-            raise DataFormatError(f"{path}: line {number}: expected numbers ({exc})") from None
+            raise DataFormatError(f"{where}: expected numbers ({exc})") from None
     if header is None:
         raise DataFormatError(f"{path}: no 'Level' header line; expected an abr analysis file")
-    return threshold, peaks
+    seen: dict[float, str] = {}
+    for where, level, _ in rows:
+        if level in seen:
+            raise DataFormatError(f"{where}: level {level:g} was given before ({seen[level].rsplit(': ', 1)[-1]}); "
+                                  "expected each level once")
+        seen[level] = where
+    levels = np.array(list(seen))
+    names = list(dict.fromkeys(k.split()[0] for k in header[1]))
+    latency = {n: np.array([r[f"{n} Latency"] for _, _, r in rows]) for n in names}
+    amplitude = {n: np.array([r[f"{n} Amplitude"] for _, _, r in rows]) for n in names}
+    for n in names:
+        none = ~(latency[n] > 0)  # negative: no peak (NaN too: nothing marked)
+        latency[n][none] = amplitude[n][none] = np.nan
+    return AnalysisMarks(path, threshold, levels, latency, amplitude)
+
+
+def _mark_columns(where: str, columns: list[str]) -> tuple[int, dict[str, int]]:
+    """The 'Level' line: (number of columns, {"P1 Latency": column index, ...}); a peak needs both columns."""
+    if columns[0] != "Level":
+        raise DataFormatError(f"{where}: expected the header to start with 'Level', found {columns[0]!r}")
+    found = {c: i for i, c in enumerate(columns) if _P_MARK_COLUMN.fullmatch(c)}
+    for c in found:
+        name, kind = c.split()
+        pair = f"{name} {'Amplitude' if kind == 'Latency' else 'Latency'}"
+        if pair not in found:
+            raise DataFormatError(f"{where}: column '{c}' has no '{pair}' beside it; expected both for each peak")
+    return len(columns), found
+
+
+def parse_analysis(path: str | Path, wave: int = 5) -> tuple[float | None, dict[float, tuple[float, float]]]:
+    """An ``abr`` analysis file: (threshold or None, {level: (latency ms, amplitude)} for wave ``wave``,
+    NaN where no peak is marked; empty where the file has no P``wave`` columns)."""
+    marks = parse_marks(path)
+    name = f"P{wave}"
+    if name not in marks.latency:
+        return marks.threshold, {}
+    return marks.threshold, {float(lv): (float(lat), float(amp)) for lv, lat, amp in
+                             zip(marks.levels, marks.latency[name], marks.amplitude[name], strict=True)}
 
 
 def resample(x: np.ndarray, fs_hz: float) -> np.ndarray:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,6 +249,26 @@ EARLY_WAVE_STYLE = (("v", "tab:green"), ("v", "tab:orange"))  # marker, colour o
 WATERFALL_DPI = 150  # drawn per series, many per run: a fixed layout (no tight bbox) keeps each under 0.1 s
 
 
+@dataclass(frozen=True)
+class TraceMark:
+    """Marks a waterfall draws beside its own (:meth:`Waterfall.draw`'s ``marks``): one latency (ms) per
+    trace, in the caller's order of the traces, NaN where that trace has none; drawn on the trace, or
+    ``above`` it as the network's wave marks are."""
+
+    label: str
+    latency: np.ndarray  # (n,)
+    marker: str = "o"
+    color: str = "k"
+    filled: bool = True
+    size: float = 4.0
+    above: bool = False
+
+
+def _on_trace(lat: np.ndarray, x: np.ndarray, offsets: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
+    """(n,) the height of each trace of x (n L), drawn at ``offsets``, at its latency ``lat`` (n,) ms."""
+    return np.array([np.interp(lat[i], t_ms, x[i]) for i in range(len(x))]) + offsets
+
+
 def _boundary(level_db: float, levels: np.ndarray, offsets: np.ndarray, gap: float) -> float:
     """The height between the traces at ``level_db`` and above and those below it, on a waterfall whose
     traces at ``levels`` (descending) sit at ``offsets`` (descending, ``gap`` apart)."""
@@ -272,7 +293,10 @@ class Waterfall:
       hears no response);
     - the threshold (dB): a dashed line under the quietest trace at or above it, its 10-90 % ``interval``
       shaded over the traces inside it; ``no_response_db`` and above: "no response", no line;
-    - ``title``: patient, series and the predicted type (lines joined by newlines).
+    - ``title``: patient, series and the predicted type (lines joined by newlines);
+    - ``marks``: other readers' marks (:class:`TraceMark`), each with its legend entry; ``peak_prob=None``
+      draws no wave V; ``note``: lines of text under the legend (e.g. the agreement of the marks);
+      ``gap``: the trace spacing in µV (default: 0.9 times the median peak-to-peak, as on a print-out).
     """
 
     def __init__(self) -> None:
@@ -295,44 +319,46 @@ class Waterfall:
             self.title = self.fig.text(0.02, 0.98, "", va="top", ha="left", fontsize=8)
             ax.set_yticks([])  # the levels are labels, not a scale: texts cost a third of tick objects
             ax.set_xlabel("time (ms)")
+            self.note = self.fig.text(0.02, 0.0, "", va="bottom", ha="left", fontsize=7)
         self.labels: list[Any] = []  # level texts, grown as needed
         self.band = self.legend = None
+        self.marks: list[Any] = []  # the lines of the last draw's TraceMarks
 
-    def draw(self, signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray, latency: np.ndarray,
-             threshold_db: float, path: Path, *, title: str, interval: tuple[float, float] | None = None,
-             no_response_db: float = NO_RESPONSE_THRESHOLD_DB, units: str = "dB",
-             early_waves: tuple[np.ndarray, np.ndarray] | None = None) -> Path:
+    def draw(self, signal: np.ndarray, intensity: np.ndarray, peak_prob: np.ndarray | None,
+             latency: np.ndarray | None, threshold_db: float, path: Path, *, title: str,
+             interval: tuple[float, float] | None = None, no_response_db: float = NO_RESPONSE_THRESHOLD_DB,
+             units: str = "dB", early_waves: tuple[np.ndarray, np.ndarray] | None = None,
+             marks: Sequence[TraceMark] = (), note: str = "", gap: float | None = None) -> Path:
         """``early_waves``: (probability, latency ms) of waves I and III, (n 2) each, from the wave map
         head; each is marked where its probability is >= WAVE_V_P."""
         order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
         x = np.asarray(signal, dtype=float)[order]
         x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
-        levels, prob = np.asarray(intensity, float)[order], np.asarray(peak_prob)[order]
-        lat = np.asarray(latency, float)[order]
-        n, L = x.shape
-        gap = max(float(np.median(np.ptp(x, axis=1))) * 0.9, 1e-6)  # traces may touch, as on a print-out
+        levels, n, L = np.asarray(intensity, float)[order], *x.shape
+        prob = np.zeros(n) if peak_prob is None else np.asarray(peak_prob)[order]
+        lat = np.full(n, np.nan) if latency is None else np.asarray(latency, float)[order]
+        if gap is None:
+            gap = max(float(np.median(np.ptp(x, axis=1))) * 0.9, 1e-6)  # traces may touch, as on a print-out
         offsets = -gap * np.arange(n)  # (n,) the top trace at 0
         t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
         fig, ax = self.fig, self.ax
-        n_title = title.count("\n") + 1
-        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
-        top, bottom = 0.25 + 0.14 * n_title, 0.85  # inches for the title, and for the axis label and legend
-        fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
-        ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
-        self.title.set_position((0.02, 1 - 0.1 / height))
-        self.title.set_text(title)
         self.traces.set_segments([np.column_stack([t_ms, x[i] + offsets[i]]) for i in range(n)])
         mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
-        y = np.array([np.interp(lat[i], t_ms, x[i]) for i in range(n)]) + offsets + 0.15 * gap  # (n,)
+        y = _on_trace(lat, x, offsets, t_ms) + 0.15 * gap  # (n,)
         counted = mark & (levels >= threshold_db)
         self.filled.set_data(lat[counted], y[counted])
         self.hollow.set_data(lat[mark & ~counted], y[mark & ~counted])
         self._level_labels(offsets, levels)
         ax.set_ylabel(f"stimulus level ({units})", labelpad=22)
         ax.set_xlim(0, t_ms[-1])
-        ax.set_ylim(offsets[-1] - 1.3 * gap, offsets[0] + 1.3 * gap)
+        drawn = x + offsets[:, None]  # (n L) a trace taller than the spacing (a loud one) is not cut off
+        ax.set_ylim(min(offsets[-1] - 1.3 * gap, drawn.min() - 0.1 * gap),
+                    max(offsets[0] + 1.3 * gap, drawn.max() + 0.3 * gap))
         handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
-        handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=f"wave V (p ≥ {WAVE_V_P:g})"))
+        if peak_prob is not None:
+            handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
+                                  label=f"wave V (p ≥ {WAVE_V_P:g})"))
+        handles += self._trace_marks(marks, order, x, offsets, gap, t_ms)
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
                                   label="... below the series threshold"))
@@ -356,14 +382,31 @@ class Waterfall:
         self.bar.set_data([0.25, 0.25], [y0, y0 + bar])
         self.bar_text.set_position((0.4, y0 + bar / 2))
         self.bar_text.set_text(f"{bar:g} µV")
+        height, note_in = self._layout(title, note, n, rows=math.ceil(len(handles) / 2))
         if self.legend is not None:
             self.legend.remove()
-        self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, 0.0), ncol=2,
+        self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, note_in / height), ncol=2,
                                  frameon=False, fontsize=7, handletextpad=0.3, columnspacing=1.0)
         path.parent.mkdir(parents=True, exist_ok=True)
         with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
             fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
         return path
+
+    def _layout(self, title: str, note: str, n: int, rows: int) -> tuple[float, float]:
+        """Size the figure for n traces, the title, ``rows`` legend rows and the note: (height, note) in inches."""
+        n_title = title.count("\n") + 1
+        height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
+        note_in = 0.14 * (note.count("\n") + 1) + 0.05 if note else 0.0
+        legend_in = 0.14 * max(rows - 2, 0)  # two rows fit under the axis label; each further row needs room
+        height += note_in + legend_in
+        top, bottom = 0.25 + 0.14 * n_title, 0.85 + note_in + legend_in  # inches: title; axis label, legend, note
+        self.fig.set_size_inches(PAGE_WIDTH_IN / 2, height)
+        self.note.set_position((0.02, 0.08 / height))
+        self.note.set_text(note)
+        self.ax.set_position((0.2, bottom / height, 0.76, 1 - (top + bottom) / height))
+        self.title.set_position((0.02, 1 - 0.1 / height))
+        self.title.set_text(title)
+        return height, note_in
 
     def _early_marks(self, early: tuple[np.ndarray, np.ndarray] | None, order: np.ndarray, x: np.ndarray,
                      offsets: np.ndarray, gap: float, t_ms: np.ndarray) -> list[Any]:
@@ -375,10 +418,26 @@ class Waterfall:
                 continue
             prob, lat = np.asarray(early[0])[order, k], np.asarray(early[1], float)[order, k]
             mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
-            y = np.array([np.interp(lat[i], t_ms, x[i]) for i in range(len(x))]) + offsets + 0.15 * gap
+            y = _on_trace(lat, x, offsets, t_ms) + 0.15 * gap
             line.set_data(lat[mark], y[mark])
             handles.append(Line2D([], [], marker=marker, color=color, ls="none", ms=3.5,
                                   label=f"wave {EARLY_WAVE_NAMES[k]}"))
+        return handles
+
+    def _trace_marks(self, marks: Sequence[TraceMark], order: np.ndarray, x: np.ndarray, offsets: np.ndarray,
+                     gap: float, t_ms: np.ndarray) -> list[Any]:
+        """Draw ``marks`` (replacing the last draw's) on the traces (x already in drawing order); their handles."""
+        for line in self.marks:
+            line.remove()
+        self.marks, handles = [], []
+        for m in marks:
+            lat = np.asarray(m.latency, float)[order]
+            shown = np.isfinite(lat) & (lat >= 0) & (lat <= t_ms[-1])
+            y = _on_trace(np.where(shown, lat, 0.0), x, offsets, t_ms) + (0.15 * gap if m.above else 0.0)
+            style = {"marker": m.marker, "ms": m.size, "ls": "none", "mec": m.color,
+                     "mfc": m.color if m.filled else "none", "mew": 1.0}
+            self.marks.append(self.ax.plot(lat[shown], y[shown], **style)[0])
+            handles.append(Line2D([], [], label=m.label, **style))
         return handles
 
     def _level_labels(self, offsets: np.ndarray, levels: np.ndarray) -> None:

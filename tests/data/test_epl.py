@@ -7,13 +7,14 @@ import re
 import numpy as np
 import pytest
 
-from data.epl import parse_analysis, parse_epl, read_epl, resample
+from data.epl import parse_analysis, parse_epl, parse_marks, read_epl, resample
 from data.records import SIGNAL_LENGTH, DataFormatError
 
 from .conftest import FIXTURES
 
 EPL = FIXTURES / "ABR-fixture-1"
 ANALYSIS = FIXTURES / "ABR-fixture-1-16.0kHz-analyzed.txt"
+ANALYSIS_B = FIXTURES / "ABR-fixture-1-16.0kHz-B-analyzed.txt"  # a second reader: P1, N1, P3, P5
 
 
 def test_parse_header_and_data():
@@ -88,6 +89,43 @@ def test_analysis_parser():
     threshold, peaks = parse_analysis(ANALYSIS, wave=1)
     assert threshold == 30.0 and sorted(peaks) == [20.0, 40.0, 60.0, 80.0]
 
+
+
+def test_marks_parser_returns_every_marked_peak_by_name():
+    marks = parse_marks(ANALYSIS_B)
+    assert marks.threshold == 40.0 and marks.levels.tolist() == [80.0, 60.0, 40.0, 20.0]  # file order
+    assert list(marks.latency) == ["P1", "N1", "P3", "P5"] == list(marks.amplitude)  # column order
+    np.testing.assert_allclose(marks.latency["P3"], [3.70, 3.94, 4.18, 4.42])
+    np.testing.assert_allclose(marks.amplitude["N1"], [-0.2] * 4)  # negative amplitudes are values, not "no peak"
+    np.testing.assert_allclose(marks.at_levels("P1", np.array([40.0, 80.0, 70.0])), [2.23, 1.65, np.nan])
+
+
+def test_a_negative_latency_is_no_peak():
+    """The abr program writes a subthreshold mark with its latency negated: no peak, latency and amplitude NaN."""
+    marks = parse_marks(ANALYSIS_B)
+    assert np.isnan(marks.latency["P1"][3]) and np.isnan(marks.amplitude["P1"][3])  # 20 dB: -2.32 in the file
+    assert np.isfinite(marks.latency["P1"][:3]).all()
+    assert np.isnan(parse_marks(ANALYSIS).latency["P5"][-1])  # -6.42 at 20 dB in the first reader's file
+    assert np.isnan(marks.at_levels("P2", marks.levels)).all()  # no columns for that peak: nothing marked
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda t: t.replace("1.89000000", "1.8.9", 1), r"line 7: expected numbers \(could not convert string to float: "
+                                                    r"'1\.8\.9'\)"),
+    (lambda t: t.replace("\t0.25\t5.71000000\t0.52000000", "", 1), r"line 7: expected 11 tab-separated values "
+                                                                      r"\(as the 'Level' line names\), found 8"),
+    (lambda t: t.replace("40.00\t", "80.00\t", 1), r"line 8: level 80 was given before \(line 6\); "
+                                                    r"expected each level once"),
+    (lambda t: t.replace("\tP3 Amplitude", "\tP3 Amp", 1), r"line 5: column 'P3 Latency' has no 'P3 Amplitude' "
+                                                           r"beside it; expected both for each peak"),
+    (lambda t: t.replace("Threshold (dB SPL): 40.00", "Threshold (dB SPL): forty", 1),
+     r"line 1: expected numbers \(could not convert string to float: 'forty'\)"),
+])
+def test_a_bad_marks_file_is_one_line_naming_file_and_line(tmp_path, edit, message):
+    bad = tmp_path / "b.txt"
+    bad.write_text(edit(ANALYSIS_B.read_text(encoding="ISO-8859-1")), encoding="ISO-8859-1")
+    with pytest.raises(DataFormatError, match=rf"^{re.escape(str(bad))}: {message}$"):
+        parse_marks(bad)
 
 def _with_header(tmp_path, pattern, replacement):
     text = EPL.read_bytes().decode("ISO-8859-1")

@@ -128,5 +128,29 @@ def test_waterfall_reads_like_a_clinical_series(tmp_path):
     assert (tmp_path / "x.png").is_file()
 
 
+
+def test_waterfall_draws_other_readers_marks_and_a_note(tmp_path):
+    """TraceMarks: one latency per trace in the caller's order (NaN: none), on the trace or above it; no wave V
+    where peak_prob is None; the note under the legend; the next draw replaces the marks."""
+    levels = np.array([20.0, 80.0])
+    t_ms = np.arange(200) / 20.0
+    signal = np.stack([np.exp(-0.5 * ((t_ms - 2.0) / 0.3) ** 2) * lv / 80 for lv in levels])  # (2 200) µV
+    w = plots.Waterfall()
+    marks = [plots.TraceMark("P1, A", np.array([np.nan, 2.0]), "o", "tab:blue", filled=False),
+             plots.TraceMark("wave I", np.array([2.1, 1.9]), "v", "tab:green", above=True)]
+    w.draw(signal, levels, None, None, float("inf"), tmp_path / "m.png", title="CAP", units="dB SPL", marks=marks,
+           note="A vs B: 3/3", gap=2.0)
+    a, net = w.marks
+    assert list(a.get_xdata()) == [2.0] and a.get_ydata()[0] == pytest.approx(1.0)  # the 80 dB trace, on top, peak 1
+    assert list(net.get_xdata()) == [1.9, 2.1]  # drawing order: loudest first
+    peak = 0.25 * np.exp(-0.5 * (0.1 / 0.3) ** 2)  # the 20 dB trace at 2.1 ms
+    assert net.get_ydata()[1] == pytest.approx(peak - 2.0 + 0.15 * 2.0, abs=1e-3)  # at -gap, 0.15 gap above
+    labels = [t.get_text() for t in w.legend.get_texts()]
+    assert labels == ["P1, A", "wave I"]  # no wave V entry
+    assert len(w.filled.get_xdata()) == 0 and w.note.get_text() == "A vs B: 3/3"
+    assert w.ax.get_ylabel() == "stimulus level (dB SPL)" and (tmp_path / "m.png").is_file()
+    w.draw(signal, levels, np.full(2, 0.9), np.full(2, 2.0), 105.0, tmp_path / "n.png", title="next")
+    assert w.marks == [] and w.note.get_text() == "" and len(w.ax.lines) == len(w.early) + 4
+
 def test_scale_bar_is_a_round_value():
     assert plots._scale_bar(0.3) == 0.1 and plots._scale_bar(0.05) == 0.02 and plots._scale_bar(2.5) == 1.0
