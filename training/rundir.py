@@ -295,7 +295,7 @@ def run_status(run_dir: Path) -> str | None:
 
 
 def exit_status(exc: BaseException) -> str:
-    from training.trainer import TrainingInterrupted
+    from training.step import TrainingInterrupted
 
     return "interrupted" if isinstance(exc, (TrainingInterrupted, KeyboardInterrupt)) else "failed"
 
@@ -304,7 +304,7 @@ def exit_code(exc: BaseException) -> int:
     """The process's exit status for ``exc``, which W&B records too: 128 + the signal for a stop by
     SIGINT/SIGTERM (130 for Ctrl-C, as a shell reports it), 1 for anything else."""
     from data.cli import EXIT_INTERRUPTED
-    from training.trainer import TrainingInterrupted
+    from training.step import TrainingInterrupted
 
     if isinstance(exc, TrainingInterrupted):
         return 128 + exc.signum

@@ -1,7 +1,8 @@
-"""What the Trainer hands to callbacks after every optimizer step."""
+"""What the Trainer hands to callbacks: after every optimizer step, and when a signal stops it."""
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 
 from torch import Tensor
@@ -18,3 +19,12 @@ class StepOutput:
     grad_norm: Tensor  # detached device scalar: total gradient norm before clipping
     head_grad_norms: dict[str, Tensor] = field(default_factory=dict)  # per head (signal, class, peak, threshold)
     skipped: bool = False  # the step was skipped (non-finite loss, nan_policy=skip)
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was written before this was raised. Defined here, below the
+    trainer, so the run directory's bookkeeping and the callbacks can name it without importing the trainer."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

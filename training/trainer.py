@@ -41,19 +41,11 @@ from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
-from training.step import StepOutput
+from training.step import StepOutput, TrainingInterrupted  # noqa: F401 (TrainingInterrupted: re-exported)
 
 
 class TrainingError(RuntimeError):
     """Training cannot continue (e.g. too many non-finite steps in a row); the message says why."""
-
-
-class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint was written before this was raised."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class Trainer:

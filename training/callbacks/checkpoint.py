@@ -53,7 +53,7 @@ class CheckpointCallback(Callback):
         self._save(trainer, "last.pt")
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        from training.trainer import TrainingInterrupted
+        from training.step import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
             self._save(trainer, "last.pt", say=True)

@@ -198,7 +198,7 @@ class RunSummaryCallback(Callback):
         self._finish(trainer, "finished")
 
     def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
-        from training.trainer import TrainingInterrupted
+        from training.step import TrainingInterrupted
 
         interrupted = isinstance(exc, (TrainingInterrupted, KeyboardInterrupt))
         try:
