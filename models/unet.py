@@ -173,9 +173,10 @@ class ABRNet(nn.Module):
         }
 
     def read_waves(self, h: Tensor, z: Tensor, x: Tensor) -> dict[str, Tensor]:
-        """The wave map head's outputs (WAVE_OUTPUTS). The map chooses which local maximum of the input
-        each wave is; the input's own parabola through it gives latency and amplitude, as a marker reads
-        them (no gradient: the losses read the logits and the soft amplitude)."""
+        """The wave map head's outputs (WAVE_OUTPUTS). The marker is replayed at the map's most likely
+        sample (the largest input sample within ±0.25 ms of it, models.heads.pick_peaks); the input's own
+        parabola there gives latency and amplitude (no gradient: the losses read the logits and the soft
+        amplitude)."""
         logits, presence = self.heads["peak"](h, z, x)  # (B K L), (B K)
         x_uv = (x[:, 0].float() * self.signal_scale[1] + self.signal_scale[0]).unsqueeze(1)  # (B 1 L) µV
         with torch.no_grad():
