@@ -16,9 +16,10 @@ MAX_SYNTHETIC_PATIENTS = 200_000
 class SyntheticConfig:
     patients: int = spec(300, ge=3, le=MAX_SYNTHETIC_PATIENTS, help="patients generated (about 25 recordings each)")
     seed: int = spec(0, ge=0, help="generator seed (independent of training.seed)")
-    domain: Literal["narrow", "wide"] = spec(
+    domain: Literal["narrow", "wide", "mixed"] = spec(
         "narrow", help="narrow: the clinical recording chain; wide: the same patients through a randomized chain "
-                       "(delay, filters, gain, wave shapes, noise spectra; docs/data.md 1.6)")
+                       "(delay, filters, gain, wave shapes, noise spectra; docs/data.md 1.6); mixed: each patient "
+                       "narrow or wide with p = 1/2")
     catch_fraction: float = spec(
         0.0, ge=0.0, le=1.0, help="share of patients that also get a catch session: noise-only recordings at every "
                                   "level, labelled TOTAL / no response (docs/data.md 1.7); 0: none")

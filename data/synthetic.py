@@ -86,7 +86,8 @@ class Patients:
 
 
 # The wide domain (docs/data.md 1.6): what a clinic's recording chain changes, drawn per patient.
-DOMAINS = ("narrow", "wide")
+DOMAINS = ("narrow", "wide", "mixed")  # mixed: each patient narrow or wide with p = 1/2 (training)
+MIXED_WIDE_SHARE = 0.5
 MIN_MARK_MS = 0.35  # a wave I or III whose delayed peak falls before this lies outside the window: not marked
 
 
@@ -230,6 +231,22 @@ def simulate(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np
                          NO_RESPONSE_THRESHOLD_DB)[idx]
     return {"signal": x, "static": static, "label": pat.label[idx].astype(np.int64), "peak_mask": w.present,
             "peak_latency": lat_mark, "peak_amplitude": amp_mark, "threshold": threshold.astype(np.float32), **waves}
+
+
+def simulate_mixed(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray,
+                   out: np.ndarray, chain: Chain | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """simulate() where a chain's NaN delay marks a patient recorded through the narrow chain (the mixed
+    domain): the narrow patients' recordings first, then the wide ones' (order kept within each), into
+    ``out``. Returns the recordings' (idx, level, rate) in that order and the columns. Without NaN
+    (narrow, wide) it is simulate() itself: the same draws, the same bytes."""
+    if chain is None or not np.isnan(chain.delay_ms).any():
+        return idx, level, rate, simulate(rng, pat, idx, level, rate, out=out, chain=chain)
+    order = np.argsort(~np.isnan(chain.delay_ms[idx]), kind="stable")  # narrow recordings first
+    idx, level, rate = idx[order], level[order], rate[order]
+    k = int(np.isnan(chain.delay_ms[idx]).sum())
+    parts = [simulate(rng, pat, idx[:k], level[:k], rate[:k], out=out[:k], chain=None),
+             simulate(rng, pat, idx[k:], level[k:], rate[k:], out=out[k:], chain=chain)]
+    return idx, level, rate, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
 def physiology(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray
@@ -456,7 +473,9 @@ def generate(n_patients: int, seed: int = 0, *, domain: str = "narrow", catch_fr
         rng = np.random.default_rng([seed, 1, chunk])
         pat = draw_patients(rng, labels[start : start + PATIENT_CHUNK])
         # Own streams: the real recordings' draws (and so their truth) are the same in every domain.
-        chain = draw_chain(np.random.default_rng([seed, 3, chunk]), len(pat.label)) if domain == "wide" else None
+        chain = draw_chain(np.random.default_rng([seed, 3, chunk]), len(pat.label)) if domain != "narrow" else None
+        if domain == "mixed":  # the narrow patients' chain is marked NaN: simulate_mixed records them narrow
+            chain.delay_ms[np.random.default_rng([seed, 4, chunk]).random(len(pat.label)) >= MIXED_WIDE_SHARE] = np.nan
         catch = draw_catch(np.random.default_rng([seed, 2, chunk]), pat, catch_fraction) if catch_fraction else None
         chunks.append((rng, pat, start, chain, catch))
     n = int(sum(c[1].n_recordings.sum() + (len(c[4][1]) if c[4] else 0) for c in chunks))
@@ -473,12 +492,14 @@ def generate(n_patients: int, seed: int = 0, *, domain: str = "narrow", catch_fr
     row = 0
     for rng, pat, start, chain, _ in chunks:
         idx, level, rate = draw_protocol(rng, pat)
-        row = _fill(out, row, simulate(rng, pat, idx, level, rate, out=out.signal[row : row + len(idx)], chain=chain),
-                    patient=start + idx, series=start + idx)  # one ear per simulated patient: one series each
+        idx, level, rate, sim = simulate_mixed(rng, pat, idx, level, rate, out=out.signal[row : row + len(idx)],
+                                               chain=chain)
+        row = _fill(out, row, sim, patient=start + idx, series=start + idx)  # one ear per patient: one series
     for _, pat, start, chain, catch in chunks:
         if catch:
             crng, idx, level, rate = catch
-            sim = simulate(crng, no_stimulus(pat), idx, level, rate, out=out.signal[row : row + len(idx)], chain=chain)
+            idx, level, rate, sim = simulate_mixed(crng, no_stimulus(pat), idx, level, rate,
+                                                   out=out.signal[row : row + len(idx)], chain=chain)
             row = _fill(out, row, sim, patient=start + idx, series=n_patients + start + idx)
     return out
 

@@ -12,6 +12,8 @@ from typing import Literal
 
 from data.schema import spec
 
+STATIC_NAMES = ("age", "intensity", "rate", "fmp")  # the static vector's columns (DESIGN.md batch contract)
+
 
 @dataclass
 class ModelConfig:
@@ -38,7 +40,17 @@ class ModelConfig:
         help="'map': waves I, III, V located per sample on the input (docs/waves.md; the shipped configs); "
              "'pooled': the earlier wave-V-only regression from pooled features")
 
+    # Issue 33: the answers (the heads' pass at t = 0) can be made blind to static values, so that a
+    # recording's answers come from its waveform alone; the series level still reads every value.
+    blind_static: list[str] = spec(
+        [], help="static values the answer pass (t = 0) does not read: any of age, intensity, rate, fmp "
+                 "(docs/waves.md, 'Blind to the stated level'); the denoiser at t > 0 reads them all")
+
     def __post_init__(self) -> None:
+        unknown = [v for v in self.blind_static if v not in STATIC_NAMES]
+        if unknown or len(set(self.blind_static)) != len(self.blind_static):
+            raise ValueError(f"model.blind_static: expected distinct names among {', '.join(STATIC_NAMES)}, "
+                             f"found {self.blind_static}")
         if not self.channel_mults or min(self.channel_mults) < 1:
             raise ValueError(
                 f"model.channel_mults: expected a non-empty list of integers >= 1, found {self.channel_mults}"

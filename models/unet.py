@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from data.records import NUM_CLASSES, SAMPLE_RATE_HZ, WAVE_NAMES
+from data.records import NUM_CLASSES, SAMPLE_RATE_HZ, STATIC_NAMES, WAVE_NAMES
 from data.stats import DataStats
 from data.waveform import MARK_SEARCH_MS
 from models.blocks import S4Block, TransformerBlock
@@ -82,7 +82,7 @@ class ABRNet(nn.Module):
         def tf(C: int, cross: bool) -> TransformerBlock:
             return TransformerBlock(C, E, cfg.attn_heads, cfg.mlp_ratio, cfg.dropout, cross=cross)
 
-        self.cond = Conditioning(E, stats)
+        self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static))
         self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))

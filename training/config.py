@@ -225,6 +225,11 @@ class Config:
                 f"'{self.data.normalization}': the wave map head reads amplitudes in µV off the input, which "
                 "per-sample z-scores cannot give back (use data.normalization: global)"
             )
+        if self.model.blind_static and self.loss.head_input != "clean":
+            raise ConfigError(
+                "config key 'model.blind_static': expected loss.head_input 'clean', found "
+                f"'{self.loss.head_input}': the blind pass is the heads' clean pass at t = 0"
+            )
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:

@@ -158,3 +158,6 @@ def test_synthetic_domain_and_catch_fraction_make_the_cohort(bundle):
     assert catch.any() and bool((caught.train.tensors["label"][catch] == 3).all())
     assert not caught.train.tensors["peak_mask"][catch].any()
     assert _patients(caught) == _patients(bundle)  # every patient stays in its split
+    mixed = _build("data.synthetic.domain=mixed")  # half the patients narrow, half wide
+    assert _patients(mixed) == _patients(bundle)
+    assert not torch.equal(mixed.train.tensors["signal"], wide.train.tensors["signal"])

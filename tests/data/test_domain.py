@@ -153,3 +153,27 @@ def test_cli_writes_the_wide_domain_with_catch_sessions(tmp_path, capsys):
     assert records.meta["source"]["domain"] == "wide" and records.meta["source"]["catch_fraction"] == 1.0
     assert main(["--out", str(tmp_path / "x.npz"), "--catch-fraction", "2"]) == 2
     assert "--catch-fraction: expected a share from 0 to 1, found 2.0" in capsys.readouterr().err
+
+
+def test_mixed_records_each_patient_through_one_chain():
+    """domain 'mixed' (training): the same labels as narrow; a patient's recordings are narrow where its
+    chain is marked NaN, bytes equal to simulate() of those recordings alone, wide otherwise."""
+    from data.synthetic import draw_patients, draw_protocol, simulate, simulate_mixed
+
+    narrow, mixed = generate(60, 7), generate(60, 7, domain="mixed")
+    for k in ("label", "threshold"):
+        assert np.array_equal(np.sort(getattr(narrow, k)), np.sort(getattr(mixed, k))), k
+    assert mixed.meta["source"]["domain"] == "mixed" and np.isfinite(mixed.signal).all()
+
+    rng = np.random.default_rng(0)
+    pat = draw_patients(rng, np.array([0, 1, 2, 0]))
+    idx, level, rate = draw_protocol(rng, pat)
+    chain = draw_chain(np.random.default_rng(1), 4)
+    chain.delay_ms[[1, 3]] = np.nan
+    out = np.empty((len(idx), SIGNAL_LENGTH), np.float32)
+    idx2, level2, rate2, cols = simulate_mixed(np.random.default_rng(2), pat, idx, level, rate, out=out, chain=chain)
+    k = int(np.isin(idx, [1, 3]).sum())
+    assert set(idx2[:k]) == {1, 3} and set(idx2[k:]) == {0, 2} and len(cols["label"]) == len(idx)
+    alone = simulate(np.random.default_rng(2), pat, idx2[:k], level2[:k], rate2[:k])
+    assert np.array_equal(out[:k], alone["signal"])
+    assert np.array_equal(cols["peak_latency"][:k], alone["peak_latency"], equal_nan=True)

@@ -197,3 +197,28 @@ def test_deeper_config_builds_and_runs(make_inputs, make_stats, tiny_cfg):
     assert len(model.encoder) == 3 and all(len(level) == 2 for level in model.encoder)
     out = model.eval()(*make_inputs(2))
     assert out["signal"].shape == (2, 1, 200)
+
+
+def test_blind_static_answers_at_t0_whatever_the_stated_level(make_inputs, make_stats, tiny_cfg):
+    """model.blind_static (issue 33): at t = 0 the blind column is not read; at t > 0 it still is."""
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(blind_static=["intensity"], peak_head="map"), make_stats()).eval()
+    x, _, static = make_inputs(4)
+    louder = static.clone()
+    louder[:, 1] += 40.0  # intensity, dB
+    t0, t = torch.zeros(4, dtype=torch.long), torch.full((4,), 300)
+    with torch.no_grad():
+        a, b = net(x, t0, static), net(x, t0, louder)
+        assert all(torch.equal(a[k], b[k]) for k in (*KEYS, "wave_presence", "wave_latency"))
+        moved = _outputs_differ(net(x, t, static), net(x, t, louder))  # the map's latency snaps to input peaks
+        assert moved["signal"] and moved["class_logits"] and moved["peak_logit"]
+        aged = static.clone()
+        aged[:, 0] += 5.0  # a column that is not blind still conditions the answers
+        assert _outputs_differ(a, net(x, t0, aged))["class_logits"]
+
+
+@pytest.mark.parametrize(("blind", "match"), [(["level"], "expected distinct names among age, intensity"),
+                                              (["rate", "rate"], "expected distinct names")])
+def test_bad_blind_static_is_refused(blind, match, tiny_cfg):
+    with pytest.raises(ValueError, match=f"model.blind_static: {match}"):
+        tiny_cfg(blind_static=blind)

@@ -228,3 +228,12 @@ def test_an_early_stopping_metric_no_summary_holds_is_refused(overrides, pattern
         load_config(None, overrides)
     for ok in ("val/signal", "train/total", "val/patient/threshold/within_5db"):
         assert load_config(None, [f"training.early_stopping.metric={ok}"]).training.early_stopping.metric == ok
+
+
+def test_blind_static_needs_the_clean_head_pass():
+    """model.blind_static blinds the heads' t = 0 pass; with loss.head_input noisy there is none."""
+    assert load_config(None, ["model.blind_static=[intensity]"]).model.blind_static == ["intensity"]
+    with pytest.raises(ConfigError, match=r"^config key 'model.blind_static': expected loss.head_input 'clean'"):
+        load_config(None, ["model.blind_static=[intensity]", "loss.head_input=noisy"])
+    with pytest.raises(ConfigError, match=r"model.blind_static: expected distinct names among age, intensity"):
+        load_config(None, ["model.blind_static=[level]"])

@@ -72,6 +72,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                              T + "test_cond_drop_prob_drops_the_condition_of_the_noisy_rows_in_training"),
     "model.peak_head": ("tests/models/test_wave_head.py::test_peak_head_key_chooses_the_head",
                         "tests/models/test_wave_head.py::test_map_head_with_per_sample_normalization_is_refused"),
+    "model.blind_static": ("tests/models/test_network.py::test_blind_static_answers_at_t0_whatever_the_stated_level",
+                           "tests/training/test_config.py::test_blind_static_needs_the_clean_head_pass"),
     "model.ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     # diffusion
     "diffusion.timesteps": DI + "test_cosine_alpha_bar_endpoints",
