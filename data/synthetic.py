@@ -42,7 +42,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -502,6 +502,19 @@ def generate(n_patients: int, seed: int = 0, *, domain: str = "narrow", catch_fr
                                                    out=out.signal[row : row + len(idx)], chain=chain)
             row = _fill(out, row, sim, patient=start + idx, series=n_patients + start + idx)
     return out
+
+
+def true_waves(n_patients: int, seed: int = 0) -> Waves:
+    """The true (unmarked) waves I, III, V of ``generate(n_patients, seed)``'s recordings, in its row
+    order (narrow domain, no catch sessions): the same draws replayed up to step 5, before any noise.
+    For references that are told what the generator knows (bench/waves.py's cap), never for training."""
+    labels = draw_labels(np.random.default_rng([seed, 0]), n_patients)
+    parts = []
+    for chunk, start in enumerate(range(0, n_patients, PATIENT_CHUNK)):
+        rng = np.random.default_rng([seed, 1, chunk])
+        pat = draw_patients(rng, labels[start : start + PATIENT_CHUNK])
+        parts.append(physiology(rng, pat, *draw_protocol(rng, pat)))
+    return Waves(**{f.name: np.concatenate([getattr(w, f.name) for w in parts]) for f in fields(Waves)})
 
 
 def _fill(out: Records, row: int, columns: dict, *, patient: np.ndarray, series: np.ndarray) -> int:
