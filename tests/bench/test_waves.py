@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from bench.waves import main, nearest_maximum, pick_in_window, told_waveform
-from data.synthetic import add_waves, generate, true_waves
 from data import waveform as wf
+from data.synthetic import add_waves, generate, true_waves
 from tests.runs import tiny_config, train_run
 
 
