@@ -296,6 +296,22 @@ def latency_intensity_slopes(series: Series, intensity: np.ndarray, latency: np.
     return out
 
 
+def waterfall_presence(series: Series, intensity: np.ndarray, prob: np.ndarray) -> np.ndarray:
+    """A wave's presence read down the waterfall, as a clinician reads it: within each series the
+    probability is made non-decreasing in level (isotonic regression of the per-recording probabilities
+    on intensity, sklearn), since a response seen at 40 dB is there at 60 dB and one missing at 60 dB
+    is doubtful at 40 dB. (N,) -> (N,). The per-recording probability stays the network's answer about
+    one waveform (blind to the level); this reading uses the levels only to order a series' recordings."""
+    from sklearn.isotonic import IsotonicRegression
+
+    out = np.asarray(prob, np.float64).copy()
+    for rows in series.members:
+        if len(np.unique(intensity[rows])) >= 2:
+            out[rows] = IsotonicRegression(increasing=True, y_min=0.0, y_max=1.0).fit_transform(
+                intensity[rows].astype(np.float64), out[rows])
+    return out
+
+
 def flatten(metrics: dict[str, object], prefix: str) -> dict[str, float]:
     """{"a": Estimate, "b": {"c": Estimate}} -> {"prefix/a": value, "prefix/b/c": value}: the point
     values only, for scalar logs (TensorBoard, W&B, metrics.jsonl)."""

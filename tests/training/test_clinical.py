@@ -21,6 +21,7 @@ from training.clinical import (
     threshold_metrics,
     to_bin,
     type_metrics,
+    waterfall_presence,
     wave_metrics,
     wave_v_metrics,
 )
@@ -129,6 +130,16 @@ def test_latency_intensity_slopes_by_hand():
     lat = np.array([7.0, 6.4, 5.8, 8.0, 6.0])
     slopes = latency_intensity_slopes(s, level, lat, np.array([True, True, True, True, False]))
     assert slopes[0] == pytest.approx(-0.03) and np.isnan(slopes[1])  # series 2: one detected level
+
+
+def test_waterfall_presence_is_monotone_in_level_per_series():
+    level = np.array([20.0, 40, 60, 80, 20, 60, 30])
+    sid = np.array([1, 1, 1, 1, 2, 2, 3])
+    prob = np.array([0.2, 0.9, 0.3, 0.95, 0.6, 0.1, 0.7])
+    q = waterfall_presence(series_index(sid, level), level, prob)
+    # series 1: 0.9 at 40 dB and 0.3 at 60 dB pool to 0.6 each; series 2 pools to 0.35; series 3 (one level) stays
+    np.testing.assert_allclose(q, [0.2, 0.6, 0.6, 0.95, 0.35, 0.35, 0.7])
+    assert prob[2] == 0.3  # the input is not changed in place
 
 
 def test_baselines_by_hand():
