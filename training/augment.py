@@ -1,4 +1,5 @@
-"""Static-input augmentation of the stated intensity (issue 33: read the waveform, not the stated level).
+"""Training augmentations for issue 33 (read the waveform, not the stated level): the stated intensity,
+and noise-only catch rows for the heads.
 
 The heads lean on the stated intensity more than on the waveform: a loud stated level alone makes
 wave V "present". Two opt-in perturbations, applied to the training batches only (validation,
@@ -14,14 +15,31 @@ evaluation and prediction see the stated values as they are), make that shortcut
 The labels are left as they are: the waveform did not change, so neither did its answer. The network
 takes one static vector for the denoiser and the heads (training/objective.py feeds the same one to
 both halves of its pass), so the denoiser's condition is perturbed too; both are off by default.
+
+Noise catch (``training.noise_catch`` = p, :func:`noise_catch`): in the heads' half of a training pass,
+each recording is replaced with probability p by Gaussian noise of a random spectrum (1/f^α, α ~ U(0, 2):
+white to brown) with the recording's own mean and standard deviation times log-uniform(0.5, 2), labelled
+as a catch trial: every wave absent, class TOTAL, threshold "no response" (as data.synthetic's catch
+sessions, docs/data.md 1.7). The generator's catch sessions carry residual-noise amplitudes only, so a
+network learns "large fluctuations = a response" and calls pure noise of a response's size present
+(bench/counterfactual.py: 22 % of white and 44 % of pink noise); these rows put noise of every size
+against the answer "absent". The denoiser's half keeps the recording.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from data.records import CLASS_NAMES
+from training.clinical import NO_RESPONSE_DB
+
 INTENSITY = 1  # column of the static vector (age, intensity, rate, FMP)
+CATCH_LABEL = CLASS_NAMES.index("TOTAL")  # what a catch row is labelled (docs/data.md 1.7)
+CATCH_SCALE = (0.5, 2.0)  # the noise's std relative to the recording's own, log-uniform
+CATCH_ALPHA = (0.0, 2.0)  # spectral slope 1/f^alpha: white (0), pink (1), brown (2)
 LEVEL_RANGE_DB = (0.0, 100.0)  # the clinical grid's range (training.clinical.MAX_LEVEL_DB)
 
 
@@ -41,4 +59,45 @@ def perturb_intensity(static: Tensor, *, dropout: float, jitter_db: float, fill_
         level = torch.where(dropped, torch.full_like(level, fill_db), level)
     out = static.clone()
     out[:, INTENSITY] = level.to(static.dtype)
+    return out
+
+
+def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator) -> Tensor:
+    """(B L) unit-variance Gaussian noise with power spectrum 1/f^alpha (alpha (B,)), zero mean;
+    synthesized in the frequency domain (the DC bin set to 0)."""
+    B, L = shape
+    device = alpha.device
+    F = L // 2 + 1
+    spec = torch.complex(torch.randn(B, F, device=device, generator=generator),
+                         torch.randn(B, F, device=device, generator=generator))  # (B F)
+    f = torch.arange(F, device=device, dtype=torch.float32).clamp_min(1.0)  # (F)
+    gain = f[None] ** (-alpha[:, None] / 2)  # (B F) amplitude ~ f^(-alpha/2)
+    gain[:, 0] = 0.0
+    x = torch.fft.irfft(spec * gain, n=L)  # (B L)
+    return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
+
+
+def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator) -> dict[str, Tensor]:
+    """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
+    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units."""
+    if p == 0.0:
+        return batch
+    x = batch["signal"]
+    B, _, L = x.shape
+    device = x.device
+    chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
+    alpha = CATCH_ALPHA[0] + (CATCH_ALPHA[1] - CATCH_ALPHA[0]) * torch.rand(B, device=device, generator=generator)
+    lo, hi = math.log(CATCH_SCALE[0]), math.log(CATCH_SCALE[1])
+    scale = torch.exp(lo + (hi - lo) * torch.rand(B, device=device, generator=generator))  # (B,)
+    own = x[:, 0].float()  # (B L)
+    noise = coloured_noise((B, L), alpha, generator) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
+    out = dict(batch)
+    out["signal"] = torch.where(chosen[:, None, None], noise[:, None].to(x.dtype), x)
+    c = chosen
+    out["label"] = torch.where(c, torch.full_like(batch["label"], CATCH_LABEL), batch["label"])
+    out["threshold"] = torch.where(c, torch.full_like(batch["threshold"], NO_RESPONSE_DB), batch["threshold"])
+    out["peak_mask"] = batch["peak_mask"] & ~c
+    if "wave_mask" in batch:
+        out["wave_mask"] = batch["wave_mask"] & ~c[:, None]
+        out["wave_known"] = batch["wave_known"] | c[:, None]
     return out

@@ -132,6 +132,10 @@ class TrainingConfig:
     intensity_dropout: float = spec(
         0.0, ge=0.0, le=1.0, help="training batches: probability that a recording's stated intensity is replaced "
                                   "by the training mean (training/augment.py); 0: off")
+    noise_catch: float = spec(
+        0.0, ge=0.0, lt=1.0, help="training: share of the heads' rows replaced by noise-only catch trials (random "
+                                  "spectrum, the row's own size; labelled absent / TOTAL / no response; "
+                                  "training/augment.py); 0: off")
     intensity_jitter_db: float = spec(
         0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
                                    "0-100 dB (training/augment.py); 0: off")
@@ -224,6 +228,11 @@ class Config:
                 "config key 'model.peak_head': expected 'pooled' with data.normalization "
                 f"'{self.data.normalization}': the wave map head reads amplitudes in µV off the input, which "
                 "per-sample z-scores cannot give back (use data.normalization: global)"
+            )
+        if self.training.noise_catch and self.loss.head_input != "clean":
+            raise ConfigError(
+                "config key 'training.noise_catch': expected loss.head_input 'clean', found "
+                f"'{self.loss.head_input}': catch rows replace the heads' clean half"
             )
         if self.model.blind_static and self.loss.head_input != "clean":
             raise ConfigError(

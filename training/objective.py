@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
+from training.augment import noise_catch
 from training.components import COMPONENTS
 from training.series import clinical_summary
 
@@ -39,17 +40,21 @@ class Objective(nn.Module):
     ``"clean"`` — one forward over the noisy x_t and the clean x_0 at t = 0, the heads read the
     clean half (they answer questions about a recorded signal and see the clean signal at
     evaluation too) — or ``"noisy"``, the heads read x_t. ``autocast``: a context factory for
-    mixed precision (bf16 on GPU); losses are computed in fp32.
+    mixed precision (bf16 on GPU); losses are computed in fp32. ``noise_catch``: the share of the heads'
+    rows replaced by noise-only catch trials in training (training/augment.py; needs ``"clean"``).
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
                  head_input: Literal["clean", "noisy"],
-                 autocast: Callable[[], AbstractContextManager[Any]] = nullcontext) -> None:
+                 autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0) -> None:
         super().__init__()
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
         self.diffusion, self.components = diffusion, components
+        if noise_catch and head_input != "clean":
+            raise ValueError("training.noise_catch: expected loss.head_input 'clean' (catch rows are the heads' half)")
         self.cond_drop_prob, self.head_input, self.autocast = cond_drop_prob, head_input, autocast
+        self.noise_catch = noise_catch
 
     def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
                 train: bool) -> ObjectiveOutput:
@@ -63,8 +68,10 @@ class Objective(nn.Module):
         p_drop = self.cond_drop_prob if train else 0.0
         drop = torch.rand(B, device=device, generator=generator) < p_drop  # [B] classifier-free guidance
         clean = self.head_input == "clean"
+        # the heads' batch: with training.noise_catch, some rows become noise-only catch trials (training/augment.py)
+        head_batch = noise_catch(batch, self.noise_catch, generator) if train else batch
         if clean:
-            x_in = torch.cat([x_t, x0])  # [2B,1,L]
+            x_in = torch.cat([x_t, head_batch["signal"]])  # [2B,1,L]
             t_in = torch.cat([t, torch.zeros_like(t)])
             static_in = torch.cat([static, static])
             drop_in = torch.cat([drop, torch.zeros_like(drop)])  # heads always see the condition
@@ -74,7 +81,7 @@ class Objective(nn.Module):
             out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
         heads = {k: out[k][B:].float() if clean else out[k].float() for k in (*HEAD_OUTPUTS, *WAVE_OUTPUTS) if k in out}
         losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
-        losses.update(self.components(heads, batch))
+        losses.update(self.components(heads, head_batch))
         return ObjectiveOutput({k: losses[k] for k in COMPONENTS}, list(out["features"]))
 
     @torch.no_grad()

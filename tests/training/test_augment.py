@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from tests.runs import tiny_config
-from training.augment import perturb_intensity
+from training.augment import CATCH_LABEL, coloured_noise, noise_catch, perturb_intensity
+from training.clinical import NO_RESPONSE_DB
 from training.setup import build_trainer
 
 SMALL = ["data.synthetic.patients=3", "training.epochs=1", "training.clinical_validation=false",
@@ -79,3 +80,57 @@ def test_the_trainer_perturbs_the_stated_intensity_of_training_batches(tmp_path,
         assert torch.allclose(changed, torch.full_like(changed, mean))  # p = 1: every level is the training mean
     else:
         assert changed.remainder(5).ne(0).float().mean() > 0.9 and bool(((changed >= 0) & (changed <= 100)).all())
+
+
+def _batch(B: int = 2000) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return {"signal": 0.5 + 2.0 * torch.randn(B, 1, 200, generator=g), "label": torch.zeros(B, dtype=torch.int64),
+            "threshold": torch.full((B,), 20.0), "peak_mask": torch.ones(B, dtype=torch.bool),
+            "wave_mask": torch.ones(B, 3, dtype=torch.bool), "wave_known": torch.zeros(B, 3, dtype=torch.bool)}
+
+
+def test_noise_catch_off_is_the_same_batch_and_draws_nothing():
+    batch, g = _batch(), _gen(6)
+    state = g.get_state()
+    assert noise_catch(batch, 0.0, g) is batch and torch.equal(g.get_state(), state)
+
+
+def test_noise_catch_rows_are_noise_of_the_rows_size_labelled_as_catch_trials():
+    batch = _batch()
+    out = noise_catch(batch, 0.25, _gen(7))
+    c = (out["signal"] != batch["signal"]).any(-1)[:, 0]  # (B,) replaced rows
+    assert abs(c.float().mean().item() - 0.25) < 0.03
+    assert bool((out["label"][c] == CATCH_LABEL).all()) and bool((out["label"][~c] == 0).all())
+    assert bool((out["threshold"][c] == NO_RESPONSE_DB).all()) and bool((out["threshold"][~c] == 20.0).all())
+    assert not out["peak_mask"][c].any() and out["peak_mask"][~c].all()
+    assert not out["wave_mask"][c].any() and out["wave_known"][c].all() and not out["wave_known"][~c].any()
+    x = out["signal"][c, 0]
+    ratio = x.std(-1) / batch["signal"][c, 0].std(-1)  # log-uniform 0.5-2 of the row's own size
+    assert ratio.min().item() > 0.49 and ratio.max().item() < 2.01 and abs(ratio.log().mean().item()) < 0.1
+    assert torch.allclose(x.mean(-1), batch["signal"][c, 0].mean(-1), atol=1e-4)
+    assert torch.equal(batch["label"], torch.zeros_like(batch["label"]))  # the input batch is not changed
+
+
+def test_coloured_noise_has_the_slope_asked():
+    """Power falls as 1/f^alpha: the log-log slope of the averaged periodogram is -alpha."""
+    for alpha in (0.0, 1.0, 2.0):
+        x = coloured_noise((4000, 200), torch.full((4000,), alpha), _gen(8))
+        power = torch.fft.rfft(x).abs().pow(2).mean(0)[1:]  # (F-1) without DC
+        f = torch.arange(1, len(power) + 1, dtype=torch.float32)
+        slope = torch.linalg.lstsq(torch.stack([f.log(), torch.ones_like(f)], 1), power.log()[:, None]).solution[0]
+        assert abs(slope.item() + alpha) < 0.1, (alpha, slope.item())
+
+
+def test_the_objective_replaces_only_the_heads_half(tmp_path):
+    """training.noise_catch: the signal loss (the denoiser's half) is that of the run without it; the heads'
+    losses move."""
+    losses = {}
+    for p in (0.0, 0.9):
+        trainer = build_trainer(tiny_config(tmp_path, *SMALL, f"training.noise_catch={p}"), tmp_path / f"c{p}",
+                                callbacks=[])
+        batch = next(iter(torch.utils.data.DataLoader(trainer.data.train, batch_size=32)))
+        torch.manual_seed(0)
+        out = trainer.objective(trainer.model.train(), batch, torch.Generator().manual_seed(9), train=True)
+        losses[p] = {k: v.item() for k, v in out.losses.items()}
+    assert losses[0.0]["signal"] == pytest.approx(losses[0.9]["signal"], rel=1e-6)
+    assert losses[0.0]["class"] != pytest.approx(losses[0.9]["class"], rel=1e-3)

@@ -158,6 +158,7 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "training.max_consecutive_nan": NAN + "test_stops_after_n_in_a_row_with_the_checkpoint_intact",
     "training.clinical_validation": (T + "test_val_every_validates_every_nth_epoch_and_the_last",
                                      SE + "test_a_run_with_the_series_stage"),
+    "training.noise_catch": "tests/training/test_augment.py::test_the_objective_replaces_only_the_heads_half",
     "training.intensity_dropout": "tests/training/test_augment.py::"
                                   "test_the_trainer_perturbs_the_stated_intensity_of_training_batches",
     "training.intensity_jitter_db": "tests/training/test_augment.py::"
