@@ -26,6 +26,7 @@ def test_waves_bench_scores_map_and_pooled_runs(tmp_path, capsys):
                  "--n-boot", "20", "--out", str(out), "--doc", str(doc)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["network"]["waves"]) == {"I", "III", "V"}  # the map head reads three waves
+    assert set(result["network"]["waterfall"]["V"]) == {"detection_f1"}
     assert set(result["baseline"]["waves"]) == {"V"}  # the pooled head, wave V only
     for method in ("picker", "cap", "told_waveform"):
         assert set(result["reference"][method]) == {"I", "III", "V"}
