@@ -55,7 +55,7 @@ from training.series import extract, per_wave_metrics  # noqa: E402
 
 BENCHMARK_SEED = 12345  # bench/clinical.py's benchmark cohort
 PICKER_WINDOW_MS = 1.5  # issue 25's no-learning picker: ±1.5 ms around the static-value regression
-ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "amplitude_mae_uv")
+ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "latency_r", "amplitude_mae_uv")
 
 
 def signals_uv(ds: ABRDataset, stats) -> torch.Tensor:

@@ -239,19 +239,22 @@ def wave_metrics(series: Series, present: np.ndarray, prob: np.ndarray, latency_
                  ) -> dict[str, Estimate]:
     """One wave per recording (N,), resampled by series: detection F1 (present vs p >= DETECTION_P);
     over the peaks marked inside the stored window (latency < MARK_LIMIT_MS), the share of latency
-    estimates within each tolerance (ms) and the amplitude MAE (µV); ``n_marked`` counts them."""
+    estimates within each tolerance (ms), the amplitude MAE (µV) and the latency correlation ``latency_r``
+    (Pearson, estimate against mark); ``n_marked`` counts them."""
     from data.waveform import MARK_LIMIT_MS
 
     scored = present & (np.nan_to_num(latency_true, nan=np.inf) < MARK_LIMIT_MS)
     out = _per_recording(series, present, prob, scored, np.abs(latency_pred - latency_true),
-                         np.abs(amplitude_pred - amplitude_true), tolerances_ms, n_boot=n_boot, seed=seed)
+                         np.abs(amplitude_pred - amplitude_true), tolerances_ms, n_boot=n_boot, seed=seed,
+                         latency_pairs=(latency_true, latency_pred))
     out["n_marked"] = int(scored.sum())
     return out
 
 
 def _per_recording(series: Series, present: np.ndarray, prob: np.ndarray, scored: np.ndarray,
                    latency_err: np.ndarray, amplitude_err: np.ndarray | None, tolerances_ms: Sequence[float], *,
-                   n_boot: int, seed: int) -> dict[str, Estimate]:
+                   n_boot: int, seed: int, latency_pairs: tuple[np.ndarray, np.ndarray] | None = None
+                   ) -> dict[str, Estimate]:
     """Detection F1 over every recording; latency within each tolerance and the amplitude MAE (when
     given) over the ``scored`` ones (N,) each; bootstrap over series."""
     from sklearn.metrics import f1_score
@@ -280,6 +283,15 @@ def _per_recording(series: Series, present: np.ndarray, prob: np.ndarray, scored
                                                        seed=seed)
     if amplitude_err is not None:
         out["amplitude_mae_uv"] = bootstrap(over_scored(amplitude_err), len(series), n_boot=n_boot, seed=seed)
+    if latency_pairs is not None:  # Pearson r of estimate and mark over the scored peaks
+        true, pred = latency_pairs
+
+        def r(i: np.ndarray) -> float:
+            rows_ = rows(i)
+            rows_ = rows_[scored[rows_]]
+            return float(np.corrcoef(true[rows_], pred[rows_])[0, 1]) if len(rows_) > 2 else float("nan")
+
+        out["latency_r"] = bootstrap(r, len(series), n_boot=n_boot, seed=seed)
     return out
 
 

@@ -122,6 +122,8 @@ def test_wave_metrics_by_hand():
     assert m["latency_within_0.1ms"].value == pytest.approx(1 / 3)
     assert m["latency_within_0.2ms"].value == pytest.approx(2 / 3)
     assert m["amplitude_mae_uv"].value == pytest.approx((0.05 + 0.0 + 0.1) / 3)
+    r = np.corrcoef([7.0, 6.0, 6.5], [7.05, 6.3, 6.65])[0, 1]  # over the three scored peaks
+    assert m["latency_r"].value == pytest.approx(r)
 
 
 def test_latency_intensity_slopes_by_hand():
