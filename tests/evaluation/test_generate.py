@@ -19,7 +19,7 @@ from training.config import DiffusionConfig
 from training.diffusion import GaussianDiffusion
 
 STATS = DataStats(0.1, 0.25, [1.0, 60.0, 20.0, 300.0], [2.0, 20.0, 10.0, 200.0], 7.8, 1.0, 0.17, 0.2, 30.0, 20.0,
-                  static_min=[0.0, 0.0, 10.0, 0.0], static_max=[10.0, 100.0, 50.0, 1000.0])  # the flags' defaults inside
+                  static_min=[0.0, 0.0, 10.0, 0.0], static_max=[10.0, 100.0, 50.0, 1000.0])  # defaults inside
 STATIC = torch.tensor([0.5, 80.0, 21.1, 300.0])
 
 
