@@ -79,6 +79,8 @@ def denoising_errors(model: Any, diffusion: Any, signal: Any, static: Any, *,
     import torch
 
     model.eval()
+    if isinstance(diffusion, torch.nn.Module):  # its schedule buffers index t on the model's device
+        diffusion = diffusion.to(device)
     steps = noise_steps(diffusion)
     gen = torch.Generator().manual_seed(NOISE_SEED)
     eps = torch.randn(len(steps), 1, 1, signal.shape[-1], generator=gen)  # one draw per level, shared
