@@ -24,6 +24,7 @@ import logging
 import sys
 import unicodedata
 from pathlib import Path
+from typing import Any
 
 EXIT_USAGE = 2
 
@@ -295,6 +296,8 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
 
                 run_series_stage(run_dir, load_run(run_dir, "best", device).model, trainer.data, cfg,
                                  device=device, log=logger)
+            if main and cfg.data.normalization == "global":  # what predict says about trust (evaluation/trust.py)
+                fit_run_trust(run_dir, trainer.data, device, logger)
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)
@@ -311,6 +314,20 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     if evaluate and main:
         evaluate_run(run_dir, device, logger)
     return summary
+
+
+def fit_run_trust(run_dir: Path, data: Any, device: Any, logger: logging.Logger) -> None:
+    """The input check and the calibration of a finished run, from its best checkpoint and series model."""
+    from evaluation.trust import fit_trust
+    from training.checkpoint import load_run
+    from training.series import load_series
+
+    loaded = load_run(run_dir, "best", device)
+    try:
+        fit_trust(run_dir, loaded.model, loaded.diffusion.to(device), data, load_series(run_dir), device=device,
+                  log=logger)
+    except ValueError as exc:  # e.g. an empty validation split: the run itself is fine, predict will say so
+        logger.warning("input check and calibration not fitted (%s); predict answers without them", exc)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,12 @@
 The benchmark cohort is generated with its own generator seed (never the run's), large enough that
 the rarest type (neuropathy, 0.8 % of patients) has dozens of series; nothing was chosen on it.
 For each cohort: the series model of the run (when it has one) beside the rule and the per-recording
-baselines, each metric with a 95 % bootstrap interval over series (evaluation/patient.py). ``--domain wide``
+baselines, each metric with a 95 % bootstrap interval over series (evaluation/patient.py), and what the
+protocol gives away (evaluation/protocol.py): the threshold from the recorded levels alone, the rule fed
+the true wave V marks, and the benchmark cohort again under a sparse clinic protocol
+(``benchmark_sparse``: at most one recording at each of 20, 30, 40, 50, 60, 80, 100 dB); and per cohort
+the calibration (ECE per recording and per series, threshold interval coverage), raw and with the run's
+``calibration.json`` when it has one. ``--domain wide``
 adds the same patients through the wide recording chain (docs/data.md 1.6) as ``benchmark_wide``. Prints the
 report section and writes bench/results/clinical.json.
 """
@@ -24,9 +29,12 @@ from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
+from evaluation.calibration import Calibration, calibration_metrics  # noqa: E402
+from evaluation.calibration import markdown as calibration_markdown  # noqa: E402
 from evaluation.patient import majority_type, markdown, patient_metrics  # noqa: E402
+from evaluation.protocol import SPARSE_LEVELS_DB, baseline_thresholds, sparse_rows  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
-from training.series import load_series  # noqa: E402
+from training.series import extract, load_series  # noqa: E402
 
 BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains on it
 
@@ -54,21 +62,32 @@ def _run(p: ArgumentParser, args) -> int:
     series_net = load_series(args.run)
     bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
     majority = majority_type(bundle.train)
-    cohorts = {"benchmark": ABRDataset(generate(args.patients, args.seed), run.stats)}
+    bench_records = generate(args.patients, args.seed)
+    cohorts = {"benchmark": ABRDataset(bench_records, run.stats)}
     if args.domain == "wide":  # the same patients and labels, recorded through randomized chains
         cohorts["benchmark_wide"] = ABRDataset(generate(args.patients, args.seed, domain="wide"), run.stats)
+    # the sparse clinic protocol (evaluation/protocol.py): at most 7 levels between 20 and 100 dB, one each
+    cohorts["benchmark_sparse"] = ABRDataset(bench_records.subset(sparse_rows(bench_records.series_id,
+                                                                              bench_records.static[:, 1])), run.stats)
     cohorts["test"] = bundle.test
     result = {"run": args.run, "checkpoint": args.checkpoint, "series_model": series_net is not None,
               "benchmark": {"patients": args.patients, "seed": args.seed, "domain": args.domain},
               "machine": platform.platform(), "n_boot": args.n_boot, "cohorts": {}}
+    cal = Calibration.load(args.run)  # None: the raw numbers only (python -m evaluation.trust --run RUN fits it)
     for name, ds in cohorts.items():
+        ev = extract(run.model, ds)
         m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority, series_net=series_net,
-                            n_boot=args.n_boot)
+                            n_boot=args.n_boot, evidence=ev)
+        m["threshold"] |= baseline_thresholds(ds.tensors, n_boot=args.n_boot)  # what the protocol gives away
+        m["calibration"] = {k: v for k, v in calibration_metrics(ev, series_net, cal, n_boot=args.n_boot).items()
+                            if k != "reliability"}
         result["cohorts"][name] = m  # Estimates: written as {"value", "ci"} by write_result
         where = {"benchmark": f"generator seed {args.seed}", "test": "the run's own test split",
-                 "benchmark_wide": f"generator seed {args.seed}, wide domain"}[name]
+                 "benchmark_wide": f"generator seed {args.seed}, wide domain",
+                 "benchmark_sparse": f"generator seed {args.seed}, sparse protocol: at most one recording at each "
+                                     f"of {', '.join(f'{v:g}' for v in SPARSE_LEVELS_DB)} dB"}[name]
         print(f"\n# {name} ({where})\n")
-        print("\n".join(markdown(m, CLASS_NAMES)))
+        print("\n".join(markdown(m, CLASS_NAMES) + calibration_markdown(m["calibration"])))
     result["seconds"] = round(time.time() - t0, 1)
     write_result(args.out, result)
     return 0

@@ -58,6 +58,29 @@ class DataStats:
                              f"found {stats.normalization!r}")
         return stats
 
+    def static_span(self) -> dict[str, tuple[float, float]] | None:
+        """{static name: (low, high)} over the training split, or None for runs saved before it was recorded."""
+        from data.records import STATIC_NAMES
+
+        if self.static_min is None or self.static_max is None:
+            return None
+        return {n: (float(lo), float(hi)) for n, lo, hi in zip(STATIC_NAMES, self.static_min, self.static_max,
+                                                                 strict=True)}
+
+    def outside_span(self, values: dict[str, float]) -> list[str]:
+        """One line per value of ``values`` ({static name: value}) outside the training span; a run whose
+        statistics record no span gets one line saying the values could not be checked."""
+        from data.records import STATIC_NAMES, STATIC_UNITS
+
+        span = self.static_span()
+        if span is None:
+            return ["the run's normalization.json records no training span (a run saved before it was kept): "
+                    f"{', '.join(values)} not checked against the training data"]
+        units = dict(zip(STATIC_NAMES, STATIC_UNITS, strict=True))
+        return [f"{name} {v:g} {units[name]} lies outside the run's training span {span[name][0]:.4g} to "
+                f"{span[name][1]:.4g}: the model extrapolates" for name, v in values.items()
+                if not span[name][0] <= v <= span[name][1]]
+
     @classmethod
     def identity(cls) -> DataStats:
         """Unit statistics: for tests and toy models that need no normalization."""

@@ -17,6 +17,7 @@ import argparse
 import functools
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from data.cli import ArgumentParser, check_number, number, phase, refuse_unsafe_
 from data.jsonable import to_jsonable
 from data.stats import DataStats
 from evaluation import plots
+from evaluation.calibration import markdown as calibration_markdown
 from evaluation.collect import (
     DEFAULT_SNR_LEVELS_DB,
     MODERATE_SNR_DB,
@@ -40,7 +42,7 @@ from evaluation.patient import majority_type, markdown, patient_metrics
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
-from training.series import load_series
+from training.series import extract, load_series
 
 PROG = "evaluate"  # the name its phase lines on stderr start with
 
@@ -94,11 +96,31 @@ def evaluate(
     title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
     # Per patient (series): the run's series model beside the rule and the per-recording baselines.
     with phase(PROG, "scoring per patient (series)"):
+        ev = extract(model, eval_ds, device=device)
         patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
-                                  series_net=series_net, device=device, seed=seed)
+                                  series_net=series_net, device=device, seed=seed, evidence=ev)
     m["patient"] = to_jsonable(patient)
-    write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
+    cal = calibration_section(ev, series_net, run_dir, out_dir if figures else None, seed)
+    m["calibration"] = to_jsonable({k: v for k, v in cal.items() if k != "reliability"})
+    written += [str(out_dir / "reliability.png")] if figures else []
+    write_report(m, out_dir, title, [str(p) for p in written],
+                 sections=markdown(patient, class_names) + calibration_markdown(cal))
     return m
+
+
+def calibration_section(ev: Any, series_net: torch.nn.Module | None, run_dir: str | Path | None,
+                        figure_dir: Path | None, seed: int) -> dict[str, Any]:
+    """ECE and interval coverage, raw and with the run's calibration.json (evaluation/calibration.py), and
+    the reliability diagrams (``figure_dir/reliability.png`` unless None)."""
+    from evaluation.calibration import Calibration, calibration_metrics, plot_reliability
+
+    cal = Calibration.load(run_dir) if run_dir is not None else None
+    with phase(PROG, "measuring calibration" + ("" if cal is not None else " (the run has no calibration.json)")):
+        m = calibration_metrics(ev, series_net, cal, seed=seed)
+        if figure_dir is not None:
+            figure_dir.mkdir(parents=True, exist_ok=True)
+            plot_reliability(m["reliability"], figure_dir / "reliability.png")
+    return m | {"temperatures": asdict(cal) if cal is not None else "none (python -m evaluation.trust --run RUN)"}
 
 
 def _figures(m: dict[str, Any], col: Any, generate_fn: GenerateFn | None, model: torch.nn.Module, diffusion: Any,

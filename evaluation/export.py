@@ -136,6 +136,20 @@ def _metric_rows(ev: dict[str, Any]) -> list[str]:
     return rows
 
 
+def span_sentence(stats: Any) -> str:
+    """The model card's line on the conditions the run trained on (its own training split's span)."""
+    from data.records import STATIC_NAMES, STATIC_UNITS
+
+    span = stats.static_span()
+    if span is None:
+        return ("Conditions outside the training ranges are extrapolation; this run's `normalization.json` does "
+                "not record them (a run saved before the span was kept).")
+    units = dict(zip(STATIC_NAMES, STATIC_UNITS, strict=True))
+    ranges = ", ".join(f"{n} {lo:.4g}-{hi:.4g} {units[n]}" for n, (lo, hi) in span.items())
+    return (f"This run trained on {ranges} (its training split, `normalization.json`); conditions outside these "
+            "ranges are extrapolation (`evaluation.generate` warns, `evaluation.predict` marks such recordings).")
+
+
 def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_params: int,
                ev: dict[str, Any] | None) -> str:
     d = cfg.data
@@ -205,8 +219,7 @@ def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_para
         "stop near R² 0.5); clinicians read the threshold from a patient's intensity series.",
         "- Rare types of hearing loss (neuropathy is under 1 % of recordings in the clinical data) have few "
         "training examples: their recall is uncertain; read the per-class recall of the evaluation.",
-        "- Conditions outside the training ranges (age 0-75 years, intensity 0-100 dB nHL, rate 11.1-49.1 /s, "
-        "FMP 0-1515 in the clinical data) are extrapolation.",
+        "- " + span_sentence(stats),
         "- Generated signals are samples from the model, not recordings.",
         "",
     ]
@@ -229,6 +242,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     files = export_run(args.run, args.out, which=args.checkpoint, overwrite=args.overwrite)
+    from data.stats import DataStats
+
+    stats = DataStats.from_dict(json.loads((Path(args.out) / "normalization.json").read_text(encoding="utf-8")))
+    if stats.static_span() is None:  # the card cannot quote the run's ranges: say so where it is seen
+        print("warning: the run's normalization.json records no training span; the model card cannot quote the "
+              "conditions it trained on", file=sys.stderr)
     print(f"wrote {', '.join(str(f) for f in files)}")
     return 0
 

@@ -244,6 +244,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_run(args.run, which=args.checkpoint, device=device)  # seconds; its errors stay one line
     kw = sampling_settings(loaded.diffusion, args)
+    for line in loaded.stats.outside_span({n: getattr(args, n) for n in ("age", "intensity", "rate", "fmp")}):
+        print(f"warning: {line}", file=sys.stderr)
     static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
     generator = torch.Generator().manual_seed(args.seed)
     total = -(-args.n // args.batch_size) * kw["steps"]

@@ -22,7 +22,8 @@ from training.series import majority_type, patient_metrics  # noqa: F401 (re-exp
 THRESHOLD_ROWS = ("within_10db", "within_5db", "exact", "mae_db", "no_response_sensitivity", "no_response_specificity")
 METHOD_NAMES = {"series_model": "series model", "rule": "rule (lowest consistent wave V)",
                 "head_mean": "per-recording head, series mean", "majority": "majority type (train)",
-                "evidence_sum": "per-recording evidence, summed"}
+                "evidence_sum": "per-recording evidence, summed",
+                "levels_only": "recorded levels alone (no waveform)", "rule_true_marks": "rule fed the true marks"}
 
 
 def markdown(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:

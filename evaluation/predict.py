@@ -50,6 +50,8 @@ import numpy as np
 
 from data.cli import ArgumentParser, check_number, check_outputs, number, record_outputs, resolve_device, run_main
 from data.records import CLASS_NAMES, RANGES, STATIC_NAMES, WAVE_NAMES, DataFormatError, Records, ValidationReport
+from evaluation.coherence import coherence
+from evaluation.familiarity import UNLIKE, VERDICTS
 from training.clinical import DETECTION_P
 
 PROG = "python -m evaluation.predict"
@@ -152,6 +154,57 @@ def read_inputs(args: argparse.Namespace) -> Batch:
 # answering
 
 
+@dataclass
+class Trust:
+    """How far to trust the answers: the input check's verdicts (None when the run has no familiarity.json)
+    and whether the probabilities and intervals were temperature-scaled (the run's calibration.json)."""
+
+    verdicts: Any  # evaluation.familiarity.Verdicts or None
+    calibrated: bool
+    note: str  # one line for summary.md (and stderr when something is missing)
+
+    def recording(self, i: int) -> dict[str, str]:
+        if self.verdicts is None:
+            return {"input_check": NOT_CHECKED, "input_score": "", "input_reason": ""}
+        v = self.verdicts
+        return {"input_check": v.verdict[i], "input_score": f"{v.score[i]:.3f}", "input_reason": v.reason[i]}
+
+    def series(self, s: int) -> dict[str, str]:
+        if self.verdicts is None:
+            return {"input_check": NOT_CHECKED, "input_score": "", "input_reason": ""}
+        v = self.verdicts
+        return {"input_check": v.series_verdict[s], "input_score": f"{v.series_score[s]:.3f}",
+                "input_reason": v.series_reason[s]}
+
+
+NOT_CHECKED = "not checked"
+
+
+def calibrate_and_check(args: argparse.Namespace, loaded: Any, series_net: Any, batch: Batch, dataset: Any, ev: Any,
+                        answers: Any, device: Any) -> tuple[Any, Any, Trust]:
+    """Temperature-scale the answers with the run's calibration.json and judge every recording and series
+    against its familiarity.json (evaluation.trust fits both); either file missing is said, not hidden."""
+    from evaluation.calibration import Calibration, apply, raw_answers
+    from evaluation.familiarity import Familiarity, Inputs, check
+
+    cal = Calibration.load(args.run)
+    if cal is not None:
+        ev, answers = apply(ev, answers, raw_answers(ev, series_net)[1], cal)
+    fam = Familiarity.load(args.run)
+    verdicts = None
+    if fam is not None:
+        inp = Inputs(batch.records.signal, dataset.tensors["signal"], dataset.tensors["static"], ev.evidence)
+        verdicts = check(fam, inp, loaded.model, loaded.diffusion, answers.series, device=device,
+                         batch_size=args.batch_size)
+    missing = [f for f, x in (("familiarity.json", fam), ("calibration.json", cal)) if x is None]
+    note = ("input check and calibration fitted on the run's training and validation splits" if not missing else
+            f"the run has no {' or '.join(missing)}: "
+            + ("inputs not checked against the training data" if fam is None else "input check done")
+            + ("; probabilities and intervals uncalibrated" if cal is None else "; calibrated")
+            + f" (fit them with: python -m evaluation.trust --run {args.run})")
+    return ev, answers, Trust(verdicts, cal is not None, note)
+
+
 def training_span(stats: Any) -> tuple[dict[str, tuple[float, float]], str]:
     """The static values the run trained on, {name: (low, high)}, and where the span comes from: the
     run's statistics when they record it, else the clinical intensity grid (0-100 dB) only."""
@@ -213,7 +266,8 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
     return f"{unit(db)} (10-90 %: {span})"
 
 
-def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order: np.ndarray) -> list[dict[str, Any]]:
+def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order: np.ndarray, trust: Trust
+                    ) -> list[dict[str, Any]]:
     rows = []
     for i in order:
         patient, series = batch.names[batch.records.series_id[i]]
@@ -227,7 +281,7 @@ def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
             "wave_v": "present" if ev.peak_prob[i] >= DETECTION_P else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
-            **early_wave_cells(ev, i),
+            **early_wave_cells(ev, i), **trust.recording(i),
             "warnings": "; ".join(warnings[i].values()),
         })
     return rows
@@ -254,7 +308,8 @@ def early_wave_cells(ev: Any, i: int) -> dict[str, str]:
 INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
 
 
-def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures: list[str]) -> list[dict[str, Any]]:
+def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures: list[str], trust: Trust,
+                  flags: list[list[str]]) -> list[dict[str, Any]]:
     best = answers.best
     thr, types = answers.thresholds[best], answers.types[best]
     slopes = answers.li_slopes
@@ -270,8 +325,8 @@ def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures
             "threshold_method": METHODS[best], "rule_threshold_db": fmt_db(answers.thresholds["rule"][s]),
             "type": CLASS_NAMES[int(types[s].argmax())],
             **{f"p_{c}": f"{types[s, k]:.4f}" for k, c in enumerate(CLASS_NAMES)},
-            "type_method": TYPE_METHODS[best], "li_slope_ms_per_db": _slope_text(slopes[s]),
-            "warnings": "; ".join(warnings[s]), "figure": figures[s],
+            "type_method": TYPE_METHODS[best], "li_slope_ms_per_db": _slope_text(slopes[s]), **trust.series(s),
+            "coherence": "; ".join(flags[s]), "warnings": "; ".join(warnings[s]), "figure": figures[s],
         })
     return rows
 
@@ -287,15 +342,17 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: Sequence[str]) ->
         w.writerows(rows)
 
 
+TRUST_COLUMNS = ("input_check", "input_score", "input_reason")
 RECORDING_COLUMNS = ("source", "sample", "patient", "series", "intensity_db", "rate_per_s", "age_years", "fmp",
                      "class", *(f"p_{c}" for c in CLASS_NAMES), "wave_v_probability", "wave_v", "latency_ms",
                      "amplitude_uv",
                      *(f"wave_{w}{part}" for w in WAVE_NAMES[:-1]
                        for part in ("_probability", "", "_latency_ms", "_amplitude_uv")),
-                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), "warnings")
+                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), *TRUST_COLUMNS, "warnings")
 PATIENT_COLUMNS = ("source", "patient", "series", "n_recordings", "levels_db", "threshold_db", "threshold_low_db",
                    "threshold_high_db", "threshold_method", "rule_threshold_db", "type",
-                   *(f"p_{c}" for c in CLASS_NAMES), "type_method", "li_slope_ms_per_db", "warnings", "figure")
+                   *(f"p_{c}" for c in CLASS_NAMES), "type_method", "li_slope_ms_per_db", *TRUST_COLUMNS, "coherence",
+                   "warnings", "figure")
 
 
 def figure_names(names: list[tuple[str, str]]) -> list[str]:
@@ -355,7 +412,7 @@ def _draw(job: dict[str, Any] | None) -> None:
         _WATERFALL.draw(**job)
 
 
-def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str]):
+def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str], trust: Trust):
     """The arguments of plot_waterfall for each series (plain arrays and strings: they cross processes)."""
     best = answers.best
     for s, members in enumerate(answers.series.members):
@@ -366,12 +423,16 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
         interval = (float(answers.interval[0][s]), float(answers.interval[1][s])) if answers.interval else None
         who = (f"patient {patient}" if patient == series else
                f"patient {patient}, series {series}" if patient else f"series {series}")
-        title = (f"{who}\n{CLASS_NAMES[k]} (p = {p[k]:.2f}), by the {METHODS[best]}\n"
+        check = trust.series(s)
+        flagged = check["input_check"] not in (VERDICTS[0], NOT_CHECKED)
+        title = (("INPUT " + check["input_check"].upper() + ": answers below not to be trusted\n" if flagged else "")
+                 + f"{who}\n{CLASS_NAMES[k]} (p = {p[k]:.2f}), by the {METHODS[best]}\n"
                  f"threshold: {threshold_text(thr, interval)}")
         epl = batch.sources[batch.source[members[0]]].fmt == "epl"
         yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1],
                "peak_prob": ev.peak_prob[members], "latency": ev.latency[members], "threshold_db": thr,
                "path": out / names[s], "title": title, "interval": interval,
+               "note": f"input check: {check['input_check']}" + (f" ({check['input_reason']})" if flagged else ""),
                "units": "dB, as in the file" if epl else "dB nHL",
                "early_waves": (None if ev.waves is None else
                                (ev.waves["prob"][members, :2], ev.waves["latency"][members, :2]))}
@@ -381,8 +442,30 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
 # summary
 
 
+def trust_lines(batch: Batch, answers: Any, trust: Trust, flags: list[list[str]]) -> list[str]:
+    """The opening of summary.md: verdict counts (series and recordings), then each series not in range
+    and each contradictory answer, with its reason."""
+    if trust.verdicts is None:
+        lines = [f"**Input check: not done.** {trust.note}", ""]
+    else:
+        c, r = trust.verdicts.counts("series"), trust.verdicts.counts("recordings")
+        lines = ["**Input check** (series): " + ", ".join(f"{c[v]} {v}" for v in VERDICTS)
+                 + "; recordings: " + ", ".join(f"{r[v]} {v}" for v in VERDICTS) + ".", ""]
+        odd = [s for s, v in enumerate(trust.verdicts.series_verdict) if v != VERDICTS[0]]
+        lines += [f"- {' / '.join(filter(None, batch.names[answers.series.ids[s]]))}: "
+                  f"**{trust.verdicts.series_verdict[s]}** ({trust.verdicts.series_reason[s]}); its answers are "
+                  "given, but not to be trusted" for s in odd] + ([""] if odd else [])
+    n_flag = sum(1 for f in flags if f)
+    lines += [f"**Coherence**: {n_flag} of {len(flags)} series with contradictory answers (patients.csv `coherence`)"
+              + ("." if not n_flag else ":"), ""]
+    lines += [f"- {' / '.join(filter(None, batch.names[answers.series.ids[s]]))}: {'; '.join(f)}"
+              for s, f in enumerate(flags) if f] + ([""] if n_flag else [])
+    return lines
+
+
 def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, batch: Batch, answers: Any,
-                     rec_warnings: list[dict[str, str]], span_source: str, written: list[str], timer: Timer) -> str:
+                     rec_warnings: list[dict[str, str]], span_source: str, written: list[str], timer: Timer,
+                     trust: Trust, flags: list[list[str]]) -> str:
     from training.checkpoint import describe_position
     from training.rundir import command_line, git_info, read_run_json
 
@@ -400,7 +483,7 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
     n_patients = len({(batch.source[m[0]], batch.names[k][0]) for k, m in zip(answers.series.ids,
                       answers.series.members, strict=True) if batch.names[k][0]})  # per file: ids are a file's own
     lines = [
-        "# Prediction", "",
+        "# Prediction", "", *trust_lines(batch, answers, trust, flags),
         f"- Run: `{args.run}`, checkpoint `{args.checkpoint}` ({describe_position(state)}); "
         f"run trained at commit {_commit(run_git)}",
         "- Per series: " + ("the series model (`checkpoints/series.pt`)" if series_net is not None else
@@ -408,6 +491,8 @@ def summary_markdown(args: argparse.Namespace, loaded: Any, series_net: Any, bat
                             "wave V; no interval), type by the summed per-recording evidence"),
         f"- Code: commit {_commit(code)}; command `{' '.join(command_line())}`",
         f"- Training range checked against: {span_source}",
+        f"- Trust: {trust.note}" + ("; type probabilities and threshold intervals temperature-scaled on the run's "
+                                    "validation split" if trust.calibrated else ""),
         f"- Time: {timer.line()}", "",
         "## Counts", "",
         f"- Inputs: {len(batch.sources)} file(s) read"
@@ -509,12 +594,15 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
             series_net = series_net.to(device)
     timer.report = True
     with timer("network"):
-        ev = extract(loaded.model, ABRDataset(batch.records, loaded.stats), batch_size=args.batch_size, device=device)
+        dataset = ABRDataset(batch.records, loaded.stats)
+        ev = extract(loaded.model, dataset, batch_size=args.batch_size, device=device)
     with timer("series"):
         answers = series_answers(ev, series_net)
+        ev, answers, trust = calibrate_and_check(args, loaded, series_net, batch, dataset, ev, answers, device)
     span, span_source = training_span(loaded.stats)
     rec_warn = recording_warnings(ev.static, span)
     ser_warn = series_warnings(batch, answers, rec_warn)
+    ser_flags = coherence(answers, ev.static[:, 1], ev.peak_prob)
     names = figure_names([batch.names[k] for k in answers.series.ids]) if not args.no_figures else [""] * len(
         answers.series)
 
@@ -524,13 +612,15 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
         old.unlink()
     order = np.concatenate([m[::-1] for m in answers.series.members])  # by series, loudest first
     with timer("tables"):
-        write_csv(out / "recordings.csv", recordings_rows(batch, ev, rec_warn, order), RECORDING_COLUMNS)
-        write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names), PATIENT_COLUMNS)
+        write_csv(out / "recordings.csv", recordings_rows(batch, ev, rec_warn, order, trust), RECORDING_COLUMNS)
+        write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names, trust, ser_flags),
+                  PATIENT_COLUMNS)
     if not args.no_figures:
         with timer("figures"):
-            drawer.draw(list(waterfall_jobs(out, batch, ev, answers, names)))
+            drawer.draw(list(waterfall_jobs(out, batch, ev, answers, names, trust)))
     written = [str(out / t) for t in TABLES] + [str(out / n) for n in names if n]
-    summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer)
+    summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer, trust,
+                               ser_flags)
     (out / "summary.md").write_text(summary, encoding="utf-8")
     record_outputs([out / t for t in TABLES] + [out / n for n in names if n], PROG)
     n_unusable = sum(s.report.n_read - s.report.n_kept for s in batch.sources)
@@ -541,6 +631,11 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
             print("warning: " + "; ".join(s.report.lines()[:2]).replace("\n", " "), file=sys.stderr)
     for path, why in batch.not_read:
         print(f"warning: {path}: {why}", file=sys.stderr)
+    if trust.verdicts is None:
+        print(f"warning: {trust.note}", file=sys.stderr)
+    elif (n := trust.verdicts.counts()[UNLIKE]):
+        print(f"warning: {n} of {len(answers.series)} series unlike the training data (marked in patients.csv, "
+              f"summary.md and their waterfalls)", file=sys.stderr)
     return 0
 
 

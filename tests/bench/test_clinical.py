@@ -26,7 +26,11 @@ def test_clinical_bench_scores_a_fresh_cohort_and_the_test_split(tmp_path, capsy
     assert wide["n_series"] == 25 and wide["n_recordings"] == bench["n_recordings"]
     assert wide["wave_v"] != bench["wave_v"] and result["benchmark"]["domain"] == "wide"
     assert bench["n_series"] == 25 and result["series_model"] is True
-    assert set(bench["threshold"]) == {"rule", "head_mean", "series_model"}
+    assert set(bench["threshold"]) == {"rule", "head_mean", "series_model", "levels_only", "rule_true_marks"}
+    sparse = result["cohorts"]["benchmark_sparse"]  # issue 27: at most one recording at each of 7 levels
+    assert sparse["n_series"] <= 25 and sparse["n_recordings"] <= 7 * sparse["n_series"]
+    assert sparse["n_recordings"] < bench["n_recordings"] and "levels_only" in sparse["threshold"]
+    assert "raw/recording_ece" in bench["calibration"] and "raw/threshold_coverage" in bench["calibration"]
     assert set(bench["type"]) == {"majority", "head_mean", "evidence_sum", "series_model"}
     for m in bench["threshold"].values():
         lo, hi = m["within_10db"]["ci"]

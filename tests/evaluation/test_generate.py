@@ -18,7 +18,8 @@ from models import ModelConfig, build_model
 from training.config import DiffusionConfig
 from training.diffusion import GaussianDiffusion
 
-STATS = DataStats(0.1, 0.25, [1.0, 60.0, 20.0, 300.0], [2.0, 20.0, 10.0, 200.0], 7.8, 1.0, 0.17, 0.2, 30.0, 20.0)
+STATS = DataStats(0.1, 0.25, [1.0, 60.0, 20.0, 300.0], [2.0, 20.0, 10.0, 200.0], 7.8, 1.0, 0.17, 0.2, 30.0, 20.0,
+                  static_min=[0.0, 0.0, 10.0, 0.0], static_max=[10.0, 100.0, 50.0, 1000.0])  # defaults inside
 STATIC = torch.tensor([0.5, 80.0, 21.1, 300.0])
 
 
@@ -317,3 +318,23 @@ def test_cli_checkpoint_with_unusable_stats_names_the_file(tmp_path, capsys):
                 "step": 1, "epoch": 1}, path)
     assert main(["--run", str(tmp_path / "run")]) == 2
     assert re.search(r"^error: checkpoint '.*best.pt': unusable stats \(", _one_error_line(capsys))
+
+
+def test_cli_warns_once_per_condition_outside_the_training_span(tmp_path, monkeypatch, capsys):
+    """issue 27: --intensity 120 and --fmp 300 on a run trained on 0-100 dB and FMP up to 123: one line each."""
+    import dataclasses
+
+    import training.checkpoint
+
+    stats = dataclasses.replace(STATS, static_min=[0.0, 0.0, 11.1, 0.2], static_max=[7.5, 100.0, 49.1, 123.0])
+    cfg = DiffusionConfig(prediction="x0", timesteps=100, sampling_steps=2)
+    run = FakeRun(None, ConstantX0(), stats, GaussianDiffusion(cfg), tmp_path / "run", {"ema": None})
+    monkeypatch.setattr(training.checkpoint, "load_run", lambda run_dir, which="best", device="cpu": run)
+    argv = ["--run", str(tmp_path), "--n", "2", "--out", str(tmp_path / "g.npz"), "--age", "0.5", "--rate", "21.1"]
+    assert main([*argv, "--intensity", "120", "--fmp", "300"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("warning: intensity 120 dB nHL lies outside the run's training span 0 to 100")
+    assert warnings[1].startswith("warning: fmp 300 ratio lies outside the run's training span 0.2 to 123")
+    assert main([*argv, "--intensity", "80", "--fmp", "100", "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -344,3 +344,62 @@ def test_out_must_be_a_folder(run, tmp_path, capsys):
     code, _, err = predict(capsys, "--run", run, EPL, "--age", 1, "--out", target)
     assert code == 2 and "'out' is a file, expected a folder" in err.replace(str(tmp_path) + "/", "")
     assert target.read_text(encoding="utf-8") == "a file"
+
+
+# ------------------------------------------------------------------------------------------------
+# how far to trust the answers (issue 27)
+
+
+@pytest.fixture(scope="module")
+def trust_run(run, tmp_path_factory) -> Path:
+    """The run with its input check and calibration fitted (evaluation.trust, as training does)."""
+    from data.dataset import build_data
+    from evaluation.trust import fit_trust
+    from training.checkpoint import load_run
+    from training.series import load_series
+
+    copy = tmp_path_factory.mktemp("trust_run") / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns("tensorboard"))
+    loaded = load_run(copy)
+    fit_trust(copy, loaded.model, loaded.diffusion, build_data(loaded.cfg.data, loaded.cfg.loss.class_weights),
+              load_series(copy))
+    return copy
+
+
+def test_without_trust_files_predict_says_so(run, patients, tmp_path, capsys):
+    path = unlabelled_csv(tmp_path / "clinic.csv", patients)
+    code, _, err = predict(capsys, "--run", run, path, "--out", tmp_path / "out", "--no-figures")
+    assert code == 0, err
+    assert "no familiarity.json or calibration.json" in err and "python -m evaluation.trust --run" in err
+    assert {r["input_check"] for r in read_rows(tmp_path / "out" / "patients.csv")} == {"not checked"}
+    assert "**Input check: not done.**" in (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+
+
+def test_unlike_training_data_is_marked_everywhere(trust_run, patients, tmp_path, capsys):
+    from evaluation.calibration import Calibration, softmax_t
+
+    scaled = Records(**{**patients.columns(), "signal": patients.signal * 10.0}, meta=patients.meta)
+    flat = Records(**{**patients.columns(), "signal": np.zeros_like(patients.signal)}, meta=patients.meta)
+    ins = [unlabelled_csv(tmp_path / f"{n}.csv", r) for n, r in (("clinic", patients), ("x10", scaled), ("flat", flat))]
+    code, _, err = predict(capsys, "--run", trust_run, *ins, "--out", tmp_path / "out", "--workers", 1)
+    assert code == 0, err
+    pat = read_rows(tmp_path / "out" / "patients.csv")
+    odd = [r for r in pat if not r["source"].endswith("clinic.csv")]
+    assert len(odd) == 6 and {r["input_check"] for r in odd} == {"unlike training data"}
+    assert all(r["input_reason"] and float(r["input_score"]) > 1 for r in odd)
+    assert any("amplitude" in r["input_reason"] for r in odd if r["source"].endswith("x10.csv"))
+    rec = read_rows(tmp_path / "out" / "recordings.csv")
+    assert {r["input_check"] for r in rec} <= {"in range", "unusual", "unlike training data"}
+    summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
+    assert summary.startswith("# Prediction\n\n**Input check** (series): ")
+    assert re.search(r"\d+ unlike training data; recordings", summary) and "not to be trusted" in summary
+    assert "unlike the training data" in err
+    # type probabilities are the calibrated ones: softmax(log p / T) of the network's own, same argmax
+    cal = Calibration.load(trust_run)
+    want = model_answers(trust_run, patients)
+    clinic = [r for r in rec if r["source"].endswith("clinic.csv")]
+    for r in clinic:
+        i = int(r["sample"])
+        p = softmax_t(np.log(np.clip(want["proba"][i], 1e-12, 1)), cal.recording)
+        np.testing.assert_allclose([float(r[f"p_{c}"]) for c in CLASS_NAMES], p, atol=1e-4)
+    assert all("coherence" in r for r in pat)

@@ -1,0 +1,74 @@
+"""Calibration (evaluation/calibration.py): temperature fit, ECE, reliability, interval coverage."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.calibration import (
+    Calibration,
+    Raw,
+    calibrated,
+    covered,
+    ece,
+    fit_temperature,
+    interval_from_proba,
+    reliability,
+    softmax_t,
+)
+
+
+def draw(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (n 5) and labels drawn from softmax(logits): calibrated by construction."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0, 1.5, (n, 5))
+    p = softmax_t(logits, 1.0)
+    y = (p.cumsum(1) < rng.random((n, 1))).sum(1)
+    return logits, np.minimum(y, 4)
+
+
+def test_temperature_recovers_the_overconfidence_factor():
+    logits, y = draw(20_000)
+    assert fit_temperature(3.0 * logits, y) == pytest.approx(3.0, rel=0.08)
+    assert fit_temperature(logits, y) == pytest.approx(1.0, rel=0.08)
+
+
+def test_ece_small_when_calibrated_large_when_overconfident_and_a_pinned_value():
+    logits, y = draw(20_000)
+    assert ece(softmax_t(logits, 1.0), y) < 0.02
+    assert ece(softmax_t(3.0 * logits, 1.0), y) > 0.1
+    # pinned: 4 rows at confidence 0.9 (3 right) and 2 at 0.6 (both right):
+    # |0.75 - 0.9| * 4/6 + |1 - 0.6| * 2/6 = 0.1 + 0.1333
+    p = np.array([[0.9, 0.1]] * 4 + [[0.6, 0.4]] * 2)
+    y2 = np.array([0, 0, 0, 1, 0, 0])
+    assert ece(p, y2) == pytest.approx(0.1 + 0.4 / 3)
+    r = reliability(p, y2)
+    assert r["count"].sum() == 6 and r["count"][13] == 4  # 0.9 lies in (13/15, 14/15]
+
+
+def test_temperature_keeps_every_argmax():
+    logits, _ = draw(500)
+    raw = Raw(softmax_t(logits, 1.0), logits, logits, None)
+    c = calibrated(raw, Calibration(recording=2.5, evidence_sum=7.0, series_model=0.5))
+    for a, b in ((c.recording, raw.recording), (c.evidence_sum, logits), (c.series_model, logits)):
+        assert (a.argmax(1) == b.argmax(1)).all()
+
+
+def test_interval_and_coverage_on_the_grid():
+    proba = np.zeros((2, 22))
+    proba[0, [6, 7, 8]] = [0.2, 0.6, 0.2]  # 30, 35, 40 dB
+    proba[1, 21] = 1.0  # no response
+    low, high = interval_from_proba(proba)
+    np.testing.assert_array_equal(low, [30, 105])
+    np.testing.assert_array_equal(high, [40, 105])
+    np.testing.assert_array_equal(covered(np.array([41.0, 105.0]), low, high), [True, True])  # 41 rounds to 40
+    np.testing.assert_array_equal(covered(np.array([45.0, 100.0]), low, high), [False, False])
+
+
+def test_file_round_trip(tmp_path):
+    cal = Calibration(recording=1.5, evidence_sum=9.0, series_model=1.1, threshold=0.9, n_val_recordings=3)
+    cal.save(tmp_path)
+    assert Calibration.load(tmp_path) == cal
+    (tmp_path / "calibration.json").write_text("[]", encoding="utf-8")
+    with pytest.raises(ValueError, match="not a calibration of this code"):
+        Calibration.load(tmp_path)
