@@ -387,7 +387,7 @@ def test_unlike_training_data_is_marked_everywhere(trust_run, patients, tmp_path
     odd = [r for r in pat if not r["source"].endswith("clinic.csv")]
     assert len(odd) == 6 and {r["input_check"] for r in odd} == {"unlike training data"}
     assert all(r["input_reason"] and float(r["input_score"]) > 1 for r in odd)
-    assert any("amplitude" in r["input_reason"] for r in odd if r["source"].endswith("x10.csv"))
+    assert all("amplitude" in r["input_reason"] for r in odd if r["source"].endswith("flat.csv"))
     rec = read_rows(tmp_path / "out" / "recordings.csv")
     assert {r["input_check"] for r in rec} <= {"in range", "unusual", "unlike training data"}
     summary = (tmp_path / "out" / "summary.md").read_text(encoding="utf-8")
