@@ -289,7 +289,10 @@ def _per_recording(series: Series, present: np.ndarray, prob: np.ndarray, scored
         def r(i: np.ndarray) -> float:
             rows_ = rows(i)
             rows_ = rows_[scored[rows_]]
-            return float(np.corrcoef(true[rows_], pred[rows_])[0, 1]) if len(rows_) > 2 else float("nan")
+            a, b = true[rows_], pred[rows_]
+            if len(rows_) < 3 or a.std() == 0 or b.std() == 0:  # undefined: no spread to correlate
+                return float("nan")
+            return float(np.corrcoef(a, b)[0, 1])
 
         out["latency_r"] = bootstrap(r, len(series), n_boot=n_boot, seed=seed)
     return out

@@ -65,6 +65,7 @@ SIZE_KEYS = {
     "head_dim": 16,
 }
 BEHAVIOUR_KEYS = {
+    "blind_static": "tests/models/test_network.py::test_blind_static_answers_at_t0_whatever_the_stated_level",
     "bidirectional": "tests/models/test_s4d.py::test_unidirectional_layer_is_causal and test_bidirectional_network",
     "cond_drop_prob": "tests/models/test_network.py::test_cond_drop_prob_applies_in_training_mode_only",
     "ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
