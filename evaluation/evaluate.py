@@ -36,6 +36,7 @@ from evaluation.collect import (
     generate_conditions,
 )
 from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
+from evaluation.patient import flags as patient_flags
 from evaluation.patient import majority_type, markdown, patient_metrics
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
@@ -88,6 +89,7 @@ def evaluate(
     m["meta"].update(meta or {})
     m["meta"]["snr_levels_db"] = list(snr_levels_db)
     m["meta"]["generation"] = gen_kw | {"n_per_condition": gen_n} if generate_fn is not None else "not run"
+    m["meta"]["sampler"] = describe_sampler(m["meta"]["generation"], m["meta"].get("sampling") or {})
     written: list[str] = []
     if figures:
         written = _figures(m, col, generate_fn, model, diffusion, stats, class_names, run_dir, out_dir, gen_kw)
@@ -97,6 +99,7 @@ def evaluate(
         patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
                                   series_net=series_net, device=device, seed=seed)
     m["patient"] = to_jsonable(patient)
+    m["flags"] += patient_flags(m["patient"], class_names)
     write_report(m, out_dir, title, [str(p) for p in written], sections=markdown(patient, class_names))
     return m
 
@@ -123,6 +126,27 @@ def _figures(m: dict[str, Any], col: Any, generate_fn: GenerateFn | None, model:
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
     return written
+
+
+def describe_sampler(generation: dict[str, Any] | str, sampling: dict[str, Any]) -> str:
+    """"ddim, 50 steps, eta 0, clip 1, guidance 2, seed 0, 32 signals per condition" (or why none ran)."""
+    if not isinstance(generation, dict):
+        return "generation not run (--no-generate): no sampler used"
+    g = generation | sampling
+    extra = "".join(f", {k} {g[k]:g}" if isinstance(g[k], (int, float)) else f", {k} {g[k]}"
+                    for k in ("eta", "clip") if k in g)
+    return (f"{g['sampler']}, {g['steps']} steps{extra}, guidance {g['guidance']:g}, seed {g['seed']}, "
+            f"{g['n_per_condition']} signals per condition")
+
+
+def describe_data(data_cfg: Any) -> str:
+    """What the run was trained and is evaluated on, in one line: the generator and its settings, or the file."""
+    split = f"patient split {data_cfg.split} (split seed {data_cfg.split_seed})"
+    if data_cfg.source == "file":
+        return f"file {data_cfg.path}; {split}"
+    syn = data_cfg.synthetic
+    return (f"synthetic (data/synthetic.py: {syn.patients} patients, generator seed {syn.seed}, domain {syn.domain}); "
+            f"{split}")
 
 
 def summary_line(m: dict[str, Any]) -> str:
@@ -210,7 +234,8 @@ def _run(args: argparse.Namespace) -> int:
     levels = args.snr_levels
     single_task = dict(load_single_task(s) for s in args.single_task)
 
-    from training.checkpoint import load_run  # imported here: the CLI needs the whole stack, evaluate() does not
+    # imported here: the CLI needs the whole stack, evaluate() does not
+    from training.checkpoint import describe_position, load_run
 
     device = resolve_device(args.device)
     if args.out is not None:  # its own run's eval/ is the default; never another run's directory
@@ -231,7 +256,8 @@ def _run(args: argparse.Namespace) -> int:
     m = evaluate(
         model, diffusion, loaded.stats, bundle.train, getattr(bundle, args.split), args.out or Path(args.run) / "eval",
         generate_fn=generate_fn, run_dir=args.run, single_task=single_task, snr_levels_db=levels,
-        meta={"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split,
+        meta={"run": str(args.run), "checkpoint": f"{args.checkpoint} ({describe_position(loaded.checkpoint)})",
+              "split": args.split, "data": describe_data(loaded.cfg.data),
               "sampling": {"eta": kw["eta"], "clip": kw["clip"]}},
         gen_n=args.gen_n, sampler=kw["sampler"], steps=kw["steps"], guidance=kw["guidance"], seed=args.seed,
         batch_size=args.batch_size, device=device, figures=not args.no_figures,
