@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,6 +150,59 @@ def describe_data(data_cfg: Any) -> str:
             f"{split}")
 
 
+def evaluation_scalars(m: dict[str, Any], split: str) -> dict[str, float]:
+    """The numbers logged back into the run: ``{split}/patient/...`` under the names validation uses
+    for val/patient/* (the rule's threshold, the summed evidence's type, wave V, per wave), the series
+    model's under ``{split}/patient/series_model/...`` when the run has one, and the per-recording
+    headline ``{split}/<task>/<metric>``. Undefined (nan, None) values are left out."""
+    p = m.get("patient") or {}
+    same_as_val = {"threshold": p.get("threshold", {}).get("rule", {}),
+                   "type": {k: v for k, v in p.get("type", {}).get("evidence_sum", {}).items()
+                            if k in ("macro_f1", "balanced_accuracy")},
+                   "wave_v": p.get("wave_v", {}), "waves": p.get("waves", {}),
+                   "series_model": {"threshold": p.get("threshold", {}).get("series_model", {}),
+                                    "type": {k: v for k, v in p.get("type", {}).get("series_model", {}).items()
+                                             if k in ("macro_f1", "balanced_accuracy")}}}
+    out = _point_values(same_as_val, f"{split}/patient")
+    for task, key in (("class", "macro_f1"), ("class", "balanced_accuracy"), ("peak_exist", "f1"),
+                      ("peak_latency", "mae"), ("peak_amplitude", "mae"), ("threshold", "mae"), ("threshold", "r2")):
+        out[f"{split}/{task}/{key}"] = (m.get(task) or {}).get("model", {}).get(key)
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _point_values(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{"a": {"value": 1, "ci": [..]}, "b": {...}} -> {"prefix/a": 1, ...} (metrics.json's estimates)."""
+    out: dict[str, Any] = {}
+    for key, v in tree.items():
+        if isinstance(v, dict) and "value" in v:
+            out[f"{prefix}/{key}"] = v["value"]
+        elif isinstance(v, dict):
+            out.update(_point_values(v, f"{prefix}/{key}"))
+    return out
+
+
+def log_back(run_dir: str | Path, logging_cfg: Any, scalars: dict[str, float], step: int) -> None:
+    """The evaluation's scalars into the run's TensorBoard and W&B runs (as the run configured them),
+    one line each; a failure there is a warning: metrics.json and report.md are written already."""
+    from training.callbacks.tensorboard_logger import log_evaluation as tb_log
+    from training.callbacks.wandb_logger import log_evaluation as wandb_log
+
+    if logging_cfg.use_tensorboard:
+        try:
+            print(f"logged {len(scalars)} metrics to {tb_log(run_dir, scalars, step)} at step {step} "
+                  "(TensorBoard: the run's HParams row and scalars)")
+        except OSError as exc:
+            print(f"warning: TensorBoard: could not log the evaluation into the run ({exc})", file=sys.stderr)
+    if logging_cfg.use_wandb:
+        try:
+            run_id = wandb_log(run_dir, logging_cfg.wandb, scalars, step)
+        except Exception as exc:  # noqa: BLE001 (W&B never fails an evaluation that is written)
+            print(f"warning: W&B: could not log the evaluation into the run ({exc})", file=sys.stderr)
+        else:
+            if run_id:
+                print(f"logged {len(scalars)} metrics to W&B run {run_id} ({logging_cfg.wandb.mode}) at step {step}")
+
+
 def summary_line(m: dict[str, Any]) -> str:
     """One line of facts for the console: the numbers the acceptance criteria of issue 8 name."""
     cls = m["class"]["model"]
@@ -265,6 +319,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or Path(args.run) / "eval")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    if args.out is None:  # the run's own evaluation: its TensorBoard (and W&B) run shows it beside training
+        log_back(args.run, loaded.cfg.logging, evaluation_scalars(m, args.split), int(loaded.checkpoint["step"]))
     print(summary_line(m))
     for flag in m["flags"]:
         print(f"FLAG: {flag}")

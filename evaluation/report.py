@@ -21,6 +21,8 @@ from data.stats import DataStats
 from evaluation import metrics as M
 from evaluation.collect import Collected, GeneratedCondition
 from evaluation.intervals import N_BOOT, SMALL_N_PATIENTS, cell, n_units, recording_intervals
+from evaluation.plots import per_series
+from training.clinical import NO_RESPONSE_DB
 
 REGRESSION_TASKS: dict[str, tuple[str, str]] = {  # task -> (display, unit)
     "peak_latency": ("wave V latency", "ms"),
@@ -92,6 +94,7 @@ def compute_metrics(
         }
         for lv in col.levels
     ]
+    out["threshold"]["per_series"] = threshold_per_series(col)
     _add_intervals(out, col, train, n_boot=n_boot, seed=seed)
     if conditions is not None:
         out["generation"] = generation_metrics(col, conditions)
@@ -128,6 +131,14 @@ def _add_intervals(out: dict[str, Any], col: Collected, train: dict[str, np.ndar
         out["class"]["patients_per_class"] = [n_units(col.patient_id, col.label == c) for c in range(k)]
     out["class"]["accuracy_minus_majority_ci"] = ci["accuracy_minus_majority"]
     out["meta"]["n_boot"] = n_boot
+
+
+def threshold_per_series(col: Collected) -> dict[str, Any]:
+    """The threshold head per series, as the scatter's threshold panel shows it: regression metrics
+    over the series with a response, and how many series have none (drawn apart in its strip)."""
+    true, pred, counted = per_series(col, col.threshold_true, col.threshold_pred)
+    none = true >= NO_RESPONSE_DB
+    return {**M.regression_metrics(true[~none], pred[~none]), "counted": counted, "n_no_response": int(none.sum())}
 
 
 def generation_metrics(col: Collected, conditions: list[GeneratedCondition]) -> dict[str, Any]:
@@ -386,9 +397,16 @@ def _regression_section(m: dict[str, Any]) -> list[str]:
         for key in ("mae", "rmse", "pearson_r", "r2", "pred_std"):
             u = f" ({unit})" if key in ("mae", "rmse", "pred_std") else ""
             rows.append([f"{label}: {key}{u}", _ci(m, task, key), _f(b[key]), _st(m, task, key), str(r["n"])])
-    return ["", "## Latency, amplitude, threshold", "",
-            "Latency and amplitude on the recordings whose wave V exists (true peaks).", "",
-            *_table(["metric", "model", "train-mean predictor", "single-task", "n recordings"], rows)]
+    lines = ["", "## Latency, amplitude, threshold", "",
+             "Latency and amplitude on the recordings whose wave V exists (true peaks).", "",
+             *_table(["metric", "model", "train-mean predictor", "single-task", "n recordings"], rows)]
+    ps = m["threshold"].get("per_series")
+    if ps:
+        lines += ["", f"Threshold per {ps['counted']} (the median of each one's recordings, as the scatter's "
+                  f"threshold panel shows it): MAE {_f(ps['mae'], 2)} dB, r {_f(ps['pearson_r'])}, over "
+                  f"{ps['n']} {ps['counted']} with a response; {ps['n_no_response']} with no response are drawn "
+                  "apart, in the panel's strip."]
+    return lines
 
 
 def _denoising_section(m: dict[str, Any]) -> list[str]:
@@ -435,9 +453,11 @@ def _figure_notes(m: dict[str, Any], figures: list[str]) -> list[str]:
     """What a figure shows that its panel cannot say."""
     stems = {Path(f).stem for f in figures}
     notes = []
-    if "scatter" in stems:
-        notes.append(f"- scatter: the threshold panel's MAE is this report's threshold MAE, "
-                     f"{_f(m['threshold']['model']['mae'], 2)} dB over {m['threshold']['model']['n']} recordings.")
+    ps = m["threshold"].get("per_series")
+    if "scatter" in stems and ps:
+        notes.append(f"- scatter: the threshold panel is per {ps['counted'][:-1]} (MAE {_f(ps['mae'], 2)} dB, "
+                     f"section \"Latency, amplitude, threshold\"); its right strip holds the predictions for the "
+                     f"{ps['n_no_response']} {ps['counted']} with no response.")
     if "loss_curves" in stems:
         notes.append(f"- loss_curves: {VAL_BELOW_TRAIN}")
     return ["", *notes] if notes else []
