@@ -186,7 +186,7 @@ def test_waveform_panels_show_n_and_the_noise_level(fx, tmp_path, drawn):
 def test_weights_under_fixed_say_constant_instead_of_identical_lines(fx, tmp_path, drawn):
     plots.plot_weights(read_run(fx.write_fake_run(tmp_path / "fixed")), tmp_path / "weights.png")
     (ax,) = drawn[0].axes
-    assert ax.lines == []  # six identical lines drew as one
+    assert len(ax.lines) == 0  # six identical lines drew as one
     assert ax.texts[0].get_text().startswith("weights constant over the run:\nSignal = 1\nClass = 1")
     plots.plot_weights(read_run(fx.write_fake_run(tmp_path / "drift", weight_drift=0.1)), tmp_path / "w2.png")
     assert len(drawn[1].axes[0].lines) == 6
