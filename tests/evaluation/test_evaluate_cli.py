@@ -95,7 +95,8 @@ def test_evaluates_a_real_tiny_run(tiny_run, tmp_path, capsys):
     m = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
     assert phases == ["evaluate: rebuilding the run's data and split",
                       f"evaluate: scoring {m['meta']['n']} recordings, clean and at 1 noise levels",
-                      "evaluate: scoring per patient (series)"]
+                      "evaluate: scoring per patient (series)",
+                      "evaluate: measuring calibration (the run has no calibration.json)"]
     assert m["meta"]["split"] == "test" and m["meta"]["n"] > 0
     assert not (tiny_run / "eval").exists()  # --out: the run directory is left as it was
     # issue 29, point 3: the header names data, checkpoint epoch and sampler; per patient before per recording
