@@ -278,6 +278,7 @@ def class_examples(
         if col.levels:
             ex["noisy"] = col.levels[level_index].noisy[i]
             ex["denoised"] = col.levels[level_index].estimate[i]
+            ex["snr_db"] = col.levels[level_index].snr_db  # the panel names the noise level it shows
         if generate_fn is not None:
             static = torch.from_numpy(col.static[i].astype(np.float32))
             signals = generate_fn(model, diffusion, stats, static, n_generated, sampler, steps, guidance, gen)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -38,6 +39,7 @@ from evaluation.collect import (
     generate_conditions,
 )
 from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
+from evaluation.patient import flags as patient_flags
 from evaluation.patient import majority_type, markdown, patient_metrics
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
@@ -90,6 +92,7 @@ def evaluate(
     m["meta"].update(meta or {})
     m["meta"]["snr_levels_db"] = list(snr_levels_db)
     m["meta"]["generation"] = gen_kw | {"n_per_condition": gen_n} if generate_fn is not None else "not run"
+    m["meta"]["sampler"] = describe_sampler(m["meta"]["generation"], m["meta"].get("sampling") or {})
     written: list[str] = []
     if figures:
         written = _figures(m, col, generate_fn, model, diffusion, stats, class_names, run_dir, out_dir, gen_kw)
@@ -100,6 +103,7 @@ def evaluate(
         patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
                                   series_net=series_net, device=device, seed=seed, evidence=ev)
     m["patient"] = to_jsonable(patient)
+    m["flags"] += patient_flags(m["patient"], class_names)
     cal = calibration_section(ev, series_net, run_dir, out_dir if figures else None, seed)
     m["calibration"] = to_jsonable({k: v for k, v in cal.items() if k != "reliability"})
     written += [str(out_dir / "reliability.png")] if figures else []
@@ -145,6 +149,80 @@ def _figures(m: dict[str, Any], col: Any, generate_fn: GenerateFn | None, model:
             written += [plots.plot_loss_curves([log], out_dir / "loss_curves.png"),
                         plots.plot_weights(log, out_dir / "weights.png")]
     return written
+
+
+def describe_sampler(generation: dict[str, Any] | str, sampling: dict[str, Any]) -> str:
+    """"ddim, 50 steps, eta 0, clip 1, guidance 2, seed 0, 32 signals per condition" (or why none ran)."""
+    if not isinstance(generation, dict):
+        return "generation not run (--no-generate): no sampler used"
+    g = generation | sampling
+    extra = "".join(f", {k} {g[k]:g}" if isinstance(g[k], (int, float)) else f", {k} {g[k]}"
+                    for k in ("eta", "clip") if k in g)
+    return (f"{g['sampler']}, {g['steps']} steps{extra}, guidance {g['guidance']:g}, seed {g['seed']}, "
+            f"{g['n_per_condition']} signals per condition")
+
+
+def describe_data(data_cfg: Any) -> str:
+    """What the run was trained and is evaluated on, in one line: the generator and its settings, or the file."""
+    split = f"patient split {data_cfg.split} (split seed {data_cfg.split_seed})"
+    if data_cfg.source == "file":
+        return f"file {data_cfg.path}; {split}"
+    syn = data_cfg.synthetic
+    return (f"synthetic (data/synthetic.py: {syn.patients} patients, generator seed {syn.seed}, domain {syn.domain}); "
+            f"{split}")
+
+
+def evaluation_scalars(m: dict[str, Any], split: str) -> dict[str, float]:
+    """The numbers logged back into the run: ``{split}/patient/...`` under the names validation uses
+    for val/patient/* (the rule's threshold, the summed evidence's type, wave V, per wave), the series
+    model's under ``{split}/patient/series_model/...`` when the run has one, and the per-recording
+    headline ``{split}/<task>/<metric>``. Undefined (nan, None) values are left out."""
+    p = m.get("patient") or {}
+    same_as_val = {"threshold": p.get("threshold", {}).get("rule", {}),
+                   "type": {k: v for k, v in p.get("type", {}).get("evidence_sum", {}).items()
+                            if k in ("macro_f1", "balanced_accuracy")},
+                   "wave_v": p.get("wave_v", {}), "waves": p.get("waves", {}),
+                   "series_model": {"threshold": p.get("threshold", {}).get("series_model", {}),
+                                    "type": {k: v for k, v in p.get("type", {}).get("series_model", {}).items()
+                                             if k in ("macro_f1", "balanced_accuracy")}}}
+    out = _point_values(same_as_val, f"{split}/patient")
+    for task, key in (("class", "macro_f1"), ("class", "balanced_accuracy"), ("peak_exist", "f1"),
+                      ("peak_latency", "mae"), ("peak_amplitude", "mae"), ("threshold", "mae"), ("threshold", "r2")):
+        out[f"{split}/{task}/{key}"] = (m.get(task) or {}).get("model", {}).get(key)
+    return {k: float(v) for k, v in out.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+
+
+def _point_values(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """{"a": {"value": 1, "ci": [..]}, "b": {...}} -> {"prefix/a": 1, ...} (metrics.json's estimates)."""
+    out: dict[str, Any] = {}
+    for key, v in tree.items():
+        if isinstance(v, dict) and "value" in v:
+            out[f"{prefix}/{key}"] = v["value"]
+        elif isinstance(v, dict):
+            out.update(_point_values(v, f"{prefix}/{key}"))
+    return out
+
+
+def log_back(run_dir: str | Path, logging_cfg: Any, scalars: dict[str, float], step: int) -> None:
+    """The evaluation's scalars into the run's TensorBoard and W&B runs (as the run configured them),
+    one line each; a failure there is a warning: metrics.json and report.md are written already."""
+    from training.callbacks.tensorboard_logger import log_evaluation as tb_log
+    from training.callbacks.wandb_logger import log_evaluation as wandb_log
+
+    if logging_cfg.use_tensorboard:
+        try:
+            print(f"logged {len(scalars)} metrics to {tb_log(run_dir, scalars, step)} at step {step} "
+                  "(TensorBoard: the run's HParams row and scalars)")
+        except OSError as exc:
+            print(f"warning: TensorBoard: could not log the evaluation into the run ({exc})", file=sys.stderr)
+    if logging_cfg.use_wandb:
+        try:
+            run_id = wandb_log(run_dir, logging_cfg.wandb, scalars, step)
+        except Exception as exc:  # noqa: BLE001 (W&B never fails an evaluation that is written)
+            print(f"warning: W&B: could not log the evaluation into the run ({exc})", file=sys.stderr)
+        else:
+            if run_id:
+                print(f"logged {len(scalars)} metrics to W&B run {run_id} ({logging_cfg.wandb.mode}) at step {step}")
 
 
 def summary_line(m: dict[str, Any]) -> str:
@@ -232,7 +310,8 @@ def _run(args: argparse.Namespace) -> int:
     levels = args.snr_levels
     single_task = dict(load_single_task(s) for s in args.single_task)
 
-    from training.checkpoint import load_run  # imported here: the CLI needs the whole stack, evaluate() does not
+    # imported here: the CLI needs the whole stack, evaluate() does not
+    from training.checkpoint import describe_position, load_run
 
     device = resolve_device(args.device)
     if args.out is not None:  # its own run's eval/ is the default; never another run's directory
@@ -253,7 +332,8 @@ def _run(args: argparse.Namespace) -> int:
     m = evaluate(
         model, diffusion, loaded.stats, bundle.train, getattr(bundle, args.split), args.out or Path(args.run) / "eval",
         generate_fn=generate_fn, run_dir=args.run, single_task=single_task, snr_levels_db=levels,
-        meta={"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split,
+        meta={"run": str(args.run), "checkpoint": f"{args.checkpoint} ({describe_position(loaded.checkpoint)})",
+              "split": args.split, "data": describe_data(loaded.cfg.data),
               "sampling": {"eta": kw["eta"], "clip": kw["clip"]}},
         gen_n=args.gen_n, sampler=kw["sampler"], steps=kw["steps"], guidance=kw["guidance"], seed=args.seed,
         batch_size=args.batch_size, device=device, figures=not args.no_figures,
@@ -261,6 +341,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     out = Path(args.out or Path(args.run) / "eval")
     print(f"wrote {out / 'metrics.json'} and {out / 'report.md'}")
+    if args.out is None:  # the run's own evaluation: its TensorBoard (and W&B) run shows it beside training
+        log_back(args.run, loaded.cfg.logging, evaluation_scalars(m, args.split), int(loaded.checkpoint["step"]))
     print(summary_line(m))
     for flag in m["flags"]:
         print(f"FLAG: {flag}")

@@ -211,27 +211,27 @@ def snr_db(clean: np.ndarray, estimate: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(np.maximum(power, tiny) / np.maximum(error, tiny))
 
 
-def signal_metrics(clean: np.ndarray, estimate: np.ndarray, noisy: np.ndarray | None = None) -> dict:
-    """Denoising quality of ``estimate`` against ``clean`` (both [N, ...]).
-
-    mse: mean over all elements; pearson_r: mean over samples of the per-sample correlation
-    (a sample with a constant estimate counts as r = 0: it carries no shape); snr_db: mean
-    per-sample output SNR; snr_gain_db (when ``noisy`` is given): mean over samples of
-    SNR(estimate) - SNR(noisy), the improvement over the input.
-    """
+def signal_per_recording(clean: np.ndarray, estimate: np.ndarray, noisy: np.ndarray | None = None
+                         ) -> dict[str, np.ndarray]:
+    """Per recording [N]: mse, pearson_r (a constant estimate counts as r = 0: it carries no shape),
+    snr_db of the estimate and, when ``noisy`` is given, snr_gain_db = SNR(estimate) - SNR(noisy).
+    signal_metrics averages these; evaluation.intervals resamples them by patient."""
     x0, xh = _as_2d(clean), _as_2d(estimate)
     if x0.shape != xh.shape:
         raise ValueError(f"signal_metrics: expected clean and estimate of one shape, found {x0.shape} and {xh.shape}")
     rs = np.array([pearson_r(a, b) for a, b in zip(x0, xh, strict=True)])
-    out = {
-        "n": int(x0.shape[0]),
-        "mse": float(np.mean((xh - x0) ** 2)),
-        "pearson_r": float(np.mean(np.nan_to_num(rs, nan=0.0))),
-        "snr_db": float(np.mean(snr_db(x0, xh))),
-    }
+    out = {"mse": np.mean((xh - x0) ** 2, axis=1), "pearson_r": np.nan_to_num(rs, nan=0.0), "snr_db": snr_db(x0, xh)}
     if noisy is not None:
-        out["snr_gain_db"] = float(np.mean(snr_db(x0, xh) - snr_db(x0, _as_2d(noisy))))
+        out["snr_gain_db"] = out["snr_db"] - snr_db(x0, _as_2d(noisy))
     return out
+
+
+def signal_metrics(clean: np.ndarray, estimate: np.ndarray, noisy: np.ndarray | None = None) -> dict:
+    """Denoising quality of ``estimate`` against ``clean`` (both [N, ...]): the means over recordings
+    of ``signal_per_recording`` (mse: equal-length recordings, so also the mean over all elements),
+    and n."""
+    per = signal_per_recording(clean, estimate, noisy)
+    return {"n": int(len(per["mse"])), **{k: float(np.mean(v)) for k, v in per.items()}}
 
 
 def pick_wave_v_latency(

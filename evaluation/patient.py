@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from evaluation.intervals import SMALL_N_PATIENTS, cell
 from training.clinical import Estimate
 from training.series import majority_type, patient_metrics  # noqa: F401 (re-exported: evaluate, bench, predict)
 
@@ -43,7 +44,7 @@ def markdown(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
     for r in ("macro_f1", "balanced_accuracy"):
         lines.append(f"| {r} | " + " | ".join(cell(m["type"][k][r]) for k in tmethods) + " |")
     for c, n in m["type"][tmethods[0]]["support"].items():
-        lines.append(f"| recall {class_names[int(c)]} (n={n}) | "
+        lines.append(f"| recall {class_names[int(c)]} (n={n} series) | "
                      + " | ".join(cell(m["type"][k]["recall"][c]) for k in tmethods) + " |")
     best = "series_model" if "series_model" in m["type"] else "evidence_sum"
     lines += ["", f"Confusion matrix ({METHOD_NAMES[best]}; rows true, columns predicted: "
@@ -52,6 +53,30 @@ def markdown(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
     lines += ["Wave V per recording (the earlier summary, over every marked peak): "
               + ", ".join(f"{k} {cell(v)}" for k, v in w.items()), ""]
     return lines + wave_table(m.get("waves", {}), cell)
+
+
+def flags(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
+    """Per-patient flags: a type whose recall rests on fewer than SMALL_N_PATIENTS series, and a type
+    answer whose macro-F1 is not above the majority type's."""
+    out = []
+    tmethods = list(m["type"])
+    best = "series_model" if "series_model" in m["type"] else "evidence_sum"
+    for c, n in m["type"][tmethods[0]]["support"].items():
+        if n < SMALL_N_PATIENTS:
+            rec = m["type"][best]["recall"][c]
+            out.append(f"per patient: type {class_names[int(c)]} has {n} series: its recall "
+                       f"{_cell(rec)} ({METHOD_NAMES[best]}) describes fewer than {SMALL_N_PATIENTS} patients")
+    if "majority" in m["type"] and m["type"][best]["macro_f1"]["value"] <= m["type"]["majority"]["macro_f1"]["value"]:
+        out.append(f"per patient: type macro-F1 {m['type'][best]['macro_f1']['value']:.3f} ({METHOD_NAMES[best]}) is "
+                   f"not above the majority type's {m['type']['majority']['macro_f1']['value']:.3f}")
+    return out
+
+
+def _cell(e: Any) -> str:
+    """An Estimate, or its metrics.json form {"value", "ci"}."""
+    if isinstance(e, dict):
+        return cell(e["value"], e.get("ci"))
+    return cell(e.value, [e.low, e.high])
 
 
 WAVE_ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "amplitude_mae_uv")

@@ -114,11 +114,20 @@ def plot_loss_curves(runs: Sequence[RunLog], path: Path, keys: Sequence[str] = C
 
 @paper_style
 def plot_weights(run: RunLog, path: Path) -> Path:
-    """The balancer weights over optimizer steps, one line per weight, labelled by component."""
+    """The balancer weights over optimizer steps, one line per weight, labelled by component; when
+    every weight is constant (the ``fixed`` strategy) their values as text instead."""
     fig, ax = plt.subplots(figsize=(PAGE_WIDTH_IN / 2, 2.4))
     labels = run.weight_labels()
-    for key in run.weight_keys():
-        steps, values = run.series(key)
+    series = {key: run.series(key) for key in run.weight_keys()}
+    constant = {key: v[0] for key, (_s, v) in series.items() if v and min(v) == max(v)}
+    if series and len(constant) == len(series):  # e.g. `fixed`: overlapping flat lines would hide all but one
+        ax.text(0.5, 0.5, "weights constant over the run:\n" + "\n".join(
+            f"{_label(labels[key])} = {v:g}" for key, v in constant.items()), ha="center", va="center",
+            transform=ax.transAxes, fontsize=8)
+        ax.set_axis_off()
+        fig.tight_layout()
+        return _save(fig, path)
+    for key, (steps, values) in series.items():
         ax.plot(steps, values, lw=1.0, label=_label(labels[key]))
     if ax.lines:
         ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
@@ -199,14 +208,17 @@ def plot_scatter(col: Collected, path: Path) -> Path:
     _scatter_panel(lat_ax, col.latency_true[mask], col.latency_pred[mask], "wave V latency", "ms", "recordings")
     _scatter_panel(amp_ax, col.amplitude_true[mask], col.amplitude_pred[mask], "wave V amplitude", "µV", "recordings")
     true, pred, counted = per_series(col, col.threshold_true, col.threshold_pred)
-    none = true >= NO_RESPONSE_THRESHOLD_DB
+    none = true >= NO_RESPONSE_THRESHOLD_DB  # the report's "threshold per series" reads the same split
     _scatter_panel(thr_ax, true[~none], pred[~none], "threshold", "dB nHL", counted)
     jitter = np.random.default_rng(0).uniform(-0.3, 0.3, int(none.sum()))
     nr_ax.scatter(jitter, pred[none], s=6, alpha=0.6, lw=0, color="tab:red")
     nr_ax.set_xlim(-1, 1)
-    nr_ax.set_xticks([0], ["no\nresponse"])
+    nr_ax.set_xticks([0], ["true: no\nresponse"])
     nr_ax.tick_params(axis="y", labelleft=False)
-    nr_ax.set_title(f"n = {int(none.sum())}", fontsize=7)
+    nr_ax.set_title(f"predicted for\n{int(none.sum())} {counted}\nwith no response", fontsize=7)
+    if not none.any():
+        nr_ax.text(0, 0.5, "none in\nthis split", ha="center", va="center", fontsize=7, color="0.4",
+                   transform=nr_ax.get_xaxis_transform())
     for spine in ("left",):
         nr_ax.spines[spine].set_linestyle(":")
     return _save(fig, path)
@@ -220,7 +232,7 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
     legend above the panels, so no trace is covered. ``units``: "µV", or "z-score" when the run
     normalized each recording on its own."""
     n = max(len(examples), 1)
-    fig, axes = plt.subplots(n, 1, figsize=(PAGE_WIDTH_IN / 2 + 0.6, 1.35 * n + 0.4), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(n, 1, figsize=(PAGE_WIDTH_IN / 2 + 0.6, 1.55 * n + 0.4), squeeze=False, sharex=True)
     for ax, (k, ex) in zip(axes[:, 0], sorted(examples.items()), strict=False):
         t_ms = np.arange(len(ex["real"])) / SAMPLE_RATE_HZ * 1000
         if "noisy" in ex:
@@ -230,7 +242,10 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
             ax.plot(t_ms, ex["denoised"], color="tab:blue", lw=0.9, label="denoised")
         for i, g in enumerate(ex.get("generated", [])):
             ax.plot(t_ms, g, color="tab:orange", lw=0.7, alpha=0.7, label="generated" if i == 0 else None)
-        ax.set_title(f"{class_names[k]}: {format_condition(ex['static'])}", loc="left")
+        n_gen = len(ex.get("generated", []))
+        noise = f"; noisy input at diffusion SNR {ex['snr_db']:g} dB" if "snr_db" in ex else ""
+        ax.set_title(f"{class_names[k]}: {format_condition(ex['static'])}\nn = 1 recorded"
+                     + (f", {n_gen} generated" if n_gen else "") + noise, loc="left")
         ax.set_ylabel(f"amplitude ({units})")
     axes[-1, 0].set_xlabel("time (ms)")
     handles, labels = axes[0, 0].get_legend_handles_labels()

@@ -68,7 +68,7 @@ def test_generation_conditions_and_examples(fx, stats):
         assert c.static[1] >= lo
     ex = class_examples(col, 5, fx.fake_generate, None, None, stats, n_generated=2)
     assert sorted(ex) == [0, 1, 2, 3, 4]
-    assert set(ex[1]) == {"real", "static", "noisy", "denoised", "generated"}
+    assert set(ex[1]) == {"real", "static", "noisy", "denoised", "generated", "snr_db"}
     assert ex[1]["generated"].shape == (2, 200)
     train = collect_train_targets(items)
     assert train["label"].shape == (40,) and train["peak_mask"].dtype == bool

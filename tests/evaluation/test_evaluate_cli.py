@@ -99,3 +99,12 @@ def test_evaluates_a_real_tiny_run(tiny_run, tmp_path, capsys):
                       "evaluate: measuring calibration (the run has no calibration.json)"]
     assert m["meta"]["split"] == "test" and m["meta"]["n"] > 0
     assert not (tiny_run / "eval").exists()  # --out: the run directory is left as it was
+    # issue 29, point 3: the header names data, checkpoint epoch and sampler; per patient before per recording
+    report = (out / "report.md").read_text(encoding="utf-8")
+    assert re.search(r"^- checkpoint: best \(after epoch 1, step \d+\)$", report, re.M), report[:800]
+    assert "- data: synthetic (data/synthetic.py: 6 patients, generator seed" in report
+    assert "- sampler: generation not run (--no-generate): no sampler used" in report
+    assert f"Evaluated: {m['meta']['n']} recordings from {m['meta']['n_patients']} patients" in report
+    assert report.index("## Flags") < report.index("## Per patient") < report.index("## Per recording")
+    lo, hi = m["class"]["model_ci"]["accuracy"]
+    assert lo <= m["class"]["model"]["accuracy"] <= hi

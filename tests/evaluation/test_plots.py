@@ -55,7 +55,24 @@ def test_scatter_has_units_n_and_metrics_and_one_point_per_patient(fx, tmp_path,
     assert len(points.get_offsets()) == 17  # one per patient, not one per recording
     assert plots.NO_RESPONSE_THRESHOLD_DB not in points.get_offsets()[:, 0]  # 105 dB is not a point on the axis
     (strip,) = nr.collections
-    assert len(strip.get_offsets()) == 3 and nr.get_xticklabels()[0].get_text() == "no\nresponse"
+    assert len(strip.get_offsets()) == 3 and nr.get_xticklabels()[0].get_text() == "true: no\nresponse"
+    assert nr.get_title() == "predicted for\n3 patients\nwith no response"  # the strip says what it holds
+
+
+def test_scatter_threshold_mae_is_the_reports(fx, stats, tmp_path, drawn):
+    """The threshold panel's MAE (per patient) used to appear nowhere in report.md (issue 29)."""
+    from evaluation.report import compute_metrics, write_report
+
+    col = with_patients(fx.hand_collected(collapsed=False))
+    col = dataclasses.replace(col, threshold_pred=col.threshold_pred + 3.0)
+    plots.plot_scatter(col, tmp_path / "scatter.png")
+    panel_mae = drawn[0].axes[2].texts[0].get_text().split("MAE = ")[1].split(" ")[0]
+    m = compute_metrics(col, {"label": np.arange(100) % 5, "peak_mask": np.ones(100, bool)}, stats, CLASS_NAMES,
+                        n_boot=10)
+    report = write_report(m, tmp_path, figures=[str(tmp_path / "scatter.png")]).read_text(encoding="utf-8")
+    assert f"Threshold per patients (the median of each one's recordings, as the scatter's threshold panel shows " \
+           f"it): MAE {panel_mae} dB" in report
+    assert "its right strip holds the predictions for the 3 patients with no response" in report
 
 
 def test_threshold_is_per_series_when_a_patient_has_two(fx, tmp_path, drawn):
@@ -90,7 +107,8 @@ def test_waveform_panels_name_the_condition(fx, tmp_path, drawn, age, text):
     plots.plot_waveforms(examples, CLASS_NAMES, "z-score", tmp_path / "w.png")
     (fig,) = drawn
     titles = [ax.get_title(loc="left") for ax in fig.axes]
-    assert titles[0] == f"NORMAL: 70 dB nHL, 21.1/s, {text}, FMP 300" and "0.0 y" not in " ".join(titles)
+    assert titles[0] == f"NORMAL: 70 dB nHL, 21.1/s, {text}, FMP 300\nn = 1 recorded, 1 generated" \
+        and "0.0 y" not in " ".join(titles)
     assert all(ax.get_legend() is None for ax in fig.axes) and len(fig.legends) == 1  # no legend over a trace
     assert fig.axes[0].get_ylabel() == "amplitude (z-score)"
 
@@ -154,3 +172,32 @@ def test_waterfall_draws_other_readers_marks_and_a_note(tmp_path):
 
 def test_scale_bar_is_a_round_value():
     assert plots._scale_bar(0.3) == 0.1 and plots._scale_bar(0.05) == 0.02 and plots._scale_bar(2.5) == 1.0
+
+
+def test_waveform_panels_show_n_and_the_noise_level(fx, tmp_path, drawn):
+    signal = fx.bump(7.0)[0]
+    examples = {0: {"real": signal, "static": np.array([0.5, 70.0, 21.1, 300.0]), "noisy": signal,
+                    "denoised": signal, "snr_db": -5.0, "generated": [signal] * 3}}
+    plots.plot_waveforms(examples, CLASS_NAMES, "µV", tmp_path / "w.png")
+    assert drawn[0].axes[0].get_title(loc="left").endswith(
+        "\nn = 1 recorded, 3 generated; noisy input at diffusion SNR -5 dB")
+
+
+def test_weights_under_fixed_say_constant_instead_of_identical_lines(fx, tmp_path, drawn):
+    plots.plot_weights(read_run(fx.write_fake_run(tmp_path / "fixed")), tmp_path / "weights.png")
+    (ax,) = drawn[0].axes
+    assert len(ax.lines) == 0  # six identical lines drew as one
+    assert ax.texts[0].get_text().startswith("weights constant over the run:\nSignal = 1\nClass = 1")
+    plots.plot_weights(read_run(fx.write_fake_run(tmp_path / "drift", weight_drift=0.1)), tmp_path / "w2.png")
+    assert len(drawn[1].axes[0].lines) == 6
+
+
+def test_report_says_why_validation_can_be_below_training(fx, stats, tmp_path):
+    from evaluation.report import compute_metrics, write_report
+
+    m = compute_metrics(fx.hand_collected(collapsed=False), {"label": np.arange(100) % 5,
+                                                              "peak_mask": np.ones(100, bool)}, stats, CLASS_NAMES,
+                        n_boot=10)
+    report = write_report(m, tmp_path, figures=["loss_curves.png"]).read_text(encoding="utf-8")
+    assert "- loss_curves: validation loss can sit below training loss: the training loss is taken with dropout" \
+        in report

@@ -20,7 +20,9 @@ What lands where (tags are the record names, so W&B and metrics.jsonl use the sa
 - HParams: written when the run starts (the ``hparams`` record of
   :class:`~training.callbacks.run_summary.RunSummaryCallback`), into this same run: the curated
   hyperparameters (swept keys first, marked as differing so TensorBoard lists them first) and the
-  validation metrics, whose values TensorBoard reads from the run's scalars as they arrive. The
+  metrics (:func:`hparams_metrics`: val/patient/*, the validation losses, and the test metrics that
+  ``evaluation.evaluate`` logs back into this run), whose values TensorBoard reads from the run's
+  scalars as they arrive. The
   row is named after the run (``fixed (sweep)`` for a sweep run: the table shows ~15 characters). A clean end adds the
   session status; an interrupted run keeps "running" (TensorBoard keeps the first status it
   reads, and the run may be resumed).
@@ -55,6 +57,38 @@ NAMES: dict[str, str] = {"total": "Total", **DISPLAY_NAMES}
 # unweighted components compare across balancing strategies; the totals do not.
 HPARAMS_METRICS: tuple[str, ...] = ("val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold",
                                     "val/peak_amplitude", "val/total", "val/weighted", "train_epoch/total")
+# The clinical questions per series (training.clinical_validation: val/patient/*; evaluation.evaluate logs the
+# same names as test/patient/*): the columns a reader compares runs on, so they come first.
+PATIENT_METRICS: tuple[str, ...] = ("threshold/within_10db", "threshold/mae_db", "type/macro_f1",
+                                    "type/balanced_accuracy", "wave_v/detection_f1")
+# Per recording, after `python -m evaluation.evaluate` (evaluation.evaluate.evaluation_scalars)
+TEST_METRICS: tuple[str, ...] = ("class/macro_f1", "peak_exist/f1", "peak_latency/mae", "threshold/mae")
+
+
+def hparams_metrics(clinical_validation: bool, split: str = "test") -> tuple[str, ...]:
+    """HParams metric columns: val/patient/* (when validation scores them), then the validation losses,
+    then the evaluation's ``split`` metrics, which appear once ``evaluation.evaluate`` has logged them
+    into the run (:func:`log_evaluation`)."""
+    patient = tuple(f"val/patient/{k}" for k in PATIENT_METRICS) if clinical_validation else ()
+    test = tuple(f"{split}/patient/{k}" for k in PATIENT_METRICS) + tuple(f"{split}/{k}" for k in TEST_METRICS)
+    return patient + HPARAMS_METRICS + test
+
+
+def log_evaluation(run_dir: str | Path, scalars: dict[str, float], step: int) -> Path:
+    """Write an evaluation's scalars into the run's own TensorBoard directory at the checkpoint's
+    ``step`` (a new event file beside the training ones: TensorBoard reads them as one run, so the
+    HParams row of the run fills its test columns). Returns the directory."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    log_dir = Path(run_dir) / "tensorboard"
+    _quiet_writer_threads()
+    writer = SummaryWriter(str(log_dir))
+    try:
+        for name, value in scalars.items():
+            writer.add_scalar(name, value, step)
+    finally:
+        writer.close()
+    return log_dir
 
 
 def custom_scalars_layout(components: tuple[str, ...] = COMPONENTS) -> dict[str, dict[str, list[Any]]]:
@@ -286,7 +320,9 @@ class TensorBoardCallback(Callback):
         status = record.data.get("status")
         if status == "running":
             trial = run_names(trainer.cfg, Path(trainer.run_dir))[1]
-            for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []), trial):
+            metrics = hparams_metrics(trainer.cfg.training.clinical_validation)
+            for summary in hparams_summaries(record.data.get("hparams", {}), record.data.get("swept", []), trial,
+                                             metrics):
                 self._add(summary, record.step)
             return
         assert self.writer is not None

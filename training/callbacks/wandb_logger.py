@@ -173,3 +173,26 @@ class WandbCallback(Callback):
             except Exception as exc:  # noqa: BLE001
                 log.warning("W&B finish failed (%s)", exc)
             self.run = None
+
+
+def log_evaluation(run_dir: str | Path, cfg: Any, scalars: dict[str, float], step: int) -> str | None:
+    """Log an evaluation's scalars into the run's own W&B run (its id in ``run_dir/wandb/run_id``), in
+    the run's mode (offline by default: a new offline-run folder with the same id, which ``wandb sync``
+    merges), at the checkpoint's ``step``; also into the run summary. ``cfg``: the run's
+    ``logging.wandb`` section. Returns the run id, or None when the run has no W&B run."""
+    id_file = Path(run_dir) / "wandb" / "run_id"
+    if cfg.mode == "disabled" or not id_file.is_file():
+        return None
+    import wandb
+
+    run_id = id_file.read_text().strip()
+    run = wandb.init(project=cfg.project, entity=cfg.entity or None, dir=str(Path(run_dir)), mode=cfg.mode,
+                     id=run_id, resume="allow", settings=wandb.Settings(init_timeout=cfg.init_timeout, console="off"),
+                     reinit="create_new")
+    try:
+        run.define_metric("*", step_metric="step")
+        run.log({**scalars, "step": step})
+        run.summary.update(scalars)
+    finally:
+        run.finish()
+    return run_id

@@ -110,7 +110,9 @@ def test_hparams_are_written_at_the_start_curated_and_typed(make_trainer, cfg):
     assert values["training.lr"].number_value == cfg.training.lr
     assert start.group_name == "run"
     metrics = [m.name.tag for m in hp["experiment"].metric_infos]
-    assert metrics[:5] == ["val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold"]
+    losses = ["val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold"]
+    patient = [m for m in metrics if m.startswith("val/patient/")]  # issue 29: the per-patient metrics first
+    assert metrics[:len(patient)] == patient and [m for m in metrics if m in losses][:5] == losses
     trainer.end()
     hp = _hparams(trainer.run_dir / "tensorboard")
     assert hp["end"].status == api_pb2.STATUS_SUCCESS
