@@ -4,6 +4,7 @@ change, --config/--experiment are refused; ``run.json`` records where a run came
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from datetime import datetime
@@ -104,7 +105,8 @@ def test_resume_refuses_options_it_would_otherwise_ignore(run, capsys, flag, wha
 def test_evaluate_writes_the_run_evaluation_when_it_ends(run, capsys):
     assert train_in_process(["--resume", str(run), "training.epochs=2", "--evaluate"]) == 0
     metrics = json.loads((run / "eval" / "metrics.json").read_text())
-    assert metrics["meta"]["run"] == str(run) and metrics["meta"]["checkpoint"] == "best"
+    assert metrics["meta"]["run"] == str(run)
+    assert re.fullmatch(r"best \(after epoch \d+, step \d+\)", metrics["meta"]["checkpoint"])  # issue 29's header
     assert f"evaluating {run}: python -m evaluation.evaluate --run {run} --no-generate" in capsys.readouterr().err
 
 
