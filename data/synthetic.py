@@ -246,7 +246,9 @@ def simulate_mixed(rng: np.random.Generator, pat: Patients, idx: np.ndarray, lev
     k = int(np.isnan(chain.delay_ms[idx]).sum())
     parts = [simulate(rng, pat, idx[:k], level[:k], rate[:k], out=out[:k], chain=None),
              simulate(rng, pat, idx[k:], level[k:], rate[k:], out=out[k:], chain=chain)]
-    return idx, level, rate, {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+    # the signals are already in place in ``out``; only the label columns are joined
+    return idx, level, rate, {"signal": out} | {name: np.concatenate([p[name] for p in parts])
+                                               for name in parts[0] if name != "signal"}
 
 
 def physiology(rng: np.random.Generator, pat: Patients, idx: np.ndarray, level: np.ndarray, rate: np.ndarray
