@@ -254,12 +254,17 @@ def plot_reliability(rel: dict[str, dict[str, np.ndarray]], path: Path) -> Path:
     fig, axes = plt.subplots(1, len(kinds), figsize=(4 * len(kinds), 4), squeeze=False)
     for ax, kind in zip(axes[0], kinds, strict=True):
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+        n = 0
         for version, style in (("raw", "o-"), ("calibrated", "s-")):
             r = rel.get(f"{version}/{kind}")
             if r is not None:
                 used = r["count"] > 0
-                ax.plot(r["confidence"][used], r["accuracy"][used], style, ms=4, label=version)
-        ax.set(title=kind.replace("_", " "), xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+                n = int(r["count"].sum())
+                # ECE from the bins drawn: the count-weighted gap between accuracy and confidence
+                ece = float((r["count"][used] * np.abs(r["accuracy"][used] - r["confidence"][used])).sum() / max(n, 1))
+                ax.plot(r["confidence"][used], r["accuracy"][used], style, ms=4, label=f"{version} (ECE {ece:.3f})")
+        ax.set(title=f"{kind.replace('_', ' ')} (n = {n})", xlabel="confidence (top class probability)",
+               ylabel="accuracy (share correct)", xlim=(0, 1), ylim=(0, 1))
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
