@@ -291,7 +291,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
             summary = trainer.fit()
             if cfg.series.enabled and main:  # second stage on the frozen network that evaluation loads
                 from training.checkpoint import load_run
-                from training.series import run_series_stage
+                from training.series_stage import run_series_stage
 
                 run_series_stage(run_dir, load_run(run_dir, "best", device).model, trainer.data, cfg,
                                  device=device, log=logger)

@@ -24,9 +24,9 @@ from data.cli import ArgumentParser, number, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
-from evaluation.patient import majority_type, markdown, patient_metrics  # noqa: E402
+from evaluation.patient import markdown  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
-from training.series import load_series  # noqa: E402
+from training.series import load_series, majority_type, patient_metrics  # noqa: E402
 
 BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains on it
 

@@ -41,6 +41,7 @@ from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
+from training.series import clinical_summary
 from training.step import StepOutput, TrainingInterrupted  # noqa: F401 (TrainingInterrupted: re-exported)
 
 
@@ -299,8 +300,8 @@ class Trainer:
         if self.cfg.training.clinical_validation:
             # The clinical questions per series (val/patient/*): comparable across balancers, unlike
             # val/total. One more clean pass over the split (no randomness: the RNG state is untouched).
-            out.update(self.objective.clinical(net, getattr(self.data, split), prefix=split, device=self.device,
-                                               batch_size=self.cfg.training.batch_size * 4))
+            out.update(clinical_summary(net, getattr(self.data, split), prefix=split, device=self.device,
+                                          batch_size=self.cfg.training.batch_size * 4))
         return out
 
     def _epoch_means(self) -> dict[str, float]:

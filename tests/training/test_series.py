@@ -9,7 +9,8 @@ import torch
 
 from models.series import SeriesNet
 from tests.runs import read_jsonl, tiny_config, train_run
-from training.series import drop_recordings, load_series, ordinal_targets, threshold_from_logits
+from training.series import load_series, threshold_from_logits
+from training.series_stage import drop_recordings, ordinal_targets
 
 
 def test_seriesnet_ignores_padding_and_recording_order():
@@ -54,7 +55,7 @@ def test_a_run_with_the_series_stage(tmp_path):
     run_dir = tmp_path / "run"
     train_run(cfg, run_dir)
     from training.checkpoint import load_run
-    from training.series import run_series_stage
+    from training.series_stage import run_series_stage
 
     loaded = load_run(run_dir)
     from data.dataset import build_data
@@ -100,7 +101,7 @@ SERIES_FLIPS = {"width": 32, "layers": 2, "heads": 4, "dropout": 0.5, "epochs": 
 
 def _fit(**overrides):
     from training.config import SeriesConfig
-    from training.series import fit_series
+    from training.series_stage import fit_series
 
     records = []
     net, _ = fit_series(_series_set(0), _series_set(1), SeriesConfig(**{**SERIES_BASE, **overrides}), 5, seed=0,
