@@ -207,11 +207,13 @@ def evaluate_run(run_dir: Path, device, logger: logging.Logger) -> None:
         raise RuntimeError(f"--evaluate: evaluation of '{run_dir}' failed (exit status {rc})")
 
 
-def nothing_left(state: dict, max_epochs: int) -> bool:
-    """A checkpoint past the last epoch: resuming it would train nothing (``epoch`` is the next one)."""
+def nothing_left(state: dict, cfg) -> bool:
+    """A checkpoint past the last epoch, its series stage (if any) done: resuming it would train nothing
+    (``epoch`` is the next one)."""
     from training.checkpoint import epochs_done
+    from training.series_stage import stage_done
 
-    return epochs_done(state) >= max_epochs and not state.get("epoch_step")
+    return epochs_done(state) >= cfg.training.epochs and not state.get("epoch_step") and stage_done(state, cfg)
 
 
 def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
@@ -258,7 +260,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     except BaseException:
         lock.release()
         raise
-    if resume and nothing_left(state, trainer.max_epochs):
+    if resume and nothing_left(state, cfg):
         lock.release()
         logger.info("%s: nothing to train: finished %s of training.epochs=%d (to train longer: "
                     "python train.py --resume %s training.epochs=%d)", run_dir, describe_position(state),
@@ -288,13 +290,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
         logger.info("run directory: %s (device %s, %d process(es))", run_dir, device, dist_info.world_size)
         logger.info("%s", trainer.model.parameter_table())
         with logging_redirect_tqdm(loggers=[logger]):
-            summary = trainer.fit()
-            if cfg.series.enabled and main:  # second stage on the frozen network that evaluation loads
-                from training.checkpoint import load_run
-                from training.series_stage import run_series_stage
-
-                run_series_stage(run_dir, load_run(run_dir, "best", device).model, trainer.data, cfg,
-                                 device=device, log=logger)
+            summary = trainer.fit()  # the network, then the series stage when series.enabled
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)

@@ -1,9 +1,15 @@
 """The series stage: train SeriesNet (models/series.py) on the train split's series of a trained run,
 keep the epoch best on the val split's, write ``checkpoints/series.pt``.
 
-    train = SeriesSet(extract(net, bundle.train), ...)   # training/series.py: the per-series answers
-    net, best = fit_series(train, val, cfg.series, n_classes)
-    losses = series_losses(logits, threshold_bin, type, type_weights, sigma)
+    stage = SeriesStage(cfg.series, n_classes, seed=cfg.seed, grad_clip=cfg.training.grad_clip)
+    stage.prepare(network, bundle)       # evidence: training/series.py, the per-series answers
+    for idx in stage.batches(): stage.train_step(idx)      # the trainer drives this (Trainer.fit)
+    metrics = stage.validate(); stage.end_epoch()
+
+Under ``series.enabled`` the trainer runs it after the network, on the network of ``best.pt``: the
+same callbacks (console bar and epoch summaries, metrics.jsonl, TensorBoard, W&B, health checks,
+checkpoints) on the run's global step, its losses the components ``series_threshold`` and
+``series_type``; its state is in every checkpoint, so ``--resume`` continues it.
 
 Training it on the train split's series and choosing the epoch on the val split keeps the test split
 and the benchmark cohort untouched.
@@ -11,10 +17,10 @@ and the benchmark cohort untouched.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -22,10 +28,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
 
-from data.jsonable import to_jsonable
 from models.series import SeriesNet
+from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
 from training.series import SERIES_CHECKPOINT, SeriesSet, extract, score
 
@@ -71,54 +76,208 @@ def type_weights(labels: Tensor, n_classes: int) -> Tensor:
     return w / w[counts > 0].mean()
 
 
-def fit_series(train: SeriesSet, val: SeriesSet, cfg: Any, n_classes: int, *, seed: int = 0,
-               log: logging.Logger | None = None, on_epoch: Any = None) -> tuple[SeriesNet, dict[str, Any]]:
-    """Train SeriesNet (``cfg``: training.config.SeriesConfig) on ``train``; every ``cfg.val_every``
-    epochs score ``val`` and keep the best weights by :func:`selection_score`. ``on_epoch(record)``
-    receives one dict per epoch (losses, and val metrics when scored). Returns the best net and its record."""
-    log = log or logging.getLogger("abr")
-    torch.manual_seed(seed)
-    net = SeriesNet(train.evidence.shape[-1], n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads, cfg.layers,
-                    cfg.dropout)
-    net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
-    weights = type_weights(train.type, n_classes)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * math.ceil(len(train) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.1)
-    gen = torch.Generator().manual_seed(seed)
-    best: tuple[float, dict[str, Tensor], dict[str, Any]] = (-math.inf, {}, {})
-    for epoch in range(1, cfg.epochs + 1):
-        net.train()
-        sums = {"series_threshold": 0.0, "series_type": 0.0}
-        n = 0
-        for b in DataLoader(train, batch_size=cfg.batch_size, shuffle=True, generator=gen):
-            mask = drop_recordings(b["mask"], cfg.drop_recordings, gen)
-            losses = series_losses(net(b["evidence"], b["intensity"], mask), b["threshold_bin"], b["type"], weights,
-                                   cfg.threshold_sigma)
-            opt.zero_grad(set_to_none=True)
-            (losses["series_threshold"] + losses["series_type"]).backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-            opt.step()
-            sched.step()
-            for k in sums:
-                sums[k] += float(losses[k].detach()) * len(mask)
-            n += len(mask)
-        record: dict[str, Any] = {"epoch": epoch, **{f"series/train/{k.removeprefix('series_')}": v / n
-                                                     for k, v in sums.items()}}
-        if epoch % cfg.val_every == 0 or epoch == cfg.epochs:
-            m = score(net, val, n_classes)
-            record.update(flatten(m, "series/val"))
-            if selection_score(m) > best[0]:
-                best = (selection_score(m), {k: v.clone() for k, v in net.state_dict().items()}, record)
-            log.info("Series epoch %d/%d - Thresh: %.4f, Type: %.4f | val threshold within 5 dB %.3f, within 10 dB "
-                     "%.3f, type macro-F1 %.3f", epoch, cfg.epochs, record["series/train/threshold"],
-                     record["series/train/type"], m["threshold"]["within_5db"].value,
-                     m["threshold"]["within_10db"].value, m["type"]["macro_f1"].value)
+class SeriesStage:
+    """The series model's training state, one optimizer step at a time: what the trainer runs after the
+    network (training.trainer.Trainer, on its global step and through its callbacks) and what
+    :func:`fit_series` runs alone.
+
+    ``prepare`` reads the frozen network's evidence; ``batches`` gives the rest of the current epoch;
+    ``train_step`` clips, skips a non-finite step and steps like the network's loop (one host sync: the
+    finite check); ``end_epoch`` validates every ``cfg.val_every`` epochs and keeps the best weights by
+    :func:`selection_score`. Everything, the current epoch's order and the RNG included, is in
+    :meth:`state_dict`, so a run killed during the stage resumes where its last checkpoint stands.
+    """
+
+    name = "series"
+
+    def __init__(self, cfg: Any, n_classes: int, *, seed: int, grad_clip: float) -> None:
+        self.cfg, self.n_classes, self.seed, self.grad_clip = cfg, n_classes, seed, grad_clip
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget any progress: the next :meth:`prepare` starts the stage at its first epoch."""
+        self.pending: dict[str, Any] | None = None  # a checkpoint's stage state, applied by prepare
+        self.net: SeriesNet | None = None
+        self.epoch, self.epoch_step = 1, 0
+
+    # -- building -------------------------------------------------------------------------------
+    def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
+        """Evidence of ``bundle``'s train and val splits from ``network`` (eval, t = 0), then a fresh
+        model, or the checkpoint's stage state when one is pending."""
+        sets = {}
+        for split in ("train", "val"):
+            ds = getattr(bundle, split)
+            sets[split] = SeriesSet(extract(network, ds, device=device), ds.tensors["threshold"].numpy(),
+                                    ds.tensors["label"].numpy())
+        self.prepare_sets(sets["train"], sets["val"])
+
+    def prepare_sets(self, train: SeriesSet, val: SeriesSet) -> None:
+        cfg = self.cfg
+        self.train_set, self.val_set = train, val
+        torch.manual_seed(self.seed)  # the init; a pending state brings its own RNG state back below
+        self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
+                             cfg.layers, cfg.dropout)
+        self.net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
+        self.weights = type_weights(train.type, self.n_classes)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, pct_start=0.1,
+                                                         total_steps=cfg.epochs * self.steps_per_epoch)
+        self.gen = torch.Generator().manual_seed(self.seed)  # epoch order and hidden recordings
+        self.order = torch.arange(len(train))
+        self.sums = torch.zeros(3)  # total, threshold, type: sums over the epoch's finite steps
+        self.count = 0
+        self.best: dict[str, Any] = {"score": -math.inf, "state": {}, "record": {}}
+        if self.pending is not None:
+            self._apply(self.pending)
+            self.pending = None
+
+    @property
+    def max_epochs(self) -> int:
+        return self.cfg.epochs
+
+    @property
+    def finished(self) -> bool:
+        return self.epoch > self.cfg.epochs
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]
+
+    # -- one epoch --------------------------------------------------------------------------------
+    def batches(self) -> Iterator[Tensor]:
+        """Index batches (B,) of the rest of the current epoch (its order is drawn at its first step)."""
+        if self.epoch_step == 0:
+            self.order = torch.randperm(len(self.train_set), generator=self.gen)
+        bs = self.cfg.batch_size
+        for i in range(self.epoch_step, self.steps_per_epoch):
+            yield self.order[i * bs:(i + 1) * bs]
+
+    def train_step(self, idx: Tensor) -> tuple[dict[str, Tensor], Tensor, bool]:
+        """One optimizer step on the series ``idx``: (losses, gradient norm before clipping, finite)."""
+        d = self.train_set
+        self.net.train()
+        mask = drop_recordings(d.mask[idx], self.cfg.drop_recordings, self.gen)  # (B Smax)
+        out = self.net(d.evidence[idx], d.intensity[idx], mask)
+        losses = series_losses(out, d.threshold_bin[idx], d.type[idx], self.weights, self.cfg.threshold_sigma)
+        total = losses["series_threshold"] + losses["series_type"]
+        self.opt.zero_grad(set_to_none=True)
+        total.backward()
+        # Clip and check as the network's loop does: the one host sync of the step.
+        max_norm = self.grad_clip if self.grad_clip > 0 else math.inf
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), max_norm)
+        finite = bool(torch.isfinite(grad_norm) & torch.isfinite(total))
+        if finite:
+            self.opt.step()
+            self.sums += torch.stack([total, losses["series_threshold"], losses["series_type"]]).detach()
+            self.count += 1
+        self.opt.zero_grad(set_to_none=True)
+        self.sched.step()
+        self.epoch_step += 1
+        return {k: v.detach() for k, v in losses.items()}, grad_norm.detach(), finite
+
+    def train_means(self) -> dict[str, float]:
+        means = (self.sums / max(self.count, 1)).tolist()
+        return dict(zip(("train/total", "train/series_threshold", "train/series_type"), means, strict=True))
+
+    @property
+    def validates(self) -> bool:
+        """Whether the current epoch ends with a validation (every ``val_every`` epochs, and the last)."""
+        return self.epoch % self.cfg.val_every == 0 or self.epoch == self.cfg.epochs
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """The val split's losses (``val/total``, ``val/series_*``) and scores (``val/series/...``);
+        the best weights so far are kept by :func:`selection_score`."""
+        d = self.val_set
+        self.net.eval()
+        known = d.type >= 0
+        losses = series_losses(self.net(d.evidence, d.intensity, d.mask), d.threshold_bin, d.type, self.weights,
+                               self.cfg.threshold_sigma) if bool(known.all()) else {}
+        m = score(self.net, d, self.n_classes)
+        out = {f"val/{k}": float(v) for k, v in losses.items()}
+        if losses:
+            out["val/total"] = out["val/series_threshold"] + out["val/series_type"]
+        out.update(flatten(m, "val/series"))
+        if selection_score(m) > self.best["score"]:
+            self.best = {"score": selection_score(m), "state": {k: v.clone() for k, v in self.net.state_dict().items()},
+                         "record": {"epoch": self.epoch, **out}}
+        return out
+
+    def end_epoch(self) -> None:
+        self.epoch += 1
+        self.epoch_step, self.count = 0, 0
+        self.sums.zero_()
+
+    def save(self, run_dir: str | Path, log: logging.Logger) -> Path:
+        """``checkpoints/series.pt``: the weights of the best validated epoch."""
+        path = save_series(run_dir, self.best_net(), self.cfg, self.best["record"])
+        log.info("series model saved: %s (best series epoch %d on val)", path, self.best["record"]["epoch"])
+        return path
+
+    def best_net(self) -> SeriesNet:
+        """The net with the weights of the best validated epoch."""
+        self.net.load_state_dict(self.best["state"])
+        return self.net.eval()
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any] | None:
+        """What a checkpoint keeps of the stage (None before it starts)."""
+        if self.net is None:
+            return self.pending
+        return {"config": asdict(self.cfg), "epoch": self.epoch, "epoch_step": self.epoch_step,
+                "model": self.net.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "gen": self.gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "order": self.order.clone(), "sums": self.sums.clone(), "count": self.count, "best": self.best}
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        """Keep a checkpoint's stage state for :meth:`prepare`; one of another series config is dropped
+        (the stage starts again, said in the log), as is None (the stage had not started)."""
+        self.reset()
+        if state is not None and state["config"] != asdict(self.cfg):
+            changed = {k: [v, asdict(self.cfg)[k]] for k, v in state["config"].items() if asdict(self.cfg).get(k) != v}
+            logging.getLogger("abr").info("series stage: the series config changed (%s): the series model is fitted "
+                                          "again from its first epoch", changed)
+            return
+        self.pending = state
+        if state is not None:
+            self.epoch, self.epoch_step = int(state["epoch"]), int(state["epoch_step"])
+
+    def _apply(self, s: dict[str, Any]) -> None:
+        self.net.load_state_dict(s["model"])
+        self.opt.load_state_dict(s["optimizer"])
+        self.sched.load_state_dict(s["scheduler"])
+        self.gen.set_state(s["gen"])
+        torch.set_rng_state(s["torch_rng"])  # dropout draws continue as if the run had never stopped
+        self.order, self.sums, self.count = s["order"].clone(), s["sums"].clone(), int(s["count"])
+        self.epoch, self.epoch_step, self.best = int(s["epoch"]), int(s["epoch_step"]), s["best"]
+
+
+def stage_done(state: dict[str, Any] | None, cfg: Any) -> bool:
+    """Whether a checkpoint's series stage (``state["series"]``) has nothing left under ``cfg`` (the
+    run's Config): off, or finished with the same series config."""
+    if not cfg.series.enabled:
+        return True
+    s = (state or {}).get("series")
+    return s is not None and s["config"] == asdict(cfg.series) and int(s["epoch"]) > cfg.series.epochs
+
+
+def fit_series(train: SeriesSet, val: SeriesSet, cfg: Any, n_classes: int, *, seed: int = 0, grad_clip: float = 1.0,
+               on_epoch: Any = None) -> tuple[SeriesNet, dict[str, Any]]:
+    """The stage alone, without a run (``python -m training.series_stage`` and tests): the same steps as
+    under the trainer, its epoch summaries to ``on_epoch(summary)``. Returns the best net and its record."""
+    stage = SeriesStage(cfg, n_classes, seed=seed, grad_clip=grad_clip)
+    stage.prepare_sets(train, val)
+    while not stage.finished:
+        for idx in stage.batches():
+            _, _, finite = stage.train_step(idx)
+            if not finite:
+                raise ValueError(f"series stage: non-finite loss or gradient in epoch {stage.epoch}")
+        summary = {"epoch": stage.epoch, **stage.train_means(), **(stage.validate() if stage.validates else {})}
+        stage.end_epoch()
         if on_epoch is not None:
-            on_epoch(record)
-    net.load_state_dict(best[1])
-    net.eval()
-    return net, best[2]
+            on_epoch(summary)
+    return stage.best_net(), stage.best["record"]
 
 
 def save_series(run_dir: str | Path, net: SeriesNet, cfg: Any, record: dict[str, Any]) -> Path:
@@ -133,40 +292,20 @@ def save_series(run_dir: str | Path, net: SeriesNet, cfg: Any, record: dict[str,
 
 def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: Any, *, device: Any = "cpu",
                      log: logging.Logger | None = None) -> dict[str, Any]:
-    """Fit the series model of a trained run (``cfg``: the run's Config) on its train split's series,
-    choose the epoch on val, write ``checkpoints/series.pt`` and one ``series_epoch`` record per epoch
-    into ``metrics.jsonl`` (and TensorBoard scalars ``series/...`` when enabled). Returns the best record."""
+    """Refit the series model of a trained run outside its training loop (``cfg``: the run's Config):
+    its train split's series, the epoch chosen on val, ``checkpoints/series.pt`` written; the epoch
+    summaries go to the log only (a run that trains its series stage records them in metrics.jsonl,
+    TensorBoard and W&B). Returns the best record."""
     log = log or logging.getLogger("abr")
-    run_dir = Path(run_dir)
     t0 = time.time()
-    data = {}
-    for split in ("train", "val"):
-        ds = getattr(bundle, split)
-        data[split] = SeriesSet(extract(model, ds, device=device), ds.tensors["threshold"].numpy(),
-                                ds.tensors["label"].numpy())
+    stage = SeriesStage(cfg.series, int(bundle.class_weights.numel()), seed=cfg.seed, grad_clip=cfg.training.grad_clip)
+    stage.prepare(model, bundle, device)
     log.info("series stage: %d train / %d val series, evidence of %d features per recording (%.0f s)",
-             len(data["train"]), len(data["val"]), data["train"].evidence.shape[-1], time.time() - t0)
-    writer = None
-    if cfg.logging.use_tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as jsonl:
-        def on_epoch(record: dict[str, Any]) -> None:
-            jsonl.write(json.dumps(to_jsonable({"kind": "series_epoch", "time": time.time(), **record})) + "\n")
-            jsonl.flush()
-            if writer is not None:
-                for k, v in record.items():
-                    if k != "epoch":
-                        writer.add_scalar(k, v, record["epoch"])
-
-        try:
-            net, best = fit_series(data["train"], data["val"], cfg.series, int(bundle.class_weights.numel()),
-                                   seed=cfg.seed, log=log, on_epoch=on_epoch)
-        finally:
-            if writer is not None:
-                writer.close()
+             len(stage.train_set), len(stage.val_set), stage.train_set.evidence.shape[-1], time.time() - t0)
+    net, best = fit_series(stage.train_set, stage.val_set, cfg.series, stage.n_classes, seed=cfg.seed,
+                           grad_clip=cfg.training.grad_clip,
+                           on_epoch=lambda s: log.info("%s", format_epoch_summary(s["epoch"], cfg.series.epochs, s,
+                                                                                   title="Series epoch")))
     path = save_series(run_dir, net, cfg.series, best)
     log.info("series model saved: %s (best epoch %d on val; %.0f s)", path, best["epoch"], time.time() - t0)
     return best

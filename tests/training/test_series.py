@@ -60,11 +60,11 @@ def test_a_run_with_the_series_stage(tmp_path):
     loaded = load_run(run_dir)
     from data.dataset import build_data
 
-    best = run_series_stage(run_dir, loaded.model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     records = read_jsonl(run_dir / "metrics.jsonl")
-    series = [r for r in records if r.get("kind") == "series_epoch"]
-    assert [r["epoch"] for r in series] == [1, 2]
-    assert all("series/val/threshold/within_5db" in r for r in series)
+    series = [r for r in records if r["kind"] == "epoch" and r["data"]["stage"] == "series"]
+    assert [r["epoch"] for r in series] == [1, 2]  # the trainer ran the stage (series.enabled)
+    assert all("val/series/threshold/within_5db" in r["scalars"] for r in series)
+    best = run_series_stage(run_dir, loaded.model, build_data(cfg.data, cfg.loss.class_weights), cfg)  # a refit
     assert best["epoch"] in (1, 2)
     net = load_series(run_dir)
     assert net is not None and net.threshold_head.out_features == 22
@@ -133,6 +133,6 @@ def test_series_enabled_runs_the_stage_after_training(tmp_path):
     for enabled in (True, False):
         name = f"series-{enabled}"
         assert train_in_process(in_process_args(tmp_path, name, *extra, f"series.enabled={enabled}")) == 0
-        kinds = {r["kind"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")}
-        assert ("series_epoch" in kinds) == enabled
+        stages = {r["data"].get("stage") for r in read_jsonl(tmp_path / name / "metrics.jsonl") if r["kind"] == "epoch"}
+        assert ("series" in stages) == enabled
         assert (load_series(tmp_path / name) is not None) == enabled

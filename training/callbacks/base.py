@@ -59,6 +59,7 @@ class TrainerView(Protocol):
     epoch: int  # the epoch being trained (1-based)
     max_epochs: int
     steps_per_epoch: int
+    stage: str  # "network", or "series" while the series stage trains (epoch, max_epochs, ... are then its own)
     is_main: bool  # rank 0: the process that writes logs and checkpoints
     resumed: bool
     logger: logging.Logger

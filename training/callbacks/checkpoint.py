@@ -42,7 +42,7 @@ class CheckpointCallback(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
         es = trainer.cfg.training.early_stopping
         value = summary.get(es.metric)
-        improved = value is not None and math.isfinite(value) and (
+        improved = trainer.stage == "network" and value is not None and math.isfinite(value) and (
             self.best is None or (value < self.best if es.mode == "min" else value > self.best)
         )
         if improved:
@@ -75,7 +75,7 @@ class EarlyStoppingCallback(Callback):
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
         es = trainer.cfg.training.early_stopping
-        if not es.enabled:
+        if not es.enabled or trainer.stage != "network":  # the metric is the network's
             return
         if es.metric not in metrics:
             raise ValueError(

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from tqdm import tqdm
 
 from training.callbacks.base import Callback, Record
-from training.callbacks.format import POSTFIX_COMPONENTS, format_postfix, strip_prefix
+from training.callbacks.format import POSTFIX_COMPONENTS, format_postfix, stage_title, strip_prefix
 from training.callbacks.run_summary import end_of_run_block
 
 if TYPE_CHECKING:
@@ -86,6 +86,7 @@ class ConsoleCallback(Callback):
         self.bar: Any = None
         self.val_bar: Any = None
         self._epoch = (0, 0)  # (epoch, max_epochs) of the open bar
+        self._stage = "network"  # the stage of the open bar
         self._last_refresh = 0.0
         self.log = logging.getLogger("abr")
 
@@ -104,7 +105,7 @@ class ConsoleCallback(Callback):
 
     def _desc(self) -> str:
         epoch, max_epochs = self._epoch
-        return f"{'Ep' if self.compact else 'Epoch'} {epoch}/{max_epochs}"
+        return f"{stage_title(self._stage, self.compact)} {epoch}/{max_epochs}"
 
     def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if not trainer.is_main:
@@ -113,7 +114,7 @@ class ConsoleCallback(Callback):
         total = trainer.steps_per_epoch
         # > 0 when resumed mid-epoch
         done = getattr(trainer, "epoch_step", max(0, trainer.step - (epoch - 1) * (total or 0)))
-        self._epoch = (epoch, trainer.max_epochs)
+        self._epoch, self._stage = (epoch, trainer.max_epochs), trainer.stage
         # delay: nothing is drawn before the description fits the width tqdm has just read
         self.bar = self._tqdm(total=total, initial=min(done, total or done), leave=True, delay=1e-9)
         self.bar.set_description_str(self._desc(), refresh=True)

@@ -75,7 +75,7 @@ class WaveformFigureCallback(Callback):
     was scaled on its own: there is no µV to go back to). Each panel names its condition."""
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if not (trainer.is_main and trainer.cfg.logging.figures):
+        if not (trainer.is_main and trainer.cfg.logging.figures and trainer.stage == "network"):
             return
         if getattr(trainer, "objective", None) is None:  # a trainer without a generative model (test fakes)
             return

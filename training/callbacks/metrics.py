@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from training.callbacks.base import Callback, Record
-from training.callbacks.format import format_epoch_summary, format_step_line, strip_prefix
+from training.callbacks.format import format_epoch_summary, format_step_line, stage_title, strip_prefix
 from training.components import COMPONENTS
 
 if TYPE_CHECKING:
@@ -149,5 +149,5 @@ class EpochSummaryCallback(Callback):
     def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
         scalars = {("train_epoch/" + k[len("train/") :] if k.startswith("train/") else k): float(v)
                    for k, v in summary.items()}
-        text = format_epoch_summary(epoch, trainer.max_epochs, summary)
-        trainer.emit(Record("epoch", trainer.step, epoch, scalars=scalars, text=text))
+        text = format_epoch_summary(epoch, trainer.max_epochs, summary, title=stage_title(trainer.stage))
+        trainer.emit(Record("epoch", trainer.step, epoch, scalars=scalars, text=text, data={"stage": trainer.stage}))

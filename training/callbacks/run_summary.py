@@ -181,8 +181,8 @@ class RunSummaryCallback(Callback):
                             data={"hparams": dict(self.hparams), "swept": list(self.swept), "status": "running"}))
 
     def on_record(self, trainer: Trainer, record: Record) -> None:
-        if record.kind != "epoch":
-            return
+        if record.kind != "epoch" or record.data.get("stage", "network") != "network":
+            return  # the run's best and last metrics are the network's (the series model's best is in series.pt)
         val = {k: v for k, v in record.scalars.items() if k.startswith("val/")}
         if val:
             self.last = val

@@ -99,11 +99,11 @@ class LossWeightLoggerCallback(Callback):
         self._emit(trainer, "train", trainer.step, trainer.epoch, weights)
 
     def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
-        if self._get is not None and out.step % trainer.cfg.training.log_frequency == 0:
+        if self._get is not None and trainer.stage == "network" and out.step % trainer.cfg.training.log_frequency == 0:
             self._emit(trainer, "train", out.step, out.epoch, self._get())  # host sync, at log points only
 
     def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if self._get is not None:
+        if self._get is not None and trainer.stage == "network":  # the balancer weighs the network's losses
             self._emit(trainer, "val", trainer.step, trainer.epoch, self._get())
 
     def _emit(self, trainer: Trainer, split: str, step: int, epoch: int, weights: Any) -> None:

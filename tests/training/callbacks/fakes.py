@@ -96,6 +96,7 @@ class FakeTrainer:
         self.meta_loss = meta_loss if meta_loss is not None else FakeMetaLoss()
         self.model = None
         self.max_epochs, self.steps_per_epoch = max_epochs, steps_per_epoch
+        self.stage = "network"
         self.is_main, self.resumed = is_main, resumed
         self.step, self.epoch, self.lr = step, 1 + step // steps_per_epoch, 1e-4
         self.logger = logging.getLogger("abr")
