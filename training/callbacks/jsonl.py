@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from data.files import write_atomic
 from data.jsonable import to_jsonable
 from training.callbacks.base import Callback, Record
 
@@ -58,9 +58,7 @@ def truncate_after(path: Path, step: int) -> None:
     lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: text may hold U+2028
     lines.pop()  # "" after the final newline, or a line torn by a kill mid-write (never a complete record)
     kept = [line + "\n" for line in lines if line.strip() and _continues(line, step)]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write("".join(kept).encode("utf-8")))
 
 
 class JsonlCallback(Callback):
