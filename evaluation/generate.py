@@ -109,7 +109,7 @@ def generate(
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
-    return (x.float() * stats.signal_std + stats.signal_mean).cpu()  # (n 1 L) µV
+    return stats.to_uv(x.float()).cpu()  # (n 1 L) µV
 
 
 SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
