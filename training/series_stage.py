@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.splits import class_weights
 from models.series import SeriesNet
 from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
@@ -66,14 +67,6 @@ def selection_score(metrics: dict[str, Any]) -> float:
     """What the stage keeps the best epoch by (on val): threshold within ±5 dB plus type macro-F1,
     the two answers a clinician reads, with equal say."""
     return metrics["threshold"]["within_5db"].value + metrics["type"]["macro_f1"].value
-
-
-def type_weights(labels: Tensor, n_classes: int) -> Tensor:
-    """sqrt-inverse class frequency of the training series, mean 1 over present classes (K,): rare types
-    (neuropathy: a dozen series) are heard without dominating."""
-    counts = torch.bincount(labels, minlength=n_classes).float()
-    w = torch.where(counts > 0, (counts.sum() / counts.clamp_min(1)).sqrt(), torch.zeros_like(counts))
-    return w / w[counts > 0].mean()
 
 
 class SeriesStage:
@@ -118,7 +111,9 @@ class SeriesStage:
         self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
                              cfg.layers, cfg.dropout)
         self.net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
-        self.weights = type_weights(train.type, self.n_classes)
+        # The network's sqrt-inverse class weights over the training series (rare types, e.g. neuropathy with a
+        # dozen series, are heard without dominating); a type absent from them weighs 1 in the val loss.
+        self.weights = class_weights(train.type.numpy(), "sqrt_inverse")
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
         self.sched = torch.optim.lr_scheduler.OneCycleLR(self.opt, max_lr=cfg.lr, pct_start=0.1,
