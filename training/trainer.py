@@ -96,19 +96,7 @@ class Trainer:
             )
         self.total_steps = self.steps_per_epoch * tc.epochs
 
-        # -- optimization -------------------------------------------------------------------------
-        from models import param_groups
-
-        balancer = meta_loss.balancer
-        self.optimizer = build_optimizer(tc, param_groups(self.model, tc.lr, tc.weight_decay),
-                                         balancer.trainable_parameters())
-        self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
-        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
-        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.balancer_params = list(balancer.trainable_parameters())  # outside DDP: averaged by hand
-        self.shared_params = list(self.model.shared_parameters())
-        self.last_shared_params = list(self.model.last_shared_parameters())
-        self.head_params = self.model.head_parameters()
+        self._build_optimization(meta_loss.balancer)
         self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
 
         # -- progress state (all of it goes into checkpoints) -------------------------------------
@@ -123,6 +111,22 @@ class Trainer:
         self.resumed = False
         self.last_val: dict[str, float] = {}
         self._signal: int | None = None
+
+    def _build_optimization(self, balancer: Any) -> None:
+        """Optimizer (the network's groups and the balancer's own parameters), schedule, EMA, and the
+        parameter lists the step reads (clipping, the balancers' shared/last-shared/head views)."""
+        from models import param_groups
+
+        tc = self.cfg.training
+        self.optimizer = build_optimizer(tc, param_groups(self.model, tc.lr, tc.weight_decay),
+                                         balancer.trainable_parameters())
+        self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
+        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.balancer_params = list(balancer.trainable_parameters())  # outside DDP: averaged by hand
+        self.shared_params = list(self.model.shared_parameters())
+        self.last_shared_params = list(self.model.last_shared_parameters())
+        self.head_params = self.model.head_parameters()
 
     # ------------------------------------------------------------------------------------------
     # callbacks and records
