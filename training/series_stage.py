@@ -242,10 +242,11 @@ class SeriesStage:
         self.net.load_state_dict(s["model"])
         self.opt.load_state_dict(s["optimizer"])
         self.sched.load_state_dict(s["scheduler"])
-        self.gen.set_state(s["gen"])
-        torch.set_rng_state(s["torch_rng"])  # dropout draws continue as if the run had never stopped
-        self.order, self.sums, self.count = s["order"].clone(), s["sums"].clone(), int(s["count"])
-        self.epoch, self.epoch_step, self.best = int(s["epoch"]), int(s["epoch_step"]), s["best"]
+        self.gen.set_state(s["gen"].cpu())  # a checkpoint may have been loaded onto the GPU
+        torch.set_rng_state(s["torch_rng"].cpu())  # dropout draws continue as if the run had never stopped
+        self.order, self.sums, self.count = s["order"].cpu(), s["sums"].cpu().clone(), int(s["count"])
+        self.epoch, self.epoch_step = int(s["epoch"]), int(s["epoch_step"])
+        self.best = {**s["best"], "state": {k: v.cpu() for k, v in s["best"]["state"].items()}}
 
 
 def stage_done(state: dict[str, Any] | None, cfg: Any) -> bool:

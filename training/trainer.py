@@ -381,9 +381,10 @@ class Trainer:
             summary = stage.train_means()
             if stage.validates:
                 self.callbacks.call("on_validation_start", view, "val", 1)
-                summary.update(stage.validate())
+                metrics = stage.validate()
                 self.callbacks.call("on_validation_batch_end", view, "val")
-                self.callbacks.call("on_validation_end", view, summary)
+                self.callbacks.call("on_validation_end", view, metrics)
+                summary.update(metrics)
             summary["lr"] = stage.lr
             stage.end_epoch()
             if stage.finished:  # before the checkpoint that records the stage as done

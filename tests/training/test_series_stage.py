@@ -10,7 +10,7 @@ import pytest
 import torch
 import wandb
 
-from tests.reliability.procs import in_process_args, train_in_process
+from tests.reliability.procs import TINY_MODEL, in_process_args, train_in_process
 from tests.runs import read_jsonl, tiny_config, train_run
 from tests.training.callbacks.fakes import read_tensorboard, read_wandb_offline
 from training.callbacks.base import Callback
@@ -88,7 +88,9 @@ class KillAtStep(Callback):
 
 
 def test_killed_during_the_series_stage_resumes_to_the_same_series_model(tmp_path):
-    cfg = tiny_config(tmp_path, "training.epochs=1", "data.synthetic.patients=30", "logging.use_tensorboard=false",
+    model = [s for s in TINY_MODEL if not s.startswith("data.")]  # a 10k-parameter network: seconds per run
+    cfg = tiny_config(tmp_path, *model, "training.epochs=1", "data.synthetic.patients=30",
+                      "logging.use_tensorboard=false",
                       *[s for s in SERIES if not s.startswith("series.epochs")], "series.epochs=3")
     whole = train_run(cfg, tmp_path / "whole")
     network_steps = whole.steps_per_epoch
@@ -128,3 +130,22 @@ def test_resume_longer_and_a_longer_series_stage(tmp_path):
     stages = [(r["data"]["stage"], r["epoch"]) for r in read_jsonl(run / "metrics.jsonl") if r["kind"] == "epoch"]
     assert stages[8:] == [("series", 1), ("series", 2), ("series", 3), ("series", 4)]
     assert load_checkpoint(run / "checkpoints" / "series.pt")["series_config"]["epochs"] == 4
+
+
+def test_a_terminal_shows_the_series_stage_with_a_bar_and_summaries(tmp_path):
+    """train.py under a 120-column pty: after the network's epoch, a 'Series epoch k/2' bar per series
+    epoch (kept, complete) and its summary below it."""
+    from tests.reliability.procs import cli_env, train_args
+    from tests.training.callbacks.test_console import in_terminal, render
+
+    args = train_args(tmp_path, "tty", "training.epochs=1", "data.synthetic.patients=30",
+                      "logging.use_tensorboard=false", *SERIES)
+    raw = in_terminal(args, 120, cli_env(), timeout=300)
+    screen, _ = render(raw, 120)
+    network = screen.index("Epoch 1/1 Summary:")
+    for k in (1, 2):
+        bars = [i for i, line in enumerate(screen) if line.startswith(f"Series epoch {k}/2|")]
+        assert len(bars) == 1, screen  # the finished bar of the series epoch stays, once
+        assert "Total=" in screen[bars[0]] and "LR=" in screen[bars[0]]
+        summary = screen.index(f"Series epoch {k}/2 Summary:")
+        assert network < bars[0] < summary and screen[summary + 1].startswith("  Train - Total: ")
