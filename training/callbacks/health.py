@@ -96,6 +96,12 @@ class HealthMonitorCallback(Callback):
         self._means: tuple[int, dict[str, float]] | None = None  # latest component means, for dominance
         self._weights: tuple[int, dict[str, float]] | None = None  # latest component weights
         self._dominance_step = -1
+        self.stage = "network"  # the stage the history belongs to
+
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+        if trainer.stage != self.stage:  # another stage's losses: no spike or stall against the last one's
+            self.stage, self._means, self._weights = trainer.stage, None, None
+            self.history.clear()
 
     # -- dispatch ----------------------------------------------------------------------------------
     def on_record(self, trainer: TrainerView, record: Record) -> None:
@@ -262,9 +268,10 @@ class HealthMonitorCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"history": [[s, m] for s, m in self.history],
                 "weight_history": {c: list(h) for c, h in self.weight_history.items()},
-                "last_fired": dict(self.last_fired)}
+                "last_fired": dict(self.last_fired), "stage": self.stage}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = deque((int(s), dict(m)) for s, m in state["history"])
         self.weight_history = {c: deque(h) for c, h in state["weight_history"].items()}
         self.last_fired = {k: int(v) for k, v in state["last_fired"].items()}
+        self.stage = state.get("stage", "network")  # absent: a checkpoint from before the series stage ran here
