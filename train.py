@@ -208,11 +208,74 @@ def evaluate_run(run_dir: Path, device, logger: logging.Logger) -> None:
         raise RuntimeError(f"--evaluate: evaluation of '{run_dir}' failed (exit status {rc})")
 
 
-def nothing_left(state: dict, max_epochs: int) -> bool:
-    """A checkpoint past the last epoch: resuming it would train nothing (``epoch`` is the next one)."""
+def nothing_left(state: dict, cfg) -> bool:
+    """A checkpoint past the last epoch, its series stage (if any) done: resuming it would train nothing
+    (``epoch`` is the next one)."""
     from training.checkpoint import epochs_done
+    from training.series_stage import stage_done
 
-    return epochs_done(state) >= max_epochs and not state.get("epoch_step")
+    return epochs_done(state) >= cfg.training.epochs and not state.get("epoch_step") and stage_done(state, cfg)
+
+
+def run_device(cfg, group: str | None):
+    """(device, DistInfo) of this process: under torchrun each rank takes its own GPU. A sweep's runs
+    share the W&B ``group`` unless the config names one."""
+    from training.distributed import init_distributed
+    from training.setup import resolve_device
+
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device)
+    if device.type == "cuda" and dist_info.enabled:
+        import torch
+
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if group and not cfg.logging.wandb.group:
+        cfg.logging.wandb.group = group
+    return device, dist_info
+
+
+def build_run(cfg, run_dir: Path, *, resume: bool, overwrite: bool, device, dist_info):
+    """(trainer, the checkpoint's state or None, the run's lock). The data and the network are built
+    before a fresh run directory is made; a resumed run is locked first (in use: refused at once)."""
+    from training.checkpoint import load_checkpoint
+    from training.rundir import RunLock, check_run_dir
+    from training.setup import build_trainer
+
+    main, last = dist_info.is_main, run_dir / "checkpoints" / "last.pt"
+    lock = RunLock.acquire(run_dir) if resume and main else RunLock(run_dir, None)
+    try:
+        if not resume and main:
+            check_run_dir(run_dir, overwrite)  # before the data is built; repeated under the lock below
+        state = load_checkpoint(last, map_location=device) if resume else None
+        trainer = build_trainer(cfg, run_dir, device=device, dist_info=dist_info)
+        if resume:
+            check_same_data(state, trainer.data, run_dir)
+            trainer.load_state_dict(state, source=last)
+        elif main:
+            lock = prepare_run_dir(run_dir, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return trainer, state, lock
+
+
+def start_lines(trainer, state, logger, *, resume: bool, changes: dict | None, banner: str | None) -> None:
+    """The run's first lines (and, resumed with changes, its config.yaml rewritten; fresh, its run files)."""
+    from training.checkpoint import describe_position
+    from training.setup import write_config, write_run_files
+
+    run_dir = trainer.run_dir
+    if banner:
+        logger.info("%s", banner)
+    if resume:
+        if changes and trainer.is_main:
+            write_config(run_dir, trainer.cfg)
+            logger.info("resume: config changed: %s (saved in %s)",
+                        ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items()), run_dir / "config.yaml")
+        logger.info("resumed %s %s of %d", run_dir, describe_position(state), trainer.max_epochs)
+    else:
+        write_run_files(trainer)
 
 
 def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = False, changes: dict | None = None,
@@ -226,40 +289,17 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from training.checkpoint import describe_position, load_checkpoint
-    from training.distributed import init_distributed
-    from training.rundir import RunLock, RunRecord, data_fingerprint, exit_status
-    from training.setup import build_trainer, resolve_device, setup_logging, write_config, write_run_files
+    from training.checkpoint import describe_position
+    from training.rundir import RunRecord, data_fingerprint, exit_status
+    from training.setup import setup_logging
 
-    device = resolve_device(cfg.device)
-    dist_info = init_distributed(device)
-    if device.type == "cuda" and dist_info.enabled:
-        import torch
-
-        device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
-    if group and not cfg.logging.wandb.group:
-        cfg.logging.wandb.group = group
+    device, dist_info = run_device(cfg, group)
     main = dist_info.is_main
     logger = setup_logging(None, main)  # console only, until the run directory is this run's
     last = run_dir / "checkpoints" / "last.pt"
-    lock = RunLock.acquire(run_dir) if resume and main else RunLock(run_dir, None)  # in use: refused at once
-    try:
-        if not resume and main:
-            from training.rundir import check_run_dir
-
-            check_run_dir(run_dir, overwrite)  # before the data is built; repeated under the lock below
-        state = load_checkpoint(last, map_location=device) if resume else None
-        trainer = build_trainer(cfg, run_dir, device=device, dist_info=dist_info)
-        if resume:
-            check_same_data(state, trainer.data, run_dir)
-            trainer.load_state_dict(state, source=last)
-        elif main:
-            lock = prepare_run_dir(run_dir, overwrite)
-    except BaseException:
-        lock.release()
-        raise
-    if resume and nothing_left(state, trainer.max_epochs):
+    trainer, state, lock = build_run(cfg, run_dir, resume=resume, overwrite=overwrite, device=device,
+                                     dist_info=dist_info)
+    if resume and nothing_left(state, cfg):
         lock.release()
         logger.info("%s: nothing to train: finished %s of training.epochs=%d (to train longer: "
                     "python train.py --resume %s training.epochs=%d)", run_dir, describe_position(state),
@@ -271,17 +311,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     record = RunRecord(run_dir, command=command or sys.argv, device=device, world_size=dist_info.world_size)
     try:
         logger = setup_logging(run_dir if main else None, main)
-        if banner:
-            logger.info("%s", banner)
-        if resume:
-            if changes and main:
-                write_config(run_dir, cfg)
-                logger.info("resume: config changed: %s (saved in %s)",
-                            ", ".join(f"{k} {old} -> {new}" for k, (old, new) in changes.items()),
-                            run_dir / "config.yaml")
-            logger.info("resumed %s %s of %d", run_dir, describe_position(state), trainer.max_epochs)
-        else:
-            write_run_files(trainer)
+        start_lines(trainer, state, logger, resume=resume, changes=changes, banner=banner)
         if main:
             recordings = {s: len(getattr(trainer.data, s)) for s in ("train", "val", "test")}
             record.begin(resume=resume, from_step=trainer.step if resume else None, changes=changes,
@@ -289,13 +319,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
         logger.info("run directory: %s (device %s, %d process(es))", run_dir, device, dist_info.world_size)
         logger.info("%s", trainer.model.parameter_table())
         with logging_redirect_tqdm(loggers=[logger]):
-            summary = trainer.fit()
-            if cfg.series.enabled and main:  # second stage on the frozen network that evaluation loads
-                from training.checkpoint import load_run
-                from training.series import run_series_stage
-
-                run_series_stage(run_dir, load_run(run_dir, "best", device).model, trainer.data, cfg,
-                                 device=device, log=logger)
+            summary = trainer.fit()  # the network, then the series stage when series.enabled
             if main and cfg.data.normalization == "global":  # what predict says about trust (evaluation/trust.py)
                 fit_run_trust(run_dir, trainer.data, device, logger)
         record.end("finished")

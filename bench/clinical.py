@@ -31,10 +31,10 @@ from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
 from evaluation.calibration import Calibration, calibration_metrics  # noqa: E402
 from evaluation.calibration import markdown as calibration_markdown  # noqa: E402
-from evaluation.patient import majority_type, markdown, patient_metrics  # noqa: E402
+from evaluation.patient import markdown  # noqa: E402
 from evaluation.protocol import SPARSE_LEVELS_DB, baseline_thresholds, sparse_rows  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
-from training.series import extract, load_series  # noqa: E402
+from training.series import extract, load_series, majority_type, patient_metrics  # noqa: E402
 
 BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains on it
 

@@ -140,7 +140,7 @@ def condition_sets(tensors: dict[str, Tensor], stats, n: int, seed: int) -> tupl
 
     def subset(mask: np.ndarray) -> RealSet:
         x = tensors["signal"][mask]
-        return RealSet(x, (x * stats.signal_std + stats.signal_mean).numpy(), tensors["static"][mask], pid[mask])
+        return RealSet(x, stats.to_uv(x).numpy(), tensors["static"][mask], pid[mask])
 
     return subset(held), subset(cond & ~held)
 
@@ -197,7 +197,7 @@ class Measured:
 
 
 def measure(model: nn.Module, stats, uv: np.ndarray, static: Tensor) -> Measured:
-    x = (torch.as_tensor(uv, dtype=torch.float32) - stats.signal_mean) / stats.signal_std  # (N 1 L)
+    x = stats.from_uv(torch.as_tensor(uv, dtype=torch.float32))  # (N 1 L)
     feats, heads = network_features(model, x, static)
     return Measured(uv, static.numpy().astype(np.float64), feats, heads, pick_waves(uv))
 

@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"run '{args.run}': no NORMAL {args.split} recordings at >= 70 dB nHL")
     lat_true = test["peak_latency"][cond & test["peak_mask"]].numpy()
     lo, hi = np.percentile(lat_true, [5, 95])
-    real_uv = (test["signal"][cond] * s.signal_std + s.signal_mean).numpy()  # [m,1,L] µV
+    real_uv = s.to_uv(test["signal"][cond]).numpy()  # [m,1,L] µV
     static = test["static"][cond].median(dim=0).values  # [4]
     real_picked = pick_wave_v_latency(real_uv)  # [m] ms: what the picker finds on real recordings
     noise = np.random.default_rng(args.seed).normal(0, real_uv.std(), size=(args.n, 1, real_uv.shape[-1]))

@@ -50,7 +50,7 @@ class ABRDataset(torch.utils.data.Dataset):
             mean, std = signal.mean(dim=1, keepdim=True), signal.std(dim=1, keepdim=True)
             signal = (signal - mean) / std.clamp_min(1e-6)
         else:
-            signal = (signal - stats.signal_mean) / stats.signal_std
+            signal = stats.from_uv(signal)
         mask = torch.from_numpy(records.peak_mask.astype(bool))
 
         def masked(values: np.ndarray) -> torch.Tensor:

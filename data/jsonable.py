@@ -1,6 +1,6 @@
 """The one JSON cleaner: every JSON file the project writes goes through :func:`to_jsonable`.
 
-metrics.jsonl (training/callbacks/jsonl.py, training/series.py), an evaluation's metrics.json
+metrics.jsonl (training/callbacks/jsonl.py, training/series_stage.py), an evaluation's metrics.json
 (evaluation/report.py), a comparison's comparison.json (evaluation/compare.py) and the benchmark
 results (bench/common.py). It stands on the ground floor so that data/, training/, evaluation/ and
 bench/ can all import it; it imports nothing of the project.

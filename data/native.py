@@ -38,13 +38,13 @@ import io
 import json
 import lzma
 import math
-import os
 import zipfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from data.files import write_atomic
 from data.records import (
     CLASS_NAMES,
     SAMPLE_RATE_HZ,
@@ -97,17 +97,17 @@ def write_native(path: str | Path, records: Records) -> Path:
     path = Path(path)
     meta = standard_meta(records.meta)
     members = {**records.columns(), "meta": np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False))}
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, array in members.items():
-            buf = io.BytesIO()
-            array = array if array.flags.c_contiguous else np.ascontiguousarray(array)  # (keeps 0-d meta 0-d)
-            np.lib.format.write_array(buf, array, allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, buf.getvalue())
-    os.replace(tmp, path)
-    return path
+    def write(f) -> None:
+        with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED) as zf:
+            for name, array in members.items():
+                buf = io.BytesIO()
+                array = array if array.flags.c_contiguous else np.ascontiguousarray(array)  # (keeps 0-d meta 0-d)
+                np.lib.format.write_array(buf, array, allow_pickle=False)
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_DATE)
+                info.external_attr = 0o644 << 16
+                zf.writestr(info, buf.getvalue())
+
+    return write_atomic(path, write)
 
 
 def read_native(path: str | Path, strict: bool = True, labelled: bool = True) -> tuple[Records, ValidationReport]:

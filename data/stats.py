@@ -33,6 +33,16 @@ class DataStats:
     static_min: list[float] | None = None
     static_max: list[float] | None = None
 
+    def to_uv(self, x):
+        """A globally standardized signal (tensor or array) back in µV: ``x * signal_std + signal_mean``.
+        Under per-sample normalization it is the training split's scale, not the recording's own
+        (:func:`to_physical` says when that applies)."""
+        return x * self.signal_std + self.signal_mean
+
+    def from_uv(self, uv):
+        """A signal in µV (tensor or array) standardized as the dataset does in global mode."""
+        return (uv - self.signal_mean) / self.signal_std
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -99,7 +109,7 @@ def to_physical(x: torch.Tensor, stats: DataStats) -> tuple[torch.Tensor, str]:
     """The one de-normalization of a signal: undo the dataset's global standardization (µV);
     per-sample z-scores cannot be undone and are returned as they are."""
     if stats.normalization == "global":
-        return x * stats.signal_std + stats.signal_mean, "µV"
+        return stats.to_uv(x), "µV"
     return x, "z-score"
 
 

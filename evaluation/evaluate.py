@@ -40,11 +40,11 @@ from evaluation.collect import (
 )
 from evaluation.generate import MAX_BATCH_SIZE, MAX_SEED, add_sampling_flags
 from evaluation.patient import flags as patient_flags
-from evaluation.patient import majority_type, markdown, patient_metrics
+from evaluation.patient import markdown
 from evaluation.report import compute_metrics, write_report
 from evaluation.runlog import read_eval_metrics, read_run
 from training.components import CLASS_NAMES, COMPONENTS
-from training.series import extract, load_series
+from training.series import extract, load_series, majority_type, patient_metrics
 
 PROG = "evaluate"  # the name its phase lines on stderr start with
 

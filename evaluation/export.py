@@ -43,8 +43,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, which: str = "best", ov
     """Write the export of ``run_dir`` (its ``which`` checkpoint) into ``out_dir``; return the files."""
     from safetensors.torch import save_file
 
+    from data.files import new_file_mode
     from data.schema import to_dict
-    from training.checkpoint import epochs_done, load_run, new_file_mode
+    from training.checkpoint import epochs_done, load_run
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():

@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,10 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from data.cli import ArgumentParser, check_number, check_outputs, number, phase, resolve_device, run_main
+from data.files import write_atomic
 from data.native import standard_meta
 from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
 from data.stats import DataStats
-from training.checkpoint import new_file_mode
 
 FORMAT_NAME = "abr-generated"
 
@@ -111,7 +109,7 @@ def generate(
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
-    return (x.float() * stats.signal_std + stats.signal_mean).cpu()  # (n 1 L) µV
+    return stats.to_uv(x.float()).cpu()  # (n 1 L) µV
 
 
 SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
@@ -158,24 +156,10 @@ def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, setting
     meta["format"] = FORMAT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
-    _write_atomic(path, lambda f: np.savez(f, signal=signal.astype(np.float32), static=static.astype(np.float32),
+    write_atomic(path, lambda f: np.savez(f, signal=signal.astype(np.float32), static=static.astype(np.float32),
                                            meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False))))
-    _write_atomic(png, lambda f: plot_signals(signal, static[0], f, settings))
+    write_atomic(png, lambda f: plot_signals(signal, static[0], f, settings))
     return path, png
-
-
-def _write_atomic(path: Path, write: Callable) -> None:
-    """``write(file)`` into a temporary file beside ``path``, then rename it over ``path``: a failed
-    write leaves the previous file (or none), never half of one."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            os.fchmod(f.fileno(), new_file_mode())  # mkstemp made it 0o600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def plot_signals(signal: np.ndarray, static: np.ndarray, path, settings: dict) -> None:

@@ -1,8 +1,8 @@
 """The per-patient section of an evaluation: series threshold and type, wave V in the field's terms.
 
-One home for ``evaluation.evaluate`` (a run's own split), ``bench/clinical.py`` (the benchmark
-cohort) and ``evaluation.predict``. Beside the run's series model (when it has one) stand the
-answers a reader should compare it with, all per series:
+The markdown of what ``training.series.patient_metrics`` scores, for ``evaluation.evaluate`` (a run's own
+split) and ``bench/clinical.py`` (the benchmark cohort). Beside the run's series model (when it has one)
+stand the answers a reader should compare it with, all per series:
 
 - threshold: the audiologist's rule over the network's wave V probabilities; the per-recording
   threshold head averaged over the series;
@@ -18,7 +18,6 @@ from typing import Any
 
 from evaluation.intervals import SMALL_N_PATIENTS, cell
 from training.clinical import Estimate
-from training.series import majority_type, patient_metrics  # noqa: F401 (re-exported: evaluate, bench, predict)
 
 THRESHOLD_ROWS = ("within_10db", "within_5db", "exact", "mae_db", "no_response_sensitivity", "no_response_specificity")
 METHOD_NAMES = {"series_model": "series model", "rule": "rule (lowest consistent wave V)",

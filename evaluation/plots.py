@@ -258,7 +258,6 @@ def plot_waveforms(examples: dict[int, dict[str, np.ndarray]], class_names: Sequ
 # one intensity series, as an audiologist reads it
 
 
-WAVE_V_P = DETECTION_P  # a trace's wave V is marked at this probability
 EARLY_WAVE_NAMES = EXTRA_WAVES  # waves I, III
 EARLY_WAVE_STYLE = (("v", "tab:green"), ("v", "tab:orange"))  # marker, colour of waves I and III
 WATERFALL_DPI = 150  # drawn per series, many per run: a fixed layout (no tight bbox) keeps each under 0.1 s
@@ -303,7 +302,7 @@ class Waterfall:
     What a figure shows (the way an audiologist reads a series): traces (n L) in µV stacked loudest on
     top, each on its own baseline and labelled with its level, time in ms, a µV scale bar;
 
-    - wave V: ▼ at the predicted latency where its probability is >= WAVE_V_P, filled at and above the
+    - wave V: ▼ at the predicted latency where its probability is >= DETECTION_P, filled at and above the
       series threshold, open below it (the recording's own detector fired where the series answer
       hears no response);
     - the threshold (dB): a dashed line under the quietest trace at or above it, its 10-90 % ``interval``
@@ -345,7 +344,7 @@ class Waterfall:
              units: str = "dB", early_waves: tuple[np.ndarray, np.ndarray] | None = None,
              marks: Sequence[TraceMark] = (), note: str = "", gap: float | None = None) -> Path:
         """``early_waves``: (probability, latency ms) of waves I and III, (n 2) each, from the wave map
-        head; each is marked where its probability is >= WAVE_V_P."""
+        head; each is marked where its probability is >= DETECTION_P."""
         order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
         x = np.asarray(signal, dtype=float)[order]
         x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
@@ -358,7 +357,7 @@ class Waterfall:
         t_ms = np.arange(L) / SAMPLE_RATE_HZ * 1000
         fig, ax = self.fig, self.ax
         self.traces.set_segments([np.column_stack([t_ms, x[i] + offsets[i]]) for i in range(n)])
-        mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
+        mark = (prob >= DETECTION_P) & (lat >= 0) & (lat <= t_ms[-1])
         y = _on_trace(lat, x, offsets, t_ms) + 0.15 * gap  # (n,)
         counted = mark & (levels >= threshold_db)
         self.filled.set_data(lat[counted], y[counted])
@@ -372,7 +371,7 @@ class Waterfall:
         handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
         if peak_prob is not None:
             handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
-                                  label=f"wave V (p ≥ {WAVE_V_P:g})"))
+                                  label=f"wave V (p ≥ {DETECTION_P:g})"))
         handles += self._trace_marks(marks, order, x, offsets, gap, t_ms)
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
@@ -432,7 +431,7 @@ class Waterfall:
                 line.set_data([], [])
                 continue
             prob, lat = np.asarray(early[0])[order, k], np.asarray(early[1], float)[order, k]
-            mark = (prob >= WAVE_V_P) & (lat >= 0) & (lat <= t_ms[-1])
+            mark = (prob >= DETECTION_P) & (lat >= 0) & (lat <= t_ms[-1])
             y = _on_trace(lat, x, offsets, t_ms) + 0.15 * gap
             line.set_data(lat[mark], y[mark])
             handles.append(Line2D([], [], marker=marker, color=color, ls="none", ms=3.5,

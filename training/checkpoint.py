@@ -25,6 +25,8 @@ from typing import Any
 
 import torch
 
+from data.files import new_file_mode, umask  # noqa: F401 (umask: re-exported for tests)
+
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model", "config", "stats", "step", "epoch")
 
@@ -46,23 +48,6 @@ def describe_position(state: dict[str, Any]) -> str:
     if into:
         return f"in epoch {int(state['epoch'])} ({into} steps into it), step {int(state['step'])}"
     return f"after epoch {epochs_done(state)}, step {int(state['step'])}"
-
-
-def umask() -> int:
-    """The process's umask, read without changing it where Linux shows it; elsewhere set and put back."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    old = os.umask(0o022)
-    os.umask(old)
-    return old
-
-
-def new_file_mode() -> int:
-    """The mode ``open()`` gives a new file (0o644 under umask 022). Temporary files (``mkstemp``)
-    and safetensors get 0o600, which would hide a run's checkpoints from the rest of a lab group."""
-    return 0o666 & ~umask()
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -14,7 +14,12 @@ DISPLAY_NAMES: dict[str, str] = {
     "peak_latency": "PeakLat",
     "peak_amplitude": "PeakAmp",
     "threshold": "Thresh",
+    "series_threshold": "SeriesThresh",
+    "series_type": "SeriesType",
 }
+
+# The series stage's losses (training/series_stage.py): components of its steps, after the network's.
+SERIES_COMPONENTS: tuple[str, ...] = ("series_threshold", "series_type")
 
 # Components answered by one head; a grouped balancer balances groups, then members inside one.
 HEAD_GROUPS: dict[str, tuple[str, ...]] = {

@@ -78,7 +78,7 @@ class LossConfig:
 
 @dataclass
 class SeriesConfig:
-    """The series stage (training/series.py): SeriesNet on the frozen network's per-recording evidence."""
+    """The series stage (training/series_stage.py): SeriesNet on the frozen network's per-recording evidence."""
 
     enabled: bool = spec(False, help="after training the network, fit the series model on the train split's series")
     width: int = spec(64, ge=8, help="token width of SeriesNet")

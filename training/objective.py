@@ -3,7 +3,7 @@
 In the spirit of ``p_losses`` in lucidrains' 1-D diffusion: one object owns the diffusion time t,
 the noise, the classifier-free-guidance drop, the clean pass the heads read, the slicing of the
 network's outputs into heads, and the component losses. The trainer keeps the loop (balancing,
-clipping, stepping); training, validation, the waveform figures and the clinical validation all
+clipping, stepping); training, validation and the waveform figures all
 call this object, so none of them rebuilds a piece of it.
 
     objective = Objective(diffusion, meta_loss.components, cond_drop_prob=0.1, head_input="clean")
@@ -23,7 +23,6 @@ from torch import Tensor, nn
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.augment import noise_catch
 from training.components import COMPONENTS
-from training.series import clinical_summary
 
 
 @dataclass
@@ -101,9 +100,3 @@ class Objective(nn.Module):
         kw = self.diffusion.sampling_kwargs() | overrides
         return self.diffusion.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
                                      (static.shape[0], 1, length), generator=generator, **kw)
-
-    @torch.no_grad()
-    def clinical(self, net: nn.Module, dataset: Any, *, prefix: str, device: torch.device,
-                 batch_size: int) -> dict[str, float]:
-        """The series-level validation values ``{prefix}/patient/...`` from the network's clean pass."""
-        return clinical_summary(net, dataset, prefix=prefix, device=device, batch_size=batch_size)

@@ -27,6 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from data.files import write_atomic
 from data.schema import ConfigError
 
 LOCK_NAME = ".lock"
@@ -349,6 +350,5 @@ class RunRecord:
         self._write()
 
     def _write(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, self.path)
+        text = json.dumps(self.info, indent=2, ensure_ascii=False) + "\n"
+        write_atomic(self.path, lambda f: f.write(text.encode("utf-8")))

@@ -57,9 +57,15 @@ def build_trainer(
     meta_loss = build_meta_loss(cfg, data.stats, data.class_weights)
     if callbacks is None:
         callbacks = [*default_callbacks(cfg), CheckpointCallback(), EarlyStoppingCallback()]
+    series = None
+    if cfg.series.enabled:
+        from training.series_stage import SeriesStage
+
+        series = SeriesStage(cfg.series, int(data.class_weights.numel()), seed=cfg.seed,
+                             grad_clip=cfg.training.grad_clip)
     return Trainer(
         cfg, Path(run_dir), model=model, diffusion=diffusion, meta_loss=meta_loss, data=data,
-        callbacks=callbacks, device=device, dist_info=dist_info,
+        callbacks=callbacks, device=device, dist_info=dist_info, series_stage=series,
     )
 
 

@@ -41,6 +41,7 @@ from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
+from training.series import clinical_summary
 from training.step import StepOutput, TrainingInterrupted  # noqa: F401 (TrainingInterrupted: re-exported)
 
 
@@ -61,6 +62,7 @@ class Trainer:
         callbacks: Iterable[Callback],
         device: torch.device,
         dist_info: DistInfo | None = None,
+        series_stage: Any = None,  # training.series_stage.SeriesStage: trained after the network (rank 0)
     ) -> None:
         self.cfg, self.run_dir, self.device = cfg, Path(run_dir), device
         self.dist = dist_info or DistInfo()
@@ -76,6 +78,8 @@ class Trainer:
             ids = [device.index] if device.type == "cuda" else None
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.callbacks = CallbackList(callbacks)
+        self.stage = "network"  # what callbacks are handed during a later stage says its own (StageView)
+        self.series_stage = series_stage
         tc = cfg.training
         self.max_epochs = tc.epochs
         self.use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
@@ -93,19 +97,7 @@ class Trainer:
             )
         self.total_steps = self.steps_per_epoch * tc.epochs
 
-        # -- optimization -------------------------------------------------------------------------
-        from models import param_groups
-
-        balancer = meta_loss.balancer
-        self.optimizer = build_optimizer(tc, param_groups(self.model, tc.lr, tc.weight_decay),
-                                         balancer.trainable_parameters())
-        self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
-        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
-        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        self.balancer_params = list(balancer.trainable_parameters())  # outside DDP: averaged by hand
-        self.shared_params = list(self.model.shared_parameters())
-        self.last_shared_params = list(self.model.last_shared_parameters())
-        self.head_params = self.model.head_parameters()
+        self._build_optimization(meta_loss.balancer)
         self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
 
         # -- progress state (all of it goes into checkpoints) -------------------------------------
@@ -120,6 +112,22 @@ class Trainer:
         self.resumed = False
         self.last_val: dict[str, float] = {}
         self._signal: int | None = None
+
+    def _build_optimization(self, balancer: Any) -> None:
+        """Optimizer (the network's groups and the balancer's own parameters), schedule, EMA, and the
+        parameter lists the step reads (clipping, the balancers' shared/last-shared/head views)."""
+        from models import param_groups
+
+        tc = self.cfg.training
+        self.optimizer = build_optimizer(tc, param_groups(self.model, tc.lr, tc.weight_decay),
+                                         balancer.trainable_parameters())
+        self.scheduler = build_scheduler(self.optimizer, tc, self.total_steps)
+        self.ema = EMA(self.model, tc.ema_decay) if tc.ema_decay > 0 else None
+        self.clip_params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.balancer_params = list(balancer.trainable_parameters())  # outside DDP: averaged by hand
+        self.shared_params = list(self.model.shared_parameters())
+        self.last_shared_params = list(self.model.last_shared_parameters())
+        self.head_params = self.model.head_parameters()
 
     # ------------------------------------------------------------------------------------------
     # callbacks and records
@@ -206,7 +214,7 @@ class Trainer:
             self.nan_streak = 0
         else:
             self.meta_loss.balancer.load_state_dict(balancer_before)
-            self._on_nonfinite(comp_mean)
+            self._on_nonfinite(dict(zip(COMPONENTS, comp_mean.unbind(), strict=True)))
         head_norms = self._head_grad_norms() if (self.step + 1) % tc.log_frequency == 0 else {}
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
@@ -229,11 +237,12 @@ class Trainer:
                 norms[head] = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         return norms
 
-    def _on_nonfinite(self, comp_mean: Tensor) -> None:
+    def _on_nonfinite(self, losses: dict[str, Tensor]) -> None:
+        """A skipped step (of either stage): counted, said, or the run stopped by training.nan_policy."""
         tc = self.cfg.training
         self.nan_streak += 1
         self.skipped_steps += 1
-        bad = [k for k, v in zip(COMPONENTS, comp_mean.tolist(), strict=True) if not math.isfinite(v)]
+        bad = [k for k, v in losses.items() if not math.isfinite(float(v))]
         where = f"components {bad}" if bad else "gradients"
         if tc.nan_policy == "raise" or self.nan_streak >= tc.max_consecutive_nan:
             raise TrainingError(
@@ -300,8 +309,8 @@ class Trainer:
         if self.cfg.training.clinical_validation:
             # The clinical questions per series (val/patient/*): comparable across balancers, unlike
             # val/total. One more clean pass over the split (no randomness: the RNG state is untouched).
-            out.update(self.objective.clinical(net, getattr(self.data, split), prefix=split, device=self.device,
-                                               batch_size=self.cfg.training.batch_size * 4))
+            out.update(clinical_summary(net, getattr(self.data, split), prefix=split, device=self.device,
+                                          batch_size=self.cfg.training.batch_size * 4))
         return out
 
     def _epoch_means(self) -> dict[str, float]:
@@ -315,6 +324,8 @@ class Trainer:
         summary: dict[str, float] = {}
         try:
             self._call("on_train_start")
+            if self.series_stage is not None and self.epoch <= self.max_epochs:
+                self.series_stage.reset()  # the network changes: the series stage reads it again afterwards
             while self.epoch <= self.max_epochs and not self.should_stop:
                 self._call("on_epoch_start", self.epoch)
                 self._train_epoch()
@@ -329,6 +340,8 @@ class Trainer:
                 )
                 self._advance_epoch()
                 self._call("on_epoch_end", self.epoch - 1, summary)
+            if self.series_stage is not None and self.is_main:
+                self._fit_stage(self.series_stage)
             self._call("on_train_end")
         except TrainingInterrupted as exc:
             # no "checkpoint saved" here: the checkpoint callback says so once the file is in place
@@ -341,6 +354,43 @@ class Trainer:
         finally:
             self._restore_signal_handlers()
         return summary
+
+    def _fit_stage(self, stage: Any) -> None:
+        """A later stage (the series model, training/series_stage.py) on the network of best.pt, through
+        the same callbacks, on the same global step, with the same non-finite policy; ``stage`` clips
+        and steps itself, like :meth:`_optimizer_step`."""
+        from training.checkpoint import load_run
+
+        view = StageView(self, stage)
+        if stage.net is None:  # not prepared yet (a fresh stage, or one resumed from a checkpoint)
+            stage.prepare(load_run(self.run_dir, "best", self.device).model, self.data, self.device)
+        while not stage.finished:
+            self.callbacks.call("on_epoch_start", view, stage.epoch)
+            for idx in stage.batches():
+                losses, grad_norm, finite = stage.train_step(idx)
+                if finite:
+                    self.nan_streak = 0
+                else:
+                    self._on_nonfinite(losses)
+                self.step += 1
+                total = sum(losses.values())
+                out = StepOutput(step=self.step, epoch=stage.epoch, losses=losses, objective=total, weighted_sum=total,
+                                 lr=stage.lr, grad_norm=grad_norm, skipped=not finite)
+                self.callbacks.call("on_step_end", view, out)
+                if self._signal is not None:
+                    raise TrainingInterrupted(self._signal)
+            summary = stage.train_means()
+            if stage.validates:
+                self.callbacks.call("on_validation_start", view, "val", 1)
+                metrics = stage.validate()
+                self.callbacks.call("on_validation_batch_end", view, "val")
+                self.callbacks.call("on_validation_end", view, metrics)
+                summary.update(metrics)
+            summary["lr"] = stage.lr
+            stage.end_epoch()
+            if stage.finished:  # before the checkpoint that records the stage as done
+                stage.save(self.run_dir, self.logger)
+            self.callbacks.call("on_epoch_end", view, stage.epoch - 1, summary)
 
     def _advance_epoch(self) -> None:
         self.epoch += 1
@@ -399,6 +449,7 @@ class Trainer:
             "last_val": dict(self.last_val),
             "config": to_dict(self.cfg),
             "stats": self.data.stats.to_dict(),
+            "series": self.series_stage.state_dict() if self.series_stage is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any], source: str | Path = "resume") -> None:
@@ -436,7 +487,38 @@ class Trainer:
         self.epoch_count.copy_(state["epoch_count"])
         self.skipped_steps = state["skipped_steps"]
         self.last_val = dict(state["last_val"])
+        if self.series_stage is not None:
+            self.series_stage.load_state_dict(state.get("series"))  # absent: a checkpoint from before the stage
         self.resumed = True
+
+
+class StageView:
+    """What the callbacks are handed while a later stage trains (a ``TrainerView``): the run's config,
+    directory, callbacks, global step and checkpoint state from the trainer; the epoch counters, model
+    and learning rate from the stage, so the bar, the summaries and the checkpoints follow it."""
+
+    def __init__(self, trainer: Trainer, stage: Any) -> None:
+        self._trainer, self._stage = trainer, stage
+        self.stage = stage.name
+        self.cfg, self.run_dir, self.device = trainer.cfg, trainer.run_dir, trainer.device
+        self.is_main, self.logger = trainer.is_main, trainer.logger
+        self.callbacks, self.data, self.resumed = trainer.callbacks, trainer.data, trainer.resumed
+        self.meta_loss = None  # no balancer: the stage's objective is the sum of its two losses
+        self.should_stop = False
+
+    step = property(lambda self: self._trainer.step)
+    epoch = property(lambda self: self._stage.epoch)
+    max_epochs = property(lambda self: self._stage.max_epochs)
+    steps_per_epoch = property(lambda self: self._stage.steps_per_epoch)
+    epoch_step = property(lambda self: self._stage.epoch_step)
+    model = property(lambda self: self._stage.net)
+    lr = property(lambda self: self._stage.lr)
+
+    def emit(self, record: Record) -> None:
+        self.callbacks.emit(self, record)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._trainer.state_dict()
 
 
 # RNG states as plain tensors/ints so checkpoints load with weights_only=True.

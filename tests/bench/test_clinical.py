@@ -15,7 +15,7 @@ def test_clinical_bench_scores_a_fresh_cohort_and_the_test_split(tmp_path, capsy
     train_run(cfg, run)
     from data.dataset import build_data
     from training.checkpoint import load_run
-    from training.series import run_series_stage
+    from training.series_stage import run_series_stage
 
     run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     out = tmp_path / "clinical.json"

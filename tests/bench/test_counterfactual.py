@@ -113,7 +113,7 @@ def test_cli_on_a_tiny_run_with_a_series_model(tmp_path, capsys):
     train_run(cfg, run)
     from data.dataset import build_data
     from training.checkpoint import load_run
-    from training.series import run_series_stage
+    from training.series_stage import run_series_stage
 
     run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     out, doc = tmp_path / "cf.json", tmp_path / "results.md"

@@ -29,7 +29,7 @@ def run(tmp_path_factory) -> Path:
     from data.dataset import build_data
     from tests.runs import tiny_config, train_run
     from training.checkpoint import load_run
-    from training.series import run_series_stage
+    from training.series_stage import run_series_stage
 
     root = tmp_path_factory.mktemp("predict_run")
     cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "series.epochs=2", "series.val_every=1",
@@ -227,10 +227,9 @@ def test_predict_answers_are_what_evaluate_scores(run, tmp_path, capsys):
     """One code path: the thresholds and types in patients.csv, scored against the truth, give the numbers
     of the per-patient section of evaluate (patient_metrics) for the series model."""
     from data.dataset import ABRDataset
-    from evaluation.patient import patient_metrics
     from training.checkpoint import load_run
     from training.clinical import threshold_metrics, type_metrics
-    from training.series import load_series
+    from training.series import load_series, patient_metrics
 
     records = generate(6, seed=13)
     path = write_native(tmp_path / "clinic.npz", records)

@@ -9,7 +9,8 @@ import torch
 
 from models.series import SeriesNet
 from tests.runs import read_jsonl, tiny_config, train_run
-from training.series import drop_recordings, load_series, ordinal_targets, threshold_from_logits
+from training.series import load_series, threshold_from_logits
+from training.series_stage import drop_recordings, ordinal_targets
 
 
 def test_seriesnet_ignores_padding_and_recording_order():
@@ -54,16 +55,16 @@ def test_a_run_with_the_series_stage(tmp_path):
     run_dir = tmp_path / "run"
     train_run(cfg, run_dir)
     from training.checkpoint import load_run
-    from training.series import run_series_stage
+    from training.series_stage import run_series_stage
 
     loaded = load_run(run_dir)
     from data.dataset import build_data
 
-    best = run_series_stage(run_dir, loaded.model, build_data(cfg.data, cfg.loss.class_weights), cfg)
     records = read_jsonl(run_dir / "metrics.jsonl")
-    series = [r for r in records if r.get("kind") == "series_epoch"]
-    assert [r["epoch"] for r in series] == [1, 2]
-    assert all("series/val/threshold/within_5db" in r for r in series)
+    series = [r for r in records if r["kind"] == "epoch" and r["data"]["stage"] == "series"]
+    assert [r["epoch"] for r in series] == [1, 2]  # the trainer ran the stage (series.enabled)
+    assert all("val/series/threshold/within_5db" in r["scalars"] for r in series)
+    best = run_series_stage(run_dir, loaded.model, build_data(cfg.data, cfg.loss.class_weights), cfg)  # a refit
     assert best["epoch"] in (1, 2)
     net = load_series(run_dir)
     assert net is not None and net.threshold_head.out_features == 22
@@ -100,7 +101,7 @@ SERIES_FLIPS = {"width": 32, "layers": 2, "heads": 4, "dropout": 0.5, "epochs": 
 
 def _fit(**overrides):
     from training.config import SeriesConfig
-    from training.series import fit_series
+    from training.series_stage import fit_series
 
     records = []
     net, _ = fit_series(_series_set(0), _series_set(1), SeriesConfig(**{**SERIES_BASE, **overrides}), 5, seed=0,
@@ -132,6 +133,45 @@ def test_series_enabled_runs_the_stage_after_training(tmp_path):
     for enabled in (True, False):
         name = f"series-{enabled}"
         assert train_in_process(in_process_args(tmp_path, name, *extra, f"series.enabled={enabled}")) == 0
-        kinds = {r["kind"] for r in read_jsonl(tmp_path / name / "metrics.jsonl")}
-        assert ("series_epoch" in kinds) == enabled
+        stages = {r["data"].get("stage") for r in read_jsonl(tmp_path / name / "metrics.jsonl") if r["kind"] == "epoch"}
+        assert ("series" in stages) == enabled
         assert (load_series(tmp_path / name) is not None) == enabled
+
+
+def test_the_stage_resumes_exactly_from_its_state_mid_epoch():
+    """SeriesStage.state_dict mid-epoch (a checkpoint_every_steps checkpoint) and a fresh stage given it
+    end with the same weights as a stage that never stopped (issue 26): order, hidden recordings, dropout."""
+    from training.config import SeriesConfig
+    from training.series_stage import SeriesStage
+
+    cfg = SeriesConfig(**{**SERIES_BASE, "epochs": 3, "dropout": 0.3})
+
+    def stage():
+        s = SeriesStage(cfg, 5, seed=0, grad_clip=1.0)
+        s.prepare_sets(_series_set(0), _series_set(1))
+        return s
+
+    def run(s, stop_at=None):
+        while not s.finished:
+            for idx in s.batches():
+                s.train_step(idx)
+                if s.epoch == 2 and s.epoch_step == stop_at:
+                    return s.state_dict()
+            if s.validates:
+                s.validate()
+            s.end_epoch()
+        return None
+
+    whole = stage()
+    run(whole)
+    state = run(stage(), stop_at=2)
+    assert state is not None and state["epoch"] == 2 and state["epoch_step"] == 2
+    resumed = SeriesStage(cfg, 5, seed=0, grad_clip=1.0)
+    resumed.load_state_dict(state)
+    torch.manual_seed(123)  # whatever ran in between: the state brings its own RNG
+    resumed.prepare_sets(_series_set(0), _series_set(1))
+    run(resumed)
+    a, b = whole.best_net().state_dict(), resumed.best_net().state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the same record, NaN included (a metric with no case in these series is NaN in both)
+    assert json.dumps(whole.best["record"], sort_keys=True) == json.dumps(resumed.best["record"], sort_keys=True)

@@ -18,8 +18,8 @@ Declared facts the rest of the code reads (class attributes, overridden where th
 
 - ``strategy``: the name under ``loss.balancer.strategy`` (for messages);
 - ``needs_nonnegative``: why the strategy needs every component loss >= 0 ("" if it does not);
-  :class:`~training.balancers.meta_loss.MetaLoss` refuses loss components that can be negative
-  under such a strategy, and :meth:`Balancer.on_epoch_end` refuses a negative epoch mean;
+  :meth:`Balancer.check_nonnegative` refuses a negative value under such a strategy (the epoch
+  means in :meth:`Balancer.on_epoch_end`, and the strategies that check their step values);
 - ``min_weight`` / ``max_weight``: bounds the strategy clamps every reported weight to (None: not
   clamped on that side); the health monitor's ``weight_near_clamp`` alert reads them;
 - ``can_be_negative``: whether the objective itself may go below 0.

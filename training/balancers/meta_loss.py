@@ -1,8 +1,10 @@
-"""MetaLoss: the component losses and the balancer that combines them, as one module.
+"""MetaLoss: the component losses and the balancer that combines them, held as one module.
 
-The trainer calls ``meta_loss.components(outputs, batch)`` and ``meta_loss.balancer.backward``;
-the monitoring callback finds :meth:`get_loss_weights` here (seed 000). ``state_dict()`` holds the
-balancer's state, so a resumed run continues with the same weights.
+What it is for: one ``state_dict()`` key ("meta_loss") in every checkpoint for the balancer's state
+and the losses' buffers, so a resumed run continues with the same weights; and the place the weight
+logger finds :meth:`get_loss_weights` (seed 000 names it). The work is done by its two parts:
+``training.objective.Objective`` calls ``meta_loss.components`` (the five head losses), the trainer
+calls ``meta_loss.balancer`` (``backward``, ``combine``, the epoch hook).
 
 Every component loss is >= 0 by construction (cross-entropies and Huber losses: the Gaussian NLL
 threshold loss is refused at config read until the network has a variance head); a strategy that

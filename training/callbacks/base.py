@@ -8,13 +8,14 @@ and the metric callbacks *emit* a :class:`Record` through ``trainer.emit(record)
 own format in :meth:`Callback.on_record`. That is what keeps every screen showing the same numbers.
 
 This module imports nothing of the trainer: :class:`TrainerView` says what every callback may read
-from the trainer it is handed (training.trainer.Trainer, or the test fakes).
+from the trainer it is handed (training.trainer.Trainer, its StageView during a later stage, or the
+test fakes), and the callbacks are typed by it, so none of them imports the trainer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,8 @@ class Record:
 
 
 class TrainerView(Protocol):
-    """What every callback may read from the trainer it is handed. Callbacks that need more (the
-    checkpoint writer, the figure pass) annotate the full ``training.trainer.Trainer``."""
+    """What every callback may read from the trainer it is handed. The figure pass, which needs the
+    network's sampling parts too, says what more it reads (training/callbacks/figures.py)."""
 
     cfg: Config
     run_dir: Path
@@ -59,17 +60,24 @@ class TrainerView(Protocol):
     epoch: int  # the epoch being trained (1-based)
     max_epochs: int
     steps_per_epoch: int
+    epoch_step: int  # optimizer steps done inside ``epoch`` (> 0 when resumed mid-epoch)
+    stage: str  # "network", or "series" while the series stage trains (epoch, max_epochs, ... are then its own)
     is_main: bool  # rank 0: the process that writes logs and checkpoints
     resumed: bool
     logger: logging.Logger
-    meta_loss: Any  # training.balancers.meta_loss.MetaLoss: ``.balancer`` holds the weights
-    model: Any  # the bare network (None in fakes without a model)
+    meta_loss: Any  # training.balancers.meta_loss.MetaLoss: ``.balancer`` holds the weights; None in a later stage
+    model: Any  # the bare network (the stage's model in a later stage; None in fakes without a model)
+    data: Any  # data.dataset.DataBundle
     callbacks: CallbackList
+    should_stop: bool  # set by early stopping
 
     @property
     def lr(self) -> float: ...
 
     def emit(self, record: Record) -> None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds (the checkpoint callback writes it)."""
 
 
 class Callback:
@@ -169,12 +177,24 @@ class CallbackList:
         """Every sink writes out what it buffers (before a checkpoint)."""
         self.call("flush", trainer)
 
+    def _keys(self) -> list[str]:
+        """Each callback's key in a checkpoint: its class name, then ``#2``, ``#3``, ... for the second
+        and later callbacks of one class (two instances keep two states; the first keeps the plain name,
+        so checkpoints written before instances were told apart still load)."""
+        seen: Counter[str] = Counter()
+        keys = []
+        for cb in self._callbacks:
+            name = type(cb).__name__
+            seen[name] += 1
+            keys.append(name if seen[name] == 1 else f"{name}#{seen[name]}")
+        return keys
+
     def state_dict(self) -> dict[str, dict[str, Any]]:
-        """Each callback's state under its class name (what a checkpoint keeps)."""
-        return {type(cb).__name__: cb.state_dict() for cb in self._callbacks}
+        """Each callback's state under its key (what a checkpoint keeps)."""
+        return {key: cb.state_dict() for key, cb in zip(self._keys(), self._callbacks, strict=True)}
 
     def load_state_dict(self, state: dict[str, dict[str, Any]]) -> None:
-        """Give each callback the state saved under its class name; a callback new to the run starts fresh."""
-        for cb in self._callbacks:
-            if type(cb).__name__ in state:
-                cb.load_state_dict(state[type(cb).__name__])
+        """Give each callback the state saved under its key; a callback new to the run starts fresh."""
+        for key, cb in zip(self._keys(), self._callbacks, strict=True):
+            if key in state:
+                cb.load_state_dict(state[key])

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from training.callbacks.base import Callback
+from training.callbacks.base import Callback, TrainerView
 from training.checkpoint import deferred_signals, save_checkpoint
 from training.rundir import data_fingerprint
 
 if TYPE_CHECKING:
     from training.step import StepOutput
-    from training.trainer import Trainer
 
 
 class CheckpointCallback(Callback):
@@ -24,7 +23,7 @@ class CheckpointCallback(Callback):
     def __init__(self) -> None:
         self.best: float | None = None
 
-    def _save(self, trainer: Trainer, name: str, say: bool = False) -> None:
+    def _save(self, trainer: TrainerView, name: str, say: bool = False) -> None:
         if not trainer.is_main:
             return
         trainer.callbacks.flush(trainer)  # sinks flush first, so the checkpoint never runs ahead of the logs
@@ -34,15 +33,15 @@ class CheckpointCallback(Callback):
             if say:
                 trainer.logger.warning("checkpoint saved: %s; continue with --resume %s", path, trainer.run_dir)
 
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
+    def on_step_end(self, trainer: TrainerView, out: StepOutput) -> None:
         every = trainer.cfg.training.checkpoint_every_steps
         if every and out.step % every == 0 and trainer.epoch_step < trainer.steps_per_epoch:
             self._save(trainer, "last.pt")
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, summary: dict[str, float]) -> None:
         es = trainer.cfg.training.early_stopping
         value = summary.get(es.metric)
-        improved = value is not None and math.isfinite(value) and (
+        improved = trainer.stage == "network" and value is not None and math.isfinite(value) and (
             self.best is None or (value < self.best if es.mode == "min" else value > self.best)
         )
         if improved:
@@ -52,7 +51,7 @@ class CheckpointCallback(Callback):
             self._save(trainer, "best.pt")
         self._save(trainer, "last.pt")
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         from training.step import TrainingInterrupted
 
         if isinstance(exc, TrainingInterrupted):
@@ -73,9 +72,9 @@ class EarlyStoppingCallback(Callback):
         self.best: float | None = None
         self.bad = 0
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         es = trainer.cfg.training.early_stopping
-        if not es.enabled:
+        if not es.enabled or trainer.stage != "network":  # the metric is the network's
             return
         if es.metric not in metrics:
             raise ValueError(

@@ -39,14 +39,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from tqdm import tqdm
 
-from training.callbacks.base import Callback, Record
-from training.callbacks.format import POSTFIX_COMPONENTS, format_postfix, strip_prefix
+from training.callbacks.base import Callback, Record, TrainerView
+from training.callbacks.format import POSTFIX_COMPONENTS, format_postfix, stage_title, strip_prefix
 from training.callbacks.run_summary import end_of_run_block
 
 if TYPE_CHECKING:
     from training.callbacks.metrics import LossTracker
     from training.step import StepOutput
-    from training.trainer import Trainer
 
 BAR_FORMAT = "{desc}|{bar}| {n_fmt}/{total_fmt} <{remaining}{postfix}"
 
@@ -86,6 +85,7 @@ class ConsoleCallback(Callback):
         self.bar: Any = None
         self.val_bar: Any = None
         self._epoch = (0, 0)  # (epoch, max_epochs) of the open bar
+        self._stage = "network"  # the stage of the open bar
         self._last_refresh = 0.0
         self.log = logging.getLogger("abr")
 
@@ -104,22 +104,21 @@ class ConsoleCallback(Callback):
 
     def _desc(self) -> str:
         epoch, max_epochs = self._epoch
-        return f"{'Ep' if self.compact else 'Epoch'} {epoch}/{max_epochs}"
+        return f"{stage_title(self._stage, self.compact)} {epoch}/{max_epochs}"
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         if not trainer.is_main:
             return
         self._close()
         total = trainer.steps_per_epoch
-        # > 0 when resumed mid-epoch
-        done = getattr(trainer, "epoch_step", max(0, trainer.step - (epoch - 1) * (total or 0)))
-        self._epoch = (epoch, trainer.max_epochs)
+        done = trainer.epoch_step  # > 0 when resumed mid-epoch
+        self._epoch, self._stage = (epoch, trainer.max_epochs), trainer.stage
         # delay: nothing is drawn before the description fits the width tqdm has just read
         self.bar = self._tqdm(total=total, initial=min(done, total or done), leave=True, delay=1e-9)
         self.bar.set_description_str(self._desc(), refresh=True)
         self._last_refresh = time.monotonic()
 
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
+    def on_step_end(self, trainer: TrainerView, out: StepOutput) -> None:
         if self.bar is None:
             return
         self.bar.update(1)
@@ -136,7 +135,7 @@ class ConsoleCallback(Callback):
             self.bar.set_postfix_str(format_postfix(strip_prefix(scalars, "train/"), lr, compact), refresh=False)
 
     # -- validation: the epoch's bar stays as it ended, a second bar counts the batches ----------
-    def on_validation_start(self, trainer: Trainer, split: str, batches: int) -> None:
+    def on_validation_start(self, trainer: TrainerView, split: str, batches: int) -> None:
         if not trainer.is_main:
             return
         if self.bar is not None:
@@ -145,14 +144,14 @@ class ConsoleCallback(Callback):
         name = "Validation" if split == "val" else f"Evaluation ({split})"
         self.val_bar = self._tqdm(total=batches, desc=name, leave=False)
 
-    def on_validation_batch_end(self, trainer: Trainer, split: str) -> None:
+    def on_validation_batch_end(self, trainer: TrainerView, split: str) -> None:
         if self.val_bar is not None:
             self.val_bar.update(1)
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self._close_val()
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         if not trainer.is_main:
             return
         if record.kind == "step" and record.data.get("window_steps", 1):
@@ -165,13 +164,13 @@ class ConsoleCallback(Callback):
         if record.text:
             self.log.log(logging.WARNING if record.kind == "alert" else logging.INFO, record.text)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, summary: dict[str, float]) -> None:
         self._close()
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._close()
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:

@@ -6,7 +6,7 @@ calls :func:`emit_figure`; TensorBoard shows it under Images, W&B as an image.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import matplotlib
 
@@ -17,11 +17,19 @@ from matplotlib.figure import Figure  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from data.records import SAMPLE_RATE_HZ  # noqa: E402
-from training.callbacks.base import Callback, Record  # noqa: E402
+from training.callbacks.base import Callback, Record, TrainerView  # noqa: E402
 
-if TYPE_CHECKING:
-    from training.trainer import Trainer
 
+class FigureView(TrainerView, Protocol):
+    """What the figure pass reads beyond :class:`TrainerView`: the network's sampling parts
+    (training.trainer.Trainer has them)."""
+
+    ema: Any  # training.ema.EMA or None
+    objective: Any  # training.objective.Objective: denoise and sample
+    diffusion: Any
+    device: torch.device
+
+    def first_batch(self, split: str, n: int) -> dict[str, Tensor]: ...
 
 
 def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Tensor | None = None,
@@ -57,7 +65,7 @@ def waveform_figure(real: Tensor, denoised: Tensor | None = None, generated: Ten
     return fig
 
 
-def emit_figure(trainer: Trainer, tag: str, fig: Figure) -> None:
+def emit_figure(trainer: TrainerView, tag: str, fig: Figure) -> None:
     """Send ``fig`` to every backend as a ``kind="figure"`` record, then close it."""
     trainer.emit(Record("figure", trainer.step, trainer.epoch, data={"tag": tag}, figure=fig))
     plt.close(fig)
@@ -74,10 +82,8 @@ class WaveformFigureCallback(Callback):
     training statistics), or as z-scores under ``data.normalization: per_sample`` (each recording
     was scaled on its own: there is no µV to go back to). Each panel names its condition."""
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if not (trainer.is_main and trainer.cfg.logging.figures):
-            return
-        if getattr(trainer, "objective", None) is None:  # a trainer without a generative model (test fakes)
+    def on_validation_end(self, trainer: FigureView, metrics: dict[str, float]) -> None:
+        if not (trainer.is_main and trainer.cfg.logging.figures and trainer.stage == "network"):
             return
         with torch.no_grad():
             real, denoised, generated, static, units = self._waveforms(trainer)
@@ -86,7 +92,7 @@ class WaveformFigureCallback(Callback):
         emit_figure(trainer, "waveforms/real_denoised_generated", fig)
 
     @staticmethod
-    def _waveforms(trainer: Trainer) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
+    def _waveforms(trainer: FigureView) -> tuple[Tensor, Tensor, Tensor, Tensor, str]:
         net = trainer.ema.shadow if trainer.ema is not None else trainer.model
         net.eval()
         batch = trainer.first_batch("val", 4)

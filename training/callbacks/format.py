@@ -22,14 +22,24 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from training.components import COMPONENTS, DISPLAY_NAMES
+from training.components import COMPONENTS, DISPLAY_NAMES, SERIES_COMPONENTS
 
 # The postfix shows Total and LR, then these components (Peak = peak_exist only), in this order.
 POSTFIX_COMPONENTS: tuple[str, ...] = ("signal", "class", "peak_exist", "threshold")
 POSTFIX_WIDTH = 5
 COMPACT_WIDTH = 4
 COMPACT_NAMES: dict[str, str] = {"total": "Tot", "signal": "Sig", "class": "Cls", "peak_exist": "Pk",
-                                 "threshold": "Thr"}
+                                 "threshold": "Thr", "series_threshold": "SThr", "series_type": "STyp"}
+# What the bar shows of a step: the network's postfix components, or the series stage's two.
+SHOWN: tuple[str, ...] = (*POSTFIX_COMPONENTS, *SERIES_COMPONENTS)
+
+
+def stage_title(stage: str, compact: bool = False) -> str:
+    """The word before "1/200" in the bar and the summary: "Epoch" (compact "Ep") for the network,
+    "Series epoch" ("Ser") for the series stage."""
+    if stage == "network":
+        return "Ep" if compact else "Epoch"
+    return f"{stage.capitalize()[:3]}" if compact else f"{stage.capitalize()} epoch"
 
 
 def fixed_width(x: float, width: int = POSTFIX_WIDTH) -> str:
@@ -61,13 +71,13 @@ def format_postfix(values: Mapping[str, float], lr: float, compact: bool = False
     and reformat it.
     """
     if compact:
-        keys = ("total", *POSTFIX_COMPONENTS)
+        keys = ("total", *SHOWN)
         return " ".join(f"{COMPACT_NAMES[k]} {fixed_width(values[k], COMPACT_WIDTH)}" for k in keys if k in values)
     parts = []
     if "total" in values:
         parts.append(f"Total={fixed_width(values['total'])}")
     parts.append(f"LR={format_lr(lr)}")
-    parts += [f"{DISPLAY_NAMES[c]}={fixed_width(values[c])}" for c in POSTFIX_COMPONENTS if c in values]
+    parts += [f"{DISPLAY_NAMES[c]}={fixed_width(values[c])}" for c in SHOWN if c in values]
     return " | ".join(parts)
 
 
@@ -77,8 +87,9 @@ COMPACT_POSTFIX_CHARS = len(format_postfix(dict.fromkeys(("total", *POSTFIX_COMP
 
 
 def format_components(values: Mapping[str, float]) -> str:
-    """``Total: 138.0073, Signal: 1.0295, ...`` for "total" and the six components present in ``values``."""
-    keys = ["total", *COMPONENTS]
+    """``Total: 138.0073, Signal: 1.0295, ...`` for "total" and the components present in ``values`` (the
+    network's six, or the series stage's two)."""
+    keys = ["total", *COMPONENTS, *SERIES_COMPONENTS]
     names = {"total": "Total", **DISPLAY_NAMES}
     return ", ".join(f"{names[k]}: {values[k]:.4f}" for k in keys if k in values)
 
@@ -92,9 +103,10 @@ def strip_prefix(scalars: Mapping[str, float], prefix: str) -> dict[str, float]:
     return {k[len(prefix) :]: v for k, v in scalars.items() if k.startswith(prefix)}
 
 
-def format_epoch_summary(epoch: int, max_epochs: int, summary: Mapping[str, float]) -> str:
-    """The epoch block; ``summary`` has "train/<key>", optional "val/<key>" and "lr"."""
-    lines = [f"Epoch {epoch}/{max_epochs} Summary:"]
+def format_epoch_summary(epoch: int, max_epochs: int, summary: Mapping[str, float], title: str = "Epoch") -> str:
+    """The epoch block; ``summary`` has "train/<key>", optional "val/<key>" and "lr"; ``title``: "Epoch",
+    or the series stage's "Series epoch" (:func:`stage_title`)."""
+    lines = [f"{title} {epoch}/{max_epochs} Summary:"]
     train, val = strip_prefix(summary, "train/"), strip_prefix(summary, "val/")
     if train:
         lines.append(f"  Train - {format_components(train)}")

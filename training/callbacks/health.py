@@ -34,12 +34,11 @@ import statistics
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, Record, TrainerView
 from training.components import DISPLAY_NAMES
 
 if TYPE_CHECKING:
     from training.config import HealthConfig
-    from training.trainer import Trainer
 
 SPIKE_HISTORY = 10  # previous step windows whose median is the spike reference
 OSCILLATION_SHARE = 0.8  # share of reversing successive weight changes that counts as oscillation
@@ -60,9 +59,9 @@ def _mean_windows(windows: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.fmean(v) for k, v in values.items()}
 
 
-def _balancer(trainer: Trainer) -> Any:
-    meta = getattr(trainer, "meta_loss", None)
-    return getattr(meta, "balancer", meta)
+def _balancer(trainer: TrainerView) -> Any:
+    """The network's balancer; None while a later stage (no balancer) trains."""
+    return trainer.meta_loss.balancer if trainer.meta_loss is not None else None
 
 
 def near_clamp(w: float, lo: float | None, hi: float | None, margin: float) -> str:
@@ -97,15 +96,21 @@ class HealthMonitorCallback(Callback):
         self._means: tuple[int, dict[str, float]] | None = None  # latest component means, for dominance
         self._weights: tuple[int, dict[str, float]] | None = None  # latest component weights
         self._dominance_step = -1
+        self.stage = "network"  # the stage the history belongs to
+
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
+        if trainer.stage != self.stage:  # another stage's losses: no spike or stall against the last one's
+            self.stage, self._means, self._weights = trainer.stage, None, None
+            self.history.clear()
 
     # -- dispatch ----------------------------------------------------------------------------------
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         if record.kind == "step":
             self._check_step(trainer, record)
         elif record.kind == "weights" and record.data.get("split", "train") == "train":
             self._check_weights(trainer, record)
 
-    def _alert(self, trainer: Trainer, record: Record, name: str, message: str, key: str = "", **data: Any) -> None:
+    def _alert(self, trainer: TrainerView, record: Record, name: str, message: str, key: str = "", **data: Any) -> None:
         key = f"{name}:{key}"
         last = self.last_fired.get(key)
         if last is not None and record.step - last < trainer.cfg.logging.health.cooldown_steps:
@@ -115,7 +120,7 @@ class HealthMonitorCallback(Callback):
         trainer.emit(Record("alert", record.step, record.epoch, text=text, data={"alert": name, **data}))
 
     # -- step windows --------------------------------------------------------------------------------
-    def _check_step(self, trainer: Trainer, record: Record) -> None:
+    def _check_step(self, trainer: TrainerView, record: Record) -> None:
         cfg: HealthConfig = trainer.cfg.logging.health
         means, maxima = record.scalars, record.data.get("max", {})
         skipped = int(record.data.get("skipped_steps", 0))
@@ -159,7 +164,7 @@ class HealthMonitorCallback(Callback):
         self._means = (record.step, comps)
         self._check_dominance(trainer, record)
 
-    def _check_stall(self, trainer: Trainer, record: Record, comps: dict[str, float]) -> None:
+    def _check_stall(self, trainer: TrainerView, record: Record, comps: dict[str, float]) -> None:
         """Seed 001: one component flat (< 1 %) over the window while another improves > 20 %.
 
         Each side is the mean of the step windows over half a stall window (now: the last half; then:
@@ -191,7 +196,7 @@ class HealthMonitorCallback(Callback):
                             key=c, component=c, rel_change=r, improving=best, improving_rel_change=improving[best])
 
     # -- weights -------------------------------------------------------------------------------------
-    def _check_weights(self, trainer: Trainer, record: Record) -> None:
+    def _check_weights(self, trainer: TrainerView, record: Record) -> None:
         cfg: HealthConfig = trainer.cfg.logging.health
         names = record.data.get("components", {})
         weights = {}  # component (or index name) -> weight
@@ -237,7 +242,7 @@ class HealthMonitorCallback(Callback):
         flips = sum(a != b for a, b in zip(signs, signs[1:], strict=False))
         return flips >= OSCILLATION_SHARE * (len(diffs) - 1)
 
-    def _check_dominance(self, trainer: Trainer, record: Record) -> None:
+    def _check_dominance(self, trainer: TrainerView, record: Record) -> None:
         """Seed 000/003: one weighted component makes up nearly the whole objective."""
         if self._means is None or self._weights is None or self._means[0] != self._weights[0]:
             return
@@ -263,9 +268,10 @@ class HealthMonitorCallback(Callback):
     def state_dict(self) -> dict[str, Any]:
         return {"history": [[s, m] for s, m in self.history],
                 "weight_history": {c: list(h) for c, h in self.weight_history.items()},
-                "last_fired": dict(self.last_fired)}
+                "last_fired": dict(self.last_fired), "stage": self.stage}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = deque((int(s), dict(m)) for s, m in state["history"])
         self.weight_history = {c: deque(h) for c, h in state["weight_history"].items()}
         self.last_fired = {k: int(v) for k, v in state["last_fired"].items()}
+        self.stage = state.get("stage", "network")  # absent: a checkpoint from before the series stage ran here

@@ -16,17 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 
+from data.files import write_atomic
 from data.jsonable import to_jsonable
-from training.callbacks.base import Callback, Record
-
-if TYPE_CHECKING:
-    from training.trainer import Trainer
+from training.callbacks.base import Callback, Record, TrainerView
 
 FILENAME = "metrics.jsonl"
 
@@ -58,16 +55,14 @@ def truncate_after(path: Path, step: int) -> None:
     lines = path.read_text(encoding="utf-8").split("\n")  # not splitlines: text may hold U+2028
     lines.pop()  # "" after the final newline, or a line torn by a kill mid-write (never a complete record)
     kept = [line + "\n" for line in lines if line.strip() and _continues(line, step)]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write("".join(kept).encode("utf-8")))
 
 
 class JsonlCallback(Callback):
     def __init__(self) -> None:
         self.file: TextIO | None = None
 
-    def _open(self, trainer: Trainer) -> TextIO:
+    def _open(self, trainer: TrainerView) -> TextIO:
         if self.file is None:
             path = Path(trainer.run_dir) / FILENAME
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,11 +71,11 @@ class JsonlCallback(Callback):
             self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (kept open for the run)
         return self.file
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if trainer.is_main:
             self._open(trainer)
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         if not trainer.is_main:
             return
         f = self._open(trainer)
@@ -89,7 +84,7 @@ class JsonlCallback(Callback):
             f.write(text)
             f.flush()  # at most a few records per log_frequency steps: a reader (or a kill) sees each at once
 
-    def flush(self, trainer: Trainer) -> None:
+    def flush(self, trainer: TrainerView) -> None:
         """Called before every checkpoint, so a kill -9 never loses a line the checkpoint has seen."""
         if self.file is not None:
             with self._naming_the_file():
@@ -105,16 +100,16 @@ class JsonlCallback(Callback):
             raise OSError(exc.errno, f"'{name}': write failed ({exc.strerror or exc}); records up to the last "
                                      f"checkpoint are on disk: free space, then --resume") from exc
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self.flush(trainer)
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, summary: dict[str, float]) -> None:
         self.flush(trainer)
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._close()
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         self._close()
 
     def _close(self) -> None:

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from training.callbacks.base import Callback, Record
-from training.callbacks.format import format_epoch_summary, format_step_line, strip_prefix
+from training.callbacks.base import Callback, Record, TrainerView
+from training.callbacks.format import format_epoch_summary, format_step_line, stage_title, strip_prefix
 from training.components import COMPONENTS
 
 if TYPE_CHECKING:
     from training.step import StepOutput
-    from training.trainer import Trainer
 
 
 def _components(out: StepOutput) -> list[str]:
@@ -111,7 +110,7 @@ class StepMetricsCallback(Callback):
         self.tracker = LossTracker()
         self.last_step = -1  # the step of the last line: a step never logs twice
 
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
+    def on_step_end(self, trainer: TrainerView, out: StepOutput) -> None:
         self.tracker.update(out)
         if out.step % trainer.cfg.training.log_frequency == 0 and out.step != self.last_step:
             self.last_step = out.step
@@ -146,8 +145,8 @@ class EpochSummaryCallback(Callback):
     "val/<key>", "lr" and any other key keep their names.
     """
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, summary: dict[str, float]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, summary: dict[str, float]) -> None:
         scalars = {("train_epoch/" + k[len("train/") :] if k.startswith("train/") else k): float(v)
                    for k, v in summary.items()}
-        text = format_epoch_summary(epoch, trainer.max_epochs, summary)
-        trainer.emit(Record("epoch", trainer.step, epoch, scalars=scalars, text=text))
+        text = format_epoch_summary(epoch, trainer.max_epochs, summary, title=stage_title(trainer.stage))
+        trainer.emit(Record("epoch", trainer.step, epoch, scalars=scalars, text=text, data={"stage": trainer.stage}))

@@ -26,11 +26,10 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, Record, TrainerView
 
 if TYPE_CHECKING:
     from training.config import Config
-    from training.trainer import Trainer
 
 HParamValue = bool | int | float | str
 
@@ -169,20 +168,20 @@ class RunSummaryCallback(Callback):
         self.hparams: dict[str, HParamValue] = {}
         self.swept: list[str] = []
 
-    def _prepare(self, trainer: Trainer) -> None:
+    def _prepare(self, trainer: TrainerView) -> None:
         if not self.hparams:
             self.hparams, self.swept = curated_hparams(trainer.cfg, trainer.run_dir, trainer.model)
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self._prepare(trainer)
         if trainer.resumed:  # the run already holds its start record
             return
         trainer.emit(Record("hparams", trainer.step, trainer.epoch,
                             data={"hparams": dict(self.hparams), "swept": list(self.swept), "status": "running"}))
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
-        if record.kind != "epoch":
-            return
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
+        if record.kind != "epoch" or record.data.get("stage", "network") != "network":
+            return  # the run's best and last metrics are the network's (the series model's best is in series.pt)
         val = {k: v for k, v in record.scalars.items() if k.startswith("val/")}
         if val:
             self.last = val
@@ -194,10 +193,10 @@ class RunSummaryCallback(Callback):
         if self.best is None or (value < self.best if es.mode == "min" else value > self.best):
             self.best, self.best_epoch = float(value), record.epoch
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._finish(trainer, "finished")
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         from training.step import TrainingInterrupted
 
         interrupted = isinstance(exc, (TrainingInterrupted, KeyboardInterrupt))
@@ -206,7 +205,7 @@ class RunSummaryCallback(Callback):
         except Exception as err:  # noqa: BLE001 (the original error is the one to report)
             trainer.logger.warning("run summary not written (%s: %s)", type(err).__name__, err)
 
-    def _finish(self, trainer: Trainer, status: str) -> None:
+    def _finish(self, trainer: TrainerView, status: str) -> None:
         self._prepare(trainer)
         metric = trainer.cfg.training.early_stopping.metric
         scalars = dict(self.last)

@@ -43,13 +43,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, Record, TrainerView
 from training.components import COMPONENTS, DISPLAY_NAMES
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
-    from training.trainer import Trainer
 
 COMPONENT_RUNS = "components"  # sub-directory of the component runs
 NAMES: dict[str, str] = {"total": "Total", **DISPLAY_NAMES}
@@ -239,13 +238,13 @@ class TensorBoardCallback(Callback):
         self._failed = False  # a disk error turned TensorBoard off for the rest of the run
 
     @contextmanager
-    def _writing(self, trainer: Trainer) -> Iterator[None]:
+    def _writing(self, trainer: TrainerView) -> Iterator[None]:
         try:
             yield
         except OSError as err:
             self._off(trainer, err)
 
-    def _off(self, trainer: Trainer, err: OSError) -> None:
+    def _off(self, trainer: TrainerView, err: OSError) -> None:
         """One warning, then no more writes: TensorBoard must never stop training."""
         self._failed = True
         for w in [self.writer, *self.component_writers.values()]:
@@ -257,7 +256,7 @@ class TensorBoardCallback(Callback):
                                "rest of the run; metrics.jsonl and checkpoints continue",
                                Path(trainer.run_dir) / "tensorboard", err.strerror or err)
 
-    def _open(self, trainer: Trainer) -> SummaryWriter:
+    def _open(self, trainer: TrainerView) -> SummaryWriter:
         if self.writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -269,7 +268,7 @@ class TensorBoardCallback(Callback):
                 self.writer.add_custom_scalars(custom_scalars_layout())
         return self.writer
 
-    def _component_writer(self, trainer: Trainer, name: str) -> SummaryWriter:
+    def _component_writer(self, trainer: TrainerView, name: str) -> SummaryWriter:
         if name not in self.component_writers:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -282,17 +281,17 @@ class TensorBoardCallback(Callback):
         assert self.writer is not None
         self.writer._get_file_writer().add_summary(summary, step)  # this run's own file writer: no sub-run
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         if trainer.is_main and not self._failed:
             with self._writing(trainer):
                 self._open(trainer)
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         if trainer.is_main and not self._failed:
             with self._writing(trainer):
                 self._write(trainer, record)
 
-    def _write(self, trainer: Trainer, record: Record) -> None:
+    def _write(self, trainer: TrainerView, record: Record) -> None:
         w = self._open(trainer)
         if record.kind == "hparams":
             self._hparams(trainer, record)
@@ -314,7 +313,7 @@ class TensorBoardCallback(Callback):
         elif record.kind == "figure" and record.figure is not None:
             w.add_figure(record.data.get("tag", "figures"), record.figure, record.step, close=False)
 
-    def _hparams(self, trainer: Trainer, record: Record) -> None:
+    def _hparams(self, trainer: TrainerView, record: Record) -> None:
         from training.callbacks.run_summary import end_of_run_block, run_names
 
         status = record.data.get("status")
@@ -334,10 +333,10 @@ class TensorBoardCallback(Callback):
         block = end_of_run_block(record.data, record.step, Path(trainer.run_dir))
         self._add(text_summary("run_summary", _markdown_block(block)), record.step)
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
         self.flush(trainer)
 
-    def flush(self, trainer: Trainer) -> None:
+    def flush(self, trainer: TrainerView) -> None:
         """Write pending events to disk; called before every checkpoint, so the checkpoint never runs
         ahead of the TensorBoard curves. A no-op while the writer is not open."""
         with self._writing(trainer):
@@ -345,11 +344,11 @@ class TensorBoardCallback(Callback):
                 if w is not None:
                     w.flush()
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         with self._writing(trainer):
             self._close()
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         with self._writing(trainer):
             self._close()
 

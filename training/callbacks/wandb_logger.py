@@ -25,12 +25,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from training.callbacks.base import Callback, Record
-
-if TYPE_CHECKING:
-    from training.trainer import Trainer
+from training.callbacks.base import Callback, Record, TrainerView
 
 log = logging.getLogger("abr")
 
@@ -52,7 +49,7 @@ class WandbCallback(Callback):
         self.val_summary: dict[str, dict[str, float]] = {}
 
     # -- init --------------------------------------------------------------------------------------
-    def _init(self, trainer: Trainer, mode: str) -> Any:
+    def _init(self, trainer: TrainerView, mode: str) -> Any:
         import wandb
 
         from training.callbacks.run_summary import run_names
@@ -77,7 +74,7 @@ class WandbCallback(Callback):
         run.define_metric("*", step_metric="step")
         return run
 
-    def _open(self, trainer: Trainer) -> Any:
+    def _open(self, trainer: TrainerView) -> Any:
         if self.run is not None or self._failed or not trainer.is_main:
             return self.run
         mode = trainer.cfg.logging.wandb.mode
@@ -106,10 +103,10 @@ class WandbCallback(Callback):
         return self.run is not None and not getattr(self.run, "offline", True)
 
     # -- hooks ---------------------------------------------------------------------------------------
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self._open(trainer)
 
-    def on_record(self, trainer: Trainer, record: Record) -> None:
+    def on_record(self, trainer: TrainerView, record: Record) -> None:
         run = self._open(trainer)
         if run is None:
             return
@@ -150,10 +147,10 @@ class WandbCallback(Callback):
         if payload:
             run.log({**payload, "step": record.step, "epoch": record.epoch})
 
-    def on_train_end(self, trainer: Trainer) -> None:
+    def on_train_end(self, trainer: TrainerView) -> None:
         self._finish(0)
 
-    def on_exception(self, trainer: Trainer, exc: BaseException) -> None:
+    def on_exception(self, trainer: TrainerView, exc: BaseException) -> None:
         from training.rundir import exit_code
 
         self._finish(exit_code(exc))  # the code the process exits with: 130 for Ctrl-C

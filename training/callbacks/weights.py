@@ -20,12 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from training.callbacks.base import Callback, Record
+from training.callbacks.base import Callback, Record, TrainerView
 from training.components import DISPLAY_NAMES
 
 if TYPE_CHECKING:
     from training.step import StepOutput
-    from training.trainer import Trainer
 
 
 def _as_list(x: Any) -> Any:
@@ -83,7 +82,7 @@ class LossWeightLoggerCallback(Callback):
         self._get: Callable[[], Any] | None = None
         self._names: Callable[[], Any] | None = None
 
-    def on_train_start(self, trainer: Trainer) -> None:
+    def on_train_start(self, trainer: TrainerView) -> None:
         self._get, self._names = find_weight_source(trainer.meta_loss)
         if self._get is None:
             trainer.logger.debug("loss weight logging off: %s has no get_loss_weights()", type(trainer.meta_loss))
@@ -98,15 +97,15 @@ class LossWeightLoggerCallback(Callback):
                             data={"tag": "weights/index", "mapping": mapping}))
         self._emit(trainer, "train", trainer.step, trainer.epoch, weights)
 
-    def on_step_end(self, trainer: Trainer, out: StepOutput) -> None:
-        if self._get is not None and out.step % trainer.cfg.training.log_frequency == 0:
+    def on_step_end(self, trainer: TrainerView, out: StepOutput) -> None:
+        if self._get is not None and trainer.stage == "network" and out.step % trainer.cfg.training.log_frequency == 0:
             self._emit(trainer, "train", out.step, out.epoch, self._get())  # host sync, at log points only
 
-    def on_validation_end(self, trainer: Trainer, metrics: dict[str, float]) -> None:
-        if self._get is not None:
+    def on_validation_end(self, trainer: TrainerView, metrics: dict[str, float]) -> None:
+        if self._get is not None and trainer.stage == "network":  # the balancer weighs the network's losses
             self._emit(trainer, "val", trainer.step, trainer.epoch, self._get())
 
-    def _emit(self, trainer: Trainer, split: str, step: int, epoch: int, weights: Any) -> None:
+    def _emit(self, trainer: TrainerView, split: str, step: int, epoch: int, weights: Any) -> None:
         mapping = weight_components(weights, self._names() if self._names else None)
         prefixes = EVAL_PREFIXES if split == "val" else (split,)
         scalars = {k: v for prefix in prefixes for k, v in flatten_weights(weights, prefix).items()}

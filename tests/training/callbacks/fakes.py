@@ -12,6 +12,7 @@ the real Trainer calls them; every emitted record is kept in ``trainer.records``
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -90,16 +91,26 @@ class FakeTrainer:
     def __init__(self, run_dir: str | Path, callbacks: Sequence[Callback] = (), cfg: Config | None = None,
                  meta_loss: Any = None, max_epochs: int = 3, steps_per_epoch: int = 100,
                  is_main: bool = True, resumed: bool = False, step: int = 0) -> None:
-        self.cfg = cfg or Config()
+        self.cfg = copy.deepcopy(cfg) if cfg is not None else Config()
+        self.cfg.logging.figures = False  # no model to draw: the figure callback reads the config and stays off
         self.run_dir = Path(run_dir)
         self.callbacks = CallbackList(callbacks)
         self.meta_loss = meta_loss if meta_loss is not None else FakeMetaLoss()
         self.model = None
         self.max_epochs, self.steps_per_epoch = max_epochs, steps_per_epoch
+        self.stage = "network"
         self.is_main, self.resumed = is_main, resumed
         self.step, self.epoch, self.lr = step, 1 + step // steps_per_epoch, 1e-4
         self.logger = logging.getLogger("abr")
         self.records: list[Record] = []
+
+    @property
+    def epoch_step(self) -> int:
+        """Optimizer steps done inside the current epoch, as the Trainer counts them."""
+        return max(0, self.step - (self.epoch - 1) * self.steps_per_epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "epoch": self.epoch, "callbacks": self.callbacks.state_dict()}
 
     def emit(self, record: Record) -> None:
         self.records.append(record)

@@ -104,3 +104,14 @@ def test_state_travels_by_class_name_and_a_new_callback_starts_fresh():
     fresh, other = Counter(), Log("new", [])
     CallbackList([fresh, other]).load_state_dict(saved)
     assert fresh.n == 7
+
+
+def test_two_callbacks_of_one_class_keep_two_states():
+    """Keyed by class name alone, the second instance's state overwrote the first's (issue 26)."""
+    a, b = Counter(), Counter()
+    a.n, b.n = 3, 5
+    saved = CallbackList([a, Log("x", []), b]).state_dict()
+    assert saved["Counter"] == {"n": 3} and saved["Counter#2"] == {"n": 5}
+    ra, rb = Counter(), Counter()
+    CallbackList([ra, rb]).load_state_dict(saved)
+    assert (ra.n, rb.n) == (3, 5)

@@ -171,13 +171,12 @@ def render(stream: str, columns: int) -> tuple[list[str], list[str]]:
     return ["".join(line).rstrip() for line in screen], overflow
 
 
-def run_in_terminal(tmp_path, columns: int) -> tuple[str, list[str], list[str]]:
+def in_terminal(argv: list[str], columns: int, env: dict[str, str], timeout: float = 120) -> str:
+    """What ``argv`` writes to a pty ``columns`` wide (it must exit 0), \r\n read as \n."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
-    proc = subprocess.Popen([sys.executable, "-c", TERMINAL_RUN, str(tmp_path / "run")], stdin=slave,
-                            stdout=slave, stderr=slave, env=env, close_fds=True)
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
     os.close(slave)
     chunks = []
     while True:
@@ -189,8 +188,13 @@ def run_in_terminal(tmp_path, columns: int) -> tuple[str, list[str], list[str]]:
             break
         chunks.append(data)
     os.close(master)
-    assert proc.wait(timeout=120) == 0, b"".join(chunks).decode(errors="replace")[-2000:]
-    raw = b"".join(chunks).decode("utf-8").replace("\r\n", "\n")  # the pty turns \n into \r\n
+    assert proc.wait(timeout=timeout) == 0, b"".join(chunks).decode(errors="replace")[-2000:]
+    return b"".join(chunks).decode("utf-8").replace("\r\n", "\n")  # the pty turns \n into \r\n
+
+
+def run_in_terminal(tmp_path, columns: int) -> tuple[str, list[str], list[str]]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
+    raw = in_terminal([sys.executable, "-c", TERMINAL_RUN, str(tmp_path / "run")], columns, env)
     screen, overflow = render(raw, columns)
     return raw, screen, overflow
 

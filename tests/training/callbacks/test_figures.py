@@ -24,7 +24,8 @@ def fake_trainer(normalization: str, records: list):
     stats = dataclasses.replace(DataStats.identity(), signal_mean=0.1, signal_std=0.5, normalization=normalization)
     diffusion = GaussianDiffusion(DiffusionConfig(timesteps=20, sampling_steps=5))
     trainer = SimpleNamespace(
-        cfg=cfg, is_main=True, ema=None, step=7, epoch=1, device=torch.device("cpu"), diffusion=diffusion,
+        cfg=cfg, is_main=True, stage="network", ema=None, step=7, epoch=1, device=torch.device("cpu"),
+        diffusion=diffusion,
         objective=Objective(diffusion, torch.nn.Identity(), cond_drop_prob=0.0, head_input="clean"),
         data=SimpleNamespace(val=records, stats=stats),
         first_batch=lambda split, n: next(iter(torch.utils.data.DataLoader(records, batch_size=n))),
@@ -59,3 +60,12 @@ def test_legend_sits_outside_the_panels():
     for ax in fig.axes:
         assert not legend_box.overlaps(ax.get_window_extent())
     assert "age 3 mo" in fig.axes[0].get_title()
+
+
+def test_no_figures_while_the_series_stage_trains():
+    """The waveforms are the network's: the series stage (issue 26) draws none."""
+    items = [{"signal": torch.randn(1, 200), "static": torch.tensor([0.0, 70.0, 21.1, 300.0])}] * 4
+    trainer, records = fake_trainer("global", items)
+    trainer.stage = "series"
+    WaveformFigureCallback().on_validation_end(trainer, {})
+    assert records == []

@@ -232,3 +232,14 @@ def test_weight_clamp_margin_sets_how_near_a_clamp_alerts(make_trainer, cfg):
     assert len(alerts(run(make_trainer, steps=10, meta_loss=meta()), "weight_near_clamp")) == 1  # margin 0.05
     cfg.logging.health.weight_clamp_margin = 0.01
     assert alerts(run(make_trainer, steps=10, meta_loss=meta()), "weight_near_clamp") == []
+
+
+def test_a_new_stage_is_not_compared_with_the_last_one(make_trainer):
+    """The series stage's losses (issue 26) are not a spike of the network's: the history starts again."""
+    trainer = run(make_trainer, steps=60)
+    trainer.stage = "series"
+    trainer.start_epoch()
+    trainer.steps(30, lambda step: {"series_threshold": 60.0, "series_type": 40.0})
+    assert alerts(trainer, "loss_spike") == [] and alerts(trainer) == []
+    trainer.steps(10, lambda step: {"series_threshold": 600.0, "series_type": 400.0})
+    assert len(alerts(trainer, "loss_spike")) == 1  # within the stage, spikes are still seen
