@@ -14,15 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Subset
 
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.components import COMPONENTS
-from training.series import clinical_summary
+from training.distributed import gather_objects, shard_rows
+from training.series import Evidence, clinical_summary, extract
 
 
 @dataclass
@@ -51,17 +54,28 @@ class Objective(nn.Module):
         self.diffusion, self.components = diffusion, components
         self.cond_drop_prob, self.head_input, self.autocast = cond_drop_prob, head_input, autocast
 
-    def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
-                train: bool) -> ObjectiveOutput:
-        """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
-        (when ``train``) the guidance drop, in that order (resume reproduces the draws exactly)."""
-        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
-        B, device = x0.shape[0], x0.device
-        t = self.diffusion.sample_timesteps(B, device, generator=generator)  # [B]
-        noise = torch.randn(x0.shape, device=device, generator=generator)  # [B,1,L]
-        x_t = self.diffusion.q_sample(x0, t, noise)
+    def draw(self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator, *, train: bool,
+             shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor, Tensor]:
+        """(t [B], noise ``shape`` = [B,1,L], guidance drop [B]) for one batch, drawn from ``generator`` in
+        that order. ``shard`` = (rank, world size): the draws are made for the global batch of world x B
+        and this rank keeps its slice, so under DDP every rank sees distinct (t, eps) while the generator's
+        state stays the same on every rank (rank 0's checkpoint then holds it for all)."""
+        B, (r, n) = shape[0], shard
+        mine = slice(r * B, (r + 1) * B)
+        t = self.diffusion.sample_timesteps(n * B, device, generator=generator)[mine]  # [B]
+        noise = torch.randn((n * B, *shape[1:]), device=device, generator=generator)[mine]  # [B,1,L]
         p_drop = self.cond_drop_prob if train else 0.0
-        drop = torch.rand(B, device=device, generator=generator) < p_drop  # [B] classifier-free guidance
+        drop = (torch.rand(n * B, device=device, generator=generator) < p_drop)[mine]  # [B] classifier-free guidance
+        return t, noise, drop
+
+    def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
+                train: bool, shard: tuple[int, int] = (0, 1)) -> ObjectiveOutput:
+        """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
+        (when ``train``) the guidance drop (:meth:`draw`; resume reproduces the draws exactly)."""
+        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
+        B = x0.shape[0]
+        t, noise, drop = self.draw(tuple(x0.shape), x0.device, generator, train=train, shard=shard)
+        x_t = self.diffusion.q_sample(x0, t, noise)
         clean = self.head_input == "clean"
         if clean:
             x_in = torch.cat([x_t, x0])  # [2B,1,L]
@@ -97,6 +111,25 @@ class Objective(nn.Module):
 
     @torch.no_grad()
     def clinical(self, net: nn.Module, dataset: Any, *, prefix: str, device: torch.device,
-                 batch_size: int) -> dict[str, float]:
-        """The series-level validation values ``{prefix}/patient/...`` from the network's clean pass."""
-        return clinical_summary(net, dataset, prefix=prefix, device=device, batch_size=batch_size)
+                 batch_size: int, shard: tuple[int, int] = (0, 1)) -> dict[str, float]:
+        """The series-level validation values ``{prefix}/patient/...`` from the network's clean pass.
+        ``shard`` = (rank, world size): each rank runs the network on its block of batches and the
+        per-recording answers are gathered (in the single process's order) before any series is scored."""
+        rows = shard_rows(len(dataset), batch_size, *shard)
+        ev = extract(net, Subset(dataset, rows), batch_size=batch_size, device=device) if len(rows) else None
+        if shard[1] > 1:
+            ev = concat_evidence([e for e in gather_objects(ev) if e is not None])
+        return clinical_summary(net, dataset, prefix=prefix, device=device, batch_size=batch_size, evidence=ev)
+
+
+def concat_evidence(parts: list[Evidence]) -> Evidence:
+    """One :class:`Evidence` with the rows of ``parts`` in order (the ranks' shards of a split)."""
+
+    def cat(values: list[Any]) -> Any:
+        if values[0] is None:
+            return None
+        if isinstance(values[0], dict):
+            return {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        return np.concatenate(values)
+
+    return Evidence(**{f.name: cat([getattr(p, f.name) for p in parts]) for f in fields(Evidence)})

@@ -196,13 +196,14 @@ def check_series(dataset: Dataset, what: str, opt_out: str = "training.clinical_
 
 
 def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: str | torch.device = "cpu",
-                     batch_size: int = 512) -> dict[str, float]:
+                     batch_size: int = 512, evidence: Evidence | None = None) -> dict[str, float]:
     """Series-level point values on ``dataset`` from the network alone (no series model): the rule's
     threshold, the summed class evidence's type, wave V detection and latency in ms, and per wave (I, III,
     V with the wave map head) detection F1, latency within 0.1 / 0.2 ms and amplitude MAE. Keys
     ``{prefix}/patient/{threshold,type,wave_v,waves/<wave>}/...``; no intervals (validation runs every epoch);
-    metrics undefined on the split are left out."""
-    ev = extract(net, dataset, batch_size=batch_size, device=device)
+    metrics undefined on the split are left out. ``evidence``: the network's pass over ``dataset`` when the
+    caller already has it (sharded validation gathers it from the ranks)."""
+    ev = evidence if evidence is not None else extract(net, dataset, batch_size=batch_size, device=device)
     m = patient_metrics(net, dataset, n_classes=ev.proba.shape[1], majority_type=0, n_boot=0, evidence=ev)
     metrics = {"threshold": m["threshold"]["rule"],
                "type": {k: m["type"]["evidence_sum"][k] for k in ("macro_f1", "balanced_accuracy")},
