@@ -149,9 +149,21 @@ def _launch(root: Path, names: list[str]) -> Path:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
            f"--master_port={_free_port()}", __file__, str(root), *names]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return root
+
+
+@pytest.mark.parametrize("n,batch", [(50, 4), (7, 3), (3, 4), (64, 8)])
+@pytest.mark.parametrize("world", [1, 2, 3, 5])
+def test_shard_blocks_cover_the_batches_once_in_order(n, batch, world):
+    """Each batch index on exactly one rank, blocks in rank order, within one batch of equal size."""
+    from training.distributed import shard_batches, shard_rows
+
+    blocks = [shard_batches(n, batch, r, world) for r in range(world)]
+    assert [i for b in blocks for i in b] == list(range(-(-n // batch)))
+    assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    assert [i for r in range(world) for i in shard_rows(n, batch, r, world)] == list(range(n))
 
 
 @pytest.fixture(scope="module")
