@@ -36,7 +36,7 @@ from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS
 from training.config import Config
-from training.distributed import DistInfo, all_reduce_grads, reduce_mean, reduce_sum, shard_batches
+from training.distributed import DistInfo, all_reduce_grads, reduce_mean, reduce_sum, shard_rows
 from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
@@ -276,7 +276,7 @@ class Trainer:
     def validate(self, split: str = "val") -> dict[str, float]:
         """Component means on a split with the EMA weights, at fixed noise (seeded per call) so
         successive validations are comparable. Under DDP each rank runs its block of the split's
-        batches (``shard_batches``) and draws, without using them, the noise of the batches before
+        batches (``shard_rows``) and draws, without using them, the noise of the batches before
         its block: every batch then sees the single process's noise, and the reduced sums are the
         single process's values (up to the order of summation)."""
         net = self.ema.shadow if self.ema is not None else self.model
@@ -284,12 +284,11 @@ class Trainer:
         gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 7919)
         sums = torch.zeros(len(COMPONENTS) + 1, device=self.device)  # component sums over recordings, count
         dataset, bs = getattr(self.data, split), self.cfg.training.batch_size
-        mine = shard_batches(len(dataset), bs, *self.dist.shard)
-        loader = self._loader(Subset(dataset, range(mine.start * bs, min(len(dataset), mine.stop * bs))),
-                              shuffle_free_batch=bs)
+        rows = shard_rows(len(dataset), bs, *self.dist.shard)  # this rank's block of whole batches
+        loader = self._loader(Subset(dataset, rows), shuffle_free_batch=bs)
         self._call("on_validation_start", split, len(loader))
-        signal_shape = tuple(dataset[0]["signal"].shape) if mine.start else ()
-        for _ in range(mine.start):  # the other ranks' batches: keep the generator where one process has it
+        signal_shape = tuple(dataset[0]["signal"].shape) if rows.start else ()
+        for _ in range(rows.start // bs):  # the other ranks' batches: keep the generator where one process has it
             self.objective.draw((bs, *signal_shape), self.device, gen, train=False)  # full: only the last is short
         for batch in loader:
             batch = self.to_device(batch)
