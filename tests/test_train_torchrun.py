@@ -44,8 +44,12 @@ def _torchrun(*launcher: str, log_dir: Path, experiment: str, extra: tuple[str, 
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-def _finish(proc: subprocess.Popen, timeout: float = 400) -> str:
-    out, _ = proc.communicate(timeout=timeout)
+def _finish(proc: subprocess.Popen, timeout: float = 1800) -> str:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # the agent; its workers see the store close and exit
+        raise
     assert proc.returncode == 0, out[-4000:]
     return out
 
