@@ -107,7 +107,7 @@ def test_elastic_restart_resumes_by_itself_and_ends_bit_identical(reference, tmp
     agent = _torchrun("--nproc_per_node=2", "--max-restarts=1", "--rdzv-backend=c10d",
                       f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=elastic", log_dir=tmp_path,
                       experiment="el", extra=("logging.use_wandb=true",))
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + 1800
     while not (run / "checkpoints" / "last.pt").is_file():  # epoch 1 done: 2 epochs still to train
         assert agent.poll() is None and time.monotonic() < deadline, "the job ended before its first checkpoint"
         time.sleep(0.05)
