@@ -405,6 +405,10 @@ def run(args: argparse.Namespace) -> int:
     name = Path(args.config).stem if args.experiment is None else args.experiment  # "" is refused, not defaulted
     root = experiment_dir(base.logging.log_dir, name)
     if not args.multirun:
+        from training.rundir import restarted_here
+
+        if restarted_here(root, args.command):
+            return elastic_restart(root, base, overrides, args)
         train_one(base, root, overwrite=args.overwrite, evaluate=args.evaluate, command=args.command)
         return 0
 
@@ -417,6 +421,22 @@ def run(args: argparse.Namespace) -> int:
     if is_main_process():
         write_sweep(root, base, combos, args)
     return run_sweep(root, lock, evaluate=args.evaluate, command=args.command)
+
+
+def elastic_restart(root: Path, base, overrides: list[str], args: argparse.Namespace) -> int:
+    """torchrun restarted the job (``--max-restarts``, a worker died): continue the run its earlier
+    attempt started from checkpoints/last.pt, as ``--resume`` would (W&B and TensorBoard continue the
+    same run), or start it over when that attempt died before its first checkpoint.
+
+    Every rank decides from the same files before the process group exists; rank 0 writes run.json
+    only after DDP's first broadcast, which every rank reaches after deciding, so all decide alike."""
+    if (root / "checkpoints" / "last.pt").is_file():
+        logging.getLogger("abr").warning("torchrun restart: resuming %s from its last checkpoint", root)
+        cfg, changes = resumed_config(root, overrides)
+        train_one(cfg, root, resume=True, changes=changes, evaluate=args.evaluate, command=args.command)
+    else:
+        train_one(base, root, overwrite=True, evaluate=args.evaluate, command=args.command)
+    return 0
 
 
 SWEEP_FILE, SWEEP_CONFIG = "sweep.json", "sweep.yaml"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,11 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
+
+    @property
+    def shard(self) -> tuple[int, int]:
+        """(rank, world size): which slice of a global batch's draws this process keeps."""
+        return self.rank, self.world_size
 
 
 def init_distributed(device: torch.device) -> DistInfo:
@@ -53,14 +59,44 @@ def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def reduce_mean(x: torch.Tensor) -> torch.Tensor:
-    """All-reduce mean across ranks (identity in a single process). Differentiable inputs are
-    detached: this is for loss *values* that drive weights and for displayed metrics."""
+def reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    """All-reduce sum across ranks (identity in a single process); differentiable inputs are detached."""
     if not _active():
         return x
     y = x.detach().clone()
     dist.all_reduce(y, op=dist.ReduceOp.SUM)
-    return y / dist.get_world_size()
+    return y
+
+
+def reduce_mean(x: torch.Tensor) -> torch.Tensor:
+    """All-reduce mean across ranks (identity in a single process). Differentiable inputs are
+    detached: this is for loss *values* that drive weights and for displayed metrics."""
+    return reduce_sum(x) / dist.get_world_size() if _active() else x
+
+
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` in a single process."""
+    if not _active():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard_batches(n: int, batch_size: int, rank: int, world_size: int) -> range:
+    """This rank's contiguous block of the ``ceil(n / batch_size)`` batches of a split read in order.
+
+    Blocks follow one another in rank order and cut only between batches, so every rank's batches are
+    the single process's batches (same rows, same size) and results concatenated in rank order are the
+    single process's, in its order. A rank may get no batch (more ranks than batches)."""
+    nb = -(-n // batch_size)
+    return range(nb * rank // world_size, nb * (rank + 1) // world_size)
+
+
+def shard_rows(n: int, batch_size: int, rank: int, world_size: int) -> range:
+    """The rows of :func:`shard_batches`' block."""
+    b = shard_batches(n, batch_size, rank, world_size)
+    return range(min(n, b.start * batch_size), min(n, b.stop * batch_size))
 
 
 def all_reduce_grads(params: list[torch.Tensor]) -> None:

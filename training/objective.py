@@ -55,17 +55,28 @@ class Objective(nn.Module):
         self.cond_drop_prob, self.head_input, self.autocast = cond_drop_prob, head_input, autocast
         self.noise_catch = noise_catch
 
-    def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
-                train: bool) -> ObjectiveOutput:
-        """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
-        (when ``train``) the guidance drop, in that order (resume reproduces the draws exactly)."""
-        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
-        B, device = x0.shape[0], x0.device
-        t = self.diffusion.sample_timesteps(B, device, generator=generator)  # [B]
-        noise = torch.randn(x0.shape, device=device, generator=generator)  # [B,1,L]
-        x_t = self.diffusion.q_sample(x0, t, noise)
+    def draw(self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator, *, train: bool,
+             shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor, Tensor]:
+        """(t [B], noise ``shape`` = [B,1,L], guidance drop [B]) for one batch, drawn from ``generator`` in
+        that order. ``shard`` = (rank, world size): the draws are made for the global batch of world x B
+        and this rank keeps its slice, so under DDP every rank sees distinct (t, eps) while the generator's
+        state stays the same on every rank (rank 0's checkpoint then holds it for all)."""
+        B, (r, n) = shape[0], shard
+        mine = slice(r * B, (r + 1) * B)
+        t = self.diffusion.sample_timesteps(n * B, device, generator=generator)[mine]  # [B]
+        noise = torch.randn((n * B, *shape[1:]), device=device, generator=generator)[mine]  # [B,1,L]
         p_drop = self.cond_drop_prob if train else 0.0
-        drop = torch.rand(B, device=device, generator=generator) < p_drop  # [B] classifier-free guidance
+        drop = (torch.rand(n * B, device=device, generator=generator) < p_drop)[mine]  # [B] classifier-free guidance
+        return t, noise, drop
+
+    def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
+                train: bool, shard: tuple[int, int] = (0, 1)) -> ObjectiveOutput:
+        """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
+        (when ``train``) the guidance drop (:meth:`draw`; resume reproduces the draws exactly)."""
+        x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
+        B = x0.shape[0]
+        t, noise, drop = self.draw(tuple(x0.shape), x0.device, generator, train=train, shard=shard)
+        x_t = self.diffusion.q_sample(x0, t, noise)
         clean = self.head_input == "clean"
         # the heads' batch: with training.noise_catch, some rows become noise-only catch trials (training/augment.py)
         head_batch = noise_catch(batch, self.noise_catch, generator) if train else batch

@@ -312,6 +312,30 @@ def exit_code(exc: BaseException) -> int:
     return EXIT_INTERRUPTED if isinstance(exc, KeyboardInterrupt) else 1
 
 
+def elastic_attempt() -> dict[str, Any] | None:
+    """{"run_id", "restart"} of this torchrun job and attempt (torchrun sets TORCHELASTIC_RUN_ID and
+    TORCHELASTIC_RESTART_COUNT); None outside torchrun."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        return None
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    return {"run_id": os.environ["TORCHELASTIC_RUN_ID"], "restart": restart}
+
+
+def restarted_here(run_dir: Path, command: list[str]) -> bool:
+    """Whether this process is torchrun's restart (``--max-restarts``) of a job whose earlier attempt
+    started the run in ``run_dir``: its last session ran the same command under the same torchrun run
+    id at an earlier restart count. Only then may the restart continue (or start over) that run by
+    itself; anything else in ``run_dir`` stays protected by the usual checks."""
+    now_ = elastic_attempt()
+    info = read_run_json(run_dir)
+    if now_ is None or now_["restart"] == 0 or info is None:
+        return False
+    last = [info, *(info.get("resumes") or [])][-1]
+    was = last.get("elastic") or {}
+    return (last.get("command") == command and was.get("run_id") == now_["run_id"]
+            and int(was.get("restart", now_["restart"])) < now_["restart"])
+
+
 class RunRecord:
     """``run.json`` of one session (a start or a resume): :meth:`begin` when training starts,
     :meth:`end` when it ends, however it ends (kill -9 aside: that session stays "running", and the
@@ -328,6 +352,8 @@ class RunRecord:
         entry = {"start": now(), "end": None, "status": "running", "command": self.command, "cwd": os.getcwd(),
                  "host": socket.gethostname(), "pid": os.getpid(), "git": git_info(),
                  "versions": package_versions(), **device_info(self.device), "world_size": self.world_size}
+        if elastic_attempt() is not None:  # what an elastic restart checks before it resumes this run
+            entry["elastic"] = elastic_attempt()
         if resume:
             self.info = read_run_json(self.path.parent) or {"resumes": []}  # a run from before run.json
             for session in [self.info, *self.info.get("resumes", [])]:

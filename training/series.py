@@ -15,14 +15,14 @@ it directly; training the series model is the stage in training/series_stage.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.records import WAVE_NAMES
 from models.series import SeriesNet, recording_evidence
@@ -44,6 +44,7 @@ from training.clinical import (
     wave_metrics,
     wave_v_metrics,
 )
+from training.distributed import gather_objects, shard_rows
 
 
 @dataclass
@@ -165,13 +166,14 @@ def check_series(dataset: Dataset, what: str, opt_out: str = "training.clinical_
 
 
 def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: str | torch.device = "cpu",
-                     batch_size: int = 512) -> dict[str, float]:
+                     batch_size: int = 512, evidence: Evidence | None = None) -> dict[str, float]:
     """Series-level point values on ``dataset`` from the network alone (no series model): the rule's
     threshold, the summed class evidence's type, wave V detection and latency in ms, and per wave (I, III,
     V with the wave map head) detection F1, latency within 0.1 / 0.2 ms and amplitude MAE. Keys
     ``{prefix}/patient/{threshold,type,wave_v,waves/<wave>}/...``; no intervals (validation runs every epoch);
-    metrics undefined on the split are left out."""
-    ev = extract(net, dataset, batch_size=batch_size, device=device)
+    metrics undefined on the split are left out. ``evidence``: the network's pass over ``dataset`` when the
+    caller already has it (sharded validation gathers it from the ranks)."""
+    ev = evidence if evidence is not None else extract(net, dataset, batch_size=batch_size, device=device)
     m = patient_metrics(net, dataset, n_classes=ev.proba.shape[1], majority_type=0, n_boot=0, evidence=ev)
     metrics = {"threshold": m["threshold"]["rule"],
                "type": {k: m["type"]["evidence_sum"][k] for k in ("macro_f1", "balanced_accuracy")},
@@ -179,6 +181,31 @@ def clinical_summary(net: nn.Module, dataset: Dataset, *, prefix: str, device: s
     # A metric undefined on this split (no-response sensitivity without a no-response series) is left
     # out rather than logged as NaN, which health checks and tables would read as a failure.
     return {k: v for k, v in flatten(metrics, f"{prefix}/patient").items() if math.isfinite(v)}
+
+
+def gathered_evidence(net: nn.Module, dataset: Dataset, *, batch_size: int, device: str | torch.device,
+                      shard: tuple[int, int]) -> Evidence | None:
+    """The network's pass over ``dataset`` under DDP: ``shard`` = (rank, world size); each rank runs its block
+    of batches and the per-recording answers are gathered in the single process's order. None in a single
+    process (:func:`clinical_summary` then makes the pass itself)."""
+    if shard[1] == 1:
+        return None
+    rows = shard_rows(len(dataset), batch_size, *shard)
+    ev = extract(net, Subset(dataset, rows), batch_size=batch_size, device=device) if len(rows) else None
+    return concat_evidence([e for e in gather_objects(ev) if e is not None])
+
+
+def concat_evidence(parts: list[Evidence]) -> Evidence:
+    """One :class:`Evidence` with the rows of ``parts`` in order (the ranks' shards of a split)."""
+
+    def cat(values: list[Any]) -> Any:
+        if values[0] is None:
+            return None
+        if isinstance(values[0], dict):
+            return {k: np.concatenate([v[k] for v in values]) for k in values[0]}
+        return np.concatenate(values)
+
+    return Evidence(**{f.name: cat([getattr(p, f.name) for p in parts]) for f in fields(Evidence)})
 
 
 def majority_type(dataset: Any) -> int:

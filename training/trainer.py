@@ -29,19 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from training.augment import perturb_intensity
 from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS
 from training.config import Config
-from training.distributed import DistInfo, all_reduce_grads, reduce_mean
+from training.distributed import DistInfo, all_reduce_grads, reduce_mean, reduce_sum, shard_rows
 from training.ema import EMA
 from training.epoch_order import EpochSampler
 from training.objective import Objective
 from training.optim import build_optimizer, build_scheduler
-from training.series import clinical_summary
+from training.series import clinical_summary, gathered_evidence
 from training.step import StepOutput, TrainingInterrupted  # noqa: F401 (TrainingInterrupted: re-exported)
 
 
@@ -181,7 +181,7 @@ class Trainer:
         for i, batch in enumerate(micro_batches):
             sync = i == accum - 1 or not self.dist.enabled
             with nullcontext() if sync else self.net.no_sync():
-                out = self.objective(self.net, self._augment(batch), self.noise_gen, train=True)
+                out = self.objective(self.net, self._augment(batch), self.noise_gen, train=True, shard=self.dist.shard)
                 losses = out.losses
                 ctx = BalanceContext(
                     shared_params=self.shared_params, last_shared_params=self.last_shared_params,
@@ -285,22 +285,29 @@ class Trainer:
     @torch.no_grad()
     def validate(self, split: str = "val") -> dict[str, float]:
         """Component means on a split with the EMA weights, at fixed noise (seeded per call) so
-        successive validations are comparable."""
+        successive validations are comparable. Under DDP each rank runs its block of the split's
+        batches (``shard_rows``) and draws, without using them, the noise of the batches before
+        its block: every batch then sees the single process's noise, and the reduced sums are the
+        single process's values (up to the order of summation)."""
         net = self.ema.shadow if self.ema is not None else self.model
         net.eval()
         gen = torch.Generator(self.device).manual_seed(self.cfg.seed + 7919)
-        sums = torch.zeros(len(COMPONENTS), device=self.device)
-        n = torch.zeros((), device=self.device)
-        loader = self._loader(getattr(self.data, split), shuffle_free_batch=self.cfg.training.batch_size)
+        sums = torch.zeros(len(COMPONENTS) + 1, device=self.device)  # component sums over recordings, count
+        dataset, bs = getattr(self.data, split), self.cfg.training.batch_size
+        rows = shard_rows(len(dataset), bs, *self.dist.shard)  # this rank's block of whole batches
+        loader = self._loader(Subset(dataset, rows), shuffle_free_batch=bs)
         self._call("on_validation_start", split, len(loader))
+        signal_shape = tuple(dataset[0]["signal"].shape) if rows.start else ()
+        for _ in range(rows.start // bs):  # the other ranks' batches: keep the generator where one process has it
+            self.objective.draw((bs, *signal_shape), self.device, gen, train=False)  # full: only the last is short
         for batch in loader:
             batch = self.to_device(batch)
             losses = self.objective(net, batch, gen, train=False).losses
             b = batch["signal"].shape[0]
-            sums += torch.stack([losses[k] for k in COMPONENTS]) * b
-            n += b
+            sums += torch.cat([torch.stack([losses[k] for k in COMPONENTS]) * b, sums.new_ones(1) * b])
             self._call("on_validation_batch_end", split)
-        means = reduce_mean(sums / n.clamp_min(1))
+        sums = reduce_sum(sums)
+        means = sums[:-1] / sums[-1].clamp_min(1)
         comp = dict(zip(COMPONENTS, means.unbind(), strict=True))
         objective, weighted = self.meta_loss.balancer.combine(comp, update=False)
         values = torch.cat([objective.detach().view(1), weighted.detach().view(1), means]).tolist()
@@ -309,8 +316,9 @@ class Trainer:
         if self.cfg.training.clinical_validation:
             # The clinical questions per series (val/patient/*): comparable across balancers, unlike
             # val/total. One more clean pass over the split (no randomness: the RNG state is untouched).
-            out.update(clinical_summary(net, getattr(self.data, split), prefix=split, device=self.device,
-                                          batch_size=self.cfg.training.batch_size * 4))
+            evidence = gathered_evidence(net, dataset, batch_size=bs * 4, device=self.device, shard=self.dist.shard)
+            out.update(clinical_summary(net, dataset, prefix=split, device=self.device, batch_size=bs * 4,
+                                        evidence=evidence))
         return out
 
     def _epoch_means(self) -> dict[str, float]:

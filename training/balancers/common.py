@@ -82,19 +82,22 @@ class ValueBalancer(Balancer):
     def observe(self, values: Tensor) -> None:
         """Update running statistics from detached, globally reduced loss values [K]."""
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
-        """(objective, weighted_sum) from the stacked losses L [K]."""
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        """(objective, weighted_sum) from the stacked losses L [K]. A weight that depends on this
+        batch's loss values reads ``ref`` [K] (detached; under DDP the global mean over ranks), never
+        ``L``: every rank then weights with the same numbers and optimizes the same objective."""
         raise NotImplementedError
 
     def combine(self, losses: dict[str, Tensor], *, update: bool = True) -> tuple[Tensor, Tensor]:
         L = stack_losses(losses, self.names)  # [K]
         if update:
             self.observe(L.detach())
-        return self.objective(L)
+        return self.objective(L, L.detach())
 
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
         L = stack_losses(losses, self.names)  # [K]
-        self.observe(ctx.reduce_mean(L.detach()))
-        objective, weighted = self.objective(L)
+        ref = ctx.reduce_mean(L.detach())  # [K] the same on every rank
+        self.observe(ref)
+        objective, weighted = self.objective(L, ref)
         (objective * ctx.loss_scale).backward()
         return BalanceOutput(objective.detach(), weighted.detach())

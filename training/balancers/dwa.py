@@ -57,7 +57,7 @@ class DWABalancer(ValueBalancer):
     def observe(self, values: Tensor) -> None:
         self.initial.observe(values)
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         total = (self.weights_tensor() * L).sum()
         return total, total
 

@@ -30,7 +30,8 @@ Negative losses are refused (see ``needs_nonnegative``): FAMO would ascend them.
 
 Deviations, stated: (1) the paper re-evaluates the loss on the same batch after the step; we use
 the next step's losses instead (one step delayed, no extra forward), averaged over the step's
-micro-batches and globally reduced under DDP; (2) the weights are scaled by K (sum K instead of
+micro-batches and globally reduced under DDP, and the weights w_i read the globally reduced L_i
+too (identical on every rank); (2) the weights are scaled by K (sum K instead of
 1) so a learning rate tuned for `fixed` transfers. The reported weights are the w_i of the last
 batch.
 """
@@ -72,10 +73,10 @@ class FAMOBalancer(ValueBalancer):
         self.acc.add_(values)
         self.n_acc += 1
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         K, z = len(self.names), self.z().detach()  # [K]
-        present = L.detach() > 0  # [K] a loss of 0 has no log-loss this batch
-        q = torch.where(present, z / (L.detach() + self.eps), 0.0)  # [K]
+        present = ref > 0  # [K] a loss of 0 has no log-loss this batch
+        q = torch.where(present, z / (ref + self.eps), 0.0)  # [K]
         z_present = torch.where(present, z, 0.0).sum()
         w = torch.where(present, K * z_present * q / q.sum(), K * z)  # [K] all present: K z_i / (c (L_i + eps))
         self.last_w.copy_(w)

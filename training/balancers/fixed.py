@@ -18,7 +18,7 @@ class FixedBalancer(ValueBalancer):
         super().__init__(names)
         self.register_buffer("w", weights.clone())  # [K]
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         total = (self.w * L).sum()
         return total, total
 

@@ -51,9 +51,10 @@ class GroupedBalancer(Balancer):
         for g, members in self.groups.items():
             inner = self.inner[g]
             L = stack_losses(losses, members)  # [K_g]
+            ref = reduce(L.detach()) if reduce is not None else L.detach()  # [K_g] the same on every rank
             if update:
-                inner.observe(reduce(L.detach()) if reduce is not None else L.detach())
-            G[g], weighted[g] = inner.objective(L)
+                inner.observe(ref)
+            G[g], weighted[g] = inner.objective(L, ref)
         return G, weighted
 
     def _weighted(self, inner_weighted: dict[str, Tensor]) -> Tensor:
@@ -83,7 +84,8 @@ class GroupedBalancer(Balancer):
         for g, members in self.groups.items():
             L = torch.tensor([float(train_means[n]) for n in members])
             with torch.no_grad():
-                group_means[g] = float(self.inner[g].objective(L.to(self.inner[g].weights_tensor()))[0])
+                L = L.to(self.inner[g].weights_tensor())
+                group_means[g] = float(self.inner[g].objective(L, L)[0])
             self.inner[g].on_epoch_end(epoch, {n: train_means[n] for n in members})
         self.outer.on_epoch_end(epoch, group_means)
 

@@ -45,7 +45,7 @@ class InverseLossBalancer(ValueBalancer):
         self.register_buffer("w0", weights.clone())  # [K]
         self.register_buffer("w", weights.clone().clamp(cfg.min_weight, cfg.max_weight))  # [K]
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         total = (self.w * L).sum()
         return total, total
 

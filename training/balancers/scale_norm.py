@@ -10,7 +10,9 @@ c_i * grad(L_i) / m_i -- the gradient is rescaled, never thrown away (seed 001's
 - ``running_mean``: m_i is a plain average over the first ``warmup_steps`` observations, then an
   exponential moving average with ``momentum`` (seed 001's LossNormalizer, on the device).
 - ``batch``: m_i = sg(L_i) of the current batch: every term is worth exactly c_i and its gradient
-  is c_i * grad(log L_i). Adapts immediately, noisier on small batches.
+  is c_i * grad(log L_i). Under DDP m_i is the mean of L_i over the ranks' batches, so every rank
+  weights with the same m (its own L_i then scales to about c_i, not exactly). Adapts immediately,
+  noisier on small batches.
 
 ``sqrt_output_correction`` (seed 001, fix 2): a loss averaged over n output elements has a
 gradient about sqrt(n) times smaller per element than a summed one; multiplying by sqrt(n)
@@ -58,13 +60,13 @@ class ScaleNormBalancer(ValueBalancer):
         m_new = self.m + rate * (values - self.m)  # warm-up: running average; then m <- b*m + (1-b)*L
         self.m.copy_(torch.where(torch.isfinite(values), m_new, self.m))  # a NaN step must not poison m
 
-    def _scale(self, L: Tensor) -> Tensor:
+    def _scale(self, ref: Tensor) -> Tensor:
         if self.cfg.statistic == "batch":
-            return L.detach().abs().clamp_min(self.cfg.eps)
+            return ref.abs().clamp_min(self.cfg.eps)
         return self.m.abs().clamp_min(self.cfg.eps)
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
-        w = self.c / self._scale(L)  # [K], constant w.r.t. the network
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        w = self.c / self._scale(ref)  # [K], constant w.r.t. the network
         total = (w * L).sum()
         if self.cfg.statistic == "batch":
             self._last_w = w.detach()

@@ -46,7 +46,7 @@ class UncertaintyBalancer(ValueBalancer):
     def can_be_negative(self) -> bool:  # type: ignore[override]
         return self.regularizer == "log"
 
-    def objective(self, L: Tensor) -> tuple[Tensor, Tensor]:
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         precision = torch.exp(-self.s)  # [K]
         reg = 0.5 * self.s if self.regularizer == "log" else F.softplus(self.s)  # softplus(s) = ln(1 + sigma^2)
         objective = (0.5 * precision * L + reg).sum()

@@ -491,3 +491,25 @@ def test_famo_config_weights_are_a_prior_and_the_logits_start_at_zero():
     b = build_balancer(cfg_for("famo"), NAMES)
     assert torch.equal(b.xi.detach(), torch.zeros(3))
     assert torch.allclose(b.z(), torch.tensor([1.0, 2.0, 0.5]) / 3.5)
+
+
+# -- DDP: weights from the reduced losses (issue 31) ------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy,block", [("scale_norm", {"scale_norm": {"statistic": "batch"}}), ("famo", {})])
+def test_batch_weights_read_the_reduced_losses_not_the_ranks_own(strategy, block):
+    """Under DDP backward() weights with ctx.reduce_mean's values: a rank whose own losses differ from the
+    global mean gets the global mean's weights (the same on every rank), and its gradient is w_i dL_i."""
+    global_mean = torch.tensor([2.0, 4.0, 1.0])
+    ranks = []
+    for own in ([1.0, 3.0, 0.5], [3.0, 5.0, 1.5]):  # two ranks whose mean is global_mean
+        b = build_balancer(cfg_for(strategy, **block), NAMES)
+        losses = leaf_losses(own)
+        b.backward(losses, BalanceContext(reduce_mean=lambda x: global_mean.clone()))
+        w = b.weights_tensor().clone()
+        assert torch.allclose(torch.stack([losses[n].grad for n in NAMES]), w)
+        ranks.append(w)
+    torch.testing.assert_close(ranks[0], ranks[1], rtol=0, atol=0)
+    alone = build_balancer(cfg_for(strategy, **block), NAMES)
+    alone.backward(leaf_losses(global_mean.tolist()), BalanceContext())
+    torch.testing.assert_close(ranks[0], alone.weights_tensor(), rtol=0, atol=0)  # what one process would use
