@@ -72,6 +72,13 @@ class ABRDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.tensors["label"])
 
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> ABRDataset:
+        """A dataset over batch columns already built (e.g. a transformed :meth:`batch`)."""
+        ds = cls.__new__(cls)
+        ds.tensors = tensors
+        return ds
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return {k: v[i] for k, v in self.tensors.items()}
 

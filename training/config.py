@@ -92,6 +92,12 @@ class SeriesConfig:
     drop_recordings: float = spec(0.2, ge=0.0, lt=1.0, help="augmentation: hide each recording with this probability")
     threshold_sigma: float = spec(1.0, ge=0.0, help="ordinal label smoothing of the threshold, in 5 dB grid steps")
     val_every: int = spec(5, ge=1, help="series epochs between validations (the best one is kept)")
+    extra_patients: int = spec(
+        0, ge=0, le=20_000, help="synthetic data only: this many more patients from the run's generator settings at "
+                                 "seed data.synthetic.seed + 90001, their series for the series model's training alone")
+    noise_series: float = spec(
+        0.0, ge=0.0, le=1.0, help="this share of the training series again as noise series: every recording replaced "
+                                  "by coloured noise of its own size, labelled TOTAL / no response (issue 33)")
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -233,6 +239,11 @@ class Config:
             raise ConfigError(
                 "config key 'training.noise_catch': expected loss.head_input 'clean', found "
                 f"'{self.loss.head_input}': catch rows replace the heads' clean half"
+            )
+        if self.series.extra_patients and self.data.source != "synthetic":
+            raise ConfigError(
+                "config key 'series.extra_patients': expected 0 with data.source 'file' (more patients come from the "
+                "built-in generator only)"
             )
         if self.model.blind_static and self.loss.head_input != "clean":
             raise ConfigError(

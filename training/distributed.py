@@ -44,7 +44,13 @@ def init_distributed(device: torch.device) -> DistInfo:
     if device.type == "cuda":
         torch.cuda.set_device(local_rank)  # before NCCL starts, so each rank's communicator uses its own GPU
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # The store under a prefix of its own per torchrun attempt: after an elastic restart the c10d
+        # rendezvous hands the workers the same agent store, where the killed attempt's gloo addresses
+        # are still written, and connecting to them fails ("Connection refused"; pytorch#167288).
+        store, rank, world = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo",
+                                store=dist.PrefixStore(f"abr/attempt_{attempt}", store), rank=rank, world_size=world)
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
 
 

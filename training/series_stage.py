@@ -25,15 +25,59 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from data.dataset import ABRDataset
 from data.splits import class_weights
 from models.series import SeriesNet
+from training.augment import noise_catch
 from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
-from training.series import SERIES_CHECKPOINT, SeriesSet, extract, score
+from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
+
+EXTRA_SEED_OFFSET = 90_001  # series.extra_patients' generator seed: data.synthetic.seed + this (no bench cohort's)
+
+
+def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
+    """``n`` more patients from the run's generator settings (``synthetic``: domain, catch sessions) at seed
+    ``synthetic.seed + EXTRA_SEED_OFFSET``, standardized with the training split's statistics: series that
+    only the series model trains on (the network never sees them; the benchmark cohorts' seeds differ)."""
+    from data.synthetic import generate
+
+    records = generate(n, synthetic.seed + EXTRA_SEED_OFFSET, domain=synthetic.domain,
+                       catch_fraction=synthetic.catch_fraction)
+    return ABRDataset(records, stats)
+
+
+def noise_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
+    """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
+    replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
+    (training.augment.noise_catch with p = 1). What a series of pure noise must be answered, at any level."""
+    gen = torch.Generator().manual_seed(seed)
+    sid = dataset.tensors["series_id"]  # (N,)
+    series = torch.unique(sid)
+    chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]]
+    rows = torch.nonzero(torch.isin(sid, chosen)).flatten()
+    batch = dataset.batch(rows)
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen) if len(rows) else batch)
+
+
+def series_set(network: nn.Module, parts: list[Any], device: Any) -> SeriesSet:
+    """One :class:`SeriesSet` from the network's evidence on the datasets ``parts``, each part's series
+    and patient ids shifted past the previous parts' so that no two parts share a series."""
+    evs, threshold, label, offset = [], [], [], 0
+    for ds in parts:
+        ev = extract(network, ds, device=device)
+        ev.series_id, ev.patient_id = ev.series_id + offset, ev.patient_id + offset
+        offset = int(max(ev.series_id.max(), ev.patient_id.max())) + 1
+        evs.append(ev)
+        threshold.append(ds.tensors["threshold"].numpy())
+        label.append(ds.tensors["label"].numpy())
+    ev = evs[0] if len(evs) == 1 else concat_evidence(evs)
+    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label))
 
 
 def drop_recordings(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -83,8 +127,13 @@ class SeriesStage:
 
     name = "series"
 
-    def __init__(self, cfg: Any, n_classes: int, *, seed: int, grad_clip: float) -> None:
+    def __init__(self, cfg: Any, n_classes: int, *, seed: int, grad_clip: float, synthetic: Any = None) -> None:
+        """``synthetic``: the run's data.synthetic settings, which ``cfg.extra_patients`` draws from (None
+        for a data file)."""
+        if cfg.extra_patients and synthetic is None:
+            raise ValueError("series.extra_patients: expected 0 without the built-in generator (data.source file)")
         self.cfg, self.n_classes, self.seed, self.grad_clip = cfg, n_classes, seed, grad_clip
+        self.synthetic = synthetic
         self.reset()
 
     def reset(self) -> None:
@@ -95,14 +144,20 @@ class SeriesStage:
 
     # -- building -------------------------------------------------------------------------------
     def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
-        """Evidence of ``bundle``'s train and val splits from ``network`` (eval, t = 0), then a fresh
-        model, or the checkpoint's stage state when one is pending."""
-        sets = {}
-        for split in ("train", "val"):
-            ds = getattr(bundle, split)
-            sets[split] = SeriesSet(extract(network, ds, device=device), ds.tensors["threshold"].numpy(),
-                                    ds.tensors["label"].numpy())
-        self.prepare_sets(sets["train"], sets["val"])
+        """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
+        ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
+        self.prepare_sets(series_set(network, self.training_parts(bundle), device),
+                          series_set(network, [bundle.val], device))
+
+    def training_parts(self, bundle: Any) -> list[ABRDataset]:
+        """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients and
+        ``cfg.noise_series`` of the train split's series as noise (both drawn the same on every call)."""
+        parts = [bundle.train]
+        if self.cfg.extra_patients:
+            parts.append(extra_patients(self.synthetic, self.cfg.extra_patients, bundle.stats))
+        if self.cfg.noise_series:
+            parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed))
+        return parts
 
     def prepare_sets(self, train: SeriesSet, val: SeriesSet) -> None:
         cfg = self.cfg
@@ -249,6 +304,12 @@ class SeriesStage:
         self.best = {**s["best"], "state": {k: v.cpu() for k, v in s["best"]["state"].items()}}
 
 
+def build_stage(cfg: Any, n_classes: int) -> SeriesStage:
+    """The series stage of a run's Config ``cfg`` (its series section, seed, clipping and generator)."""
+    return SeriesStage(cfg.series, n_classes, seed=cfg.seed, grad_clip=cfg.training.grad_clip,
+                       synthetic=cfg.data.synthetic if cfg.data.source == "synthetic" else None)
+
+
 def stage_done(state: dict[str, Any] | None, cfg: Any) -> bool:
     """Whether a checkpoint's series stage (``state["series"]``) has nothing left under ``cfg`` (the
     run's Config): off, or finished with the same series config."""
@@ -294,7 +355,7 @@ def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: An
     TensorBoard and W&B). Returns the best record."""
     log = log or logging.getLogger("abr")
     t0 = time.time()
-    stage = SeriesStage(cfg.series, int(bundle.class_weights.numel()), seed=cfg.seed, grad_clip=cfg.training.grad_clip)
+    stage = build_stage(cfg, int(bundle.class_weights.numel()))
     stage.prepare(model, bundle, device)
     log.info("series stage: %d train / %d val series, evidence of %d features per recording (%.0f s)",
              len(stage.train_set), len(stage.val_set), stage.train_set.evidence.shape[-1], time.time() - t0)

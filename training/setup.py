@@ -59,10 +59,9 @@ def build_trainer(
         callbacks = [*default_callbacks(cfg), CheckpointCallback(), EarlyStoppingCallback()]
     series = None
     if cfg.series.enabled:
-        from training.series_stage import SeriesStage
+        from training.series_stage import build_stage
 
-        series = SeriesStage(cfg.series, int(data.class_weights.numel()), seed=cfg.seed,
-                             grad_clip=cfg.training.grad_clip)
+        series = build_stage(cfg, int(data.class_weights.numel()))
     return Trainer(
         cfg, Path(run_dir), model=model, diffusion=diffusion, meta_loss=meta_loss, data=data,
         callbacks=callbacks, device=device, dist_info=dist_info, series_stage=series,

@@ -1,0 +1,77 @@
+"""What the series model trains on beyond the train split (issue 33): noise series of the train split's
+own series (series.noise_series) and more patients from the generator (series.extra_patients)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from data.dataset import build_data
+from data.records import CLASS_NAMES
+from data.schema import ConfigError
+from models.unet import build_model
+from tests.runs import tiny_config
+from training.clinical import NO_RESPONSE_DB
+from training.series import SeriesSet, extract
+from training.series_stage import EXTRA_SEED_OFFSET, build_stage, noise_copies, series_set
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("parts"), "data.synthetic.patients=12")
+    return cfg, build_data(cfg.data, cfg.loss.class_weights)
+
+
+def test_noise_copies_replace_every_recording_of_a_share_of_the_series(tiny):
+    _, bundle = tiny
+    train = bundle.train.tensors
+    series = torch.unique(train["series_id"])
+    noise = noise_copies(bundle.train, 0.5, seed=3).tensors
+    chosen = torch.unique(noise["series_id"])
+    assert len(chosen) == round(0.5 * len(series))
+    rows = torch.isin(train["series_id"], chosen)
+    assert len(noise["label"]) == int(rows.sum())  # every recording of a chosen series, once
+    torch.testing.assert_close(noise["static"], train["static"][rows])  # the same stated levels
+    assert not torch.isclose(noise["signal"], train["signal"][rows]).all(dim=-1).any()  # no recording kept
+    assert (noise["label"] == CLASS_NAMES.index("TOTAL")).all() and (noise["threshold"] == NO_RESPONSE_DB).all()
+    assert not noise["peak_mask"].any() and not noise["wave_mask"].any()
+    # each noise recording has its own recording's size (std within the catch scale's 0.5-2x)
+    ratio = noise["signal"].std(-1) / train["signal"][rows].std(-1)
+    assert ((ratio > 0.45) & (ratio < 2.2)).all()
+    again = noise_copies(bundle.train, 0.5, seed=3).tensors
+    assert torch.equal(again["signal"], noise["signal"])  # drawn the same on every call (exact resume)
+    assert noise_copies(bundle.train, 0.0, seed=3).tensors["signal"].shape[0] == 0
+
+
+def test_series_set_keeps_the_parts_series_apart(tiny):
+    cfg, bundle = tiny
+    net = build_model(cfg.model, bundle.stats).eval()
+    one = SeriesSet(extract(net, bundle.train), bundle.train.tensors["threshold"].numpy(),
+                    bundle.train.tensors["label"].numpy())
+    both = series_set(net, [bundle.train, bundle.train], "cpu")  # the same ids twice: shifted apart
+    assert len(both) == 2 * len(one)
+    torch.testing.assert_close(both.evidence[len(one):], one.evidence)
+    assert torch.equal(both.type[len(one):], one.type) and torch.equal(both.threshold_bin, one.threshold_bin.repeat(2))
+
+
+def test_extra_patients_come_from_the_runs_generator_at_another_seed(tiny, tmp_path):
+    _, bundle = tiny
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.extra_patients=3", "series.noise_series=0.5")
+    parts = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)
+    assert [p is bundle.train for p in parts] == [True, False, False]
+    extra = parts[1].tensors
+    assert len(torch.unique(extra["patient_id"])) == 3
+    from data.synthetic import generate
+
+    raw = generate(3, cfg.data.synthetic.seed + EXTRA_SEED_OFFSET)
+    torch.testing.assert_close(extra["signal"][:, 0], bundle.stats.from_uv(torch.from_numpy(raw.signal)))
+
+
+def test_extra_patients_need_the_generator(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config key 'series\.extra_patients': expected 0 with data\.source 'file'"):
+        tiny_config(tmp_path, "data.source=file", "data.path=x.npz", "series.extra_patients=10")
+    cfg = tiny_config(tmp_path, "series.extra_patients=10")
+    with pytest.raises(ValueError, match="series.extra_patients"):
+        build_stage(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="file", path="x.npz")), 5)
