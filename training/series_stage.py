@@ -130,8 +130,6 @@ class SeriesStage:
     def __init__(self, cfg: Any, n_classes: int, *, seed: int, grad_clip: float, synthetic: Any = None) -> None:
         """``synthetic``: the run's data.synthetic settings, which ``cfg.extra_patients`` draws from (None
         for a data file)."""
-        if cfg.extra_patients and synthetic is None:
-            raise ValueError("series.extra_patients: expected 0 without the built-in generator (data.source file)")
         self.cfg, self.n_classes, self.seed, self.grad_clip = cfg, n_classes, seed, grad_clip
         self.synthetic = synthetic
         self.reset()
@@ -154,6 +152,8 @@ class SeriesStage:
         ``cfg.noise_series`` of the train split's series as noise (both drawn the same on every call)."""
         parts = [bundle.train]
         if self.cfg.extra_patients:
+            if self.synthetic is None:
+                raise ValueError("series.extra_patients: expected 0 without the built-in generator (data.source file)")
             parts.append(extra_patients(self.synthetic, self.cfg.extra_patients, bundle.stats))
         if self.cfg.noise_series:
             parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed))

@@ -3,8 +3,6 @@ own series (series.noise_series) and more patients from the generator (series.ex
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 import torch
 
@@ -15,7 +13,7 @@ from models.unet import build_model
 from tests.runs import tiny_config
 from training.clinical import NO_RESPONSE_DB
 from training.series import SeriesSet, extract
-from training.series_stage import EXTRA_SEED_OFFSET, build_stage, noise_copies, series_set
+from training.series_stage import EXTRA_SEED_OFFSET, SeriesStage, build_stage, noise_copies, series_set
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +67,10 @@ def test_extra_patients_come_from_the_runs_generator_at_another_seed(tiny, tmp_p
     torch.testing.assert_close(extra["signal"][:, 0], bundle.stats.from_uv(torch.from_numpy(raw.signal)))
 
 
-def test_extra_patients_need_the_generator(tmp_path):
+def test_extra_patients_need_the_generator(tiny, tmp_path):
     with pytest.raises(ConfigError, match=r"^config key 'series\.extra_patients': expected 0 with data\.source 'file'"):
         tiny_config(tmp_path, "data.source=file", "data.path=x.npz", "series.extra_patients=10")
     cfg = tiny_config(tmp_path, "series.extra_patients=10")
+    stage = SeriesStage(cfg.series, 5, seed=0, grad_clip=1.0, synthetic=None)  # what build_stage gives a data file
     with pytest.raises(ValueError, match="series.extra_patients"):
-        build_stage(dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, source="file", path="x.npz")), 5)
+        stage.training_parts(tiny[1])
