@@ -103,16 +103,38 @@ class Pass:
     thresholds: dict[str, np.ndarray]  # method -> (S,) dB
     types: dict[str, np.ndarray]  # method -> (S,) type index
     series: Series
+    flagged: np.ndarray | None = None  # (S,) bool: the run's input check calls the series unlike training data
 
 
-def answer(model: Any, series_net: Any, records: Records, stats: Any, device: str) -> Pass:
+def answer(model: Any, series_net: Any, records: Records, stats: Any, device: str, judge: Any = None) -> Pass:
+    """The network's (and series model's) answers on ``records``; ``judge(dataset, evidence, series)``
+    -> (S,) bool, when given, says which series the run's input check flags (issue 27)."""
     from data.dataset import ABRDataset
     from training.series import extract, series_answers
 
-    ev = extract(model, ABRDataset(records, stats), device=device)
+    ds = ABRDataset(records, stats)
+    ev = extract(model, ds, device=device)
     a = series_answers(ev, series_net)
     types = {k: v.argmax(1) for k, v in a.types.items() if k != "rule"}  # "rule" is evidence_sum again
-    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series)
+    flagged = judge(ds, ev, a.series) if judge is not None else None
+    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series, flagged)
+
+
+def unlike_training(run: Any, run_dir: str, device: Any) -> Any:
+    """The judge for :func:`answer` from the run's familiarity.json (None without one): a series is
+    flagged when evaluation.predict would call it "unlike training data"."""
+    from evaluation.familiarity import Familiarity, check
+    from evaluation.trust import dataset_inputs
+
+    fam = Familiarity.load(run_dir)
+    if fam is None:
+        return None
+
+    def judge(ds: Any, ev: Any, series: Series) -> np.ndarray:
+        v = check(fam, dataset_inputs(ds, run.stats, ev), run.model, run.diffusion, series, device=device)
+        return np.array([s == "unlike training data" for s in v.series_verdict])
+
+    return judge
 
 
 def rate(series: Series, rows: np.ndarray, detected: np.ndarray, *, n_boot: int, seed: int) -> Estimate:
@@ -162,6 +184,10 @@ def noise_check(base: Pass, noisy: Pass, level: np.ndarray, *, n_boot: int, seed
                               for v in np.unique(level)},
         "no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in noisy.thresholds.items()},
         "real_no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in base.thresholds.items()},
+        **({} if noisy.flagged is None else {
+            "flagged": share(noisy.flagged, **kw), "real_flagged": share(base.flagged, **kw),
+            "no_response_or_flagged": {k: share((v >= NO_RESPONSE_DB) | noisy.flagged, **kw)
+                                       for k, v in noisy.thresholds.items()}}),
     }
 
 
@@ -177,15 +203,17 @@ def shuffle_check(base: Pass, shuffled: Pass, *, n_boot: int, seed: int) -> dict
 
 
 def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *, seed: int, n_boot: int,
-                    device: str = "cpu") -> dict[str, Any]:
-    """Every check on ``records`` (labelled); ``seed`` draws the noise and the shuffles."""
+                    device: str = "cpu", judge: Any = None) -> dict[str, Any]:
+    """Every check on ``records`` (labelled); ``seed`` draws the noise and the shuffles; ``judge``: the
+    run's input check (:func:`unlike_training`), applied to the real and the noise series."""
     rng = np.random.default_rng([seed, 33])
     kw = {"n_boot": n_boot, "seed": seed}
     level = records.static[:, 1]
-    base = answer(model, series_net, records, stats, device)
+    base = answer(model, series_net, records, stats, device, judge)
     out: dict[str, Any] = {"noise": {}}
     for kind in NOISE_KINDS:
-        noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats, device)
+        noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats, device,
+                       judge)
         out["noise"][kind] = noise_check(base, noisy, level, **kw)
     restated = answer(model, series_net, with_levels(records, restated_levels(records)), stats, device)
     present = records.peak_mask.astype(bool)
@@ -226,6 +254,15 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {kind} | {r['detected']} | {lo} dB: {by[lo]} | {hi} dB: {by[hi]} | " +
                      " | ".join(f"{r['no_response'][k]} ({r['real_no_response'][k].value:.3f})"
                                 for k in r["no_response"]) + " |")
+    if "flagged" in cf["noise"]["white"]:
+        lines += ["", "The same noise series through the run's input check (familiarity.json; predict calls them "
+                      "'unlike training data'), and 'no response' or flagged, the answer a clinic would act on "
+                      "(real cohort's share flagged in brackets):", "",
+                  "| noise | flagged | " + " | ".join(f"'no response' or flagged ({k})" for k in methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        for kind, r in cf["noise"].items():
+            lines.append(f"| {kind} | {r['flagged']} ({r['real_flagged'].value:.3f}) | "
+                         + " | ".join(f"{r['no_response_or_flagged'][k]}" for k in methods) + " |")
     s = cf["levels_shuffled"]
     lines += ["", "Each series' levels shuffled among its recordings (share of series whose answer changed):", "",
               "| answer | method | changed | mean change (dB) |", "|---|---|---|---|"]
@@ -264,7 +301,7 @@ def _run(p: ArgumentParser, args: Any) -> int:
         series_net = series_net.to(device)
     records = generate(args.patients, args.seed, domain=args.domain)
     checks = counterfactuals(run.model, series_net, records, run.stats, seed=args.seed, n_boot=args.n_boot,
-                             device=device)
+                             device=device, judge=unlike_training(run, args.run, device))
     result = {"run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
               "cohort": {"patients": args.patients, "seed": args.seed, "domain": args.domain,
                          "recordings": len(records), "series": len(np.unique(records.series_id))},

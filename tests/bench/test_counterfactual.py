@@ -116,6 +116,9 @@ def test_cli_on_a_tiny_run_with_a_series_model(tmp_path, capsys):
     from training.series_stage import run_series_stage
 
     run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
+    from evaluation.trust import main as trust_main
+
+    assert trust_main(["--run", str(run)]) == 0  # familiarity.json: the noise series also meet the input check
     out, doc = tmp_path / "cf.json", tmp_path / "results.md"
     assert main(["--run", str(run), "--patients", "8", "--n-boot", "20", "--out", str(out), "--doc", str(doc)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
@@ -123,13 +126,18 @@ def test_cli_on_a_tiny_run_with_a_series_model(tmp_path, capsys):
     checks = result["checks"]
     assert set(checks) == {"noise", "absent_at_90db", "present_30db_lower", "levels_shuffled", "real_detected"}
     assert set(checks["noise"]["white"]["no_response"]) == {"rule", "head_mean", "series_model"}
+    for r in checks["noise"].values():  # flagged or "no response": never fewer series than "no response" alone
+        assert 0.0 <= r["flagged"]["value"] <= 1.0 and 0.0 <= r["real_flagged"]["value"] <= 1.0
+        for k, v in r["no_response_or_flagged"].items():
+            assert max(r["no_response"][k]["value"], r["flagged"]["value"]) <= v["value"] + 1e-12
     for r in (checks["absent_at_90db"], checks["present_30db_lower"]):
         for k in ("as_stated", "counterfactual", "difference"):
             lo, hi = r[k]["ci"]
             assert lo <= r[k]["value"] <= hi
         assert np.isclose(r["difference"]["value"], r["counterfactual"]["value"] - r["as_stated"]["value"])
     assert "<!-- counterfactual: begin -->" in doc.read_text(encoding="utf-8")
-    assert "re-stated at 90 dB" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "re-stated at 90 dB" in printed and "'no response' or flagged (series_model)" in printed
     with pytest.raises(SystemExit) as exc:
         main(["--run", str(run), "--seed", str(cfg.data.synthetic.seed), "--patients", "3", "--no-doc"])
     assert exc.value.code == 2 and "the run trained on that generator seed" in capsys.readouterr().err
