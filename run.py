@@ -7,7 +7,10 @@ The environment is `.venv/` at the repository root, built from `requirements.txt
 where versions are pinned) and rebuilt when that file changes. Torch: when the interpreter running
 this script already has a CUDA build of torch >= 2.4, the venv is created with access to it and
 the `torch==` pin is skipped, so a GPU machine keeps its own build; otherwise torch 2.13.0 (the CPU
-build on a CPU machine) is installed into the venv. Only the standard library is used here.
+build on a CPU machine) is installed into the venv. The project's own small package abr_diffusion/
+is then installed in editable mode (no download: the venv's setuptools builds it), which puts the
+console entry points abr-train, abr-predict, ... into .venv/bin (README, "From any directory").
+Only the standard library is used here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 REQUIREMENTS = ROOT / "requirements.txt"
 STAMP = VENV / ".requirements.sha256"
+ENTRY_POINT = "abr-train"  # one of pyproject.toml's [project.scripts]: present once abr_diffusion is installed
 
 
 def _venv_python() -> Path:
@@ -52,17 +56,27 @@ def _requirements(skip_torch: bool) -> list[str]:
     return lines
 
 
+def _install_entry_points(python: Path) -> None:
+    """abr_diffusion/ in editable mode (its console scripts), built offline by the venv's setuptools."""
+    if (python.parent / ENTRY_POINT).exists():
+        return
+    subprocess.run([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-deps",
+                    "--no-build-isolation", "-e", str(ROOT)], check=True)
+
+
 def ensure_venv() -> Path:
     host_torch = _host_cuda_torch()
     digest = hashlib.sha256(REQUIREMENTS.read_bytes() + str(host_torch).encode()).hexdigest()
     python = _venv_python()
     if python.exists() and STAMP.exists() and STAMP.read_text().strip() == digest:
+        _install_entry_points(python)
         return python
     print(f"[run.py] preparing {VENV.name}/ from {REQUIREMENTS.name}"
           + (f" (keeping this machine's CUDA torch {host_torch})" if host_torch else ""), flush=True)
     venv.EnvBuilder(with_pip=True, system_site_packages=bool(host_torch), clear=python.exists()).create(VENV)
     cmd = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     subprocess.run([*cmd, *_requirements(skip_torch=bool(host_torch))], check=True)
+    _install_entry_points(python)
     STAMP.write_text(digest)
     return python
 
