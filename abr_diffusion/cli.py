@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from functools import partial
 
 import abr_diffusion  # noqa: F401  (puts the repository root on sys.path)
 
@@ -22,25 +23,10 @@ def _run(script: str) -> None:
     sys.exit(importlib.import_module(TOOLS[script]).main(sys.argv[1:]))
 
 
-def train() -> None:
-    _run("abr-train")
-
-
-def evaluate() -> None:
-    _run("abr-evaluate")
-
-
-def predict() -> None:
-    _run("abr-predict")
-
-
-def generate() -> None:
-    _run("abr-generate")
-
-
-def compare() -> None:
-    _run("abr-compare")
-
-
-def export() -> None:
-    _run("abr-export")
+# The console scripts' targets (pyproject.toml [project.scripts]); each is called with no argument.
+train = partial(_run, "abr-train")
+evaluate = partial(_run, "abr-evaluate")
+predict = partial(_run, "abr-predict")
+generate = partial(_run, "abr-generate")
+compare = partial(_run, "abr-compare")
+export = partial(_run, "abr-export")
