@@ -278,6 +278,16 @@ class TraceMark:
     above: bool = False
 
 
+TITLE_CHARS, NOTE_CHARS = 58, 66  # characters per line at 8 and 7 pt across a half-page waterfall
+
+
+def _wrap(text: str, width: int) -> str:
+    """Each line of ``text`` wrapped at ``width`` characters (breaking on spaces)."""
+    import textwrap
+
+    return "\n".join(w for line in text.split("\n") for w in (textwrap.wrap(line, width) or [""]))
+
+
 def _on_trace(lat: np.ndarray, x: np.ndarray, offsets: np.ndarray, t_ms: np.ndarray) -> np.ndarray:
     """(n,) the height of each trace of x (n L), drawn at ``offsets``, at its latency ``lat`` (n,) ms."""
     return np.array([np.interp(lat[i], t_ms, x[i]) for i in range(len(x))]) + offsets
@@ -407,7 +417,9 @@ class Waterfall:
         return path
 
     def _layout(self, title: str, note: str, n: int, rows: int) -> tuple[float, float]:
-        """Size the figure for n traces, the title, ``rows`` legend rows and the note: (height, note) in inches."""
+        """Size the figure for n traces, the title, ``rows`` legend rows and the note: (height, note) in inches.
+        Title and note lines are wrapped to the half-page width (a long input-check verdict was cut off)."""
+        title, note = _wrap(title, TITLE_CHARS), _wrap(note, NOTE_CHARS)
         n_title = title.count("\n") + 1
         height = min(max(1.3 + 0.13 * n_title + 0.3 * n, 3.6), 10.0)  # inches: ~0.3 per trace, room for the labels
         note_in = 0.14 * (note.count("\n") + 1) + 0.05 if note else 0.0

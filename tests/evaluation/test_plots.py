@@ -170,6 +170,21 @@ def test_waterfall_draws_other_readers_marks_and_a_note(tmp_path):
     w.draw(signal, levels, np.full(2, 0.9), np.full(2, 2.0), 105.0, tmp_path / "n.png", title="next")
     assert w.marks == [] and w.note.get_text() == "" and len(w.ax.lines) == len(w.early) + 4
 
+def test_waterfall_wraps_a_long_title_and_note_inside_the_figure(tmp_path):
+    """The input check's verdict line and its reason are longer than a half-page figure is wide: wrapped,
+    every word kept, no line longer than the width allows."""
+    levels, t_ms = np.array([20.0, 80.0]), np.arange(200) / 20.0
+    signal = np.stack([np.exp(-0.5 * ((t_ms - 6.0) / 0.3) ** 2) * lv / 80 for lv in levels])
+    title = "INPUT UNLIKE TRAINING DATA: answers below not to be trusted\npatient 0"
+    note = "input check: unlike training data (the network's denoising error at noise 0.3 is 14.7x the median)"
+    w = plots.Waterfall()
+    w.draw(signal, levels, None, None, 105.0, tmp_path / "u.png", title=title, note=note)
+    shown_title, shown_note = w.title.get_text(), w.note.get_text()
+    assert shown_title.split() == title.split() and shown_note.split() == note.split()
+    assert max(map(len, shown_title.split("\n"))) <= plots.TITLE_CHARS < len(title.split("\n")[0])
+    assert max(map(len, shown_note.split("\n"))) <= plots.NOTE_CHARS < len(note)
+
+
 def test_scale_bar_is_a_round_value():
     assert plots._scale_bar(0.3) == 0.1 and plots._scale_bar(0.05) == 0.02 and plots._scale_bar(2.5) == 1.0
 
