@@ -77,16 +77,20 @@ def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Gener
     return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
 
 
-def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator) -> dict[str, Tensor]:
+def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
+                alpha: Tensor | None = None) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
-    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units."""
+    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units.
+    ``alpha`` (B,): the rows' spectral slopes when the caller draws them (one per series: the series
+    stage's noise series); drawn per row from CATCH_ALPHA otherwise."""
     if p == 0.0:
         return batch
     x = batch["signal"]
     B, _, L = x.shape
     device = x.device
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
-    alpha = CATCH_ALPHA[0] + (CATCH_ALPHA[1] - CATCH_ALPHA[0]) * torch.rand(B, device=device, generator=generator)
+    drawn = CATCH_ALPHA[0] + (CATCH_ALPHA[1] - CATCH_ALPHA[0]) * torch.rand(B, device=device, generator=generator)
+    alpha = drawn if alpha is None else alpha.to(device)
     lo, hi = math.log(CATCH_SCALE[0]), math.log(CATCH_SCALE[1])
     scale = torch.exp(lo + (hi - lo) * torch.rand(B, device=device, generator=generator))  # (B,)
     own = x[:, 0].float()  # (B L)

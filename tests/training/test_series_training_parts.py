@@ -74,3 +74,17 @@ def test_extra_patients_need_the_generator(tiny, tmp_path):
     stage = SeriesStage(cfg.series, 5, seed=0, grad_clip=1.0, synthetic=None)  # what build_stage gives a data file
     with pytest.raises(ValueError, match="series.extra_patients"):
         stage.training_parts(tiny[1])
+
+
+def test_a_noise_series_keeps_one_colour(tiny):
+    """One spectral slope per noise series: the low-frequency share of power is alike within a series and
+    differs between series (white vs brown), as one session's noise keeps its colour."""
+    _, bundle = tiny
+    noise = noise_copies(bundle.train, 1.0, seed=5).tensors
+    x = noise["signal"][:, 0]  # (N L)
+    power = torch.fft.rfft(x - x.mean(-1, keepdim=True)).abs() ** 2  # (N F)
+    low = torch.log(power[:, 1:8].sum(-1) / power[:, 1:].sum(-1))  # (N,) log share below ~8 bins
+    sid = noise["series_id"]
+    means = torch.stack([low[sid == s].mean() for s in torch.unique(sid)])
+    within = torch.stack([low[sid == s].std() for s in torch.unique(sid)]).mean()
+    assert within < means.std()  # series differ in colour more than their recordings do
