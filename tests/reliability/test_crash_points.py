@@ -81,3 +81,15 @@ def test_a_torn_last_line_is_dropped_on_resume(tmp_path):
     path.write_text("".join(lines) + '{"kind": "step", "st', encoding="utf-8")  # the kill struck mid-line
     truncate_after(path, 6)
     assert path.read_text(encoding="utf-8") == "".join(lines[:2])
+
+
+def test_an_older_versions_series_records_go_with_the_stage_a_resume_fits_again(tmp_path):
+    """Runs from before issue 26 wrote the series stage's epochs without a step (out of the loop, after the
+    network); resuming such a run stopped with KeyError 'step'. They are dropped like any record past the
+    checkpoint: the resumed run fits the series model again and writes its own."""
+    path = tmp_path / "metrics.jsonl"
+    kept = [json.dumps({"kind": "step", "step": s}) + "\n" for s in (3, 6)]
+    old = json.dumps({"kind": "series_epoch", "epoch": 1, "series/train/type": 0.5}) + "\n"
+    path.write_text("".join(kept) + old, encoding="utf-8")
+    truncate_after(path, 6)
+    assert path.read_text(encoding="utf-8") == "".join(kept)

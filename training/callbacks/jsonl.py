@@ -41,10 +41,12 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def _continues(line: str, step: int) -> bool:
     """A line the resumed run keeps: up to ``step``, and not the end-of-run record of the stop it
-    resumes from (the run goes on; train.log keeps the interruption)."""
+    resumes from (the run goes on; train.log keeps the interruption). A record without a step is an
+    older version's series stage (``series_epoch``, written out of the loop after the network): its series
+    model is the one a resume fits again, so it goes with the other records past the checkpoint."""
     row = json.loads(line)
     ended = row["kind"] == "hparams" and (row.get("data") or {}).get("status", "running") != "running"
-    return row["step"] <= step and not ended
+    return "step" in row and row["step"] <= step and not ended
 
 
 def truncate_after(path: Path, step: int) -> None:
