@@ -29,6 +29,7 @@ against the answer "absent". The denoiser's half keeps the recording.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -77,22 +78,27 @@ def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Gener
     return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
 
 
+def catch_draws(n: int, generator: torch.Generator, device: Any = "cpu") -> tuple[Tensor, Tensor]:
+    """(alpha (n,), scale (n,)) of n catch trials: spectral slopes uniform in CATCH_ALPHA, std factors
+    log-uniform in CATCH_SCALE, drawn in that order."""
+    alpha = CATCH_ALPHA[0] + (CATCH_ALPHA[1] - CATCH_ALPHA[0]) * torch.rand(n, device=device, generator=generator)
+    lo, hi = math.log(CATCH_SCALE[0]), math.log(CATCH_SCALE[1])
+    return alpha, torch.exp(lo + (hi - lo) * torch.rand(n, device=device, generator=generator))
+
+
 def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
-                alpha: Tensor | None = None) -> dict[str, Tensor]:
+                draws: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
     docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units.
-    ``alpha`` (B,): the rows' spectral slopes when the caller draws them (one per series: the series
-    stage's noise series); drawn per row from CATCH_ALPHA otherwise."""
+    ``draws``: the rows' (alpha, scale) (B,) each when the caller draws them (one per series: the series
+    stage's noise series, :func:`catch_draws`); drawn per row otherwise."""
     if p == 0.0:
         return batch
     x = batch["signal"]
     B, _, L = x.shape
     device = x.device
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
-    drawn = CATCH_ALPHA[0] + (CATCH_ALPHA[1] - CATCH_ALPHA[0]) * torch.rand(B, device=device, generator=generator)
-    alpha = drawn if alpha is None else alpha.to(device)
-    lo, hi = math.log(CATCH_SCALE[0]), math.log(CATCH_SCALE[1])
-    scale = torch.exp(lo + (hi - lo) * torch.rand(B, device=device, generator=generator))  # (B,)
+    alpha, scale = catch_draws(B, generator, device) if draws is None else (d.to(device) for d in draws)
     own = x[:, 0].float()  # (B L)
     noise = coloured_noise((B, L), alpha, generator) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
     out = dict(batch)

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from data.dataset import ABRDataset
 from data.splits import class_weights
 from models.series import SeriesNet
-from training.augment import CATCH_ALPHA, noise_catch
+from training.augment import catch_draws, noise_catch
 from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
 from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
@@ -55,20 +55,21 @@ def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
 def noise_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
     replaced by coloured noise of its own size and labelled TOTAL / no response / no wave
-    (training.augment.noise_catch with p = 1). One spectral slope per series (1/f^α, α ~ U(0, 2): white
-    to brown), as one session's noise keeps its colour: with a slope per recording, a series of pure
-    pink noise was still called a response by the series model (bench/counterfactual.py). What a series
-    of pure noise must be answered, at any level."""
+    (training.augment.noise_catch with p = 1). One spectral slope (1/f^α, α ~ U(0, 2): white to brown)
+    and one size factor (log-uniform 0.5-2 times each recording's own std) per series: one session's noise
+    keeps its colour, and its size follows the recordings', which grow with the level like a response.
+    With both drawn per recording the series model still called 60 % of pure pink noise series of their
+    recordings' exact size a response (bench/counterfactual.py, logs/clinical_v4 before the refit). What
+    a series of pure noise must be answered, at any level."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
     chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]].sort().values  # (S',)
-    lo, hi = CATCH_ALPHA
-    slope = lo + (hi - lo) * torch.rand(len(chosen), generator=gen)  # (S',) one per chosen series
+    alpha, scale = catch_draws(len(chosen), gen)  # (S',) each: one colour and one size factor per series
     rows = torch.nonzero(torch.isin(sid, chosen)).flatten()  # (N',)
     batch = dataset.batch(rows)
-    alpha = slope[torch.searchsorted(chosen, sid[rows])]  # (N',) each recording its series' slope
-    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, alpha) if len(rows) else batch)
+    of = torch.searchsorted(chosen, sid[rows])  # (N',) each recording's series among the chosen
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, (alpha[of], scale[of])) if len(rows) else batch)
 
 
 def series_set(network: nn.Module, parts: list[Any], device: Any) -> SeriesSet:
