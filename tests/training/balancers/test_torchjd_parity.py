@@ -135,3 +135,17 @@ def test_uncertainty_log_is_torchjd_uw_step_by_step():
         opt_jd.zero_grad()
         diff = max(diff, float((ours.weights_tensor() - torch.exp(-jd.log_var.detach())).abs().max()))
     assert diff == pytest.approx(0.0, abs=1e-6)
+
+
+def test_uncertainty_state_dict_keeps_its_one_key_and_uw_follows_a_dtype_move():
+    """UW computes with our parameter s: no second key (checkpoints of earlier runs load), and a
+    .to() that converts s in place is seen by UW."""
+    b = build_balancer(BalancerConfig(strategy="uncertainty", weights=dict.fromkeys(NAMES, 1.0)), NAMES)
+    assert list(b.state_dict()) == ["s"]
+    b.double()
+    with torch.no_grad():
+        b.s.copy_(torch.tensor([0.5, -0.5, 1.0], dtype=torch.float64))
+    assert b.uw.log_var is b.s
+    L = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    objective, _ = b.combine(dict(zip(NAMES, L, strict=True)))
+    assert objective.item() == pytest.approx(float((0.5 * torch.exp(-b.s) * L + 0.5 * b.s).sum().detach()), rel=1e-12)
