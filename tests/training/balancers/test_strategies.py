@@ -563,7 +563,8 @@ def test_famo_config_weights_are_a_prior_and_the_logits_start_at_zero():
 # -- DDP: weights from the reduced losses (issue 31) ------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy,block", [("scale_norm", {"scale_norm": {"statistic": "batch"}}), ("famo", {})])
+@pytest.mark.parametrize("strategy,block", [("scale_norm", {"scale_norm": {"statistic": "batch"}}), ("famo", {}),
+                                            ("stch", {"stch": {"inputs": "raw"}}), ("geometric_mean", {})])
 def test_batch_weights_read_the_reduced_losses_not_the_ranks_own(strategy, block):
     """Under DDP backward() weights with ctx.reduce_mean's values: a rank whose own losses differ from the
     global mean gets the global mean's weights (the same on every rank), and its gradient is w_i dL_i."""
