@@ -127,6 +127,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "loss.balancer.famo.gamma": OP + "test_each_option_changes_the_weights",
     "loss.balancer.famo.eps": OP + "test_each_option_changes_the_weights",
     "loss.balancer.jacobian.aggregator": OP + "test_jacobian_aggregator_is_the_one_configured",
+    "loss.balancer.stch.mu": OP + "test_each_option_changes_the_weights",
+    "loss.balancer.stch.inputs": (OP + "test_each_option_changes_the_weights", ST + "test_stch_inputs_raw_and_ratio"),
     "loss.balancer.jacobian.normalize": ST + "test_jacobian_normalize_initial_aggregates_loss_ratios",
     "loss.balancer.grouping.enabled": FW + "test_grouping_fixed_in_fixed_reproduces_fixed_and_reports_per_head",
     "loss.balancer.grouping.groups": OP + "test_grouping_honours_the_configured_weights",

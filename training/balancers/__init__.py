@@ -17,11 +17,14 @@ from training.balancers.config import STRATEGIES, BalancerConfig
 from training.balancers.dwa import DWABalancer
 from training.balancers.famo import FAMOBalancer
 from training.balancers.fixed import FixedBalancer
+from training.balancers.geometric_mean import GeometricMeanBalancer
 from training.balancers.gradnorm import GradNormBalancer
 from training.balancers.grouped import GroupedBalancer
+from training.balancers.imtl_l import IMTLLBalancer
 from training.balancers.inverse_loss import EMABalancer, EqualInitBalancer, EqualInitEMABalancer
 from training.balancers.jacobian import JacobianBalancer
 from training.balancers.scale_norm import ScaleNormBalancer
+from training.balancers.stch import STCHBalancer
 from training.balancers.uncertainty import UncertaintyBalancer
 from training.components import COMPONENTS
 
@@ -37,6 +40,9 @@ REGISTRY: dict[str, Callable[[BalancerConfig, list[str], Tensor], Balancer]] = {
     "ema": lambda cfg, names, w: EMABalancer(names, w, cfg.inverse_loss),
     "famo": lambda cfg, names, w: FAMOBalancer(names, w, cfg.famo),
     "jacobian": lambda cfg, names, w: JacobianBalancer(names, w, cfg.jacobian),
+    "stch": lambda cfg, names, w: STCHBalancer(names, w, cfg.stch),
+    "imtl_l": lambda cfg, names, w: IMTLLBalancer(names, w),
+    "geometric_mean": lambda cfg, names, w: GeometricMeanBalancer(names, w),
 }
 assert set(REGISTRY) == set(STRATEGIES)  # internal invariant: the config and the registry agree
 

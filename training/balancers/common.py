@@ -101,3 +101,40 @@ class ValueBalancer(Balancer):
         objective, weighted = self.objective(L, ref)
         (objective * ctx.loss_scale).backward()
         return BalanceOutput(objective.detach(), weighted.detach())
+
+
+class ScalarizedBalancer(ValueBalancer):
+    """A scalarization F of the loss values (a TorchJD scalarizer), behind the balancer interface.
+
+    F's gradient is sum_i w_i grad L_i with w = dF/dL; TorchJD's scalarizers return F alone, so w is
+    taken by autograd on the reference values ``ref`` (under DDP the global mean: every rank applies
+    the same w). The objective has F(ref)'s value and the gradient w . grad L, and w is what the
+    strategy reports (``train/weight_i``).
+
+    A component whose loss is exactly 0 in a step (a batch without wave V: no target, no gradient)
+    is left out of F for that step (log 0 would make every weight 0 or NaN); it keeps its last
+    reported weight, which multiplies a loss of 0.
+    """
+
+    def __init__(self, names: Sequence[str], weights: Tensor) -> None:
+        super().__init__(names)
+        self.register_buffer("last_w", weights.clone())  # [K] the weights of the last step
+
+    def scalarize(self, values: Tensor, present: Tensor) -> Tensor:
+        """F of the present components' values [P] (``present`` [K] bool says which), a scalar."""
+        raise NotImplementedError
+
+    def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        present = torch.isfinite(ref) & (ref > 0)  # [K]
+        value = ref.new_zeros(())
+        if bool(present.any()):  # host sync; TorchJD's own checks sync as well
+            x = ref.detach().clone().requires_grad_(True)  # [K]
+            with torch.enable_grad():  # validation combines under no_grad
+                value = self.scalarize(x[present], present)
+                (dF,) = torch.autograd.grad(value, x)  # [K], 0 where absent
+            self.last_w.copy_(torch.where(present, dF, self.last_w))
+        weighted = (self.last_w * L).sum()
+        return weighted - weighted.detach() + value.detach(), weighted
+
+    def weights_tensor(self) -> Tensor:
+        return self.last_w

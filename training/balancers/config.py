@@ -23,6 +23,9 @@ STRATEGIES = (
     "ema",
     "famo",
     "jacobian",
+    "stch",
+    "imtl_l",
+    "geometric_mean",
 )
 
 # TorchJD aggregators selectable by `jacobian.aggregator` (training/balancers/jacobian.py maps them).
@@ -38,6 +41,8 @@ AGGREGATORS = (
     "graddrop",
     "gradvac",
     "config",
+    "fairgrad",
+    "random",
     "mean",
     "sum",
 )
@@ -107,6 +112,16 @@ class FAMOConfig:
 
 
 @dataclass
+class STCHConfig:
+    mu: float = spec(1.0, gt=0.0, help="smoothing mu of smooth Tchebycheff (Lin et al. 2024): smaller is closer "
+                     "to the max of the weighted values")
+    inputs: Literal["log_ratio", "ratio", "raw"] = spec(
+        "log_ratio", help="values f_i it takes the smooth max of: log(L_i / L_i(0)) (the paper's MTL code, which "
+        "divides by a warm-up mean), L_i / L_i(0), or the raw L_i (TorchJD as is; the largest loss dominates)"
+    )
+
+
+@dataclass
 class JacobianConfig:
     aggregator: Literal[AGGREGATORS] = spec("upgrad", help="TorchJD aggregator of the Jacobian rows")  # type: ignore[valid-type]
     normalize: Literal["initial", "none"] = spec(
@@ -135,7 +150,8 @@ class BalancerConfig:
             "threshold": 1.0,
         },
         help="per component: constant (fixed), a constant prior (scale_norm, dwa, equal_init*, ema, famo; grouped: "
-        "outer x inner starts here), the start (gradnorm, uncertainty), the preference (jacobian upgrad/dualproj)",
+        "outer x inner starts here), the start (gradnorm, uncertainty, imtl_l), the preference (jacobian "
+        "upgrad/dualproj, stch), the exponents of a weighted geometric mean (geometric_mean)",
     )
     scale_norm: ScaleNormConfig = spec(ScaleNormConfig())
     gradnorm: GradNormConfig = spec(GradNormConfig())
@@ -144,6 +160,7 @@ class BalancerConfig:
     inverse_loss: InverseLossConfig = spec(InverseLossConfig(), help="equal_init, equal_init_ema, ema")
     famo: FAMOConfig = spec(FAMOConfig())
     jacobian: JacobianConfig = spec(JacobianConfig())
+    stch: STCHConfig = spec(STCHConfig())
     grouping: GroupingConfig = spec(GroupingConfig())
 
     def __post_init__(self) -> None:

@@ -6,8 +6,13 @@ shared features ``ctx.features``; ``jac_to_grad`` then aggregates its rows with 
 aggregator into ``.grad``. Aggregators: ``upgrad`` (default; Quinton & Rey 2024), ``dualproj``,
 ``pcgrad`` (Yu et al. 2020), ``mgda`` (Desideri 2012; Sener & Koltun 2018), ``imtl_g`` (Liu et
 al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021, needs cvxpy),
-``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop``, ``gradvac``, ``config``, ``mean``,
-``sum``. No aggregator is re-implemented here.
+``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop`` (Chen et al. 2020), ``gradvac`` (Wang
+et al. 2021), ``config`` (Liu et al. 2024), ``fairgrad`` (Ban & Ji, "Fair Resource Allocation in
+Multi-Task Learning", ICML 2024; alpha = 1, proportional fairness, the default of the paper's code
+github.com/OptMN-Lab/fairgrad; needs scipy), ``random`` (random loss weighting, Lin et al.,
+"Reasonable Effectiveness of Random Weighting", TMLR 2022; draws from torch's global RNG, which
+checkpoints carry), ``mean``, ``sum``. No aggregator is re-implemented here. docs/balancing.md
+says why TorchJD's other aggregators are not offered.
 
 ``upgrad`` and ``dualproj`` take the config weights as their preference vector (the other
 aggregators take none, so unequal config weights are refused for them), so without
@@ -65,6 +70,8 @@ def build_aggregator(name: str, weights: Tensor):
         "graddrop": A.GradDrop,
         "gradvac": A.GradVac,
         "config": A.ConFIG,
+        "fairgrad": lambda: A.FairGrad(alpha=1.0),
+        "random": A.Random,
         "mean": A.Mean,
         "sum": A.Sum,
     }

@@ -18,6 +18,12 @@ are not offered. A negative component (a Gaussian NLL) is refused: with L_i < 0 
 s_i never vanishes and s_i falls without bound.
 
 Reported weights are the precisions exp(-s_i); weighted_sum = sum_i exp(-s_i) L_i.
+
+``log`` is ``torchjd.scalarization.UW`` (the same objective and gradients step by step:
+tests/training/balancers/test_torchjd_parity.py), which computes it here; ``log1p`` is not in
+TorchJD and stays ours. UW's log-variance *is* our parameter ``s``: the scalarizer is held outside
+the module tree (as jacobian.py holds its aggregator), so the state_dict keeps its one key ``s``
+and checkpoints of earlier runs load unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torchjd.scalarization import UW
 
 from training.balancers.common import ValueBalancer
 from training.balancers.config import UncertaintyConfig
@@ -41,6 +48,9 @@ class UncertaintyBalancer(ValueBalancer):
         self.regularizer = cfg.regularizer
         # The initial precision exp(-s) is the config weight scaled by exp(-init_log_var).
         self.s = nn.Parameter(cfg.init_log_var - torch.log(weights))  # [K]
+        uw = UW(len(names))
+        uw.log_var = self.s  # the same Parameter: UW computes with ours
+        object.__setattr__(self, "uw", uw)  # not a submodule: no second state_dict key
 
     @property
     def can_be_negative(self) -> bool:  # type: ignore[override]
@@ -48,8 +58,10 @@ class UncertaintyBalancer(ValueBalancer):
 
     def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         precision = torch.exp(-self.s)  # [K]
-        reg = 0.5 * self.s if self.regularizer == "log" else F.softplus(self.s)  # softplus(s) = ln(1 + sigma^2)
-        objective = (0.5 * precision * L + reg).sum()
+        if self.regularizer == "log":
+            objective = self.uw(L)  # sum_i 1/2 exp(-s_i) L_i + 1/2 s_i
+        else:  # softplus(s) = ln(1 + sigma^2)
+            objective = (0.5 * precision * L + F.softplus(self.s)).sum()
         weighted = (precision.detach() * L).sum()
         return objective, weighted
 

@@ -17,7 +17,8 @@ from training.balancers import BalanceContext, Balancer, BalancerConfig, build_b
 from training.balancers.jacobian import PREFERENCE_AGGREGATORS
 
 ALL_STRATEGIES = (
-    "fixed", "scale_norm", "gradnorm", "uncertainty", "dwa", "equal_init", "equal_init_ema", "ema", "famo", "jacobian"
+    "fixed", "scale_norm", "gradnorm", "uncertainty", "dwa", "equal_init", "equal_init_ema", "ema", "famo", "jacobian",
+    "stch", "imtl_l", "geometric_mean",
 )
 
 

@@ -47,6 +47,18 @@ def test_unknown_strategy_and_block_key_are_config_errors():
         from_dict(BalancerConfig, {"strategy": "uncertainty", "weights": {"class": 0.0}}, "loss.balancer")
 
 
+@pytest.mark.parametrize(("block", "message"), [
+    ({"strategy": "stch", "stch": {"mu": 0.0}}, r"loss.balancer.stch.mu"),
+    ({"strategy": "stch", "stch": {"inputs": "log"}}, r"loss.balancer.stch.inputs': expected one of"),
+    ({"strategy": "imtl-l"}, r"loss.balancer.strategy': expected one of"),
+    ({"strategy": "jacobian", "jacobian": {"aggregator": "fair_grad"}}, r"balancer.jacobian.aggregator': expected"),
+])
+def test_new_strategy_values_are_config_errors(block, message):
+    with pytest.raises(ConfigError, match=message) as info:
+        from_dict(BalancerConfig, block, "loss.balancer")
+    assert "\n" not in str(info.value)  # one line
+
+
 def grouped_cfg(outer: str, inner: dict[str, str]) -> BalancerConfig:
     cfg = BalancerConfig(strategy=outer, weights={**dict.fromkeys(COMPONENTS, 1.0), "peak_exist": 2.0})
     cfg.grouping.enabled = True

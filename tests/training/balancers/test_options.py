@@ -27,6 +27,8 @@ OPTIONS = [
     ("famo", "famo", "lr", 0.5),
     ("famo", "famo", "gamma", 5.0),
     ("famo", "famo", "eps", 1.0),
+    ("stch", "stch", "mu", 0.05),
+    ("stch", "stch", "inputs", "raw"),
 ]
 
 

@@ -290,6 +290,73 @@ def test_famo_weights_and_logit_update_follow_the_paper():
     assert b.z()[0] < z[0]  # the fastest-improving task loses weight
 
 
+# -- stch, imtl_l, geometric_mean (TorchJD scalarizers) ---------------------------------------------
+
+
+def test_stch_weights_are_the_gradient_of_the_smooth_max_of_log_ratios():
+    b = build_balancer(cfg_for("stch", stch={"mu": 0.5}), NAMES)
+    lam = torch.tensor([1.0, 2.0, 0.5]) / (3.5 / 3)  # config weights over their mean
+    L0, L1 = torch.tensor([2.0, 1.0, 4.0]), torch.tensor([1.0, 0.9, 2.0])
+    b.combine(leaf_losses(L0.tolist()))
+    assert b.get_loss_weights() == pytest.approx((3 * lam * torch.softmax(torch.zeros(3), 0) / L0).tolist(), rel=1e-5)
+    losses = leaf_losses(L1.tolist())
+    objective = b.backward(losses, BalanceContext()).objective
+    f = torch.log(L1 / L0)  # b fell least relative to its start: it gets the largest share
+    p = torch.softmax(lam * f / 0.5, 0)
+    w = 3 * lam * p / L1
+    assert b.get_loss_weights() == pytest.approx(w.tolist(), rel=1e-5)
+    assert [losses[n].grad.item() for n in NAMES] == pytest.approx(w.tolist(), rel=1e-5)
+    assert objective.item() == pytest.approx(float(3 * 0.5 * torch.logsumexp(lam * f / 0.5, 0)), rel=1e-5)
+
+
+def test_stch_inputs_raw_and_ratio():
+    L0, L1 = torch.tensor([2.0, 1.0, 4.0]), torch.tensor([1.0, 0.9, 2.0])
+    for inputs, f, df in (("raw", L1, torch.ones(3)), ("ratio", L1 / L0, 1 / L0)):
+        b = build_balancer(uniform(cfg_for("stch", stch={"inputs": inputs})), NAMES)
+        b.combine(leaf_losses(L0.tolist()))
+        b.combine(leaf_losses(L1.tolist()))
+        expected = 3 * torch.softmax(f / 1.0, 0) * df
+        assert b.get_loss_weights() == pytest.approx(expected.tolist(), rel=1e-5), inputs
+
+
+def test_geometric_mean_weights_and_a_zero_loss_left_out():
+    b = build_balancer(cfg_for("geometric_mean"), NAMES)
+    c = torch.tensor([1.0, 2.0, 0.5]) / 3.5  # exponents of the weighted geometric mean
+    L = torch.tensor([0.5, 2.0, 8.0])
+    losses = leaf_losses(L.tolist())
+    out = b.backward(losses, BalanceContext())
+    G = torch.exp((c * torch.log(L)).sum())
+    assert out.objective.item() == pytest.approx(float(3 * G), rel=1e-5)
+    w = 3 * c * G / L
+    assert b.get_loss_weights() == pytest.approx(w.tolist(), rel=1e-5)
+    assert [losses[n].grad.item() for n in NAMES] == pytest.approx(w.tolist(), rel=1e-5)
+    b.combine(leaf_losses([1.0, 0.0, 4.0]))  # no target for b: left out, its weight kept
+    c2 = torch.tensor([1.0, 0.5]) / 1.5
+    G2 = torch.exp((c2 * torch.log(torch.tensor([1.0, 4.0]))).sum())
+    expected = [float(3 * c2[0] * G2 / 1.0), float(w[1]), float(3 * c2[1] * G2 / 4.0)]
+    assert b.get_loss_weights() == pytest.approx(expected, rel=1e-5)
+
+
+def test_imtl_l_is_the_papers_objective_with_scales_from_the_config():
+    b = build_balancer(cfg_for("imtl_l"), NAMES)
+    assert b.get_loss_weights() == pytest.approx([1.0, 2.0, 0.5], rel=1e-6)  # e^s starts at the config weights
+    assert b.trainable_parameters() == [b.imtl.log_scale] and b.can_be_negative
+    s = [0.3, -1.0, 0.0]
+    with torch.no_grad():
+        b.imtl.log_scale.copy_(torch.tensor(s))
+    L = [0.2, 1.5, 3.0]
+    objective, weighted = b.combine(leaf_losses(L))
+    assert objective.item() == pytest.approx(sum(math.exp(s[i]) * L[i] - s[i] for i in range(3)), rel=1e-6)
+    assert weighted.item() == pytest.approx(sum(math.exp(s[i]) * L[i] for i in range(3)), rel=1e-6)
+    opt = torch.optim.SGD(b.trainable_parameters(), lr=0.2)
+    for _ in range(300):  # the minimum over s: e^s_i L_i = 1
+        objective, _ = b.combine(leaf_losses(L))
+        opt.zero_grad()
+        objective.backward()
+        opt.step()
+    assert b.get_loss_weights() == pytest.approx([1 / v for v in L], rel=1e-3)
+
+
 # -- jacobian ------------------------------------------------------------------------------------
 
 
@@ -347,7 +414,7 @@ def test_jacobian_upgrad_resolves_a_conflict():
 
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj", "pcgrad", "mgda", "imtl_g", "aligned_mtl", "graddrop",
-                                  "gradvac", "config", "mean", "sum"])
+                                  "gradvac", "config", "fairgrad", "random", "mean", "sum"])
 def test_jacobian_aggregators_build_from_torchjd(name):
     from torchjd.aggregation import Aggregator
 
@@ -389,7 +456,7 @@ def test_dwa_epoch_mean_of_zero_gives_no_rate_and_a_neutral_weight():
 
 
 @pytest.mark.parametrize("strategy", ["dwa", "famo", "uncertainty", "gradnorm", "scale_norm", "equal_init",
-                                      "equal_init_ema", "ema"])
+                                      "equal_init_ema", "ema", "stch", "imtl_l", "geometric_mean"])
 def test_a_negative_epoch_mean_is_refused_where_the_strategy_needs_losses_above_zero(strategy):
     b = build_balancer(cfg_for(strategy), NAMES)
     with pytest.raises(ValueError, match=rf"expected loss 'b' >= 0 for loss.balancer.strategy={strategy} \(.+\), "
@@ -496,7 +563,8 @@ def test_famo_config_weights_are_a_prior_and_the_logits_start_at_zero():
 # -- DDP: weights from the reduced losses (issue 31) ------------------------------------------------
 
 
-@pytest.mark.parametrize("strategy,block", [("scale_norm", {"scale_norm": {"statistic": "batch"}}), ("famo", {})])
+@pytest.mark.parametrize("strategy,block", [("scale_norm", {"scale_norm": {"statistic": "batch"}}), ("famo", {}),
+                                            ("stch", {"stch": {"inputs": "raw"}}), ("geometric_mean", {})])
 def test_batch_weights_read_the_reduced_losses_not_the_ranks_own(strategy, block):
     """Under DDP backward() weights with ctx.reduce_mean's values: a rank whose own losses differ from the
     global mean gets the global mean's weights (the same on every rank), and its gradient is w_i dL_i."""

@@ -38,6 +38,10 @@ CASES = [  # (case id, strategy, config blocks, expected outcome)
     ("famo", "famo", {}, "both_improve"),
     ("jacobian-upgrad", "jacobian", {}, "both_improve"),
     ("jacobian-upgrad-raw_losses", "jacobian", {"jacobian": {"normalize": "none"}}, "small_stalls"),
+    ("stch", "stch", {}, "both_improve"),
+    ("stch-raw_losses", "stch", {"stch": {"inputs": "raw"}}, "small_stalls"),
+    ("imtl_l", "imtl_l", {}, "both_improve"),
+    ("geometric_mean", "geometric_mean", {}, "both_improve"),
 ]
 
 
