@@ -26,8 +26,8 @@ def inject_nan(monkeypatch, component: str, steps: set[int]) -> None:
     real = Objective.forward
     optimizer_steps = {"done": 0}  # counted here: the objective does not know the trainer's step
 
-    def forward(self, net, batch, generator, *, train):
-        out = real(self, net, batch, generator, train=train)
+    def forward(self, net, batch, generator, *, train, **kw):  # kw: shard (DDP) and whatever comes next
+        out = real(self, net, batch, generator, train=train, **kw)
         if train:
             optimizer_steps["done"] += 1  # one micro-batch per step in these runs (grad_accum_steps = 1)
             if optimizer_steps["done"] in steps:

@@ -188,6 +188,10 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "logging.figures": DC,
     # series
     "series.enabled": SE + "test_series_enabled_runs_the_stage_after_training",
+    "series.extra_patients": "tests/training/test_series_training_parts.py::"
+                             "test_extra_patients_come_from_the_runs_generator_at_another_seed",
+    "series.noise_series": "tests/training/test_series_training_parts.py::"
+                           "test_noise_copies_replace_every_recording_of_a_share_of_the_series",
     **{f"series.{k}": SE + "test_each_series_key_changes_the_fit"
        for k in ("width", "layers", "heads", "dropout", "epochs", "batch_size", "lr", "weight_decay",
                  "drop_recordings", "threshold_sigma", "val_every")},
