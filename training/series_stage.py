@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from data.dataset import ABRDataset
 from data.splits import class_weights
 from models.series import SeriesNet
-from training.augment import catch_draws, noise_catch
+from training.augment import noise_catch
 from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
 from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
@@ -54,22 +54,19 @@ def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
 
 def noise_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
-    replaced by coloured noise of its own size and labelled TOTAL / no response / no wave
-    (training.augment.noise_catch with p = 1). One spectral slope (1/f^α, α ~ U(0, 2): white to brown)
-    and one size factor (log-uniform 0.5-2 times each recording's own std) per series: one session's noise
-    keeps its colour, and its size follows the recordings', which grow with the level like a response.
-    With both drawn per recording the series model still called 60 % of pure pink noise series of their
-    recordings' exact size a response (bench/counterfactual.py, logs/clinical_v4 before the refit). What
-    a series of pure noise must be answered, at any level."""
+    replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
+    (training.augment.noise_catch with p = 1, its slope and size factor drawn per recording). What a series
+    of pure noise must be answered, at any level. Drawing one slope and one size factor per series instead
+    (one session's noise keeps its colour) did worse on bench/counterfactual.py's cohort (seed 24680):
+    series of pure white noise answered "no response" by the series model 0.000 instead of 1.000, pink
+    0.129 instead of 0.396 (logs/clinical_v4's network, docs/results.md)."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
-    chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]].sort().values  # (S',)
-    alpha, scale = catch_draws(len(chosen), gen)  # (S',) each: one colour and one size factor per series
+    chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]]
     rows = torch.nonzero(torch.isin(sid, chosen)).flatten()  # (N',)
     batch = dataset.batch(rows)
-    of = torch.searchsorted(chosen, sid[rows])  # (N',) each recording's series among the chosen
-    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, (alpha[of], scale[of])) if len(rows) else batch)
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen) if len(rows) else batch)
 
 
 def series_set(network: nn.Module, parts: list[Any], device: Any) -> SeriesSet:

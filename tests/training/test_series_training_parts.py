@@ -75,23 +75,3 @@ def test_extra_patients_need_the_generator(tiny, tmp_path):
     with pytest.raises(ValueError, match="series.extra_patients"):
         stage.training_parts(tiny[1])
 
-
-def test_a_noise_series_keeps_one_colour_and_one_size_factor(tiny):
-    """One spectral slope per noise series: the low-frequency share of power is alike within a series and
-    differs between series (white vs brown), as one session's noise keeps its colour; and one size factor:
-    each noise recording's std is its own recording's times the series' factor, so sizes still grow with
-    the level as a response's do."""
-    _, bundle = tiny
-    noise = noise_copies(bundle.train, 1.0, seed=5).tensors
-    x = noise["signal"][:, 0]  # (N L)
-    power = torch.fft.rfft(x - x.mean(-1, keepdim=True)).abs() ** 2  # (N F)
-    low = torch.log(power[:, 1:8].sum(-1) / power[:, 1:].sum(-1))  # (N,) log share below ~8 bins
-    sid = noise["series_id"]
-    means = torch.stack([low[sid == s].mean() for s in torch.unique(sid)])
-    within = torch.stack([low[sid == s].std() for s in torch.unique(sid)]).mean()
-    assert within < means.std()  # series differ in colour more than their recordings do
-    rows = torch.isin(bundle.train.tensors["series_id"], sid)
-    factor = x.std(-1) / bundle.train.tensors["signal"][rows][:, 0].std(-1)  # (N,)
-    per_series = [factor[sid == s] for s in torch.unique(sid)]
-    assert all(torch.allclose(f, f[0].expand_as(f), rtol=1e-4) for f in per_series)
-    assert torch.stack([f[0] for f in per_series]).std() > 0.05
