@@ -86,19 +86,16 @@ def catch_draws(n: int, generator: torch.Generator, device: Any = "cpu") -> tupl
     return alpha, torch.exp(lo + (hi - lo) * torch.rand(n, device=device, generator=generator))
 
 
-def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
-                draws: tuple[Tensor, Tensor] | None = None) -> dict[str, Tensor]:
+def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
-    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units.
-    ``draws``: the rows' (alpha, scale) (B,) each when the caller draws them (one per series: the series
-    stage's noise series, :func:`catch_draws`); drawn per row otherwise."""
+    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units."""
     if p == 0.0:
         return batch
     x = batch["signal"]
     B, _, L = x.shape
     device = x.device
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
-    alpha, scale = catch_draws(B, generator, device) if draws is None else (d.to(device) for d in draws)
+    alpha, scale = catch_draws(B, generator, device)  # (B,) each
     own = x[:, 0].float()  # (B L)
     noise = coloured_noise((B, L), alpha, generator) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
     out = dict(batch)
