@@ -56,10 +56,9 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
     replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
     (training.augment.noise_catch with p = 1, its slope and size factor drawn per recording). What a series
-    of pure noise must be answered, at any level. Drawing one slope and one size factor per series instead
-    (one session's noise keeps its colour) did worse on bench/counterfactual.py's cohort (seed 24680):
-    series of pure white noise answered "no response" by the series model 0.000 instead of 1.000, pink
-    0.129 instead of 0.396 (logs/clinical_v4's network, docs/results.md)."""
+    of pure noise must be answered, at any level. One slope per series instead (a session's noise keeping
+    its colour) left pure pink noise series as often answered "no response" by the series model (0.396 on
+    bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
@@ -384,11 +383,16 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> int:
         from data.dataset import build_data
         from training.checkpoint import load_run
+        from training.config import load_config
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         loaded = load_run(args.run, which=args.checkpoint)
-        bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
-        run_series_stage(args.run, loaded.model, bundle, loaded.cfg)
+        # The run's config as it stands (config.yaml, rewritten by --resume with its overrides), not the
+        # checkpoint's: best.pt may predate a resume that changed series.* (a refit used its stale settings).
+        current = Path(args.run) / "config.yaml"
+        cfg = load_config(current) if current.is_file() else loaded.cfg
+        bundle = build_data(cfg.data, cfg.loss.class_weights)
+        run_series_stage(args.run, loaded.model, bundle, cfg)
         return 0
 
     return run_main(body, debug=args.debug)

@@ -175,3 +175,22 @@ def test_the_stage_resumes_exactly_from_its_state_mid_epoch():
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the same record, NaN included (a metric with no case in these series is NaN in both)
     assert json.dumps(whole.best["record"], sort_keys=True) == json.dumps(resumed.best["record"], sort_keys=True)
+
+
+def test_the_refit_cli_uses_the_runs_config_as_it_stands(tmp_path):
+    """python -m training.series_stage refits with config.yaml's series settings (what --resume last wrote),
+    not best.pt's: a run resumed with new series.* options had them ignored by a refit."""
+    from tests.reliability.procs import in_process_args, train_in_process
+    from training.checkpoint import load_checkpoint
+    from training.series import SERIES_KEYS
+    from training.series_stage import main
+
+    extra = ["training.epochs=1", "series.epochs=1", "series.width=16", "series.heads=2", "logging.use_tensorboard=false"]
+    assert train_in_process(in_process_args(tmp_path, "r", *extra, "series.enabled=true")) == 0
+    run = tmp_path / "r"
+    text = (run / "config.yaml").read_text(encoding="utf-8")
+    assert "noise_series: 0.0" in text
+    (run / "config.yaml").write_text(text.replace("noise_series: 0.0", "noise_series: 0.5"), encoding="utf-8")
+    assert main(["--run", str(run)]) == 0
+    saved = load_checkpoint(run / "checkpoints" / "series.pt", required=SERIES_KEYS)
+    assert saved["series_config"]["noise_series"] == 0.5
