@@ -245,33 +245,12 @@ def read_epl(
         if rate is None:
             raise DataFormatError(f"{path}: header has no 'REP RATE (/sec)'; pass --rate (stimuli per second)")
         raw["rate"] = float(rate)
-    notes = []
-    peaks: dict[float, tuple[float, float]] = {}
-    if analysis is not None:
-        file_threshold, peaks = parse_analysis(analysis, wave)
-        threshold = file_threshold if threshold is None else threshold
-        if not peaks:
-            notes.append(f"analysis file has no P{wave} columns: wave V absent in every recording")
-    elif label is not None:
-        notes.append("no analysis file: wave V absent in every recording (pass --analysis to read marked peaks)")
-    if threshold is None and label is None:
-        threshold = float("nan")
-    if threshold is None:
-        raise DataFormatError(f"{path}: no threshold; pass --threshold (the analysis file, if any, says None)")
+    threshold, peaks, notes = _threshold_and_peaks(path, label, threshold, analysis, wave)
     data, levels = raw["data"], raw["levels"]
     keep = ~(data == 0).all(axis=1)  # all-zero waveforms: the EPL acquisition bug the abr program skips
     if not keep.any():
         raise DataFormatError(f"{path}: every level's waveform is all zeros (the EPL acquisition bug); no recordings")
-    x = data
-    if filter_settings:
-        _check_filter(path, filter_settings, raw["fs_hz"])
-        b, a = sps.iirfilter(int(filter_settings["order"]), (filter_settings["highpass"], filter_settings["lowpass"]),
-                             btype="band", ftype="butter", fs=raw["fs_hz"])
-        padlen = 3 * max(len(a), len(b))  # filtfilt's default: scipy's own message names neither file nor flag
-        if x.shape[-1] <= padlen:
-            raise DataFormatError(f"{path}: {x.shape[-1]} sample(s) per level; the band-pass filter (filtfilt) needs "
-                                  f"more than {padlen}: expected a whole recording (or pass --no-filter)")
-        x = sps.filtfilt(b, a, x, axis=-1)
+    x = data if not filter_settings else _band_pass(path, data, filter_settings, raw["fs_hz"])
     x = resample(x, raw["fs_hz"]) * scale  # (M T') at 20 kHz, µV
     fmp_values = _fmp(path, x, fmp)
     lat = np.array([peaks.get(float(lv), (np.nan, np.nan))[0] for lv in levels])
@@ -290,23 +269,66 @@ def read_epl(
         "patient_id": np.full(m, patient_id, dtype=object),  # checked by the validator, never cast
     }
     lengths = np.array([min(len(row), SIGNAL_LENGTH) for row in x])
+    meta = _source_meta(path, raw, filter_settings, scale)
+    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
+                               labelled=label is not None)
+    _in_file_columns(report, keep)
+    report.notes.extend(notes)
+    return records, report
+
+
+def _threshold_and_peaks(path: Path, label: str | None, threshold: float | None, analysis: str | Path | None,
+                         wave: int) -> tuple[float, dict[float, tuple[float, float]], list[str]]:
+    """(threshold, {level: (latency ms, amplitude)} of wave ``wave``, report notes): the threshold given,
+    else the analysis file's, else NaN for an unlabelled read; a labelled read without one is refused."""
+    notes = []
+    peaks: dict[float, tuple[float, float]] = {}
+    if analysis is not None:
+        file_threshold, peaks = parse_analysis(analysis, wave)
+        threshold = file_threshold if threshold is None else threshold
+        if not peaks:
+            notes.append(f"analysis file has no P{wave} columns: wave V absent in every recording")
+    elif label is not None:
+        notes.append("no analysis file: wave V absent in every recording (pass --analysis to read marked peaks)")
+    if threshold is None and label is None:
+        threshold = float("nan")
+    if threshold is None:
+        raise DataFormatError(f"{path}: no threshold; pass --threshold (the analysis file, if any, says None)")
+    return threshold, peaks, notes
+
+
+def _band_pass(path: Path, x: np.ndarray, settings: dict, fs_hz: float) -> np.ndarray:
+    """(M T) -> (M T): zero-phase Butterworth band-pass (filtfilt) with the checked ``settings``."""
+    _check_filter(path, settings, fs_hz)
+    b, a = sps.iirfilter(int(settings["order"]), (settings["highpass"], settings["lowpass"]),
+                         btype="band", ftype="butter", fs=fs_hz)
+    padlen = 3 * max(len(a), len(b))  # filtfilt's default: scipy's own message names neither file nor flag
+    if x.shape[-1] <= padlen:
+        raise DataFormatError(f"{path}: {x.shape[-1]} sample(s) per level; the band-pass filter (filtfilt) needs "
+                              f"more than {padlen}: expected a whole recording (or pass --no-filter)")
+    return sps.filtfilt(b, a, x, axis=-1)
+
+
+def _source_meta(path: Path, raw: dict, filter_settings: dict | None, scale: float) -> dict:
+    """The Records meta of an EPL read: the file, its rate, and the filter and resampling applied."""
     fs = filter_settings or {}
     filt = (f"Butterworth band-pass {fs['highpass']:g}-{fs['lowpass']:g} Hz, order {fs['order']}, filtfilt"
             if fs else "none")
-    meta = {"source": {"kind": "epl", "file": path.name, "fs_hz": raw["fs_hz"], "filter": filt,
+    return {"source": {"kind": "epl", "file": path.name, "fs_hz": raw["fs_hz"], "filter": filt,
                        "resampling": "scipy.signal.resample_poly to 20 kHz, first 10 ms", "scale": scale,
                        "frequency_khz": raw["frequency_khz"], "averages": raw["averages"],
                        "intensity_unit_in_file": "as in the file's :LEVELS: (dB SPL in EPL files)"}}
-    records, report = validate(cols, source=str(path), strict=strict, signal_lengths=lengths, meta=meta,
-                               labelled=label is not None)
-    columns = np.flatnonzero(keep)  # validate numbered the non-zero levels; the report names the file's columns
+
+
+def _in_file_columns(report: ValidationReport, keep: np.ndarray) -> None:
+    """validate numbered the non-zero levels: the report names the file's columns instead, and counts the
+    all-zero levels (``~keep``) it never saw."""
+    columns = np.flatnonzero(keep)
     report.kept = columns[report.kept]
     report.rows = {r: columns[i].tolist() for r, i in report.rows.items()}
     report.examples = {r: columns[i].tolist() for r, i in report.examples.items()}
-    report.notes.extend(notes)
     report.n_read += int((~keep).sum())
     report.add("all-zero waveform (EPL acquisition bug)", np.flatnonzero(~keep))
-    return records, report
 
 
 def _check_filter(path: Path, settings: dict, fs_hz: float) -> None:

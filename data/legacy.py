@@ -260,14 +260,7 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
     malformed: list[int] = []
     total = 0
     for i, s in enumerate(samples):
-        if not isinstance(s, dict):
-            raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
-        missing = [k for k in _SAMPLE_KEYS if k not in s and (labelled or k not in _LABEL_KEYS)]
-        if missing:
-            raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
-        unlabelled = "target" not in s  # (labelled=False only) the class is not known
-        if not labelled:
-            s = {"target": UNKNOWN_LABEL, "v_peak": [np.nan, np.nan], "v_peak_mask": [False, False], **s}
+        s, unlabelled = _sample_fields(path, i, s, labelled)
         total += sum(_size(s[k]) for k in ("signal", "static_params", "v_peak", "v_peak_mask"))
         if total > MAX_LEGACY_VALUES:
             raise DataFormatError(f"{path}: samples 0..{i} hold more than MAX_LEGACY_VALUES = {MAX_LEGACY_VALUES:,} "
@@ -304,6 +297,31 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
         if malformed and strict:
             raise DataFormatError(f"{path}: sample {i}: v_peak and v_peak_mask: expected 2 values each, "
                                   f"found {v_peak.size} and {v_mask.size}")
+    peak_mask, lat, amp = _wave_v(peak, mask2, malformed, notes)
+    lengths = np.array([s.size for s in signal])
+    cols = {"signal": signal, "static": static, "label": label, "peak_mask": peak_mask, "peak_latency": lat,
+            "peak_amplitude": amp, "threshold": threshold, "patient_id": patient}
+    return cols, lengths
+
+
+def _sample_fields(path: Path, i: int, s: object, labelled: bool) -> tuple[dict, bool]:
+    """Sample ``i`` as a dict holding every field :func:`_columns` reads (a labelled=False read fills
+    the absent label fields: no class, no wave V), and whether its class is unknown."""
+    if not isinstance(s, dict):
+        raise DataFormatError(f"{path}: sample {i}: expected a dict, found {type(s).__name__}")
+    missing = [k for k in _SAMPLE_KEYS if k not in s and (labelled or k not in _LABEL_KEYS)]
+    if missing:
+        raise DataFormatError(f"{path}: sample {i}: missing field(s) {missing}")
+    unlabelled = "target" not in s  # (labelled=False only) the class is not known
+    if not labelled:
+        s = {"target": UNKNOWN_LABEL, "v_peak": [np.nan, np.nan], "v_peak_mask": [False, False], **s}
+    return s, unlabelled
+
+
+def _wave_v(peak: np.ndarray, mask2: np.ndarray, malformed: list[int],
+            notes: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(peak_mask, latency, amplitude): wave V where both its latency and amplitude are marked, NaN
+    elsewhere; a note for the malformed and the half-marked recordings."""
     if malformed:
         notes.append(f"{len(malformed)} recordings had a malformed v_peak/v_peak_mask: kept with wave V absent "
                      f"(first samples: {malformed[:5]})")
@@ -313,10 +331,7 @@ def _columns(path: Path, samples: list, label_map: np.ndarray, strict: bool,
         notes.append(f"{partial} recordings had only one of latency/amplitude marked: kept with wave V absent")
     lat = np.where(peak_mask, peak[:, 0], np.nan)
     amp = np.where(peak_mask, peak[:, 1], np.nan)
-    lengths = np.array([s.size for s in signal])
-    cols = {"signal": signal, "static": static, "label": label, "peak_mask": peak_mask, "peak_latency": lat,
-            "peak_amplitude": amp, "threshold": threshold, "patient_id": patient}
-    return cols, lengths
+    return peak_mask, lat, amp
 
 
 _SCALARS = (bool, int, float, np.bool_, np.integer, np.floating)

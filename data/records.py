@@ -287,19 +287,7 @@ def validate(
             if k != "signal" and k in columns}
     if n == 0:
         raise DataFormatError(f"{source}: no recordings; expected at least one")
-    for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
-        if k in ("patient_id", "series_id") and v.dtype.kind == "O":  # Python ints (pickle, table): checked per sample
-            continue
-        if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
-            raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
-    for k, v in cols.items():
-        want = {"static": (n, len(STATIC_NAMES))}.get(k, (n, len(EXTRA_WAVES)) if k in Records.WAVE_COLUMNS else (n,))
-        if v.shape != want:
-            raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
-    given = [k for k in Records.WAVE_COLUMNS if k in cols]
-    if given and len(given) < len(Records.WAVE_COLUMNS):
-        raise DataFormatError(f"{source}: field(s) {[k for k in Records.WAVE_COLUMNS if k not in cols]} missing "
-                              f"beside {given}; expected all of {list(Records.WAVE_COLUMNS)} or none")
+    _check_fields(source, signal, cols, n)
     ids = {k: _patient_ids(cols[k]) for k in ("patient_id", "series_id") if k in cols}  # k: (ok, int64 ids)
     checks = _sample_checks(signal, signal_lengths, cols, {k: ok for k, (ok, _) in ids.items()}, labelled)
     report = ValidationReport(source=source, n_read=n)
@@ -323,6 +311,24 @@ def validate(
     report.n_kept = len(keep)
     report.kept = keep + index_offset
     return records, report
+
+
+def _check_fields(source: str, signal: object, cols: dict[str, np.ndarray], n: int) -> None:
+    """Whole-column checks of :func:`validate`: numeric dtypes, one row per recording, the wave columns
+    all or none."""
+    for k, v in [("signal", signal), *cols.items()]:  # label is checked per sample (text names are 'unknown label')
+        if k in ("patient_id", "series_id") and v.dtype.kind == "O":  # Python ints (pickle, table): checked per sample
+            continue
+        if k != "label" and isinstance(v, np.ndarray) and v.dtype.kind not in _NUMERIC_KINDS:
+            raise DataFormatError(f"{source}: field '{k}': expected a numeric array, found dtype {v.dtype}")
+    for k, v in cols.items():
+        want = {"static": (n, len(STATIC_NAMES))}.get(k, (n, len(EXTRA_WAVES)) if k in Records.WAVE_COLUMNS else (n,))
+        if v.shape != want:
+            raise DataFormatError(f"{source}: field '{k}' has shape {v.shape}, expected {want}")
+    given = [k for k in Records.WAVE_COLUMNS if k in cols]
+    if given and len(given) < len(Records.WAVE_COLUMNS):
+        raise DataFormatError(f"{source}: field(s) {[k for k in Records.WAVE_COLUMNS if k not in cols]} missing "
+                              f"beside {given}; expected all of {list(Records.WAVE_COLUMNS)} or none")
 
 
 def unlabelled_columns(n: int) -> dict[str, np.ndarray]:

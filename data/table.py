@@ -112,15 +112,9 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
         raise DataFormatError(f"{path}: file not found")
     header, rows = _read_rows(path, delimiter)
     pos = {name: j for j, name in enumerate(header)}
-    derive_mask = names["peak_mask"] not in pos
     filled = {k: v for k, v in (fill or {}).items() if names[k] not in pos}
     optional = {"peak_mask", *filled, *(() if labelled else LABEL_COLUMNS)}
-    missing = [k for k in KEYS if names[k] not in pos and k not in optional]
-    if missing:
-        flags = [k for k in missing if k in STATIC_NAMES and fill is not None]
-        hint = f"; or give every recording one value with {', '.join(f'--{k}' for k in flags)}" if flags else ""
-        raise DataFormatError(f"{path}: missing column(s) {[names[k] for k in missing]}; "
-                              f"rename with --columns key=name (keys: {list(KEYS)}){hint}")
+    _check_header(path, names, pos, optional, flags_given=fill is not None)
     sample_cols = _sample_columns(path, header, sample_prefix)
     n = len(rows)
 
@@ -136,26 +130,11 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
         j = pos[names[key]]
         return [r[j] if j < len(r) else "" for r in rows]
 
-    signal = []
-    lengths = np.empty(n, dtype=np.int64)
-    first, last = sample_cols[0], sample_cols[-1] + 1
-    for i, r in enumerate(rows):
-        cells = r[first:last]
-        lengths[i] = len(cells)
-        try:
-            signal.append(np.array(cells, dtype=np.float64))
-        except ValueError:
-            signal.append(np.array([_float(c) for c in cells]))
+    signal, lengths = _signal_rows(rows, sample_cols)
     latency, amplitude = floats("peak_latency"), floats("peak_amplitude")
     report_notes = [f"{k} = {v:g} for every recording (the table has no '{names[k]}' column)"
                     for k, v in filled.items()]
-    if derive_mask:
-        mask = np.isfinite(latency)
-        if names["peak_latency"] in pos:
-            report_notes.append(f"no '{names['peak_mask']}' column: "
-                                f"wave V present where '{names['peak_latency']}' is filled")
-    else:
-        mask = np.array([_bool(path, i, c) for i, c in enumerate(column("peak_mask"))])
+    mask = _peak_mask(path, names, pos, latency, column, report_notes)
     labels = column("label") if names["label"] in pos else [""] * n
     cols = {
         "signal": signal,
@@ -175,6 +154,48 @@ def read_table(path: str | Path, columns: dict[str, str] | None = None, sample_p
                                labelled=labelled)
     report.notes.extend(report_notes)
     return records, report
+
+
+def _check_header(path: Path, names: dict[str, str], pos: dict[str, int], optional: set[str], *,
+                  flags_given: bool) -> None:
+    """Every column the read needs is in the header (``optional``: those it can do without); the message
+    names the ``--AGE``-style flags where the caller offers them (``flags_given``)."""
+    missing = [k for k in KEYS if names[k] not in pos and k not in optional]
+    if missing:
+        flags = [k for k in missing if k in STATIC_NAMES and flags_given]
+        hint = f"; or give every recording one value with {', '.join(f'--{k}' for k in flags)}" if flags else ""
+        raise DataFormatError(f"{path}: missing column(s) {[names[k] for k in missing]}; "
+                              f"rename with --columns key=name (keys: {list(KEYS)}){hint}")
+
+
+def _signal_rows(rows: list[list[str]], sample_cols: list[int]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each row's sample cells as floats (a cell that is not a number is read as NaN), and each row's
+    number of samples."""
+    signal = []
+    lengths = np.empty(len(rows), dtype=np.int64)
+    first, last = sample_cols[0], sample_cols[-1] + 1
+    for i, r in enumerate(rows):
+        cells = r[first:last]
+        lengths[i] = len(cells)
+        try:
+            signal.append(np.array(cells, dtype=np.float64))
+        except ValueError:
+            signal.append(np.array([_float(c) for c in cells]))
+    return signal, lengths
+
+
+def _peak_mask(path: Path, names: dict[str, str], pos: dict[str, int], latency: np.ndarray, column,
+               notes: list[str]) -> np.ndarray:
+    """Wave V present: the peak_mask column, or where the latency is filled when the table has none
+    (said in ``notes``)."""
+    if names["peak_mask"] not in pos:
+        mask = np.isfinite(latency)
+        if names["peak_latency"] in pos:
+            notes.append(f"no '{names['peak_mask']}' column: "
+                         f"wave V present where '{names['peak_latency']}' is filled")
+    else:
+        mask = np.array([_bool(path, i, c) for i, c in enumerate(column("peak_mask"))])
+    return mask
 
 
 def _wave_columns(path: Path, names: dict[str, str], pos: dict[str, int], column, floats) -> dict[str, np.ndarray]:

@@ -112,38 +112,66 @@ def collect(
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         x0 = batch["signal"].float().to(device)  # (B 1 L)
         static = batch["static"].float().to(device)  # (B 4)
-        t0 = torch.zeros(len(x0), dtype=torch.int64, device=device)
-        out = model(x0, t0, static)
-        heads = {
-            "proba": torch.softmax(out["class_logits"].float(), dim=-1),
-            "peak_prob": torch.sigmoid(out["peak_logit"].float().reshape(-1)),
-            "latency_pred": out["peak_latency"].float().reshape(-1),
-            "amplitude_pred": out["peak_amplitude"].float().reshape(-1),
-            "threshold_pred": out["threshold"].float().reshape(-1),
-            "label": batch["label"],
-            "peak_mask": batch["peak_mask"],
-            "latency_true": batch["peak_latency"],
-            "amplitude_true": batch["peak_amplitude"],
-            "threshold_true": batch["threshold"],
-            "static": batch["static"],
-        }
-        for key in ("patient_id", "series_id"):
-            if key in batch:
-                heads[key] = batch[key]
-        x0_phys, units = to_physical(x0, stats)
-        heads["signal"] = x0_phys.flatten(1)
+        heads, units = _head_rows(model, batch, x0, static, stats)
         for key, value in heads.items():
             rows.setdefault(key, []).append(value.detach().cpu())
-        for i, (_snr, t_level, _ab) in enumerate(levels):
-            t = torch.full((len(x0),), t_level, dtype=torch.int64, device=device)
-            eps = torch.randn(x0.shape, generator=gen).to(device)  # (B 1 L)
-            x_t = diffusion.q_sample(x0, t, eps)
-            x0_hat = _x0_from_output(diffusion, model(x_t, t, static)["signal"].float(), x_t, t)
-            scale = sqrt_alpha_bar(diffusion, t.cpu()).to(device).reshape(-1, 1, 1)
-            noisy[i].append(to_physical(x_t / scale, stats)[0].flatten(1).cpu())
-            est[i].append(to_physical(x0_hat, stats)[0].flatten(1).cpu())
+        for i, (noisy_i, est_i) in enumerate(_denoise_batch(model, diffusion, x0, static, stats, levels, gen)):
+            noisy[i].append(noisy_i)
+            est[i].append(est_i)
     if not rows:
         raise ValueError("collect: expected a non-empty dataset split, found 0 recordings")
+    return _as_collected(rows, units, levels, noisy, est)
+
+
+def _head_rows(model: torch.nn.Module, batch: dict[str, torch.Tensor], x0: torch.Tensor, static: torch.Tensor,
+               stats: DataStats) -> tuple[dict[str, torch.Tensor], str]:
+    """Pass 1 on one batch: the heads at t = 0 on the clean signal beside the batch's targets, and the
+    clean signal in physical units; (rows, units)."""
+    t0 = torch.zeros(len(x0), dtype=torch.int64, device=x0.device)
+    out = model(x0, t0, static)
+    heads = {
+        "proba": torch.softmax(out["class_logits"].float(), dim=-1),
+        "peak_prob": torch.sigmoid(out["peak_logit"].float().reshape(-1)),
+        "latency_pred": out["peak_latency"].float().reshape(-1),
+        "amplitude_pred": out["peak_amplitude"].float().reshape(-1),
+        "threshold_pred": out["threshold"].float().reshape(-1),
+        "label": batch["label"],
+        "peak_mask": batch["peak_mask"],
+        "latency_true": batch["peak_latency"],
+        "amplitude_true": batch["peak_amplitude"],
+        "threshold_true": batch["threshold"],
+        "static": batch["static"],
+    }
+    for key in ("patient_id", "series_id"):
+        if key in batch:
+            heads[key] = batch[key]
+    x0_phys, units = to_physical(x0, stats)
+    heads["signal"] = x0_phys.flatten(1)
+    return heads, units
+
+
+def _denoise_batch(
+    model: torch.nn.Module, diffusion, x0: torch.Tensor, static: torch.Tensor, stats: DataStats,
+    levels: list[tuple[float, int, float]], gen: torch.Generator,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Pass 2 on one batch: per level, (noisy x_t / sqrt(ᾱ_t), x̂0), each (B L) in physical units on the CPU.
+    ε is drawn from ``gen`` level after level, so the numbers depend only on the seed."""
+    device = x0.device
+    out = []
+    for _snr, t_level, _ab in levels:
+        t = torch.full((len(x0),), t_level, dtype=torch.int64, device=device)
+        eps = torch.randn(x0.shape, generator=gen).to(device)  # (B 1 L)
+        x_t = diffusion.q_sample(x0, t, eps)
+        x0_hat = _x0_from_output(diffusion, model(x_t, t, static)["signal"].float(), x_t, t)
+        scale = sqrt_alpha_bar(diffusion, t.cpu()).to(device).reshape(-1, 1, 1)
+        noisy = to_physical(x_t / scale, stats)[0].flatten(1).cpu()  # (B L)
+        out.append((noisy, to_physical(x0_hat, stats)[0].flatten(1).cpu()))
+    return out
+
+
+def _as_collected(rows: dict[str, list[torch.Tensor]], units: str, levels: list[tuple[float, int, float]],
+                  noisy: list[list[torch.Tensor]], est: list[list[torch.Tensor]]) -> Collected:
+    """The batches' rows joined into one :class:`Collected`."""
     arr = {k: torch.cat(v).numpy() for k, v in rows.items()}
     return Collected(
         label=arr["label"].astype(np.int64),
@@ -166,7 +194,6 @@ def collect(
             for i, (snr, t, ab) in enumerate(levels)
         ],
     )
-
 
 def collect_train_targets(dataset: Dataset, batch_size: int = 1024) -> dict[str, np.ndarray]:
     """Labels of the TRAIN split that the trivial baselines are fitted on (no model involved)."""

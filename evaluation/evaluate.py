@@ -97,19 +97,26 @@ def evaluate(
     if figures:
         written = _figures(m, col, generate_fn, model, diffusion, stats, class_names, run_dir, out_dir, gen_kw)
     title = f"Evaluation report: {Path(run_dir).name}" if run_dir is not None else "Evaluation report"
-    # Per patient (series): the run's series model beside the rule and the per-recording baselines.
-    with phase(PROG, "scoring per patient (series)"):
-        ev = extract(model, eval_ds, device=device)
-        patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
-                                  series_net=series_net, device=device, seed=seed, evidence=ev)
-    m["patient"] = to_jsonable(patient)
-    m["flags"] += patient_flags(m["patient"], class_names)
+    patient, ev = _patient_section(m, model, train_ds, eval_ds, class_names, series_net, device=device, seed=seed)
     cal = calibration_section(ev, series_net, run_dir, out_dir if figures else None, seed)
     m["calibration"] = to_jsonable({k: v for k, v in cal.items() if k != "reliability"})
     written += [str(out_dir / "reliability.png")] if figures else []
     write_report(m, out_dir, title, [str(p) for p in written],
                  sections=markdown(patient, class_names) + calibration_markdown(cal))
     return m
+
+
+def _patient_section(m: dict[str, Any], model: torch.nn.Module, train_ds, eval_ds, class_names: tuple[str, ...],
+                     series_net: torch.nn.Module | None, *, device: str | torch.device, seed: int) -> tuple[Any, Any]:
+    """Per patient (series): the run's series model beside the rule and the per-recording baselines, into
+    ``m["patient"]`` and its flags; returns (patient metrics, the split's evidence)."""
+    with phase(PROG, "scoring per patient (series)"):
+        ev = extract(model, eval_ds, device=device)
+        patient = patient_metrics(model, eval_ds, n_classes=len(class_names), majority_type=majority_type(train_ds),
+                                  series_net=series_net, device=device, seed=seed, evidence=ev)
+    m["patient"] = to_jsonable(patient)
+    m["flags"] += patient_flags(m["patient"], class_names)
+    return patient, ev
 
 
 def calibration_section(ev: Any, series_net: torch.nn.Module | None, run_dir: str | Path | None,

@@ -153,6 +153,8 @@ def span_sentence(stats: Any) -> str:
 
 def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_params: int,
                ev: dict[str, Any] | None) -> str:
+    """The export's model card (markdown): the model, its training data, the evaluation's metrics (``ev``,
+    eval/metrics.json, or None when the run was not evaluated), intended use, how to use it, limits."""
     d = cfg.data
     if d.source == "synthetic":
         data = (f"the project's synthetic ABR generator (`data/synthetic.py`): {d.synthetic.patients} patients "
@@ -181,18 +183,7 @@ def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_para
         "## Metrics",
         "",
     ]
-    if ev is None:
-        lines += [f"This run had not been evaluated when it was exported: run `python -m evaluation.evaluate --run "
-                  f"{run_dir}` and export again to have its metrics here.", ""]
-    else:
-        m = ev.get("meta") or {}
-        lines += [f"From `eval/metrics.json`: split `{m.get('split', '?')}`, {m.get('n', '?')} recordings, "
-                  f"checkpoint `{m.get('checkpoint', '?')}`. Per-patient (clinical) metrics first, with their 95 % "
-                  f"bootstrap interval over patients where the evaluation computed one.", "",
-                  *_metric_rows(ev), ""]
-        flags = ev.get("flags") or []
-        if flags:
-            lines += ["Flags raised by the evaluation:", "", *[f"- {f}" for f in flags], ""]
+    lines += _card_metrics(run_dir, ev)
     lines += [
         "## Intended use",
         "",
@@ -212,7 +203,32 @@ def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_para
         "## Limits",
         "",
     ]
-    if d.source == "synthetic":
+    lines += _card_limits(d.source, stats)
+    return "\n".join(lines)
+
+
+def _card_metrics(run_dir: Path, ev: dict[str, Any] | None) -> list[str]:
+    """The model card's metrics section: the evaluation's metrics and flags, or how to get them."""
+    lines: list[str] = []
+    if ev is None:
+        lines += [f"This run had not been evaluated when it was exported: run `python -m evaluation.evaluate --run "
+                  f"{run_dir}` and export again to have its metrics here.", ""]
+    else:
+        m = ev.get("meta") or {}
+        lines += [f"From `eval/metrics.json`: split `{m.get('split', '?')}`, {m.get('n', '?')} recordings, "
+                  f"checkpoint `{m.get('checkpoint', '?')}`. Per-patient (clinical) metrics first, with their 95 % "
+                  f"bootstrap interval over patients where the evaluation computed one.", "",
+                  *_metric_rows(ev), ""]
+        flags = ev.get("flags") or []
+        if flags:
+            lines += ["Flags raised by the evaluation:", "", *[f"- {f}" for f in flags], ""]
+    return lines
+
+
+def _card_limits(source: str, stats: Any) -> list[str]:
+    """The model card's list of limits (the first one only for a run trained on synthetic recordings)."""
+    lines: list[str] = []
+    if source == "synthetic":
         lines.append("- Trained on synthetic recordings only: how it does on real clinical recordings is unknown "
                      "until it is measured on them.")
     lines += [
@@ -224,7 +240,7 @@ def model_card(run_dir: Path, cfg: Any, stats: Any, meta: dict[str, str], n_para
         "- Generated signals are samples from the model, not recordings.",
         "",
     ]
-    return "\n".join(lines)
+    return lines
 
 
 # --------------------------------------------------------------------------------------------

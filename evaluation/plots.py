@@ -386,6 +386,25 @@ class Waterfall:
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
                                   label="... below the series threshold"))
+        handles += self._threshold_line(threshold_db, interval, no_response_db, levels, offsets, gap)
+        bar, y0 = _scale_bar(gap), offsets[-1] - 1.15 * gap
+        self.bar.set_data([0.25, 0.25], [y0, y0 + bar])
+        self.bar_text.set_position((0.4, y0 + bar / 2))
+        self.bar_text.set_text(f"{bar:g} µV")
+        height, note_in = self._layout(title, note, n, rows=math.ceil(len(handles) / 2))
+        if self.legend is not None:
+            self.legend.remove()
+        self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, note_in / height), ncol=2,
+                                 frameon=False, fontsize=7, handletextpad=0.3, columnspacing=1.0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
+            fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
+        return path
+
+    def _threshold_line(self, threshold_db: float, interval: tuple[float, float] | None, no_response_db: float,
+                        levels: np.ndarray, offsets: np.ndarray, gap: float) -> list[Any]:
+        """The dashed threshold line and its 10-90 % band (none at ``no_response_db`` and above): their handles."""
+        handles: list[Any] = []
         responding = threshold_db < no_response_db
         self.threshold.set_visible(responding)
         if self.band is not None:
@@ -400,21 +419,9 @@ class Waterfall:
                 inside = offsets[(levels >= low) & (levels <= high)]
                 lo = _boundary(low, levels, offsets, gap)
                 hi = float(inside.max() + gap / 2) if len(inside) else _boundary(high, levels, offsets, gap)
-                self.band = ax.axhspan(min(lo, hi), max(lo, hi), color="tab:blue", alpha=0.10, lw=0)
+                self.band = self.ax.axhspan(min(lo, hi), max(lo, hi), color="tab:blue", alpha=0.10, lw=0)
                 handles.append(plt.Rectangle((0, 0), 1, 1, color="tab:blue", alpha=0.15, lw=0, label="10-90 %"))
-        bar, y0 = _scale_bar(gap), offsets[-1] - 1.15 * gap
-        self.bar.set_data([0.25, 0.25], [y0, y0 + bar])
-        self.bar_text.set_position((0.4, y0 + bar / 2))
-        self.bar_text.set_text(f"{bar:g} µV")
-        height, note_in = self._layout(title, note, n, rows=math.ceil(len(handles) / 2))
-        if self.legend is not None:
-            self.legend.remove()
-        self.legend = fig.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.55, note_in / height), ncol=2,
-                                 frameon=False, fontsize=7, handletextpad=0.3, columnspacing=1.0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with plt.rc_context({"savefig.bbox": "standard"}):  # the layout is fixed: one draw, not two
-            fig.savefig(path, dpi=WATERFALL_DPI, pil_kwargs={"compress_level": 1})
-        return path
+        return handles
 
     def _layout(self, title: str, note: str, n: int, rows: int) -> tuple[float, float]:
         """Size the figure for n traces, the title, ``rows`` legend rows and the note: (height, note) in inches.

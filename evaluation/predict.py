@@ -623,6 +623,12 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
                                ser_flags)
     (out / "summary.md").write_text(summary, encoding="utf-8")
     record_outputs([out / t for t in TABLES] + [out / n for n in names if n], PROG)
+    _print_outcome(batch, answers, trust, out)
+    return 0
+
+
+def _print_outcome(batch: Batch, answers: Any, trust: Trust, out: Path) -> None:
+    """The prediction's one line on stdout, and a warning on stderr for what was not read or not trusted."""
     n_unusable = sum(s.report.n_read - s.report.n_kept for s in batch.sources)
     print(f"predicted {len(batch.records)} recordings in {len(answers.series)} series "
           f"({n_unusable} unusable, listed in summary.md) -> {out}")
@@ -636,7 +642,6 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     elif (n := trust.verdicts.counts()[UNLIKE]):
         print(f"warning: {n} of {len(answers.series)} series unlike the training data (marked in patients.csv, "
               f"summary.md and their waterfalls)", file=sys.stderr)
-    return 0
 
 
 def static_flag(name: str):

@@ -53,6 +53,24 @@ def compute_metrics(
     regression baselines use the train means saved in ``stats``. ``single_task``: task -> the
     "model" block of that task's single-task run (shown beside the model where present). Each model
     block has a ``model_ci`` beside it: 95 % intervals over patients (``evaluation.intervals``)."""
+    out = _head_metrics(col, train, stats, class_names)
+    out["denoising"] = _denoising_metrics(col)
+    out["threshold"]["per_series"] = threshold_per_series(col)
+    _add_intervals(out, col, train, n_boot=n_boot, seed=seed)
+    if conditions is not None:
+        out["generation"] = generation_metrics(col, conditions)
+    for task, block in (single_task or {}).items():
+        if task == "signal":  # the single-task denoiser's list of levels
+            out["denoising_single_task"] = block
+        elif task in out:
+            out[task]["single_task"] = block
+    out["flags"] = find_flags(out)
+    return out
+
+
+def _head_metrics(col: Collected, train: dict[str, np.ndarray], stats: DataStats,
+                  class_names: tuple[str, ...]) -> dict[str, Any]:
+    """meta, then each head's model block beside its trivial train-split baseline."""
     k = len(class_names)
     out: dict[str, Any] = {
         "meta": {
@@ -84,7 +102,12 @@ def compute_metrics(
             "model": M.regression_metrics(y[mask], yhat[mask]),
             "mean": M.mean_baseline_metrics(train_means[task], y[mask]),
         }
-    out["denoising"] = [
+    return out
+
+
+def _denoising_metrics(col: Collected) -> list[dict[str, Any]]:
+    """One block per noise level: the denoiser's estimate beside its noisy input."""
+    return [
         {
             "snr_db": lv.snr_db,
             "t": lv.t,
@@ -94,17 +117,6 @@ def compute_metrics(
         }
         for lv in col.levels
     ]
-    out["threshold"]["per_series"] = threshold_per_series(col)
-    _add_intervals(out, col, train, n_boot=n_boot, seed=seed)
-    if conditions is not None:
-        out["generation"] = generation_metrics(col, conditions)
-    for task, block in (single_task or {}).items():
-        if task == "signal":  # the single-task denoiser's list of levels
-            out["denoising_single_task"] = block
-        elif task in out:
-            out[task]["single_task"] = block
-    out["flags"] = find_flags(out)
-    return out
 
 
 def _counts(col: Collected) -> dict[str, Any]:

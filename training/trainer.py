@@ -84,19 +84,7 @@ class Trainer:
         self.max_epochs = tc.epochs
         self.use_bf16 = tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda")
 
-        # -- data: a deterministic, resumable, rank-sharded order ---------------------------------
-        weights = getattr(data, "sample_weights", None) if cfg.data.balanced_sampler else None
-        self.sampler = EpochSampler(len(data.train), seed=cfg.seed, rank=self.dist.rank,
-                                    world_size=self.dist.world_size, weights=weights)
-        micro_per_epoch = self.sampler.per_rank // tc.batch_size
-        self.steps_per_epoch = micro_per_epoch // tc.grad_accum_steps
-        if self.steps_per_epoch < 1:
-            raise TrainingError(
-                f"training.batch_size x grad_accum_steps = {tc.batch_size * tc.grad_accum_steps} exceeds the "
-                f"{self.sampler.per_rank} training recordings per process: lower them or add data"
-            )
-        self.total_steps = self.steps_per_epoch * tc.epochs
-
+        self._build_sampler(data)
         self._build_optimization(meta_loss.balancer)
         self.noise_gen = torch.Generator(device).manual_seed(cfg.seed + 1)
 
@@ -112,6 +100,21 @@ class Trainer:
         self.resumed = False
         self.last_val: dict[str, float] = {}
         self._signal: int | None = None
+
+    def _build_sampler(self, data: Any) -> None:
+        """The data order: deterministic, resumable and rank-sharded; and the optimizer steps it gives."""
+        cfg, tc = self.cfg, self.cfg.training
+        weights = getattr(data, "sample_weights", None) if cfg.data.balanced_sampler else None
+        self.sampler = EpochSampler(len(data.train), seed=cfg.seed, rank=self.dist.rank,
+                                    world_size=self.dist.world_size, weights=weights)
+        micro_per_epoch = self.sampler.per_rank // tc.batch_size
+        self.steps_per_epoch = micro_per_epoch // tc.grad_accum_steps
+        if self.steps_per_epoch < 1:
+            raise TrainingError(
+                f"training.batch_size x grad_accum_steps = {tc.batch_size * tc.grad_accum_steps} exceeds the "
+                f"{self.sampler.per_rank} training recordings per process: lower them or add data"
+            )
+        self.total_steps = self.steps_per_epoch * tc.epochs
 
     def _build_optimization(self, balancer: Any) -> None:
         """Optimizer (the network's groups and the balancer's own parameters), schedule, EMA, and the
