@@ -3,6 +3,7 @@ patient) metrics first, then the per-recording evaluation, the final validation 
 weights, and overlaid per-component curves.
 
     python -m evaluation.compare logs/A logs/B ... --out DIR [--overwrite]
+    python -m evaluation.compare logs/sweep --out DIR --group-seeds [--seed-key data.split_seed]
 
 Reads each run's metrics.jsonl (final epoch summary, final weights), config.yaml and
 normalization.json (what it was trained on) and, when the run has been evaluated, eval/metrics.json
@@ -18,6 +19,10 @@ nested keys joined with ``/``; a leaf is a number or ``{"value": v, "ci": [lo, h
 ``estimate``/``mean`` with ``lo``/``hi`` or ``ci_low``/``ci_high``) and the ``val/patient/...``
 scalars of the last epoch summary. ``val/total`` comes last: it is the balancer's weighted
 objective, so it is not comparable across balancers.
+
+A sweep root (``train.py -m``) stands for its runs. ``--group-seeds`` pools runs that differ only in
+their seed (:mod:`evaluation.seed_groups`): the curves become each group's mean with a shaded 95 %
+Student-t band over seeds, and every table cell the mean ± half-width of that interval with its n.
 """
 
 from __future__ import annotations
@@ -35,6 +40,16 @@ from data.jsonable import to_jsonable
 from evaluation.metrics import delta_m_percent
 from evaluation.plots import CURVE_KEYS, plot_loss_curves
 from evaluation.runlog import RunLog, read_run
+from evaluation.seed_groups import (
+    DATA_SEED_KEYS,
+    SEED_KEY,
+    SeedGroup,
+    expand_sweeps,
+    format_value,
+    group_runs,
+    mean_interval,
+    plot_group_curves,
+)
 
 PROG = "python -m evaluation.compare"
 OUTPUT_FILES = ("comparison.md", "comparison.json", "curves.png")
@@ -255,22 +270,37 @@ def data_warnings(names: list[str], facts: list[dict[str, Any]]) -> list[str]:
 
 
 def _f(v: Any) -> str:
+    """A number, or a seed group's {"mean", "half_width", "n"} as ``0.3 ± 0.012 (n=3)``."""
+    if isinstance(v, dict):
+        if v["mean"] is None:
+            return "—"
+        half = v["half_width"]
+        if not half:  # one run (None), or seeds that agree exactly (0)
+            return f"{_f(v['mean'])}{'' if half is None else ' ± 0'} (n={v['n']})"
+        digits = min(max(1 - math.floor(math.log10(half)), 0), 8)  # the ± to two significant digits, the mean alike
+        return f"{v['mean']:.{digits}f} ± {half:.{digits}f} (n={v['n']})"
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "—"
     return f"{v:.4g}"
 
 
 def _fci(est: dict[str, Any] | None) -> str:
-    if est is None:
-        return "—"
+    if est is None or "mean" in est:
+        return _f(est)
     ci = est.get("ci")
     return _f(est["value"]) + (f" [{_f(ci[0])}, {_f(ci[1])}]" if ci else "")
 
 
-def render_markdown(rows: list[dict[str, Any]], warnings: Sequence[str] = ()) -> str:
+def render_markdown(rows: list[dict[str, Any]], warnings: Sequence[str] = (),
+                    grouping: dict[str, Any] | None = None) -> str:
+    """The comparison as markdown; with ``grouping`` (compare_runs' JSON "grouping") ``rows`` are seed
+    groups and every cell a mean ± half-width (n)."""
     lines = ["# Run comparison", ""]
     if warnings:
         lines += ["## Warnings", "", *[f"- {w}" for w in warnings], ""]
+    if grouping is not None:
+        lines += _group_section(rows, grouping)
+    unit = "group" if grouping is not None else "run"
     runs = [r["run"] for r in rows]
     lines += ["## Clinical metrics (per patient)", ""]
     patient = list(dict.fromkeys(k for r in rows for k in r["patient"]))
@@ -280,27 +310,30 @@ def render_markdown(rows: list[dict[str, Any]], warnings: Sequence[str] = ()) ->
         lines += [f"| {k} | " + " | ".join(_fci(r["patient"].get(k)) for r in rows) + " |" for k in patient]
         lines += [f"| {k} | " + " | ".join(_f(r["val_patient"].get(k)) for r in rows) + " |" for k in val_patient]
         lines.append("")
-        if patient:
+        if patient and grouping is not None:
+            lines += ["patient/: test metrics from eval/metrics.json, mean over seeds (each run's interval over "
+                      "patients is in its own eval/metrics.json); val/patient/: the last validation.", ""]
+        elif patient:
             lines += ["patient/: test metrics from eval/metrics.json, [95 % interval] where it has one; "
                       "val/patient/: the last validation.", ""]
     else:
         lines += ["No per-patient metrics in these runs (evaluate them with `python -m evaluation.evaluate`).", ""]
     lines += ["## Evaluation per recording (eval/metrics.json)", ""]
     cols = [h[0] for h in HEADLINE]
-    lines += ["| run | " + " | ".join(cols) + " | flags |", "|---" * (len(cols) + 2) + "|"]
+    lines += [f"| {unit} | " + " | ".join(cols) + " | flags |", "|---" * (len(cols) + 2) + "|"]
     for r in rows:
         ev = r["eval"] or {}
         flags = "not evaluated" if r["flags"] is None else str(len(r["flags"]))
         lines.append("| " + r["run"] + " | " + " | ".join(_f(ev.get(c)) for c in cols) + f" | {flags} |")
     lines += ["", "## Final validation losses (last epoch summary)", ""]
     keys = [f"val/{k}" for k in CURVE_KEYS if k != "total"] + ["val/total"]
-    lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {unit} | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     lines += ["| " + r["run"] + " | " + " | ".join(_f(r["final_epoch"].get(k)) for k in keys) + " |" for r in rows]
     lines += ["", VAL_TOTAL_NOTE + "."]
     names = list(dict.fromkeys(k for r in rows for k in r["final_weights"]))  # weight index order
     lines += ["", "## Final balancer weights", ""]
     if names:
-        lines += ["| run | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+        lines += [f"| {unit} | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
         lines += ["| " + r["run"] + " | " + " | ".join(_f(r["final_weights"].get(n)) for n in names) + " |"
                   for r in rows]
     else:
@@ -309,17 +342,55 @@ def render_markdown(rows: list[dict[str, Any]], warnings: Sequence[str] = ()) ->
     return "\n".join(lines)
 
 
+def _group_section(rows: list[dict[str, Any]], grouping: dict[str, Any]) -> list[str]:
+    differ = ", ".join(grouping["group_keys"]) or "nothing (one group)"
+    lines = ["## Seed groups", "",
+             f"Runs whose config.yaml differ only in {', '.join(grouping['seed_keys'])} form one group; the groups "
+             f"differ in {differ}. Each cell below is the mean over the group's runs ± the half-width of the 95 % "
+             f"Student-t interval over seeds, with n (the runs that have the value); n=1 has no interval.", "",
+             "| group | settings | n | runs (seeds) |", "|---|---|---|---|"]
+    for r in rows:
+        settings = "; ".join(f"{k}={format_value(v)}" for k, v in r["settings"].items()) or "—"
+        members = ", ".join(f"{name} ({', '.join(f'{k}={v}' for k, v in seed.items())})"
+                            for name, seed in zip(r["runs"], r["seeds"], strict=True))
+        lines.append(f"| {r['group']} | {settings} | {r['n']} | {members} |")
+    return [*lines, ""]
+
+
+def summarize_group(rows: list[dict[str, Any]], g: SeedGroup) -> dict[str, Any]:
+    """One table row for seed group ``g`` from its runs' :func:`summarize_run` rows: every number
+    becomes mean_interval over the runs that have it."""
+    members = [rows[i] for i in g.members]
+
+    def pooled(section: str, value=lambda v: v) -> dict[str, Any]:
+        keys = dict.fromkeys(k for r in members for k in (r[section] or {}))
+        return {k: mean_interval([value(r[section][k]) for r in members if k in (r[section] or {})]) for k in keys}
+
+    evaluated = [r for r in members if r["flags"] is not None]
+    return {"run": g.legend(), "group": g.label, "settings": g.settings, "n": g.n,
+            "runs": [r["run"] for r in members], "seeds": g.seeds,
+            "patient": pooled("patient", lambda est: est["value"]), "val_patient": pooled("val_patient"),
+            "final_epoch": pooled("final_epoch"), "final_weights": pooled("final_weights"),
+            "eval": pooled("eval") if evaluated else None,
+            "flags": sorted({f for r in evaluated for f in r["flags"]}) if evaluated else None,
+            "skipped_lines": sum(r["skipped_lines"] for r in members)}
+
+
 def _labels(runs: list[RunLog]) -> list[str]:
     """Each run's name, or its path where two runs share a name (sweeps in different folders)."""
     names = [r.name for r in runs]
     return [r.name if names.count(r.name) == 1 else str(r.run_dir) for r in runs]
 
 
-def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[str, Any]:
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_seeds: bool = False,
+                 seed_keys: Sequence[str] = ()) -> dict[str, Any]:
     """Write comparison.md, comparison.json and curves.png into ``out_dir``; return the JSON dict
-    (its ``warnings`` say where the runs' data, split or test set differ)."""
+    (its ``warnings`` say where the runs' data, split or test set differ). A sweep root stands for
+    its runs. ``group_seeds``: pool runs that differ only in ``seed`` and ``seed_keys`` (JSON
+    "grouping"; tables and curves per group)."""
     if not run_dirs:
         raise ValueError("compare_runs: expected at least one run directory, found none")
+    run_dirs, warnings = expand_sweeps(run_dirs)
     seen: dict[Path, str] = {}
     for d in run_dirs:
         if Path(d).resolve() in seen:
@@ -328,34 +399,62 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path) -> dict[st
     runs = [read_run(d) for d in run_dirs]
     labels = _labels(runs)
     rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
+    pooled = [SEED_KEY, *dict.fromkeys(k for k in seed_keys if k != SEED_KEY)] if group_seeds else []
     facts = [run_facts(r) for r in runs]
-    warnings = [w for _f, ws in facts for w in ws] + data_warnings(labels, [f for f, _w in facts])
+    warnings += [w for _f, ws in facts for w in ws] + data_warnings(labels, [_unpooled(f, pooled) for f, _w in facts])
     warnings += [f"run {label}: {r.skipped_lines} line(s) of metrics.jsonl unreadable and skipped (a run still "
                  f"writing, or a damaged file)" for r, label in zip(runs, labels, strict=True) if r.skipped_lines]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"warnings": warnings, "runs": rows, "val_total_note": VAL_TOTAL_NOTE,
               "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
+    if group_seeds:
+        groups, group_keys, group_warnings = group_runs([r.run_dir for r in runs], labels, pooled)
+        _path, curve_warnings = plot_group_curves(runs, groups, group_keys, out_dir / "curves.png")
+        warnings += group_warnings + curve_warnings
+        result["grouping"] = {"seed_keys": pooled, "group_keys": group_keys,
+                              "groups": [summarize_group(rows, g) for g in groups]}
+    else:
+        plot_loss_curves(runs, out_dir / "curves.png")
     (out_dir / "comparison.json").write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
-    (out_dir / "comparison.md").write_text(render_markdown(rows, warnings), encoding="utf-8")
-    plot_loss_curves(runs, out_dir / "curves.png")
+    grouping = result.get("grouping")
+    (out_dir / "comparison.md").write_text(render_markdown(grouping["groups"] if grouping else rows, warnings,
+                                                           grouping), encoding="utf-8")
     return result
+
+
+def _unpooled(facts: dict[str, Any], pooled: Sequence[str]) -> dict[str, Any]:
+    """The data facts left to compare once ``pooled`` seed keys are meant to vary: a pooled data seed
+    changes the recordings, so the normalization statistics are expected to differ too."""
+    data_pooled = any(k in DATA_SEED_KEYS for k in pooled)
+    return {k: v for k, v in facts.items() if k not in pooled and not (data_pooled and k == "normalization")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run directories (logs/EXP)")
+    p.add_argument("runs", nargs="+", help="run directories (logs/EXP), or a sweep root (train.py -m) for its runs")
     p.add_argument("--out", required=True, help="output folder (made if absent), e.g. logs/compare_A_B")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier comparison in --out")
+    p.add_argument("--group-seeds", action="store_true",
+                   help="pool runs whose config.yaml differ only in their seed: per group the mean curve with a "
+                   "shaded 95 %% band (Student t over seeds), n in the legend ('famo (n=3 seeds)'), and mean ± "
+                   "half-width of that interval with n in the tables; groups are labelled by the config keys that "
+                   "differ between them")
+    p.add_argument("--seed-key", action="append", default=[], choices=DATA_SEED_KEYS, metavar="KEY",
+                   help=f"with --group-seeds: a data seed that also varies within a group "
+                   f"({', '.join(DATA_SEED_KEYS)}; repeat for both); '{SEED_KEY}' always does")
     args = p.parse_args(argv)
+    if args.seed_key and not args.group_seeds:
+        p.error(f"--seed-key {args.seed_key[0]}: only with --group-seeds (it says which keys count as seeds "
+                f"within a group)")
     return run_main(lambda: _run(args), debug=args.debug)
 
 
 def _run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     check_outputs([out / name for name in OUTPUT_FILES], overwrite=args.overwrite, inputs=args.runs, owner=PROG)
-    result = compare_runs(args.runs, out)
+    result = compare_runs(args.runs, out, group_seeds=args.group_seeds, seed_keys=args.seed_key)
     record_outputs([out / name for name in OUTPUT_FILES], PROG)
     print((out / "comparison.md").read_text(encoding="utf-8"))
     print(f"wrote {', '.join(str(out / name) for name in OUTPUT_FILES)}")

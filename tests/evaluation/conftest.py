@@ -132,21 +132,24 @@ def hand_collected(n: int = 100, *, collapsed: bool, seed: int = 0) -> Collected
     )
 
 
-def write_fake_run(run_dir: Path, *, steps: int = 40, weight_drift: float = 0.0, evaluated: dict | None = None) -> Path:
-    """A run directory with a metrics.jsonl as the monitoring callbacks write it."""
+def write_fake_run(run_dir: Path, *, steps: int = 40, weight_drift: float = 0.0, evaluated: dict | None = None,
+                   scale: float = 1.0) -> Path:
+    """A run directory with a metrics.jsonl as the monitoring callbacks write it; every loss is
+    ``scale`` times the default (another seed of the same run)."""
     comps = ("signal", "class", "peak_exist", "peak_latency", "peak_amplitude", "threshold")
     run_dir.mkdir(parents=True, exist_ok=True)
     lines = [{"kind": "text", "step": 0, "epoch": 1, "scalars": {}, "text": "weights",
               "data": {"mapping": {f"weight_{i}": c for i, c in enumerate(comps)}}}]
     for s in range(10, steps + 1, 10):
         lines.append({"kind": "step", "step": s, "epoch": 1, "text": "",
-                      "scalars": {"train/total": 10.0 / s, **{f"train/{c}": 1.0 / s for c in comps}}, "data": {}})
+                      "scalars": {"train/total": scale * 10.0 / s, **{f"train/{c}": scale / s for c in comps}},
+                      "data": {}})
         lines.append({"kind": "weights", "step": s, "epoch": 1, "text": "", "data": {},
                       "scalars": {f"train/weight_{i}": 1.0 + weight_drift * s * (i == 0) for i in range(6)}})
         if s % 20 == 0:
             lines.append({"kind": "epoch", "step": s, "epoch": s // 20, "text": "summary", "data": {},
-                          "scalars": {"train/total": 10.0 / s, "val/total": 12.0 / s,
-                                      **{f"val/{c}": 1.2 / s for c in comps}}})
+                          "scalars": {"train/total": scale * 10.0 / s, "val/total": scale * 12.0 / s,
+                                      **{f"val/{c}": scale * 1.2 / s for c in comps}}})
     text = "\n".join(json.dumps(x) for x in lines) + '\n{"kind": "step", "st'  # a run still writing
     (run_dir / "metrics.jsonl").write_text(text, encoding="utf-8")
     if evaluated is not None:
