@@ -76,8 +76,9 @@ def test_file_round_trip(tmp_path):
 
 def test_interval_temperature_meets_the_nominal_coverage_where_the_nll_one_is_too_wide():
     """Distributions smoothed like the series model's (a Gaussian twice as wide as each series' own error,
-    which varies from 0.3 to 3 bins): the 10-90 % interval at T = 1 holds the truth nearly always; the fitted T brings the
-    coverage on the same series to 80 % within the grid's steps, and on fresh series of the same kind too."""
+    which varies from 0.3 to 3 bins): the 10-90 % interval at T = 1 holds the truth nearly always; the
+    fitted T brings the coverage on the same series to 80 % within the grid's steps, and on fresh series
+    of the same kind too."""
     from evaluation.calibration import fit_interval_temperature
 
     rng = np.random.default_rng(0)

@@ -185,7 +185,8 @@ def test_the_refit_cli_uses_the_runs_config_as_it_stands(tmp_path):
     from training.series import SERIES_KEYS
     from training.series_stage import main
 
-    extra = ["training.epochs=1", "series.epochs=1", "series.width=16", "series.heads=2", "logging.use_tensorboard=false"]
+    extra = ["training.epochs=1", "series.epochs=1", "series.width=16", "series.heads=2",
+             "logging.use_tensorboard=false"]
     assert train_in_process(in_process_args(tmp_path, "r", *extra, "series.enabled=true")) == 0
     run = tmp_path / "r"
     text = (run / "config.yaml").read_text(encoding="utf-8")
