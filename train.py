@@ -154,12 +154,12 @@ def resumed_config(run_dir: Path, overrides: list[str]):
     """The run's own config with ``overrides``, and what they change ({key: [old, new]}). A change of
     the seed or of the data (other than where the file lies or how many workers read it) is refused:
     the checkpoint's data order and normalization would no longer hold."""
-    from data.schema import ConfigError, to_dict
+    from data.schema import ConfigError, flatten_tree, to_dict
     from training.config import load_config
 
-    saved = flatten(to_dict(load_config(run_dir / "config.yaml")))
+    saved = flatten_tree(to_dict(load_config(run_dir / "config.yaml")))
     cfg = load_config(run_dir / "config.yaml", overrides)
-    changes = {k: [saved.get(k), v] for k, v in flatten(to_dict(cfg)).items() if saved.get(k) != v}
+    changes = {k: [saved.get(k), v] for k, v in flatten_tree(to_dict(cfg)).items() if saved.get(k) != v}
     for key, (old, new) in changes.items():
         if key == "seed" or (key.startswith("data.") and key not in RESUMABLE_DATA_KEYS):
             raise ConfigError(
@@ -170,16 +170,6 @@ def resumed_config(run_dir: Path, overrides: list[str]):
 
 
 RESUMABLE_DATA_KEYS = ("data.path", "data.num_workers")  # the data fingerprint guards data.path's content
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def check_same_data(state: dict, data, run_dir: Path) -> None:

@@ -224,6 +224,18 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"training": {"lr": 0.002}}`` -> ``{"training.lr": 0.002}`` for every leaf (an empty dict is a leaf):
+    the dotted keys that overrides, resume changes, HParams and run comparisons use."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten_tree(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def load_yaml(text: str, where: str, path: str = "") -> Any:
     """``yaml.safe_load(text)`` after checking the node graph (see module docstring); errors are
     :class:`ConfigError` lines starting with ``where`` and naming keys below ``path`` (YAML syntax

@@ -121,24 +121,14 @@ class SeedGroup:
         return f"{self.label} (n={self.n} {what})"
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def _config(run_dir: Path, name: str) -> dict[str, Any]:
-    from data.schema import read_yaml
+    from data.schema import flatten_tree, read_yaml
 
     path = run_dir / "config.yaml"
     if not path.is_file():
         raise ValueError(f"run {name}: --group-seeds expected a config.yaml in '{run_dir}' (it tells the run's "
                          f"seed from its other settings), found none")
-    return _flatten(read_yaml(path))
+    return flatten_tree(read_yaml(path))
 
 
 def format_value(v: Any) -> str:

@@ -53,18 +53,10 @@ CURATED_KEYS: tuple[str, ...] = (
 
 def flat_config(cfg: Config) -> dict[str, Any]:
     """``{"training.lr": 0.002, "model.channel_mults": [1, 2, 4], ...}`` for every leaf key."""
+    from data.schema import flatten_tree
     from training.config import config_to_dict
 
-    def walk(tree: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for key, value in tree.items():
-            if isinstance(value, dict) and value:
-                out.update(walk(value, f"{prefix}{key}."))
-            else:
-                out[f"{prefix}{key}"] = value
-        return out
-
-    return walk(config_to_dict(cfg), "")
+    return flatten_tree(config_to_dict(cfg))
 
 
 def hparam_value(value: Any) -> HParamValue:
