@@ -404,12 +404,13 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_s
     warnings += [w for _f, ws in facts for w in ws] + data_warnings(labels, [_unpooled(f, pooled) for f, _w in facts])
     warnings += [f"run {label}: {r.skipped_lines} line(s) of metrics.jsonl unreadable and skipped (a run still "
                  f"writing, or a damaged file)" for r, label in zip(runs, labels, strict=True) if r.skipped_lines]
+    if group_seeds:  # before anything is written: a run without config.yaml stops here
+        groups, group_keys, group_warnings = group_runs([r.run_dir for r in runs], labels, pooled)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"warnings": warnings, "runs": rows, "val_total_note": VAL_TOTAL_NOTE,
               "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
     if group_seeds:
-        groups, group_keys, group_warnings = group_runs([r.run_dir for r in runs], labels, pooled)
         _path, curve_warnings = plot_group_curves(runs, groups, group_keys, out_dir / "curves.png")
         warnings += group_warnings + curve_warnings
         result["grouping"] = {"seed_keys": pooled, "group_keys": group_keys,

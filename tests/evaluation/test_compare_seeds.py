@@ -154,6 +154,9 @@ def test_a_sweep_root_stands_for_its_runs(fx, tmp_path):
     res = compare_runs([root], tmp_path / "cmp", group_seeds=True)
     assert [r["run"] for r in res["runs"]] == ["fixed-s0", "fixed-s1"]
     assert f"sweep '{root}': run 'later' has no metrics.jsonl yet (not started): left out" in res["warnings"]
+    assert main([str(root), "--out", str(tmp_path / "cli")]) == 0  # ungrouped, from the command line too
+    md = (tmp_path / "cli" / "comparison.md").read_text(encoding="utf-8")
+    assert "| fixed-s0 | 0.6 |" in md and "| fixed-s1 | 0.7 |" in md
     (root / "sweep.json").write_text("[]", encoding="utf-8")
     with pytest.raises(ValueError, match=r"sweep file '.*sweep.json': expected a JSON object with runs"):
         compare_runs([root], tmp_path / "cmp2")
@@ -175,10 +178,16 @@ def test_bad_flag_combinations_are_one_line(fx, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*dirs, "--out", out, "--group-seeds", "--seed-key", "loss.balancer.strategy"])
     assert "invalid choice: 'loss.balancer.strategy'" in _one_error_line(capsys)
+    cfg = tmp_path / "fixed-s0" / "config.yaml"
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace("  split_seed: 0\n", ""), encoding="utf-8")
+    assert main([*dirs, "--out", out, "--group-seeds", "--seed-key", "data.split_seed"]) == 2
+    assert ("error: --seed-key data.split_seed: expected it in every run's config.yaml, not found in run fixed-s0"
+            in _one_error_line(capsys))
     (tmp_path / "fixed-s1" / "config.yaml").unlink()
     assert main([*dirs, "--out", out, "--group-seeds"]) == 2
     assert re.search(r"^error: run fixed-s1: --group-seeds expected a config.yaml in '.*fixed-s1'",
                      _one_error_line(capsys))
+    assert not (tmp_path / "out").exists()  # refused before anything was written
 
 
 def test_mean_interval_counts_finite_values_only():
