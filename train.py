@@ -26,6 +26,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from training.rundir import SWEEP_CONFIG, SWEEP_FILE  # one home: compare reads sweeps too
+
 EXIT_USAGE = 2
 
 
@@ -428,8 +430,6 @@ def elastic_restart(root: Path, base, overrides: list[str], args: argparse.Names
         train_one(base, root, overwrite=True, evaluate=args.evaluate, command=args.command)
     return 0
 
-
-SWEEP_FILE, SWEEP_CONFIG = "sweep.json", "sweep.yaml"
 
 
 def write_sweep(root: Path, base, combos: list[list[str]], args: argparse.Namespace) -> None:

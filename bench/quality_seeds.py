@@ -24,15 +24,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from scipy import stats
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_doc_section, write_result  # noqa: E402
 from data.cli import ArgumentParser, run_main  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, delta_m_for_run, headline_metrics, patient_metrics  # noqa: E402
+from evaluation.seed_groups import mean_interval  # noqa: E402
 
 DOC_KEY = "quality-seeds"
 SAME = ("config", "off_weight", "checkpoint", "delta_m_metrics")
@@ -43,17 +41,6 @@ PATIENT = {
     "patient/threshold/rule/within_10db": "patient threshold within 10 dB, wave V rule",
     "patient/type/evidence_sum/macro_f1": "patient type macro-F1, evidence sum",
 }
-
-
-def mean_interval(values: list[float]) -> dict[str, Any]:
-    """Mean of ``values`` and the 95 % Student-t interval of the mean; nan values are refused
-    upstream, so n is the number of seeds. One value: no interval."""
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if v.size < 2:
-        return {"mean": mean, "ci": None, "n": int(v.size)}
-    half = float(stats.t.ppf(0.975, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size))
-    return {"mean": mean, "ci": [mean - half, mean + half], "n": int(v.size)}
 
 
 def _overrides(command: str) -> list[str]:

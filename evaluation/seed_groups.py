@@ -24,13 +24,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.rundir import SWEEP_FILE  # a -m sweep's root lists its runs there
+
 if TYPE_CHECKING:
     from evaluation.runlog import RunLog
 
 SEED_KEY = "seed"
 DATA_SEED_KEYS = ("data.split_seed", "data.synthetic.seed")  # seeds of the data: pooled only on request
 NOT_TRAINING = ("logging.", "device", "data.num_workers")  # prefixes of keys that do not change what is trained
-SWEEP_FILE = "sweep.json"  # train.py's SWEEP_FILE: a -m sweep's root lists its runs there
 MAX_LABEL_KEYS = 3  # more differing keys than this: groups are numbered (G1, G2, ...) and listed in the table
 CONFIDENCE = 0.95
 

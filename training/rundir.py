@@ -30,6 +30,8 @@ from typing import Any
 from data.files import write_atomic
 from data.schema import ConfigError
 
+SWEEP_FILE, SWEEP_CONFIG = "sweep.json", "sweep.yaml"  # a -m sweep's root: its runs, and the config they share
+
 LOCK_NAME = ".lock"
 RUN_FILE = "run.json"
 # What a run (or sweep) directory holds: --overwrite deletes only such a folder, and no experiment

@@ -48,7 +48,7 @@ def test_mean_interval_is_the_student_t_interval_of_the_mean():
     est = quality_seeds.mean_interval([1.0, 2.0, 6.0])
     half = stats.t.ppf(0.975, 2) * stats.tstd([1.0, 2.0, 6.0]) / math.sqrt(3)
     assert est["mean"] == pytest.approx(3.0) and est["ci"] == pytest.approx([3.0 - half, 3.0 + half])
-    assert quality_seeds.mean_interval([5.0]) == {"mean": 5.0, "ci": None, "n": 1}
+    assert quality_seeds.mean_interval([5.0]) == {"mean": 5.0, "half_width": None, "ci": None, "n": 1}
 
 
 def test_delta_m_is_recomputed_per_seed_against_that_seeds_single_task_runs(tmp_path):
@@ -118,6 +118,6 @@ def test_the_benchmark_cohort_is_read_where_scored_and_a_partial_mean_says_its_n
     (tmp_path / "s0" / "quality_fixed" / "clinical.json").write_text(json.dumps({"cohorts": {"benchmark": cohort}}))
     runs = quality_seeds.aggregate(quality_seeds.load(paths))
     est = runs["quality_fixed"]["benchmark"]["patient/threshold/rule/within_10db"]
-    assert est == {"mean": 0.8, "ci": None, "n": 1}
+    assert est == {"mean": 0.8, "half_width": None, "ci": None, "n": 1}
     table = quality_seeds.render({"runs": runs, "seeds": [0, 1], "eval_dir": "eval"})
     assert "| patient threshold within 10 dB, wave V rule | 0.8 (n=1) |" in table
