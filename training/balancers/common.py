@@ -86,7 +86,7 @@ class ValueBalancer(Balancer):
         """(objective, weighted_sum) from the stacked losses L [K]. A weight that depends on this
         batch's loss values reads ``ref`` [K] (detached; under DDP the global mean over ranks), never
         ``L``: every rank then weights with the same numbers and optimizes the same objective."""
-        raise NotImplementedError
+        raise NotImplementedError  # every value-based strategy defines its objective
 
     def combine(self, losses: dict[str, Tensor], *, update: bool = True) -> tuple[Tensor, Tensor]:
         L = stack_losses(losses, self.names)  # [K]
@@ -122,7 +122,7 @@ class ScalarizedBalancer(ValueBalancer):
 
     def scalarize(self, values: Tensor, present: Tensor) -> Tensor:
         """F of the present components' values [P] (``present`` [K] bool says which), a scalar."""
-        raise NotImplementedError
+        raise NotImplementedError  # every scalarized strategy (stch, geometric_mean) defines its F
 
     def objective(self, L: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         present = torch.isfinite(ref) & (ref > 0)  # [K]
