@@ -9,11 +9,14 @@ go through :func:`write_atomic`; checkpoints add a lock and an fsync on top (tra
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, TypeVar
+
+T = TypeVar("T")
 
 
 def umask() -> int:
@@ -48,3 +51,21 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_fit(path: str | Path, fields: dict[str, Any], indent: int | None = None) -> Path:
+    """A fitted dataclass's fields (``asdict``) as JSON at ``path``, atomically (:func:`write_atomic`)."""
+    return write_atomic(path, lambda f: f.write(json.dumps(fields, indent=indent).encode("utf-8")))
+
+
+def load_fit(cls: type[T], path: str | Path, what: str, refit: str) -> T | None:
+    """``cls(**json)`` from ``path``, None when there is no file; a file of another shape is one ValueError
+    naming it as ``what`` ("a calibration") and the command ``refit`` that writes it again."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"'{path}': not {what} of this code ({' '.join(str(exc).split())[:160]}); "
+                         f"refit it with {refit}") from None

@@ -23,12 +23,13 @@ mean |accuracy - confidence| weighted by the bin's share. The fit is saved as ``
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from data.files import load_fit, save_fit
 
 FILE = "calibration.json"
 N_BINS = 15
@@ -125,22 +126,11 @@ class Calibration:
     val: dict[str, float] = field(default_factory=dict)  # ECE and coverage on val before/after, for the record
 
     def save(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return save_fit(Path(run_dir) / FILE, asdict(self), indent=1)
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Calibration | None:
-        path = Path(run_dir) / FILE
-        if not path.is_file():
-            return None
-        try:
-            return cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"'{path}': not a calibration of this code ({' '.join(str(exc).split())[:160]}); "
-                             f"refit it with python -m evaluation.trust --run {run_dir}") from None
+        return load_fit(cls, Path(run_dir) / FILE, "a calibration", f"python -m evaluation.trust --run {run_dir}")
 
 
 @dataclass

@@ -27,13 +27,13 @@ training does after its last stage); ``evaluation.predict`` reads it.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from data.files import load_fit, save_fit
 from data.records import RANGES, SAMPLE_RATE_HZ, STATIC_NAMES
 
 FILE = "familiarity.json"
@@ -133,23 +133,15 @@ class Familiarity:
     val_series_share: list[float] | None = None  # validation series above each series threshold (false alarms)
 
     def save(self, run_dir: str | Path) -> Path:
-        path = Path(run_dir) / FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(asdict(self)), encoding="utf-8")
-        tmp.replace(path)  # whole or not at all
-        return path
+        return save_fit(Path(run_dir) / FILE, asdict(self))  # whole or not at all
 
     @classmethod
     def load(cls, run_dir: str | Path) -> Familiarity | None:
         """The run's fit, or None when the run has none; a file of another shape is a ValueError."""
         path = Path(run_dir) / FILE
-        if not path.is_file():
+        fam = load_fit(cls, path, "a familiarity fit", f"python -m evaluation.trust --run {run_dir}")
+        if fam is None:
             return None
-        try:
-            fam = cls(**json.loads(path.read_text(encoding="utf-8")))
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"'{path}': not a familiarity fit of this code ({' '.join(str(exc).split())[:160]}); "
-                             f"refit it with python -m evaluation.trust --run {run_dir}") from None
         if list(fam.features) != list(FEATURES):
             raise ValueError(f"'{path}': expected features {list(FEATURES)}, found {fam.features}; refit it with "
                              f"python -m evaluation.trust --run {run_dir}")
