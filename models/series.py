@@ -19,10 +19,20 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from data.records import SAMPLE_RATE_HZ
+
 N_STATIC_FEATURES = 4  # age, intensity, rate, FMP: see static_features
+
+# Level coherence (level_coherence): how much a recording looks like its series' neighbours.
+COHERENCE_BAND_HZ = (150.0, 2000.0)  # waves I-V and the SN10's upper half; below, 1/f noise has few cycles
+COHERENCE_WINDOW_MS = (1.0, 9.5)  # where the waves lie (the first millisecond holds stimulus artefacts)
+NEIGHBOUR_LAG_MS = 0.5  # wave V moves about 0.2-0.4 ms per 10 dB step
+TEMPLATE_LAG_MS = 2.0  # from the loudest level down to threshold wave V moves up to about 2 ms
+N_COHERENCE = 3  # features per recording: louder neighbour, quieter neighbour, loudest recording
 
 
 def static_features(static: Tensor) -> Tensor:
@@ -60,10 +70,68 @@ def wave_features(out: dict[str, Tensor]) -> list[Tensor]:
     return [out["wave_presence"].float(), lat, out["wave_amplitude"].float(), ipl]
 
 
+def level_coherence(signal: np.ndarray | Tensor, members: list[np.ndarray], chunk: int = 8192) -> np.ndarray:
+    """How much each recording looks like the others of its series, as a clinician checks a response by
+    its replication and by following wave V down the waterfall: (N L) signals at SAMPLE_RATE_HZ and the
+    rows of each series ordered by level (``members``, loudest last) -> (N N_COHERENCE) float32.
+
+    Columns: the largest normalized cross-correlation (band COHERENCE_BAND_HZ, window COHERENCE_WINDOW_MS)
+    with the next louder recording (lags within NEIGHBOUR_LAG_MS), with the next quieter one (the same pair's
+    value), and with the series' loudest recording (lags within TEMPLATE_LAG_MS; 1 for the loudest itself).
+    0 where there is no such neighbour (a series of one). A response repeats across levels (about 0.8 at
+    loud levels); noise does not (about 0.2-0.5, the maximum over lags of chance correlations). The value is
+    the same whatever the stated levels say, beyond the order they give the recordings."""
+    x = torch.as_tensor(np.asarray(signal), dtype=torch.float32)  # (N L)
+    N, L = x.shape
+    # Each recording's straight line (offset and drift) removed first: the zero padding would turn it into
+    # steps at the window's ends, which the band-pass rings on.
+    t = torch.linspace(-1.0, 1.0, L)
+    x = x - x.mean(1, keepdim=True)
+    x = x - (x @ t / (t @ t))[:, None] * t
+    n_fft = 1 << int(math.ceil(math.log2(3 * L)))  # room for the filter's ringing and every lag
+    f = torch.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ).clamp_min(1.0)
+    lo_hz, hi_hz = COHERENCE_BAND_HZ
+    band = 1.0 / torch.sqrt((1 + (lo_hz / f) ** 4) * (1 + (f / hi_hz) ** 4))  # 2nd-order Butterworth-like, zero phase
+    lo, hi = (int(round(ms * SAMPLE_RATE_HZ / 1000)) for ms in COHERENCE_WINDOW_MS)
+    w = torch.cat([torch.fft.irfft(torch.fft.rfft(x[i:i + chunk], n_fft) * band, n_fft)[:, lo:hi]
+                   for i in range(0, N, chunk)]) if N else x[:, lo:hi]  # (N W) band-passed window
+    w = w - w.mean(1, keepdim=True)
+    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    louder = [(m[:-1], m[1:]) for m in members if len(m) > 1]  # (row, its louder neighbour)
+    loudest = [(m[:-1], np.full(len(m) - 1, m[-1])) for m in members if len(m) > 1]
+    out = np.zeros((N, N_COHERENCE), dtype=np.float32)
+    if not louder:
+        return out
+    a, b = (np.concatenate(v) for v in zip(*louder, strict=True))
+    pair = _max_xcorr(w, a, b, NEIGHBOUR_LAG_MS, chunk)  # (P,)
+    out[a, 0], out[b, 1] = pair, pair
+    a, b = (np.concatenate(v) for v in zip(*loudest, strict=True))
+    out[a, 2] = _max_xcorr(w, a, b, TEMPLATE_LAG_MS, chunk)
+    out[[m[-1] for m in members if len(m) > 1], 2] = 1.0
+    return out
+
+
+def _max_xcorr(w: Tensor, a: np.ndarray, b: np.ndarray, lag_ms: float, chunk: int) -> np.ndarray:
+    """Rows a and b of unit-norm windows w (N W): the largest cross-correlation over lags within ``lag_ms``, (P,)."""
+    W = w.shape[1]
+    lag = int(round(lag_ms * SAMPLE_RATE_HZ / 1000))
+    n = 1 << int(math.ceil(math.log2(2 * W)))  # no circular wrap of lags up to W
+    lags = torch.cat([torch.arange(0, lag + 1), torch.arange(n - lag, n)])  # b shifted later, then earlier
+    out = []
+    for i in range(0, len(a), chunk):
+        ia, ib = torch.from_numpy(a[i:i + chunk]), torch.from_numpy(b[i:i + chunk])
+        cc = torch.fft.irfft(torch.fft.rfft(w[ib], n) * torch.fft.rfft(w[ia], n).conj(), n)  # (P n)
+        out.append(cc[:, lags].amax(1))
+    return torch.cat(out).numpy()
+
+
 class SeriesNet(nn.Module):
     def __init__(self, n_features: int, n_types: int, n_threshold: int, width: int = 64, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1, n_freq: int = 8):
+                 layers: int = 2, dropout: float = 0.1, n_freq: int = 8, coherence: bool = False):
         super().__init__()
+        # Whether the evidence's last N_COHERENCE columns are level_coherence's (series.coherence): the
+        # callers build the evidence (training.series.SeriesSet); n_features counts them.
+        self.coherence = coherence
         # Evidence standardization, fitted on the training series (fit_normalizer) and saved with the weights.
         self.register_buffer("mu", torch.zeros(n_features))  # (F)
         self.register_buffer("sd", torch.ones(n_features))  # (F)

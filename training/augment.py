@@ -24,6 +24,14 @@ sessions, docs/data.md 1.7). The generator's catch sessions carry residual-noise
 network learns "large fluctuations = a response" and calls pure noise of a response's size present
 (bench/counterfactual.py: 22 % of white and 44 % of pink noise); these rows put noise of every size
 against the answer "absent". The denoiser's half keeps the recording.
+
+Surrogate catch rows (``training.catch_surrogates`` = s, :func:`phase_surrogate`): a share s of the catch
+rows is the row's own recording with its Fourier phases drawn at random instead (Theiler et al. 1992,
+"Testing for nonlinearity in time series: the method of surrogate data"): the same amplitude spectrum,
+hence the same size and the same spectral content as the response, but no waveform. The clinical
+recipe's network called 55 % of such surrogates "wave V present" (66 % of those made from recordings
+with wave V; held-out cohort, before this option): its detection read the spectrum more than the
+waveform, which is why pink noise passed for a response. Labelled as the other catch rows.
 """
 
 from __future__ import annotations
@@ -86,9 +94,26 @@ def catch_draws(n: int, generator: torch.Generator, device: Any = "cpu") -> tupl
     return alpha, torch.exp(lo + (hi - lo) * torch.rand(n, device=device, generator=generator))
 
 
-def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator) -> dict[str, Tensor]:
+def phase_surrogate(x: Tensor, generator: torch.Generator) -> Tensor:
+    """(B L) -> (B L): each row with its Fourier amplitudes kept and its phases drawn uniformly (the mean
+    and, for even L, the Nyquist bin kept as they are: both must stay real)."""
+    B, L = x.shape
+    spec = torch.fft.rfft(x.float(), dim=-1)  # (B F)
+    phase = 2 * math.pi * torch.rand(spec.shape, device=x.device, generator=generator)  # (B F)
+    rotated = torch.polar(spec.abs(), phase)
+    keep = torch.zeros(spec.shape[-1], dtype=torch.bool, device=x.device)
+    keep[0] = True
+    if L % 2 == 0:
+        keep[-1] = True
+    return torch.fft.irfft(torch.where(keep, spec, rotated), n=L, dim=-1)
+
+
+def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
+                surrogates: float = 0.0) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
-    docstring); ``batch`` itself when p is 0 (no random draw). Signals (B 1 L), normalized units."""
+    docstring), a share ``surrogates`` of them phase surrogates of the row itself; ``batch`` itself when p
+    is 0 (no random draw; with ``surrogates`` 0 no draw beyond the coloured noise's). Signals (B 1 L),
+    normalized units."""
     if p == 0.0:
         return batch
     x = batch["signal"]
@@ -98,6 +123,9 @@ def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator) 
     alpha, scale = catch_draws(B, generator, device)  # (B,) each
     own = x[:, 0].float()  # (B L)
     noise = coloured_noise((B, L), alpha, generator) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
+    if surrogates > 0.0:
+        swap = torch.rand(B, device=device, generator=generator) < surrogates  # (B,)
+        noise = torch.where(swap[:, None], phase_surrogate(own, generator), noise)
     out = dict(batch)
     out["signal"] = torch.where(chosen[:, None, None], noise[:, None].to(x.dtype), x)
     c = chosen

@@ -98,6 +98,14 @@ class SeriesConfig:
     noise_series: float = spec(
         0.0, ge=0.0, le=1.0, help="this share of the training series again as noise series: every recording replaced "
                                   "by coloured noise of its own size, labelled TOTAL / no response (issue 33)")
+    noise_surrogates: float = spec(
+        0.0, ge=0.0, le=1.0, help="share of the noise series' recordings that are phase surrogates of the recording "
+                                  "(its amplitude spectrum, random phases) instead of coloured noise "
+                                  "(training/augment.py)")
+    coherence: bool = spec(
+        False, help="the series model also reads each recording's correlation with its louder and quieter neighbours "
+                    "and with the series' loudest recording (models.series.level_coherence): a response repeats "
+                    "across levels, noise does not")
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -142,6 +150,10 @@ class TrainingConfig:
         0.0, ge=0.0, lt=1.0, help="training: share of the heads' rows replaced by noise-only catch trials (random "
                                   "spectrum, the row's own size; labelled absent / TOTAL / no response; "
                                   "training/augment.py); 0: off")
+    catch_surrogates: float = spec(
+        0.0, ge=0.0, le=1.0, help="training: share of the noise catch rows that are phase surrogates of the row's "
+                                  "own recording (its amplitude spectrum, random phases: no waveform; "
+                                  "training/augment.py); 0: coloured noise only")
     intensity_jitter_db: float = spec(
         0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
                                    "0-100 dB (training/augment.py); 0: off")
@@ -239,6 +251,16 @@ class Config:
             raise ConfigError(
                 "config key 'training.noise_catch': expected loss.head_input 'clean', found "
                 f"'{self.loss.head_input}': catch rows replace the heads' clean half"
+            )
+        if self.training.catch_surrogates and not self.training.noise_catch:
+            raise ConfigError(
+                "config key 'training.catch_surrogates': expected 0 with training.noise_catch 0 (it is a share of "
+                "the catch rows)"
+            )
+        if self.series.noise_surrogates and not self.series.noise_series:
+            raise ConfigError(
+                "config key 'series.noise_surrogates': expected 0 with series.noise_series 0 (it is a share of the "
+                "noise series' recordings)"
             )
         if self.series.extra_patients and self.data.source != "synthetic":
             raise ConfigError(

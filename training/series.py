@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.records import WAVE_NAMES
-from models.series import SeriesNet, recording_evidence
+from models.series import SeriesNet, level_coherence, recording_evidence
 from training.clinical import (
     DETECTION_P,
     N_THRESHOLD_BINS,
@@ -64,6 +64,9 @@ class Evidence:
     # The wave map head's answers for waves I, III, V (WAVE_NAMES), each (N 3): "prob", "latency" (ms),
     # "amplitude" (µV); None for a network with the pooled wave V head.
     waves: dict[str, np.ndarray] | None = None
+    # (N N_COHERENCE) each recording against its series' neighbours (models.series.level_coherence); the
+    # series model reads it when its series.coherence is on.
+    coherence: np.ndarray | None = None
 
 
 TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency", "wave_known", "wave_mask", "wave_latency",
@@ -84,6 +87,7 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
             "peak_prob": torch.sigmoid(out["peak_logit"].float()), "latency": out["peak_latency"].float(),
             "amplitude": out["peak_amplitude"].float(), "threshold": out["threshold"].float(),
             "static": batch["static"], "series_id": batch["series_id"], "patient_id": batch["patient_id"],
+            "signal": x0[:, 0].cpu(),
         }
         if "wave_presence" in out:
             part |= {"waves/prob": torch.sigmoid(out["wave_presence"].float()), "waves/latency": out["wave_latency"],
@@ -96,22 +100,36 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
     cols = {k: torch.cat(v).numpy() for k, v in rows.items()}
     truth = {k.removeprefix("truth/"): cols.pop(k) for k in list(cols) if k.startswith("truth/")}
     waves = {k.removeprefix("waves/"): cols.pop(k) for k in list(cols) if k.startswith("waves/")}
-    return Evidence(**cols, truth=truth or None, waves=waves or None)
+    coherence = series_coherence(cols.pop("signal"), cols["series_id"], cols["static"])
+    return Evidence(**cols, truth=truth or None, waves=waves or None, coherence=coherence)
+
+
+def series_coherence(signal: np.ndarray, series_id: np.ndarray, static: np.ndarray) -> np.ndarray:
+    """(N L) signals of whole series, their series ids (N,) and static values (N 4) -> (N N_COHERENCE)
+    models.series.level_coherence, the series' recordings ordered by stated level."""
+    return level_coherence(signal, series_index(series_id, static[:, 1]).members)
 
 
 class SeriesSet(Dataset):
     """Series as padded tensors: evidence (S Smax F), intensity (S Smax), mask (S Smax), and the
     truth per series when known: threshold bin (S,) and type (S,)."""
 
-    def __init__(self, ev: Evidence, threshold_db: np.ndarray | None = None, label: np.ndarray | None = None):
+    def __init__(self, ev: Evidence, threshold_db: np.ndarray | None = None, label: np.ndarray | None = None, *,
+                 coherence: bool = False):
+        """``coherence``: append ``ev.coherence`` to each recording's evidence (series.coherence)."""
         self.series: Series = series_index(ev.series_id, ev.static[:, 1])
-        S, Smax, Fdim = len(self.series), max(len(m) for m in self.series.members), ev.evidence.shape[1]
+        features = ev.evidence
+        if coherence:
+            if ev.coherence is None:
+                raise ValueError("series evidence: the series model reads level coherence, but the evidence has none")
+            features = np.concatenate([features, ev.coherence], axis=1)  # (N F + N_COHERENCE)
+        S, Smax, Fdim = len(self.series), max(len(m) for m in self.series.members), features.shape[1]
         self.evidence = torch.zeros(S, Smax, Fdim)
         self.intensity = torch.zeros(S, Smax)
         self.mask = torch.zeros(S, Smax, dtype=torch.bool)
         for s, rows in enumerate(self.series.members):
             n = len(rows)
-            self.evidence[s, :n] = torch.from_numpy(ev.evidence[rows])
+            self.evidence[s, :n] = torch.from_numpy(features[rows])
             self.intensity[s, :n] = torch.from_numpy(ev.static[rows, 1])
             self.mask[s, :n] = True
         first = self.series.first_rows()
@@ -192,7 +210,10 @@ def gathered_evidence(net: nn.Module, dataset: Dataset, *, batch_size: int, devi
         return None
     rows = shard_rows(len(dataset), batch_size, *shard)
     ev = extract(net, Subset(dataset, rows), batch_size=batch_size, device=device) if len(rows) else None
-    return concat_evidence([e for e in gather_objects(ev) if e is not None])
+    ev = concat_evidence([e for e in gather_objects(ev) if e is not None])
+    # A shard may cut a series: its level coherence is recomputed over the whole split.
+    ev.coherence = series_coherence(dataset.tensors["signal"][:, 0].numpy(), ev.series_id, ev.static)
+    return ev
 
 
 def concat_evidence(parts: list[Evidence]) -> Evidence:
@@ -247,7 +268,7 @@ def series_answers(ev: Evidence, series_net: nn.Module | None = None) -> SeriesA
              "evidence_sum": summed, "rule": summed}
     interval = None
     if series_net is not None:
-        p = predict(series_net, SeriesSet(ev))
+        p = predict(series_net, SeriesSet(ev, coherence=series_net.coherence))
         thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"]
         interval = (p["threshold_low"], p["threshold_high"])
     slopes = latency_intensity_slopes(series, level, ev.latency, ev.peak_prob >= DETECTION_P)
@@ -330,7 +351,7 @@ def load_series(run_dir: str | Path) -> SeriesNet | None:
     try:
         c = state["series_config"]
         net = SeriesNet(state["n_features"], state["n_types"], N_THRESHOLD_BINS, c["width"], c["heads"],
-                        c["layers"], c["dropout"])
+                        c["layers"], c["dropout"], coherence=bool(c.get("coherence", False)))
         net.load_state_dict(state["series_model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]

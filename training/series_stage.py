@@ -52,23 +52,25 @@ def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
     return ABRDataset(records, stats)
 
 
-def noise_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
+def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float = 0.0) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
     replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
     (training.augment.noise_catch with p = 1, its slope and size factor drawn per recording). What a series
     of pure noise must be answered, at any level. One slope per series instead (a session's noise keeping
     its colour) left pure pink noise series as often answered "no response" by the series model (0.396 on
-    bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays."""
+    bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays.
+    ``surrogates``: the share of recordings made phase surrogates of themselves instead (series.noise_surrogates):
+    noise the network's heads call present as often as a response, which only the level coherence tells apart."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
     chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]]
     rows = torch.nonzero(torch.isin(sid, chosen)).flatten()  # (N',)
     batch = dataset.batch(rows)
-    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen) if len(rows) else batch)
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates) if len(rows) else batch)
 
 
-def series_set(network: nn.Module, parts: list[Any], device: Any) -> SeriesSet:
+def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: bool = False) -> SeriesSet:
     """One :class:`SeriesSet` from the network's evidence on the datasets ``parts``, each part's series
     and patient ids shifted past the previous parts' so that no two parts share a series."""
     evs, threshold, label, offset = [], [], [], 0
@@ -80,7 +82,7 @@ def series_set(network: nn.Module, parts: list[Any], device: Any) -> SeriesSet:
         threshold.append(ds.tensors["threshold"].numpy())
         label.append(ds.tensors["label"].numpy())
     ev = evs[0] if len(evs) == 1 else concat_evidence(evs)
-    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label))
+    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label), coherence=coherence)
 
 
 def drop_recordings(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -147,8 +149,8 @@ class SeriesStage:
     def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
         """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
         ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
-        self.prepare_sets(series_set(network, self.training_parts(bundle), device),
-                          series_set(network, [bundle.val], device))
+        self.prepare_sets(series_set(network, self.training_parts(bundle), device, self.cfg.coherence),
+                          series_set(network, [bundle.val], device, self.cfg.coherence))
 
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
         """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients and
@@ -159,7 +161,7 @@ class SeriesStage:
                 raise ValueError("series.extra_patients: expected 0 without the built-in generator (data.source file)")
             parts.append(extra_patients(self.synthetic, self.cfg.extra_patients, bundle.stats))
         if self.cfg.noise_series:
-            parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed))
+            parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed, self.cfg.noise_surrogates))
         return parts
 
     def prepare_sets(self, train: SeriesSet, val: SeriesSet) -> None:
@@ -167,7 +169,7 @@ class SeriesStage:
         self.train_set, self.val_set = train, val
         torch.manual_seed(self.seed)  # the init; a pending state brings its own RNG state back below
         self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
-                             cfg.layers, cfg.dropout)
+                             cfg.layers, cfg.dropout, coherence=cfg.coherence)
         self.net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
         # The network's sqrt-inverse class weights over the training series (rare types, e.g. neuropathy with a
         # dozen series, are heard without dominating); a type absent from them weighs 1 in the val loss.

@@ -71,7 +71,8 @@ class Trainer:
         self.data, self.diffusion, self.meta_loss = data, diffusion.to(device), meta_loss.to(device)
         self.objective = Objective(self.diffusion, meta_loss.components, cond_drop_prob=cfg.model.cond_drop_prob,
                                    head_input=cfg.loss.head_input, autocast=self._autocast,
-                                   noise_catch=cfg.training.noise_catch)
+                                   noise_catch=cfg.training.noise_catch,
+                                   catch_surrogates=cfg.training.catch_surrogates)
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
         self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
         if self.dist.enabled:

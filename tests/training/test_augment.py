@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from data.schema import ConfigError
 from tests.runs import tiny_config
-from training.augment import CATCH_LABEL, coloured_noise, noise_catch, perturb_intensity
+from training.augment import CATCH_LABEL, coloured_noise, noise_catch, perturb_intensity, phase_surrogate
 from training.clinical import NO_RESPONSE_DB
 from training.setup import build_trainer
 
@@ -134,3 +135,38 @@ def test_the_objective_replaces_only_the_heads_half(tmp_path):
         losses[p] = {k: v.item() for k, v in out.losses.items()}
     assert losses[0.0]["signal"] == pytest.approx(losses[0.9]["signal"], rel=1e-6)
     assert losses[0.0]["class"] != pytest.approx(losses[0.9]["class"], rel=1e-3)
+
+
+def test_a_phase_surrogate_keeps_the_amplitude_spectrum_and_loses_the_waveform():
+    x = torch.randn(64, 200, generator=_gen(10)) + torch.linspace(0, 3, 200)  # (B L), with a mean and a drift
+    s = phase_surrogate(x, _gen(11))
+    torch.testing.assert_close(torch.fft.rfft(s).abs(), torch.fft.rfft(x).abs(), atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(s.mean(-1), x.mean(-1), atol=1e-5, rtol=0)
+    xc, sc = x - x.mean(-1, keepdim=True), s - s.mean(-1, keepdim=True)
+    r = (xc * sc).sum(-1) / (xc.norm(dim=-1) * sc.norm(dim=-1))  # (B,) waveform correlation with the original
+    assert r.abs().mean().item() < 0.3
+
+
+def test_surrogate_catch_rows_are_surrogates_of_their_own_recording():
+    batch = _batch()
+    plain = noise_catch(batch, 0.5, _gen(12))
+    assert torch.equal(noise_catch(batch, 0.5, _gen(12), surrogates=0.0)["signal"], plain["signal"])  # 0: as before
+    out = noise_catch(batch, 0.5, _gen(12), surrogates=1.0)
+    c = (out["signal"] != batch["signal"]).any(-1)[:, 0]  # (B,) replaced rows: the same rows as without surrogates
+    assert torch.equal(c, (plain["signal"] != batch["signal"]).any(-1)[:, 0])
+    torch.testing.assert_close(torch.fft.rfft(out["signal"][c, 0]).abs(), torch.fft.rfft(batch["signal"][c, 0]).abs(),
+                               atol=1e-3, rtol=1e-4)
+    assert bool((out["label"][c] == CATCH_LABEL).all()) and not out["peak_mask"][c].any()
+    half = noise_catch(batch, 0.5, _gen(12), surrogates=0.5)["signal"][c, 0]  # about half of them surrogates
+    same = torch.isclose(torch.fft.rfft(half).abs(), torch.fft.rfft(batch["signal"][c, 0]).abs(), atol=1e-3).all(-1)
+    assert abs(same.float().mean().item() - 0.5) < 0.06
+
+
+def test_the_trainer_passes_catch_surrogates_to_the_objective(tmp_path):
+    trainer = build_trainer(tiny_config(tmp_path, *SMALL, "training.noise_catch=0.5", "training.catch_surrogates=0.5"),
+                            tmp_path / "s", callbacks=[])
+    assert trainer.objective.catch_surrogates == 0.5
+    with pytest.raises(ConfigError, match=r"^config key 'training\.catch_surrogates': expected 0 with training"):
+        tiny_config(tmp_path, "training.catch_surrogates=0.5")
+    with pytest.raises(ConfigError, match=r"^config key 'series\.noise_surrogates': expected 0 with series\.noise_"):
+        tiny_config(tmp_path, "series.noise_surrogates=0.5")

@@ -161,6 +161,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "training.clinical_validation": (T + "test_val_every_validates_every_nth_epoch_and_the_last",
                                      SE + "test_a_run_with_the_series_stage"),
     "training.noise_catch": "tests/training/test_augment.py::test_the_objective_replaces_only_the_heads_half",
+    "training.catch_surrogates": "tests/training/test_augment.py::"
+                                "test_the_trainer_passes_catch_surrogates_to_the_objective",
     "training.intensity_dropout": "tests/training/test_augment.py::"
                                   "test_the_trainer_perturbs_the_stated_intensity_of_training_batches",
     "training.intensity_jitter_db": "tests/training/test_augment.py::"
@@ -192,6 +194,10 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                              "test_extra_patients_come_from_the_runs_generator_at_another_seed",
     "series.noise_series": "tests/training/test_series_training_parts.py::"
                            "test_noise_copies_replace_every_recording_of_a_share_of_the_series",
+    "series.noise_surrogates": "tests/training/test_series_training_parts.py::"
+                               "test_noise_surrogates_are_series_of_their_recordings_surrogates",
+    "series.coherence": "tests/training/test_series_training_parts.py::"
+                        "test_series_coherence_appends_each_recordings_level_coherence",
     **{f"series.{k}": SE + "test_each_series_key_changes_the_fit"
        for k in ("width", "layers", "heads", "dropout", "epochs", "batch_size", "lr", "weight_decay",
                  "drop_recordings", "threshold_sigma", "val_every")},

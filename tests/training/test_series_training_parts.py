@@ -75,3 +75,50 @@ def test_extra_patients_need_the_generator(tiny, tmp_path):
     with pytest.raises(ValueError, match="series.extra_patients"):
         stage.training_parts(tiny[1])
 
+
+
+def test_series_coherence_appends_each_recordings_level_coherence(tiny, tmp_path):
+    from models.series import N_COHERENCE, level_coherence
+    from training.clinical import series_index
+    from training.series import load_series
+    from training.series_stage import save_series
+
+    cfg, bundle = tiny
+    net = build_model(cfg.model, bundle.stats).eval()
+    ev = extract(net, bundle.train)
+    t = bundle.train.tensors
+    want = level_coherence(t["signal"][:, 0].numpy(), series_index(ev.series_id, ev.static[:, 1]).members)
+    assert ev.coherence is not None and ev.coherence.shape == (len(ev.static), N_COHERENCE)
+    torch.testing.assert_close(torch.from_numpy(ev.coherence), torch.from_numpy(want))
+    plain, read = series_set(net, [bundle.train], "cpu"), series_set(net, [bundle.train], "cpu", coherence=True)
+    assert read.evidence.shape[-1] == plain.evidence.shape[-1] + N_COHERENCE
+    torch.testing.assert_close(read.evidence[..., :-N_COHERENCE], plain.evidence)
+    s, rows = 0, read.series.members[0]
+    torch.testing.assert_close(read.evidence[s, :len(rows), -N_COHERENCE:], torch.from_numpy(ev.coherence[rows]))
+    ev.coherence = None
+    with pytest.raises(ValueError, match="level coherence"):
+        SeriesSet(ev, coherence=True)
+    # the stage builds a series model that says it reads coherence, and series.pt keeps saying so
+    on = tiny_config(tmp_path, "data.synthetic.patients=12", "series.coherence=true", "series.epochs=1",
+                     "series.width=16", "series.heads=2")
+    stage = build_stage(on, int(bundle.class_weights.numel()))
+    stage.prepare(net, bundle)
+    assert stage.net.coherence and stage.train_set.evidence.shape[-1] == read.evidence.shape[-1]
+    save_series(tmp_path, stage.net, on.series, {"epoch": 1})
+    assert load_series(tmp_path).coherence is True
+
+
+def test_noise_surrogates_are_series_of_their_recordings_surrogates(tiny, tmp_path):
+    _, bundle = tiny
+    train = bundle.train.tensors
+    plain = noise_copies(bundle.train, 0.5, seed=3).tensors
+    sur = noise_copies(bundle.train, 0.5, seed=3, surrogates=1.0).tensors
+    assert torch.equal(plain["series_id"], sur["series_id"])  # the same series chosen
+    rows = torch.isin(train["series_id"], torch.unique(sur["series_id"]))
+    own = train["signal"][rows, 0]
+    torch.testing.assert_close(torch.fft.rfft(sur["signal"][:, 0]).abs(), torch.fft.rfft(own).abs(), atol=1e-3,
+                               rtol=1e-4)
+    assert (sur["threshold"] == NO_RESPONSE_DB).all() and not sur["peak_mask"].any()
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=0.5", "series.noise_surrogates=1")
+    part = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)[1].tensors
+    assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, 1.0).tensors["signal"])
