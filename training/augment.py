@@ -71,18 +71,28 @@ def perturb_intensity(static: Tensor, *, dropout: float, jitter_db: float, fill_
     return out
 
 
-def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator) -> Tensor:
+DRIFT_SPAN = 4  # drifting noise is synthesized on this many windows and the middle one kept
+
+
+def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator, span: int = 1) -> Tensor:
     """(B L) unit-variance Gaussian noise with power spectrum 1/f^alpha (alpha (B,)), zero mean;
-    synthesized in the frequency domain (the DC bin set to 0)."""
+    synthesized in the frequency domain on ``span`` * L samples (the DC bin set to 0) and the middle L
+    kept. ``span`` 1: one period of the noise, drift-free (the network's catch rows, as the clinical recipe
+    trained); DRIFT_SPAN: a window cut from a longer stretch, as real noise is, which keeps the slow drifts
+    of pink and brown noise below one cycle per window (the series stage's noise series: pure 1/f noise
+    cut from a longer stretch passed for a response to a series model that had seen periodic noise only,
+    bench/counterfactual.py)."""
     B, L = shape
     device = alpha.device
-    F = L // 2 + 1
+    n = span * L
+    F = n // 2 + 1
     spec = torch.complex(torch.randn(B, F, device=device, generator=generator),
                          torch.randn(B, F, device=device, generator=generator))  # (B F)
     f = torch.arange(F, device=device, dtype=torch.float32).clamp_min(1.0)  # (F)
     gain = f[None] ** (-alpha[:, None] / 2)  # (B F) amplitude ~ f^(-alpha/2)
     gain[:, 0] = 0.0
-    x = torch.fft.irfft(spec * gain, n=L)  # (B L)
+    start = (n - L) // 2
+    x = torch.fft.irfft(spec * gain, n=n)[:, start:start + L]  # (B L)
     return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
 
 
@@ -109,11 +119,11 @@ def phase_surrogate(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
-                surrogates: float = 0.0) -> dict[str, Tensor]:
+                surrogates: float = 0.0, span: int = 1) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
-    docstring), a share ``surrogates`` of them phase surrogates of the row itself; ``batch`` itself when p
-    is 0 (no random draw; with ``surrogates`` 0 no draw beyond the coloured noise's). Signals (B 1 L),
-    normalized units."""
+    docstring), a share ``surrogates`` of them phase surrogates of the row itself, the others coloured
+    noise synthesized on ``span`` windows (:func:`coloured_noise`); ``batch`` itself when p is 0 (no random
+    draw; with ``surrogates`` 0 no draw beyond the coloured noise's). Signals (B 1 L), normalized units."""
     if p == 0.0:
         return batch
     x = batch["signal"]
@@ -122,7 +132,7 @@ def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
     alpha, scale = catch_draws(B, generator, device)  # (B,) each
     own = x[:, 0].float()  # (B L)
-    noise = coloured_noise((B, L), alpha, generator) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
+    noise = coloured_noise((B, L), alpha, generator, span) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
     if surrogates > 0.0:
         swap = torch.rand(B, device=device, generator=generator) < surrogates  # (B,)
         noise = torch.where(swap[:, None], phase_surrogate(own, generator), noise)

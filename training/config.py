@@ -98,6 +98,10 @@ class SeriesConfig:
     noise_series: float = spec(
         0.0, ge=0.0, le=1.0, help="this share of the training series again as noise series: every recording replaced "
                                   "by coloured noise of its own size, labelled TOTAL / no response (issue 33)")
+    thinned_series: float = spec(
+        0.0, ge=0.0, le=1.0, help="this share of the training series (train split and extra patients) again, each "
+                                  "thinned to a random 4-10 of its levels with one recording at each: the short "
+                                  "protocols clinics record")
     noise_surrogates: float = spec(
         0.0, ge=0.0, le=1.0, help="share of the noise series' recordings that are phase surrogates of the recording "
                                   "(its amplitude spectrum, random phases) instead of coloured noise "

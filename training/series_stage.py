@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from data.dataset import ABRDataset
 from data.splits import class_weights
 from models.series import SeriesNet
-from training.augment import noise_catch
+from training.augment import DRIFT_SPAN, noise_catch
 from training.callbacks.format import format_epoch_summary
 from training.clinical import N_THRESHOLD_BINS, flatten
 from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
@@ -60,14 +60,44 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float
     its colour) left pure pink noise series as often answered "no response" by the series model (0.396 on
     bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays.
     ``surrogates``: the share of recordings made phase surrogates of themselves instead (series.noise_surrogates):
-    noise the network's heads call present as often as a response, which only the level coherence tells apart."""
+    noise the network's heads call present as often as a response, which only the level coherence tells apart.
+    The coloured noise is cut from a stretch DRIFT_SPAN windows long (it drifts, as real noise does)."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
     chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]]
     rows = torch.nonzero(torch.isin(sid, chosen)).flatten()  # (N',)
     batch = dataset.batch(rows)
-    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates) if len(rows) else batch)
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates, span=DRIFT_SPAN) if len(rows) else batch)
+
+
+THINNED_LEVELS = (4, 10)  # a thinned copy keeps this many of its series' levels (fewer where it has fewer)
+THINNED_SEED_OFFSET = 7  # thinned copies draw from seed + this (the noise series from seed)
+
+
+def thinned_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
+    """``share`` of ``dataset``'s series again, each thinned as a short clinical protocol records it: a random
+    4-10 of its levels (THINNED_LEVELS), one recording at each. The series model learns from dense series
+    (about 25 recordings, half of them bracketing the threshold); a clinic may record 5-8 levels 10-20 dB
+    apart, where the neighbours in the level coherence are further apart and fewer. Labels are the series'
+    own. Drawn the same on every call (exact resume)."""
+    gen = torch.Generator().manual_seed(seed + THINNED_SEED_OFFSET)
+    sid, level = dataset.tensors["series_id"], dataset.tensors["static"][:, 1]  # (N,) each
+    order = torch.argsort(sid, stable=True)
+    ids, counts = torch.unique_consecutive(sid[order], return_counts=True)
+    members = torch.split(order, counts.tolist())
+    chosen = torch.randperm(len(ids), generator=gen)[:round(share * len(ids))].sort().values
+    keep = []
+    for s in chosen.tolist():
+        rows = members[s]
+        levels = torch.unique(level[rows])  # (K,) ascending
+        lo, hi = THINNED_LEVELS
+        k = min(len(levels), int(torch.randint(lo, hi + 1, (1,), generator=gen)))
+        for lv in levels[torch.randperm(len(levels), generator=gen)[:k]].tolist():
+            at = rows[level[rows] == lv]
+            keep.append(at[torch.randint(len(at), (1,), generator=gen)])
+    index = torch.cat(keep) if keep else torch.zeros(0, dtype=torch.int64)
+    return ABRDataset.from_tensors(dataset.batch(index))
 
 
 def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: bool = False) -> SeriesSet:
@@ -153,13 +183,16 @@ class SeriesStage:
                           series_set(network, [bundle.val], device, self.cfg.coherence))
 
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
-        """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients and
-        ``cfg.noise_series`` of the train split's series as noise (both drawn the same on every call)."""
+        """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients,
+        ``cfg.thinned_series`` of those series again thinned to a short protocol, and ``cfg.noise_series`` of the
+        train split's series as noise (all drawn the same on every call)."""
         parts = [bundle.train]
         if self.cfg.extra_patients:
             if self.synthetic is None:
                 raise ValueError("series.extra_patients: expected 0 without the built-in generator (data.source file)")
             parts.append(extra_patients(self.synthetic, self.cfg.extra_patients, bundle.stats))
+        if self.cfg.thinned_series:
+            parts += [thinned_copies(p, self.cfg.thinned_series, self.seed + k) for k, p in enumerate(list(parts))]
         if self.cfg.noise_series:
             parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed, self.cfg.noise_surrogates))
         return parts

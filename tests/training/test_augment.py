@@ -7,7 +7,7 @@ import torch
 
 from data.schema import ConfigError
 from tests.runs import tiny_config
-from training.augment import CATCH_LABEL, coloured_noise, noise_catch, perturb_intensity, phase_surrogate
+from training.augment import CATCH_LABEL, DRIFT_SPAN, coloured_noise, noise_catch, perturb_intensity, phase_surrogate
 from training.clinical import NO_RESPONSE_DB
 from training.setup import build_trainer
 
@@ -113,13 +113,19 @@ def test_noise_catch_rows_are_noise_of_the_rows_size_labelled_as_catch_trials():
 
 
 def test_coloured_noise_has_the_slope_asked():
-    """Power falls as 1/f^alpha: the log-log slope of the averaged periodogram is -alpha."""
+    """Power falls as 1/f^alpha: the log-log slope of the averaged (Hann-windowed) periodogram is -alpha; the
+    window is cut from a longer stretch, so pink and brown noise drift across it (not periodic in it)."""
     for alpha in (0.0, 1.0, 2.0):
-        x = coloured_noise((4000, 200), torch.full((4000,), alpha), _gen(8))
-        power = torch.fft.rfft(x).abs().pow(2).mean(0)[1:]  # (F-1) without DC
+        x = coloured_noise((4000, 200), torch.full((4000,), alpha), _gen(8), span=DRIFT_SPAN)
+        power = torch.fft.rfft(x * torch.hann_window(200, periodic=False)).abs().pow(2).mean(0)[1:]  # (F-1) no DC
         f = torch.arange(1, len(power) + 1, dtype=torch.float32)
         slope = torch.linalg.lstsq(torch.stack([f.log(), torch.ones_like(f)], 1), power.log()[:, None]).solution[0]
         assert abs(slope.item() + alpha) < 0.1, (alpha, slope.item())
+        jump = (x[:, -1] - x[:, 0]).abs().mean().item()  # periodic noise would join up; drifting noise does not
+        step = (x[:, 1:] - x[:, :-1]).abs().mean().item()
+        assert (jump > 1.5 * step) == (alpha >= 1.0), (alpha, jump, step)
+        periodic = coloured_noise((4000, 200), torch.full((4000,), alpha), _gen(8))  # span 1: one period, no drift
+        assert (periodic[:, -1] - periodic[:, 0]).abs().mean().item() < 1.5 * step
 
 
 def test_the_objective_replaces_only_the_heads_half(tmp_path):

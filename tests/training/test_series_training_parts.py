@@ -122,3 +122,27 @@ def test_noise_surrogates_are_series_of_their_recordings_surrogates(tiny, tmp_pa
     cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=0.5", "series.noise_surrogates=1")
     part = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)[1].tensors
     assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, 1.0).tensors["signal"])
+
+
+def test_thinned_copies_keep_a_few_levels_one_recording_each(tiny, tmp_path):
+    from training.series_stage import THINNED_LEVELS, thinned_copies
+
+    _, bundle = tiny
+    train = bundle.train.tensors
+    thin = thinned_copies(bundle.train, 0.5, seed=4).tensors
+    sid, level = thin["series_id"], thin["static"][:, 1]
+    ids = torch.unique(sid)
+    assert len(ids) == round(0.5 * len(torch.unique(train["series_id"])))
+    for s in ids.tolist():
+        lv = level[sid == s]
+        n_levels = len(torch.unique(train["static"][train["series_id"] == s, 1]))
+        assert len(torch.unique(lv)) == len(lv)  # one recording per level
+        assert min(THINNED_LEVELS[0], n_levels) <= len(lv) <= THINNED_LEVELS[1]
+    # every kept row is a recording of the train split, labels and all
+    rows = [int(torch.nonzero((train["signal"][:, 0] == x).all(-1))[0]) for x in thin["signal"][:, 0]]
+    assert torch.equal(train["label"][rows], thin["label"]) and torch.equal(train["threshold"][rows], thin["threshold"])
+    assert torch.equal(thinned_copies(bundle.train, 0.5, seed=4).tensors["signal"], thin["signal"])  # exact resume
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.extra_patients=3", "series.thinned_series=0.5")
+    parts = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)
+    assert len(parts) == 4  # train, extra patients, and a thinned copy of each
+    assert torch.equal(parts[2].tensors["signal"], thinned_copies(bundle.train, 0.5, cfg.seed).tensors["signal"])
