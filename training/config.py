@@ -32,6 +32,11 @@ MAX_SEED = 2**63 - 1  # torch.manual_seed takes a signed 64-bit integer
 DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
+def share_spec(help: str) -> float:
+    """A share from 0 to 1, off (0.0) by default: the augmentations and added series below."""
+    return spec(0.0, ge=0.0, le=1.0, help=help)
+
+
 @dataclass
 class DiffusionConfig:
     timesteps: int = spec(1000, ge=2, help="number of diffusion steps T")
@@ -95,17 +100,15 @@ class SeriesConfig:
     extra_patients: int = spec(
         0, ge=0, le=20_000, help="synthetic data only: this many more patients from the run's generator settings at "
                                  "seed data.synthetic.seed + 90001, their series for the series model's training alone")
-    noise_series: float = spec(
-        0.0, ge=0.0, le=1.0, help="this share of the training series again as noise series: every recording replaced "
-                                  "by coloured noise of its own size, labelled TOTAL / no response (issue 33)")
-    thinned_series: float = spec(
-        0.0, ge=0.0, le=1.0, help="this share of the training series (train split and extra patients) again, each "
-                                  "thinned to a random 4-10 of its levels with one recording at each: the short "
-                                  "protocols clinics record")
-    noise_surrogates: float = spec(
-        0.0, ge=0.0, le=1.0, help="share of the noise series' recordings that are phase surrogates of the recording "
-                                  "(its amplitude spectrum, random phases) instead of coloured noise "
-                                  "(training/augment.py)")
+    noise_series: float = share_spec(
+        "this share of the training series again as noise series: every recording replaced by coloured noise of its "
+        "own size, labelled TOTAL / no response (issue 33)")
+    thinned_series: float = share_spec(
+        "this share of the training series (train split and extra patients) again, each thinned to a random 4-10 of "
+        "its levels with one recording at each: the short protocols clinics record")
+    noise_surrogates: float = share_spec(
+        "share of the noise series' recordings that are phase surrogates of the recording (its amplitude spectrum, "
+        "random phases) instead of coloured noise (training/augment.py)")
     coherence: bool = spec(
         False, help="the series model also reads each recording's correlation with its louder and quieter neighbours "
                     "and with the series' loudest recording (models.series.level_coherence): a response repeats "
@@ -147,17 +150,16 @@ class TrainingConfig:
         True, help="validation also scores the series level (rule threshold, summed type evidence, wave V in "
                    "ms) as val/patient/*; usable as early_stopping.metric"
     )
-    intensity_dropout: float = spec(
-        0.0, ge=0.0, le=1.0, help="training batches: probability that a recording's stated intensity is replaced "
-                                  "by the training mean (training/augment.py); 0: off")
+    intensity_dropout: float = share_spec(
+        "training batches: probability that a recording's stated intensity is replaced by the training mean "
+        "(training/augment.py); 0: off")
     noise_catch: float = spec(
         0.0, ge=0.0, lt=1.0, help="training: share of the heads' rows replaced by noise-only catch trials (random "
                                   "spectrum, the row's own size; labelled absent / TOTAL / no response; "
                                   "training/augment.py); 0: off")
-    catch_surrogates: float = spec(
-        0.0, ge=0.0, le=1.0, help="training: share of the noise catch rows that are phase surrogates of the row's "
-                                  "own recording (its amplitude spectrum, random phases: no waveform; "
-                                  "training/augment.py); 0: coloured noise only")
+    catch_surrogates: float = share_spec(
+        "training: share of the noise catch rows that are phase surrogates of the row's own recording (its "
+        "amplitude spectrum, random phases: no waveform; training/augment.py); 0: coloured noise only")
     intensity_jitter_db: float = spec(
         0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
                                    "0-100 dB (training/augment.py); 0: off")
