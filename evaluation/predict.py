@@ -268,6 +268,7 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
 
 def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order: np.ndarray, trust: Trust
                     ) -> list[dict[str, Any]]:
+    replication = replication_cells(ev)
     rows = []
     for i in order:
         patient, series = batch.names[batch.records.series_id[i]]
@@ -281,7 +282,7 @@ def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
             "wave_v": "present" if ev.peak_prob[i] >= DETECTION_P else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
-            **early_wave_cells(ev, i), **trust.recording(i),
+            **early_wave_cells(ev, i), **replication[i], **trust.recording(i),
             "warnings": "; ".join(warnings[i].values()),
         })
     return rows
@@ -306,6 +307,25 @@ def early_wave_cells(ev: Any, i: int) -> dict[str, str]:
 
 
 INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
+REPLICATION_COLUMNS = ("correlation_louder", "correlation_quieter", "correlation_loudest")
+
+
+def replication_cells(ev: Any) -> list[dict[str, str]]:
+    """Per recording: its level coherence (models.series.level_coherence, the series model's input with
+    series.coherence) as REPLICATION_COLUMNS: the correlation with the next louder and the next quieter
+    recording of its series and with the loudest; empty where there is no such recording."""
+    from training.clinical import series_index
+
+    n = len(ev.static)
+    if ev.coherence is None:
+        return [{} for _ in range(n)]
+    c = ev.coherence  # (N 3)
+    has = np.zeros((n, 3), dtype=bool)  # (N 3): which neighbour exists
+    for rows in series_index(ev.series_id, ev.static[:, 1]).members:
+        if len(rows) > 1:
+            has[rows[:-1], 0] = has[rows[1:], 1] = has[rows, 2] = True
+    return [{name: f"{c[i, k]:.3f}" if has[i, k] else "" for k, name in enumerate(REPLICATION_COLUMNS)}
+            for i in range(n)]
 
 
 def patients_rows(batch: Batch, answers: Any, warnings: list[list[str]], figures: list[str], trust: Trust,
@@ -348,7 +368,8 @@ RECORDING_COLUMNS = ("source", "sample", "patient", "series", "intensity_db", "r
                      "amplitude_uv",
                      *(f"wave_{w}{part}" for w in WAVE_NAMES[:-1]
                        for part in ("_probability", "", "_latency_ms", "_amplitude_uv")),
-                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), *TRUST_COLUMNS, "warnings")
+                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), *REPLICATION_COLUMNS, *TRUST_COLUMNS,
+                     "warnings")
 PATIENT_COLUMNS = ("source", "patient", "series", "n_recordings", "levels_db", "threshold_db", "threshold_low_db",
                    "threshold_high_db", "threshold_method", "rule_threshold_db", "type",
                    *(f"p_{c}" for c in CLASS_NAMES), "type_method", "li_slope_ms_per_db", *TRUST_COLUMNS, "coherence",

@@ -135,6 +135,19 @@ def check_recordings(rows: list[dict[str, str]], records: Records, want: dict[st
             assert float(r["interpeak_I_V_ms"]) == pytest.approx(i_to_v, abs=2e-3)
         else:
             assert r["interpeak_I_V_ms"] == ""
+    # each recording's level coherence: with its louder and quieter neighbour and the loudest of its series
+    from models.series import level_coherence
+    from training.clinical import series_index
+
+    members = series_index(records.series_id, records.static[:, 1]).members
+    coh = level_coherence(records.signal, members)  # (N 3), the signals as read (µV): scale does not matter
+    loudest, quietest = {int(m[-1]) for m in members}, {int(m[0]) for m in members}
+    for r in rows:
+        i = int(r["sample"])
+        assert (r["correlation_louder"] == "") == (i in loudest) and (r["correlation_quieter"] == "") == (i in quietest)
+        for k, name in enumerate(("correlation_louder", "correlation_quieter", "correlation_loudest")):
+            if r[name]:
+                assert float(r[name]) == pytest.approx(coh[i, k], abs=2e-3), (i, name)
 
 
 def check_series(rows: list[dict[str, str]], records: Records, want: dict[str, np.ndarray]) -> None:
