@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from data.records import SAMPLE_RATE_HZ
+from data.waveform import zero_phase_gain
 
 N_STATIC_FEATURES = 4  # age, intensity, rate, FMP: see static_features
 
@@ -89,9 +90,9 @@ def level_coherence(signal: np.ndarray | Tensor, members: list[np.ndarray], chun
     x = x - x.mean(1, keepdim=True)
     x = x - (x @ t / (t @ t))[:, None] * t
     n_fft = 1 << int(math.ceil(math.log2(3 * L)))  # room for the filter's ringing and every lag
-    f = torch.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ).clamp_min(1.0)
-    lo_hz, hi_hz = COHERENCE_BAND_HZ
-    band = 1.0 / torch.sqrt((1 + (lo_hz / f) ** 4) * (1 + (f / hi_hz) ** 4))  # 2nd-order Butterworth-like, zero phase
+    # 2nd-order Butterworth high- and low-pass amplitude, zero phase (the square root of the power response)
+    band = torch.from_numpy(np.sqrt(zero_phase_gain(
+        np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ), *(np.array([v]) for v in (*COHERENCE_BAND_HZ, 2, 2))))[0]).float()
     lo, hi = (int(round(ms * SAMPLE_RATE_HZ / 1000)) for ms in COHERENCE_WINDOW_MS)
     w = torch.cat([torch.fft.irfft(torch.fft.rfft(x[i:i + chunk], n_fft) * band, n_fft)[:, lo:hi]
                    for i in range(0, N, chunk)]) if N else x[:, lo:hi]  # (N W) band-passed window

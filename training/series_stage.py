@@ -35,7 +35,7 @@ from data.splits import class_weights
 from models.series import SeriesNet
 from training.augment import DRIFT_SPAN, noise_catch
 from training.callbacks.format import format_epoch_summary
-from training.clinical import N_THRESHOLD_BINS, flatten
+from training.clinical import N_THRESHOLD_BINS, flatten, series_index
 from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
 
 EXTRA_SEED_OFFSET = 90_001  # series.extra_patients' generator seed: data.synthetic.seed + this (no bench cohort's)
@@ -82,14 +82,12 @@ def thinned_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     apart, where the neighbours in the level coherence are further apart and fewer. Labels are the series'
     own. Drawn the same on every call (exact resume)."""
     gen = torch.Generator().manual_seed(seed + THINNED_SEED_OFFSET)
-    sid, level = dataset.tensors["series_id"], dataset.tensors["static"][:, 1]  # (N,) each
-    order = torch.argsort(sid, stable=True)
-    ids, counts = torch.unique_consecutive(sid[order], return_counts=True)
-    members = torch.split(order, counts.tolist())
-    chosen = torch.randperm(len(ids), generator=gen)[:round(share * len(ids))].sort().values
+    level = dataset.tensors["static"][:, 1]  # (N,)
+    series = series_index(dataset.tensors["series_id"].numpy(), level.numpy())
+    chosen = torch.randperm(len(series), generator=gen)[:round(share * len(series))].sort().values
     keep = []
     for s in chosen.tolist():
-        rows = members[s]
+        rows = torch.from_numpy(series.members[s])
         levels = torch.unique(level[rows])  # (K,) ascending
         lo, hi = THINNED_LEVELS
         k = min(len(levels), int(torch.randint(lo, hi + 1, (1,), generator=gen)))
