@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from data.cli import ArgumentParser, check_outputs, record_outputs, run_main
+from data.cli import ArgumentParser, check_outputs, phase, record_outputs, run_main
 from data.jsonable import to_jsonable
 from evaluation.metrics import delta_m_percent
 from evaluation.plots import CURVE_KEYS, plot_loss_curves
@@ -52,6 +52,7 @@ from evaluation.seed_groups import (
 )
 
 PROG = "python -m evaluation.compare"
+PHASE = "compare"  # the name its phase lines on stderr start with
 OUTPUT_FILES = ("comparison.md", "comparison.json", "curves.png")
 # What a run was trained on (config.yaml keys; the synthetic ones only for source=synthetic, the path
 # only for source=file) and what it was tested on (eval/metrics.json "meta" keys).
@@ -396,9 +397,10 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_s
         if Path(d).resolve() in seen:
             raise ValueError(f"runs: '{d}' is given twice (as '{seen[Path(d).resolve()]}' too)")
         seen[Path(d).resolve()] = str(d)
-    runs = [read_run(d) for d in run_dirs]
-    labels = _labels(runs)
-    rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
+    with phase(PHASE, f"reading {len(run_dirs)} run(s)"):
+        runs = [read_run(d) for d in run_dirs]
+        labels = _labels(runs)
+        rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
     pooled = [SEED_KEY, *dict.fromkeys(k for k in seed_keys if k != SEED_KEY)] if group_seeds else []
     facts = [run_facts(r) for r in runs]
     warnings += [w for _f, ws in facts for w in ws] + data_warnings(labels, [_unpooled(f, pooled) for f, _w in facts])
@@ -410,13 +412,14 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_s
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"warnings": warnings, "runs": rows, "val_total_note": VAL_TOTAL_NOTE,
               "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
-    if group_seeds:
-        _path, curve_warnings = plot_group_curves(runs, groups, group_keys, out_dir / "curves.png")
-        warnings += group_warnings + curve_warnings
-        result["grouping"] = {"seed_keys": pooled, "group_keys": group_keys,
-                              "groups": [summarize_group(rows, g) for g in groups]}
-    else:
-        plot_loss_curves(runs, out_dir / "curves.png")
+    with phase(PHASE, "drawing the curves" + (f" of {len(groups)} seed group(s)" if group_seeds else "")):
+        if group_seeds:
+            _path, curve_warnings = plot_group_curves(runs, groups, group_keys, out_dir / "curves.png")
+            warnings += group_warnings + curve_warnings
+            result["grouping"] = {"seed_keys": pooled, "group_keys": group_keys,
+                                  "groups": [summarize_group(rows, g) for g in groups]}
+        else:
+            plot_loss_curves(runs, out_dir / "curves.png")
     (out_dir / "comparison.json").write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n",
                                              encoding="utf-8")
     grouping = result.get("grouping")

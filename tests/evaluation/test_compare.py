@@ -60,7 +60,13 @@ def test_headline_metrics_absent_values_are_nan():
 def test_compare_cli(fx, tmp_path, capsys):
     a = fx.write_fake_run(tmp_path / "A")
     assert main([str(a), "--out", str(tmp_path / "out")]) == 0
-    assert "# Run comparison" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "# Run comparison" in out
+    # progress on stderr (issue 29): each phase when it starts and its time when it ends, tables stay on stdout
+    assert re.search(r"^compare: reading 1 run\(s\) \.\.\.$", err, re.M), err
+    assert re.search(r"^compare: reading 1 run\(s\): \d+\.\d s$", err, re.M), err
+    assert re.search(r"^compare: drawing the curves: \d+\.\d s$", err, re.M), err
+    assert "compare:" not in out
     with pytest.raises(ValueError, match="expected at least one run directory"):
         compare_runs([], tmp_path / "x")
 

@@ -15,8 +15,11 @@ def _est(v: float) -> dict:
 
 def test_hparams_columns_start_with_val_patient_and_end_with_test():
     cols = hparams_metrics(clinical_validation=True)
-    assert cols[:2] == ("val/patient/threshold/within_10db", "val/patient/threshold/mae_db")
+    # TensorBoard shows the first five metric columns: the headline questions, validation beside test
+    assert cols[:5] == ("val/patient/threshold/within_10db", "test/patient/threshold/within_10db",
+                        "val/patient/type/macro_f1", "test/patient/type/macro_f1", "val/patient/wave_v/detection_f1")
     assert "test/patient/type/macro_f1" in cols and "test/class/macro_f1" in cols
+    assert len(cols) == len(set(cols)) and "val/patient/threshold/mae_db" in cols
     assert not any(c.startswith("val/patient/") for c in hparams_metrics(clinical_validation=False))
 
 

@@ -33,16 +33,17 @@ if TYPE_CHECKING:
 
 HParamValue = bool | int | float | str
 
-# What a researcher compares between runs (after the swept keys), in this order.
+# What a researcher compares between runs (after the swept keys), in this order. TensorBoard's HParams
+# shows the first five columns by default, so the data's size (patients, or the data file) is among them.
 PARAMETERS_KEY = "model.parameters"  # trainable parameter count, not a config key
 CURATED_KEYS: tuple[str, ...] = (
     "loss.balancer.strategy",
     "training.lr",
-    "training.batch_size",
-    "training.epochs",
-    PARAMETERS_KEY,
     "data.synthetic.patients",
     "data.path",
+    "training.epochs",
+    PARAMETERS_KEY,
+    "training.batch_size",
     "loss.balancer.grouping.enabled",
     "model.base_channels",
     "data.source",

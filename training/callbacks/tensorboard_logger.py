@@ -64,13 +64,23 @@ PATIENT_METRICS: tuple[str, ...] = ("threshold/within_10db", "threshold/mae_db",
 TEST_METRICS: tuple[str, ...] = ("class/macro_f1", "peak_exist/f1", "peak_latency/mae", "threshold/mae")
 
 
+# The three clinical questions whose validation and test columns stand side by side at the front
+HEADLINE_PATIENT_METRICS: tuple[str, ...] = ("threshold/within_10db", "type/macro_f1", "wave_v/detection_f1")
+
+
 def hparams_metrics(clinical_validation: bool, split: str = "test") -> tuple[str, ...]:
-    """HParams metric columns: val/patient/* (when validation scores them), then the validation losses,
-    then the evaluation's ``split`` metrics, which appear once ``evaluation.evaluate`` has logged them
-    into the run (:func:`log_evaluation`)."""
-    patient = tuple(f"val/patient/{k}" for k in PATIENT_METRICS) if clinical_validation else ()
+    """HParams metric columns. With validation per patient: the headline questions as pairs,
+    val/patient/X beside ``split``/patient/X (TensorBoard shows the first five metric columns by
+    default, so both the validation and the test answers are in view), then the other val/patient/*,
+    the validation losses and the other ``split`` metrics. Without: the validation losses, then the
+    ``split`` metrics. The ``split`` columns fill once ``evaluation.evaluate`` logs them into the run
+    (:func:`log_evaluation`)."""
     test = tuple(f"{split}/patient/{k}" for k in PATIENT_METRICS) + tuple(f"{split}/{k}" for k in TEST_METRICS)
-    return patient + HPARAMS_METRICS + test
+    if not clinical_validation:
+        return HPARAMS_METRICS + test
+    paired = tuple(f"{where}/patient/{k}" for k in HEADLINE_PATIENT_METRICS for where in ("val", split))
+    rest_val = tuple(f"val/patient/{k}" for k in PATIENT_METRICS if k not in HEADLINE_PATIENT_METRICS)
+    return paired + rest_val + HPARAMS_METRICS + tuple(c for c in test if c not in paired)
 
 
 def log_evaluation(run_dir: str | Path, scalars: dict[str, float], step: int) -> Path:

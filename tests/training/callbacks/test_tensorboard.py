@@ -101,8 +101,8 @@ def test_hparams_are_written_at_the_start_curated_and_typed(make_trainer, cfg):
     assert set(hp) == {"experiment", "start"}  # live: the table exists while the run trains
     start, infos = hp["start"], hp["experiment"].hparam_infos
     shown = [i.display_name for i in sorted(infos, key=lambda i: (not i.differs, i.name))][:5]  # TensorBoard's order
-    assert shown == ["loss.balancer.strategy", "training.lr", "training.batch_size", "training.epochs",
-                     "data.synthetic.patients"]  # (a FakeTrainer has no model to count parameters of)
+    assert shown == ["loss.balancer.strategy", "training.lr", "data.synthetic.patients", "training.epochs",
+                     "training.batch_size"]  # (a FakeTrainer has no model to count parameters of)
     assert len(infos) <= 12 and "training.log_frequency" not in {i.display_name for i in infos}
     values = {i.display_name: start.hparams[i.name] for i in infos}
     assert values["loss.balancer.grouping.enabled"].WhichOneof("kind") == "bool_value"  # not 0.0000
@@ -111,8 +111,12 @@ def test_hparams_are_written_at_the_start_curated_and_typed(make_trainer, cfg):
     assert start.group_name == "run"
     metrics = [m.name.tag for m in hp["experiment"].metric_infos]
     losses = ["val/signal", "val/class", "val/peak_exist", "val/peak_latency", "val/threshold"]
-    patient = [m for m in metrics if m.startswith("val/patient/")]  # issue 29: the per-patient metrics first
-    assert metrics[:len(patient)] == patient and [m for m in metrics if m in losses][:5] == losses
+    # issue 29: the per-patient metrics first, the headline ones beside their test columns
+    val_patient = [m for m in metrics if m.startswith("val/patient/")]
+    front = metrics[:metrics.index(val_patient[-1]) + 1]
+    assert all(m.startswith(("val/patient/", "test/patient/")) for m in front) and len(front) == 8
+    assert [m for m in metrics if m in losses][:5] == losses
+    assert metrics[:2] == ["val/patient/threshold/within_10db", "test/patient/threshold/within_10db"]
     trainer.end()
     hp = _hparams(trainer.run_dir / "tensorboard")
     assert hp["end"].status == api_pb2.STATUS_SUCCESS
@@ -134,7 +138,8 @@ def test_sweep_runs_lead_with_the_swept_keys_and_have_short_distinct_names(tmp_p
         rows[value] = _hparams(run_dir / "tensorboard")
     for value, hp in rows.items():
         infos = sorted(hp["experiment"].hparam_infos, key=lambda i: (not i.differs, i.name))  # TensorBoard's order
-        assert [i.display_name for i in infos[:3]] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
+        assert [i.display_name for i in infos[:3]] == ["loss.balancer.strategy", "training.lr",
+                                                       "data.synthetic.patients"]
         assert [i.differs for i in infos[:3]] == [True, True, False]
         assert hp["start"].group_name == f"{value}, 0.001 (sweep)"  # distinct within the ~15 characters shown
         assert hp["start"].hparams[infos[0].name].string_value == value

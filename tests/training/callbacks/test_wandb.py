@@ -168,7 +168,7 @@ def test_hparams_record_is_in_the_config(make_trainer, cfg):
     _, records, _ = two_validations_and_an_alert(make_trainer, cfg)
     config = {i.key: json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "config"
               for i in r.config.update}
-    assert list(config["hparams"])[:3] == ["loss.balancer.strategy", "training.lr", "training.batch_size"]
+    assert list(config["hparams"])[:3] == ["loss.balancer.strategy", "training.lr", "data.synthetic.patients"]
     assert config["hparams"]["loss.balancer.grouping.enabled"] is False
 
 
