@@ -397,10 +397,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_s
         if Path(d).resolve() in seen:
             raise ValueError(f"runs: '{d}' is given twice (as '{seen[Path(d).resolve()]}' too)")
         seen[Path(d).resolve()] = str(d)
-    with phase(PHASE, f"reading {len(run_dirs)} run(s)"):
-        runs = [read_run(d) for d in run_dirs]
-        labels = _labels(runs)
-        rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
+    runs = [read_run(d) for d in run_dirs]
+    labels = _labels(runs)
+    rows = [summarize_run(r, label) for r, label in zip(runs, labels, strict=True)]
     pooled = [SEED_KEY, *dict.fromkeys(k for k in seed_keys if k != SEED_KEY)] if group_seeds else []
     facts = [run_facts(r) for r in runs]
     warnings += [w for _f, ws in facts for w in ws] + data_warnings(labels, [_unpooled(f, pooled) for f, _w in facts])
@@ -412,7 +411,9 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path, *, group_s
     out_dir.mkdir(parents=True, exist_ok=True)
     result = {"warnings": warnings, "runs": rows, "val_total_note": VAL_TOTAL_NOTE,
               "headline": [{"column": c, "higher_is_better": up} for c, _t, _k, up in HEADLINE]}
-    with phase(PHASE, "drawing the curves" + (f" of {len(groups)} seed group(s)" if group_seeds else "")):
+    # progress once every input has been read and checked: a refused input stays one line
+    what = f"{len(groups)} seed group(s) of " if group_seeds else ""
+    with phase(PHASE, f"drawing the curves of {what}{len(runs)} run(s)"):
         if group_seeds:
             _path, curve_warnings = plot_group_curves(runs, groups, group_keys, out_dir / "curves.png")
             warnings += group_warnings + curve_warnings
