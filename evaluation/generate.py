@@ -261,7 +261,7 @@ def plot_series(signal: np.ndarray, static: np.ndarray, f, settings: dict) -> No
     age, rate, fmp = (static[0, STATIC_NAMES.index(k)] for k in ("age", "rate", "fmp"))
     asked = ", ".join(x for x in (settings.get("type"), None if threshold is None else f"threshold {threshold:g} dB")
                       if x) or "no type or threshold asked for"
-    title = (f"generated series 1 of {settings.get('series')}: {asked}\n"
+    title = (f"generated series_id 0 (of {settings.get('series')}): {asked}\n"
              f"age {age:g}, rate {rate:g}, FMP {fmp:g}; {settings.get('sampler')} {settings.get('steps')} steps, "
              f"w={settings.get('guidance')}")
     with tempfile.TemporaryDirectory() as tmp:
