@@ -32,6 +32,10 @@ class DataStats:
     # runs saved before the span was recorded.
     static_min: list[float] | None = None
     static_max: list[float] | None = None
+    # The training split's span of the threshold label, dB nHL ("no response" coded 105 dB included):
+    # evaluation.generate --threshold warns outside it (issue 28); None in runs saved before it was recorded.
+    threshold_min: float | None = None
+    threshold_max: float | None = None
 
     def to_uv(self, x):
         """A globally standardized signal (tensor or array) back in µV: ``x * signal_std + signal_mean``.
@@ -55,6 +59,9 @@ class DataStats:
             _check_float(name, getattr(stats, name))
         for name in ("signal_std", "latency_std", "amplitude_std", "threshold_std"):
             _check_float(name, getattr(stats, name), positive=True)
+        for name in ("threshold_min", "threshold_max"):
+            if getattr(stats, name) is not None:
+                _check_float(name, getattr(stats, name))
         for name in ("static_mean", "static_std", "static_min", "static_max"):
             values = getattr(stats, name)
             if values is None and name in ("static_min", "static_max"):
@@ -78,18 +85,22 @@ class DataStats:
                                                                  strict=True)}
 
     def outside_span(self, values: dict[str, float]) -> list[str]:
-        """One line per value of ``values`` ({static name: value}) outside the training span; a run whose
-        statistics record no span gets one line saying the values could not be checked."""
+        """One line per value of ``values`` ({static name or "threshold": value}) outside the training span;
+        the values whose span the run's statistics do not record get one line saying they could not be checked."""
         from data.records import STATIC_NAMES, STATIC_UNITS
 
-        span = self.static_span()
-        if span is None:
-            return ["the run's normalization.json records no training span (a run saved before it was kept): "
-                    f"{', '.join(values)} not checked against the training data"]
-        units = dict(zip(STATIC_NAMES, STATIC_UNITS, strict=True))
-        return [f"{name} {v:g} {units[name]} lies outside the run's training span {span[name][0]:.4g} to "
-                f"{span[name][1]:.4g}: the model extrapolates" for name, v in values.items()
-                if not span[name][0] <= v <= span[name][1]]
+        span = self.static_span() or {}
+        if self.threshold_min is not None and self.threshold_max is not None:
+            span["threshold"] = (float(self.threshold_min), float(self.threshold_max))
+        units = dict(zip(STATIC_NAMES, STATIC_UNITS, strict=True)) | {"threshold": "dB nHL"}
+        unknown = [name for name in values if name not in span]
+        lines = [f"{name} {v:g} {units[name]} lies outside the run's training span {span[name][0]:.4g} to "
+                 f"{span[name][1]:.4g}: the model extrapolates" for name, v in values.items()
+                 if name in span and not span[name][0] <= v <= span[name][1]]
+        if unknown:
+            lines.append("the run's normalization.json records no training span (a run saved before it was kept): "
+                         f"{', '.join(unknown)} not checked against the training data")
+        return lines
 
     @classmethod
     def identity(cls) -> DataStats:
@@ -144,4 +155,6 @@ def fit_stats(records: object, normalization: str = "global") -> DataStats:
         normalization=normalization,
         static_min=[float(static[:, j].min()) if len(static) else 0.0 for j in range(static.shape[1])],
         static_max=[float(static[:, j].max()) if len(static) else 0.0 for j in range(static.shape[1])],
+        threshold_min=float(thr.min()) if thr.size else 0.0,
+        threshold_max=float(thr.max()) if thr.size else 0.0,
     )

@@ -215,7 +215,8 @@ def run_facts(run: RunLog) -> tuple[dict[str, Any], list[str]]:
             stats = json.loads(norm_path.read_text(encoding="utf-8"))
             # the mode is a choice; the static spans were added later (older runs lack them: no difference to flag)
             facts["normalization"] = {k: v for k, v in stats.items()
-                                      if k not in ("normalization", "static_min", "static_max")}
+                                      if k not in ("normalization", "static_min", "static_max",
+                                                   "threshold_min", "threshold_max")}
         except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
             warnings.append(f"run {run.name}: normalization.json is not a JSON object; its training data cannot be "
                             f"compared")

@@ -3,6 +3,21 @@
     python -m evaluation.generate --run logs/EXP --n 64 --intensity 80 --age 0.5 --rate 21.1 \\
         --fmp 300 --sampler ddim --steps 50 --guidance 2.0
 
+A run trained with ``model.label_conditioning`` (issue 28) also takes the hearing-loss type and threshold,
+each on its own (the other stays its null), both, or neither; and a series mode makes virtual patients,
+one whole intensity series each (docs/generate.md):
+
+    python -m evaluation.generate --run logs/EXP --n 8 --type SNIK --threshold 60 --levels 20,40,60,80
+
+``--n`` is then the number of series (patients), each with one signal per level of ``--levels``. "One
+set of individual traits" means here: a series' signals share the age, rate and FMP asked for, the type
+and threshold asked for, and every noise draw of the sampler, the starting noise x_T and (ddpm, ddim
+with eta > 0) each step's noise; only the level differs. The network has no explicit latent for an
+individual, so x_T is that individual: with the deterministic samplers (ddim at eta 0, dpmpp2m) the
+signal is a fixed function of x_T and the condition, and the levels of one series are that function
+at one x_T. How far this makes the levels behave like one ear is for the network's own read-back
+(issue 28, point 2) to measure; it is not claimed here.
+
 writes ``logs/EXP/eval/generated.npz`` and ``generated.png`` beside it (``--out FILE.npz`` names
 another file), and says where. The run is loaded with
 :func:`training.checkpoint.load_run`, which puts the EMA weights into the model when the run has
@@ -11,15 +26,19 @@ run's ``diffusion`` config section.
 
 The .npz follows the native data format's conventions (data/native.py): ``signal`` float32
 (N, 200) in µV, ``static`` float32 (N, 4) age, intensity, rate, FMP, and a JSON ``meta`` member
-with ``format_version``, ``sample_rate_hz``, ``units`` and the generation settings. It has no
-labels, peaks or thresholds (a generated signal has none), so its ``meta.format`` is
-``abr-generated`` and ``data.native.read_native`` does not take it as a training file.
+with ``format_version``, ``sample_rate_hz``, ``units`` and the generation settings (with ``type``,
+``threshold`` and ``levels`` as asked for: null when not given). It has no labels, peaks or thresholds
+(a generated signal has none: the requested type and threshold are conditions, kept in ``meta``), so
+its ``meta.format`` is ``abr-generated`` and ``data.native.read_native`` does not take it as a
+training file. The series mode adds ``series_id`` int64 (N,) (0 .. n-1, the rows of a series
+together, in the order of ``--levels``), and its PNG is the first series' waterfall.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,7 +51,7 @@ from torch import Tensor, nn
 from data.cli import ArgumentParser, check_number, check_outputs, number, phase, resolve_device, run_main
 from data.files import write_atomic
 from data.native import standard_meta
-from data.records import SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES
+from data.records import CLASS_NAMES, RANGES, SAMPLE_RATE_HZ, SIGNAL_LENGTH, STATIC_NAMES, class_index
 from data.stats import DataStats
 
 FORMAT_NAME = "abr-generated"
@@ -46,6 +65,9 @@ STATIC_LIMITS: dict[str, dict[str, float]] = {
     "rate": {"gt": 0.0, "le": 1000.0},  # stimuli per second
     "fmp": {"ge": 0.0, "le": 100_000.0},
 }
+# --threshold: the range every data file is held to (data.records.RANGES); "no response" is 105 dB and above
+THRESHOLD_LIMITS: dict[str, float] = {"ge": RANGES["threshold"][0], "le": RANGES["threshold"][1]}
+DEFAULT_INTENSITY = 80.0  # dB nHL, when neither --intensity nor --levels is given
 PROG = "generate"  # the name its phase lines on stderr start with
 MAX_SIGNALS = 100_000  # one command: 80 MB of float32 signals, hours of sampling on a CPU
 MAX_BATCH_SIZE = 65_536
@@ -69,25 +91,26 @@ def generate(
     batch_size: int = 256,
     length: int = SIGNAL_LENGTH,
     progress: Any = None,
+    label: int | None = None,
+    threshold: float | None = None,
+    tied: int = 1,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
 
+    ``label`` (a class index) and ``threshold`` (dB nHL) condition a network with ``model.label_conditioning``
+    (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive rows shares every noise draw (one
+    virtual patient's series; ``n`` a multiple of it; batches hold whole runs).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract);
     ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
     mode (its mode is restored afterwards). With per-sample normalization the scale of each
     recording is not known; the training split's ``signal_mean`` / ``signal_std`` are used then.
     ``progress`` (a tqdm bar, or anything with ``update(n)``) advances by one per sampler step of
-    each batch: ``ceil(n / batch_size) * steps`` in all.
+    each batch: ``ceil(n / batch_size) * steps`` in all (batch_size rounded down to whole runs of ``tied``).
     """
-    if n < 1:
-        raise ValueError(f"generate n: expected at least 1 signal, found {n}")
     device = diffusion.betas.device
-    static = torch.as_tensor(static, dtype=torch.float32, device=device)
-    if static.shape == (4,):
-        static = static.expand(n, 4)  # (n 4)
-    if static.shape != (n, 4):
-        raise ValueError(f"generate static: expected shape [4] or [{n}, 4], found {list(static.shape)}")
+    static = condition_rows(static, n, tied, device)  # (n 4)
+    batch_size = max(tied, batch_size // tied * tied)  # whole series per batch
     was_training = model.training
     model.eval()
     calls_per_step = 1 if guidance == 1.0 else 2  # guidance adds an unconditional evaluation
@@ -96,20 +119,55 @@ def generate(
         parts = []
         for start in range(0, n, batch_size):
             cond = static[start : start + batch_size]  # (b 4)
+            labels = label_inputs(cond.shape[0], device, label, threshold)
 
-            def denoise_fn(x_t: Tensor, t: Tensor, drop_cond: Tensor, cond: Tensor = cond) -> Tensor:
+            def denoise_fn(x_t: Tensor, t: Tensor, drop_cond: Tensor, cond: Tensor = cond, labels: dict = labels):
                 nonlocal calls
                 calls += 1
                 if progress is not None and calls % calls_per_step == 0:
                     progress.update(1)  # counted on the host: no device sync
-                return model(x_t, t, cond, drop_cond=drop_cond)["signal"]
+                return model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]
 
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
-                                          eta=eta, guidance=guidance, generator=generator, clip=clip))
+                                          eta=eta, guidance=guidance, generator=generator, clip=clip,
+                                          **({"tied": tied} if tied > 1 else {})))
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
     return stats.to_uv(x.float()).cpu()  # (n 1 L) µV
+
+
+def condition_rows(static: Tensor, n: int, tied: int, device: torch.device) -> Tensor:
+    """generate()'s ``static`` as (n 4) float32 on ``device``; ValueError for a bad n, shape or tie."""
+    if n < 1:
+        raise ValueError(f"generate n: expected at least 1 signal, found {n}")
+    static = torch.as_tensor(static, dtype=torch.float32, device=device)
+    if static.shape == (4,):
+        static = static.expand(n, 4)  # (n 4)
+    if static.shape != (n, 4):
+        raise ValueError(f"generate static: expected shape [4] or [{n}, 4], found {list(static.shape)}")
+    if tied < 1 or n % tied:
+        raise ValueError(f"generate tied: expected a divisor of n = {n}, found {tied}")
+    return static
+
+
+def label_inputs(b: int, device: torch.device, label: int | None, threshold: float | None) -> dict[str, Tensor]:
+    """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
+    in dB nHL (NaN: the threshold's null); {} when neither is given (the network is called as before).
+    Guidance's unconditional branch drops them with the rest (models/conditioning.py)."""
+    if label is None and threshold is None:
+        return {}
+    return {"label": torch.full((b,), -1 if label is None else label, dtype=torch.long, device=device),
+            "threshold": torch.full((b,), float("nan") if threshold is None else threshold, device=device)}
+
+
+def series_rows(static: Tensor, levels: list[float], n: int) -> tuple[Tensor, np.ndarray]:
+    """The rows of ``n`` series, one per level of ``levels``: (static [n*K, 4], series_id [n*K]) with the
+    intensity column set to each level; series s holds rows s*K .. s*K+K-1 in the order of ``levels``."""
+    K = len(levels)
+    rows = static.reshape(1, 4).repeat(n * K, 1)  # (n*K 4)
+    rows[:, STATIC_NAMES.index("intensity")] = torch.tensor(levels, dtype=torch.float32).repeat(n)
+    return rows, np.repeat(np.arange(n, dtype=np.int64), K)
 
 
 SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
@@ -145,8 +203,10 @@ def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
     return kw
 
 
-def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, settings: dict) -> tuple[Path, Path]:
-    """Write the .npz (see module docstring) and a PNG of the signals next to it; return both paths."""
+def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, settings: dict,
+                    series_id: np.ndarray | None = None) -> tuple[Path, Path]:
+    """Write the .npz (see module docstring) and a PNG of the signals next to it; return both paths.
+    ``series_id`` (N,): the series mode's member, and the PNG is then the first series' waterfall."""
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"--out: expected a file name ending in .npz, found '{path}'")
@@ -154,11 +214,18 @@ def write_generated(path: str | Path, signal_uv: Tensor, static: Tensor, setting
     static = torch.as_tensor(static, dtype=torch.float32).expand(signal.shape[0], 4).cpu().numpy()  # (N 4)
     meta = standard_meta({"generation": settings})
     meta["format"] = FORMAT_NAME
+    members = {"signal": signal.astype(np.float32), "static": static.astype(np.float32)}
+    if series_id is not None:
+        members["series_id"] = np.asarray(series_id, dtype=np.int64).reshape(signal.shape[0])  # (N)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = path.with_suffix(".png")
-    write_atomic(path, lambda f: np.savez(f, signal=signal.astype(np.float32), static=static.astype(np.float32),
+    write_atomic(path, lambda f: np.savez(f, **members,
                                            meta=np.array(json.dumps(meta, sort_keys=True, ensure_ascii=False))))
-    write_atomic(png, lambda f: plot_signals(signal, static[0], f, settings))
+    if series_id is None:
+        write_atomic(png, lambda f: plot_signals(signal, static[0], f, settings))
+    else:
+        first = members["series_id"] == members["series_id"][0]
+        write_atomic(png, lambda f: plot_series(signal[first], static[first], f, settings))
     return path, png
 
 
@@ -183,12 +250,57 @@ def plot_signals(signal: np.ndarray, static: np.ndarray, path, settings: dict) -
     plt.close(fig)
 
 
+def plot_series(signal: np.ndarray, static: np.ndarray, f, settings: dict) -> None:
+    """One virtual patient's series as a waterfall (evaluation.plots.Waterfall), loudest on top, the
+    requested threshold as its dashed line (none without one, or at "no response"), into the file ``f``."""
+    import tempfile
+
+    from evaluation.plots import plot_waterfall
+
+    threshold = settings.get("threshold")
+    age, rate, fmp = (static[0, STATIC_NAMES.index(k)] for k in ("age", "rate", "fmp"))
+    asked = ", ".join(x for x in (settings.get("type"), None if threshold is None else f"threshold {threshold:g} dB")
+                      if x) or "no type or threshold asked for"
+    title = (f"generated series_id 0 (of {settings.get('series')}): {asked}\n"
+             f"age {age:g}, rate {rate:g}, FMP {fmp:g}; {settings.get('sampler')} {settings.get('steps')} steps, "
+             f"w={settings.get('guidance')}")
+    with tempfile.TemporaryDirectory() as tmp:
+        png = Path(tmp) / "series.png"
+        plot_waterfall(signal, static[:, STATIC_NAMES.index("intensity")], None, None,
+                       math.inf if threshold is None else float(threshold), png, title=title)
+        f.write(png.read_bytes())
+
+
 # --------------------------------------------------------------------------------------------
 # command line
 
 
 def _static_flag(name: str) -> Callable[[str], float]:
     return number(float, **STATIC_LIMITS[name], limit="STATIC_LIMITS")
+
+
+def _type_flag(text: str) -> int:
+    """--type NAME -> its class index (case and Turkish diacritics ignored: SNIK is SNİK)."""
+    index = class_index(text)
+    if index < 0:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(CLASS_NAMES)} (case and diacritics ignored), "
+                                         f"found {text!r}")
+    return index
+
+
+def _levels_flag(text: str) -> list[float]:
+    """--levels 20,40,60 -> [20.0, 40.0, 60.0]: distinct levels, each within STATIC_LIMITS' intensity range."""
+    levels = []
+    for part in text.split(","):
+        try:
+            level = check_number("", part.strip(), float, **STATIC_LIMITS["intensity"], limit="STATIC_LIMITS")
+        except ValueError as exc:  # ": expected a finite number >= ..., found 'abc'"
+            each = str(exc).removeprefix(": expected ")
+            raise argparse.ArgumentTypeError(f"expected comma-separated levels in dB nHL, each {each}") from None
+        if level in levels:
+            raise argparse.ArgumentTypeError(f"expected distinct levels, found {level:g} twice in {text!r}")
+        levels.append(level)
+    return levels
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -198,16 +310,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--n", type=number(int, ge=1, le=MAX_SIGNALS, limit="MAX_SIGNALS"), default=64,
                    help=f"signals to generate (at most {MAX_SIGNALS})")
     p.add_argument("--age", type=_static_flag("age"), default=0.5, help="years")
-    p.add_argument("--intensity", type=_static_flag("intensity"), default=80.0, help="dB nHL")
+    p.add_argument("--intensity", type=_static_flag("intensity"),
+                   help=f"dB nHL (default {DEFAULT_INTENSITY:g}; not with --levels)")
     p.add_argument("--rate", type=_static_flag("rate"), default=21.1, help="stimulus rate, 1/s")
     p.add_argument("--fmp", type=_static_flag("fmp"), default=300.0, help="FMP")
+    p.add_argument("--type", type=_type_flag, metavar="NAME",
+                   help=f"hearing-loss type, one of {', '.join(CLASS_NAMES)} (a run trained with "
+                        "model.label_conditioning; default: not conditioned on, the type's null)")
+    p.add_argument("--threshold", type=number(float, **THRESHOLD_LIMITS, limit="data.records.RANGES"), metavar="DB",
+                   help="hearing threshold, dB nHL; 105: no response (a run trained with model.label_conditioning; "
+                        "default: not conditioned on, the threshold's null)")
+    p.add_argument("--levels", type=_levels_flag, metavar="DB,DB,...",
+                   help="series mode: --n virtual patients, each one series at these levels (dB nHL) with one set "
+                        "of individual traits (module docstring)")
     add_sampling_flags(p)
     p.add_argument("--seed", type=number(int, ge=0, le=MAX_SEED, limit="MAX_SEED"), default=0)
     p.add_argument("--batch-size", type=number(int, ge=1, le=MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE"), default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, auto")
     p.add_argument("--out", help="output .npz (a .png is written next to it); default: RUN/eval/generated.npz")
     p.add_argument("--overwrite", action="store_true", help="replace the .npz and .png if they exist")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.levels is not None and args.intensity is not None:
+        p.error("argument --levels: expected either --levels (a series) or --intensity (one level), found both")
+    if args.levels is not None and args.n * len(args.levels) > MAX_SIGNALS:
+        p.error(f"argument --levels: expected --n x levels <= {MAX_SIGNALS} signals (MAX_SIGNALS), found "
+                f"{args.n} x {len(args.levels)} = {args.n * len(args.levels)}")
+    if args.intensity is None and args.levels is None:
+        args.intensity = DEFAULT_INTENSITY
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,28 +358,61 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     loaded = load_run(args.run, which=args.checkpoint, device=device)  # seconds; its errors stay one line
     kw = sampling_settings(loaded.diffusion, args)
-    for line in loaded.stats.outside_span({n: getattr(args, n) for n in ("age", "intensity", "rate", "fmp")}):
+    check_labels(loaded.model, args)
+    for line in span_warnings(loaded.stats, args):
         print(f"warning: {line}", file=sys.stderr)
-    static = torch.tensor([args.age, args.intensity, args.rate, args.fmp], dtype=torch.float32)
+    levels, series_id, tied, total_signals = args.levels, None, 1, args.n
+    static = torch.tensor([args.age, (levels or [args.intensity])[0], args.rate, args.fmp], dtype=torch.float32)
+    if levels is not None:
+        static, series_id = series_rows(static, levels, args.n)  # (n*K 4), (n*K)
+        tied, total_signals = len(levels), args.n * len(levels)
     generator = torch.Generator().manual_seed(args.seed)
-    total = -(-args.n // args.batch_size) * kw["steps"]
-    what = f"sampling {args.n} signals ({kw['sampler']}, {kw['steps']} steps, guidance {kw['guidance']:g}) on {device}"
+    per_batch = max(tied, args.batch_size // tied * tied)
+    total = -(-total_signals // per_batch) * kw["steps"]
+    what = (f"sampling {args.n} series x {len(levels)} levels = {total_signals} signals" if levels is not None
+            else f"sampling {args.n} signals")
+    what += f" ({kw['sampler']}, {kw['steps']} steps, guidance {kw['guidance']:g}) on {device}"
     # the bar shows on a terminal only (disable=None); the phase lines reach a log file too
     with phase(PROG, what), tqdm(total=total, desc="sampling", unit="step", file=sys.stderr, leave=False,
                                  disable=None) as bar:
-        signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, args.n, kw["sampler"], kw["steps"],
-                          kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"], batch_size=args.batch_size,
-                          progress=bar)
+        signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, total_signals, kw["sampler"],
+                          kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
+                          batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
+                          tied=tied)
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "
                          f"{signal.numel()} with {kw}; nothing written")
     ckpt = getattr(loaded, "checkpoint", None) or {}
     settings = kw | {"seed": args.seed, "run": str(args.run), "checkpoint": args.checkpoint,
-                     "ema_weights": ckpt.get("ema") is not None}
-    npz, png = write_generated(out, signal, static, settings)
-    print(f"wrote {npz} ({args.n} signals, µV) and {png}")
+                     "ema_weights": ckpt.get("ema") is not None,
+                     "type": None if args.type is None else CLASS_NAMES[args.type], "threshold": args.threshold,
+                     "levels": levels, "series": args.n if levels is not None else None}
+    npz, png = write_generated(out, signal, static, settings, series_id=series_id)
+    what = f"{args.n} series x {len(levels)} levels" if levels is not None else f"{args.n} signals"
+    print(f"wrote {npz} ({what}, µV) and {png}")
     return 0
+
+
+def check_labels(model: nn.Module, args: argparse.Namespace) -> None:
+    """--type and --threshold need a network trained with label conditioning: one line otherwise."""
+    given = [flag for flag, value in (("--type", args.type), ("--threshold", args.threshold)) if value is not None]
+    if given and not getattr(model, "label_conditioned", False):
+        raise ValueError(f"{' and '.join(given)}: expected a run trained with model.label_conditioning true, found "
+                         f"run '{args.run}' trained without it (leave {' and '.join(given)} out, or train with "
+                         f"model.label_conditioning=true)")
+
+
+def span_warnings(stats: DataStats, args: argparse.Namespace) -> list[str]:
+    """One line per requested value outside the run's training span (DataStats.outside_span): the static
+    values, each level of --levels, and --threshold when given."""
+    values = {"age": args.age, "intensity": (args.levels or [args.intensity])[0], "rate": args.rate, "fmp": args.fmp}
+    if args.threshold is not None:
+        values["threshold"] = args.threshold
+    lines = stats.outside_span(values)
+    for level in (args.levels or [])[1:]:  # the unchecked-span line is said once, above
+        lines += [line for line in stats.outside_span({"intensity": level}) if line.startswith("intensity")]
+    return lines
 
 
 if __name__ == "__main__":

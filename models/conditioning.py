@@ -1,7 +1,34 @@
-"""The condition c (B E) that every FiLM layer reads: timestep t and static parameters.
+"""The condition c (B E) that every FiLM layer reads: timestep t, static parameters and (optionally) labels.
 
-c = SiLU( MLP_t(sinusoid(t)) + e_s ),  e_s = MLP_s(standardize(static)) or, where the condition is
+c = SiLU( MLP_t(sinusoid(t)) + e_s [+ e_y] ),  e_s = MLP_s(standardize(static)) or, where the condition is
 dropped (classifier-free guidance, Ho & Salimans 2022), a learned null embedding.
+
+Label conditioning (``model.label_conditioning``, issue 28; off by default, and then nothing below exists,
+so runs saved before it load and generate as they did): e_y = MLP_y(v) reads the hearing-loss type and
+threshold, so that evaluation.generate can make a virtual patient of a chosen type and threshold.
+
+    v = [ one-hot type (5) | type null (1) | z threshold (1) | no response (1) | threshold null (1) ]
+
+- Each label has its own null: the type null (the one-hot zeroed, the type-null bit set) and the threshold
+  null (z = 0, the threshold-null bit set); MLP_y's first-layer columns for the two bits are their learned
+  null embeddings. Training drops each independently (``model.type_drop_prob``,
+  ``model.threshold_drop_prob``; training.objective draws them), so type alone, threshold alone, both or
+  neither are all conditions the network has seen. The classifier-free-guidance drop (``drop_cond``)
+  drops everything, static values and both labels, as before: the unconditional branch of guidance is
+  unchanged, the conditional branch uses what the user gave.
+- Inputs: the class index (-1: the type's null, data.records.UNKNOWN_LABEL) and the threshold in dB nHL
+  (NaN, an unknown threshold: the threshold's null). "No response" is the project's code, 105 dB and above
+  (data.synthetic.NO_RESPONSE_THRESHOLD_DB, training.clinical.NO_RESPONSE_DB): it is a category, not a
+  number, so it gets its own bit (z = 0) rather than the threshold's null. Why not the null: the null must
+  stay "any threshold" (the marginal), or a type-only request for NÖROPATİ or SNİK would lean towards the
+  no-response recordings folded into it; and the user can ask for a no-response ear (``--threshold 105``).
+- No label leakage: the five heads answer from the pass at t = 0, and the series stage reads that pass's
+  evidence. Rows at t = 0 always get both nulls, whatever the caller passes, in training and inference
+  alike: the heads can never copy their own labels from the condition (tests/models/test_conditioning.py).
+  The denoiser at t > 0 reads them. The rule is by t, as for ``blind`` below, so the denoiser's own
+  rows at t = 0 (the lowest noise level, sigma_0 = 0.006 on the cosine schedule at T = 1000, and the
+  samplers' last step) do not read them either: by then the signal is already fixed.
+- MLP_y's last layer starts at zero: a new run begins as the network without labels.
 
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
@@ -19,9 +46,12 @@ import math
 import torch
 from torch import Tensor, nn
 
+from data.records import NUM_CLASSES
 from data.stats import DataStats
+from data.synthetic import NO_RESPONSE_THRESHOLD_DB
 
 FMP_INDEX = 3
+LABEL_WIDTH = NUM_CLASSES + 4  # v: one-hot type, type null, z threshold, no response, threshold null
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -34,8 +64,34 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Ten
     return nn.functional.pad(emb, (0, dim % 2))  # (B dim)
 
 
+class LabelEmbedding(nn.Module):
+    """e_y (B E) = MLP_y(v) of the type and threshold labels (module docstring: v, the nulls, no response)."""
+
+    def __init__(self, E: int, stats: DataStats):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(LABEL_WIDTH, E), nn.SiLU(), nn.Linear(E, E))
+        nn.init.zeros_(self.mlp[-1].weight)  # e_y = 0 at the start: the network begins as the one without labels
+        nn.init.zeros_(self.mlp[-1].bias)
+        self.register_buffer("threshold_mean", torch.tensor(float(stats.threshold_mean)))  # () dB nHL
+        self.register_buffer("threshold_std", torch.tensor(float(stats.threshold_std)).clamp_min(1e-6))  # ()
+
+    def forward(self, label: Tensor, threshold: Tensor, null: Tensor) -> Tensor:
+        """label (B) int64, -1: the type's null; threshold (B) dB nHL, NaN: the threshold's null; null (B)
+        bool: both nulls (t = 0, or the guidance drop)."""
+        type_null = null | (label < 0)  # (B)
+        threshold = threshold.float()
+        threshold_null = null | torch.isnan(threshold)  # (B)
+        none = (threshold >= NO_RESPONSE_THRESHOLD_DB) & ~threshold_null  # (B) "no response"
+        onehot = nn.functional.one_hot(label.clamp_min(0), NUM_CLASSES).float() * ~type_null[:, None]  # (B 5)
+        z = (threshold.nan_to_num(0.0) - self.threshold_mean) / self.threshold_std  # (B)
+        z = torch.where(threshold_null | none, 0.0, z)  # (B)
+        flags = torch.stack([type_null, none, threshold_null], dim=-1).float()  # (B 3)
+        v = torch.cat([onehot, flags[:, :1], z[:, None], flags[:, 1:]], dim=-1)  # (B 9) as LABEL_WIDTH says
+        return self.mlp(v)  # (B E)
+
+
 class Conditioning(nn.Module):
-    def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = ()):
+    def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False):
         super().__init__()
         self.E = E
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
@@ -45,12 +101,16 @@ class Conditioning(nn.Module):
         self.register_buffer("static_std", torch.tensor(stats.static_std, dtype=torch.float32).clamp_min(1e-6))  # (4)
         # (4) 1 where the answer pass (t = 0) does not read the column; not saved: it comes from the config
         self.register_buffer("blind", torch.tensor([float(i in blind) for i in range(4)]), persistent=False)
+        self.label = LabelEmbedding(E, stats) if labels else None  # model.label_conditioning (issue 28)
 
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)
         return torch.cat([z[:, :FMP_INDEX], torch.asinh(z[:, FMP_INDEX:])], dim=-1)  # (B 4)
 
-    def forward(self, t: Tensor, static: Tensor, drop_cond: Tensor) -> Tensor:
+    def forward(self, t: Tensor, static: Tensor, drop_cond: Tensor, label: Tensor | None = None,
+                threshold: Tensor | None = None) -> Tensor:
+        """t (B), static (B 4) physical units, drop_cond (B) bool; label (B) int64 and threshold (B) dB nHL
+        (None: every row's null) are read only with label conditioning, never at t = 0."""
         e_t = self.time_mlp(timestep_embedding(t, self.E))  # (B E)
         z = self.standardize(static)  # (B 4)
         # Blind columns read as the training mean (0 after standardization) at t = 0, the pass whose
@@ -58,4 +118,11 @@ class Conditioning(nn.Module):
         z = z * (1.0 - self.blind * (t == 0).to(z.dtype)[:, None])  # (B 4)
         e_s = self.static_mlp(z)  # (B E)
         e_s = torch.where(drop_cond[:, None], self.null.to(e_s.dtype), e_s)  # (B E)
-        return nn.functional.silu(e_t + e_s)  # (B E)
+        if self.label is None:
+            return nn.functional.silu(e_t + e_s)  # (B E)
+        B = t.shape[0]
+        label = torch.full((B,), -1, dtype=torch.long, device=t.device) if label is None else label
+        threshold = torch.full((B,), math.nan, device=t.device) if threshold is None else threshold
+        # The answer pass (t = 0) never reads the labels: the heads would learn to copy them (no leakage).
+        null = drop_cond | (t == 0)  # (B)
+        return nn.functional.silu(e_t + e_s + self.label(label, threshold, null))  # (B E)

@@ -46,6 +46,19 @@ class ModelConfig:
         [], help="static values the answer pass (t = 0) does not read: any of age, intensity, rate, fmp "
                  "(docs/waves.md, 'Blind to the stated level'); the denoiser at t > 0 reads them all")
 
+    # Issue 28: the denoiser (t > 0) can be conditioned on the hearing-loss type and threshold as well, so that
+    # evaluation.generate makes virtual patients of a chosen type and threshold (models/conditioning.py,
+    # docs/generate.md). Off by default: runs and checkpoints saved before the key existed load as they were.
+    label_conditioning: bool = spec(
+        False, help="condition the denoiser (t > 0) on hearing-loss type and threshold too (docs/generate.md); "
+                    "the heads' answer pass at t = 0 never reads them; needs loss.head_input 'clean'")
+    type_drop_prob: float = spec(
+        0.2, ge=0.0, le=1.0, help="label_conditioning: drop the type (its own null) with p in training, "
+                                  "independently of the threshold, so that --threshold alone works")
+    threshold_drop_prob: float = spec(
+        0.2, ge=0.0, le=1.0, help="label_conditioning: drop the threshold (its own null) with p in training, "
+                                  "independently of the type, so that --type alone works")
+
     def __post_init__(self) -> None:
         unknown = [v for v in self.blind_static if v not in STATIC_NAMES]
         if unknown or len(set(self.blind_static)) != len(self.blind_static):

@@ -10,7 +10,8 @@ Shapes for the quickstart config (L = 200, widths 32/64/128, down_factors 2, 5):
     decoder level 0: up x2, merge skip 0, TransformerBlock x n (cross-attends skip 0)  (B 200 32)
     h = proj (B 200 32) -> signal (B 1 200); pooled(h, z) -> class, peak, threshold heads
 
-Every block is FiLM-conditioned on c = embed(t) + embed(static) (null embedding where dropped).
+Every block is FiLM-conditioned on c = embed(t) + embed(static) (null embedding where dropped), plus
+embed(type, threshold) with ``model.label_conditioning`` (never at t = 0: models/conditioning.py).
 Attention runs in the decoder (L = 100, 200 here: long enough that global mixing matters and cross-attention
 to encoder features can pick the right latencies); the bottleneck's attention block is optional
 (``model.bottleneck_attention``; bench/model.py measures it).
@@ -82,7 +83,8 @@ class ABRNet(nn.Module):
         def tf(C: int, cross: bool) -> TransformerBlock:
             return TransformerBlock(C, E, cfg.attn_heads, cfg.mlp_ratio, cfg.dropout, cross=cross)
 
-        self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static))
+        self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
+                                 labels=cfg.label_conditioning)
         self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
@@ -119,16 +121,23 @@ class ABRNet(nn.Module):
         static: Tensor,
         drop_cond: Tensor | None = None,
         return_features: bool = False,
+        *,
+        label: Tensor | None = None,
+        threshold: Tensor | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
         """x_t (B 1 L) normalized signal; t (B) diffusion step (0 = clean); static (B 4) physical units;
         drop_cond (B) bool, True: null condition for that sample. None: in training mode each sample is
-        dropped with probability ``cfg.cond_drop_prob`` (global RNG); in eval mode none is dropped."""
+        dropped with probability ``cfg.cond_drop_prob`` (global RNG); in eval mode none is dropped.
+        label (B) int64 class index (-1: the type's null) and threshold (B) dB nHL (NaN: the threshold's
+        null): only with ``model.label_conditioning`` (None: every row's null); rows at t = 0 never read
+        them (models/conditioning.py). The caller draws their training drops (training.objective)."""
         B = self._check_inputs(x_t, t, static, drop_cond)
+        self._check_labels(B, label, threshold)
         if drop_cond is None:
             drop_cond = torch.zeros(B, dtype=torch.bool, device=x_t.device)
             if self.training and self.cfg.cond_drop_prob > 0:
                 drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
-        c = self.cond(t, static, drop_cond.bool())  # (B E)
+        c = self.cond(t, static, drop_cond.bool(), label, threshold)  # (B E)
         h, z = self.trunk(x_t, c)  # (B L C0), (B Lb head_dim)
         out = self.read_heads(h, z, x_t)
         if return_features:
@@ -200,6 +209,22 @@ class ABRNet(nn.Module):
                 f"found {drop_cond.dtype} {list(drop_cond.shape)}"
             )
         return B
+
+    @property
+    def label_conditioned(self) -> bool:
+        """Whether the network reads type and threshold labels (``model.label_conditioning``)."""
+        return self.cond.label is not None
+
+    def _check_labels(self, B: int, label: Tensor | None, threshold: Tensor | None) -> None:
+        if (label is not None or threshold is not None) and not self.label_conditioned:
+            raise ValueError("ABRNet input label/threshold: expected None (the network was built without "
+                             "model.label_conditioning), found a tensor")
+        if label is not None and (label.shape != (B,) or label.dtype != torch.long):
+            raise ValueError(f"ABRNet input label: expected an int64 tensor of shape [{B}], "
+                             f"found {label.dtype} {list(label.shape)}")
+        if threshold is not None and (threshold.shape != (B,) or not threshold.is_floating_point()):
+            raise ValueError(f"ABRNet input threshold: expected a float tensor of shape [{B}], "
+                             f"found {threshold.dtype} {list(threshold.shape)}")
 
     # ------------------------------------------------------------------ parameter views
 

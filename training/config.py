@@ -278,6 +278,12 @@ class Config:
                 "config key 'model.blind_static': expected loss.head_input 'clean', found "
                 f"'{self.loss.head_input}': the blind pass is the heads' clean pass at t = 0"
             )
+        if self.model.label_conditioning and self.loss.head_input != "clean":
+            raise ConfigError(
+                "config key 'model.label_conditioning': expected loss.head_input 'clean', found "
+                f"'{self.loss.head_input}': the heads must answer from the pass at t = 0, which never reads the labels "
+                "(heads reading x_t would see their own labels)"
+            )
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:

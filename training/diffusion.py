@@ -192,6 +192,7 @@ class GaussianDiffusion(nn.Module):
         generator: torch.Generator | None = None,
         clip: float | None = None,
         spacing: str | None = None,
+        tied: int = 1,
     ) -> Tensor:
         """Draw x0 of ``shape`` (e.g. [B, 1, L]) by running the reverse process from x_T ~ N(0, I).
 
@@ -202,7 +203,9 @@ class GaussianDiffusion(nn.Module):
         [-clip, clip] at each step; None (default) leaves standardized signals unbounded.
         ``spacing``: timestep spacing (see :func:`training.samplers.timestep_sequence`), default
         ``cfg.timestep_spacing``; "auto" picks per sampler (``AUTO_SPACING``). ``generator`` may live
-        on any device (noise is drawn there and moved to this module's device).
+        on any device (noise is drawn there and moved to this module's device). ``tied``: each run of
+        ``tied`` consecutive rows shares every noise draw, x_T and the stochastic samplers' step noise
+        (one virtual patient's series, evaluation.generate); 1 (default) draws as before.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
@@ -216,7 +219,7 @@ class GaussianDiffusion(nn.Module):
         ts = timestep_sequence(self.T, steps, spacing, lam)  # (S) descending
         device = self.betas.device
         solver = DPMSolverPP2M()
-        x = gaussian(shape, device, generator)  # x_T (B C L)
+        x = gaussian(shape, device, generator, tied)  # x_T (B C L)
         for i, t in enumerate(ts):
             cur, nxt = self.level(t), (self.level(ts[i + 1]) if i + 1 < len(ts) else CLEAN)
             tt = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B)
@@ -225,9 +228,9 @@ class GaussianDiffusion(nn.Module):
                 x0 = x0.clamp(-clip, clip)
                 eps = (x - cur.alpha * x0) / cur.sigma  # keep (x0, eps) consistent with x_t
             if sampler == "ddim":
-                x = ddim_step(x, x0, eps, cur, nxt, eta, generator)
+                x = ddim_step(x, x0, eps, cur, nxt, eta, generator, tied)
             elif sampler == "ddpm":
-                x = ddpm_step(x, x0, cur, nxt, generator)
+                x = ddpm_step(x, x0, cur, nxt, generator, tied)
             else:
                 x = solver.step(x, x0, cur, nxt)
         return x

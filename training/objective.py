@@ -12,6 +12,7 @@ call this object, so none of them rebuilds a piece of it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from data.records import UNKNOWN_LABEL
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.augment import noise_catch
 from training.components import COMPONENTS
@@ -41,16 +43,23 @@ class Objective(nn.Module):
     evaluation too) — or ``"noisy"``, the heads read x_t. ``autocast``: a context factory for
     mixed precision (bf16 on GPU); losses are computed in fp32. ``noise_catch``: the share of the heads'
     rows replaced by noise-only catch trials in training (training/augment.py; needs ``"clean"``), a share
-    ``catch_surrogates`` of them phase surrogates of the row's recording.
+    ``catch_surrogates`` of them phase surrogates of the row's recording. ``label_drop``: (type, threshold)
+    drop probabilities of a network with ``model.label_conditioning`` (None: a network without it): the
+    denoiser's half reads the batch's type and threshold, each dropped to its null independently in
+    training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
                  head_input: Literal["clean", "noisy"],
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
-                 catch_surrogates: float = 0.0) -> None:
+                 catch_surrogates: float = 0.0, label_drop: tuple[float, float] | None = None) -> None:
         super().__init__()
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
+        if label_drop is not None and head_input != "clean":
+            raise ValueError("model.label_conditioning: expected loss.head_input 'clean' (the heads answer from the "
+                             "pass at t = 0, which never reads the labels)")
+        self.label_drop = label_drop
         self.diffusion, self.components = diffusion, components
         if noise_catch and head_input != "clean":
             raise ValueError("training.noise_catch: expected loss.head_input 'clean' (catch rows are the heads' half)")
@@ -71,6 +80,31 @@ class Objective(nn.Module):
         drop = (torch.rand(n * B, device=device, generator=generator) < p_drop)[mine]  # [B] classifier-free guidance
         return t, noise, drop
 
+    def draw_label_drop(self, B: int, device: torch.device, generator: torch.Generator,
+                        shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor]:
+        """(type dropped [B], threshold dropped [B]), independent draws with the ``label_drop`` probabilities,
+        made after :meth:`draw` in training only (validation keeps every label, and draws nothing more than
+        before); ``shard`` as in :meth:`draw`."""
+        (r, n), (p_type, p_threshold) = shard, self.label_drop
+        mine = slice(r * B, (r + 1) * B)
+        drop_type = (torch.rand(n * B, device=device, generator=generator) < p_type)[mine]  # [B]
+        drop_threshold = (torch.rand(n * B, device=device, generator=generator) < p_threshold)[mine]  # [B]
+        return drop_type, drop_threshold
+
+    def label_inputs(self, batch: dict[str, Tensor], generator: torch.Generator, *, train: bool,
+                     shard: tuple[int, int]) -> dict[str, Tensor]:
+        """The network's label keywords for the [denoiser half; heads' half] (2B): the batch's type and
+        threshold, each dropped to its null (-1, NaN) as drawn; the heads' half all nulls. {} without labels."""
+        if self.label_drop is None:
+            return {}
+        y, h = batch["label"], batch["threshold"].float()  # [B], [B] dB nHL
+        if train:
+            drop_type, drop_threshold = self.draw_label_drop(y.shape[0], y.device, generator, shard)
+            y = torch.where(drop_type, torch.full_like(y, UNKNOWN_LABEL), y)
+            h = torch.where(drop_threshold, torch.full_like(h, math.nan), h)
+        return {"label": torch.cat([y, torch.full_like(y, UNKNOWN_LABEL)]),
+                "threshold": torch.cat([h, torch.full_like(h, math.nan)])}
+
     def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
                 train: bool, shard: tuple[int, int] = (0, 1)) -> ObjectiveOutput:
         """``batch``: the batch contract on the model's device; ``generator`` draws t, the noise and
@@ -78,6 +112,7 @@ class Objective(nn.Module):
         x0, static = batch["signal"], batch["static"]  # [B,1,L], [B,4]
         B = x0.shape[0]
         t, noise, drop = self.draw(tuple(x0.shape), x0.device, generator, train=train, shard=shard)
+        labels = self.label_inputs(batch, generator, train=train, shard=shard)
         x_t = self.diffusion.q_sample(x0, t, noise)
         clean = self.head_input == "clean"
         # the heads' batch: with training.noise_catch, some rows become noise-only catch trials (training/augment.py)
@@ -90,7 +125,7 @@ class Objective(nn.Module):
         else:
             x_in, t_in, static_in, drop_in = x_t, t, static, drop
         with self.autocast():
-            out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True)
+            out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True, **labels)
         heads = {k: out[k][B:].float() if clean else out[k].float() for k in (*HEAD_OUTPUTS, *WAVE_OUTPUTS) if k in out}
         losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
         losses.update(self.components(heads, head_batch))

@@ -72,7 +72,9 @@ class Trainer:
         self.objective = Objective(self.diffusion, meta_loss.components, cond_drop_prob=cfg.model.cond_drop_prob,
                                    head_input=cfg.loss.head_input, autocast=self._autocast,
                                    noise_catch=cfg.training.noise_catch,
-                                   catch_surrogates=cfg.training.catch_surrogates)
+                                   catch_surrogates=cfg.training.catch_surrogates,
+                                   label_drop=((cfg.model.type_drop_prob, cfg.model.threshold_drop_prob)
+                                               if cfg.model.label_conditioning else None))
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
         self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
         if self.dist.enabled:

@@ -176,3 +176,15 @@ def tiny_run(tmp_path_factory) -> Path:
     cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "data.synthetic.patients=6")
     train_run(cfg, root / "run")
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_label_run(tmp_path_factory) -> Path:
+    """tiny_run trained with model.label_conditioning (issue 28): generate's --type, --threshold and --levels."""
+    from tests.runs import tiny_config, train_run
+
+    root = tmp_path_factory.mktemp("tiny_label_run")
+    cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "data.synthetic.patients=6",
+                      "model.label_conditioning=true")
+    train_run(cfg, root / "run")
+    return root / "run"

@@ -77,6 +77,8 @@ def test_generate_per_sample_static_and_errors():
         generate(net, x0_diffusion(), STATS, static, 3)
     with pytest.raises(ValueError, match="generate n: expected at least 1 signal, found 0"):
         generate(net, x0_diffusion(), STATS, STATIC, 0)
+    with pytest.raises(ValueError, match=r"generate tied: expected a divisor of n = 5, found 2"):
+        generate(net, x0_diffusion(), STATS, STATIC, 5, tied=2)
 
 
 @pytest.mark.parametrize("guidance", [1.0, 2.0])
@@ -337,4 +339,204 @@ def test_cli_warns_once_per_condition_outside_the_training_span(tmp_path, monkey
     assert warnings[0].startswith("warning: intensity 120 dB nHL lies outside the run's training span 0 to 100")
     assert warnings[1].startswith("warning: fmp 300 ratio lies outside the run's training span 0.2 to 123")
     assert main([*argv, "--intensity", "80", "--fmp", "100", "--overwrite"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# issue 28: --type, --threshold and the series mode (--levels); the old path unchanged
+
+
+class LabelConstantX0(ConstantX0):
+    """ConstantX0 that says it reads labels and records what it was given (the network nulls them itself)."""
+
+    label_conditioned = True
+
+    def __init__(self, a: float = 2.0, b: float = -1.0):
+        super().__init__(a, b)
+        self.seen_labels: list[tuple[Tensor, Tensor]] = []
+
+    def forward(self, x_t, t, static, drop_cond=None, label=None, threshold=None):
+        self.seen_labels.append((label.clone(), threshold.clone()))
+        return super().forward(x_t, t, static, drop_cond)
+
+
+class NoiseEcho(nn.Module):
+    """Predicts eps = 0: every sample is its own noise path, whatever the condition (the series' shared traits)."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+        self.seen_static: list[Tensor] = []
+
+    def forward(self, x_t, t, static, drop_cond=None):
+        self.seen_static.append(static.clone())
+        return {"signal": torch.zeros_like(x_t) * self.scale}
+
+
+@pytest.fixture
+def label_fake_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    import training.checkpoint
+
+    stats = dataclasses.replace(STATS, threshold_min=0.0, threshold_max=105.0)
+    cfg = DiffusionConfig(prediction="x0", timesteps=100, sampling_steps=2)
+    run = FakeRun(None, LabelConstantX0(), stats, GaussianDiffusion(cfg), tmp_path / "run", {"ema": None})
+    monkeypatch.setattr(training.checkpoint, "load_run", lambda run_dir, which="best", device="cpu": run)
+    return run
+
+
+@pytest.mark.parametrize(("flags", "label", "threshold"), [
+    (["--type", "TOTAL", "--threshold", "105"], 3, 105.0),
+    (["--type", "snik"], 2, None),  # case and diacritics ignored; the threshold's null
+    (["--threshold", "40"], -1, 40.0),  # the type's null
+])
+def test_cli_passes_type_and_threshold_to_every_evaluation(label_fake_run, tmp_path, flags, label, threshold):
+    out = tmp_path / "g.npz"
+    assert main(["--run", str(label_fake_run.run_dir), "--n", "3", "--out", str(out), "--guidance", "2", *flags]) == 0
+    seen = label_fake_run.model.seen_labels
+    assert len(seen) == 2 * 2  # 2 steps x (conditional, unconditional): the network drops them where told
+    for y, h in seen:
+        assert y.tolist() == [label] * 3
+        assert (h.isnan().all() if threshold is None else (h == threshold).all())
+    with np.load(out, allow_pickle=False) as f:
+        gen = json.loads(str(f["meta"][()]))["generation"]
+        assert "series_id" not in f.files
+    from data.records import CLASS_NAMES
+
+    assert gen["type"] == (CLASS_NAMES[label] if label >= 0 else None) and gen["threshold"] == threshold
+
+
+def test_cli_without_label_flags_calls_the_network_as_before(label_fake_run, tmp_path, monkeypatch):
+    """Neither flag: the network is called without label keywords at all (every existing run works so)."""
+    calls = []
+    model = label_fake_run.model
+    monkeypatch.setattr(model, "forward", lambda *a, **kw: calls.append(kw) or ConstantX0.forward(model, *a, **kw))
+    assert main(["--run", str(label_fake_run.run_dir), "--n", "2", "--out", str(tmp_path / "g.npz")]) == 0
+    assert calls and all(set(kw) == {"drop_cond"} for kw in calls)
+
+
+def test_series_mode_shares_the_noise_within_a_series_and_sets_each_level(tmp_path, monkeypatch):
+    """--levels: --n series x K levels, series_id, the intensity column per level, other values shared, and
+    every noise draw shared within a series (ddpm: the step noise too): a network that ignores the condition
+    makes the levels of one series identical and two series different."""
+    import training.checkpoint
+
+    net = NoiseEcho()
+    cfg = DiffusionConfig(prediction="eps", timesteps=100, sampling_steps=5, sampler="ddpm")
+    run = FakeRun(None, net, STATS, GaussianDiffusion(cfg), tmp_path / "run", {"ema": None})
+    monkeypatch.setattr(training.checkpoint, "load_run", lambda run_dir, which="best", device="cpu": run)
+    out = tmp_path / "s.npz"
+    argv = ["--run", str(run.run_dir), "--n", "3", "--levels", "60,20,40", "--age", "2", "--rate", "31.1", "--fmp",
+            "50", "--out", str(out), "--batch-size", "4"]
+    assert main(argv) == 0
+    assert [len(s) for s in net.seen_static[::5]] == [3, 3, 3]  # batches of whole series: 4 rows -> 3 (one series)
+    with np.load(out, allow_pickle=False) as f:
+        assert sorted(f.files) == ["meta", "series_id", "signal", "static"]
+        assert f["series_id"].dtype == np.int64 and f["series_id"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+        np.testing.assert_array_equal(f["static"][:, 1], np.float32([60, 20, 40] * 3))
+        np.testing.assert_array_equal(f["static"][:, [0, 2, 3]], np.tile(np.float32([2, 31.1, 50]), (9, 1)))
+        x = f["signal"].reshape(3, 3, 200)  # (series level L)
+        gen = json.loads(str(f["meta"][()]))["generation"]
+    assert (x == x[:, :1]).all()  # the levels of one series: one noise path
+    assert not np.allclose(x[0], x[1]) and not np.allclose(x[1], x[2])
+    assert (gen["levels"], gen["series"], gen["type"], gen["threshold"]) == ([60.0, 20.0, 40.0], 3, None, None)
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"  # the first series' waterfall
+
+
+def test_type_threshold_and_series_on_a_tiny_label_run(tiny_label_run, tmp_path, capsys):
+    """The real network: each request (type alone, threshold alone, both, neither) reaches the sampler; a
+    series reads its levels while its levels stay closer to each other than to another patient's."""
+    outs = {}
+    base = ["--run", str(tiny_label_run), "--n", "2", "--steps", "3", "--guidance", "2", "--seed", "7"]
+    for name, flags in {"neither": [], "type": ["--type", "SNİK"], "threshold": ["--threshold", "60"],
+                        "both": ["--type", "SNIK", "--threshold", "60"]}.items():
+        out = tmp_path / f"{name}.npz"
+        assert main([*base, *flags, "--levels", "20,50,80", "--out", str(out)]) == 0
+        assert f"wrote {out} (2 series x 3 levels, µV)" in capsys.readouterr().out
+        with np.load(out, allow_pickle=False) as f:
+            outs[name] = f["signal"].reshape(2, 3, 200)
+            assert f["series_id"].tolist() == [0, 0, 0, 1, 1, 1] and np.isfinite(f["signal"]).all()
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[:i]:
+            assert not np.array_equal(outs[a], outs[b]), (a, b)
+    x = outs["both"]
+    assert not np.array_equal(x[:, 0], x[:, 1])  # the level is read
+    within = np.abs(x[:, 1:] - x[:, :1]).mean()  # the other levels vs the first, same patient
+    across = np.abs(x[1] - x[0]).mean()  # the same levels, two patients
+    assert within < across
+
+
+@pytest.mark.parametrize(("flags", "given"), [(["--type", "NORMAL"], "--type"), (["--threshold", "40"], "--threshold"),
+                                              (["--type", "TOTAL", "--threshold", "105"], "--type and --threshold")])
+def test_label_flags_on_a_run_trained_without_them_are_one_line(tiny_run, tmp_path, capsys, flags, given):
+    out = tmp_path / "g.npz"
+    assert main(["--run", str(tiny_run), "--out", str(out), *flags]) == 2
+    err = _one_error_line(capsys)
+    assert err.startswith(f"error: {given}: expected a run trained with model.label_conditioning true, found run '")
+    assert "trained without it" in err and not out.exists()
+
+
+def test_a_checkpoint_saved_before_label_conditioning_loads_and_generates_as_before(tiny_run, tmp_path, capsys):
+    """A run whose config and statistics lack issue 28's keys (model.label_conditioning and its drop
+    probabilities; threshold_min/max) loads strictly and generates, one level or a series, bit for bit as
+    the same run with them."""
+    import shutil
+
+    from training.checkpoint import load_checkpoint
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old, ignore=shutil.ignore_patterns("eval"))
+    for path in (old / "checkpoints").glob("*.pt"):
+        state = load_checkpoint(path)
+        for key in ("label_conditioning", "type_drop_prob", "threshold_drop_prob"):
+            del state["config"]["model"][key]
+        del state["stats"]["threshold_min"], state["stats"]["threshold_max"]
+        torch.save(state, path)
+    for flags in (["--intensity", "70", "--guidance", "2"], ["--levels", "30,70"]):
+        signals = []
+        for run in (tiny_run, old):
+            out = tmp_path / f"{run.name}-{len(flags)}.npz"
+            assert main(["--run", str(run), "--n", "3", "--steps", "3", "--out", str(out), *flags]) == 0
+            with np.load(out, allow_pickle=False) as f:
+                signals.append(f["signal"])
+        assert np.array_equal(*signals)
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--type", "FOO"], r"argument --type: expected one of NORMAL, NÖROPATİ, SNİK, TOTAL, İTİK \(case and "
+                        r"diacritics ignored\), found 'FOO'"),
+    (["--threshold", "nan"], r"argument --threshold: expected a finite number >= -20 and <= 140 "
+                             r"\(data.records.RANGES\), found 'nan'"),
+    (["--threshold", "141"], r"argument --threshold: expected a finite number >= -20 and <= 140"),
+    (["--levels", "20,abc"], r"argument --levels: expected comma-separated levels in dB nHL, each a finite number "
+                             r">= -20 and <= 140 \(STATIC_LIMITS\), found 'abc'"),
+    (["--levels", "20,200"], r"argument --levels: expected comma-separated levels in dB nHL, each a finite number"),
+    (["--levels", "20,40,20"], r"argument --levels: expected distinct levels, found 20 twice in '20,40,20'"),
+    (["--levels", "20,40", "--intensity", "50"], r"argument --levels: expected either --levels \(a series\) or "
+                                                 r"--intensity \(one level\), found both"),
+    (["--n", "50000", "--levels", "20,40,60"], r"argument --levels: expected --n x levels <= 100000 signals "
+                                               r"\(MAX_SIGNALS\), found 50000 x 3 = 150000"),
+])
+def test_cli_refuses_bad_label_and_series_flags_on_one_line(label_fake_run, tmp_path, capsys, argv, expected):
+    out = tmp_path / "g.npz"
+    with pytest.raises(SystemExit) as exc:
+        main(["--run", str(label_fake_run.run_dir), "--out", str(out), *argv])
+    assert exc.value.code == 2
+    err = _one_error_line(capsys)
+    assert re.search(expected, err), err
+    assert not out.exists() and not label_fake_run.model.seen_static
+
+
+def test_cli_warns_for_a_threshold_or_a_level_outside_the_training_span(label_fake_run, tmp_path, capsys):
+    argv = ["--run", str(label_fake_run.run_dir), "--n", "1", "--out", str(tmp_path / "g.npz")]
+    assert main([*argv, "--threshold", "120", "--levels", "20,120,130"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: threshold 120 dB nHL lies outside the run's training span 0 to 105: the model extrapolates",
+        "warning: intensity 120 dB nHL lies outside the run's training span 0 to 100: the model extrapolates",
+        "warning: intensity 130 dB nHL lies outside the run's training span 0 to 100: the model extrapolates"]
+    assert main([*argv, "--threshold", "105", "--levels", "20,100", "--overwrite"]) == 0
     assert "warning" not in capsys.readouterr().err

@@ -71,6 +71,10 @@ BEHAVIOUR_KEYS = {
     "ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     "dropout": "test_dropout_is_active_in_training_mode_only",
     "peak_head": "tests/models/test_wave_head.py::test_peak_head_key_chooses_the_head",
+    "label_conditioning": "tests/models/test_conditioning.py::test_the_label_condition_never_reaches_the_answer_pass",
+    "type_drop_prob": "tests/training/test_objective.py::test_label_drops_honour_their_probabilities_independently",
+    "threshold_drop_prob": ("tests/training/test_objective.py::"
+                            "test_label_drops_honour_their_probabilities_independently"),
 }
 
 

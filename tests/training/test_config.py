@@ -230,6 +230,24 @@ def test_an_early_stopping_metric_no_summary_holds_is_refused(overrides, pattern
         assert load_config(None, [f"training.early_stopping.metric={ok}"]).training.early_stopping.metric == ok
 
 
+def test_label_conditioning_is_off_by_default_and_needs_the_clean_head_pass():
+    """model.label_conditioning (issue 28): off unless asked for; the heads must answer from the t = 0 pass,
+    which never reads the labels, so loss.head_input noisy is refused; drop probabilities are shares."""
+    cfg = load_config(None)
+    assert cfg.model.label_conditioning is False
+    assert (cfg.model.type_drop_prob, cfg.model.threshold_drop_prob) == (0.2, 0.2)
+    assert load_config(None, ["model.label_conditioning=true"]).model.label_conditioning is True
+    with pytest.raises(ConfigError, match=r"^config key 'model.label_conditioning': expected loss.head_input "
+                                          r"'clean', found 'noisy'"):
+        load_config(None, ["model.label_conditioning=true", "loss.head_input=noisy"])
+    with pytest.raises(ConfigError, match=r"^config key 'model.type_drop_prob': expected a value <= 1.0, found 1.5"):
+        load_config(None, ["model.type_drop_prob=1.5"])
+    with pytest.raises(ConfigError, match=r"^config key 'model.threshold_drop_prob': expected a value >= 0.0"):
+        load_config(None, ["model.threshold_drop_prob=-0.1"])
+    with pytest.raises(ConfigError, match=r"^config key 'model.label_conditioning': expected true or false"):
+        load_config(None, ["model.label_conditioning=maybe"])
+
+
 def test_blind_static_needs_the_clean_head_pass():
     """model.blind_static blinds the heads' t = 0 pass; with loss.head_input noisy there is none."""
     assert load_config(None, ["model.blind_static=[intensity]"]).model.blind_static == ["intensity"]

@@ -74,6 +74,16 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                         "tests/models/test_wave_head.py::test_map_head_with_per_sample_normalization_is_refused"),
     "model.blind_static": ("tests/models/test_network.py::test_blind_static_answers_at_t0_whatever_the_stated_level",
                            "tests/training/test_config.py::test_blind_static_needs_the_clean_head_pass"),
+    "model.label_conditioning": (
+        "tests/models/test_conditioning.py::test_the_label_condition_never_reaches_the_answer_pass",
+        "tests/models/test_conditioning.py::test_off_by_default_builds_the_network_as_before",
+        T + "test_label_conditioning_and_its_drop_probabilities_reach_the_network",
+        "tests/training/test_config.py::test_label_conditioning_is_off_by_default_and_needs_the_clean_head_pass"),
+    "model.type_drop_prob": (T + "test_label_conditioning_and_its_drop_probabilities_reach_the_network",
+                             "tests/training/test_objective.py::test_label_drops_honour_their_probabilities_independently"),
+    "model.threshold_drop_prob": (
+        T + "test_label_conditioning_and_its_drop_probabilities_reach_the_network",
+        "tests/training/test_objective.py::test_label_drops_honour_their_probabilities_independently"),
     "model.ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     # diffusion
     "diffusion.timesteps": DI + "test_cosine_alpha_bar_endpoints",

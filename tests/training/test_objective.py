@@ -55,3 +55,75 @@ def test_concat_evidence_keeps_row_order_and_optional_parts():
     ev = concat_evidence([part([0, 1, 2]), part([3, 4])])
     assert ev.series_id.tolist() == [0, 1, 2, 3, 4] and ev.truth["label"].tolist() == [0, 1, 2, 3, 4]
     assert ev.waves is None and ev.proba.shape == (5, 5)
+
+
+# --------------------------------------------------------------------------------------------
+# label conditioning (issue 28): the type and threshold drops
+
+
+def _label_objective(p_type: float, p_threshold: float) -> Objective:
+    return Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                     head_input="clean", label_drop=(p_type, p_threshold))
+
+
+def _label_batch(B: int) -> dict[str, torch.Tensor]:
+    return {"label": torch.arange(B) % 5, "threshold": 5.0 * (torch.arange(B) % 22).float()}
+
+
+def test_label_drops_honour_their_probabilities_independently():
+    """Type and threshold are dropped to their nulls (-1, NaN) with their own probabilities (model.type_drop_prob,
+    model.threshold_drop_prob), independently; the heads' half (the second B rows) always gets both nulls."""
+    B, batch = 40_000, _label_batch(40_000)
+    out = _label_objective(0.3, 0.6).label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))
+    y, h = out["label"], out["threshold"]
+    assert y.shape == h.shape == (2 * B,)
+    type_dropped, threshold_dropped = y[:B] == -1, h[:B].isnan()
+    assert type_dropped.float().mean().item() == pytest.approx(0.3, abs=0.01)
+    assert threshold_dropped.float().mean().item() == pytest.approx(0.6, abs=0.01)
+    both = (type_dropped & threshold_dropped).float().mean().item()
+    assert both == pytest.approx(0.3 * 0.6, abs=0.01)  # independent: type alone, threshold alone, both, neither
+    kept = ~type_dropped
+    assert torch.equal(y[:B][kept], batch["label"][kept])
+    assert torch.equal(h[:B][~threshold_dropped], batch["threshold"][~threshold_dropped])
+    assert (y[B:] == -1).all() and h[B:].isnan().all()  # the heads' half: never a label
+
+
+@pytest.mark.parametrize(("p", "expected"), [(0.0, 0.0), (1.0, 1.0)])
+def test_label_drop_extremes(p, expected):
+    out = _label_objective(p, p).label_inputs(_label_batch(50), torch.Generator().manual_seed(1), train=True,
+                                             shard=(0, 1))
+    assert (out["label"][:50] == -1).float().mean().item() == expected
+    assert out["threshold"][:50].isnan().float().mean().item() == expected
+
+
+def test_validation_keeps_every_label_and_draws_nothing_more():
+    """train=False: no drop, and the generator is left where it was (validation's draws stay as before)."""
+    g = torch.Generator().manual_seed(2)
+    before = g.get_state()
+    batch = _label_batch(30)
+    out = _label_objective(0.5, 0.5).label_inputs(batch, g, train=False, shard=(0, 1))
+    assert torch.equal(out["label"][:30], batch["label"]) and torch.equal(out["threshold"][:30], batch["threshold"])
+    assert torch.equal(g.get_state(), before)
+
+
+def test_label_drops_shard_like_the_other_draws():
+    """Under DDP each rank keeps its slice of one global draw (as for t, eps and the guidance drop)."""
+    obj = _label_objective(0.5, 0.5)
+    r0 = obj.draw_label_drop(8, torch.device("cpu"), torch.Generator().manual_seed(3), shard=(0, 2))
+    r1 = obj.draw_label_drop(8, torch.device("cpu"), torch.Generator().manual_seed(3), shard=(1, 2))
+    whole = obj.draw_label_drop(16, torch.device("cpu"), torch.Generator().manual_seed(3))
+    for a, b, w in zip(r0, r1, whole, strict=True):
+        assert torch.equal(torch.cat([a, b]), w)
+
+
+def test_without_label_conditioning_nothing_is_passed_or_drawn(objective):
+    g = torch.Generator().manual_seed(4)
+    before = g.get_state()
+    assert objective.label_inputs(_label_batch(4), g, train=True, shard=(0, 1)) == {}
+    assert torch.equal(g.get_state(), before)
+
+
+def test_label_conditioning_needs_the_clean_head_pass():
+    with pytest.raises(ValueError, match=r"^model.label_conditioning: expected loss.head_input 'clean'"):
+        Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                  head_input="noisy", label_drop=(0.2, 0.2))

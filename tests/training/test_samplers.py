@@ -241,3 +241,31 @@ def test_config_timestep_spacing_is_used(spacing, sampler, expected):
 
     d.sample(fn, (1, 1, 3), sampler=sampler, steps=4)
     assert seen == expected
+
+
+# --------------------------------------------------------------------------------------------
+# tied noise: one virtual patient's series (issue 28)
+
+
+def test_gaussian_tied_repeats_each_draw_and_untied_draws_as_before():
+    from training.samplers import gaussian
+
+    g = torch.Generator().manual_seed(5)
+    torch.testing.assert_close(gaussian((6, 1, 4), "cpu", torch.Generator().manual_seed(5)),
+                               torch.randn((6, 1, 4), generator=g), rtol=0, atol=0)
+    tied = gaussian((6, 1, 4), "cpu", torch.Generator().manual_seed(5), tied=3)  # (6 1 4)
+    first = torch.randn((2, 1, 4), generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(tied, first.repeat_interleave(3, dim=0), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"tied noise: expected a row count that is a multiple of 4, found 6"):
+        gaussian((6, 1, 4), "cpu", None, tied=4)
+
+
+@pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp2m", 0.0)])
+def test_tied_rows_share_every_noise_draw(sampler, eta):
+    """With a denoiser that ignores the condition, tied rows end identical under every sampler (x_T and, for
+    ddpm and ddim with eta > 0, each step's noise are shared); rows of different groups differ."""
+    d = GaussianDiffusion(DiffusionConfig(timesteps=100, prediction="eps"))
+    x = d.sample(exact_denoiser(d), (6, 1, 4), sampler=sampler, steps=10, eta=eta,
+                 generator=torch.Generator().manual_seed(0), tied=3)
+    assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]) and torch.equal(x[3], x[5])
+    assert not torch.allclose(x[0], x[3])

@@ -97,6 +97,37 @@ def test_cond_drop_prob_drops_the_condition_of_the_noisy_rows_in_training(tmp_pa
         assert not bool(call["drop"][~noisy].any())  # the clean rows keep their condition
 
 
+@pytest.mark.parametrize(("p_type", "p_threshold"), [(1.0, 0.0), (0.0, 1.0)])
+def test_label_conditioning_and_its_drop_probabilities_reach_the_network(tmp_path, p_type, p_threshold):
+    """model.label_conditioning passes the batch's type and threshold to the noisy rows, each dropped to its
+    null (-1, NaN) with model.type_drop_prob / model.threshold_drop_prob; the clean rows (the heads' t = 0
+    pass) always get both nulls. Without the key the network is called without labels, as before."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        if module.training:
+            calls.append((args[1].clone(), kwargs.get("label"), kwargs.get("threshold")))
+
+    cfg = small(tmp_path, "model.label_conditioning=true", f"model.type_drop_prob={p_type}",
+                f"model.threshold_drop_prob={p_threshold}", "model.cond_drop_prob=0")
+    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[])
+    assert trainer.objective.label_drop == (p_type, p_threshold)
+    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.fit()
+    assert calls
+    for t, y, h in calls:
+        B = t.shape[0] // 2
+        assert (y[B:] == -1).all() and h[B:].isnan().all() and (t[B:] == 0).all()
+        assert bool((y[:B] == -1).all()) == (p_type == 1.0) and bool((y[:B] >= 0).all()) == (p_type == 0.0)
+        assert bool(h[:B].isnan().all()) == (p_threshold == 1.0) and bool(h[:B].isfinite().all()) == (p_threshold == 0)
+    calls.clear()
+    plain = build_trainer(small(tmp_path, "model.cond_drop_prob=0"), tmp_path / "plain", callbacks=[])
+    assert plain.objective.label_drop is None
+    plain.model.register_forward_pre_hook(hook, with_kwargs=True)
+    plain.fit()
+    assert calls and all(y is None and h is None for _, y, h in calls)
+
+
 @pytest.mark.parametrize("batch_size", [8, 12])
 def test_batch_size_is_the_batch_and_sets_the_steps(tmp_path, batch_size):
     trainer = build_trainer(small(tmp_path, f"training.batch_size={batch_size}"), tmp_path / "run", callbacks=[])

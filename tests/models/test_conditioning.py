@@ -1,0 +1,131 @@
+"""models/conditioning.py's label conditioning (issue 28): type and threshold reach the denoiser (t > 0)
+only, each with its own null, and never the heads' answer pass at t = 0."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models import build_model
+from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
+
+NAN = math.nan
+# (type, threshold dB) requests: every type, both nulls, no response, and thresholds across the span
+REQUESTS = [(0, 20.0), (1, 60.0), (2, 60.0), (3, 105.0), (4, 40.0), (-1, 60.0), (2, NAN), (-1, NAN), (0, 120.0)]
+
+
+def label_net(tiny_cfg, make_stats, **overrides):
+    """A label-conditioned tiny network whose label MLP is not at its zero start (so labels matter at t > 0)."""
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(label_conditioning=True, peak_head="map", **overrides), make_stats()).eval()
+    with torch.no_grad():
+        for p in net.cond.label.mlp[-1].parameters():
+            p.normal_(0.0, 0.5)
+    return net
+
+
+def labels(B: int, y: int, h: float) -> dict[str, torch.Tensor]:
+    return {"label": torch.full((B,), y, dtype=torch.long), "threshold": torch.full((B,), h)}
+
+
+def test_the_label_condition_never_reaches_the_answer_pass(make_inputs, make_stats, tiny_cfg):
+    """No leakage: at t = 0 every head output (and the signal) is bit-identical whatever type and threshold
+    the caller passes, nulls included; at t > 0 the same requests move the denoiser."""
+    net = label_net(tiny_cfg, make_stats)
+    x, _, static = make_inputs(4)
+    t0, t = torch.zeros(4, dtype=torch.long), torch.full((4,), 300)
+    keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+    with torch.no_grad():
+        base = net(x, t0, static)  # no labels at all
+        for y, h in REQUESTS:
+            out = net(x, t0, static, **labels(4, y, h))
+            assert all(torch.equal(out[k], base[k]) for k in keys), (y, h)
+        noisy = [net(x, t, static, **labels(4, y, h))["signal"] for y, h in REQUESTS[:8]]
+    for i in range(len(noisy)):
+        for j in range(i):
+            assert not torch.allclose(noisy[i], noisy[j], atol=1e-6), (REQUESTS[i], REQUESTS[j])
+
+
+def test_mixed_rows_answer_at_t0_as_without_labels(make_inputs, make_stats, tiny_cfg):
+    """The rule is per row: in one batch of t = 0 and t > 0 rows (the training forward), the t = 0 rows
+    answer as without labels, bit for bit, while the t > 0 rows read them."""
+    net = label_net(tiny_cfg, make_stats)
+    x, _, static = make_inputs(4)
+    t = torch.tensor([0, 0, 500, 900])
+    with torch.no_grad():
+        mixed = net(x, t, static, **labels(4, 2, 60.0))
+        without = net(x, t, static)
+    assert all(torch.equal(mixed[k][:2], without[k][:2]) for k in ("signal", *HEAD_OUTPUTS))
+    assert not torch.allclose(mixed["signal"][2:], without["signal"][2:], atol=1e-6)
+
+
+def test_the_guidance_drop_drops_the_labels_too(make_inputs, make_stats, tiny_cfg):
+    """Guidance's unconditional branch (drop_cond) is the same whatever the labels: everything is dropped."""
+    net = label_net(tiny_cfg, make_stats)
+    x, _, static = make_inputs(3)
+    t, drop = torch.full((3,), 400), torch.ones(3, dtype=torch.bool)
+    with torch.no_grad():
+        a = net(x, t, static, drop_cond=drop, **labels(3, 1, 60.0))["signal"]
+        b = net(x, t, static, drop_cond=drop)["signal"]
+    assert torch.equal(a, b)
+
+
+def test_nulls_and_no_response(make_stats, tiny_cfg):
+    """Each label's null is its own input; "no response" (105 dB and above) is one category of its own."""
+    net = label_net(tiny_cfg, make_stats)
+    e = net.cond.label
+    null = torch.zeros(6, dtype=torch.bool)
+    y = torch.tensor([-1, 2, 2, 2, 2, 2])
+    h = torch.tensor([60.0, NAN, 60.0, 105.0, 130.0, 100.0])
+    with torch.no_grad():
+        out = e(y, h, null)  # (6 E)
+        assert torch.equal(out[3], out[4])  # 105 and 130 dB: both "no response"
+        assert not torch.allclose(out[3], out[5])  # 100 dB is a threshold, not "no response"
+        assert not torch.allclose(out[1], out[2]) and not torch.allclose(out[0], out[2])  # nulls differ from values
+        both = e(y, h, torch.ones(6, dtype=torch.bool))  # null: both nulls whatever is given
+        assert torch.equal(both, both[:1].expand_as(both))
+        one = e(torch.tensor([-1]), torch.tensor([NAN]), torch.zeros(1, dtype=torch.bool))[0]
+        torch.testing.assert_close(both[0], one)  # the same as asking for neither
+
+
+def test_a_new_label_network_starts_as_the_one_without(make_inputs, make_stats, tiny_cfg):
+    """MLP_y's last layer starts at zero: before training the labels change nothing."""
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(label_conditioning=True), make_stats()).eval()
+    x, t, static = make_inputs(3)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, static, **labels(3, 3, 105.0))["signal"], net(x, t, static)["signal"])
+
+
+def test_off_by_default_builds_the_network_as_before(make_inputs, make_stats, tiny_cfg):
+    """Without the key the network has no label parameters (checkpoints saved before it load strictly) and
+    refuses label inputs with one line."""
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(), make_stats()).eval()
+    torch.manual_seed(0)
+    off = build_model(tiny_cfg(label_conditioning=False), make_stats()).eval()
+    assert not net.label_conditioned and net.cond.label is None
+    assert not any(k.startswith("cond.label") for k in net.state_dict())
+    assert net.state_dict().keys() == off.state_dict().keys()
+    assert all(torch.equal(v, off.state_dict()[k]) for k, v in net.state_dict().items())
+    x, t, static = make_inputs(2)
+    with pytest.raises(ValueError, match=r"^ABRNet input label/threshold: expected None \(the network was built "
+                                         r"without model.label_conditioning\), found a tensor$"):
+        net(x, t, static, **labels(2, 0, 60.0))
+    on = build_model(tiny_cfg(label_conditioning=True), make_stats())
+    assert on.label_conditioned and {k for k in on.state_dict() if k.startswith("cond.label")} == {
+        "cond.label.mlp.0.weight", "cond.label.mlp.0.bias", "cond.label.mlp.2.weight", "cond.label.mlp.2.bias",
+        "cond.label.threshold_mean", "cond.label.threshold_std"}
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"label": torch.zeros(2, dtype=torch.long)}, r"ABRNet input label: expected an int64 tensor of shape \[3\]"),
+    ({"label": torch.zeros(3)}, r"ABRNet input label: expected an int64 tensor of shape \[3\], found torch.float32"),
+    ({"threshold": torch.zeros(3, dtype=torch.long)}, r"ABRNet input threshold: expected a float tensor of shape"),
+])
+def test_bad_label_inputs_are_one_line(kw, match, make_inputs, make_stats, tiny_cfg):
+    net = build_model(tiny_cfg(label_conditioning=True), make_stats())
+    with pytest.raises(ValueError, match=match):
+        net(*make_inputs(3), **kw)
