@@ -195,3 +195,30 @@ def test_the_run_ends_with_the_process_exit_code(make_trainer, exc, code):
     cb.run = SimpleNamespace(finish=lambda exit_code: finished.append(exit_code))
     cb.on_exception(make_trainer([cb]), exc)
     assert finished == [code] and cb.run is None
+
+
+def test_evaluation_is_logged_back_into_the_same_offline_run(make_trainer, cfg):
+    """Issue 29 point 4: evaluate's test metrics reach the training run's own W&B run (same id, its
+    history at the checkpoint's step, and its summary), not a new run."""
+    from training.callbacks.wandb_logger import log_evaluation
+
+    trainer = wandb_run(make_trainer, cfg)
+    wandb.teardown()
+    run_id = (trainer.run_dir / "wandb" / "run_id").read_text().strip()
+    scalars = {"test/patient/threshold/within_10db": 0.8, "test/class/macro_f1": 0.5}
+    assert log_evaluation(trainer.run_dir, cfg.logging.wandb, scalars, step=555) == run_id
+    wandb.teardown()
+    run_files = sorted(trainer.run_dir.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(run_files) == 2 and all(run_id in f.name for f in run_files)  # the same run, resumed offline
+    def key(i):  # W&B stores a name with slashes as its nested parts
+        return i.key or "/".join(i.nested_key)
+
+    records = read_wandb_offline(run_files[-1])
+    rows = [{key(i): json.loads(i.value_json) for i in r.history.item} for r in records
+            if r.WhichOneof("record_type") == "history"]
+    assert {"test/patient/threshold/within_10db": 0.8, "test/class/macro_f1": 0.5, "step": 555}.items() <= rows[-1].items()
+    summary = {key(i): json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
+               for i in r.summary.update}
+    assert summary.get("test/class/macro_f1") == 0.5
+    cfg.logging.wandb.mode = "disabled"
+    assert log_evaluation(trainer.run_dir, cfg.logging.wandb, scalars, step=555) is None
