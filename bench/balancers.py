@@ -26,7 +26,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import progress_bar, write_result  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
 from training.balancers import BalanceContext, BalancerConfig, build_balancer  # noqa: E402
@@ -38,6 +39,7 @@ from training.losses import ComponentLosses  # noqa: E402
 from training.objective import Objective  # noqa: E402
 
 L = 200
+PROG = "bench/balancers.py"  # the start of its progress lines on stderr
 
 
 def make_batch(B: int, g: torch.Generator) -> dict[str, torch.Tensor]:
@@ -79,7 +81,7 @@ class Setup:
         self.opt.zero_grad(set_to_none=True)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=16)
@@ -87,19 +89,25 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per strategy first")
     ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "balancers.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     strategies = ["fixed", *[s for s in args.strategies if s != "fixed"]]
-    setups = {s: Setup(s) for s in strategies}
+    # progress on stderr (stdout keeps the table): a line per stage, a bar on a terminal over the steps
+    with phase(PROG, f"building a network per strategy ({len(strategies)})"):
+        setups = {s: Setup(s) for s in strategies}
     g = torch.Generator().manual_seed(123)
     times: dict[str, list[float]] = {s: [] for s in strategies}
-    for i in range(args.warmup + args.steps):
-        batch = make_batch(args.batch, g)
-        for s in strategies:  # round robin: load drift is shared
-            t0 = time.perf_counter()
-            setups[s].step(batch)
-            if i >= args.warmup:
-                times[s].append(time.perf_counter() - t0)
+    total = args.warmup + args.steps
+    with (phase(PROG, f"{args.warmup} warm-up and {args.steps} timed steps of every strategy, round robin"),
+          progress_bar(total, "steps") as bar):
+        for i in range(total):
+            batch = make_batch(args.batch, g)
+            for s in strategies:  # round robin: load drift is shared
+                t0 = time.perf_counter()
+                setups[s].step(batch)
+                if i >= args.warmup:
+                    times[s].append(time.perf_counter() - t0)
+            bar.update(1)  # between the timed calls, not inside them
     base = statistics.median(times["fixed"])
     rows = []
     for s in strategies:

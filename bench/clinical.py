@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import CLASS_NAMES  # noqa: E402
 from data.synthetic import generate  # noqa: E402
@@ -37,10 +37,11 @@ from training.checkpoint import load_run  # noqa: E402
 from training.series import extract, load_series, majority_type, patient_metrics  # noqa: E402
 
 BENCHMARK_SEED = 12345  # the benchmark cohort's generator seed; no run trains on it
+PROG = "bench/clinical.py"  # argparse's prog and the start of its progress lines on stderr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/clinical.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=5000, help="benchmark cohort size")
@@ -56,16 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(p: ArgumentParser, args) -> int:
     t0 = time.time()
-    run = load_run(args.run, which=args.checkpoint)
+    run = load_run(args.run, which=args.checkpoint)  # seconds; before any progress line, so a refusal stays one line
     if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:
         p.error(f"--seed {args.seed}: the run trained on that generator seed; the benchmark needs its own")
     series_net = load_series(args.run)
-    bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
-    majority = majority_type(bundle.train)
-    bench_records = generate(args.patients, args.seed)
-    cohorts = {"benchmark": ABRDataset(bench_records, run.stats)}
-    if args.domain == "wide":  # the same patients and labels, recorded through randomized chains
-        cohorts["benchmark_wide"] = ABRDataset(generate(args.patients, args.seed, domain="wide"), run.stats)
+    # Minutes of work at the default 5000 patients: each long step says so on stderr when it starts and
+    # how long it took when it ends (stdout keeps the report alone).
+    with phase(PROG, "rebuilding the run's data and split"):
+        bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
+        majority = majority_type(bundle.train)
+    with phase(PROG, f"generating the benchmark cohort ({args.patients} patients, seed {args.seed}, "
+                     f"{args.domain} domain)"):
+        bench_records = generate(args.patients, args.seed)
+        cohorts = {"benchmark": ABRDataset(bench_records, run.stats)}
+        if args.domain == "wide":  # the same patients and labels, recorded through randomized chains
+            cohorts["benchmark_wide"] = ABRDataset(generate(args.patients, args.seed, domain="wide"), run.stats)
     # the sparse clinic protocol (evaluation/protocol.py): at most 7 levels between 20 and 100 dB, one each
     cohorts["benchmark_sparse"] = ABRDataset(bench_records.subset(sparse_rows(bench_records.series_id,
                                                                               bench_records.static[:, 1])), run.stats)
@@ -75,12 +81,14 @@ def _run(p: ArgumentParser, args) -> int:
               "machine": platform.platform(), "n_boot": args.n_boot, "cohorts": {}}
     cal = Calibration.load(args.run)  # None: the raw numbers only (python -m evaluation.trust --run RUN fits it)
     for name, ds in cohorts.items():
-        ev = extract(run.model, ds)
-        m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority, series_net=series_net,
-                            n_boot=args.n_boot, evidence=ev)
-        m["threshold"] |= baseline_thresholds(ds.tensors, n_boot=args.n_boot)  # what the protocol gives away
-        m["calibration"] = {k: v for k, v in calibration_metrics(ev, series_net, cal, n_boot=args.n_boot).items()
-                            if k != "reliability"}
+        with phase(PROG, f"{name}: the network on {len(ds)} recordings"):
+            ev = extract(run.model, ds)
+        with phase(PROG, f"{name}: per-patient metrics and calibration, {args.n_boot} bootstrap resamples"):
+            m = patient_metrics(run.model, ds, n_classes=len(CLASS_NAMES), majority_type=majority,
+                                series_net=series_net, n_boot=args.n_boot, evidence=ev)
+            m["threshold"] |= baseline_thresholds(ds.tensors, n_boot=args.n_boot)  # what the protocol gives away
+            m["calibration"] = {k: v for k, v in calibration_metrics(ev, series_net, cal, n_boot=args.n_boot).items()
+                                if k != "reliability"}
         result["cohorts"][name] = m  # Estimates: written as {"value", "ci"} by write_result
         where = {"benchmark": f"generator seed {args.seed}", "test": "the run's own test split",
                  "benchmark_wide": f"generator seed {args.seed}, wide domain",

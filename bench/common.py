@@ -1,5 +1,6 @@
 """Shared by the benchmarks: every bench times calls the same way, prints a table and writes its
-result as JSON."""
+result as JSON. Progress goes to stderr (``data.cli.phase`` lines, :func:`progress_bar` on a terminal),
+so that stdout keeps the tables and ``wrote ...`` lines the docs are made from."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import platform
 import re
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,6 +86,14 @@ def write_doc_section(path: str | Path, key: str, body: str) -> Path:
     path.write_text(text, encoding="utf-8")
     print(f"wrote section '{key}' of {path}")
     return path
+
+
+def progress_bar(total: int, desc: str, unit: str = "step") -> Any:
+    """A tqdm bar on stderr for a step that repeats ``total`` times, shown on a terminal only (a log file
+    gets the ``data.cli.phase`` lines around it instead) and erased when done: as evaluation/generate.py."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=None)
 
 
 def machine() -> str:

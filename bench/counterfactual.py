@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import Records  # noqa: E402
 from training.clinical import DETECTION_P, NO_RESPONSE_DB, Estimate, Series, bootstrap  # noqa: E402
 
@@ -44,6 +44,7 @@ COUNTERFACTUAL_SEED = 24680  # the cohort's generator seed; no run trains on it 
 LOUD_DB = 90.0  # absent recordings are re-stated at this level
 QUIETER_DB = 30.0  # present recordings are re-stated this much lower (clipped at 0 dB)
 NOISE_KINDS = ("white", "pink")
+PROG = "bench/counterfactual.py"  # argparse's prog and the start of its progress lines on stderr
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,18 +210,25 @@ def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *
     rng = np.random.default_rng([seed, 33])
     kw = {"n_boot": n_boot, "seed": seed}
     level = records.static[:, 1]
-    base = answer(model, series_net, records, stats, device, judge)
+    # five passes of the network over the whole cohort, each with its bootstrap: one progress line each
+    n = f"{len(records)} recordings"
+    with phase(PROG, f"the recordings as stated: the network on {n}"):
+        base = answer(model, series_net, records, stats, device, judge)
     out: dict[str, Any] = {"noise": {}}
     for kind in NOISE_KINDS:
-        noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats, device,
-                       judge)
-        out["noise"][kind] = noise_check(base, noisy, level, **kw)
-    restated = answer(model, series_net, with_levels(records, restated_levels(records)), stats, device)
-    present = records.peak_mask.astype(bool)
-    out["absent_at_90db"] = paired_rates(base.series, ~present, base.detected, restated.detected, **kw)
-    out["present_30db_lower"] = paired_rates(base.series, present, base.detected, restated.detected, **kw)
-    shuffled = answer(model, series_net, with_levels(records, shuffled_levels(rng, records)), stats, device)
-    out["levels_shuffled"] = shuffle_check(base, shuffled, **kw)
+        with phase(PROG, f"{kind} noise: the network on {n}, {n_boot} bootstrap resamples"):
+            noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats,
+                           device, judge)
+            out["noise"][kind] = noise_check(base, noisy, level, **kw)
+    with phase(PROG, f"levels re-stated ({LOUD_DB:g} dB, {QUIETER_DB:g} dB lower): the network on {n}, "
+                     f"{n_boot} bootstrap resamples"):
+        restated = answer(model, series_net, with_levels(records, restated_levels(records)), stats, device)
+        present = records.peak_mask.astype(bool)
+        out["absent_at_90db"] = paired_rates(base.series, ~present, base.detected, restated.detected, **kw)
+        out["present_30db_lower"] = paired_rates(base.series, present, base.detected, restated.detected, **kw)
+    with phase(PROG, f"levels shuffled within each series: the network on {n}, {n_boot} bootstrap resamples"):
+        shuffled = answer(model, series_net, with_levels(records, shuffled_levels(rng, records)), stats, device)
+        out["levels_shuffled"] = shuffle_check(base, shuffled, **kw)
     out["real_detected"] = rate(base.series, np.ones(len(level), dtype=bool), base.detected, **kw)
     return out
 
@@ -272,7 +280,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/counterfactual.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=240, help="held-out cohort size")
@@ -299,7 +307,9 @@ def _run(p: ArgumentParser, args: Any) -> int:
     series_net = load_series(args.run)
     if series_net is not None:
         series_net = series_net.to(device)
-    records = generate(args.patients, args.seed, domain=args.domain)
+    with phase(PROG, f"generating the held-out cohort ({args.patients} patients, seed {args.seed}, "
+                     f"{args.domain} domain)"):
+        records = generate(args.patients, args.seed, domain=args.domain)
     checks = counterfactuals(run.model, series_net, records, run.stats, seed=args.seed, n_boot=args.n_boot,
                              device=device, judge=unlike_training(run, args.run, device))
     result = {"run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,

@@ -29,12 +29,14 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
 from bench.common import timed  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.dataset import ABRDataset  # noqa: E402
 from data.native import read_native, write_native  # noqa: E402
 from data.stats import fit_stats  # noqa: E402
 from data.synthetic import generate  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "data.json"
+PROG = "bench/data.py"  # the start of its progress lines on stderr
 
 
 def bench_generation(patients: int, repeats: int) -> dict:
@@ -85,13 +87,15 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     torch.set_num_threads(1)
-    result = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
-                    "torch": torch.__version__, "cores_used": 1},
-        "generation": bench_generation(args.patients, args.repeats),
-        "native_io": bench_native_io(min(args.patients, 2000), args.repeats),
-        "epoch": bench_epoch(294, args.repeats),  # ~7,500 items: the quickstart's data size
-    }
+    result = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version(),
+                          "torch": torch.__version__, "cores_used": 1}}
+    # on one core each part takes a while: progress lines on stderr, stdout keeps the table
+    with phase(PROG, f"synthetic generation of {args.patients} patients, {2 * args.repeats} timed runs"):
+        result["generation"] = bench_generation(args.patients, args.repeats)
+    with phase(PROG, "native file write and read"):
+        result["native_io"] = bench_native_io(min(args.patients, 2000), args.repeats)
+    with phase(PROG, "an epoch of the quickstart's data size, DataLoader and dataset.batch"):
+        result["epoch"] = bench_epoch(294, args.repeats)  # ~7,500 items: the quickstart's data size
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2))
     g, io, ep = result["generation"], result["native_io"], result["epoch"]

@@ -30,7 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, add_output_args, machine, timed, write_outputs  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
+
+PROG = "bench/ddp_validation.py"  # argparse's prog and the start of its progress lines on stderr
 
 
 def worker(out_dir: Path, patients: int, batch: int, repeats: int) -> None:
@@ -97,7 +99,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/ddp_validation.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--ranks", type=number(int, ge=1, le=64), nargs="+", default=[1, 2])
     p.add_argument("--repeats", type=number(int, ge=1, le=1000), default=5)
     p.add_argument("--patients", type=number(int, ge=12, le=100_000), default=400)
@@ -116,7 +118,10 @@ def _run(args, argv: list[str] | None) -> int:
               "batch": args.batch, "repeats": args.repeats,
               "command": "python bench/ddp_validation.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     t0 = time.time()
-    runs = [measure(n, args) for n in sorted(set([1, *args.ranks]))]
+    runs = []
+    for n in sorted(set([1, *args.ranks])):  # a torchrun per world size, its output captured: one line each
+        with phase(PROG, f"{n} rank(s): torchrun, {args.repeats} timed validate() calls"):
+            runs.append(measure(n, args))
     ref = runs[0]["values"]
     for r in runs:
         r["max_abs_diff"] = max(abs(r["values"][k] - v) for k, v in ref.items())

@@ -51,9 +51,9 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import add_output_args, machine, write_outputs  # noqa: E402
+from bench.common import add_output_args, machine, progress_bar, write_outputs  # noqa: E402
 from bench.wave_v import WAVES, mean_correlation, pick_waves, wave_shares  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from evaluation.distribution import (  # noqa: E402
     auroc,
     c2st_scores,
@@ -71,6 +71,7 @@ SHARE_TOLERANCE = 0.15  # issue 16: each wave's share within 15 points of the re
 DEFAULT_SAMPLERS = "ddpm,ddim:50,dpmpp2m:20"
 DISPLAY = {"ddpm": "DDPM", "ddim": "DDIM", "dpmpp2m": "DPM-Solver++"}
 DOC_KEY = "generation"
+PROG = "bench/generation.py"  # argparse's prog and the start of its progress lines on stderr
 TOGTR_TASKS = {"intensity": "regression", "infant": "binary"}
 
 
@@ -344,7 +345,7 @@ of the held-out real recordings'):
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/generation.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--n", type=number(int, ge=2, le=100_000), default=256,
@@ -376,10 +377,14 @@ def run(args, argv: list[str] | None) -> int:
     kw = diffusion.sampling_kwargs()
     guidance = kw["guidance"] if args.guidance is None else args.guidance
     specs = parse_samplers(args.samplers, diffusion.T, kw["eta"] if args.eta is None else args.eta)
-    tensors = getattr(build_data(loaded.cfg.data, loaded.cfg.loss.class_weights), args.split).tensors
+    # Long on a CPU (DDPM's full chain above all): every long step says so on stderr (start, then its seconds),
+    # a bar on a terminal counts the sampler's steps; stdout keeps the per-sampler lines and the tables.
+    with phase(PROG, f"rebuilding the run's {args.split} split"):
+        tensors = getattr(build_data(loaded.cfg.data, loaded.cfg.loss.class_weights), args.split).tensors
     held, ref = condition_sets(tensors, stats, args.n, args.seed)
     model = loaded.model
-    ref_m = measure(model, stats, ref.uv, ref.static)
+    with phase(PROG, f"measuring the reference set ({len(ref.uv)} recordings)"):
+        ref_m = measure(model, stats, ref.uv, ref.static)
     units = [np.flatnonzero(held.patient == p) for p in np.unique(held.patient)]
     score = {"unit_rows": units, "ref_groups": ref.patient, "seed": args.seed, "n_boot": args.n_boot}
     rows = []
@@ -387,20 +392,28 @@ def run(args, argv: list[str] | None) -> int:
     for spec in specs:
         counter.rows = 0
         gen = torch.Generator().manual_seed(args.seed)
-        t0, c0 = time.perf_counter(), time.process_time()
-        uv = generate(counter, diffusion, stats, held.static, len(held.uv), spec.sampler, spec.steps, guidance, gen,
-                      eta=spec.eta, clip=kw["clip"], batch_size=args.batch_size).numpy().astype(np.float64)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        # generate()'s progress advances once per sampler step of each batch; on a terminal the bar's update costs
+        # microseconds against a network evaluation, so the wall and CPU times below stand
+        steps = -(-len(held.uv) // args.batch_size) * spec.steps
+        with phase(PROG, f"{spec.name}: generating {len(held.uv)} signals"), progress_bar(steps, spec.name) as bar:
+            t0, c0 = time.perf_counter(), time.process_time()
+            uv = generate(counter, diffusion, stats, held.static, len(held.uv), spec.sampler, spec.steps, guidance,
+                          gen, eta=spec.eta, clip=kw["clip"], batch_size=args.batch_size,
+                          progress=bar).numpy().astype(np.float64)
+            wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if not np.isfinite(uv).all():
             raise ValueError(f"{spec.name}: generated {int((~np.isfinite(uv)).sum())} non-finite values")
         row = {"name": spec.name, "sampler": spec.sampler, "steps": spec.steps, "eta": spec.eta,
                "nfe_per_signal": counter.rows / len(uv), "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
                "signals_per_s": round(len(uv) / wall, 3)}
-        row.update(score_set(measure(model, stats, uv, held.static), ref_m, **score))
+        with phase(PROG, f"{spec.name}: scoring against the reference set ({args.n_boot} bootstrap resamples)"):
+            row.update(score_set(measure(model, stats, uv, held.static), ref_m, **score))
         rows.append(row)
         print(f"{spec.name}: {wall:.0f} s, r = {row['mean_waveform_correlation']['value']:.3f}", flush=True)
     real = {"name": "real held-out recordings (H)"}
-    real.update(score_set(measure(model, stats, held.uv, held.static), ref_m, **score))
+    with phase(PROG, f"the real held-out recordings: scoring against the reference set ({args.n_boot} bootstrap "
+                     "resamples)"):
+        real.update(score_set(measure(model, stats, held.uv, held.static), ref_m, **score))
     for row in rows:
         row["acceptance"] = acceptance(row, real)
     rows.append(real)

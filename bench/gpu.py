@@ -56,6 +56,7 @@ import torch  # noqa: E402
 from bench.common import write_result  # noqa: E402
 from bench.throughput import Variant, _batches, count_host_reads  # noqa: E402
 from data.cli import ArgumentParser, number, one_line, run_main  # noqa: E402
+from data.cli import phase as progress_lines  # noqa: E402
 from training.components import COMPONENTS  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
@@ -70,6 +71,9 @@ STEPS = {"steps": 300, "warmup": 20, "agree_steps": 50, "sync_steps": 10, "compi
 SMOKE_STEPS = {"steps": 3, "warmup": 1, "agree_steps": 2, "sync_steps": 2, "compile_steps": 2}
 SYNC_WARNING = "called a synchronizing CUDA operation"  # torch's text under set_sync_debug_mode("warn")
 LOSS_NAMES = ("objective", *COMPONENTS)
+# the start of its progress lines on stderr (gpu.sh copies them into its log); they come from data.cli.phase,
+# imported as progress_lines since Phase here is one training phase of this bench
+PROG = "bench/gpu.py"
 
 
 class Phase:
@@ -241,7 +245,9 @@ def run(args) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         compile_wanted = args.compile if args.compile is not None else device.type == "cuda"
-        data = build_data(cfg.data, cfg.loss.class_weights)
+        # minutes in all on a GPU: a progress line on stderr as each phase starts and ends; stdout keeps the table
+        with progress_lines(PROG, "building the data"):
+            data = build_data(cfg.data, cfg.loss.class_weights)
         result: dict[str, Any] = {"machine": machine(device), "setup": {
             "config": str(args.config), "smoke": args.smoke, "device": str(device),
             "batch": cfg.training.batch_size, "steps": args.steps, "warmup": args.warmup,
@@ -251,28 +257,33 @@ def run(args) -> dict[str, Any]:
         }}
 
         # 1-2. bf16 eager: timed window, then host syncs per step
-        bf16 = Phase(cfg, data, device, run_root / "bf16")
-        result["setup"]["params"] = sum(p.numel() for p in bf16.trainer.model.parameters())
-        for _ in range(args.warmup):
-            bf16.step()
-        reset_memory(device)
-        result["bf16"] = {**bf16.timed(args.steps), **memory(device)}
-        result["syncs"] = count_syncs(bf16, args.sync_steps)
+        with progress_lines(PROG, f"bf16: {args.warmup} warm-up and {args.steps} timed steps"):
+            bf16 = Phase(cfg, data, device, run_root / "bf16")
+            result["setup"]["params"] = sum(p.numel() for p in bf16.trainer.model.parameters())
+            for _ in range(args.warmup):
+                bf16.step()
+            reset_memory(device)
+            result["bf16"] = {**bf16.timed(args.steps), **memory(device)}
+        with progress_lines(PROG, f"host syncs over {args.sync_steps} steps"):
+            result["syncs"] = count_syncs(bf16, args.sync_steps)
         eager = bf16.loss_table()  # warm-up steps first: row i is step i + 1 from the same init
         result["bf16"]["final_losses"] = named(eager[-1])
         bf16.close()
 
         # 3. fp32 on the same batches: loss agreement
-        fp32 = Phase(cfg32, data, device, run_root / "fp32")
-        reset_memory(device)
-        result["fp32"] = {**fp32.timed(args.agree_steps), **memory(device)}
+        with progress_lines(PROG, f"fp32: {args.agree_steps} steps on the same batches"):
+            fp32 = Phase(cfg32, data, device, run_root / "fp32")
+            reset_memory(device)
+            result["fp32"] = {**fp32.timed(args.agree_steps), **memory(device)}
         result["bf16_vs_fp32"] = agreement(eager, fp32.loss_table())
         fp32.close()
 
         # 4. torch.compile
         if compile_wanted:
-            result["compile"] = compile_phase(cfg, data, device, run_root / "compile", args.compile_steps,
-                                              eager, args.compile_backend)
+            with progress_lines(PROG, f"torch.compile ({args.compile_backend}): compiling, then {args.compile_steps} "
+                                      "timed steps"):
+                result["compile"] = compile_phase(cfg, data, device, run_root / "compile", args.compile_steps,
+                                                  eager, args.compile_backend)
         else:
             result["compile"] = {"status": "skipped", "error": "not tried on CPU (pass --compile to try)"}
     finally:

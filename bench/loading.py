@@ -34,7 +34,10 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import write_result  # noqa: E402
+from data.cli import phase  # noqa: E402
 from training.config import load_config  # noqa: E402
+
+PROG = "bench/loading.py"  # the start of its progress lines on stderr
 
 
 def _sync(device: torch.device) -> None:
@@ -75,7 +78,7 @@ def bench_workers(cfg, data, workers: int, steps: int, warmup: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     ap.add_argument("--steps", type=int, default=40)
@@ -85,14 +88,19 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "loading.json"))
     ap.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from data.dataset import build_data
 
     cfg = load_config(args.config, [f"device={args.device}", "logging.use_wandb=false", *args.overrides])
-    data = build_data(cfg.data, cfg.loss.class_weights)
-    rows = [bench_workers(cfg, data, w, args.steps, args.warmup) for w in args.workers]
+    # progress lines on stderr as each stage starts and ends; stdout keeps the table
+    with phase(PROG, f"building the data of {Path(args.config).name}"):
+        data = build_data(cfg.data, cfg.loss.class_weights)
+    rows = []
+    for w in args.workers:
+        with phase(PROG, f"{w} DataLoader workers: {args.warmup} warm-up and {args.steps} timed steps"):
+            rows.append(bench_workers(cfg, data, w, args.steps, args.warmup))
 
     print(f"{'workers':>8}{'batch':>7}{'wait ms':>10}{'copy ms':>10}{'step ms':>10}{'loading share':>15}")
     for r in rows:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import timed  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from models import ModelConfig, build_model, param_groups  # noqa: E402
 from models.blocks import Attention, S4Block, TransformerBlock  # noqa: E402
@@ -37,6 +38,7 @@ from models.config import FULL_SIZE  # noqa: E402
 from models.s4d import S4D  # noqa: E402
 
 L = 200
+PROG = "bench/model.py"  # the start of its progress lines on stderr
 
 
 def _time_ms(fn, reps: int) -> float:
@@ -110,23 +112,24 @@ def bench_bottleneck(steps: int, B: int, seeds: list[int]) -> list[dict]:
     stats = DataStats(0.0, 1.0, [5.0, 50.0, 25.0, 750.0], [3.0, 29.0, 14.0, 430.0], 7.0, 1.2, 0.35, 0.5, 60.0, 35.0)
     rows = []
     for attn in (False, True):
-        for seed in seeds:
-            torch.manual_seed(seed)
-            model = build_model(ModelConfig(bottleneck_attention=attn), stats).train()
-            opt = torch.optim.AdamW(param_groups(model, 2e-3, 0.01))
-            g = torch.Generator().manual_seed(1000 + seed)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                b = _bumps(B, g)
-                loss = _loss(model(**_fields(b)), b)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            seconds = time.perf_counter() - t0
-            model.eval()
-            held_out = _bumps(512, torch.Generator().manual_seed(99))
-            with torch.no_grad():
-                val = _loss(model(**_fields(held_out)), held_out).item()
+        for seed in seeds:  # hundreds of training steps each: a progress line per run on stderr
+            with phase(PROG, f"{steps} training steps, bottleneck attention {'on' if attn else 'off'}, seed {seed}"):
+                torch.manual_seed(seed)
+                model = build_model(ModelConfig(bottleneck_attention=attn), stats).train()
+                opt = torch.optim.AdamW(param_groups(model, 2e-3, 0.01))
+                g = torch.Generator().manual_seed(1000 + seed)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    b = _bumps(B, g)
+                    loss = _loss(model(**_fields(b)), b)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                seconds = time.perf_counter() - t0
+                model.eval()
+                held_out = _bumps(512, torch.Generator().manual_seed(99))
+                with torch.no_grad():
+                    val = _loss(model(**_fields(held_out)), held_out).item()
             rows.append({"bottleneck_attention": attn, "seed": seed, "params": _params(model), "steps": steps,
                          "batch": B, "train_s": seconds, "held_out_loss": val})
     return rows
@@ -137,7 +140,7 @@ def _fields(b: dict) -> dict:
     return {"x_t": b["x_t"], "t": b["t"], "static": b["static"], "drop_cond": drop}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
@@ -147,16 +150,20 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=300, help="0 skips the bottleneck-attention training runs")
     ap.add_argument("--seeds", type=str, default="0,1")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "model.json")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    speed = [bench_speed("quickstart", ModelConfig(), args.quick_batch, args.reps),
-             bench_speed("full", ModelConfig(**FULL_SIZE), args.full_batch, max(2, args.reps // 2))]
+    # progress lines on stderr as each measurement starts and ends; stdout keeps the tables
+    with phase(PROG, f"forward+backward of the quickstart network (batch {args.quick_batch})"):
+        speed = [bench_speed("quickstart", ModelConfig(), args.quick_batch, args.reps)]
+    with phase(PROG, f"forward+backward of the full-size network (batch {args.full_batch})"):
+        speed.append(bench_speed("full", ModelConfig(**FULL_SIZE), args.full_batch, max(2, args.reps // 2)))
     print(f"\n{'config':<12}{'params':>12}{'batch':>7}{'fwd+bwd ms':>12}{'ms/sample':>11}")
     for r in speed:
         print(f"{r['config']:<12}{r['params']:>12,}{r['batch']:>7}{r['fwd_bwd_ms']:>12.1f}{r['ms_per_sample']:>11.2f}")
 
-    layers = bench_layers([64, 256], args.layer_batch, args.reps)
+    with phase(PROG, f"S4D and attention layers and blocks at widths 64 and 256 (batch {args.layer_batch})"):
+        layers = bench_layers([64, 256], args.layer_batch, args.reps)
     print(f"\n{'layer at L=200':<30}{'width':>6}{'params':>10}{'fwd+bwd ms':>12}")
     for r in layers:
         print(f"{r['layer']:<30}{r['width']:>6}{r['params']:>10,}{r['fwd_bwd_ms']:>12.1f}")

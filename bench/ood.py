@@ -36,8 +36,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
-from data.cli import ArgumentParser, number, resolve_device, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, resolve_device, run_main  # noqa: E402
 
+PROG = "bench/ood.py"  # argparse's prog and the start of its progress lines on stderr
 TRANSFORMS = ("x10", "resampled", "reversed", "noise", "flat")
 TARGET_FLAGGED, TARGET_FALSE_ALARM = 0.95, 0.05
 
@@ -151,22 +152,29 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--run {args.run}: the run has no familiarity.json; fit it first with "
                          f"python -m evaluation.trust --run {args.run}")
     loaded = load_run(args.run, which=args.checkpoint, device=device)
-    x, static, sid = test_series(loaded, args.max_series)
+    with phase(PROG, f"rebuilding the run's test split (at most {args.max_series} series)"):
+        x, static, sid = test_series(loaded, args.max_series)
     rng = np.random.default_rng(0)
     sets = {"test (in distribution)": (x, static, sid)}
     sets |= {name: (transform(name, x, loaded.stats.signal_std, rng), static, sid) for name in TRANSFORMS}
     paths, where = epl_files(args.epl)
     if paths:
-        sets["epl"] = read_epl_series(paths)
-    got = {k: verdicts(loaded, fam, Recordings(*v, loaded.stats), device) for k, v in sets.items()}
+        with phase(PROG, f"reading {len(paths)} EPL files"):
+            sets["epl"] = read_epl_series(paths)
+    got = {}
+    for name, (signal, *rest) in sets.items():  # the network and the input check per set: one line each
+        with phase(PROG, f"{name}: the input check on {len(signal)} recordings"):
+            got[name] = verdicts(loaded, fam, Recordings(signal, *rest, loaded.stats), device)
     base = got.pop("test (in distribution)")
-    result: dict[str, Any] = {"run": str(args.run), "checkpoint": args.checkpoint,
-                              "epl": {"files": [str(p) for p in paths], "from": where},
-                              "test": rates(base, args.n_boot), "sets": {}}
-    for name, v in got.items():
-        result["sets"][name] = rates(v, args.n_boot) | {
-            "auroc_series": auroc(base.series_score, v.series_score), "auroc_recordings": auroc(base.score, v.score),
-            "reasons": sorted({r.split(";")[0].split(" (")[0] for r in v.series_reason if r})[:5]}
+    with phase(PROG, f"rates and AUROCs, {args.n_boot} bootstrap resamples"):
+        result: dict[str, Any] = {"run": str(args.run), "checkpoint": args.checkpoint,
+                                  "epl": {"files": [str(p) for p in paths], "from": where},
+                                  "test": rates(base, args.n_boot), "sets": {}}
+        for name, v in got.items():
+            result["sets"][name] = rates(v, args.n_boot) | {
+                "auroc_series": auroc(base.series_score, v.series_score),
+                "auroc_recordings": auroc(base.score, v.score),
+                "reasons": sorted({r.split(";")[0].split(" (")[0] for r in v.series_reason if r})[:5]}
     flagged = np.concatenate([[x == "unlike training data" for x in v.series_verdict] for v in got.values()])
     result["all_ood"] = {"n_series": int(len(flagged)), "unlike": float(flagged.mean())}
     result["meets_target"] = bool(flagged.mean() >= TARGET_FLAGGED and
@@ -190,7 +198,7 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/ood.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--max-series", type=number(int, ge=2), default=200, help="test series used (default 200)")

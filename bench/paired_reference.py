@@ -23,11 +23,14 @@ from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
-from data.cli import ArgumentParser, run_main  # noqa: E402
+from data.cli import ArgumentParser, phase, run_main  # noqa: E402
 from data.dataset import build_data  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 from training.clinical import series_index, wave_v_metrics  # noqa: E402
 from training.series import extract  # noqa: E402
+
+PROG = "bench/paired_reference.py"  # argparse's prog and the start of its progress lines on stderr
+N_BOOT = 1000  # bootstrap resamples of each interval
 
 
 def features(ev, paired: bool) -> np.ndarray:
@@ -42,7 +45,7 @@ def features(ev, paired: bool) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/paired_reference.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--out", default="bench/results/paired_reference.json")
     args = p.parse_args(argv)
@@ -51,19 +54,26 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     run = load_run(args.run)
-    bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
-    ev = {s: extract(run.model, getattr(bundle, s)) for s in ("train", "test")}
+    # progress lines on stderr; stdout keeps the rows
+    with phase(PROG, "rebuilding the run's data and split"):
+        bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
+    ev = {}
+    for split in ("train", "test"):
+        with phase(PROG, f"the network on the {split} split ({len(getattr(bundle, split))} recordings)"):
+            ev[split] = extract(run.model, getattr(bundle, split))
     result = {"run": args.run, "split": "test", "read_out": "sklearn HistGradientBoosting, defaults, random_state 0"}
     for name, paired in (("single", False), ("paired", True)):
-        x = {s: features(e, paired) for s, e in ev.items()}
-        mask = {s: e.truth["peak_mask"].astype(bool) for s, e in ev.items()}
-        lat = {s: e.truth["peak_latency"] for s, e in ev.items()}
-        clf = HistGradientBoostingClassifier(random_state=0).fit(x["train"], mask["train"])
-        reg = HistGradientBoostingRegressor(random_state=0).fit(x["train"][mask["train"]], lat["train"][mask["train"]])
-        te = ev["test"]
-        series = series_index(te.series_id, te.static[:, 1])
-        m = wave_v_metrics(series, mask["test"], clf.predict_proba(x["test"])[:, 1], lat["test"],
-                           reg.predict(x["test"]), n_boot=1000)
+        with phase(PROG, f"{name}: fitting the read-outs, scoring the test split ({N_BOOT} bootstrap resamples)"):
+            x = {s: features(e, paired) for s, e in ev.items()}
+            mask = {s: e.truth["peak_mask"].astype(bool) for s, e in ev.items()}
+            lat = {s: e.truth["peak_latency"] for s, e in ev.items()}
+            clf = HistGradientBoostingClassifier(random_state=0).fit(x["train"], mask["train"])
+            reg = HistGradientBoostingRegressor(random_state=0).fit(x["train"][mask["train"]],
+                                                                    lat["train"][mask["train"]])
+            te = ev["test"]
+            series = series_index(te.series_id, te.static[:, 1])
+            m = wave_v_metrics(series, mask["test"], clf.predict_proba(x["test"])[:, 1], lat["test"],
+                               reg.predict(x["test"]), n_boot=N_BOOT)
         result[name] = {k: {"value": v.value, "ci": [v.low, v.high]} for k, v in m.items()}
         print(f"{name:7s} " + "  ".join(f"{k} {v}" for k, v in m.items()))
     write_result(args.out, result)

@@ -31,11 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import write_result  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_SEED = 2024  # the cohort's generator seed (no run trains on it: the clinical runs use seed 0)
 TARGET_S = 10.0  # a clinic's day (1,000 recordings) on 2 CPU cores
+PROG = "bench/predict.py"  # argparse's prog and the start of its progress lines on stderr
 
 
 def write_cohort(path: Path, n: int, seed: int) -> tuple[int, int]:
@@ -90,7 +91,7 @@ def run_once(args, csv: Path, out: Path, figures: bool, torch_threads: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/predict.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a trained run (with checkpoints/series.pt for the series model)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--recordings", type=number(int, ge=10, le=100_000), default=1000)
@@ -108,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
         csv = Path(tmp) / "clinic_day.csv"
-        n, n_series = write_cohort(csv, args.recordings, args.seed)
+        with phase(PROG, f"writing the cohort ({args.recordings} recordings, seed {args.seed})"):
+            n, n_series = write_cohort(csv, args.recordings, args.seed)
         result = {"run": args.run, "checkpoint": args.checkpoint, "recordings": n, "series": n_series,
                   "cores": args.cores, "repeats": args.repeats, "machine": platform.platform(),
                   "cpus_visible": os.cpu_count(), "target_s": TARGET_S, "modes": {}}
@@ -118,7 +120,9 @@ def _run(args) -> int:
         modes = [(f"{what}, torch threads {t}", figures, t) for t in args.torch_threads
                  for what, figures in (("tables and figures", True), ("tables only", False))]
         for mode, figures, threads in modes:
-            runs = [run_once(args, csv, Path(tmp) / "out", figures, threads) for _ in range(args.repeats)]
+            # a fresh predict process per repeat, its own output captured: one progress line per mode on stderr
+            with phase(PROG, f"{mode}: {args.repeats} runs of python -m evaluation.predict"):
+                runs = [run_once(args, csv, Path(tmp) / "out", figures, threads) for _ in range(args.repeats)]
             walls = [r["wall_s"] for r in runs]
             median = statistics.median(walls)
             mid = runs[walls.index(sorted(walls)[len(walls) // 2])]

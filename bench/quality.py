@@ -35,10 +35,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import machine, write_doc_section  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.jsonable import to_jsonable  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, compare_runs, delta_m_for_run, headline_metrics  # noqa: E402
 from training.balancers.config import STRATEGIES  # noqa: E402
 from training.components import COMPONENTS  # noqa: E402
+
+PROG = "bench/quality.py"  # the start of its progress lines on stderr
 
 
 def train_command(args: argparse.Namespace, name: str, overrides: list[str]) -> list[str]:
@@ -141,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         return 0
 
-    for r in runs:
-        print(f"[{r['name']}] training ...", flush=True)
-        rc, secs = _run(r["cmd"], env, ROOT / args.root / f"{r['name']}.train.out")
+    # A training run per strategy and per task: a progress line on stderr as each run's training and evaluation
+    # start and end (their own output goes to ROOT/NAME.*.out); stdout keeps each run's status line and the table.
+    for k, r in enumerate(runs, 1):
+        with phase(PROG, f"[{r['name']}] ({k}/{len(runs)}) training"):
+            rc, secs = _run(r["cmd"], env, ROOT / args.root / f"{r['name']}.train.out")
         r["train_seconds"], r["status"] = secs, "ok" if rc == 0 else f"train failed (rc {rc})"
         if rc == 0:
-            rc, _ = _run(r["eval_cmd"], env, ROOT / args.root / f"{r['name']}.eval.out")
+            with phase(PROG, f"[{r['name']}] evaluating on the test split"):
+                rc, _ = _run(r["eval_cmd"], env, ROOT / args.root / f"{r['name']}.eval.out")
             if rc != 0:
                 r["status"] = f"eval failed (rc {rc})"
         mpath = ROOT / args.root / r["name"] / "eval" / "metrics.json"
@@ -180,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     write_doc(result, ROOT / args.doc)
     done = [ROOT / args.root / r["name"] for r in runs if (ROOT / args.root / r["name"] / "metrics.jsonl").is_file()]
     if done:
-        compare_runs(done, ROOT / args.root / "comparison")
+        with phase(PROG, f"comparing the runs ({len(done)})"):
+            compare_runs(done, ROOT / args.root / "comparison")
     print(render(result))
     print(f"wrote {args.out} and {args.doc}")
     return 0

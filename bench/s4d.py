@@ -32,10 +32,12 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 from bench.common import timed, write_result  # noqa: E402
+from data.cli import phase  # noqa: E402
 from models.blocks import Attention  # noqa: E402
 from models.s4d import S4D  # noqa: E402
 
 L = 200
+PROG = "bench/s4d.py"  # the start of its progress lines on stderr
 
 
 def recurrent_convolve(layer: S4D, u: Tensor) -> Tensor:
@@ -91,7 +93,7 @@ def bench_width(H: int, B: int, reps: int, device: torch.device) -> list[dict]:
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=5)
@@ -99,10 +101,13 @@ def main() -> None:
     ap.add_argument("--widths", type=int, nargs="+", default=[64, 128])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "s4d.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    rows = [r for H in args.widths for r in bench_width(H, args.batch, args.reps, device)]
+    rows = []
+    for H in args.widths:  # the recurrence is a Python loop over L: a progress line per width on stderr
+        with phase(PROG, f"width {H}: FFT, recurrence and attention, {args.reps} timed calls each"):
+            rows += bench_width(H, args.batch, args.reps, device)
 
     print(f"{'layer':<32}{'H':>5}{'B':>5}{'fwd+bwd ms':>12}{'x FFT':>8}{'rel. err':>10}")
     for r in rows:

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import timed  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from evaluation.generate import generate  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
@@ -34,6 +35,7 @@ from training.diffusion import GaussianDiffusion  # noqa: E402
 
 SETTINGS = (("ddim", 50), ("dpmpp2m", 20))
 STATIC = torch.tensor([0.5, 80.0, 21.1, 300.0])
+PROG = "bench/sampling.py"  # the start of its progress lines on stderr
 
 
 class ConstantDenoiser(torch.nn.Module):
@@ -67,8 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name, model in models.items():
         for sampler, steps in SETTINGS:
-            for guidance in (1.0, 2.0):
-                sec = time_generate(model, diffusion, args.batch, sampler, steps, guidance, args.reps)
+            for guidance in (1.0, 2.0):  # a progress line per row on stderr; stdout keeps the table
+                with phase(PROG, f"{name}: {sampler}-{steps}, w={guidance:g}, {args.reps} timed runs of "
+                                 f"{args.batch} signals"):
+                    sec = time_generate(model, diffusion, args.batch, sampler, steps, guidance, args.reps)
                 rows.append({"model": name, "sampler": sampler, "steps": steps, "guidance": guidance,
                              "batch": args.batch, "seconds": round(sec, 4),
                              "signals_per_s": round(args.batch / sec, 2)})

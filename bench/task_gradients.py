@@ -40,11 +40,12 @@ from torch import Tensor, nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from bench.common import add_output_args, machine, progress_bar, write_outputs  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from training.components import COMPONENTS, DISPLAY_NAMES, HEAD_GROUPS  # noqa: E402
 
 DOC_KEY = "task-gradients"
+PROG = "bench/task_gradients.py"  # argparse's prog and the start of its progress lines on stderr
 HEAD_OF = {c: head for head, members in HEAD_GROUPS.items() for c in members}  # component -> head key
 
 
@@ -165,21 +166,26 @@ def measure_run(run_dir: str, *, which: str, weights: str, split: str, batches: 
     noise = torch.Generator().manual_seed(seed + 1)
     per_batch: dict[str, list[Any]] = {k: [] for k in ("loss", "norm", "share", "weight", "weighted_share",
                                                        "progress", "cos", "head_norm")}
-    for b in range(batches):
-        batch = dataset.batch(order[b * B: (b + 1) * B])
-        out = objective(model, batch, noise, train=True)
-        G, head_norms = component_gradients(out.losses, trunk, heads)  # [K P], [K]
-        norms = G.double().norm(dim=1)  # [K]
-        w = value_weights(meta.balancer, out.losses)
-        per_batch["loss"].append([float(v.detach()) for v in out.losses.values()])
-        per_batch["norm"].append(norms.tolist())
-        per_batch["share"].append(shares(norms).tolist())
-        per_batch["head_norm"].append(head_norms.tolist())
-        per_batch["cos"].append(cosine_matrix(G).tolist())
-        if w is not None:
-            per_batch["weight"].append(w.tolist())
-            per_batch["weighted_share"].append(shares(w.double() * norms).tolist())
-            per_batch["progress"].append(progress_shares(G, w).tolist())
+    # Six backward passes a batch: a progress line on stderr per run (after the checks above, so that a
+    # refused flag stays one error line) and a bar on a terminal counting the batches.
+    with (phase(PROG, f"{run_dir}: {batches} batches of {B} ({split} split)"),
+          progress_bar(batches, Path(run_dir).name, unit="batch") as bar):
+        for b in range(batches):
+            batch = dataset.batch(order[b * B: (b + 1) * B])
+            out = objective(model, batch, noise, train=True)
+            G, head_norms = component_gradients(out.losses, trunk, heads)  # [K P], [K]
+            norms = G.double().norm(dim=1)  # [K]
+            w = value_weights(meta.balancer, out.losses)
+            per_batch["loss"].append([float(v.detach()) for v in out.losses.values()])
+            per_batch["norm"].append(norms.tolist())
+            per_batch["share"].append(shares(norms).tolist())
+            per_batch["head_norm"].append(head_norms.tolist())
+            per_batch["cos"].append(cosine_matrix(G).tolist())
+            if w is not None:
+                per_batch["weight"].append(w.tolist())
+                per_batch["weighted_share"].append(shares(w.double() * norms).tolist())
+                per_batch["progress"].append(progress_shares(G, w).tolist())
+            bar.update(1)
     result = summarize(per_batch)
     result.update({
         "run": str(run_dir), "checkpoint": which, "weights": weights, "split": split, "batches": batches,
@@ -267,7 +273,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/task_gradients.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", nargs="+", required=True, help="run directories")
     p.add_argument("--checkpoint", default="last", choices=("best", "last"))
     p.add_argument("--weights", default="model", choices=("model", "ema"),

@@ -50,12 +50,14 @@ from collections.abc import Callable, Iterator  # noqa: E402
 
 import torch  # noqa: E402
 
-from bench.common import write_result  # noqa: E402
+from bench.common import progress_bar, write_result  # noqa: E402
+from data.cli import phase  # noqa: E402
 from training.components import COMPONENTS  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
 
 VARIANTS = ("bare", "trainer", "monitored")
+PROG = "bench/throughput.py"  # the start of its progress lines on stderr
 
 
 def _sync(device: torch.device) -> None:
@@ -224,7 +226,7 @@ def summarize(variants: list[Variant], batch: int, steps: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     ap.add_argument("--steps", type=int, default=0, help="optimizer steps per window (default: log_frequency)")
@@ -235,7 +237,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=0, help="batch size (default: the config's)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     ap.add_argument("overrides", nargs="*", help="config overrides, key.path=value")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     run_root = Path(tempfile.mkdtemp(prefix="abr_throughput_"))
@@ -248,17 +250,25 @@ def main() -> None:
     steps = args.steps or freq
     if steps % freq:
         raise ValueError(f"--steps: expected a multiple of training.log_frequency ({freq}), found {steps}")
+    # progress lines on stderr as each stage starts and ends, a bar on a terminal over the timed windows;
+    # stdout keeps the table
     try:
-        variants = build_variants(cfg, run_root)
-        for v in variants:  # warm-up: allocator, autotuning, first TensorBoard/W&B writes; ends at a log step
-            v.run(freq, record=False)
-        for _ in range(args.repeats):
-            if variants[0].trainer.device.type == "cuda":  # no per-step sync: keep the GPU queue full
-                for v in variants:
-                    v.run(steps)
-            else:
-                run_interleaved(variants, steps)
-        reads = {v.name: count_host_reads(v, steps) for v in variants}  # one more window, untimed
+        with phase(PROG, f"building the {len(VARIANTS)} variants ({', '.join(VARIANTS)})"):
+            variants = build_variants(cfg, run_root)
+        with phase(PROG, f"warm-up: {freq} steps of each variant"):
+            for v in variants:  # allocator, autotuning, first TensorBoard/W&B writes; ends at a log step
+                v.run(freq, record=False)
+        with (phase(PROG, f"{args.repeats} timed windows of {steps} steps of each variant"),
+              progress_bar(args.repeats, "windows", unit="window") as bar):
+            for _ in range(args.repeats):
+                if variants[0].trainer.device.type == "cuda":  # no per-step sync: keep the GPU queue full
+                    for v in variants:
+                        v.run(steps)
+                else:
+                    run_interleaved(variants, steps)
+                bar.update(1)  # between windows, outside the timed steps
+        with phase(PROG, f"counting host reads over one more window of {steps} steps"):
+            reads = {v.name: count_host_reads(v, steps) for v in variants}  # untimed
         for v in variants:
             v.trainer._call("on_train_end")
         result = summarize(variants, cfg.training.batch_size, steps)

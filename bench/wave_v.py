@@ -34,12 +34,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import write_result  # noqa: E402
+from bench.common import progress_bar, write_result  # noqa: E402
+from data.cli import phase  # noqa: E402
 from data.dataset import build_data  # noqa: E402
 from evaluation.generate import generate, sampling_settings  # noqa: E402
 from evaluation.metrics import pick_wave_v_latency  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 
+PROG = "bench/wave_v.py"  # the start of its progress lines on stderr
+BATCH = 256  # signals per generate() batch (its default), named so that the progress bar's total agrees
 WAVES = ("I", "III", "V")
 IPL_MS = (3.7, 5.3)  # I-V interpeak interval of the generator's hearing ears, +-3 sd over all ages (not
 # the 7 % of patients with slowed brainstem conduction, whose wave I falls earlier: real and generated alike)
@@ -107,7 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
     run = load_run(args.run, "best")
     kw = sampling_settings(run.diffusion, argparse.Namespace(sampler=args.sampler, steps=args.steps))
     guidances, etas = args.guidance or [kw["guidance"]], args.eta or [kw["eta"]]
-    test = getattr(build_data(run.cfg.data, run.cfg.loss.class_weights), args.split).tensors
+    # one generation per guidance and eta, the long steps: progress lines on stderr (and a bar on a terminal),
+    # stdout keeps the tables
+    with phase(PROG, f"rebuilding the run's {args.split} split"):
+        test = getattr(build_data(run.cfg.data, run.cfg.loss.class_weights), args.split).tensors
     s = run.stats
     cond = (test["label"] == 0) & (test["static"][:, 1] >= 70)  # NORMAL, >= 70 dB nHL
     if not cond.any():
@@ -123,8 +129,11 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for w, eta in itertools.product(guidances, etas):
         gen = torch.Generator().manual_seed(args.seed)
-        fake = generate(run.model, run.diffusion, s, static.expand(args.n, 4).clone(), args.n, kw["sampler"],
-                        kw["steps"], w, gen, eta=eta, clip=kw["clip"]).numpy()
+        steps = -(-args.n // BATCH) * kw["steps"]  # generate()'s progress: one per sampler step of each batch
+        with (phase(PROG, f"generating {args.n} signals, {kw['sampler']}-{kw['steps']}, w={w:g}, eta={eta:g}"),
+              progress_bar(steps, f"w={w:g}, eta={eta:g}") as bar):
+            fake = generate(run.model, run.diffusion, s, static.expand(args.n, 4).clone(), args.n, kw["sampler"],
+                            kw["steps"], w, gen, eta=eta, clip=kw["clip"], batch_size=BATCH, progress=bar).numpy()
         picked = pick_wave_v_latency(fake)
         rows.append({"guidance": w, "eta": eta, "share_in_range": share_in(picked, lo, hi),
                      "median_latency_ms": float(np.median(picked)),

@@ -41,7 +41,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from data.cli import ArgumentParser, number, run_main  # noqa: E402
+from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.dataset import ABRDataset, build_data  # noqa: E402
 from data.records import WAVE_NAMES  # noqa: E402
 from data.stats import to_physical  # noqa: E402
@@ -55,6 +55,7 @@ from training.series import extract, per_wave_metrics  # noqa: E402
 
 BENCHMARK_SEED = 12345  # bench/clinical.py's benchmark cohort
 PICKER_WINDOW_MS = 1.5  # issue 25's no-learning picker: ±1.5 ms around the static-value regression
+PROG = "bench/waves.py"  # argparse's prog and the start of its progress lines on stderr
 ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "latency_r", "amplitude_mae_uv")
 
 
@@ -206,7 +207,7 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/waves.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--baseline-run", help="a second run scored beside it (e.g. model.peak_head=pooled)")
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -223,18 +224,24 @@ def _run(p: ArgumentParser, args, argv: list[str] | None) -> int:
     run = load_run(args.run, which=args.checkpoint)
     if run.cfg.data.source == "synthetic" and run.cfg.data.synthetic.seed == args.seed:
         p.error(f"--seed {args.seed}: the run trained on that generator seed; the benchmark needs its own")
-    records = generate(args.patients, args.seed)
-    bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
+    # Long at the default 5000 patients: progress lines on stderr, so that stdout is the table alone.
+    with phase(PROG, f"generating the benchmark cohort ({args.patients} patients, seed {args.seed})"):
+        records = generate(args.patients, args.seed)
+    with phase(PROG, "rebuilding the run's data and split"):
+        bundle = build_data(run.cfg.data, run.cfg.loss.class_weights)
     result = {"run": args.run, "checkpoint": args.checkpoint,
               "benchmark": {"patients": args.patients, "seed": args.seed}, "n_boot": args.n_boot, "machine": machine(),
               "command": "python bench/waves.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    print(f"scoring the network on {len(records)} recordings ...", flush=True)
-    result["network"] = network_rows(args.run, args.checkpoint, records, args.n_boot)
+    with phase(PROG, f"scoring the network on {len(records)} recordings, {args.n_boot} bootstrap resamples"):
+        result["network"] = network_rows(args.run, args.checkpoint, records, args.n_boot)
     if args.baseline_run:
-        result["baseline"] = network_rows(args.baseline_run, args.checkpoint, records, args.n_boot)
-    print("fitting the no-learning picker on the training split ...", flush=True)
-    result["reference"] = reference_rows(ABRDataset(records, run.stats), run.stats, static_regressions(bundle.train),
-                                         true_waves(args.patients, args.seed), args.n_boot)
+        with phase(PROG, f"scoring the baseline run {args.baseline_run}"):
+            result["baseline"] = network_rows(args.baseline_run, args.checkpoint, records, args.n_boot)
+    with phase(PROG, "fitting the no-learning picker on the training split"):
+        regressions = static_regressions(bundle.train)
+    with phase(PROG, "the picker and the caps on the benchmark cohort"):
+        result["reference"] = reference_rows(ABRDataset(records, run.stats), run.stats, regressions,
+                                             true_waves(args.patients, args.seed), args.n_boot)
     result["seconds"] = round(time.time() - t0, 1)
     section = table(result)
     print(section)

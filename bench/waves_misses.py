@@ -16,15 +16,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.cli import ArgumentParser, run_main  # noqa: E402
+from data.cli import ArgumentParser, phase, run_main  # noqa: E402
 from data.synthetic import generate, true_waves  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 
 V = 2  # WAVE_NAMES index of wave V
+PROG = "bench/waves_misses.py"  # argparse's prog and the start of its progress lines on stderr
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(prog="bench/waves_misses.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--out", default="docs/img/waves_misses.png")
@@ -38,10 +39,11 @@ def draw(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rec, w = generate(400, 777), true_waves(400, 777)
     run = load_run(args.run, which=args.checkpoint)
+    with phase(PROG, "generating the development cohort (400 patients, seed 777)"):  # progress on stderr
+        rec, w = generate(400, 777), true_waves(400, 777)
     x = ((torch.from_numpy(rec.signal)[:, None] - run.stats.signal_mean) / run.stats.signal_std).float()
-    with torch.no_grad():
+    with phase(PROG, f"the network on {len(x)} recordings"), torch.no_grad():
         out = run.model(x, torch.zeros(len(x), dtype=torch.long), torch.from_numpy(rec.static))
     lat, prob = out["wave_latency"][:, V].numpy(), torch.softmax(out["wave_logits"][:, V], -1).numpy()
     clear = rec.peak_mask & (rec.peak_latency < 9.6) & (rec.peak_amplitude > 0.2)

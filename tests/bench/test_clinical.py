@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from bench.clinical import main
+from tests.progress import finished_phases
 from tests.runs import tiny_config, train_run
 
 
@@ -35,17 +36,25 @@ def test_clinical_bench_scores_a_fresh_cohort_and_the_test_split(tmp_path, capsy
     for m in bench["threshold"].values():
         lo, hi = m["within_10db"]["ci"]
         assert lo <= m["within_10db"]["value"] <= hi
-    printed = capsys.readouterr().out
-    assert "# benchmark (generator seed 12345)" in printed and "# benchmark_wide (generator seed 12345, wide" in printed
+    printed = capsys.readouterr()
+    assert "# benchmark (generator seed 12345)" in printed.out
+    assert "# benchmark_wide (generator seed 12345, wide" in printed.out and f"wrote {out}" in printed.out
+    # issue 29: progress on stderr, a line when each step starts and one with its seconds; stdout the report alone
+    steps = finished_phases(printed.err, "bench/clinical.py")
+    assert "generating the benchmark cohort (25 patients, seed 12345, wide domain)" in steps
+    for cohort in ("benchmark", "benchmark_wide", "benchmark_sparse", "test"):
+        assert f"{cohort}: per-patient metrics and calibration, 20 bootstrap resamples" in steps
+        assert any(step.startswith(f"{cohort}: the network on ") for step in steps)
+    assert "bench/clinical.py:" not in printed.out
 
 
-def test_clinical_bench_refuses_the_runs_own_seed(tmp_path, capsys):
-    cfg = tiny_config(tmp_path)
-    run = tmp_path / "run"
-    train_run(cfg, run)
+def test_clinical_bench_refuses_the_runs_own_seed(series_run, capsys):
     import pytest
 
+    from training.checkpoint import load_run
+
     with pytest.raises(SystemExit) as exc:
-        main(["--run", str(run), "--seed", str(cfg.data.synthetic.seed), "--patients", "5"])
+        main(["--run", str(series_run), "--seed", str(load_run(series_run).cfg.data.synthetic.seed), "--patients", "5"])
     assert exc.value.code == 2
-    assert "the run trained on that generator seed" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the run trained on that generator seed" in err and err.count("\n") == 1  # before any progress line

@@ -22,7 +22,7 @@ from bench.counterfactual import (
 )
 from data.stats import fit_stats
 from data.synthetic import generate
-from tests.runs import tiny_config, train_run
+from tests.progress import finished_phases
 
 
 @pytest.fixture(scope="module")
@@ -107,18 +107,8 @@ def test_a_network_that_reads_the_waveform_does_not_move(records):
     assert s["type"]["evidence_sum"]["changed"].value == 0.0  # the class evidence ignores the level here
 
 
-def test_cli_on_a_tiny_run_with_a_series_model(tmp_path, capsys):
-    cfg = tiny_config(tmp_path, "series.enabled=true", "series.epochs=2", "series.width=16", "series.heads=2")
-    run = tmp_path / "run"
-    train_run(cfg, run)
-    from data.dataset import build_data
-    from training.checkpoint import load_run
-    from training.series_stage import run_series_stage
-
-    run_series_stage(run, load_run(run).model, build_data(cfg.data, cfg.loss.class_weights), cfg)
-    from evaluation.trust import main as trust_main
-
-    assert trust_main(["--run", str(run)]) == 0  # familiarity.json: the noise series also meet the input check
+def test_cli_on_a_tiny_run_with_a_series_model(series_run, tmp_path, capsys):
+    run = series_run  # with familiarity.json: the noise series also meet the input check
     out, doc = tmp_path / "cf.json", tmp_path / "results.md"
     assert main(["--run", str(run), "--patients", "8", "--n-boot", "20", "--out", str(out), "--doc", str(doc)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
@@ -136,8 +126,17 @@ def test_cli_on_a_tiny_run_with_a_series_model(tmp_path, capsys):
             assert lo <= r[k]["value"] <= hi
         assert np.isclose(r["difference"]["value"], r["counterfactual"]["value"] - r["as_stated"]["value"])
     assert "<!-- counterfactual: begin -->" in doc.read_text(encoding="utf-8")
-    printed = capsys.readouterr().out
-    assert "re-stated at 90 dB" in printed and "'no response' or flagged (series_model)" in printed
+    printed = capsys.readouterr()
+    assert "re-stated at 90 dB" in printed.out and "'no response' or flagged (series_model)" in printed.out
+    # issue 29: progress on stderr, a line when each pass of the network starts and one with its seconds
+    steps = finished_phases(printed.err, "bench/counterfactual.py")
+    assert "generating the held-out cohort (8 patients, seed 24680, narrow domain)" in steps
+    for check in ("the recordings as stated", "white noise", "pink noise", "levels re-stated", "levels shuffled"):
+        assert any(step.startswith(check) for step in steps), check
+    assert "bench/counterfactual.py:" not in printed.out  # stdout: the report alone
+    from training.checkpoint import load_run
+
+    seed = load_run(run).cfg.data.synthetic.seed
     with pytest.raises(SystemExit) as exc:
-        main(["--run", str(run), "--seed", str(cfg.data.synthetic.seed), "--patients", "3", "--no-doc"])
+        main(["--run", str(run), "--seed", str(seed), "--patients", "3", "--no-doc"])
     assert exc.value.code == 2 and "the run trained on that generator seed" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 
 from bench.generation import SamplerSpec, acceptance, condition_sets, main, parse_samplers
 from data.stats import DataStats
+from tests.progress import finished_phases
 from tests.runs import tiny_config, train_run
 
 
@@ -96,4 +97,11 @@ def test_generation_bench_on_a_tiny_run(tmp_path, capsys):
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Results\n\nother section\n\n<!-- generation: begin -->\n")
     assert text.rstrip().endswith("<!-- generation: end -->") and "| DPM-Solver++-3 | 6 |" in text
-    assert "| DDPM-10 | 20 |" in capsys.readouterr().out  # replacing the section: tests/bench/test_common.py
+    printed = capsys.readouterr()
+    assert "| DDPM-10 | 20 |" in printed.out  # replacing the section: tests/bench/test_common.py
+    # issue 29: progress on stderr (a line when each step starts, one with its seconds); stdout keeps its lines
+    steps = finished_phases(printed.err, "bench/generation.py")
+    for name in names[:3]:
+        assert f"{name}: generating {rec['held_out']} signals" in steps
+        assert f"{name}: scoring against the reference set (10 bootstrap resamples)" in steps
+    assert "bench/generation.py:" not in printed.out and "DDPM-10: " in printed.out  # its per-sampler line

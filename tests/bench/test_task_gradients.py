@@ -19,6 +19,7 @@ from bench.task_gradients import (
     t_interval,
     value_weights,
 )
+from tests.progress import finished_phases
 from training.components import COMPONENTS
 
 
@@ -118,7 +119,7 @@ def tiny_run(tmp_path_factory):
     return root / "run"
 
 
-def test_command_writes_symmetric_cosines_and_shares_that_sum_to_one(tiny_run, tmp_path):
+def test_command_writes_symmetric_cosines_and_shares_that_sum_to_one(tiny_run, tmp_path, capsys):
     out, doc = tmp_path / "tg.json", tmp_path / "results.md"
     doc.write_text("# Results\n\nkept\n", encoding="utf-8")
     args = ["--run", str(tiny_run), "--batches", "3", "--batch-size", "8", "--out", str(out), "--doc", str(doc)]
@@ -136,6 +137,9 @@ def test_command_writes_symmetric_cosines_and_shares_that_sum_to_one(tiny_run, t
     text = doc.read_text(encoding="utf-8")
     assert text.startswith("# Results\n\nkept\n") and "<!-- task-gradients: begin -->" in text
     assert "| PeakLat |" in text
+    printed = capsys.readouterr()  # issue 29: progress on stderr, the table on stdout
+    assert f"{tiny_run}: 3 batches of 8 (train split)" in finished_phases(printed.err, "bench/task_gradients.py")
+    assert "| PeakLat |" in printed.out and "bench/task_gradients.py:" not in printed.out
 
 
 def test_bad_run_is_one_line(tmp_path, capsys):

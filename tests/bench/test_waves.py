@@ -12,6 +12,7 @@ import torch
 from bench.waves import main, nearest_maximum, pick_in_window, told_waveform
 from data import waveform as wf
 from data.synthetic import add_waves, generate, true_waves
+from tests.progress import finished_phases
 from tests.runs import tiny_config, train_run
 
 
@@ -38,7 +39,15 @@ def test_waves_bench_scores_map_and_pooled_runs(tmp_path, capsys):
         assert cap["latency_within_0.1ms"]["value"] > 0.9
     text = doc.read_text(encoding="utf-8")
     assert "<!-- waves: begin -->" in text and "| latency_within_0.1ms |" in text
-    assert "no-learning picker" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "no-learning picker" in printed.out and "| latency_within_0.1ms |" in printed.out
+    # issue 29: progress on stderr, a line when each step starts and one with its seconds; stdout the table alone
+    steps = finished_phases(printed.err, "bench/waves.py")
+    assert "generating the benchmark cohort (12 patients, seed 12345)" in steps
+    assert any(step.startswith("scoring the network on ") for step in steps)
+    assert f"scoring the baseline run {runs['pooled']}" in steps
+    assert "fitting the no-learning picker on the training split" in steps
+    assert "bench/waves.py:" not in printed.out
 
 
 def test_picker_and_cap_find_a_clean_peak():
