@@ -1,6 +1,8 @@
 """Balancer benchmark: training-step time of each strategy relative to `fixed`.
 
     python bench/balancers.py [--threads 1] [--batch 16] [--steps 12] [--warmup 2]
+        [--strategies fixed jacobian jacobian:engine=autojac jacobian:aggregator=mgda,engine=gramian]
+        [--profile 3]
 
 One training step as the trainer does it, on the quickstart network (``ModelConfig()``): one
 forward over the noisy x_t (for ``signal``) and the clean x0 at t = 0 (for the heads), the six
@@ -9,12 +11,18 @@ component losses, ``balancer.backward``, clipping, the optimizer step and
 strategies take turns step by step (round robin) so that machine load drifts hit all of them
 alike. Reported: the median step time over ``--steps`` timed steps and its ratio to `fixed`.
 
+A strategy is a name or ``name:key=value,...``, the keys of that strategy's config block
+(``jacobian:engine=autojac``). ``--profile N`` then runs N more steps of each under
+``torch.profiler`` and reports the CPU time per step of each phase (``step.*``: forward, balancer
+backward, optimizer; ``jacobian.*``: the parts of a `jacobian` step, training/balancers/jacobian.py).
+
 Prints a table and writes bench/results/balancers.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -22,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import record_function
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +42,7 @@ from models import ModelConfig, build_model  # noqa: E402
 from training.balancers import BalanceContext, BalancerConfig, build_balancer  # noqa: E402
 from training.balancers.config import STRATEGIES  # noqa: E402
 from training.balancers.meta_loss import MetaLoss  # noqa: E402
-from training.config import DiffusionConfig, LossConfig  # noqa: E402
+from training.config import DiffusionConfig, LossConfig, load_config  # noqa: E402
 from training.diffusion import GaussianDiffusion  # noqa: E402
 from training.losses import ComponentLosses  # noqa: E402
 from training.objective import Objective  # noqa: E402
@@ -63,7 +72,7 @@ class Setup:
         self.model = build_model(ModelConfig(), DataStats.identity()).train()
         self.diffusion = GaussianDiffusion(DiffusionConfig())
         self.meta = MetaLoss(ComponentLosses(LossConfig(), DataStats.identity(), torch.ones(5)),
-                             build_balancer(BalancerConfig(strategy=strategy)))
+                             build_balancer(balancer_config(strategy)))
         self.params = [*self.model.parameters(), *self.meta.balancer.trainable_parameters()]
         self.opt = torch.optim.AdamW(self.params, lr=1e-3)
         self.shared = list(self.model.shared_parameters())
@@ -72,13 +81,33 @@ class Setup:
         self.objective = Objective(self.diffusion, self.meta.components, cond_drop_prob=0.0, head_input="clean")
 
     def step(self, batch: dict[str, torch.Tensor]) -> None:
-        out = self.objective(self.model, batch, self.gen, train=True)
+        with record_function("step.forward"):
+            out = self.objective(self.model, batch, self.gen, train=True)
         ctx = BalanceContext(shared_params=self.shared, last_shared_params=self.last_shared, features=out.features)
-        self.meta.balancer.backward(out.losses, ctx)
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.meta.balancer.after_optimizer_step()
-        self.opt.zero_grad(set_to_none=True)
+        with record_function("step.balancer_backward"):
+            self.meta.balancer.backward(out.losses, ctx)
+        with record_function("step.optimizer"):
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+            self.opt.step()
+            self.meta.balancer.after_optimizer_step()
+            self.opt.zero_grad(set_to_none=True)
+
+
+def balancer_config(spec: str) -> BalancerConfig:
+    """``name`` or ``name:key=value,...`` (keys of the strategy's config block) -> its BalancerConfig,
+    read as the config overrides ``loss.balancer.name.key=value`` (validated there)."""
+    strategy, _, options = spec.partition(":")
+    overrides = [f"loss.balancer.{strategy}.{o}" for o in options.split(",") if o]
+    return load_config(None, [f"loss.balancer.strategy={strategy}", *overrides]).loss.balancer
+
+
+def profile_phases(setup: Setup, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
+    """CPU ms per step of each ``step.*`` / ``jacobian.*`` phase over ``batches`` (one step each)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for batch in batches:
+            setup.step(batch)
+    return {e.key: round(e.cpu_time_total / 1000 / len(batches), 2) for e in prof.key_averages()
+            if e.key.startswith(("step.", "jacobian."))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,10 +116,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=12, help="timed steps per strategy")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps per strategy first")
-    ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES))
+    ap.add_argument("--strategies", nargs="*", default=list(STRATEGIES),
+                    help="names, or name:key=value,... (that strategy's config keys)")
+    ap.add_argument("--profile", type=int, default=0, help="then profile N steps of each: CPU ms per phase")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "balancers.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()
     strategies = ["fixed", *[s for s in args.strategies if s != "fixed"]]
     # progress on stderr (stdout keeps the table): a line per stage, a bar on a terminal over the steps
     with phase(PROG, f"building a network per strategy ({len(strategies)})"):
@@ -114,15 +146,25 @@ def main(argv: list[str] | None = None) -> None:
         med = statistics.median(times[s])
         rows.append({"strategy": s, "median_ms": round(1000 * med, 2), "relative_to_fixed": round(med / base, 3),
                      "min_ms": round(1000 * min(times[s]), 2), "max_ms": round(1000 * max(times[s]), 2)})
-    print(f"{'strategy':16s} {'median ms':>10s} {'x fixed':>8s} {'min ms':>8s} {'max ms':>8s}")
+    width = max(16, *map(len, strategies))
+    print(f"{'strategy':{width}s} {'median ms':>10s} {'x fixed':>8s} {'min ms':>8s} {'max ms':>8s}")
     for r in rows:
-        print(f"{r['strategy']:16s} {r['median_ms']:10.1f} {r['relative_to_fixed']:8.2f} {r['min_ms']:8.1f} "
+        print(f"{r['strategy']:{width}s} {r['median_ms']:10.1f} {r['relative_to_fixed']:8.2f} {r['min_ms']:8.1f} "
               f"{r['max_ms']:8.1f}")
+    phases = {}
+    if args.profile:
+        batches = [make_batch(args.batch, g) for _ in range(args.profile)]
+        phases = {s: profile_phases(setups[s], batches) for s in strategies}
+        print(f"\nCPU ms per step by phase ({args.profile} profiled steps each):")
+        for s, p in phases.items():
+            print(f"{s}: " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(p.items())))
     result = {
         "what": "training-step time per balancer strategy, quickstart model, CPU",
         "batch": args.batch, "steps": args.steps, "warmup": args.warmup, "threads": args.threads,
         "torch": torch.__version__, "machine": platform.platform(), "processor": platform.processor(),
-        "rows": rows,
+        "cpus": os.cpu_count(), "load_average_before": load_before,
+        "load_average_after": os.getloadavg(), "date": time.strftime("%Y-%m-%d"),
+        "rows": rows, "phases_ms_per_step": phases,
     }
     write_result(args.out, result)
 

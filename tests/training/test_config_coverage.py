@@ -140,6 +140,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "loss.balancer.stch.mu": OP + "test_each_option_changes_the_weights",
     "loss.balancer.stch.inputs": (OP + "test_each_option_changes_the_weights", ST + "test_stch_inputs_raw_and_ratio"),
     "loss.balancer.jacobian.normalize": ST + "test_jacobian_normalize_initial_aggregates_loss_ratios",
+    "loss.balancer.jacobian.engine": "tests/training/balancers/test_jacobian_engines.py::"
+                                     "test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewhere",
     "loss.balancer.grouping.enabled": FW + "test_grouping_fixed_in_fixed_reproduces_fixed_and_reports_per_head",
     "loss.balancer.grouping.groups": OP + "test_grouping_honours_the_configured_weights",
     "loss.balancer.grouping.inner": FW + "test_grouping_effective_weight_is_outer_times_inner",

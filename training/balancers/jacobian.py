@@ -1,9 +1,33 @@
 """`jacobian`: Jacobian descent through TorchJD (Quinton & Rey, 2024), over the shared features.
 
-``torchjd.autojac.mtl_backward`` backpropagates each component loss to its own head parameters
-as usual and builds the Jacobian (one row per component) of the shared parameters through the
-shared features ``ctx.features``; ``jac_to_grad`` then aggregates its rows with the configured
-aggregator into ``.grad``. Aggregators: ``upgrad`` (default; Quinton & Rey 2024), ``dualproj``,
+The step: each head's parameters get the gradient of their own component loss(es), unweighted; the
+shared parameters get the configured aggregation of the Jacobian J [K, P] (one row per component,
+P shared parameters, reached through the shared features ``ctx.features``). Two engines compute it
+(``jacobian.engine``); both give the same ``.grad`` and the same weights:
+
+- ``autojac``: ``torchjd.autojac.mtl_backward`` backpropagates each component loss to its head
+  parameters and builds J's rows in the shared parameters' ``.jac``; ``jac_to_grad`` aggregates them
+  into ``.grad``. Works for every aggregator.
+- ``gramian``: for aggregators whose weights are a function of the Gramian G = J J^T [K, K] alone
+  (TorchJD's ``GramianWeightedAggregator``: upgrad, dualproj, pcgrad, mgda, imtl_g, aligned_mtl,
+  cagrad, gradvac, fairgrad), the weights come
+  from G through the aggregator's own weighting (``aggregator.gramian_weighting``, the same object,
+  so gradvac's state is shared), then ONE ordinary backward of sum_i L_i writes ``.grad``, with the
+  cotangent entering the trunk at the features re-weighted to sum_i w_i dL_i/dfeatures. ``mean``,
+  ``sum`` and ``random`` read only the number of rows: they skip J altogether (about a `fixed` step).
+  TorchJD's ``autogram.Engine`` (the Gramian without J) does not fit here: it hooks modules before
+  the forward, and ABRNet holds a direct parameter (``pos``) beside its children, so the shared
+  parameters are no set of modules; and with losses that are batch means (no per-instance vector)
+  it backpropagates K cotangents as well. G comes from one batched vector-Jacobian product instead.
+- ``auto`` (default): ``gramian`` where it applies, ``autojac`` otherwise (graddrop, config and
+  nash_mtl aggregate J's rows themselves).
+The heads' gradients are unweighted on both: weighting the losses themselves (sum_i w_i L_i, as
+TorchJD's autogram examples do) would scale each head's gradient by its weight too.
+
+Cost (docs/balancing.md, "Cost"): both engines pay K backward passes through the shared trunk (J's
+rows, or the cotangents G needs), which is what makes the strategy several times a `fixed` step.
+
+Aggregators: ``upgrad`` (default; Quinton & Rey 2024), ``dualproj``,
 ``pcgrad`` (Yu et al. 2020), ``mgda`` (Desideri 2012; Sener & Koltun 2018), ``imtl_g`` (Liu et
 al. 2021), ``aligned_mtl`` (Senushkin et al. 2023), ``cagrad`` (Liu et al. 2021, needs cvxpy),
 ``nash_mtl`` (Navon et al. 2022, needs cvxpy), ``graddrop`` (Chen et al. 2020), ``gradvac`` (Wang
@@ -25,7 +49,7 @@ directions, not units.
 
 The reported weights are the ones applied to the *raw* losses on the last step: the aggregator's
 weight of row i divided by L_i(0) (1 / L_i(0) for aggregators that are not a weighting of the
-rows, e.g. pcgrad, graddrop). L_i(0) is the first strictly positive loss (training/balancers/
+rows: graddrop, config). L_i(0) is the first strictly positive loss (training/balancers/
 common.py): a first batch without wave V no longer divides that component by 0 for the whole run.
 
 State. ``gradvac`` keeps an EMA of cosine similarities (phi_hat) that TorchJD creates lazily, as a
@@ -44,6 +68,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.profiler import record_function  # phases for bench/balancers.py --profile
 
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
 from training.balancers.common import InitialLossScale, stack_losses
@@ -86,6 +111,23 @@ def build_aggregator(name: str, weights: Tensor):
     return aggregator
 
 
+# Aggregators whose TorchJD weighting reads only the number of rows of the Jacobian (and its dtype):
+# the Gramian engine hands them an empty [K, 0] matrix and skips the Jacobian altogether.
+ROW_COUNT_AGGREGATORS = ("mean", "sum", "random")
+
+
+def gramian_weighting(name: str, aggregator) -> tuple[Any, bool] | None:
+    """(weighting, reads_gramian) giving the weights of ``aggregator`` without its Jacobian, or None
+    where its aggregation needs the Jacobian's rows (graddrop, config, nash_mtl)."""
+    from torchjd.aggregation import GramianWeightedAggregator
+
+    if isinstance(aggregator, GramianWeightedAggregator):
+        return aggregator.gramian_weighting, True
+    if name in ROW_COUNT_AGGREGATORS:
+        return aggregator.weighting, False
+    return None
+
+
 def aggregator_state(aggregator) -> dict[str, Tensor]:
     """The tensors a (stateful) TorchJD aggregator keeps, by buffer name (copies, on the CPU)."""
     return {name: b.detach().cpu().clone() for name, b in aggregator.named_buffers()}
@@ -104,8 +146,10 @@ def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
 
 
 def _refuse_ddp() -> None:
-    """torchjd fills .grad outside autograd's accumulation, so DDP would average nothing and the
-    ranks would drift apart: refuse rather than train silently wrong."""
+    """``autojac``: torchjd fills .grad outside autograd's accumulation, so DDP would average nothing
+    and the ranks would drift apart. ``gramian``: DDP would average the ordinary backward, but each
+    rank's weights would come from its own Gramian (not that of the global Jacobian) and differ between
+    ranks. Refuse rather than train silently wrong."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1:
         raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
@@ -125,6 +169,12 @@ class JacobianBalancer(Balancer):
             )
         # Not a submodule (see the module docstring): object.__setattr__ bypasses nn.Module's registration.
         object.__setattr__(self, "aggregator", build_aggregator(cfg.aggregator, weights.clone()))
+        weighting = gramian_weighting(cfg.aggregator, self.aggregator)
+        if cfg.engine == "gramian" and weighting is None:
+            raise ValueError(f"expected jacobian.engine auto or autojac for jacobian.aggregator={cfg.aggregator}, "
+                             "whose aggregation reads the Jacobian's rows, not only their Gramian, found gramian")
+        # (weighting, reads_gramian) on the gramian engine, None on autojac; a plain attribute, as the aggregator
+        object.__setattr__(self, "weighting", None if cfg.engine == "autojac" else weighting)
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
         self.initial = InitialLossScale(len(names), enabled=cfg.normalize == "initial")
 
@@ -133,28 +183,76 @@ class JacobianBalancer(Balancer):
         return total, total
 
     def backward(self, losses: dict[str, Tensor], ctx: BalanceContext) -> BalanceOutput:
-        from torchjd.autojac import jac_to_grad, mtl_backward
-
         _refuse_ddp()
         if not ctx.features:
             raise ValueError("expected BalanceContext.features (the shared representation) for jacobian, found none")
         L = stack_losses(losses, self.names)  # [K] (for the report; torchjd needs the separate scalars)
         self.initial.observe(L.detach())
         scale = self.initial.scale()  # [K] L_i(0), or 1 with normalize: none
+        scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
+        w = self._autojac(scaled, ctx) if self.weighting is None else self._gramian(scaled, ctx)
+        w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
+        self.w.copy_(w / scale)
+        total = (self.w * L.detach()).sum()
+        return BalanceOutput(total, total)
+
+    def _autojac(self, scaled: list[Tensor], ctx: BalanceContext) -> Tensor | None:
+        """TorchJD's autojac: J in the shared parameters' .jac, aggregated into .grad. The weights [K], or
+        None for an aggregator that is no weighting of the rows (graddrop, config)."""
+        from torchjd.autojac import jac_to_grad, mtl_backward
+
         # retain_graph: components of one head (peak) share the graph between the features and the
         # head output, which torchjd walks once per component; the graph is freed with the losses.
-        scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
-        mtl_backward(scaled, features=list(ctx.features), retain_graph=True)
+        with record_function("jacobian.mtl_backward"):
+            mtl_backward(scaled, features=list(ctx.features), retain_graph=True)
         shared = [p for p in ctx.shared_params if getattr(p, "jac", None) is not None]
         if not shared:
             raise ValueError(
                 "expected BalanceContext.shared_params to hold the feature extractor, found none with a .jac"
             )
-        w = jac_to_grad(shared, self.aggregator)  # [K] or None
-        w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
-        self.w.copy_(w / scale)
-        total = (self.w * L.detach()).sum()
-        return BalanceOutput(total, total)
+        with record_function("jacobian.jac_to_grad"):
+            return jac_to_grad(shared, self.aggregator)  # [K] or None
+
+    def _gramian(self, scaled: list[Tensor], ctx: BalanceContext) -> Tensor:
+        """The weights [K] from the Gramian of J, then one ordinary backward; the same .grad as :meth:`_autojac`."""
+        weighting, reads_gramian = self.weighting
+        features = [f for f in ctx.features if f.requires_grad]
+        shared = [p for p in ctx.shared_params if p.requires_grad]
+        if not shared:
+            raise ValueError("expected BalanceContext.shared_params to hold the feature extractor, found none")
+        K = len(scaled)
+        # 1. d(L_i / L_i(0))/dfeature for each component: through its head only (cheap). A loss with no
+        #    graph (a constant) has a zero row. cot[j]: [K, *features[j].shape]
+        with record_function("jacobian.cotangents"):
+            rows = [torch.autograd.grad(L_i, features, retain_graph=True, allow_unused=True, materialize_grads=True)
+                    if L_i.requires_grad else [torch.zeros_like(f) for f in features] for L_i in scaled]
+            cot = [torch.stack([r[j] for r in rows]) for j in range(len(features))]
+        if reads_gramian:
+            # 2. J's rows per shared parameter [K, *p.shape]: one vector-Jacobian product from the features,
+            #    batched over the K cotangents (this is the cost: K backward passes through the trunk), and
+            #    G = J J^T [K, K] summed parameter by parameter (J is never concatenated).
+            with record_function("jacobian.vjp"):
+                J = torch.autograd.grad(features, shared, grad_outputs=cot, is_grads_batched=True,
+                                        retain_graph=True, allow_unused=True, materialize_grads=True)
+            with record_function("jacobian.weights"):
+                G = sum(j.flatten(1) @ j.flatten(1).T for j in J)
+                w = weighting(G)  # [K]
+        else:
+            # [K] mean, sum, random: the row count is all they read (and the dtype: random draws in J's dtype)
+            w = weighting(torch.empty(K, 0, dtype=shared[0].dtype))
+        # 3. One ordinary backward of sum_i L_i / L_i(0): each head gets its own components' gradients (as
+        #    mtl_backward gives them) and, through hooks on the features, the trunk gets sum_i w_i dL_i/dfeature
+        #    instead of the unweighted sum, so the shared parameters' .grad is w^T J (what jac_to_grad writes).
+        w_ = w.detach()
+        handles = [f.register_hook(lambda _, c=c: torch.tensordot(w_.to(c), c, dims=1))
+                   for f, c in zip(features, cot, strict=True)]
+        try:
+            with record_function("jacobian.backward"):
+                torch.stack(scaled).sum().backward()
+        finally:
+            for h in handles:
+                h.remove()
+        return w
 
     def weights_tensor(self) -> Tensor:
         return self.w
@@ -166,4 +264,4 @@ class JacobianBalancer(Balancer):
         load_aggregator_state(self.aggregator, state["aggregator"])
 
 
-__all__ = ["JacobianBalancer", "build_aggregator", "torch"]
+__all__ = ["JacobianBalancer", "build_aggregator", "gramian_weighting", "torch"]

@@ -15,10 +15,21 @@ from training.balancers.config import STRATEGIES
 NAMES = ["alpha", "beta", "gamma"]
 SCALES = {"alpha": 1e-2, "beta": 1.0, "gamma": 1e2}  # extreme scales on purpose
 
+# Every strategy with its defaults (jacobian: engine auto, the Gramian engine for upgrad), and jacobian
+# on its other code path, the autojac engine. The stateful gradvac (on both engines) joins the rollback
+# and resume tests, which seed the global RNG it draws its visiting order from.
+AUTOJAC = {"jacobian": {"engine": "autojac"}}
+GRADVAC = {"jacobian": {"aggregator": "gradvac"}}
+GRADVAC_AUTOJAC = {"jacobian": {"aggregator": "gradvac", "engine": "autojac"}}
+CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC)]
+CASE_IDS = [*STRATEGIES, "jacobian-autojac"]
+STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC)]
+STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac"]
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_weights_finite_positive_and_clamped(strategy, toy_run, toy_cfg):
-    cfg = toy_cfg(strategy, NAMES)
+
+@pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
+def test_weights_finite_positive_and_clamped(strategy, blocks, toy_run, toy_cfg):
+    cfg = toy_cfg(strategy, NAMES, **blocks)
     run = toy_run(cfg, NAMES, SCALES)
     run.steps(7)
     w = run.weights()
@@ -31,11 +42,11 @@ def test_weights_finite_positive_and_clamped(strategy, toy_run, toy_cfg):
         assert sum(w.values()) == pytest.approx(len(NAMES), rel=1e-5)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_permuting_components_permutes_weights(strategy, toy_run, toy_cfg):
-    a = toy_run(toy_cfg(strategy, NAMES), NAMES, SCALES)
+@pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
+def test_permuting_components_permutes_weights(strategy, blocks, toy_run, toy_cfg):
+    a = toy_run(toy_cfg(strategy, NAMES, **blocks), NAMES, SCALES)
     perm = [NAMES[2], NAMES[0], NAMES[1]]
-    b = toy_run(toy_cfg(strategy, perm), perm, SCALES)
+    b = toy_run(toy_cfg(strategy, perm, **blocks), perm, SCALES)
     a.steps(7)
     b.steps(7)
     wa, wb = a.weights(), b.weights()
@@ -44,9 +55,9 @@ def test_permuting_components_permutes_weights(strategy, toy_run, toy_cfg):
     assert b.balancer.names == perm
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_state_dict_round_trip_gives_identical_next_weights(strategy, toy_run, toy_cfg):
-    cfg = toy_cfg(strategy, NAMES)
+@pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
+def test_state_dict_round_trip_gives_identical_next_weights(strategy, blocks, toy_run, toy_cfg):
+    cfg = toy_cfg(strategy, NAMES, **blocks)
     run = toy_run(cfg, NAMES, SCALES)
     run.steps(7)  # mid-epoch: running statistics, history and inner optimizers all hold state
     buffer = io.BytesIO()
@@ -66,9 +77,9 @@ def test_state_dict_round_trip_gives_identical_next_weights(strategy, toy_run, t
         assert k == k2 and torch.equal(v, v2)
 
 
-@pytest.mark.parametrize("strategy", STRATEGIES)
-def test_validation_combine_changes_no_state(strategy, toy_run, toy_cfg):
-    run = toy_run(toy_cfg(strategy, NAMES), NAMES, SCALES)
+@pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
+def test_validation_combine_changes_no_state(strategy, blocks, toy_run, toy_cfg):
+    run = toy_run(toy_cfg(strategy, NAMES, **blocks), NAMES, SCALES)
     run.steps(4)
     before = {k: v.clone() for k, v in run.balancer.state_dict().items() if isinstance(v, torch.Tensor)}
     losses, _ = run.model.losses()
@@ -83,17 +94,14 @@ def test_validation_combine_changes_no_state(strategy, toy_run, toy_cfg):
 
 # -- audit (issue 17): zero losses, rollback and resume ------------------------------------------
 
-GRADVAC = {"jacobian": {"aggregator": "gradvac"}}
-CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", GRADVAC)]
-CASE_IDS = [*STRATEGIES, "jacobian-gradvac"]
-
 
 # equal_init and equal_init_ema are left out on purpose: their weight is w0 / (epoch-1 mean), and a
 # mean over batches of which two in three had no target *is* lower; that weight is then kept.
-@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s not in ("equal_init", "equal_init_ema")])
-def test_a_first_loss_of_zero_leaves_no_lasting_trace(strategy, toy_run, toy_cfg):
+@pytest.mark.parametrize(("strategy", "blocks"), [c for c in CASES if c[0] not in ("equal_init", "equal_init_ema")],
+                         ids=[i for i in CASE_IDS if i not in ("equal_init", "equal_init_ema")])
+def test_a_first_loss_of_zero_leaves_no_lasting_trace(strategy, blocks, toy_run, toy_cfg):
     """A first batch without wave V (loss exactly 0) must not become L_i(0) or wreck any state."""
-    cfg = toy_cfg(strategy, NAMES)
+    cfg = toy_cfg(strategy, NAMES, **blocks)
     clean = toy_run(cfg, NAMES)
     zeroed = toy_run(cfg, NAMES, zeros={0: ["beta"], 1: ["beta"], 5: ["alpha", "beta"]})
     clean.steps(24)
@@ -104,7 +112,7 @@ def test_a_first_loss_of_zero_leaves_no_lasting_trace(strategy, toy_run, toy_cfg
         assert wz[n] == pytest.approx(wc[n], rel=0.25), (n, wc, wz)
 
 
-@pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("strategy", "blocks"), CASES + STATEFUL, ids=CASE_IDS + STATEFUL_IDS)
 def test_rollback_of_a_skipped_first_step_restores_the_fresh_balancer(strategy, blocks, toy_run, toy_cfg):
     """The trainer deep-copies state_dict() before a step and loads it back if the step was non-finite."""
     cfg = toy_cfg(strategy, NAMES, **blocks)
@@ -120,7 +128,7 @@ def test_rollback_of_a_skipped_first_step_restores_the_fresh_balancer(strategy, 
     assert torch.equal(run.balancer.weights_tensor(), fresh.balancer.weights_tensor())
 
 
-@pytest.mark.parametrize(("strategy", "blocks"), [("jacobian", GRADVAC)], ids=["jacobian-gradvac"])
+@pytest.mark.parametrize(("strategy", "blocks"), STATEFUL, ids=STATEFUL_IDS)
 def test_resume_of_a_stateful_aggregator(strategy, blocks, toy_run, toy_cfg):
     cfg = toy_cfg(strategy, NAMES, **blocks)
     run = toy_run(cfg, NAMES, SCALES)

@@ -37,6 +37,7 @@ CASES = [  # (case id, strategy, config blocks, expected outcome)
     ("ema", "ema", {"inverse_loss": {"ema_alpha": 0.5}}, "both_improve"),
     ("famo", "famo", {}, "both_improve"),
     ("jacobian-upgrad", "jacobian", {}, "both_improve"),
+    ("jacobian-upgrad-autojac", "jacobian", {"jacobian": {"engine": "autojac"}}, "both_improve"),
     ("jacobian-upgrad-raw_losses", "jacobian", {"jacobian": {"normalize": "none"}}, "small_stalls"),
     ("stch", "stch", {}, "both_improve"),
     ("stch-raw_losses", "stch", {"stch": {"inputs": "raw"}}, "small_stalls"),

@@ -1,0 +1,163 @@
+"""`jacobian`'s two engines (jacobian.engine): the Gramian route against TorchJD's autojac.
+
+The Gramian engine takes the aggregator's weights from G = J J^T and does one ordinary backward;
+autojac builds J in ``.jac`` and aggregates it (mtl_backward + jac_to_grad). Same weights, same
+``.grad`` on every parameter (heads: their own losses' gradients; trunk: the aggregation).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from training.balancers import BalanceContext, BalancerConfig, build_balancer
+from training.balancers.jacobian import PREFERENCE_AGGREGATORS, ROW_COUNT_AGGREGATORS
+
+NAMES = ["sig", "cls", "exist", "latency", "amplitude", "thr"]
+PEAK = ("exist", "latency", "amplitude")  # three components of one head, as in the pipeline
+
+# The aggregators the Gramian engine serves (cagrad too, where cvxpy is installed: not here).
+GRAMIAN = ["upgrad", "dualproj", "pcgrad", "mgda", "imtl_g", "aligned_mtl", "gradvac", "fairgrad",
+           *ROW_COUNT_AGGREGATORS]
+JACOBIAN_ONLY = ["graddrop", "config"]  # (and nash_mtl, which needs cvxpy)
+
+
+class Toy6(nn.Module):
+    """x [B,5] -> trunk [B,8] -> two shared features h [B,4], z [B,3] (neither computed from the other,
+    like ABRNet's) -> six components; the peak head [B,3] serves three of them. Targets drawn so that
+    the components' gradients conflict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)  # the layers' initialization: the same network for both engines
+        g = torch.Generator().manual_seed(0)
+        self.trunk = nn.Sequential(nn.Linear(5, 8), nn.Tanh())
+        self.to_h, self.to_z = nn.Linear(8, 4), nn.Linear(8, 3)
+        self.heads = nn.ModuleDict({"sig": nn.Linear(4, 1), "cls": nn.Linear(7, 1), "peak": nn.Linear(7, 3),
+                                    "thr": nn.Linear(3, 1)})
+        self.register_buffer("x", torch.randn(16, 5, generator=g))  # buffers: .to(dtype) converts them
+        self.register_buffer("y", torch.randn(16, 6, generator=g) * torch.tensor([1.0, -2.0, 0.5, 3.0, -1.0, 0.1]))
+
+    def forward(self) -> tuple[dict[str, Tensor], list[Tensor]]:
+        t = self.trunk(self.x)
+        h, z = torch.tanh(self.to_h(t)), self.to_z(t)  # [B,4], [B,3]
+        hz = torch.cat([h, z], dim=1)
+        out = {"sig": self.heads["sig"](h)[:, 0], "cls": self.heads["cls"](hz)[:, 0], "thr": self.heads["thr"](z)[:, 0]}
+        out |= dict(zip(PEAK, self.heads["peak"](hz).unbind(1), strict=True))
+        losses = {n: (out[n] - self.y[:, i]).pow(2).mean() for i, n in enumerate(NAMES)}
+        return losses, [h, z]
+
+
+def jacobian_cfg(aggregator: str, engine: str) -> BalancerConfig:
+    prefer = aggregator in PREFERENCE_AGGREGATORS  # unequal config weights: the preference vector is used
+    cfg = BalancerConfig(strategy="jacobian", weights={n: 1.0 + 0.5 * i * prefer for i, n in enumerate(NAMES)})
+    cfg.jacobian.aggregator, cfg.jacobian.engine = aggregator, engine
+    return cfg
+
+
+def steps(aggregator: str, engine: str, n: int = 3, dtype=torch.float64) -> list[tuple[Tensor, dict[str, Tensor]]]:
+    """(reported weights [K], every parameter's .grad) after each of ``n`` SGD steps (loss_scale 0.5,
+    as with grad_accum_steps 2; normalize: initial)."""
+    model = Toy6().to(dtype)
+    balancer = build_balancer(jacobian_cfg(aggregator, engine), NAMES)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    record = []
+    for step in range(n):
+        losses, features = model()
+        torch.manual_seed(step)  # random, pcgrad and gradvac draw from the global RNG
+        balancer.backward(losses, BalanceContext(shared_params=[*model.trunk.parameters(), *model.to_h.parameters(),
+                                                               *model.to_z.parameters()],
+                                                 features=features, loss_scale=0.5))
+        record.append((balancer.weights_tensor().clone(), {k: p.grad.clone() for k, p in model.named_parameters()}))
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return record
+
+
+@pytest.mark.parametrize("aggregator", GRAMIAN)
+def test_gramian_engine_gives_the_weights_and_gradients_of_autojac(aggregator):
+    """In float64, so that what is compared is the algorithm, not float32 rounding (see the next test):
+    the weights agree to the last float32 digit reported, the gradients within 2e-12 (fairgrad's solver)."""
+    gramian, autojac = steps(aggregator, "gramian"), steps(aggregator, "autojac")
+    for (w_g, grads_g), (w_a, grads_a) in zip(gramian, autojac, strict=True):
+        torch.testing.assert_close(w_g, w_a, rtol=1e-7, atol=0.0)
+        assert grads_g.keys() == grads_a.keys()
+        for k in grads_a:
+            torch.testing.assert_close(grads_g[k], grads_a[k], rtol=1e-9, atol=1e-11, msg=k)
+    w0 = gramian[0][0]
+    if aggregator not in ROW_COUNT_AGGREGATORS:  # the weights do resolve a conflict here (not all equal)
+        assert (w0 / w0.mean() - 1).abs().max() > 1e-3, w0
+
+
+def test_gramian_engine_on_the_quickstart_network():
+    """The bench's network (h and z from one forward over the noisy and the clean half), float32, one
+    step. Tolerance 2e-4: TorchJD's own float32 Gramian of this J (one [6, 125k] product) is within
+    4e-5 of float64; the Gramian engine sums it per parameter, a different rounding."""
+    from bench.balancers import Setup, make_batch
+
+    for aggregator in ("upgrad", "mgda", "dualproj"):
+        result = {}
+        for engine in ("gramian", "autojac"):
+            s = Setup("fixed")  # the network, identically seeded for both engines
+            cfg = BalancerConfig(strategy="jacobian")
+            cfg.jacobian.aggregator, cfg.jacobian.engine = aggregator, engine
+            balancer = build_balancer(cfg)
+            torch.manual_seed(1)  # dropout
+            out = s.objective(s.model, make_batch(4, torch.Generator().manual_seed(2)), s.gen, train=True)
+            balancer.backward(out.losses, BalanceContext(shared_params=s.shared, features=out.features))
+            result[engine] = (balancer.weights_tensor(), {k: p.grad for k, p in s.model.named_parameters()
+                                                          if p.grad is not None})
+        (w_g, grads_g), (w_a, grads_a) = result["gramian"], result["autojac"]
+        torch.testing.assert_close(w_g, w_a, rtol=2e-4, atol=1e-6, msg=aggregator)
+        assert grads_g.keys() == grads_a.keys()
+        for k in grads_a:
+            scale = grads_a[k].abs().max().item()
+            torch.testing.assert_close(grads_g[k], grads_a[k], rtol=2e-4, atol=2e-4 * scale, msg=f"{aggregator} {k}")
+
+
+def test_row_count_aggregators_skip_the_jacobian(monkeypatch):
+    """mean, sum, random read only the number of rows: no batched vector-Jacobian product is made."""
+    batched = []
+    grad = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        batched.append(kwargs.get("is_grads_batched", False))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    steps("random", "gramian", n=1)
+    assert batched and not any(batched)
+    batched.clear()
+    steps("upgrad", "gramian", n=1)
+    assert batched.count(True) == 1
+
+
+def test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewhere(monkeypatch):
+    import torchjd.autojac
+
+    calls = []
+    mtl_backward = torchjd.autojac.mtl_backward
+    monkeypatch.setattr(torchjd.autojac, "mtl_backward", lambda *a, **k: calls.append(1) or mtl_backward(*a, **k))
+    steps("upgrad", "auto", n=1)
+    assert calls == []  # auto: upgrad's weights come from the Gramian
+    steps("upgrad", "autojac", n=1)
+    assert calls == [1]
+    for aggregator in JACOBIAN_ONLY:
+        calls.clear()
+        steps(aggregator, "auto", n=1)
+        assert calls == [1]  # auto: graddrop and config need J's rows
+        with pytest.raises(ValueError, match=rf"^expected jacobian.engine auto or autojac for jacobian.aggregator="
+                                             rf"{aggregator}, whose aggregation reads the Jacobian's rows, not only "
+                                             r"their Gramian, found gramian$"):
+            build_balancer(jacobian_cfg(aggregator, "gramian"), NAMES)
+
+
+def test_gramian_engine_shares_gradvacs_state_with_the_aggregator():
+    """gradvac's EMA lives in the aggregator's weighting, which the Gramian engine calls: the same state."""
+    model = Toy6().double()
+    b = build_balancer(jacobian_cfg("gradvac", "gramian"), NAMES)
+    losses, features = model()
+    b.backward(losses, BalanceContext(shared_params=list(model.trunk.parameters()), features=features))
+    assert b.aggregator.gramian_weighting._phi_t.abs().sum() > 0
+    assert set(b.state_dict()) == set(build_balancer(jacobian_cfg("gradvac", "gramian"), NAMES).state_dict())
