@@ -347,7 +347,7 @@ def plot_thresholds(path: Path, truth_db: np.ndarray, answers: dict[str, np.ndar
         ax.legend(loc="upper left", fontsize=8)
     axes[0].set_ylabel(f"read back by the {READER_NAMES[reader].split(' (')[0]} (dB nHL)")
     fig.text(0.99, 0.01, "105 dB: no response; points jittered by up to ±1.2 dB", ha="right", va="bottom", fontsize=7)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03, 1, 1))  # room for the note under the axes
     fig.savefig(path)
     plt.close(fig)
     return path
