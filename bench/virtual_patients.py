@@ -441,12 +441,13 @@ def table(result: dict) -> str:
 def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     s, c = result["sampling"], result["cohort"]
     links = "\n".join(f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in figures)
+    with_series = "with" if result["series_model"] else "without"
     return f"""## Virtual patients: read back and fidelity (issue 28; bench/virtual_patients.py)
 
 Command: `{result['command']}`
 
 Machine: {result['machine']}; {result['threads']} thread(s); {result['seconds']['total']:.0f} s. Date: {result['date']}.
-Run `{result['run']}` ({result['checkpoint']} checkpoint, {'a' if result['series_model'] else 'no'} series model).
+Run `{result['run']}` ({result['checkpoint']} checkpoint; {with_series} a series model).
 Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {result['benchmark']['seed']}
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; one noise path per series): {s['sampler']}, {s['steps']} steps,
