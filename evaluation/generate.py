@@ -91,23 +91,22 @@ def generate(
     batch_size: int = 256,
     length: int = SIGNAL_LENGTH,
     progress: Any = None,
-    label: int | None = None,
-    threshold: float | None = None,
+    label: int | Tensor | None = None,
+    threshold: float | Tensor | None = None,
     tied: int = 1,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
 
-    ``label`` (a class index) and ``threshold`` (dB nHL) condition a network with ``model.label_conditioning``
-    (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive rows shares every noise draw (one
-    virtual patient's series; ``n`` a multiple of it; batches hold whole runs).
+    ``label`` (a class index) and ``threshold`` (dB nHL), one for all rows or one per row ([n]), condition a
+    network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
+    rows shares every noise draw (one virtual patient's series; ``n`` a multiple of it; batches hold whole runs).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract);
     ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
-    mode (its mode is restored afterwards). With per-sample normalization the scale of each
-    recording is not known; the training split's ``signal_mean`` / ``signal_std`` are used then.
-    ``progress`` (a tqdm bar, or anything with ``update(n)``) advances by one per sampler step of
-    each batch: ``ceil(n / batch_size) * steps`` in all (batch_size rounded down to whole runs of ``tied``).
-    """
+    mode (its mode is restored afterwards). With per-sample normalization the scale of each recording is
+    not known; the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a tqdm
+    bar, or anything with ``update(n)``) advances by one per sampler step of each batch:
+    ``ceil(n / batch_size) * steps`` in all (batch_size rounded down to whole runs of ``tied``)."""
     device = diffusion.betas.device
     static = condition_rows(static, n, tied, device)  # (n 4)
     batch_size = max(tied, batch_size // tied * tied)  # whole series per batch
@@ -115,11 +114,12 @@ def generate(
     model.eval()
     calls_per_step = 1 if guidance == 1.0 else 2  # guidance adds an unconditional evaluation
     calls = 0
+    every = label_inputs(n, device, label, threshold)  # {} or label (n), threshold (n)
     try:
         parts = []
         for start in range(0, n, batch_size):
             cond = static[start : start + batch_size]  # (b 4)
-            labels = label_inputs(cond.shape[0], device, label, threshold)
+            labels = {k: v[start : start + batch_size] for k, v in every.items()}  # (b) each
 
             def denoise_fn(x_t: Tensor, t: Tensor, drop_cond: Tensor, cond: Tensor = cond, labels: dict = labels):
                 nonlocal calls
@@ -151,14 +151,25 @@ def condition_rows(static: Tensor, n: int, tied: int, device: torch.device) -> T
     return static
 
 
-def label_inputs(b: int, device: torch.device, label: int | None, threshold: float | None) -> dict[str, Tensor]:
+def label_inputs(b: int, device: torch.device, label: int | Tensor | None, threshold: float | Tensor | None
+                 ) -> dict[str, Tensor]:
     """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
-    in dB nHL (NaN: the threshold's null); {} when neither is given (the network is called as before).
-    Guidance's unconditional branch drops them with the rest (models/conditioning.py)."""
+    in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
+    is given (the network is called as before). Guidance's unconditional branch drops them with the rest
+    (models/conditioning.py)."""
     if label is None and threshold is None:
         return {}
-    return {"label": torch.full((b,), -1 if label is None else label, dtype=torch.long, device=device),
-            "threshold": torch.full((b,), float("nan") if threshold is None else threshold, device=device)}
+
+    def column(name: str, value, null: float, dtype: torch.dtype) -> Tensor:
+        v = torch.as_tensor(null if value is None else value, dtype=dtype, device=device)
+        if v.ndim == 0:
+            return v.expand(b)  # (b)
+        if v.shape != (b,):
+            raise ValueError(f"generate {name}: expected one value or one per row [{b}], found shape {list(v.shape)}")
+        return v  # (b)
+
+    return {"label": column("label", label, -1, torch.long),
+            "threshold": column("threshold", threshold, float("nan"), torch.float32)}
 
 
 def series_rows(static: Tensor, levels: list[float], n: int) -> tuple[Tensor, np.ndarray]:

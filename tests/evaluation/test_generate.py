@@ -407,6 +407,19 @@ def test_cli_passes_type_and_threshold_to_every_evaluation(label_fake_run, tmp_p
     assert gen["type"] == (CLASS_NAMES[label] if label >= 0 else None) and gen["threshold"] == threshold
 
 
+def test_generate_takes_one_label_and_threshold_per_row_in_batch_order():
+    """label and threshold given per row ([n]) reach the network row by row across batches (many requests in
+    one call: bench/virtual_patients.py); a wrong length is one line."""
+    net = LabelConstantX0()
+    label, threshold = torch.tensor([0, 2, -1, 3, 4]), torch.tensor([10.0, 60.0, float("nan"), 105.0, 40.0])
+    generate(net, x0_diffusion(), STATS, STATIC, 5, "ddim", 2, 2.0, batch_size=2, label=label, threshold=threshold)
+    seen = net.seen_labels[::4]  # 3 batches x 2 steps x (conditional, unconditional)
+    assert torch.equal(torch.cat([y for y, _ in seen]), label)
+    torch.testing.assert_close(torch.cat([h for _, h in seen]), threshold, equal_nan=True)
+    with pytest.raises(ValueError, match=r"generate label: expected one value or one per row \[5\], found shape \[4\]"):
+        generate(net, x0_diffusion(), STATS, STATIC, 5, label=label[:4])
+
+
 def test_cli_without_label_flags_calls_the_network_as_before(label_fake_run, tmp_path, monkeypatch):
     """Neither flag: the network is called without label keywords at all (every existing run works so)."""
     calls = []
