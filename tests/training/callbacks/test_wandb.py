@@ -216,7 +216,8 @@ def test_evaluation_is_logged_back_into_the_same_offline_run(make_trainer, cfg):
     records = read_wandb_offline(run_files[-1])
     rows = [{key(i): json.loads(i.value_json) for i in r.history.item} for r in records
             if r.WhichOneof("record_type") == "history"]
-    assert {"test/patient/threshold/within_10db": 0.8, "test/class/macro_f1": 0.5, "step": 555}.items() <= rows[-1].items()
+    expected = {"test/patient/threshold/within_10db": 0.8, "test/class/macro_f1": 0.5, "step": 555}
+    assert expected.items() <= rows[-1].items()
     summary = {key(i): json.loads(i.value_json) for r in records if r.WhichOneof("record_type") == "summary"
                for i in r.summary.update}
     assert summary.get("test/class/macro_f1") == 0.5
