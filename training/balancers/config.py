@@ -128,10 +128,12 @@ class JacobianConfig:
         "initial", help="initial: aggregate the Jacobian of L_i / L_i(0), so a 10^4 scale gap cannot hide a "
         "component (seed 001); none: of the raw losses (TorchJD as is). Reported weights apply to raw losses"
     )
-    engine: Literal["auto", "gramian", "autojac"] = spec(
-        "auto", help="how the step is computed (the same .grad either way): gramian: the aggregator's weights from "
-        "the K x K Gramian, then one ordinary backward; autojac: TorchJD's mtl_backward + jac_to_grad; auto: gramian "
-        "where the aggregator's weights depend on the Gramian alone (all but graddrop, config, nash_mtl)"
+    engine: Literal["auto", "gramian", "autojac", "features"] = spec(
+        "auto", help="how the step is computed (the same .grad on gramian and autojac): gramian: the aggregator's "
+        "weights from the K x K Gramian, then one ordinary backward; autojac: TorchJD's mtl_backward + jac_to_grad; "
+        "auto: gramian where the aggregator's weights depend on the Gramian alone (all but graddrop, config, "
+        "nash_mtl); features: the Gramian of the gradients at the shared features instead (MGDA-UB, Sener & Koltun "
+        "2018; about a fixed step, other weights; blind to signal-vs-heads conflicts, see docs/balancing.md)"
     )
 
 

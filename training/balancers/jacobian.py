@@ -3,7 +3,8 @@
 The step: each head's parameters get the gradient of their own component loss(es), unweighted; the
 shared parameters get the configured aggregation of the Jacobian J [K, P] (one row per component,
 P shared parameters, reached through the shared features ``ctx.features``). Two engines compute it
-(``jacobian.engine``); both give the same ``.grad`` and the same weights:
+(``jacobian.engine``); both give the same ``.grad`` and the same weights. A third, ``features``, takes
+the weights from a cheaper surrogate of J's Gramian (other weights, the same kind of step):
 
 - ``autojac``: ``torchjd.autojac.mtl_backward`` backpropagates each component loss to its head
   parameters and builds J's rows in the shared parameters' ``.jac``; ``jac_to_grad`` aggregates them
@@ -19,13 +20,31 @@ P shared parameters, reached through the shared features ``ctx.features``). Two 
   the forward, and ABRNet holds a direct parameter (``pos``) beside its children, so the shared
   parameters are no set of modules; and with losses that are batch means (no per-instance vector)
   it backpropagates K cotangents as well. G comes from one batched vector-Jacobian product instead.
+- ``features``: the Gramian at the shared FEATURES Z instead of the shared parameters,
+  G_ij = <dL_i/dZ, dL_j/dZ> (summed over the feature tensors), MGDA-UB (Sener & Koltun, "Multi-Task
+  Learning as Multi-Objective Optimization", NeurIPS 2018, sec. 3.3): J = (dL/dZ)(dZ/dtheta), so
+  ||w^T J|| <= ||dZ/dtheta|| ||w^T dL/dZ||, and MGDA's min-norm over the bound needs no pass through
+  the trunk. Its rows are the cotangents the ``gramian`` engine computes anyway (through the heads
+  only); the same weighting object turns G into weights and the same final backward applies them
+  (heads: their own gradients; trunk: w^T J through the features). Served aggregators and refusals
+  as ``gramian``. About a ``fixed`` step, but a surrogate: the weights are not those of J's Gramian
+  (equal only where the trunk is the identity), and for aggregators other than ``mgda`` the paper's
+  bound says nothing (they are handed the features' Gramian as if it were J's). What it cannot see:
+  a conflict between components that reach Z on different rows. In this pipeline ``ctx.features``
+  holds [h, z] of one forward over 2B rows, the noisy x_t for ``signal`` (rows :B) and the clean x0
+  for the heads (rows B:, ``loss.head_input: clean``, the default; with ``noisy`` they share rows).
+  The signal loss's feature gradient is zero on the heads' rows (and on z), the heads' zero on the
+  signal's rows, so G[signal, head] = 0 always (measured: exactly 0 on the quickstart network).
+  Conflicts between the heads are resolved; signal-against-heads conflicts, which arise only in the
+  trunk's parameters, are not seen at this level (the signal is weighted as if orthogonal to the heads).
 - ``auto`` (default): ``gramian`` where it applies, ``autojac`` otherwise (graddrop, config and
-  nash_mtl aggregate J's rows themselves).
+  nash_mtl aggregate J's rows themselves). Never ``features``.
 The heads' gradients are unweighted on both: weighting the losses themselves (sum_i w_i L_i, as
 TorchJD's autogram examples do) would scale each head's gradient by its weight too.
 
-Cost (docs/balancing.md, "Cost"): both engines pay K backward passes through the shared trunk (J's
-rows, or the cotangents G needs), which is what makes the strategy several times a `fixed` step.
+Cost (docs/balancing.md, "Cost"): ``gramian`` and ``autojac`` pay K backward passes through the shared
+trunk (J's rows, or the cotangents G needs), which is what makes the strategy several times a `fixed`
+step; ``features`` pays K backward passes through the heads only.
 
 Aggregators: ``upgrad`` (default; Quinton & Rey 2024), ``dualproj``,
 ``pcgrad`` (Yu et al. 2020), ``mgda`` (Desideri 2012; Sener & Koltun 2018), ``imtl_g`` (Liu et
@@ -111,6 +130,9 @@ def build_aggregator(name: str, weights: Tensor):
     return aggregator
 
 
+# The engines that take the aggregator's weights from a Gramian (its weighting object) and do one ordinary backward.
+GRAMIAN_ENGINES = ("gramian", "features")
+
 # Aggregators whose TorchJD weighting reads only the number of rows of the Jacobian (and its dtype):
 # the Gramian engine hands them an empty [K, 0] matrix and skips the Jacobian altogether.
 ROW_COUNT_AGGREGATORS = ("mean", "sum", "random")
@@ -147,9 +169,9 @@ def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
 
 def _refuse_ddp() -> None:
     """``autojac``: torchjd fills .grad outside autograd's accumulation, so DDP would average nothing
-    and the ranks would drift apart. ``gramian``: DDP would average the ordinary backward, but each
-    rank's weights would come from its own Gramian (not that of the global Jacobian) and differ between
-    ranks. Refuse rather than train silently wrong."""
+    and the ranks would drift apart. ``gramian``, ``features``: DDP would average the ordinary backward,
+    but each rank's weights would come from its own Gramian (not that of the global Jacobian) and differ
+    between ranks. Refuse rather than train silently wrong."""
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1:
         raise ValueError("expected a single process for loss.balancer.strategy=jacobian, found a DDP run")
@@ -170,11 +192,13 @@ class JacobianBalancer(Balancer):
         # Not a submodule (see the module docstring): object.__setattr__ bypasses nn.Module's registration.
         object.__setattr__(self, "aggregator", build_aggregator(cfg.aggregator, weights.clone()))
         weighting = gramian_weighting(cfg.aggregator, self.aggregator)
-        if cfg.engine == "gramian" and weighting is None:
+        if cfg.engine in GRAMIAN_ENGINES and weighting is None:
             raise ValueError(f"expected jacobian.engine auto or autojac for jacobian.aggregator={cfg.aggregator}, "
-                             "whose aggregation reads the Jacobian's rows, not only their Gramian, found gramian")
-        # (weighting, reads_gramian) on the gramian engine, None on autojac; a plain attribute, as the aggregator
-        object.__setattr__(self, "weighting", None if cfg.engine == "autojac" else weighting)
+                             f"whose aggregation reads the Jacobian's rows, not only their Gramian, found {cfg.engine}")
+        # the engine that runs: auto resolved to gramian where the aggregator allows (plain attributes, as the
+        # aggregator); weighting: (weighting, reads_gramian) on gramian and features, None on autojac
+        self.engine = cfg.engine if cfg.engine != "auto" else "autojac" if weighting is None else "gramian"
+        object.__setattr__(self, "weighting", None if self.engine == "autojac" else weighting)
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
         self.initial = InitialLossScale(len(names), enabled=cfg.normalize == "initial")
 
@@ -190,7 +214,7 @@ class JacobianBalancer(Balancer):
         self.initial.observe(L.detach())
         scale = self.initial.scale()  # [K] L_i(0), or 1 with normalize: none
         scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
-        w = self._autojac(scaled, ctx) if self.weighting is None else self._gramian(scaled, ctx)
+        w = self._autojac(scaled, ctx) if self.engine == "autojac" else self._gramian(scaled, ctx)
         w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
         self.w.copy_(w / scale)
         total = (self.w * L.detach()).sum()
@@ -214,7 +238,9 @@ class JacobianBalancer(Balancer):
             return jac_to_grad(shared, self.aggregator)  # [K] or None
 
     def _gramian(self, scaled: list[Tensor], ctx: BalanceContext) -> Tensor:
-        """The weights [K] from the Gramian of J, then one ordinary backward; the same .grad as :meth:`_autojac`."""
+        """The weights [K] from a Gramian, then one ordinary backward; on ``gramian`` the Gramian of J over the
+        shared parameters (the same .grad as :meth:`_autojac`), on ``features`` that of the gradients at the
+        shared features (MGDA-UB's bound: other weights, the same kind of step)."""
         weighting, reads_gramian = self.weighting
         features = [f for f in ctx.features if f.requires_grad]
         shared = [p for p in ctx.shared_params if p.requires_grad]
@@ -227,19 +253,24 @@ class JacobianBalancer(Balancer):
             rows = [torch.autograd.grad(L_i, features, retain_graph=True, allow_unused=True, materialize_grads=True)
                     if L_i.requires_grad else [torch.zeros_like(f) for f in features] for L_i in scaled]
             cot = [torch.stack([r[j] for r in rows]) for j in range(len(features))]
-        if reads_gramian:
-            # 2. J's rows per shared parameter [K, *p.shape]: one vector-Jacobian product from the features,
-            #    batched over the K cotangents (this is the cost: K backward passes through the trunk), and
-            #    G = J J^T [K, K] summed parameter by parameter (J is never concatenated).
-            with record_function("jacobian.vjp"):
-                J = torch.autograd.grad(features, shared, grad_outputs=cot, is_grads_batched=True,
-                                        retain_graph=True, allow_unused=True, materialize_grads=True)
+        if not reads_gramian:
+            # [K] mean, sum, random: the row count is all they read (and the dtype: random draws in J's dtype)
+            w = weighting(torch.empty(K, 0, dtype=shared[0].dtype))
+        else:
+            if self.engine == "features":
+                # 2'. G_ij = <dL_i/dZ, dL_j/dZ> over every shared feature tensor Z: the cotangents of step 1 are
+                #     the rows, no pass through the trunk (at least float32: the features may be bf16 under autocast)
+                J = [c.to(torch.promote_types(c.dtype, torch.float32)) for c in cot]
+            else:
+                # 2. J's rows per shared parameter [K, *p.shape]: one vector-Jacobian product from the features,
+                #    batched over the K cotangents (this is the cost: K backward passes through the trunk), and
+                #    G = J J^T [K, K] summed parameter by parameter (J is never concatenated).
+                with record_function("jacobian.vjp"):
+                    J = torch.autograd.grad(features, shared, grad_outputs=cot, is_grads_batched=True,
+                                            retain_graph=True, allow_unused=True, materialize_grads=True)
             with record_function("jacobian.weights"):
                 G = sum(j.flatten(1) @ j.flatten(1).T for j in J)
                 w = weighting(G)  # [K]
-        else:
-            # [K] mean, sum, random: the row count is all they read (and the dtype: random draws in J's dtype)
-            w = weighting(torch.empty(K, 0, dtype=shared[0].dtype))
         # 3. One ordinary backward of sum_i L_i / L_i(0): each head gets its own components' gradients (as
         #    mtl_backward gives them) and, through hooks on the features, the trunk gets sum_i w_i dL_i/dfeature
         #    instead of the unweighted sum, so the shared parameters' .grad is w^T J (what jac_to_grad writes).

@@ -161,3 +161,139 @@ def test_gramian_engine_shares_gradvacs_state_with_the_aggregator():
     b.backward(losses, BalanceContext(shared_params=list(model.trunk.parameters()), features=features))
     assert b.aggregator.gramian_weighting._phi_t.abs().sum() > 0
     assert set(b.state_dict()) == set(build_balancer(jacobian_cfg("gradvac", "gramian"), NAMES).state_dict())
+
+
+# -- engine: features (MGDA-UB's Gramian at the shared features) ------------------------------------------
+
+
+class SameFeatures(nn.Module):
+    """x [B,5] -> shared features f [B,4] -> one linear head per component, every head reading all of f.
+    ``identity``: f IS the shared parameter [B,4] (the trunk is the identity, Z = parameters)."""
+
+    def __init__(self, k: int, identity: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        self.identity = identity
+        self.trunk = nn.Linear(5, 4)
+        self.z = nn.Parameter(torch.randn(16, 4, generator=g))
+        self.heads = nn.ModuleList(nn.Linear(4, 1) for _ in range(k))
+        self.register_buffer("x", torch.randn(16, 5, generator=g))
+        self.register_buffer("y", torch.randn(16, k, generator=g) * torch.linspace(-2.0, 3.0, k))
+
+    def shared(self) -> list[nn.Parameter]:
+        return [self.z] if self.identity else list(self.trunk.parameters())
+
+    def forward(self, names: list[str]) -> tuple[dict[str, Tensor], list[Tensor]]:
+        f = self.z * 1.0 if self.identity else torch.tanh(self.trunk(self.x))  # [B,4]
+        pred = {n: head(f)[:, 0] for n, head in zip(names, self.heads, strict=True)}  # one head per component
+        return {n: (pred[n] - self.y[:, i]).pow(2).mean() for i, n in enumerate(names)}, [f]
+
+
+def one_step(model: SameFeatures, names: list[str], aggregator: str, engine: str):
+    """One balancer step on ``model``: (the balancer, the losses, the features)."""
+    if names == NAMES:
+        cfg = jacobian_cfg(aggregator, engine)  # unequal weights (the preference) for upgrad and dualproj
+    else:
+        cfg = BalancerConfig(strategy="jacobian", weights=dict.fromkeys(names, 1.0))
+        cfg.jacobian.aggregator, cfg.jacobian.engine = aggregator, engine
+    balancer = build_balancer(cfg, names)
+    losses, features = model(names)
+    torch.manual_seed(0)  # random, pcgrad and gradvac draw from the global RNG
+    balancer.backward(losses, BalanceContext(shared_params=model.shared(), features=features))
+    return balancer, losses, features
+
+
+@pytest.mark.parametrize("aggregator", ["upgrad", "dualproj", "mgda", "imtl_g"])
+def test_features_engine_weights_are_the_weighting_of_the_feature_gradients_gramian(aggregator):
+    """Every component reads the same features f: the bound's Gramian is that of the rows d(L_i / L_i(0))/df.
+    Built by hand from those rows, weighted by a fresh TorchJD weighting of the aggregator (preference: the
+    config weights), over L_i(0) (normalize: initial; on the first step L_i(0) = L_i)."""
+    from torchjd import aggregation as A
+
+    model = SameFeatures(len(NAMES)).double()
+    balancer, losses, _ = one_step(model, NAMES, aggregator, "features")
+    L0 = torch.stack([losses[n] for n in NAMES]).detach()
+    losses, (f,) = model(NAMES)  # the same forward again (the balancer's backward freed its graph)
+    rows = torch.stack([torch.autograd.grad(losses[n] / L0[i], f)[0].flatten() for i, n in enumerate(NAMES)])
+    G = rows @ rows.T  # [K, K]
+    pref = torch.tensor([jacobian_cfg(aggregator, "features").weights[n] for n in NAMES], dtype=G.dtype)
+    weighting = {"upgrad": lambda: A.UPGradWeighting(pref_vector=pref), "dualproj": lambda: A.DualProjWeighting(
+        pref_vector=pref), "mgda": A.MGDAWeighting, "imtl_g": A.IMTLGWeighting}[aggregator]()
+    expected = weighting(G) / L0
+    assert (expected * L0 / (expected * L0).mean() - 1).abs().max() > 1e-3  # not all equal: a conflict resolved
+    torch.testing.assert_close(balancer.weights_tensor(), expected.to(balancer.w), rtol=1e-6, atol=0.0)
+
+
+def test_features_engine_mgda_is_the_closed_form_min_norm_of_two_feature_gradients():
+    """MGDA-UB with two components, by hand: alpha = clip(<g2 - g1, g2> / |g1 - g2|^2, 0, 1) on the feature
+    gradients g_i = d(L_i / L_i(0))/df (Sener & Koltun 2018, Algorithm 1)."""
+    names = ["a", "b"]
+    model = SameFeatures(2).double()
+    balancer, losses, _ = one_step(model, names, "mgda", "features")
+    L0 = torch.stack([losses[n] for n in names]).detach()
+    losses, (f,) = model(names)
+    g1, g2 = (torch.autograd.grad(losses[n] / L0[i], f)[0].flatten() for i, n in enumerate(names))
+    alpha = ((g2 - g1) @ g2 / (g1 - g2).pow(2).sum()).clamp(0, 1)
+    expected = torch.stack([alpha, 1 - alpha]) / L0
+    assert 0.05 < alpha < 0.95  # a real conflict between the two, not a vertex
+    torch.testing.assert_close(balancer.weights_tensor(), expected.to(balancer.w), rtol=1e-6, atol=0.0)
+
+
+@pytest.mark.parametrize("aggregator", GRAMIAN)
+def test_features_engine_is_the_gramian_engine_where_the_trunk_is_the_identity(aggregator):
+    """Z = the shared parameters: the feature gradients are J's rows, so both engines give the same weights and
+    the same .grad on every parameter."""
+    result = {}
+    for engine in ("gramian", "features"):
+        model = SameFeatures(len(NAMES), identity=True).double()
+        balancer, _, _ = one_step(model, NAMES, aggregator, engine)
+        grads = {k: p.grad for k, p in model.named_parameters() if p.grad is not None}
+        result[engine] = balancer.weights_tensor(), grads
+    (w_g, grads_g), (w_f, grads_f) = result["gramian"], result["features"]
+    torch.testing.assert_close(w_f, w_g, rtol=1e-7, atol=0.0)
+    assert grads_f.keys() == grads_g.keys() and "z" in grads_f
+    for k in grads_g:
+        torch.testing.assert_close(grads_f[k], grads_g[k], rtol=1e-9, atol=1e-12, msg=k)
+
+
+def test_features_engine_differs_from_gramian_through_a_trunk_and_skips_the_vjp(monkeypatch):
+    """Through a real trunk the bound's weights are not J's (a surrogate); and no batched vector-Jacobian
+    product is made: the rows are the cotangents at the features."""
+    batched = []
+    grad = torch.autograd.grad
+
+    def counting(*args, **kwargs):
+        batched.append(kwargs.get("is_grads_batched", False))
+        return grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting)
+    features = steps("upgrad", "features", n=1)
+    assert batched and not any(batched)
+    gramian = steps("upgrad", "gramian", n=1)
+    assert not torch.allclose(features[0][0], gramian[0][0], rtol=1e-3)
+    for k in ("heads.sig.weight", "heads.peak.bias", "heads.thr.weight"):  # heads: their own gradients, unweighted
+        torch.testing.assert_close(features[0][1][k], gramian[0][1][k], rtol=1e-12, atol=0.0, msg=k)
+
+
+def test_features_engine_signal_is_orthogonal_to_the_heads_on_the_quickstart_network():
+    """What the features engine cannot see: the signal loss reaches the features on the noisy rows, the heads
+    on the clean rows, so the bound's Gramian has G[signal, head] = 0 exactly (docs/balancing.md)."""
+    from bench.balancers import Setup, make_batch
+
+    s = Setup("fixed")
+    out = s.objective(s.model, make_batch(4, torch.Generator().manual_seed(2)), s.gen, train=True)
+    rows = [torch.autograd.grad(out.losses[n], out.features, retain_graph=True, allow_unused=True,
+                                materialize_grads=True) for n in out.losses]
+    G = sum(torch.stack([r[j] for r in rows]).flatten(1) @ torch.stack([r[j] for r in rows]).flatten(1).T
+            for j in range(len(out.features)))
+    assert list(out.losses)[0] == "signal" and G[0, 0] > 0
+    assert torch.equal(G[0, 1:], torch.zeros(5)) and G[1:, 1:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("aggregator", JACOBIAN_ONLY)
+def test_features_engine_is_refused_for_aggregators_that_need_the_rows(aggregator):
+    with pytest.raises(ValueError, match=rf"^expected jacobian.engine auto or autojac for jacobian.aggregator="
+                                         rf"{aggregator}, whose aggregation reads the Jacobian's rows, not only "
+                                         r"their Gramian, found features$"):
+        build_balancer(jacobian_cfg(aggregator, "features"), NAMES)

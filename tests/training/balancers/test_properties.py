@@ -16,15 +16,18 @@ NAMES = ["alpha", "beta", "gamma"]
 SCALES = {"alpha": 1e-2, "beta": 1.0, "gamma": 1e2}  # extreme scales on purpose
 
 # Every strategy with its defaults (jacobian: engine auto, the Gramian engine for upgrad), and jacobian
-# on its other code path, the autojac engine. The stateful gradvac (on both engines) joins the rollback
-# and resume tests, which seed the global RNG it draws its visiting order from.
+# on its other code paths, the autojac engine and the features engine (MGDA-UB's Gramian at the features).
+# The stateful gradvac (on every engine) joins the rollback and resume tests, which seed the global RNG it
+# draws its visiting order from.
 AUTOJAC = {"jacobian": {"engine": "autojac"}}
+FEATURES = {"jacobian": {"engine": "features"}}
 GRADVAC = {"jacobian": {"aggregator": "gradvac"}}
 GRADVAC_AUTOJAC = {"jacobian": {"aggregator": "gradvac", "engine": "autojac"}}
-CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC)]
-CASE_IDS = [*STRATEGIES, "jacobian-autojac"]
-STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC)]
-STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac"]
+GRADVAC_FEATURES = {"jacobian": {"aggregator": "gradvac", "engine": "features"}}
+CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC), ("jacobian", FEATURES)]
+CASE_IDS = [*STRATEGIES, "jacobian-autojac", "jacobian-features"]
+STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC), ("jacobian", GRADVAC_FEATURES)]
+STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac", "jacobian-gradvac-features"]
 
 
 @pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
