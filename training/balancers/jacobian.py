@@ -82,7 +82,9 @@ construction (the zeros the first call would create) and travels in ``extra_stat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -92,6 +94,18 @@ from torch.profiler import record_function  # phases for bench/balancers.py --pr
 from training.balancers.base import BalanceContext, BalanceOutput, Balancer
 from training.balancers.common import InitialLossScale, stack_losses
 from training.balancers.config import JacobianConfig
+
+
+@contextmanager
+def quiet_batching_fallback() -> Iterator[None]:
+    """torch has no batching rule for the CPU attention backward and warns on every run that it loops over
+    the K rows instead (TorchJD's batched vector-Jacobian products and ours): that loop is the cost
+    docs/balancing.md measures, and there is nothing for the user to act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
+                                "the batching rule")
+        yield
+
 
 # Aggregators that take the config weights (as their preference vector); the others ignore them,
 # so unequal weights are refused for them rather than dropped without a word.
@@ -227,7 +241,7 @@ class JacobianBalancer(Balancer):
 
         # retain_graph: components of one head (peak) share the graph between the features and the
         # head output, which torchjd walks once per component; the graph is freed with the losses.
-        with record_function("jacobian.mtl_backward"):
+        with record_function("jacobian.mtl_backward"), quiet_batching_fallback():
             mtl_backward(scaled, features=list(ctx.features), retain_graph=True)
         shared = [p for p in ctx.shared_params if getattr(p, "jac", None) is not None]
         if not shared:
@@ -265,7 +279,7 @@ class JacobianBalancer(Balancer):
                 # 2. J's rows per shared parameter [K, *p.shape]: one vector-Jacobian product from the features,
                 #    batched over the K cotangents (this is the cost: K backward passes through the trunk), and
                 #    G = J J^T [K, K] summed parameter by parameter (J is never concatenated).
-                with record_function("jacobian.vjp"):
+                with record_function("jacobian.vjp"), quiet_batching_fallback():
                     J = torch.autograd.grad(features, shared, grad_outputs=cot, is_grads_batched=True,
                                             retain_graph=True, allow_unused=True, materialize_grads=True)
             with record_function("jacobian.weights"):
