@@ -116,9 +116,10 @@ def test_gramian_engine_on_the_quickstart_network():
             torch.testing.assert_close(grads_g[k], grads_a[k], rtol=2e-4, atol=2e-4 * scale, msg=f"{aggregator} {k}")
 
 
-def test_row_count_aggregators_skip_the_jacobian(monkeypatch):
-    """mean, sum, random read only the number of rows: no batched vector-Jacobian product is made."""
-    batched = []
+@pytest.fixture
+def batched_calls(monkeypatch) -> list[bool]:
+    """Whether each torch.autograd.grad call of the test was a batched vector-Jacobian product."""
+    batched: list[bool] = []
     grad = torch.autograd.grad
 
     def counting(*args, **kwargs):
@@ -126,6 +127,12 @@ def test_row_count_aggregators_skip_the_jacobian(monkeypatch):
         return grad(*args, **kwargs)
 
     monkeypatch.setattr(torch.autograd, "grad", counting)
+    return batched
+
+
+def test_row_count_aggregators_skip_the_jacobian(batched_calls):
+    """mean, sum, random read only the number of rows: no batched vector-Jacobian product is made."""
+    batched = batched_calls
     steps("random", "gramian", n=1)
     assert batched and not any(batched)
     batched.clear()
@@ -257,17 +264,10 @@ def test_features_engine_is_the_gramian_engine_where_the_trunk_is_the_identity(a
         torch.testing.assert_close(grads_f[k], grads_g[k], rtol=1e-9, atol=1e-12, msg=k)
 
 
-def test_features_engine_differs_from_gramian_through_a_trunk_and_skips_the_vjp(monkeypatch):
+def test_features_engine_differs_from_gramian_through_a_trunk_and_skips_the_vjp(batched_calls):
     """Through a real trunk the bound's weights are not J's (a surrogate); and no batched vector-Jacobian
     product is made: the rows are the cotangents at the features."""
-    batched = []
-    grad = torch.autograd.grad
-
-    def counting(*args, **kwargs):
-        batched.append(kwargs.get("is_grads_batched", False))
-        return grad(*args, **kwargs)
-
-    monkeypatch.setattr(torch.autograd, "grad", counting)
+    batched = batched_calls
     features = steps("upgrad", "features", n=1)
     assert batched and not any(batched)
     gramian = steps("upgrad", "gramian", n=1)
