@@ -1,11 +1,13 @@
 """Does the input check catch what is unlike the training data? (issue 27)
 
-    python bench/ood.py --run RUN [--checkpoint best] [--max-series 200] [--epl FILE ...] [--device auto]
-        [--out bench/results/ood.json]
+    python bench/ood.py --run RUN [--checkpoint best] [--max-series 200] [--split test|train] [--epl FILE ...]
+        [--device auto] [--out bench/results/ood.json]
 
 Needs the run's ``familiarity.json`` (``python -m evaluation.trust --run RUN``; training writes it). The
 in-distribution series are the run's own TEST split (held-out patients; the check's thresholds came from
-the validation split); at most ``--max-series`` of them, drawn with a fixed seed. Each out-of-distribution
+the validation split); at most ``--max-series`` of them, drawn with a fixed seed. ``--split train`` takes
+training series instead, less those the check's statistics were fitted on: a development set on which to
+choose the check's settings before they are reported on the test split. Each out-of-distribution
 set is those same series changed one way (static values kept, so only the signal differs):
 
 - ``x10``: amplitude times 10 (a gain or unit error: mV read as 100 µV, a near-field recording);
@@ -89,18 +91,25 @@ def verdicts(loaded: Any, fam: Any, data: Recordings, device: Any) -> Any:
     return check(fam, inp, loaded.model, loaded.diffusion, series, device=device)
 
 
-def test_series(loaded: Any, max_series: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """µV signals (N L), static (N 4) and series ids (N,) of at most ``max_series`` test-split series."""
+def test_series(loaded: Any, max_series: int, seed: int = 0, *, split: str = "test", n_fit: int = 0
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """µV signals (N L), static (N 4), series ids (N,) and marked wave V (N,) of at most ``max_series``
+    series of the run's ``split``: "test", or "train" for development, less the series whose ``n_fit``
+    recordings the input check's statistics came from (evaluation.trust.subsample)."""
     from data.dataset import build_data
     from data.stats import to_physical
+    from evaluation.trust import subsample
 
-    test = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights).test
+    bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
+    test = getattr(bundle, split)
     sid = test.tensors["series_id"].numpy()
     ids = np.unique(sid)
+    if split == "train":
+        ids = np.setdiff1d(ids, subsample(test, n_fit).tensors["series_id"].numpy())
     keep = np.sort(np.random.default_rng(seed).permutation(ids)[:max_series])
     rows = np.flatnonzero(np.isin(sid, keep))
     x = to_physical(test.tensors["signal"][rows, 0], loaded.stats)[0].numpy().astype(np.float64)
-    return x, test.tensors["static"][rows].numpy(), sid[rows]
+    return x, test.tensors["static"][rows].numpy(), sid[rows], test.tensors["peak_mask"][rows].numpy()
 
 
 def epl_files(given: list[Path] | None) -> tuple[list[Path], str]:
@@ -125,15 +134,22 @@ def read_epl_series(paths: list[Path]) -> tuple[np.ndarray, np.ndarray, np.ndarr
             np.concatenate([np.full(len(r), k) for k, r in enumerate(parts)]))
 
 
-def rates(v: Any, n_boot: int) -> dict[str, Any]:
-    """Shares of series flagged (unlike) and not in range, with bootstrap intervals."""
+def rates(v: Any, n_boot: int, responsive: np.ndarray | None = None) -> dict[str, Any]:
+    """Shares of series flagged (unlike) and not in range, with bootstrap intervals; with ``responsive`` (S,)
+    also the flagged share of the series with a marked wave V (pure noise reversed is still pure noise: no
+    check can or should flag a reversed noise-only series)."""
     from evaluation.familiarity import IN_RANGE, UNLIKE
     from training.clinical import bootstrap
 
     unlike = np.array([x == UNLIKE for x in v.series_verdict], dtype=float)
     odd = np.array([x != IN_RANGE for x in v.series_verdict], dtype=float)
-    return {"n_series": len(unlike), "unlike": bootstrap(lambda i: float(unlike[i].mean()), len(unlike), n_boot=n_boot),
-            "not_in_range": bootstrap(lambda i: float(odd[i].mean()), len(odd), n_boot=n_boot)}
+    out = {"n_series": len(unlike), "unlike": bootstrap(lambda i: float(unlike[i].mean()), len(unlike), n_boot=n_boot),
+           "not_in_range": bootstrap(lambda i: float(odd[i].mean()), len(odd), n_boot=n_boot)}
+    if responsive is not None:
+        u = unlike[responsive]
+        out |= {"n_responsive": int(responsive.sum()),
+                "unlike_responsive": bootstrap(lambda i: float(u[i].mean()), len(u), n_boot=n_boot)}
+    return out
 
 
 def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
@@ -152,8 +168,8 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--run {args.run}: the run has no familiarity.json; fit it first with "
                          f"python -m evaluation.trust --run {args.run}")
     loaded = load_run(args.run, which=args.checkpoint, device=device)
-    with phase(PROG, f"rebuilding the run's test split (at most {args.max_series} series)"):
-        x, static, sid = test_series(loaded, args.max_series)
+    with phase(PROG, f"rebuilding the run's {args.split} split (at most {args.max_series} series)"):
+        x, static, sid, marked = test_series(loaded, args.max_series, split=args.split, n_fit=fam.n_train)
     rng = np.random.default_rng(0)
     sets = {"test (in distribution)": (x, static, sid)}
     sets |= {name: (transform(name, x, loaded.stats.signal_std, rng), static, sid) for name in TRANSFORMS}
@@ -166,17 +182,24 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         with phase(PROG, f"{name}: the input check on {len(signal)} recordings"):
             got[name] = verdicts(loaded, fam, Recordings(signal, *rest, loaded.stats), device)
     base = got.pop("test (in distribution)")
+    from training.clinical import series_index
+
+    responsive = np.array([marked[m].any() for m in series_index(sid, static[:, 1]).members])  # (S,) in verdict order
     with phase(PROG, f"rates and AUROCs, {args.n_boot} bootstrap resamples"):
-        result: dict[str, Any] = {"run": str(args.run), "checkpoint": args.checkpoint,
+        result: dict[str, Any] = {"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split,
                                   "epl": {"files": [str(p) for p in paths], "from": where},
                                   "test": rates(base, args.n_boot), "sets": {}}
         for name, v in got.items():
-            result["sets"][name] = rates(v, args.n_boot) | {
+            result["sets"][name] = rates(v, args.n_boot, responsive if name != "epl" else None) | {
                 "auroc_series": auroc(base.series_score, v.series_score),
                 "auroc_recordings": auroc(base.score, v.score),
                 "reasons": sorted({r.split(";")[0].split(" (")[0] for r in v.series_reason if r})[:5]}
     flagged = np.concatenate([[x == "unlike training data" for x in v.series_verdict] for v in got.values()])
-    result["all_ood"] = {"n_series": int(len(flagged)), "unlike": float(flagged.mean())}
+    # reversing in time changes only a series with a response (noise reversed is noise); the rest change every series
+    changed = np.concatenate([responsive if name == "reversed" else np.ones(len(v.series_verdict), bool)
+                              for name, v in got.items()])
+    result["all_ood"] = {"n_series": int(len(flagged)), "unlike": float(flagged.mean()),
+                         "n_series_responsive": int(changed.sum()), "unlike_responsive": float(flagged[changed].mean())}
     result["meets_target"] = bool(flagged.mean() >= TARGET_FLAGGED and
                                   result["test"]["unlike"].value <= TARGET_FALSE_ALARM)
     return result
@@ -184,16 +207,21 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(r: dict[str, Any]) -> str:
     lines = [f"Input check on run `{r['run']}` ({r['checkpoint']}.pt); EPL files from {r['epl']['from']}", "",
-             "| set | series | flagged (unlike) | not in range | AUROC series | AUROC recordings |",
-             "|---|---|---|---|---|---|",
-             f"| test split (false alarms) | {r['test']['n_series']} | {r['test']['unlike']} | "
-             f"{r['test']['not_in_range']} | - | - |"]
+             "| set | series | flagged (unlike) | not in range | series with a marked wave V: flagged | AUROC series "
+             "| AUROC recordings |",
+             "|---|---|---|---|---|---|---|",
+             f"| {r.get('split', 'test')} split (false alarms) | {r['test']['n_series']} | {r['test']['unlike']} | "
+             f"{r['test']['not_in_range']} | - | - | - |"]
     for name, s in r["sets"].items():
-        lines.append(f"| {name} | {s['n_series']} | {s['unlike']} | {s['not_in_range']} | {s['auroc_series']:.3f} | "
-                     f"{s['auroc_recordings']:.3f} |")
-    lines += ["", f"All out-of-distribution series flagged: {r['all_ood']['unlike']:.3f} of {r['all_ood']['n_series']} "
+        resp = f"{s['unlike_responsive']} (n = {s['n_responsive']})" if "n_responsive" in s else "-"
+        lines.append(f"| {name} | {s['n_series']} | {s['unlike']} | {s['not_in_range']} | {resp} | "
+                     f"{s['auroc_series']:.3f} | {s['auroc_recordings']:.3f} |")
+    a = r["all_ood"]
+    lines += ["", f"All out-of-distribution series flagged: {a['unlike']:.3f} of {a['n_series']} "
               f"(target >= {TARGET_FLAGGED:.0%} with <= {TARGET_FALSE_ALARM:.0%} false alarms: "
-              f"{'met' if r['meets_target'] else 'NOT met'})"]
+              f"{'met' if r['meets_target'] else 'NOT met'}); of the {a['n_series_responsive']} the change makes "
+              f"unlike a training series (reversed: those with a marked wave V, since noise reversed is noise): "
+              f"{a['unlike_responsive']:.3f}"]
     return "\n".join(lines)
 
 
@@ -202,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default="best", choices=("best", "last"))
     p.add_argument("--max-series", type=number(int, ge=2), default=200, help="test series used (default 200)")
+    p.add_argument("--split", default="test", choices=("test", "train"),
+                   help="in-distribution series: the test split (reporting), or training series the check was not "
+                        "fitted on (development: choose settings there, report on test)")
     p.add_argument("--epl", type=Path, nargs="+", help="EPL files (default: the abr package's, when importable)")
     p.add_argument("--n-boot", type=number(int, ge=0), default=1000)
     p.add_argument("--device", default="auto")

@@ -18,10 +18,30 @@ training recordings; on the VALIDATION split, each feature's 99th percentile of 
 features on one scale), then the quantiles of the recording score (max over features of |z| / cap):
 ``unusual`` above the 95th percentile, ``unlike training data`` above the 99th. A series is judged by its
 median recording against the same two thresholds (its typical recording as odd as the validation's
-rarest 5 % / 1 %). Static values outside the training split's span make a recording (and
-its series) at least ``unusual``; far outside (more than a quarter of the span), ``unlike``.
+rarest 5 % / 1 %), and by what only a whole series shows (SERIES_FEATURES, the same recipe fitted on
+whole training and validation series):
 
-The fit is saved as ``RUN/familiarity.json`` (``python -m evaluation.trust --run RUN`` writes it, and
+- ``median_<feature>``: each feature's median over the series' recordings, against the training series'
+  medians. A series' median varies far less than single recordings do, so a series ten times too large
+  stands out where its recordings, one by one, are as large as a loud patient's (bench/ood.py: x10 series
+  flagged 76 % by the median recording alone);
+- the **time direction** (its own check): does the series run forwards in time? A response does (each
+  wave's trough follows its peak, waves I to V in order); no amplitude, spectrum or denoising error sees
+  the order. The network reads each recording as recorded and played backwards; a logistic regression
+  without intercept on the difference of its two evidence vectors, fitted on the training recordings
+  (each run forwards, each reversed copy backwards: labels for free), gives each recording a log-odds that
+  it runs forwards (antisymmetric: reversing a recording flips its sign). A series' direction is the mean
+  over its DIRECTION_TOP recordings of largest |log-odds| (most recordings of a series are below threshold
+  and say nothing about direction); pure noise scores about 0, and only a series read more backwards than
+  forwards (log-odds below 0) can be flagged.
+
+The series-median and time-direction checks each get their own [unusual, unlike] thresholds at the
+validation series' 95th / 99th percentiles, so each adds about 1 % false alarms on validation series.
+Static values outside the training split's span make a recording (and its series) at least ``unusual``;
+far outside (more than a quarter of the span), ``unlike``.
+
+A fit saved before the series features existed still loads and judges series by their median recording
+alone. The fit is saved as ``RUN/familiarity.json`` (``python -m evaluation.trust --run RUN`` writes it, and
 training does after its last stage); ``evaluation.predict`` reads it.
 """
 
@@ -47,6 +67,9 @@ CAP_QUANTILE = 0.99  # of each feature's validation |z|
 FAR_OUTSIDE = 0.25  # a static value further outside its span than this share of the span: unlike
 FEATURES = ("amplitude", *(f"band_{lo}_{hi}" for lo, hi in BANDS_HZ), *(f"denoise_{s:g}" for s in NOISE_SIGMAS),
             "feature_distance")
+SERIES_FEATURES = tuple(f"median_{f}" for f in FEATURES)
+DIRECTION_TOP = 5  # recordings of a series whose forwards log-odds are averaged
+DIRECTION_C = 0.1  # inverse L2 strength of the direction regression (1e-2 to 1 read the same on a development split)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -98,6 +121,47 @@ def denoising_errors(model: Any, diffusion: Any, signal: Any, static: Any, *,
     return np.log10(torch.cat(out).double().numpy() + 1e-12)
 
 
+def reversed_evidence(model: Any, signal: Any, static: Any, *, batch_size: int = 512, device: Any = "cpu"
+                      ) -> np.ndarray:
+    """The network's evidence (models.series.recording_evidence) on recordings ``signal`` (N 1 L, normalized)
+    played backwards in time -> (N F)."""
+    import torch
+
+    from models.series import recording_evidence
+
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(signal), batch_size):
+            x = signal[i:i + batch_size].float().flip(-1).to(device)  # (B 1 L) reversed in time
+            out.append(recording_evidence(model, x, static[i:i + batch_size].float().to(device))[1].cpu())
+    return torch.cat(out).double().numpy() if out else np.zeros((0, 0))
+
+
+def fit_direction(forwards: np.ndarray, backwards: np.ndarray) -> np.ndarray:
+    """Weights w (F,) such that (ev(x) - ev(x reversed)) @ w is the log-odds that recording x runs forwards,
+    from training recordings' evidence as recorded ``forwards`` (N F) and reversed ``backwards`` (N F)."""
+    from sklearn.linear_model import LogisticRegression
+
+    d = (forwards - backwards).astype(np.float64)  # (N F)
+    scale = np.maximum(np.sqrt((d**2).mean(axis=0)), 1e-9)  # (F,) no centring: the model must stay antisymmetric
+    x = np.concatenate([d, -d]) / scale
+    y = np.r_[np.ones(len(d)), np.zeros(len(d))]
+    reg = LogisticRegression(C=DIRECTION_C, fit_intercept=False, max_iter=2000).fit(x, y)
+    return reg.coef_[0] / scale
+
+
+def series_direction(log_odds: np.ndarray, series: Any) -> np.ndarray:
+    """Per recording forwards log-odds (N,) -> per series (S,): the mean of its DIRECTION_TOP largest |log-odds|."""
+    return np.array([float(np.mean(d[np.argsort(-np.abs(d), kind="stable")[:DIRECTION_TOP]]))
+                     for d in (log_odds[m] for m in series.members)])
+
+
+def series_medians(feats: np.ndarray, series: Any) -> np.ndarray:
+    """Recording features (N J) -> each feature's median over each series (S J)."""
+    return np.array([np.median(feats[m], axis=0) for m in series.members]).reshape(-1, feats.shape[1])
+
+
 def feature_distance(evidence: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
     """log10(1 + squared Mahalanobis distance) of evidence rows (N F) -> (N,)."""
     d = evidence.astype(np.float64) - mean  # (N F)
@@ -130,7 +194,20 @@ class Familiarity:
     noise_sigmas: tuple[float, ...] = NOISE_SIGMAS
     noise_seed: int = NOISE_SEED
     quantiles: tuple[float, ...] = QUANTILES
-    val_series_share: list[float] | None = None  # validation series above each series threshold (false alarms)
+    val_series_share: list[float] | None = None  # validation series judged [not in range, unlike] (false alarms)
+    # The series checks (None in a fit saved before them). SERIES_FEATURES: training series' median and spread,
+    # validation series' 99th percentile of |z|, [unusual, unlike] on their score. Time direction: the
+    # regression's weights on the evidence difference (F,), the training series' median forwards log-odds,
+    # [unusual, unlike] on the backwardness (minus the log-odds) of validation series.
+    series_features: list[str] | None = None
+    series_centre: list[float] | None = None
+    series_spread: list[float] | None = None
+    series_cap: list[float] | None = None
+    series_feature_thresholds: list[float] | None = None
+    direction_weights: list[float] | None = None
+    direction_centre: float | None = None
+    direction_thresholds: list[float] | None = None
+    n_train_series: int = 0
 
     def save(self, run_dir: str | Path) -> Path:
         return save_fit(Path(run_dir) / FILE, asdict(self))  # whole or not at all
@@ -142,14 +219,33 @@ class Familiarity:
         fam = load_fit(cls, path, "a familiarity fit", f"python -m evaluation.trust --run {run_dir}")
         if fam is None:
             return None
-        if list(fam.features) != list(FEATURES):
-            raise ValueError(f"'{path}': expected features {list(FEATURES)}, found {fam.features}; refit it with "
-                             f"python -m evaluation.trust --run {run_dir}")
+        for got, want in ((fam.features, FEATURES), (fam.series_features, SERIES_FEATURES)):
+            if got is not None and list(got) != list(want):
+                raise ValueError(f"'{path}': expected features {list(want)}, found {got}; refit it with "
+                                 f"python -m evaluation.trust --run {run_dir}")
         return fam
 
     def z(self, feats: np.ndarray) -> np.ndarray:
         """|z| / cap per feature (N J): 1 = as far from the training median as the validation's 99th percentile."""
         return np.abs(feats - np.asarray(self.centre)) / np.asarray(self.spread) / np.asarray(self.cap)
+
+    def series_z(self, medians: np.ndarray) -> np.ndarray:
+        """The same for the series' medians (S J), against the training series' medians."""
+        return np.abs(medians - np.asarray(self.series_centre)) / np.asarray(self.series_spread) / np.asarray(
+            self.series_cap)
+
+    @property
+    def checks_series(self) -> bool:
+        """Whether the fit has the series checks (a fit saved before them has not)."""
+        return self.series_features is not None
+
+
+@dataclass
+class WholeSeries:
+    """What only whole series show, for S series (module docstring)."""
+
+    medians: np.ndarray  # (S J) each feature's median over the series
+    direction: np.ndarray  # (S,) forwards log-odds, the mean over the DIRECTION_TOP largest |log-odds|
 
 
 def robust_scale(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -176,10 +272,22 @@ def features(inp: Inputs, model: Any, diffusion: Any, mean: np.ndarray, precisio
                            feature_distance(inp.evidence, mean, precision)[:, None]], axis=1)
 
 
+def whole_series(inp: Inputs, feats: np.ndarray, series: Any, model: Any, weights: np.ndarray, *,
+                 device: Any = "cpu", batch_size: int = 512, backwards: np.ndarray | None = None) -> WholeSeries:
+    """The WholeSeries of N recordings with features ``feats`` (N J) grouped by ``series``; ``weights``: the
+    direction regression's (F,); ``backwards``: their reversed evidence (N F) when already computed."""
+    if backwards is None:
+        backwards = reversed_evidence(model, inp.signal, inp.static, device=device, batch_size=batch_size)
+    log_odds = (inp.evidence.astype(np.float64) - backwards) @ np.asarray(weights)  # (N,)
+    return WholeSeries(series_medians(feats, series), series_direction(log_odds, series))
+
+
 def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_series: Any,
-                    static_span: tuple[list[float], list[float]], *, device: Any = "cpu") -> Familiarity:
-    """Fit on ``train`` (a subsample is enough), cap and thresholds on ``val`` (whose series are
-    ``val_series``, a training.clinical.Series); ``static_span``: the training split's (min, max) per static value."""
+                    static_span: tuple[list[float], list[float]], *, train_series: Any, device: Any = "cpu"
+                    ) -> Familiarity:
+    """Fit on ``train`` (whole series, grouped by ``train_series``; a subsample of them is enough), cap and
+    thresholds on ``val`` (whose series are ``val_series``); series are training.clinical.Series;
+    ``static_span``: the training split's (min, max) per static value."""
     from sklearn.covariance import LedoitWolf
 
     cov = LedoitWolf().fit(train.evidence.astype(np.float64))
@@ -198,8 +306,21 @@ def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_
     # validation series' medians instead sat within a few % of each other (medians vary little), so any
     # small shift between splits raised false alarms.
     fam.series_thresholds = list(fam.recording_thresholds)
-    s_val = series_scores(rec, val_series)
-    fam.val_series_share = [float((s_val > th).mean()) for th in fam.series_thresholds]
+    back = reversed_evidence(model, train.signal, train.static, device=device)
+    weights = fit_direction(train.evidence, back)
+    w_train = whole_series(train, f_train, train_series, model, weights, device=device, backwards=back)
+    w_val = whole_series(val, f_val, val_series, model, weights, device=device)
+    s_centre, s_spread = robust_scale(w_train.medians)
+    s_cap = np.maximum(np.quantile(np.abs(w_val.medians - s_centre) / s_spread, CAP_QUANTILE, axis=0), 1e-3)
+    fam.series_features, fam.n_train_series = list(SERIES_FEATURES), len(w_train.direction)
+    fam.series_centre, fam.series_spread, fam.series_cap = s_centre.tolist(), s_spread.tolist(), s_cap.tolist()
+    fam.series_feature_thresholds = np.quantile(fam.series_z(w_val.medians).max(axis=1), QUANTILES).tolist()
+    fam.direction_weights, fam.direction_centre = weights.tolist(), float(np.median(w_train.direction))
+    # at least 0: a series is only ever called backwards when it reads more backwards than forwards (a clean
+    # validation split alone would put the thresholds among forwards series)
+    fam.direction_thresholds = np.maximum(np.quantile(-w_val.direction, QUANTILES), 0.0).tolist()
+    got = judge(fam, f_val, np.asarray(val.static), val_series, w_val).series_verdict
+    fam.val_series_share = [float(np.mean([v != IN_RANGE for v in got])), float(np.mean([v == UNLIKE for v in got]))]
     return fam
 
 
@@ -265,8 +386,38 @@ def static_outside(static: np.ndarray, fam: Familiarity) -> list[tuple[int, str]
     return out
 
 
-def judge(fam: Familiarity, feats: np.ndarray, static: np.ndarray, series: Any) -> Verdicts:
-    """Verdicts for N recordings with features ``feats`` (N J) and ``static`` (N 4), grouped by ``series``."""
+def whole_series_parts(fam: Familiarity, whole: WholeSeries | None, n_series: int
+                       ) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """The series checks of S series: their score on the recording score's scale (S,: each check rescaled
+    so that its "unlike" threshold falls on the series one; 0 without the checks) and per series its
+    (grade, reason) of the stronger check ((0, "") when in range)."""
+    if whole is None or not fam.checks_series:
+        return np.zeros(n_series), [(0, "")] * n_series
+    zs = fam.series_z(whole.medians)  # (S J)
+    back = -whole.direction  # (S,) backwardness
+    lo = -fam.direction_centre  # the training series' median backwardness
+    unlike = fam.series_thresholds[1]
+    score = np.maximum(zs.max(axis=1) * unlike / fam.series_feature_thresholds[1],
+                       unlike * (back - lo) / max(fam.direction_thresholds[1] - lo, 1e-9))
+    parts = []
+    for s in range(n_series):
+        j = int(zs[s].argmax())
+        g_med, g_dir = grade(float(zs[s, j]), fam.series_feature_thresholds), grade(back[s], fam.direction_thresholds)
+        if max(g_med, g_dir) == 0:
+            parts.append((0, ""))
+        elif g_dir >= g_med:
+            parts.append((g_dir, f"the series reads backwards in time (log-odds {whole.direction[s]:+.2f} that it runs "
+                                 f"forwards on its {DIRECTION_TOP} most telling recordings; training series median "
+                                 f"{fam.direction_centre:+.2f}): recorded or written backwards?"))
+        else:
+            parts.append((g_med, "series median: " + describe(fam, j, float(whole.medians[s, j]))))
+    return score, parts
+
+
+def judge(fam: Familiarity, feats: np.ndarray, static: np.ndarray, series: Any,
+          whole: WholeSeries | None = None) -> Verdicts:
+    """Verdicts for N recordings with features ``feats`` (N J) and ``static`` (N 4), grouped by ``series``;
+    ``whole``: what their whole series show, read when the fit has the series checks."""
     z = fam.z(feats)  # (N J)
     score = z.max(axis=1)
     stat = static_outside(static, fam)
@@ -277,13 +428,17 @@ def judge(fam: Familiarity, feats: np.ndarray, static: np.ndarray, series: Any) 
         g = max(g, stat[i][0])
         verdict.append(VERDICTS[g])
         reason.append("; ".join(why + ([stat[i][1]] if stat[i][0] else [])))
-    s_score = series_scores(score, series)
+    median = series_scores(score, series)
+    whole_score, whole_parts = whole_series_parts(fam, whole, len(median))
     s_verdict, s_reason = [], []
     for s, rows in enumerate(series.members):
-        g = grade(s_score[s], fam.series_thresholds)
+        g_median = grade(median[s], fam.series_thresholds)
         zs = np.median(z[rows], axis=0)  # (J,) the series' typical departure per feature
         j = int(zs.argmax())
-        why = [describe(fam, j, float(np.median(feats[rows, j])))] if g else []
+        why = [describe(fam, j, float(np.median(feats[rows, j])))] if g_median else []
+        g_whole, why_whole = whole_parts[s]
+        if g_whole:
+            why.insert(0 if g_whole > g_median else len(why), why_whole)
         n_unlike = sum(verdict[r] == UNLIKE for r in rows)
         if n_unlike:
             why.append(f"{n_unlike} of {len(rows)} recordings unlike training data")
@@ -291,10 +446,9 @@ def judge(fam: Familiarity, feats: np.ndarray, static: np.ndarray, series: Any) 
         if st:
             why.append(f"static values outside the training span in {sum(stat[r][0] > 0 for r in rows)} of "
                        f"{len(rows)} recordings")
-        s_verdict.append(VERDICTS[max(g, st)])
+        s_verdict.append(VERDICTS[max(g_median, g_whole, st)])
         s_reason.append("; ".join(why))
-    return Verdicts(score, verdict, reason, s_score, s_verdict, s_reason)
-
+    return Verdicts(score, verdict, reason, np.maximum(median, whole_score), s_verdict, s_reason)
 
 
 def check(fam: Familiarity, inp: Inputs, model: Any, diffusion: Any, series: Any, *, device: Any = "cpu",
@@ -302,4 +456,6 @@ def check(fam: Familiarity, inp: Inputs, model: Any, diffusion: Any, series: Any
     """The verdicts of ``fam`` on N new recordings (``series``: their grouping, a training.clinical.Series)."""
     feats = features(inp, model, diffusion, np.asarray(fam.evidence_mean), np.asarray(fam.evidence_precision),
                      device=device, batch_size=batch_size)
-    return judge(fam, feats, inp.static.numpy(), series)
+    whole = (whole_series(inp, feats, series, model, np.asarray(fam.direction_weights), device=device,
+                          batch_size=batch_size) if fam.checks_series else None)
+    return judge(fam, feats, inp.static.numpy(), series, whole)

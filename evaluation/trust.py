@@ -1,11 +1,11 @@
 """Fit what tells a reader how far to trust an answer, from a trained run's own splits:
 
-    python -m evaluation.trust --run logs/EXP [--checkpoint best|last] [--max-train 4000] [--device auto]
+    python -m evaluation.trust --run logs/EXP [--checkpoint best|last] [--max-train 8000] [--device auto]
 
 writes ``RUN/familiarity.json`` (the input check: evaluation/familiarity.py) and ``RUN/calibration.json``
-(temperatures: evaluation/calibration.py). The training split gives the familiarity statistics (a random
-subsample of ``--max-train`` recordings); the validation split the thresholds and the temperatures; the
-test split and any benchmark cohort stay untouched. Training runs it after its last stage; older runs
+(temperatures: evaluation/calibration.py). The training split gives the familiarity statistics (whole
+series drawn at random until ``--max-train`` recordings); the validation split the thresholds and the
+temperatures; the test split and any benchmark cohort stay untouched. Training runs it after its last stage; older runs
 need this command once. Both files are the run's own and are replaced when refitted.
 """
 
@@ -26,7 +26,7 @@ from evaluation.calibration import Calibration, fit_calibration
 from evaluation.familiarity import Familiarity, Inputs, fit_familiarity
 
 PROG = "python -m evaluation.trust"
-MAX_TRAIN = 4000
+MAX_TRAIN = 8000  # about 300 training series of the clinical recipe: the series features' spread
 
 
 def dataset_inputs(ds: Any, stats: Any, ev: Any) -> Inputs:
@@ -41,10 +41,15 @@ def dataset_inputs(ds: Any, stats: Any, ev: Any) -> Inputs:
 
 
 def subsample(ds: Any, n: int, seed: int = 0) -> Any:
-    """The first ``n`` of a fixed random order of ``ds``'s recordings, as an ABRDataset-like view."""
+    """Whole series of ``ds`` in a fixed random order, up to the first whose recordings bring the count to at
+    least ``n``, as an ABRDataset-like view (the input check's series features need whole series)."""
     if len(ds) <= n:
         return ds
-    idx = torch.from_numpy(np.sort(np.random.default_rng(seed).permutation(len(ds))[:n]))
+    sid = ds.tensors["series_id"].numpy()
+    ids, counts = np.unique(sid, return_counts=True)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    last = int(np.searchsorted(np.cumsum(counts[order]), n))  # the series that reaches n
+    idx = torch.from_numpy(np.flatnonzero(np.isin(sid, ids[order[:last + 1]])))
     view = object.__new__(type(ds))
     view.tensors = {k: v[idx] for k, v in ds.tensors.items()}
     return view
@@ -65,11 +70,13 @@ def fit_trust(run_dir: str | Path, model: torch.nn.Module, diffusion: Any, bundl
     stats = bundle.stats
     fam = fit_familiarity(model, diffusion, dataset_inputs(train, stats, ev_train),
                           dataset_inputs(bundle.val, stats, ev_val), val_series,
-                          (stats.static_min, stats.static_max), device=device)
+                          (stats.static_min, stats.static_max),
+                          train_series=series_index(ev_train.series_id, ev_train.static[:, 1]), device=device)
     cal = fit_calibration(ev_val, series_net)
     paths = fam.save(run_dir), cal.save(run_dir)
-    log.info("input check and calibration fitted on %d train / %d val recordings (%d val series) in %.0f s: %s",
-             fam.n_train, fam.n_val_recordings, fam.n_val_series, time.time() - t0, ", ".join(map(str, paths)))
+    log.info("input check and calibration fitted on %d train recordings (%d series) / %d val recordings (%d series) "
+             "in %.0f s: %s", fam.n_train, fam.n_train_series, fam.n_val_recordings, fam.n_val_series,
+             time.time() - t0, ", ".join(map(str, paths)))
     log.info("temperatures: per recording %.3g, summed evidence %.3g, series model %s, threshold %s",
              cal.recording, cal.evidence_sum, _t(cal.series_model), _t(cal.threshold))
     return fam, cal

@@ -9,15 +9,18 @@ import torch
 from evaluation.familiarity import (
     FEATURES,
     IN_RANGE,
+    SERIES_FEATURES,
     UNLIKE,
     UNUSUAL,
     Familiarity,
     Inputs,
+    WholeSeries,
     check,
     fit_familiarity,
     judge,
     signal_features,
 )
+from models.series import recording_evidence
 from training.clinical import series_index
 
 J = len(FEATURES)
@@ -95,18 +98,29 @@ def test_file_round_trip_and_a_foreign_file_is_one_line(tmp_path):
 
 
 class Denoiser(torch.nn.Module):
-    """Predicts eps assuming x0 is a 500 Hz wave of amplitude 1: familiar with exactly that."""
+    """Predicts eps assuming x0 is a 500 Hz wave of amplitude 1: familiar with exactly that. At t = 0 it
+    answers as the network does for models.series.recording_evidence, with one feature that sees the order
+    of time: how much larger the first half of the recording is than its second, as a response that dies
+    out is (reversed, it grows)."""
 
-    def forward(self, x_t, t, static):
-        return {"signal": torch.zeros_like(x_t)}
+    def forward(self, x_t, t, static, return_features=False):
+        out = {"signal": torch.zeros_like(x_t)}
+        if return_features:
+            L, B = x_t.shape[-1], len(x_t)
+            early, late = x_t[..., : L // 2].abs().mean((1, 2)), x_t[..., L // 2:].abs().mean((1, 2))  # (B,)
+            order = ((early - late) / (early + late + 1e-9))[:, None, None]  # (B 1 1)
+            out |= {"features": (x_t.transpose(1, 2), order), "class_logits": torch.zeros(B, 5),
+                    **{k: torch.zeros(B, 1) for k in ("peak_logit", "peak_latency", "peak_amplitude", "threshold")}}
+        return out
 
 
 def inputs(signal_uv: np.ndarray, rng: np.random.Generator, n_series: int) -> tuple[Inputs, object]:
     n = len(signal_uv)
     static = np.tile([1.0, 50.0, 20.0, 100.0], (n, 1)).astype(np.float32)
     sid = np.arange(n) % n_series
-    ev = rng.standard_normal((n, 3))
-    inp = Inputs(signal_uv, torch.tensor(signal_uv, dtype=torch.float32)[:, None], torch.tensor(static), ev)
+    x = torch.tensor(signal_uv, dtype=torch.float32)[:, None]
+    ev = recording_evidence(Denoiser(), x, torch.tensor(static))[1].numpy()
+    inp = Inputs(signal_uv, x, torch.tensor(static), ev)
     return inp, series_index(sid, static[:, 1])
 
 
@@ -116,9 +130,10 @@ def test_fit_on_familiar_data_flags_what_is_not():
 
     rng = np.random.default_rng(0)
     diffusion, net = GaussianDiffusion(DiffusionConfig(timesteps=100)), Denoiser()
-    train, _ = inputs(low_freq(400, rng), rng, 40)
     val, val_series = inputs(low_freq(400, rng), rng, 40)
-    fam = fit_familiarity(net, diffusion, train, val, val_series, ([0.0, 0, 10, 0], [5.0, 100, 50, 200]))
+    train, train_series = inputs(low_freq(400, rng), rng, 40)
+    fam = fit_familiarity(net, diffusion, train, val, val_series, ([0.0, 0, 10, 0], [5.0, 100, 50, 200]),
+                          train_series=train_series)
     assert fam.recording_thresholds[0] < fam.recording_thresholds[1]
     test, test_series = inputs(low_freq(200, rng), rng, 20)
     v = check(fam, test, net, diffusion, test_series)
@@ -126,3 +141,84 @@ def test_fit_on_familiar_data_flags_what_is_not():
     for odd in (10 * low_freq(200, rng), rng.standard_normal((200, 200)), np.zeros((200, 200))):
         inp, s = inputs(odd, rng, 20)
         assert check(fam, inp, net, diffusion, s).series_verdict == [UNLIKE] * 20
+
+
+def decaying(n: int, rng: np.random.Generator) -> np.ndarray:
+    """Waves of 300-900 Hz dying out over the window, as a response does, in noise of varying size: the
+    recordings differ as much in their spectra and amplitudes as a clinic's (a series' medians vary)."""
+    t = np.arange(200) / 20_000
+    f, a, noise = rng.uniform(300, 900, (n, 1)), rng.uniform(0.5, 1.5, (n, 1)), rng.uniform(0.05, 0.3, (n, 1))
+    return a * np.sin(2 * np.pi * f * t) * np.exp(-np.arange(200) / 60.0) + noise * rng.standard_normal((n, 200))
+
+
+def test_a_series_played_backwards_is_unlike_training_data_and_says_so():
+    from training.config import DiffusionConfig
+    from training.diffusion import GaussianDiffusion
+
+    rng = np.random.default_rng(1)
+    diffusion, net = GaussianDiffusion(DiffusionConfig(timesteps=100)), Denoiser()
+    # 160 series each: the thresholds are the validation series' 95th / 99th percentiles
+    (train, train_series), (val, val_series) = (inputs(decaying(1600, rng), rng, 160) for _ in range(2))
+    fam = fit_familiarity(net, diffusion, train, val, val_series, ([0.0, 0, 10, 0], [5.0, 100, 50, 200]),
+                          train_series=train_series)
+    assert fam.series_features == list(SERIES_FEATURES) and fam.n_train_series == 160
+    assert fam.direction_centre > 1.0  # training series run forwards (log-odds)
+    x = decaying(200, rng)
+    inp, test_series = inputs(x, rng, 20)
+    forwards = check(fam, inp, net, diffusion, test_series)
+    assert sum(v == UNLIKE for v in forwards.series_verdict) <= 2  # three checks at about 1 % each: chance
+    inp, test_series = inputs(x[:, ::-1].copy(), rng, 20)
+    backwards = check(fam, inp, net, diffusion, test_series)
+    assert backwards.series_verdict == [UNLIKE] * 20
+    assert all("the series reads backwards in time" in r for r in backwards.series_reason)
+
+
+def series_fam() -> Familiarity:
+    """hand_fam with series medians centred at 0, spread 0.5, cap 1, thresholds 2 / 3, and a time direction
+    whose training median is +4 log-odds, unusual beyond backwardness 0 and unlike beyond 1."""
+    return hand_fam(series_features=list(SERIES_FEATURES), series_centre=[0.0] * J, series_spread=[0.5] * J,
+                    series_cap=[1.0] * J, series_feature_thresholds=[2.0, 3.0], direction_weights=[1.0],
+                    direction_centre=4.0, direction_thresholds=[0.0, 1.0], n_train_series=2)
+
+
+def test_a_series_median_flags_what_its_recordings_one_by_one_do_not():
+    fam = series_fam()
+    feats = np.zeros((5, J))
+    feats[:, 0] = 2.5  # every recording's amplitude unusual, none unlike
+    static = np.tile([1.0, 50.0, 20.0, 100.0], (5, 1))
+    series = series_index(np.zeros(5, dtype=np.int64), static[:, 1])
+    whole = WholeSeries(np.median(feats, axis=0, keepdims=True), np.array([4.0]))  # median amplitude z 5
+    v = judge(fam, feats, static, series, whole)
+    assert v.verdict == [UNUSUAL] * 5 and v.series_verdict == [UNLIKE]
+    assert v.series_reason[0].startswith("series median: amplitude")
+    assert v.series_score[0] == pytest.approx(5.0)  # on the recording score's scale (both unlike thresholds 3)
+    assert judge(fam, feats, static, series).series_verdict == [UNUSUAL]  # without them: the median recording
+
+
+def test_the_time_direction_flags_only_a_series_that_runs_backwards():
+    fam = series_fam()
+    static = np.tile([1.0, 50.0, 20.0, 100.0], (3, 1))
+    series = series_index(np.arange(3), static[:, 1])
+    whole = WholeSeries(np.zeros((3, J)), np.array([9.0, -0.5, -3.0]))  # forwards, unsure, backwards
+    v = judge(fam, np.zeros((3, J)), static, series, whole)
+    assert v.series_verdict == [IN_RANGE, UNUSUAL, UNLIKE]
+    assert v.series_reason[0] == "" and "reads backwards in time (log-odds -3.00" in v.series_reason[2]
+    assert v.series_score[2] == pytest.approx(3.0 * (3.0 + 4.0) / (1.0 + 4.0))
+
+
+def test_a_fit_saved_before_the_series_checks_still_loads_and_judges(tmp_path):
+    hand_fam().save(tmp_path)
+    fam = Familiarity.load(tmp_path)
+    assert not fam.checks_series
+    static = np.tile([1.0, 50.0, 20.0, 100.0], (3, 1))
+    whole = WholeSeries(np.full((1, J), 9.0), np.array([-9.0]))  # would be unlike with the checks
+    v = judge(fam, np.zeros((3, J)), static, series_index(np.zeros(3, dtype=np.int64), static[:, 1]), whole)
+    assert v.series_verdict == [IN_RANGE]
+    series_fam().save(tmp_path)
+    import json
+
+    raw = json.loads((tmp_path / "familiarity.json").read_text(encoding="utf-8"))
+    raw["series_features"] = raw["series_features"][:-1]
+    (tmp_path / "familiarity.json").write_text(json.dumps(raw), encoding="utf-8")
+    with pytest.raises(ValueError, match="expected features.*median_feature_distance.*evaluation.trust"):
+        Familiarity.load(tmp_path)
