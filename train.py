@@ -313,7 +313,7 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
         with logging_redirect_tqdm(loggers=[logger]):
             summary = trainer.fit()  # the network, then the series stage when series.enabled
             if main and cfg.data.normalization == "global":  # what predict says about trust (evaluation/trust.py)
-                fit_run_trust(run_dir, trainer.data, device, logger)
+                fit_run_trust(run_dir, trainer.data, cfg.data, device, logger)
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)
@@ -332,16 +332,17 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     return summary
 
 
-def fit_run_trust(run_dir: Path, data: Any, device: Any, logger: logging.Logger) -> None:
-    """The input check and the calibration of a finished run, from its best checkpoint and series model."""
-    from evaluation.trust import fit_trust
+def fit_run_trust(run_dir: Path, data: Any, data_cfg: Any, device: Any, logger: logging.Logger) -> None:
+    """The input check and the calibration of a finished run (``data``: its DataBundle, ``data_cfg``: its
+    DataConfig), from its best checkpoint and series model."""
+    from evaluation.trust import fit_trust, holds_catch_sessions
     from training.checkpoint import load_run
     from training.series import load_series
 
     loaded = load_run(run_dir, "best", device)
     try:
-        fit_trust(run_dir, loaded.model, loaded.diffusion.to(device), data, load_series(run_dir), device=device,
-                  log=logger)
+        fit_trust(run_dir, loaded.model, loaded.diffusion.to(device), data, load_series(run_dir),
+                  catch_sessions=holds_catch_sessions(data_cfg), device=device, log=logger)
     except ValueError as exc:  # e.g. an empty validation split: the run itself is fine, predict will say so
         logger.warning("input check and calibration not fitted (%s); predict answers without them", exc)
 

@@ -530,6 +530,12 @@ def _fill(out: Records, row: int, columns: dict, *, patient: np.ndarray, series:
     return part.stop
 
 
+def catch_session_rows(series_id: np.ndarray, patient_id: np.ndarray) -> np.ndarray:
+    """(N,) bool: the rows of :func:`generate`'s catch sessions, whose series id is not their patient's (each
+    patient's one real series carries the patient's id, its catch session one past every patient's)."""
+    return np.asarray(series_id) != np.asarray(patient_id)
+
+
 def draw_catch(rng: np.random.Generator, pat: Patients, fraction: float
                ) -> tuple[np.random.Generator, np.ndarray, np.ndarray, np.ndarray] | None:
     """Catch sessions (docs/data.md 1.7): each patient with probability ``fraction`` gets one, of half as

@@ -55,10 +55,16 @@ def subsample(ds: Any, n: int, seed: int = 0) -> Any:
     return view
 
 
+def holds_catch_sessions(data_cfg: Any) -> bool:
+    """Whether a run's data (its DataConfig) holds synthetic catch sessions (docs/data.md 1.7)."""
+    return data_cfg.source == "synthetic" and data_cfg.synthetic.catch_fraction > 0
+
+
 def fit_trust(run_dir: str | Path, model: torch.nn.Module, diffusion: Any, bundle: Any, series_net: Any | None,
-              *, device: Any = "cpu", max_train: int = MAX_TRAIN, log: logging.Logger | None = None
-              ) -> tuple[Familiarity, Calibration]:
-    """Fit and save familiarity.json and calibration.json of a run (``bundle``: its DataBundle)."""
+              *, catch_sessions: bool = False, device: Any = "cpu", max_train: int = MAX_TRAIN,
+              log: logging.Logger | None = None) -> tuple[Familiarity, Calibration]:
+    """Fit and save familiarity.json and calibration.json of a run (``bundle``: its DataBundle;
+    ``catch_sessions``: :func:`holds_catch_sessions` of its data, left out of the calibration)."""
     from training.clinical import series_index
     from training.series import extract
 
@@ -72,13 +78,16 @@ def fit_trust(run_dir: str | Path, model: torch.nn.Module, diffusion: Any, bundl
                           dataset_inputs(bundle.val, stats, ev_val), val_series,
                           (stats.static_min, stats.static_max),
                           train_series=series_index(ev_train.series_id, ev_train.static[:, 1]), device=device)
-    cal = fit_calibration(ev_val, series_net)
+    cal = fit_calibration(ev_val, series_net, catch_sessions=catch_sessions)
     paths = fam.save(run_dir), cal.save(run_dir)
     log.info("input check and calibration fitted on %d train recordings (%d series) / %d val recordings (%d series) "
              "in %.0f s: %s", fam.n_train, fam.n_train_series, fam.n_val_recordings, fam.n_val_series,
              time.time() - t0, ", ".join(map(str, paths)))
-    log.info("temperatures: per recording %.3g, summed evidence %.3g, series model %s, threshold %s",
-             cal.recording, cal.evidence_sum, _t(cal.series_model), _t(cal.threshold))
+    log.info("temperatures: per recording %.3g (class biases %s), summed evidence %.3g, series model %s, threshold %s"
+             "; fitted on %d val recordings (%d series)%s", cal.recording,
+             " ".join(f"{b:+.2f}" for b in cal.recording_bias or []), cal.evidence_sum, _t(cal.series_model),
+             _t(cal.threshold), cal.n_val_recordings, cal.n_val_series,
+             ", catch sessions left out" if catch_sessions else "")
     return fam, cal
 
 
@@ -105,8 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         loaded = load_run(args.run, which=args.checkpoint, device=device)
         series_net = load_series(args.run)
         bundle = build_data(loaded.cfg.data, loaded.cfg.loss.class_weights)
-        fit_trust(args.run, loaded.model, loaded.diffusion.to(device), bundle, series_net, device=device,
-                  max_train=args.max_train)
+        fit_trust(args.run, loaded.model, loaded.diffusion.to(device), bundle, series_net,
+                  catch_sessions=holds_catch_sessions(loaded.cfg.data), device=device, max_train=args.max_train)
         return 0
 
     return run_main(body, debug=args.debug)

@@ -68,6 +68,17 @@ class Evidence:
     # series model reads it when its series.coherence is on.
     coherence: np.ndarray | None = None
 
+    def take(self, rows: np.ndarray) -> Evidence:
+        """The evidence of recordings ``rows`` (indices or an (N,) mask), in that order."""
+        nested = {"truth", "waves", "coherence"}
+        cols = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name not in nested}
+
+        def pick(d: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
+            return None if d is None else {k: v[rows] for k, v in d.items()}
+
+        return Evidence(**cols, truth=pick(self.truth), waves=pick(self.waves),
+                        coherence=None if self.coherence is None else self.coherence[rows])
+
 
 TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency", "wave_known", "wave_mask", "wave_latency",
               "wave_amplitude")

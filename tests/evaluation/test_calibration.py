@@ -98,3 +98,58 @@ def test_interval_temperature_meets_the_nominal_coverage_where_the_nll_one_is_to
     assert abs(covered(truth2, *interval_from_proba(softmax_t(logits2, T))).mean() - 0.8) < 0.06
     with pytest.raises(ValueError, match="expected labelled validation series"):
         fit_interval_temperature(logits[:0], truth_db[:0])
+
+
+def test_temperature_and_biases_undo_class_weights_and_overconfidence():
+    """A head trained with class weights w answers p ∝ w p_true (and here 2x too sharp): the fit finds T = 2
+    and biases -log w (relative to the first class), and the answers come back calibrated."""
+    from evaluation.calibration import fit_temperature_bias
+
+    logits, y = draw(40_000, seed=1)
+    w = np.array([1.0, 4.0, 0.5, 2.0, 8.0])
+    T, bias = fit_temperature_bias(2.0 * (logits + np.log(w)), y)
+    assert T == pytest.approx(2.0, rel=0.05)
+    np.testing.assert_allclose(bias, -np.log(w / w[0]), atol=0.08)
+    skewed = softmax_t(2.0 * (logits + np.log(w)), 1.0)
+    fixed = calibrated(Raw(skewed, logits, None, None), Calibration(recording=T, recording_bias=bias.tolist())).recording
+    assert ece(skewed, y) > 0.05 and ece(fixed, y) < 0.015
+    assert (fixed.argmax(1) != skewed.argmax(1)).any()  # unlike a temperature, biases may move the argmax
+
+
+def test_a_fit_saved_before_the_biases_applies_none(tmp_path):
+    import json
+
+    cal = Calibration(recording=1.5, recording_bias=[0.0, 1.0, 0.0, 0.0, 0.0])
+    cal.save(tmp_path)
+    assert Calibration.load(tmp_path) == cal
+    raw = json.loads((tmp_path / "calibration.json").read_text(encoding="utf-8"))
+    del raw["recording_bias"]
+    (tmp_path / "calibration.json").write_text(json.dumps(raw), encoding="utf-8")
+    old = Calibration.load(tmp_path)
+    logits, _ = draw(50)
+    p = softmax_t(logits, 1.0)
+    np.testing.assert_allclose(calibrated(Raw(p, logits, None, None), old).recording, softmax_t(np.log(p), 1.5))
+
+
+def test_catch_sessions_are_left_out_of_the_calibration():
+    """Catch sessions (data.synthetic 1.7: series id not the patient's) whose rows all say TOTAL with
+    certainty would pull the TOTAL bias up; with catch_sessions=True the fit is the one without them."""
+    from data.synthetic import catch_session_rows, generate
+    from evaluation.calibration import fit_calibration
+    from training.series import Evidence
+
+    rec = generate(30, 0, catch_fraction=0.5)
+    catch = catch_session_rows(rec.series_id, rec.patient_id)
+    assert catch.any() and (rec.label[catch] == 3).all() and not rec.peak_mask[catch].any()  # TOTAL, no wave
+    assert not catch[: int(np.flatnonzero(catch)[0])].any()  # appended after every real recording
+    n = len(rec)
+    logits, _ = draw(n, seed=2)
+    proba = softmax_t(logits, 1.0)
+    proba[catch] = np.eye(5)[3] * 0.999 + 0.001 / 5
+    z = np.zeros(n, dtype=np.float32)
+    ev = Evidence(np.zeros((n, 1), np.float32), proba, z, z, z, z, rec.static, rec.series_id, rec.patient_id,
+                  truth={"label": rec.label, "threshold": rec.threshold})
+    left_out = fit_calibration(ev, None, catch_sessions=True)
+    assert left_out.recording_bias == fit_calibration(ev.take(np.flatnonzero(~catch)), None).recording_bias
+    assert left_out.recording_bias != fit_calibration(ev, None).recording_bias
+    assert left_out.n_val_recordings == int((~catch).sum())

@@ -406,12 +406,13 @@ def test_unlike_training_data_is_marked_everywhere(trust_run, patients, tmp_path
     assert summary.startswith("# Prediction\n\n**Input check** (series): ")
     assert re.search(r"\d+ unlike training data; recordings", summary) and "not to be trusted" in summary
     assert "unlike the training data" in err
-    # type probabilities are the calibrated ones: softmax(log p / T) of the network's own, same argmax
+    # type probabilities are the calibrated ones: softmax(log p / T + b) of the network's own
     cal = Calibration.load(trust_run)
+    assert cal.recording_bias is not None and len(cal.recording_bias) == len(CLASS_NAMES)
     want = model_answers(trust_run, patients)
     clinic = [r for r in rec if r["source"].endswith("clinic.csv")]
     for r in clinic:
         i = int(r["sample"])
-        p = softmax_t(np.log(np.clip(want["proba"][i], 1e-12, 1)), cal.recording)
+        p = softmax_t(np.log(np.clip(want["proba"][i], 1e-12, 1)) / cal.recording + np.asarray(cal.recording_bias), 1.0)
         np.testing.assert_allclose([float(r[f"p_{c}"]) for c in CLASS_NAMES], p, atol=1e-4)
     assert all("coherence" in r for r in pat)
