@@ -144,7 +144,8 @@ def covered(truth_db: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarr
 
 @dataclass
 class Calibration:
-    """Temperatures fitted on a run's validation split (``FILE``); 1.0 leaves an answer as it was."""
+    """Temperatures (and the per-recording class biases) fitted on a run's validation split (``FILE``); 1.0 and
+    no biases leave an answer as it was."""
 
     recording: float = 1.0
     recording_bias: list[float] | None = None  # (K,) added after the temperature; None: 0 (a fit saved before it)
@@ -213,7 +214,8 @@ def fit_calibration(ev: Any, series_net: Any | None, *, catch_sessions: bool = F
 
 
 def calibrated(raw: Raw, cal: Calibration) -> Raw:
-    """The answers after temperature scaling, as probabilities (the threshold's too)."""
+    """The answers after temperature scaling (the per-recording ones with their class biases), as
+    probabilities (the threshold's too)."""
     bias = np.zeros(raw.recording.shape[-1]) if cal.recording_bias is None else np.asarray(cal.recording_bias)
     return Raw(softmax_t(log_proba(raw.recording) + bias * cal.recording, cal.recording),
                softmax_t(raw.evidence_sum, cal.evidence_sum),
