@@ -10,8 +10,9 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
 1. **Conditions.** The benchmark cohort (``data.synthetic.generate(--patients, --seed)``, bench/clinical.py's
    seed; nothing was chosen on it) gives each series its type, threshold and recordings. For each series one
    virtual patient is generated, its *twin*: one signal per real recording with that recording's static values
-   (age, level, rate, FMP), the series' type and threshold as the label condition, and every noise draw shared
-   across the series (evaluation.generate's series mode, ``tied``); series of one length are sampled together.
+   (age, level, rate, FMP), the series' type and threshold as the label condition, and a share (``--share``,
+   evaluation.generate.SERIES_SHARE) of every noise draw in common across the series (evaluation.generate's
+   series mode, ``tied``), the rest each recording's own; series of one length are sampled together.
    Sampler, steps, eta, guidance and clipping: the run's ``diffusion`` section unless given.
 2. **Read back by the network.** The run's network at t = 0 (training.series.extract) reads every generated
    series exactly as it reads a real one: the per-recording heads (type: class evidence summed over the
@@ -61,7 +62,7 @@ from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
 from evaluation.distribution import auroc, c2st_scores  # noqa: E402
-from evaluation.generate import add_sampling_flags, generate, sampling_settings  # noqa: E402
+from evaluation.generate import SERIES_SHARE, add_sampling_flags, generate, sampling_settings  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
     Series,
@@ -128,7 +129,8 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
         x = generate(loaded.model, loaded.diffusion, loaded.stats, torch.from_numpy(cohort.static[rows]), len(rows),
                      kw["sampler"], kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                      batch_size=batch_size, label=torch.from_numpy(cohort.label[rows]),
-                     threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels))
+                     threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels),
+                     share=kw["share"])
         out[rows] = x[:, 0].numpy()  # (n L)
     if not np.isfinite(out).all():
         raise ValueError(f"generated {int((~np.isfinite(out)).sum())} non-finite values with {kw}; nothing written")
@@ -450,7 +452,8 @@ Machine: {result['machine']}; {result['threads']} thread(s); {result['seconds'][
 Run `{result['run']}` ({result['checkpoint']} checkpoint; {with_series} a series model).
 Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {result['benchmark']['seed']}
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
-threshold and each recording's static values; one noise path per series): {s['sampler']}, {s['steps']} steps,
+threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
+{s['sampler']}, {s['steps']} steps,
 eta {s['eta']:g}, guidance w = {s['guidance']:g}, clip {s['clip']}, seed {s['seed']}. 95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
@@ -476,6 +479,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
     p.add_argument("--threads", type=number(int, ge=1, le=1024), default=1, help="torch and sklearn threads")
     p.add_argument("--figures", help="folder for the three PNGs (e.g. docs/img); none without it")
+    p.add_argument("--share", type=number(float, ge=0.0, le=1.0), default=SERIES_SHARE,
+                   help=f"share of the noise a virtual patient's recordings have in common (default {SERIES_SHARE}, "
+                        f"evaluation.generate's series mode)")
     add_output_args(p, "virtual_patients")
     return p, p.parse_args(argv)
 
@@ -511,6 +517,7 @@ def run(p, args, argv: list[str] | None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load(p, args)
     kw = sampling_settings(loaded.diffusion, args)
+    kw["share"] = args.share
     series_net = load_series(args.run)
     cohort = synthetic_cohort(args.patients, args.seed)
     series = series_index(cohort.series_id, cohort.static[:, 1])
@@ -527,7 +534,8 @@ def run(p, args, argv: list[str] | None) -> int:
         "machine": machine(), "threads": args.threads, "date": datetime.date.today().isoformat(),
         "run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
         "benchmark": {"patients": args.patients, "seed": args.seed}, "types": list(CLASS_NAMES),
-        "sampling": {k: kw[k] for k in ("sampler", "steps", "eta", "guidance", "clip")} | {"seed": args.gen_seed},
+        "sampling": {k: kw[k] for k in ("sampler", "steps", "eta", "guidance", "clip", "share")}
+        | {"seed": args.gen_seed},
         "n_boot": args.n_boot, "cohort": {"series": len(series), "recordings": len(cohort), "series_per_type": {
             name: int((truth[1] == k).sum()) for k, name in enumerate(CLASS_NAMES)}}}
     with threadpool_limits(args.threads):

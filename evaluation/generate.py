@@ -11,12 +11,13 @@ one whole intensity series each (docs/generate.md):
 
 ``--n`` is then the number of series (patients), each with one signal per level of ``--levels``. "One
 set of individual traits" means here: a series' signals share the age, rate and FMP asked for, the type
-and threshold asked for, and every noise draw of the sampler, the starting noise x_T and (ddpm, ddim
-with eta > 0) each step's noise; only the level differs. The network has no explicit latent for an
-individual, so x_T is that individual: with the deterministic samplers (ddim at eta 0, dpmpp2m) the
-signal is a fixed function of x_T and the condition, and the levels of one series are that function
-at one x_T. How far this makes the levels behave like one ear is for the network's own read-back
-(issue 28, point 2) to measure; it is not claimed here.
+and threshold asked for, and a share (``--share``, default SERIES_SHARE) of every noise draw of the
+sampler, the starting noise x_T and (ddpm, ddim with eta > 0) each step's noise; the rest of each draw is
+the level's own. The network has no explicit latent for an individual, so x_T carries both the
+individual and the recording's residual noise: with every draw shared (``--share 1``) the same noise
+pattern came back at every level, which no real series shows (its recordings are averaged from separate
+sweeps) and which the series model, reading each recording beside its neighbours, took for a response at
+every level (requested SNİK series read back SNİK 0 of 21 times on a development cohort; 48 % at 0.5).
 
 writes ``logs/EXP/eval/generated.npz`` and ``generated.png`` beside it (``--out FILE.npz`` names
 another file), and says where. The run is loaded with
@@ -72,6 +73,11 @@ PROG = "generate"  # the name its phase lines on stderr start with
 MAX_SIGNALS = 100_000  # one command: 80 MB of float32 signals, hours of sampling on a CPU
 MAX_BATCH_SIZE = 65_536
 MAX_GUIDANCE = 100.0  # classifier-free guidance w; useful values are 1-10
+# Series mode: the share of every noise draw a virtual patient's recordings have in common (the rest is each
+# recording's own). Chosen on a development cohort (bench/virtual_patients.py --patients 200 --seed 777,
+# logs/clinical_lc): series-model type macro-F1 read back 0.216 / 0.392 / 0.389 / 0.364 and threshold within
+# ±10 dB 66.5 / 75.5 / 74.0 / 69.0 % at share 1 / 0.5 / 0.2 / 0.
+SERIES_SHARE = 0.5
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed
 
 
@@ -94,13 +100,16 @@ def generate(
     label: int | Tensor | None = None,
     threshold: float | Tensor | None = None,
     tied: int = 1,
+    share: float = 1.0,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
 
     ``label`` (a class index) and ``threshold`` (dB nHL), one for all rows or one per row ([n]), condition a
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
-    rows shares every noise draw (one virtual patient's series; ``n`` a multiple of it; batches hold whole runs).
+    rows shares every noise draw (one virtual patient's series; ``n`` a multiple of it; batches hold whole runs),
+    ``share`` of each draw's variance (1: the whole draw, so the series' residual noise repeats at every level
+    too; training.samplers.gaussian).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract);
     ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
     mode (its mode is restored afterwards). With per-sample normalization the scale of each recording is
@@ -130,7 +139,7 @@ def generate(
 
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
                                           eta=eta, guidance=guidance, generator=generator, clip=clip,
-                                          **({"tied": tied} if tied > 1 else {})))
+                                          **({"tied": tied, "share": share} if tied > 1 else {})))
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
@@ -334,6 +343,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levels", type=_levels_flag, metavar="DB,DB,...",
                    help="series mode: --n virtual patients, each one series at these levels (dB nHL) with one set "
                         "of individual traits (module docstring)")
+    p.add_argument("--share", type=number(float, ge=0.0, le=1.0), default=SERIES_SHARE,
+                   help=f"series mode: the share of the sampler's noise a series' levels have in common, the rest "
+                        f"each level's own (default {SERIES_SHARE}; 1: every draw shared)")
     add_sampling_flags(p)
     p.add_argument("--seed", type=number(int, ge=0, le=MAX_SEED, limit="MAX_SEED"), default=0)
     p.add_argument("--batch-size", type=number(int, ge=1, le=MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE"), default=256)
@@ -389,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
         signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, total_signals, kw["sampler"],
                           kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                           batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
-                          tied=tied)
+                          tied=tied, share=args.share)
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "

@@ -193,6 +193,7 @@ class GaussianDiffusion(nn.Module):
         clip: float | None = None,
         spacing: str | None = None,
         tied: int = 1,
+        share: float = 1.0,
     ) -> Tensor:
         """Draw x0 of ``shape`` (e.g. [B, 1, L]) by running the reverse process from x_T ~ N(0, I).
 
@@ -205,7 +206,8 @@ class GaussianDiffusion(nn.Module):
         ``cfg.timestep_spacing``; "auto" picks per sampler (``AUTO_SPACING``). ``generator`` may live
         on any device (noise is drawn there and moved to this module's device). ``tied``: each run of
         ``tied`` consecutive rows shares every noise draw, x_T and the stochastic samplers' step noise
-        (one virtual patient's series, evaluation.generate); 1 (default) draws as before.
+        (one virtual patient's series, evaluation.generate); 1 (default) draws as before; ``share``: the
+        share of each draw's variance the run has in common (1: all; training.samplers.gaussian).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
@@ -219,7 +221,7 @@ class GaussianDiffusion(nn.Module):
         ts = timestep_sequence(self.T, steps, spacing, lam)  # (S) descending
         device = self.betas.device
         solver = DPMSolverPP2M()
-        x = gaussian(shape, device, generator, tied)  # x_T (B C L)
+        x = gaussian(shape, device, generator, tied, share)  # x_T (B C L)
         for i, t in enumerate(ts):
             cur, nxt = self.level(t), (self.level(ts[i + 1]) if i + 1 < len(ts) else CLEAN)
             tt = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B)
@@ -228,9 +230,9 @@ class GaussianDiffusion(nn.Module):
                 x0 = x0.clamp(-clip, clip)
                 eps = (x - cur.alpha * x0) / cur.sigma  # keep (x0, eps) consistent with x_t
             if sampler == "ddim":
-                x = ddim_step(x, x0, eps, cur, nxt, eta, generator, tied)
+                x = ddim_step(x, x0, eps, cur, nxt, eta, generator, tied, share)
             elif sampler == "ddpm":
-                x = ddpm_step(x, x0, cur, nxt, generator, tied)
+                x = ddpm_step(x, x0, cur, nxt, generator, tied, share)
             else:
                 x = solver.step(x, x0, cur, nxt)
         return x

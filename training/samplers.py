@@ -84,27 +84,35 @@ def _beta(cur: Level, nxt: Level) -> float:
     return max((cur.sigma**2 - nxt.sigma**2) / nxt.alpha**2, 0.0)
 
 
-def gaussian(shape: tuple[int, ...], device, generator: torch.Generator | None = None, tied: int = 1) -> Tensor:
+def gaussian(shape: tuple[int, ...], device, generator: torch.Generator | None = None, tied: int = 1,
+             share: float = 1.0) -> Tensor:
     """N(0, I) of ``shape`` on ``device``, drawn on the generator's device (a CPU generator works
     with a CUDA model, and the same seed gives the same draws wherever the model runs). ``tied`` > 1:
     each run of ``tied`` consecutive rows shares one draw (one virtual patient's series in
-    evaluation.generate); shape[0] must be a multiple of it. ``tied`` = 1 draws exactly as before."""
+    evaluation.generate); shape[0] must be a multiple of it. ``tied`` = 1 draws exactly as before.
+    ``share`` < 1: the shared draw carries only that share of each row's variance, sqrt(share) z_run +
+    sqrt(1 - share) z_row (still N(0, I) per row; rows of a run correlate by ``share``)."""
     src = generator.device if generator is not None else device
     if tied == 1:
         return torch.randn(shape, generator=generator, device=src).to(device)
     if shape[0] % tied:
         raise ValueError(f"tied noise: expected a row count that is a multiple of {tied}, found {shape[0]}")
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"tied noise share: expected a number from 0 to 1, found {share}")
     z = torch.randn((shape[0] // tied, *shape[1:]), generator=generator, device=src)  # (B/tied ...)
-    return z.repeat_interleave(tied, dim=0).to(device)  # (B ...)
+    z = z.repeat_interleave(tied, dim=0)  # (B ...)
+    if share < 1.0:
+        z = math.sqrt(share) * z + math.sqrt(1.0 - share) * torch.randn(shape, generator=generator, device=src)
+    return z.to(device)
 
 
-def _noise(x: Tensor, generator: torch.Generator | None, tied: int = 1) -> Tensor:
-    return gaussian(tuple(x.shape), x.device, generator, tied).to(x.dtype)
+def _noise(x: Tensor, generator: torch.Generator | None, tied: int = 1, share: float = 1.0) -> Tensor:
+    return gaussian(tuple(x.shape), x.device, generator, tied, share).to(x.dtype)
 
 
 def ddim_step(
     x_t: Tensor, x0: Tensor, eps: Tensor, cur: Level, nxt: Level, eta: float = 0.0,
-    generator: torch.Generator | None = None, tied: int = 1,
+    generator: torch.Generator | None = None, tied: int = 1, share: float = 1.0,
 ) -> Tensor:
     """DDIM update (Song et al. 2021, eq. 12) from level ``cur`` to the less noisy level ``nxt``.
 
@@ -112,20 +120,20 @@ def ddim_step(
         c      = eta * (sigma_prev / sigma_t) * sqrt(1 - alpha_t^2 / alpha_prev^2)      (eq. 16)
 
     eta = 0 is deterministic (the probability-flow ODE, first order); eta = 1 is DDPM's posterior.
-    ``tied``: rows sharing the draw z (see :func:`gaussian`).
+    ``tied``, ``share``: rows sharing the draw z (see :func:`gaussian`).
     """
     c = eta * (nxt.sigma / cur.sigma) * math.sqrt(_beta(cur, nxt))
     x = nxt.alpha * x0 + math.sqrt(max(nxt.sigma**2 - c**2, 0.0)) * eps  # (B C L)
-    return x + c * _noise(x, generator, tied) if c > 0 else x
+    return x + c * _noise(x, generator, tied, share) if c > 0 else x
 
 
 def ddpm_step(x_t: Tensor, x0: Tensor, cur: Level, nxt: Level, generator: torch.Generator | None = None,
-              tied: int = 1) -> Tensor:
+              tied: int = 1, share: float = 1.0) -> Tensor:
     """Ancestral step: a sample of the posterior q(x_prev | x_t, x0_hat) (Ho et al. 2020, eqs. 6-7).
 
     With a strided chain the one-step beta is beta' = 1 - alpha_bar_t / alpha_bar_prev (respacing,
     Nichol & Dhariwal 2021, sec. 4), and the variance is the posterior's beta_tilde (eq. 7).
-    ``tied``: rows sharing the draw (see :func:`gaussian`).
+    ``tied``, ``share``: rows sharing the draw (see :func:`gaussian`).
     """
     if nxt.sigma == 0.0:  # posterior of the clean level given x0_hat: x0_hat itself
         return x0
@@ -134,7 +142,7 @@ def ddpm_step(x_t: Tensor, x0: Tensor, cur: Level, nxt: Level, generator: torch.
     ct = math.sqrt(1.0 - beta) * nxt.sigma**2 / cur.sigma**2  # sqrt(alpha_t) (1 - alpha_bar_prev) / (1 - alpha_bar_t)
     var = beta * nxt.sigma**2 / cur.sigma**2  # beta_tilde_t
     mean = c0 * x0 + ct * x_t  # (B C L)
-    return mean + math.sqrt(var) * _noise(mean, generator, tied) if var > 0 else mean
+    return mean + math.sqrt(var) * _noise(mean, generator, tied, share) if var > 0 else mean
 
 
 class DPMSolverPP2M:

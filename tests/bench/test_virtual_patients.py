@@ -57,18 +57,27 @@ class RowEcho(nn.Module):
         self.seen.append((static.clone(), label.clone(), threshold.clone()))
         return {"signal": torch.zeros_like(x_t) * self.scale}
 
+    @classmethod
+    def loaded(cls) -> SimpleNamespace:
+        """A run as sample_twins reads it, with this network."""
+        return SimpleNamespace(model=cls(), stats=DataStats.identity(),
+                               diffusion=GaussianDiffusion(DiffusionConfig(prediction="eps", timesteps=50)))
+
 
 def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition():
     cohort = synthetic_cohort(3, 5)
     series = series_index(cohort.series_id, cohort.static[:, 1])
-    net = RowEcho()
-    loaded = SimpleNamespace(model=net, stats=DataStats.identity(),
-                             diffusion=GaussianDiffusion(DiffusionConfig(prediction="eps", timesteps=50)))
-    kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None}
+    loaded = RowEcho.loaded()
+    net = loaded.model
+    kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None, "share": 1.0}
     x = sample_twins(loaded, cohort, series, kw, seed=0, batch_size=1000)  # (N L)
     assert x.shape == cohort.signal.shape
     for rows in series.members:
-        assert (x[rows] == x[rows[0]]).all()  # one virtual patient: one noise path over its levels
+        assert (x[rows] == x[rows[0]]).all()  # every draw shared: one noise path over its levels
+    half = sample_twins(RowEcho.loaded(), cohort, series, kw | {"share": 0.5}, seed=0, batch_size=1000)
+    rows = series.members[0]
+    r = np.corrcoef(half[rows])[np.triu_indices(len(rows), 1)]  # pairs of one series' levels
+    assert (r > 0.2).all() and (r < 0.8).all()  # half of every draw in common: related, not identical
     assert len({x[m[0]].tobytes() for m in series.members}) == len(series)  # patients differ
     static, label, threshold = (torch.cat([s[k] for s in net.seen[::2]]) for k in range(3))  # one pass per step
     assert len(static) == len(cohort)

@@ -107,11 +107,12 @@ def test_temperature_and_biases_undo_class_weights_and_overconfidence():
 
     logits, y = draw(40_000, seed=1)
     w = np.array([1.0, 4.0, 0.5, 2.0, 8.0])
-    T, bias = fit_temperature_bias(2.0 * (logits + np.log(w)), y)
-    assert T == pytest.approx(2.0, rel=0.05)
+    temp, bias = fit_temperature_bias(2.0 * (logits + np.log(w)), y)
+    assert temp == pytest.approx(2.0, rel=0.05)
     np.testing.assert_allclose(bias, -np.log(w / w[0]), atol=0.08)
     skewed = softmax_t(2.0 * (logits + np.log(w)), 1.0)
-    fixed = calibrated(Raw(skewed, logits, None, None), Calibration(recording=T, recording_bias=bias.tolist())).recording
+    cal = Calibration(recording=temp, recording_bias=bias.tolist())
+    fixed = calibrated(Raw(skewed, logits, None, None), cal).recording
     assert ece(skewed, y) > 0.05 and ece(fixed, y) < 0.015
     assert (fixed.argmax(1) != skewed.argmax(1)).any()  # unlike a temperature, biases may move the argmax
 

@@ -442,7 +442,7 @@ def test_series_mode_shares_the_noise_within_a_series_and_sets_each_level(tmp_pa
     out = tmp_path / "s.npz"
     argv = ["--run", str(run.run_dir), "--n", "3", "--levels", "60,20,40", "--age", "2", "--rate", "31.1", "--fmp",
             "50", "--out", str(out), "--batch-size", "4"]
-    assert main(argv) == 0
+    assert main([*argv, "--share", "1"]) == 0
     assert [len(s) for s in net.seen_static[::5]] == [3, 3, 3]  # batches of whole series: 4 rows -> 3 (one series)
     with np.load(out, allow_pickle=False) as f:
         assert sorted(f.files) == ["meta", "series_id", "signal", "static"]
@@ -455,6 +455,11 @@ def test_series_mode_shares_the_noise_within_a_series_and_sets_each_level(tmp_pa
     assert not np.allclose(x[0], x[1]) and not np.allclose(x[1], x[2])
     assert (gen["levels"], gen["series"], gen["type"], gen["threshold"]) == ([60.0, 20.0, 40.0], 3, None, None)
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"  # the first series' waterfall
+    assert main([*argv, "--overwrite"]) == 0  # the default share: half of every draw in common
+    with np.load(out, allow_pickle=False) as f:
+        x = f["signal"].reshape(3, 3, 200)
+    r = np.corrcoef(x[0])[np.triu_indices(3, 1)]
+    assert not np.allclose(x[0, 0], x[0, 1]) and (r > 0.2).all() and (r < 0.8).all()
 
 
 def test_type_threshold_and_series_on_a_tiny_label_run(tiny_label_run, tmp_path, capsys):

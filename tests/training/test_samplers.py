@@ -260,6 +260,20 @@ def test_gaussian_tied_repeats_each_draw_and_untied_draws_as_before():
         gaussian((6, 1, 4), "cpu", None, tied=4)
 
 
+def test_gaussian_share_sets_the_correlation_of_tied_rows_and_keeps_unit_variance():
+    from training.samplers import gaussian
+
+    z = gaussian((2 * 2000, 1, 50), "cpu", torch.Generator().manual_seed(1), tied=2, share=0.3)  # pairs
+    a, b = z[0::2].flatten(), z[1::2].flatten()
+    assert float(z.var()) == pytest.approx(1.0, abs=0.02)
+    assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) == pytest.approx(0.3, abs=0.02)
+    full = gaussian((6, 1, 4), "cpu", torch.Generator().manual_seed(5), tied=3, share=1.0)
+    torch.testing.assert_close(full, gaussian((6, 1, 4), "cpu", torch.Generator().manual_seed(5), tied=3),
+                               rtol=0, atol=0)  # share 1: the draws as before
+    with pytest.raises(ValueError, match=r"tied noise share: expected a number from 0 to 1, found 1.5"):
+        gaussian((6, 1, 4), "cpu", None, tied=3, share=1.5)
+
+
 @pytest.mark.parametrize(("sampler", "eta"), [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 1.0), ("dpmpp2m", 0.0)])
 def test_tied_rows_share_every_noise_draw(sampler, eta):
     """With a denoiser that ignores the condition, tied rows end identical under every sampler (x_T and, for
@@ -269,3 +283,6 @@ def test_tied_rows_share_every_noise_draw(sampler, eta):
                  generator=torch.Generator().manual_seed(0), tied=3)
     assert torch.equal(x[0], x[1]) and torch.equal(x[1], x[2]) and torch.equal(x[3], x[5])
     assert not torch.allclose(x[0], x[3])
+    part = d.sample(exact_denoiser(d), (6, 1, 4), sampler=sampler, steps=10, eta=eta,
+                    generator=torch.Generator().manual_seed(0), tied=3, share=0.5)
+    assert not torch.allclose(part[0], part[1])  # a share of the draw in common: related, not identical
