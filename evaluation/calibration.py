@@ -3,7 +3,8 @@ measures that check it (expected calibration error, reliability diagrams, interv
 
 Temperature scaling (Guo et al. 2017, "On calibration of modern neural networks", sec. 4.2): one scalar
 T per answer, p = softmax(log p_raw / T), T minimizing the negative log-likelihood on the validation split.
-It leaves every argmax (and so every headline number) unchanged. Fitted separately for
+A temperature leaves every argmax (and so every headline number) unchanged; the per-recording class biases
+below may move a single recording's most probable class, never a per-series answer. Fitted separately for
 
 - ``recording``: the class head's per-recording probabilities, with a bias per class beside the temperature,
   p = softmax(log p_raw / T + b) (Guo et al.'s vector scaling with one shared scale). The head is trained with
