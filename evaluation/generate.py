@@ -107,14 +107,11 @@ def generate(
 
     ``label`` (a class index) and ``threshold`` (dB nHL), one for all rows or one per row ([n]), condition a
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
-    rows shares every noise draw (one virtual patient's series; ``n`` a multiple of it; batches hold whole runs),
-    ``share`` of each draw's variance (1: the whole draw, so the series' residual noise repeats at every level
-    too; training.samplers.gaussian).
-    ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract);
-    ``diffusion`` is the run's :class:`training.diffusion.GaussianDiffusion`. The model runs in eval
-    mode (its mode is restored afterwards). With per-sample normalization the scale of each recording is
-    not known; the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a tqdm
-    bar, or anything with ``update(n)``) advances by one per sampler step of each batch:
+    rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian).
+    ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
+    mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
+    recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
+    tqdm bar, or anything with ``update(n)``) advances by one per sampler step of each batch:
     ``ceil(n / batch_size) * steps`` in all (batch_size rounded down to whole runs of ``tied``)."""
     device = diffusion.betas.device
     static = condition_rows(static, n, tied, device)  # (n 4)
