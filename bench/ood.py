@@ -161,6 +161,7 @@ def auroc(neg: np.ndarray, pos: np.ndarray) -> float:
 def run_bench(args: argparse.Namespace) -> dict[str, Any]:
     from evaluation.familiarity import Familiarity
     from training.checkpoint import load_run
+    from training.clinical import series_index
 
     device = resolve_device(args.device)
     fam = Familiarity.load(args.run)
@@ -182,8 +183,6 @@ def run_bench(args: argparse.Namespace) -> dict[str, Any]:
         with phase(PROG, f"{name}: the input check on {len(signal)} recordings"):
             got[name] = verdicts(loaded, fam, Recordings(signal, *rest, loaded.stats), device)
     base = got.pop("test (in distribution)")
-    from training.clinical import series_index
-
     responsive = np.array([marked[m].any() for m in series_index(sid, static[:, 1]).members])  # (S,) in verdict order
     with phase(PROG, f"rates and AUROCs, {args.n_boot} bootstrap resamples"):
         result: dict[str, Any] = {"run": str(args.run), "checkpoint": args.checkpoint, "split": args.split,

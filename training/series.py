@@ -69,15 +69,17 @@ class Evidence:
     coherence: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> Evidence:
-        """The evidence of recordings ``rows`` (indices or an (N,) mask), in that order."""
-        nested = {"truth", "waves", "coherence"}
-        cols = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name not in nested}
+        """The evidence of recordings ``rows`` (indices or an (N,) mask), in that order (as
+        :func:`concat_evidence` joins them: None stays None, a dict is taken key by key)."""
 
-        def pick(d: dict[str, np.ndarray] | None) -> dict[str, np.ndarray] | None:
-            return None if d is None else {k: v[rows] for k, v in d.items()}
+        def pick(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                return {k: v[rows] for k, v in value.items()}
+            return value[rows]
 
-        return Evidence(**cols, truth=pick(self.truth), waves=pick(self.waves),
-                        coherence=None if self.coherence is None else self.coherence[rows])
+        return Evidence(**{f.name: pick(getattr(self, f.name)) for f in fields(self)})
 
 
 TRUTH_KEYS = ("label", "threshold", "peak_mask", "peak_latency", "wave_known", "wave_mask", "wave_latency",
