@@ -105,20 +105,26 @@ class Pass:
     types: dict[str, np.ndarray]  # method -> (S,) type index
     series: Series
     flagged: np.ndarray | None = None  # (S,) bool: the run's input check calls the series unlike training data
+    # (N,) bool: wave V read down the waterfall (training.series.waterfall_waves: present from the series'
+    # threshold answer up); None without the wave map head
+    waterfall: np.ndarray | None = None
 
 
 def answer(model: Any, series_net: Any, records: Records, stats: Any, device: str, judge: Any = None) -> Pass:
     """The network's (and series model's) answers on ``records``; ``judge(dataset, evidence, series)``
     -> (S,) bool, when given, says which series the run's input check flags (issue 27)."""
     from data.dataset import ABRDataset
-    from training.series import extract, series_answers
+    from data.records import WAVE_NAMES
+    from training.series import extract, series_answers, waterfall_waves
 
     ds = ABRDataset(records, stats)
     ev = extract(model, ds, device=device)
     a = series_answers(ev, series_net)
     types = {k: v.argmax(1) for k, v in a.types.items() if k != "rule"}  # "rule" is evidence_sum again
     flagged = judge(ds, ev, a.series) if judge is not None else None
-    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series, flagged)
+    read = waterfall_waves(ev, a.thresholds[a.best])
+    waterfall = None if read is None else read["prob"][:, WAVE_NAMES.index("V")] >= DETECTION_P
+    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series, flagged, waterfall)
 
 
 def unlike_training(run: Any, run_dir: str, device: Any) -> Any:
@@ -181,6 +187,9 @@ def noise_check(base: Pass, noisy: Pass, level: np.ndarray, *, n_boot: int, seed
     kw = {"n_boot": n_boot, "seed": seed}
     return {
         "detected": rate(noisy.series, everyone, noisy.detected, **kw),
+        **({} if noisy.waterfall is None else {
+            "detected_down_the_waterfall": rate(noisy.series, everyone, noisy.waterfall, **kw),
+            "real_detected_down_the_waterfall": rate(base.series, everyone, base.waterfall, **kw)}),
         "detected_by_level": {f"{v:g}": rate(noisy.series, level == v, noisy.detected, **kw)
                               for v in np.unique(level)},
         "no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in noisy.thresholds.items()},
@@ -271,6 +280,13 @@ def markdown(result: dict[str, Any]) -> str:
         for kind, r in cf["noise"].items():
             lines.append(f"| {kind} | {r['flagged']} ({r['real_flagged'].value:.3f}) | "
                          + " | ".join(f"{r['no_response_or_flagged'][k]}" for k in methods) + " |")
+    if "detected_down_the_waterfall" in cf["noise"]["white"]:
+        lines += ["", "The same noise, wave V read down each series' waterfall (training.series.waterfall_waves: "
+                      "present from the series' threshold answer up, as a clinician marks it; the recordings.csv "
+                      "column `wave_V_waterfall`), real recordings' rate in brackets:", "",
+                  "| noise | detected down the waterfall, all levels |", "|---|---|"]
+        lines += [f"| {kind} | {r['detected_down_the_waterfall']} ({r['real_detected_down_the_waterfall'].value:.3f}) |"
+                  for kind, r in cf["noise"].items()]
     s = cf["levels_shuffled"]
     lines += ["", "Each series' levels shuffled among its recordings (share of series whose answer changed):", "",
               "| answer | method | changed | mean change (dB) |", "|---|---|---|---|"]

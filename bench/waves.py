@@ -8,9 +8,11 @@ marked inside the stored window):
 
 - **network**: the run's wave map head (``model.peak_head: map``): detection F1, latency within
   0.1 / 0.2 ms, amplitude MAE; for a pooled-head run, wave V only;
-- **network, presence read down the waterfall**: the same maps, each wave's presence made non-decreasing in
-  level within its series (training.clinical.waterfall_presence: a response seen at 40 dB is there at 60 dB);
-  detection only (the latencies are the network's);
+- **network, read down the waterfall** (training.series.waterfall_waves): the same maps read as a clinician
+  reads a series, each wave's presence made non-decreasing in level (training.clinical.waterfall_presence: a
+  response seen at 40 dB is there at 60 dB) and its latency at the candidate peak that fits the series'
+  latency-intensity function (training.clinical.waterfall_latency; settings chosen on a development cohort,
+  generator seed 777, docs/waves.md);
 - **baseline run** (``--baseline-run``, e.g. the same recipe with ``model.peak_head=pooled``): the same rows;
 - **no-learning picker** (issue 25's reference): a gradient-boosted regression of each wave's latency on the
   static values alone (age, intensity, rate, FMP; sklearn defaults, fitted on the run's TRAINING split), then
@@ -50,8 +52,8 @@ from data.waveform import MARK_LIMIT_MS, mark_peak  # noqa: E402
 from models.heads import local_maxima, parabolic_peak  # noqa: E402
 from models.unet import MS_PER_SAMPLE  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
-from training.clinical import Estimate, series_index, waterfall_presence, wave_metrics  # noqa: E402
-from training.series import extract, per_wave_metrics  # noqa: E402
+from training.clinical import Estimate, series_index, wave_metrics  # noqa: E402
+from training.series import extract, load_series, per_wave_metrics, series_answers, waterfall_waves  # noqa: E402
 
 BENCHMARK_SEED = 12345  # bench/clinical.py's benchmark cohort
 PICKER_WINDOW_MS = 1.5  # issue 25's no-learning picker: ±1.5 ms around the static-value regression
@@ -161,17 +163,15 @@ def _latency_rows(m: dict) -> dict:
 
 
 def network_rows(run_dir: str, checkpoint: str, records, n_boot: int) -> dict[str, dict]:
-    """The run's rows per wave, and (map head) its presence read down each series' waterfall
-    (training.clinical.waterfall_presence): the same maps, the levels used to order a series' recordings."""
+    """The run's rows per wave, and (map head) the same maps read down each series' waterfall
+    (training.series.waterfall_waves): the levels used to order a series' recordings and to relate them."""
     run = load_run(run_dir, which=checkpoint)
     ev = extract(run.model, ABRDataset(records, run.stats))
     out = {"peak_head": run.cfg.model.peak_head, "waves": per_wave_metrics(ev, n_boot=n_boot)}
-    if ev.waves is not None:
-        series = series_index(ev.series_id, ev.static[:, 1])
-        prob = np.stack([waterfall_presence(series, ev.static[:, 1], ev.waves["prob"][:, k])
-                         for k in range(len(WAVE_NAMES))], axis=1)  # (N 3)
-        read = per_wave_metrics(replace(ev, waves=ev.waves | {"prob": prob}), n_boot=n_boot)
-        out["waterfall"] = {name: {"detection_f1": rows["detection_f1"]} for name, rows in read.items()}
+    answers = series_answers(ev, load_series(run_dir))
+    if (waterfall := waterfall_waves(ev, answers.thresholds[answers.best])) is not None:
+        out["series_threshold"] = answers.best
+        out["waterfall"] = per_wave_metrics(replace(ev, waves=waterfall), n_boot=n_boot)
     return out
 
 
@@ -183,7 +183,7 @@ def table(result: dict) -> str:
 
     methods = [("network", f"network ({result['network']['peak_head']} head)", result["network"]["waves"])]
     if "waterfall" in result["network"]:
-        methods.append(("waterfall", "network, presence read down the waterfall", result["network"]["waterfall"]))
+        methods.append(("waterfall", "network, read down the waterfall", result["network"]["waterfall"]))
     if "baseline" in result:
         methods.append(("baseline", f"baseline run ({result['baseline']['peak_head']} head)",
                         result["baseline"]["waves"]))

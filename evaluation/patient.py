@@ -51,7 +51,7 @@ def markdown(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
     w = m["wave_v"]
     lines += ["Wave V per recording (the earlier summary, over every marked peak): "
               + ", ".join(f"{k} {cell(v)}" for k, v in w.items()), ""]
-    return lines + wave_table(m.get("waves", {}), cell)
+    return lines + wave_table(m.get("waves", {}), cell, m.get("waves_waterfall"))
 
 
 def flags(m: dict[str, Any], class_names: tuple[str, ...]) -> list[str]:
@@ -81,14 +81,19 @@ def _cell(e: Any) -> str:
 WAVE_ROWS = ("detection_f1", "latency_within_0.1ms", "latency_within_0.2ms", "amplitude_mae_uv")
 
 
-def wave_table(waves: dict[str, dict[str, Any]], cell: Any) -> list[str]:
+def wave_table(waves: dict[str, dict[str, Any]], cell: Any, waterfall: dict[str, dict[str, Any]] | None = None
+               ) -> list[str]:
     """Per wave (I, III, V where the network reads them and the data marks them): detection F1, latency
-    within 0.1 / 0.2 ms and amplitude MAE over the peaks marked inside the stored window."""
+    within 0.1 / 0.2 ms and amplitude MAE over the peaks marked inside the stored window; ``waterfall``:
+    the same read down each series' waterfall (training.series.waterfall_waves), a column beside each."""
     if not waves:
         return []
     names = list(waves)
+    columns = [(f"wave {k}", waves[k]) for k in names]
+    if waterfall:
+        columns = [c for k in names for c in ((f"wave {k}", waves[k]), (f"wave {k}, down the waterfall", waterfall[k]))]
     lines = ["Waves per recording (latency and amplitude over the peaks marked inside the window; n marked: "
              + ", ".join(f"{k} {waves[k]['n_marked']}" for k in names) + "):", "",
-             "| metric | " + " | ".join(f"wave {k}" for k in names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {r} | " + " | ".join(cell(waves[k][r]) for k in names) + " |" for r in WAVE_ROWS]
+             "| metric | " + " | ".join(label for label, _ in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [f"| {r} | " + " | ".join(cell(w[r]) for _, w in columns) + " |" for r in WAVE_ROWS]
     return [*lines, ""]

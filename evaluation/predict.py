@@ -266,9 +266,9 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
     return f"{unit(db)} (10-90 %: {span})"
 
 
-def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order: np.ndarray, trust: Trust
-                    ) -> list[dict[str, Any]]:
-    replication = replication_cells(ev)
+def recordings_rows(batch: Batch, ev: Any, answers: Any, warnings: list[dict[str, str]], order: np.ndarray,
+                    trust: Trust) -> list[dict[str, Any]]:
+    replication, waterfall = replication_cells(ev), waterfall_cells(ev, answers)
     rows = []
     for i in order:
         patient, series = batch.names[batch.records.series_id[i]]
@@ -282,7 +282,7 @@ def recordings_rows(batch: Batch, ev: Any, warnings: list[dict[str, str]], order
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
             "wave_v": "present" if ev.peak_prob[i] >= DETECTION_P else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
-            **early_wave_cells(ev, i), **replication[i], **trust.recording(i),
+            **early_wave_cells(ev, i), **waterfall[i], **replication[i], **trust.recording(i),
             "warnings": "; ".join(warnings[i].values()),
         })
     return rows
@@ -304,6 +304,23 @@ def early_wave_cells(ev: Any, i: int) -> dict[str, str]:
         ka, kb = WAVE_NAMES.index(a), WAVE_NAMES.index(b)
         cells[f"interpeak_{a}_{b}_ms"] = f"{lat[kb] - lat[ka]:.3f}" if found[ka] and found[kb] else ""
     return cells
+
+
+def waterfall_cells(ev: Any, answers: Any) -> list[dict[str, str]]:
+    """Per recording: each wave read down its series' waterfall (training.series.waterfall_waves: presence
+    non-decreasing in level, wave V present from the series' threshold answer up, latency at the peak that
+    fits the series' latency-intensity function); none where the network has no wave map head."""
+    from training.series import waterfall_waves
+
+    read = waterfall_waves(ev, answers.thresholds[answers.best])
+    if read is None:
+        return [{} for _ in range(len(ev.static))]
+    found = read["prob"] >= DETECTION_P  # (N 3)
+    lat = read["latency"]  # (N 3) ms
+    return [{c: cell for k, name in enumerate(WAVE_NAMES)
+             for c, cell in ((f"wave_{name}_waterfall", "present" if found[i, k] else "absent"),
+                             (f"wave_{name}_waterfall_latency_ms", f"{lat[i, k]:.3f}" if found[i, k] else ""))}
+            for i in range(len(ev.static))]
 
 
 INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
@@ -368,7 +385,9 @@ RECORDING_COLUMNS = ("source", "sample", "patient", "series", "intensity_db", "r
                      "amplitude_uv",
                      *(f"wave_{w}{part}" for w in WAVE_NAMES[:-1]
                        for part in ("_probability", "", "_latency_ms", "_amplitude_uv")),
-                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS), *REPLICATION_COLUMNS, *TRUST_COLUMNS,
+                     *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS),
+                     *(f"wave_{w}_waterfall{part}" for w in WAVE_NAMES for part in ("", "_latency_ms")),
+                     *REPLICATION_COLUMNS, *TRUST_COLUMNS,
                      "warnings")
 PATIENT_COLUMNS = ("source", "patient", "series", "n_recordings", "levels_db", "threshold_db", "threshold_low_db",
                    "threshold_high_db", "threshold_method", "rule_threshold_db", "type",
@@ -633,7 +652,8 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
         old.unlink()
     order = np.concatenate([m[::-1] for m in answers.series.members])  # by series, loudest first
     with timer("tables"):
-        write_csv(out / "recordings.csv", recordings_rows(batch, ev, rec_warn, order, trust), RECORDING_COLUMNS)
+        write_csv(out / "recordings.csv", recordings_rows(batch, ev, answers, rec_warn, order, trust),
+                  RECORDING_COLUMNS)
         write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names, trust, ser_flags),
                   PATIENT_COLUMNS)
     if not args.no_figures:

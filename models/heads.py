@@ -126,8 +126,26 @@ def pick_peaks(logits: Tensor, x: Tensor, search: int) -> Tensor:
     Measured against the alternatives on the quickstart's validation split (docs/waves.md): the map's
     argmax alone, or the local maximum of the input holding the most probability nearby, land 1-3 points
     fewer latencies within 0.1 ms."""
+    return replay_marker(logits.argmax(dim=-1, keepdim=True), x, search)[..., 0]
+
+
+def replay_marker(centre: Tensor, x: Tensor, search: int) -> Tensor:
+    """The marker replayed at each centre: the largest sample of x (B L) within ±``search`` samples of
+    ``centre`` (B K M) int64 -> (B K M) int64."""
     L = x.shape[-1]
-    centre = logits.argmax(dim=-1, keepdim=True)  # (B K 1)
-    near = (torch.arange(L, device=x.device) - centre).abs() <= search  # (B K L)
-    xe = x.unsqueeze(1).expand_as(logits)  # (B K L)
+    near = (torch.arange(L, device=x.device) - centre.unsqueeze(-1)).abs() <= search  # (B K M L)
+    xe = x[:, None, None, :].expand(near.shape)  # (B K M L)
     return torch.where(near, xe, torch.full_like(xe, -torch.inf)).argmax(dim=-1)
+
+
+def peak_candidates(logits: Tensor, x: Tensor, search: int, m: int) -> tuple[Tensor, Tensor]:
+    """Each wave's ``m`` most likely peaks, for a reader that weighs the map against other knowledge
+    (training.clinical.waterfall_latency: the rest of the series). The candidates are the map's local
+    maxima (its global maximum always first, so candidate 0 is :func:`pick_peaks`' answer), each
+    replayed through the marker. logits (B K L), x (B L) -> sample index (B K m) int64 and the map's
+    log-probability at the candidate's map peak (B K m), -inf where the map has fewer than m maxima."""
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B K L)
+    best = logits.argmax(dim=-1, keepdim=True)  # (B K 1)
+    peaks = local_maxima(logits).scatter(-1, best, True)  # (B K L)
+    score, centre = torch.where(peaks, logp, torch.full_like(logp, -torch.inf)).topk(m, dim=-1)  # (B K m)
+    return replay_marker(centre, x, search), score

@@ -128,11 +128,13 @@ def _max_xcorr(w: Tensor, a: np.ndarray, b: np.ndarray, lag_ms: float, chunk: in
 
 class SeriesNet(nn.Module):
     def __init__(self, n_features: int, n_types: int, n_threshold: int, width: int = 64, heads: int = 4,
-                 layers: int = 2, dropout: float = 0.1, n_freq: int = 8, coherence: bool = False):
+                 layers: int = 2, dropout: float = 0.1, n_freq: int = 8, coherence: bool = False,
+                 waterfall: bool = False):
         super().__init__()
         # Whether the evidence's last N_COHERENCE columns are level_coherence's (series.coherence): the
         # callers build the evidence (training.series.SeriesSet); n_features counts them.
         self.coherence = coherence
+        self.waterfall = waterfall  # then the last N_WATERFALL columns: the waves read down the waterfall
         # Evidence standardization, fitted on the training series (fit_normalizer) and saved with the weights.
         self.register_buffer("mu", torch.zeros(n_features))  # (F)
         self.register_buffer("sd", torch.ones(n_features))  # (F)

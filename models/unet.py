@@ -30,7 +30,7 @@ from data.waveform import MARK_SEARCH_MS
 from models.blocks import S4Block, TransformerBlock
 from models.conditioning import Conditioning
 from models.config import ModelConfig
-from models.heads import PooledHead, SignalHead, TargetScale, WaveMapHead, parabolic_peak, pick_peaks
+from models.heads import PooledHead, SignalHead, TargetScale, WaveMapHead, parabolic_peak, peak_candidates, pick_peaks
 
 HEAD_KEYS = ("signal", "class", "peak", "threshold")
 # The outputs the clinical heads answer with (the keys of read_heads besides "signal"): what the losses read.
@@ -42,6 +42,7 @@ HEAD_OUTPUTS = ("class_logits", "peak_logit", "peak_latency", "peak_amplitude", 
 WAVE_OUTPUTS = ("wave_logits", "wave_presence", "wave_latency", "wave_amplitude", "wave_soft_amplitude")
 MS_PER_SAMPLE = 1e3 / SAMPLE_RATE_HZ
 MARK_SEARCH_SAMPLES = round(MARK_SEARCH_MS / MS_PER_SAMPLE)  # the peak marker's ±0.25 ms
+N_CANDIDATES = 8  # peaks per wave kept for a reader that weighs them against the series (read_candidates)
 
 
 class Downsample(nn.Module):
@@ -194,6 +195,17 @@ class ABRNet(nn.Module):
         soft = (torch.softmax(logits, dim=-1) * x_uv).sum(-1)  # (B K) µV
         return {"wave_logits": logits, "wave_presence": presence, "wave_latency": pos * MS_PER_SAMPLE,
                 "wave_amplitude": amp, "wave_soft_amplitude": soft}
+
+    @torch.no_grad()
+    def read_candidates(self, logits: Tensor, x: Tensor, m: int = N_CANDIDATES) -> dict[str, Tensor]:
+        """Each wave's ``m`` most likely peaks (models.heads.peak_candidates), read as read_waves reads
+        its one answer: logits (B K L) "wave_logits", x (B 1 L) the normalized input -> "latency" (ms),
+        "amplitude" (µV) and "logp" (the map's log-probability), each (B K m); candidate 0 is the answer."""
+        x_uv = x[:, 0].float() * self.signal_scale[1] + self.signal_scale[0]  # (B L) µV
+        index, logp = peak_candidates(logits, x[:, 0].float(), MARK_SEARCH_SAMPLES, m)  # (B K m)
+        B, K, _ = index.shape
+        pos, amp = parabolic_peak(x_uv[:, None, :].expand(B, K * m, -1), index.reshape(B, K * m))  # (B K*m)
+        return {"latency": pos.reshape(B, K, m) * MS_PER_SAMPLE, "amplitude": amp.reshape(B, K, m), "logp": logp}
 
     def _check_inputs(self, x_t: Tensor, t: Tensor, static: Tensor, drop_cond: Tensor | None) -> int:
         if x_t.dim() != 3 or x_t.shape[1:] != (1, self.L):

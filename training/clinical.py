@@ -327,6 +327,60 @@ def waterfall_presence(series: Series, intensity: np.ndarray, prob: np.ndarray) 
     return out
 
 
+# Reading latencies down the waterfall (waterfall_latency), chosen on a development cohort (400 patients,
+# generator seed 777; neither a training nor the benchmark cohort; run logs/clinical_v7s): docs/waves.md.
+WATERFALL_SIGMA_MS = 0.3  # the prior's width about the series' trend (0.2 and 0.5 within 0.5 points)
+WATERFALL_TREND_P = 0.7  # the recordings the trend is fitted on: wave probability at least this
+WATERFALL_OUTLIER_MS = 0.6  # fit, drop residuals beyond this (wrong peaks are off by ~0.85 ms), refit
+WATERFALL_PASSES = 2  # the trend refitted on the first pass's re-read latencies, then read again
+
+
+def latency_trend(level: np.ndarray, latency: np.ndarray, outlier_ms: float = WATERFALL_OUTLIER_MS
+                  ) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A series' latency-intensity function from its recordings' latencies (n,) at ``level`` (n,) dB:
+    least squares, quadratic in level (linear with two distinct levels, constant with one), refitted
+    twice without the recordings more than ``outlier_ms`` off it. None with fewer than 3 recordings
+    or fewer inliers than parameters + 1. The quadratic is evaluated outside the fitted levels as well."""
+    if len(latency) < 3:
+        return None
+    degree = min(2, len(np.unique(level)) - 1)
+
+    def design(lv: np.ndarray) -> np.ndarray:
+        return np.vander((np.asarray(lv, np.float64) - 50.0) / 50.0, degree + 1, increasing=True)  # (n degree+1)
+
+    keep = np.ones(len(latency), dtype=bool)
+    for _ in range(3):
+        if keep.sum() < degree + 2:
+            return None
+        beta = np.linalg.lstsq(design(level[keep]), latency[keep], rcond=None)[0]
+        keep = np.abs(latency - design(level) @ beta) <= outlier_ms
+    return lambda lv: design(lv) @ beta
+
+
+def waterfall_latency(series: Series, intensity: np.ndarray, prob: np.ndarray, cand_latency: np.ndarray,
+                      cand_amplitude: np.ndarray, cand_logp: np.ndarray, sigma_ms: float = WATERFALL_SIGMA_MS
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """One wave's latency read down the waterfall, as a clinician traces a wave from level to level:
+    within each series a smooth latency-intensity function is fitted to the clearly present
+    recordings' latencies (:func:`latency_trend`), and each recording's answer becomes the candidate
+    peak (ABRNet.read_candidates) that is most likely under the map times a Gaussian prior of
+    ``sigma_ms`` about the function at its level. Where a series has too few clear recordings the
+    network's answer (candidate 0) stays. The per-recording answer remains the network's reading of one
+    waveform (blind to the level); this reading uses the levels only to relate a series' recordings.
+    intensity, prob (N,); cand_* (N M) -> latency (ms), amplitude (µV), each (N,)."""
+    latency = cand_latency[:, 0].astype(np.float64)
+    pick = np.zeros(len(latency), dtype=np.int64)
+    for _ in range(WATERFALL_PASSES):
+        for rows in series.members:
+            clear = rows[prob[rows] >= WATERFALL_TREND_P]
+            trend = latency_trend(intensity[clear], latency[clear])
+            if trend is not None:
+                prior = -0.5 * ((cand_latency[rows] - trend(intensity[rows])[:, None]) / sigma_ms) ** 2  # (n M)
+                pick[rows] = np.argmax(cand_logp[rows] + prior, axis=1)
+        latency = np.take_along_axis(cand_latency, pick[:, None], axis=1)[:, 0].astype(np.float64)
+    return latency, np.take_along_axis(cand_amplitude, pick[:, None], axis=1)[:, 0]
+
+
 def flatten(metrics: dict[str, object], prefix: str) -> dict[str, float]:
     """{"a": Estimate, "b": {"c": Estimate}} -> {"prefix/a": value, "prefix/b/c": value}: the point
     values only, for scalar logs (TensorBoard, W&B, metrics.jsonl)."""

@@ -113,6 +113,10 @@ class SeriesConfig:
         False, help="the series model also reads each recording's correlation with its louder and quieter neighbours "
                     "and with the series' loudest recording (models.series.level_coherence): a response repeats "
                     "across levels, noise does not")
+    waterfall: bool = spec(
+        False, help="the series model also reads each recording's waves read down its series' waterfall (presence "
+                    "non-decreasing in level, the latency that fits the series' latency-intensity function; "
+                    "training.series.waterfall_waves); needs model.peak_head: map")
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -262,6 +266,11 @@ class Config:
             raise ConfigError(
                 "config key 'training.catch_surrogates': expected 0 with training.noise_catch 0 (it is a share of "
                 "the catch rows)"
+            )
+        if self.series.waterfall and self.model.peak_head != "map":
+            raise ConfigError(
+                "config key 'series.waterfall': expected false with model.peak_head 'pooled' (it reads the wave map "
+                "head's candidate peaks)"
             )
         if self.series.noise_surrogates and not self.series.noise_series:
             raise ConfigError(

@@ -15,7 +15,7 @@ it directly; training the series model is the stage in training/series_stage.py.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,8 @@ from training.clinical import (
     threshold_metrics,
     to_bin,
     type_metrics,
+    waterfall_latency,
+    waterfall_presence,
     wave_metrics,
     wave_v_metrics,
 )
@@ -62,7 +64,8 @@ class Evidence:
     patient_id: np.ndarray  # (N,) int64
     truth: dict[str, np.ndarray] | None = None  # TRUTH_KEYS when labelled: (N,), the wave_* ones (N 3)
     # The wave map head's answers for waves I, III, V (WAVE_NAMES), each (N 3): "prob", "latency" (ms),
-    # "amplitude" (µV); None for a network with the pooled wave V head.
+    # "amplitude" (µV); and each wave's most likely peaks (ABRNet.read_candidates), each (N 3 M):
+    # "cand_latency", "cand_amplitude", "cand_logp"; None for a network with the pooled wave V head.
     waves: dict[str, np.ndarray] | None = None
     # (N N_COHERENCE) each recording against its series' neighbours (models.series.level_coherence); the
     # series model reads it when its series.coherence is on.
@@ -105,6 +108,7 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
         if "wave_presence" in out:
             part |= {"waves/prob": torch.sigmoid(out["wave_presence"].float()), "waves/latency": out["wave_latency"],
                      "waves/amplitude": out["wave_amplitude"]}
+            part |= {f"waves/cand_{k}": v for k, v in net.read_candidates(out["wave_logits"], x0).items()}
         part.update({f"truth/{k}": batch[k] for k in TRUTH_KEYS if k in batch})
         for k, v in part.items():
             rows.setdefault(k, []).append(v.detach().cpu())
@@ -128,14 +132,17 @@ class SeriesSet(Dataset):
     truth per series when known: threshold bin (S,) and type (S,)."""
 
     def __init__(self, ev: Evidence, threshold_db: np.ndarray | None = None, label: np.ndarray | None = None, *,
-                 coherence: bool = False):
-        """``coherence``: append ``ev.coherence`` to each recording's evidence (series.coherence)."""
+                 coherence: bool = False, waterfall: bool = False):
+        """``coherence``: append ``ev.coherence`` to each recording's evidence (series.coherence);
+        ``waterfall``: then the waves read down the waterfall (series.waterfall, :func:`waterfall_features`)."""
         self.series: Series = series_index(ev.series_id, ev.static[:, 1])
         features = ev.evidence
         if coherence:
             if ev.coherence is None:
                 raise ValueError("series evidence: the series model reads level coherence, but the evidence has none")
             features = np.concatenate([features, ev.coherence], axis=1)  # (N F + N_COHERENCE)
+        if waterfall:
+            features = np.concatenate([features, waterfall_features(ev)], axis=1)  # (N F' + N_WATERFALL)
         S, Smax, Fdim = len(self.series), max(len(m) for m in self.series.members), features.shape[1]
         self.evidence = torch.zeros(S, Smax, Fdim)
         self.intensity = torch.zeros(S, Smax)
@@ -281,7 +288,7 @@ def series_answers(ev: Evidence, series_net: nn.Module | None = None) -> SeriesA
              "evidence_sum": summed, "rule": summed}
     interval = None
     if series_net is not None:
-        p = predict(series_net, SeriesSet(ev, coherence=series_net.coherence))
+        p = predict(series_net, SeriesSet(ev, coherence=series_net.coherence, waterfall=series_net.waterfall))
         thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"]
         interval = (p["threshold_low"], p["threshold_high"])
     slopes = latency_intensity_slopes(series, level, ev.latency, ev.peak_prob >= DETECTION_P)
@@ -312,7 +319,47 @@ def patient_metrics(model: torch.nn.Module, dataset: Any, *, n_classes: int, maj
         "type": {k: type_metrics(truth_type, v, n_classes, **kw) for k, v in types.items()},
         "wave_v": wave_v_metrics(series, t["peak_mask"], ev.peak_prob, t["peak_latency"], ev.latency, **kw),
         "waves": per_wave_metrics(ev, **kw),
+        **({"waves_waterfall": per_wave_metrics(replace(ev, waves=waterfall), **kw)}
+           if (waterfall := waterfall_waves(ev, answers.thresholds[answers.best])) is not None else {}),
     }
+
+
+N_WATERFALL = 2 * len(WAVE_NAMES)  # waterfall_features' columns
+
+
+def waterfall_features(ev: Evidence) -> np.ndarray:
+    """(N N_WATERFALL) float32: each wave's presence probability and latency (ms) read down the waterfall
+    (:func:`waterfall_waves`), the series model's further evidence under series.waterfall."""
+    read = waterfall_waves(ev)
+    if read is None:
+        raise ValueError("series evidence: the series model reads the waves down the waterfall, but the evidence has "
+                         "no wave map candidates (model.peak_head: map)")
+    return np.concatenate([read["prob"], read["latency"]], axis=1).astype(np.float32)
+
+
+def waterfall_waves(ev: Evidence, threshold_db: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+    """The waves read down each series' waterfall, as ``ev.waves`` holds them ("prob", "latency",
+    "amplitude", each (N 3)): presence made non-decreasing in level (training.clinical.waterfall_presence)
+    and latency and amplitude at the candidate peak that fits the series' latency-intensity function
+    (training.clinical.waterfall_latency). ``threshold_db`` (S,), the series' threshold answers (series in
+    series_index order, as SeriesAnswers holds them): wave V is then present (prob 1) at and above its
+    series' threshold and absent (0) below, as a clinician marks it once the threshold is called, so that
+    the recordings' wave V and the series' threshold cannot contradict each other. None without the wave
+    map head's candidates."""
+    if ev.waves is None or "cand_latency" not in ev.waves:
+        return None
+    level, w = ev.static[:, 1], ev.waves
+    series = series_index(ev.series_id, level)
+    prob = np.stack([waterfall_presence(series, level, w["prob"][:, k]) for k in range(len(WAVE_NAMES))], axis=1)
+    if threshold_db is not None:
+        per_row = np.empty(len(level))
+        for s, rows in enumerate(series.members):
+            per_row[rows] = threshold_db[s]
+        prob[:, WAVE_NAMES.index("V")] = (level >= per_row).astype(np.float64)
+    read = [waterfall_latency(series, level, w["prob"][:, k], w["cand_latency"][:, k], w["cand_amplitude"][:, k],
+                              w["cand_logp"][:, k]) for k in range(len(WAVE_NAMES))]
+    return {"prob": prob, "latency": np.stack([r[0] for r in read], axis=1),
+            "amplitude": np.stack([r[1] for r in read], axis=1)}
 
 
 def per_wave_metrics(ev: Evidence, **kw: Any) -> dict[str, dict[str, Any]]:
@@ -364,7 +411,8 @@ def load_series(run_dir: str | Path) -> SeriesNet | None:
     try:
         c = state["series_config"]
         net = SeriesNet(state["n_features"], state["n_types"], N_THRESHOLD_BINS, c["width"], c["heads"],
-                        c["layers"], c["dropout"], coherence=bool(c.get("coherence", False)))
+                        c["layers"], c["dropout"], coherence=bool(c.get("coherence", False)),
+                        waterfall=bool(c.get("waterfall", False)))
         net.load_state_dict(state["series_model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]

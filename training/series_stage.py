@@ -98,7 +98,8 @@ def thinned_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     return ABRDataset.from_tensors(dataset.batch(index))
 
 
-def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: bool = False) -> SeriesSet:
+def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: bool = False, waterfall: bool = False
+               ) -> SeriesSet:
     """One :class:`SeriesSet` from the network's evidence on the datasets ``parts``, each part's series
     and patient ids shifted past the previous parts' so that no two parts share a series."""
     evs, threshold, label, offset = [], [], [], 0
@@ -110,7 +111,7 @@ def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: boo
         threshold.append(ds.tensors["threshold"].numpy())
         label.append(ds.tensors["label"].numpy())
     ev = evs[0] if len(evs) == 1 else concat_evidence(evs)
-    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label), coherence=coherence)
+    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label), coherence=coherence, waterfall=waterfall)
 
 
 def drop_recordings(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -177,8 +178,9 @@ class SeriesStage:
     def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
         """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
         ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
-        self.prepare_sets(series_set(network, self.training_parts(bundle), device, self.cfg.coherence),
-                          series_set(network, [bundle.val], device, self.cfg.coherence))
+        flags = {"coherence": self.cfg.coherence, "waterfall": self.cfg.waterfall}
+        self.prepare_sets(series_set(network, self.training_parts(bundle), device, **flags),
+                          series_set(network, [bundle.val], device, **flags))
 
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
         """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients,
@@ -200,7 +202,8 @@ class SeriesStage:
         self.train_set, self.val_set = train, val
         torch.manual_seed(self.seed)  # the init; a pending state brings its own RNG state back below
         self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
-                             cfg.layers, cfg.dropout, coherence=cfg.coherence)
+                             cfg.layers, cfg.dropout, coherence=cfg.coherence,
+                             waterfall=cfg.waterfall)
         self.net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
         # The network's sqrt-inverse class weights over the training series (rare types, e.g. neuropathy with a
         # dozen series, are heard without dominating); a type absent from them weighs 1 in the val loss.
@@ -320,7 +323,7 @@ class SeriesStage:
         """Keep a checkpoint's stage state for :meth:`prepare`; one of another series config is dropped
         (the stage starts again, said in the log), as is None (the stage had not started)."""
         self.reset()
-        if state is not None and state["config"] != asdict(self.cfg):
+        if state is not None and not same_config(state["config"], self.cfg):
             changed = {k: [v, asdict(self.cfg)[k]] for k, v in state["config"].items() if asdict(self.cfg).get(k) != v}
             logging.getLogger("abr").info("series stage: the series config changed (%s): the series model is fitted "
                                           "again from its first epoch", changed)
@@ -352,7 +355,14 @@ def stage_done(state: dict[str, Any] | None, cfg: Any) -> bool:
     if not cfg.series.enabled:
         return True
     s = (state or {}).get("series")
-    return s is not None and s["config"] == asdict(cfg.series) and int(s["epoch"]) > cfg.series.epochs
+    return s is not None and same_config(s["config"], cfg.series) and int(s["epoch"]) > cfg.series.epochs
+
+
+def same_config(saved: dict[str, Any], cfg: Any) -> bool:
+    """Whether a checkpoint's series config (``asdict`` form) is ``cfg``; a key the saved one lacks (a run
+    from before the key existed) counts as its default."""
+    now, default = asdict(cfg), asdict(type(cfg)())
+    return set(saved) <= set(now) and all(saved.get(k, default[k]) == v for k, v in now.items())
 
 
 def fit_series(train: SeriesSet, val: SeriesSet, cfg: Any, n_classes: int, *, seed: int = 0, grad_clip: float = 1.0,

@@ -27,7 +27,9 @@ def test_waves_bench_scores_map_and_pooled_runs(tmp_path, capsys):
                  "--n-boot", "20", "--out", str(out), "--doc", str(doc)]) == 0
     result = json.loads(out.read_text(encoding="utf-8"))
     assert set(result["network"]["waves"]) == {"I", "III", "V"}  # the map head reads three waves
-    assert set(result["network"]["waterfall"]["V"]) == {"detection_f1"}
+    # read down the waterfall: every row, wave V's presence from the series' threshold answer
+    assert set(result["network"]["waterfall"]["V"]) == set(result["network"]["waves"]["V"])
+    assert result["network"]["series_threshold"] in ("series_model", "rule")
     assert set(result["baseline"]["waves"]) == {"V"}  # the pooled head, wave V only
     for method in ("picker", "cap", "told_waveform"):
         assert set(result["reference"][method]) == {"I", "III", "V"}

@@ -148,6 +148,15 @@ def check_recordings(rows: list[dict[str, str]], records: Records, want: dict[st
         for k, name in enumerate(("correlation_louder", "correlation_quieter", "correlation_loudest")):
             if r[name]:
                 assert float(r[name]) == pytest.approx(coh[i, k], abs=2e-3), (i, name)
+    # each wave read down the waterfall: once present at a level, present at every louder level of its series
+    for m in members:
+        mine = set(m.tolist())
+        by_level = sorted((r for r in rows if int(r["sample"]) in mine),
+                          key=lambda r: records.static[int(r["sample"]), 1])
+        for w in ("I", "III", "V"):
+            present = [r[f"wave_{w}_waterfall"] == "present" for r in by_level]
+            assert present == sorted(present), (w, present)
+            assert [r[f"wave_{w}_waterfall_latency_ms"] != "" for r in by_level] == present
 
 
 def check_series(rows: list[dict[str, str]], records: Records, want: dict[str, np.ndarray]) -> None:
@@ -191,6 +200,9 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     assert levels == sorted(levels, reverse=True)  # each series loudest first, as it is read
     pat = read_rows(tmp_path / "out" / "patients.csv")
     check_series(pat, patients, want)
+    threshold = {r["series"]: db(r["threshold_db"]) for r in pat}
+    for r in rec:  # wave V down the waterfall: present from the series' threshold up, as a clinician marks it
+        assert (r["wave_V_waterfall"] == "present") == (float(r["intensity_db"]) >= threshold[r["series"]])
     for r in pat:
         assert (tmp_path / "out" / r["figure"]).is_file()
         assert r["figure"] == f"waterfall_{r['patient']}_{r['series']}.png"

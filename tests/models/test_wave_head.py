@@ -9,8 +9,8 @@ import torch
 from data import waveform as wf
 from data.records import WAVE_NAMES
 from models import build_model
-from models.heads import local_maxima, parabolic_peak, pick_peaks
-from models.unet import HEAD_OUTPUTS, MARK_SEARCH_SAMPLES, MS_PER_SAMPLE, WAVE_OUTPUTS
+from models.heads import local_maxima, parabolic_peak, peak_candidates, pick_peaks
+from models.unet import HEAD_OUTPUTS, MARK_SEARCH_SAMPLES, MS_PER_SAMPLE, N_CANDIDATES, WAVE_OUTPUTS
 from tests.models.conftest import make_inputs, make_stats, tiny_cfg
 
 
@@ -110,3 +110,27 @@ def test_peak_head_key_chooses_the_head():
     pooled = build_model(tiny_cfg(peak_head="pooled"), make_stats()).eval()(x, t, static)
     mapped = build_model(tiny_cfg(peak_head="map"), make_stats()).eval()(x, t, static)
     assert not set(WAVE_OUTPUTS) & set(pooled) and set(WAVE_OUTPUTS) <= set(mapped)
+
+
+def test_peak_candidates_start_with_the_answer_and_follow_the_map():
+    """Candidate 0 is pick_peaks' answer; the rest are the map's other local maxima, most likely first;
+    a map with fewer maxima than asked for pads with -inf."""
+    x = torch.zeros(1, 40)
+    x[0, [10, 20, 30]] = 1.0  # three input peaks
+    logits = (-5.0 - 0.01 * torch.arange(40.0)).expand(1, 2, 40).clone()  # a falling floor: no maxima of its own
+    logits[0, 0, [11, 21, 29]] = torch.tensor([1.0, 3.0, 2.0])  # wave 0: three map peaks near the input's
+    logits[0, 1, 5] = 4.0  # wave 1: one map peak
+    index, logp = peak_candidates(logits, x, search=2, m=4)
+    assert index[0, 0].tolist()[:3] == [20, 30, 10] and index[0, 0, 0] == pick_peaks(logits, x, 2)[0, 0]
+    assert (logp[0, 0, :3].diff() < 0).all() and torch.isinf(logp[0, 0, 3])
+    assert index[0, 1, 0] == pick_peaks(logits, x, 2)[0, 1] and torch.isinf(logp[0, 1, 1:]).all()
+
+
+def test_read_candidates_first_is_the_networks_answer(map_model):
+    x, t, static = make_inputs(5, seed=4)
+    with torch.no_grad():
+        out = map_model(x, t, static)
+    cand = map_model.read_candidates(out["wave_logits"], x)
+    assert cand["latency"].shape == (5, len(WAVE_NAMES), N_CANDIDATES)
+    torch.testing.assert_close(cand["latency"][..., 0], out["wave_latency"])
+    torch.testing.assert_close(cand["amplitude"][..., 0], out["wave_amplitude"])

@@ -14,6 +14,7 @@ from training.clinical import (
     head_mean_thresholds,
     jackknife,
     latency_intensity_slopes,
+    latency_trend,
     rule_threshold,
     rule_thresholds,
     series_index,
@@ -21,6 +22,7 @@ from training.clinical import (
     threshold_metrics,
     to_bin,
     type_metrics,
+    waterfall_latency,
     waterfall_presence,
     wave_metrics,
     wave_v_metrics,
@@ -142,6 +144,36 @@ def test_waterfall_presence_is_monotone_in_level_per_series():
     # series 1: 0.9 at 40 dB and 0.3 at 60 dB pool to 0.6 each; series 2 pools to 0.35; series 3 (one level) stays
     np.testing.assert_allclose(q, [0.2, 0.6, 0.6, 0.95, 0.35, 0.35, 0.7])
     assert prob[2] == 0.3  # the input is not changed in place
+
+
+def test_latency_trend_fits_the_function_and_ignores_a_wrong_peak():
+    level = np.arange(20.0, 101.0, 10.0)  # 9 levels
+    true = 8.0 - 0.03 * level + 0.0001 * level**2
+    lat = true.copy()
+    lat[4] += 0.9  # one wrong peak (the next wave), off by 0.9 ms
+    trend = latency_trend(level, lat)
+    np.testing.assert_allclose(trend(level), true, atol=1e-9)
+    assert latency_trend(level[:2], lat[:2]) is None  # fewer than 3 recordings: no function
+
+
+def test_waterfall_latency_takes_the_candidate_that_fits_the_series():
+    """Eight recordings of one series whose map prefers the right peak, and one (60 dB) whose map prefers
+    a peak 0.8 ms late by a little: read down the waterfall, it takes its second candidate, 0.05 ms from
+    the series' function; a series with too few clear recordings keeps the network's answers."""
+    level = np.arange(20.0, 101.0, 10.0)
+    true = 8.0 - 0.03 * level
+    cand = np.stack([true, true + 0.8], axis=1)  # (9 2): the right peak first
+    logp = np.tile([-0.5, -1.5], (9, 1))
+    cand[4] = [true[4] + 0.8, true[4] + 0.05]  # at 60 dB the map's first choice is the late peak
+    logp[4] = [-0.6, -0.9]
+    amp = np.tile([0.3, 0.1], (9, 1))
+    prob = np.full(9, 0.95)
+    series = series_index(np.zeros(9, np.int64), level)
+    lat, got_amp = waterfall_latency(series, level, prob, cand, amp, logp)
+    np.testing.assert_allclose(lat, np.r_[true[:4], true[4] + 0.05, true[5:]])
+    assert got_amp[4] == 0.1 and got_amp[0] == 0.3
+    unclear = np.full(9, 0.6)  # below the trend's presence floor: no function, candidate 0 everywhere
+    np.testing.assert_array_equal(waterfall_latency(series, level, unclear, cand, amp, logp)[0], cand[:, 0])
 
 
 def test_baselines_by_hand():

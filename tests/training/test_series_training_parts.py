@@ -3,6 +3,7 @@ own series (series.noise_series) and more patients from the generator (series.ex
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,30 @@ def test_thinned_copies_keep_a_few_levels_one_recording_each(tiny, tmp_path):
     parts = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)
     assert len(parts) == 4  # train, extra patients, and a thinned copy of each
     assert torch.equal(parts[2].tensors["signal"], thinned_copies(bundle.train, 0.5, cfg.seed).tensors["signal"])
+
+
+def test_series_waterfall_appends_the_waves_read_down_the_waterfall(tiny, tmp_path):
+    """series.waterfall: each recording's evidence gains its waves' presence and latency read down its
+    series' waterfall (training.series.waterfall_features); the series model says so in series.pt."""
+    from training.series import N_WATERFALL, load_series, waterfall_waves
+    from training.series_stage import save_series
+
+    _, bundle = tiny
+    on = tiny_config(tmp_path, "data.synthetic.patients=12", "model.peak_head=map", "series.waterfall=true",
+                     "series.epochs=1", "series.width=16", "series.heads=2")
+    net = build_model(on.model, bundle.stats).eval()
+    ev = extract(net, bundle.train)
+    plain, read = series_set(net, [bundle.train], "cpu"), series_set(net, [bundle.train], "cpu", waterfall=True)
+    assert read.evidence.shape[-1] == plain.evidence.shape[-1] + N_WATERFALL
+    torch.testing.assert_close(read.evidence[..., :-N_WATERFALL], plain.evidence)
+    rows = read.series.members[0]
+    want = waterfall_waves(ev)
+    torch.testing.assert_close(read.evidence[0, :len(rows), -N_WATERFALL:],
+                               torch.from_numpy(np.concatenate([want["prob"], want["latency"]], 1)[rows]).float())
+    stage = build_stage(on, int(bundle.class_weights.numel()))
+    stage.prepare(net, bundle)
+    assert stage.net.waterfall and stage.train_set.evidence.shape[-1] == read.evidence.shape[-1]
+    save_series(tmp_path, stage.net, on.series, {"epoch": 1})
+    assert load_series(tmp_path).waterfall is True
+    with pytest.raises(ConfigError, match=r"^config key 'series\.waterfall': expected false with model\.peak_head"):
+        tiny_config(tmp_path, "series.waterfall=true", "model.peak_head=pooled")
