@@ -185,7 +185,7 @@ def raw_answers(ev: Any, series_net: Any | None) -> tuple[Any, Raw]:
     summed = np.stack([logp[m].sum(axis=0) for m in series.members])  # (S K), as evidence_proba sums
     sm = thr = None
     if series_net is not None:
-        p = predict(series_net, SeriesSet(ev, coherence=series_net.coherence, waterfall=series_net.waterfall))
+        p = predict(series_net, SeriesSet(ev, **series_net.reads()))
         sm, thr = log_proba(p["type_proba"]), log_proba(p["threshold_proba"])
     return series, Raw(ev.proba, summed, sm, thr)
 

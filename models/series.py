@@ -35,6 +35,15 @@ NEIGHBOUR_LAG_MS = 0.5  # wave V moves about 0.2-0.4 ms per 10 dB step
 TEMPLATE_LAG_MS = 2.0  # from the loudest level down to threshold wave V moves up to about 2 ms
 N_COHERENCE = 3  # features per recording: louder neighbour, quieter neighbour, loudest recording
 
+# The cochlear microphonic (microphonic_index): ringing at 1.5-3 kHz from about 0.4 ms, decaying over about
+# 1 ms. The window starts after the stimulus artefact (a 4 kHz burst in the first 0.5 ms); chosen on a
+# development cohort (5,000 patients, generator seed 777): 70 % of neuropathy series above the 95th
+# percentile of total-loss series (mean over levels >= 70 dB), against 68 % for 0.3-2.0 ms.
+MICROPHONIC_BAND_HZ = (1500.0, 3500.0)
+MICROPHONIC_WINDOW_MS = (0.6, 2.0)
+MICROPHONIC_BACKGROUND_MS = (6.0, 9.5)
+N_MICROPHONIC = 1
+
 
 def static_features(static: Tensor) -> Tensor:
     """(B 4) physical units -> (B 4) on comparable scales: intensity/100, rate/50, log1p age, log1p FMP."""
@@ -82,20 +91,9 @@ def level_coherence(signal: np.ndarray | Tensor, members: list[np.ndarray], chun
     0 where there is no such neighbour (a series of one). A response repeats across levels (about 0.8 at
     loud levels); noise does not (about 0.2-0.5, the maximum over lags of chance correlations). The value is
     the same whatever the stated levels say, beyond the order they give the recordings."""
-    x = torch.as_tensor(np.asarray(signal), dtype=torch.float32)  # (N L)
-    N, L = x.shape
-    # Each recording's straight line (offset and drift) removed first: the zero padding would turn it into
-    # steps at the window's ends, which the band-pass rings on.
-    t = torch.linspace(-1.0, 1.0, L)
-    x = x - x.mean(1, keepdim=True)
-    x = x - (x @ t / (t @ t))[:, None] * t
-    n_fft = 1 << int(math.ceil(math.log2(3 * L)))  # room for the filter's ringing and every lag
-    # 2nd-order Butterworth high- and low-pass amplitude, zero phase (the square root of the power response)
-    band = torch.from_numpy(np.sqrt(zero_phase_gain(
-        np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ), *(np.array([v]) for v in (*COHERENCE_BAND_HZ, 2, 2))))[0]).float()
+    N = len(signal)
     lo, hi = (int(round(ms * SAMPLE_RATE_HZ / 1000)) for ms in COHERENCE_WINDOW_MS)
-    w = torch.cat([torch.fft.irfft(torch.fft.rfft(x[i:i + chunk], n_fft) * band, n_fft)[:, lo:hi]
-                   for i in range(0, N, chunk)]) if N else x[:, lo:hi]  # (N W) band-passed window
+    w = band_passed(signal, COHERENCE_BAND_HZ, 2, chunk)[:, lo:hi]  # (N W) band-passed window
     w = w - w.mean(1, keepdim=True)
     w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12)
     louder = [(m[:-1], m[1:]) for m in members if len(m) > 1]  # (row, its louder neighbour)
@@ -110,6 +108,38 @@ def level_coherence(signal: np.ndarray | Tensor, members: list[np.ndarray], chun
     out[a, 2] = _max_xcorr(w, a, b, TEMPLATE_LAG_MS, chunk)
     out[[m[-1] for m in members if len(m) > 1], 2] = 1.0
     return out
+
+
+def band_passed(signal: np.ndarray | Tensor, band_hz: tuple[float, float], order: int, chunk: int = 8192) -> Tensor:
+    """(N L) signals at SAMPLE_RATE_HZ through Butterworth high- and low-pass filters of ``order`` at ``band_hz``,
+    zero phase (the square root of data.waveform.zero_phase_gain's power response): (N L) float32. Each
+    recording's straight line (offset and drift) is removed first: the zero padding would turn it into steps at
+    the ends, which the band-pass rings on."""
+    x = torch.as_tensor(np.asarray(signal), dtype=torch.float32)  # (N L)
+    N, L = x.shape
+    t = torch.linspace(-1.0, 1.0, L)
+    x = x - x.mean(1, keepdim=True)
+    x = x - (x @ t / (t @ t))[:, None] * t
+    n_fft = 1 << int(math.ceil(math.log2(3 * L)))  # room for the filter's ringing and every lag
+    gain = np.sqrt(zero_phase_gain(np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ),
+                                   *(np.array([v]) for v in (*band_hz, order, order))))[0]
+    band = torch.from_numpy(gain).float()
+    if not N:
+        return x
+    return torch.cat([torch.fft.irfft(torch.fft.rfft(x[i:i + chunk], n_fft) * band, n_fft)[:, :L]
+                      for i in range(0, N, chunk)])
+
+
+def microphonic_index(signal: np.ndarray | Tensor) -> np.ndarray:
+    """How strongly a recording rings where a cochlear microphonic would, the sign clinicians read for
+    auditory neuropathy (a microphonic without neural waves; Berlin et al. 2010): (N L) signals (any scale)
+    -> (N N_MICROPHONIC) float32, the log ratio of the MICROPHONIC_BAND_HZ band's mean power in
+    MICROPHONIC_WINDOW_MS to its mean power in MICROPHONIC_BACKGROUND_MS (where no microphonic rings). About 0
+    for a recording without one; the series model reads it beside the level (the microphonic grows with it)."""
+    x = band_passed(signal, MICROPHONIC_BAND_HZ, 4)  # (N L)
+    power = [x[:, slice(*(int(round(ms * SAMPLE_RATE_HZ / 1000)) for ms in window))].pow(2).mean(1)
+             for window in (MICROPHONIC_WINDOW_MS, MICROPHONIC_BACKGROUND_MS)]  # 2 x (N,)
+    return torch.log(power[0].clamp_min(1e-20) / power[1].clamp_min(1e-20))[:, None].numpy()
 
 
 def _max_xcorr(w: Tensor, a: np.ndarray, b: np.ndarray, lag_ms: float, chunk: int) -> np.ndarray:
@@ -129,12 +159,13 @@ def _max_xcorr(w: Tensor, a: np.ndarray, b: np.ndarray, lag_ms: float, chunk: in
 class SeriesNet(nn.Module):
     def __init__(self, n_features: int, n_types: int, n_threshold: int, width: int = 64, heads: int = 4,
                  layers: int = 2, dropout: float = 0.1, n_freq: int = 8, coherence: bool = False,
-                 waterfall: bool = False):
+                 waterfall: bool = False, microphonic: bool = False):
         super().__init__()
         # Whether the evidence's last N_COHERENCE columns are level_coherence's (series.coherence): the
         # callers build the evidence (training.series.SeriesSet); n_features counts them.
         self.coherence = coherence
-        self.waterfall = waterfall  # then the last N_WATERFALL columns: the waves read down the waterfall
+        self.waterfall = waterfall  # then N_WATERFALL columns: the waves read down the waterfall
+        self.microphonic = microphonic  # then N_MICROPHONIC columns: microphonic_index
         # Evidence standardization, fitted on the training series (fit_normalizer) and saved with the weights.
         self.register_buffer("mu", torch.zeros(n_features))  # (F)
         self.register_buffer("sd", torch.ones(n_features))  # (F)
@@ -147,6 +178,12 @@ class SeriesNet(nn.Module):
         self.query = nn.Parameter(torch.randn(width) / math.sqrt(width))  # attention pooling
         self.threshold_head = nn.Linear(2 * width, n_threshold)
         self.type_head = nn.Linear(2 * width, n_types)
+
+    READS = ("coherence", "waterfall", "microphonic")  # the evidence columns beyond the network's (series.*)
+
+    def reads(self) -> dict[str, bool]:
+        """Which further columns this model's evidence holds, as training.series.SeriesSet takes them."""
+        return {k: getattr(self, k) for k in self.READS}
 
     @torch.no_grad()
     def fit_normalizer(self, evidence: Tensor) -> None:

@@ -113,6 +113,10 @@ class SeriesConfig:
         False, help="the series model also reads each recording's correlation with its louder and quieter neighbours "
                     "and with the series' loudest recording (models.series.level_coherence): a response repeats "
                     "across levels, noise does not")
+    microphonic: bool = spec(
+        False, help="the series model also reads each recording's cochlear microphonic index (models.series."
+                    "microphonic_index: 1.5-3.5 kHz ringing at 0.6-2 ms against 6-9.5 ms), the sign of auditory "
+                    "neuropathy beside absent neural waves")
     waterfall: bool = spec(
         False, help="the series model also reads each recording's waves read down its series' waterfall (presence "
                     "non-decreasing in level, the latency that fits the series' latency-intensity function; "

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from data.records import WAVE_NAMES
-from models.series import SeriesNet, level_coherence, recording_evidence
+from models.series import SeriesNet, level_coherence, microphonic_index, recording_evidence
 from training.clinical import (
     DETECTION_P,
     N_THRESHOLD_BINS,
@@ -70,6 +70,9 @@ class Evidence:
     # (N N_COHERENCE) each recording against its series' neighbours (models.series.level_coherence); the
     # series model reads it when its series.coherence is on.
     coherence: np.ndarray | None = None
+    # (N N_MICROPHONIC) each recording's cochlear microphonic index (models.series.microphonic_index); the
+    # series model reads it when its series.microphonic is on.
+    microphonic: np.ndarray | None = None
 
     def take(self, rows: np.ndarray) -> Evidence:
         """The evidence of recordings ``rows`` (indices or an (N,) mask), in that order (as
@@ -117,8 +120,10 @@ def extract(net: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: 
     cols = {k: torch.cat(v).numpy() for k, v in rows.items()}
     truth = {k.removeprefix("truth/"): cols.pop(k) for k in list(cols) if k.startswith("truth/")}
     waves = {k.removeprefix("waves/"): cols.pop(k) for k in list(cols) if k.startswith("waves/")}
-    coherence = series_coherence(cols.pop("signal"), cols["series_id"], cols["static"])
-    return Evidence(**cols, truth=truth or None, waves=waves or None, coherence=coherence)
+    signal = cols.pop("signal")
+    coherence = series_coherence(signal, cols["series_id"], cols["static"])
+    return Evidence(**cols, truth=truth or None, waves=waves or None, coherence=coherence,
+                    microphonic=microphonic_index(signal))
 
 
 def series_coherence(signal: np.ndarray, series_id: np.ndarray, static: np.ndarray) -> np.ndarray:
@@ -132,9 +137,10 @@ class SeriesSet(Dataset):
     truth per series when known: threshold bin (S,) and type (S,)."""
 
     def __init__(self, ev: Evidence, threshold_db: np.ndarray | None = None, label: np.ndarray | None = None, *,
-                 coherence: bool = False, waterfall: bool = False):
+                 coherence: bool = False, waterfall: bool = False, microphonic: bool = False):
         """``coherence``: append ``ev.coherence`` to each recording's evidence (series.coherence);
-        ``waterfall``: then the waves read down the waterfall (series.waterfall, :func:`waterfall_features`)."""
+        ``waterfall``: then the waves read down the waterfall (series.waterfall, :func:`waterfall_features`);
+        ``microphonic``: then ``ev.microphonic`` (series.microphonic). SeriesNet.reads() gives a model's flags."""
         self.series: Series = series_index(ev.series_id, ev.static[:, 1])
         features = ev.evidence
         if coherence:
@@ -143,6 +149,11 @@ class SeriesSet(Dataset):
             features = np.concatenate([features, ev.coherence], axis=1)  # (N F + N_COHERENCE)
         if waterfall:
             features = np.concatenate([features, waterfall_features(ev)], axis=1)  # (N F' + N_WATERFALL)
+        if microphonic:
+            if ev.microphonic is None:
+                raise ValueError("series evidence: the series model reads the microphonic index, but the evidence "
+                                 "has none")
+            features = np.concatenate([features, ev.microphonic], axis=1)  # (N F'' + N_MICROPHONIC)
         S, Smax, Fdim = len(self.series), max(len(m) for m in self.series.members), features.shape[1]
         self.evidence = torch.zeros(S, Smax, Fdim)
         self.intensity = torch.zeros(S, Smax)
@@ -288,7 +299,7 @@ def series_answers(ev: Evidence, series_net: nn.Module | None = None) -> SeriesA
              "evidence_sum": summed, "rule": summed}
     interval = None
     if series_net is not None:
-        p = predict(series_net, SeriesSet(ev, coherence=series_net.coherence, waterfall=series_net.waterfall))
+        p = predict(series_net, SeriesSet(ev, **series_net.reads()))
         thresholds["series_model"], types["series_model"] = p["threshold"], p["type_proba"]
         interval = (p["threshold_low"], p["threshold_high"])
     slopes = latency_intensity_slopes(series, level, ev.latency, ev.peak_prob >= DETECTION_P)
@@ -411,8 +422,7 @@ def load_series(run_dir: str | Path) -> SeriesNet | None:
     try:
         c = state["series_config"]
         net = SeriesNet(state["n_features"], state["n_types"], N_THRESHOLD_BINS, c["width"], c["heads"],
-                        c["layers"], c["dropout"], coherence=bool(c.get("coherence", False)),
-                        waterfall=bool(c.get("waterfall", False)))
+                        c["layers"], c["dropout"], **{k: bool(c.get(k, False)) for k in SeriesNet.READS})
         net.load_state_dict(state["series_model"])
     except (KeyError, TypeError, RuntimeError) as exc:
         reason = " ".join(str(exc).split())[:200]

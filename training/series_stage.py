@@ -98,10 +98,10 @@ def thinned_copies(dataset: ABRDataset, share: float, seed: int) -> ABRDataset:
     return ABRDataset.from_tensors(dataset.batch(index))
 
 
-def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: bool = False, waterfall: bool = False
-               ) -> SeriesSet:
+def series_set(network: nn.Module, parts: list[Any], device: Any, **reads: bool) -> SeriesSet:
     """One :class:`SeriesSet` from the network's evidence on the datasets ``parts``, each part's series
-    and patient ids shifted past the previous parts' so that no two parts share a series."""
+    and patient ids shifted past the previous parts' so that no two parts share a series; ``reads``: the
+    further evidence columns SeriesSet appends (SeriesNet.READS)."""
     evs, threshold, label, offset = [], [], [], 0
     for ds in parts:
         ev = extract(network, ds, device=device)
@@ -111,7 +111,7 @@ def series_set(network: nn.Module, parts: list[Any], device: Any, coherence: boo
         threshold.append(ds.tensors["threshold"].numpy())
         label.append(ds.tensors["label"].numpy())
     ev = evs[0] if len(evs) == 1 else concat_evidence(evs)
-    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label), coherence=coherence, waterfall=waterfall)
+    return SeriesSet(ev, np.concatenate(threshold), np.concatenate(label), **reads)
 
 
 def drop_recordings(mask: Tensor, p: float, generator: torch.Generator) -> Tensor:
@@ -178,7 +178,7 @@ class SeriesStage:
     def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
         """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
         ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
-        flags = {"coherence": self.cfg.coherence, "waterfall": self.cfg.waterfall}
+        flags = {k: getattr(self.cfg, k) for k in SeriesNet.READS}
         self.prepare_sets(series_set(network, self.training_parts(bundle), device, **flags),
                           series_set(network, [bundle.val], device, **flags))
 
@@ -202,8 +202,8 @@ class SeriesStage:
         self.train_set, self.val_set = train, val
         torch.manual_seed(self.seed)  # the init; a pending state brings its own RNG state back below
         self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
-                             cfg.layers, cfg.dropout, coherence=cfg.coherence,
-                             waterfall=cfg.waterfall)
+                             cfg.layers, cfg.dropout,
+                             **{k: getattr(cfg, k) for k in SeriesNet.READS})
         self.net.fit_normalizer(train.evidence[train.mask])  # (N F) over the real recordings only
         # The network's sqrt-inverse class weights over the training series (rare types, e.g. neuropathy with a
         # dozen series, are heard without dominating); a type absent from them weighs 1 in the val loss.

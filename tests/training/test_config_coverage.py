@@ -212,6 +212,10 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                                "test_noise_surrogates_are_series_of_their_recordings_surrogates",
     "series.coherence": "tests/training/test_series_training_parts.py::"
                         "test_series_coherence_appends_each_recordings_level_coherence",
+    "series.waterfall": "tests/training/test_series_training_parts.py::"
+                        "test_series_waterfall_appends_the_waves_read_down_the_waterfall",
+    "series.microphonic": "tests/training/test_series_training_parts.py::"
+                          "test_series_microphonic_appends_each_recordings_microphonic_index",
     **{f"series.{k}": SE + "test_each_series_key_changes_the_fit"
        for k in ("width", "layers", "heads", "dropout", "epochs", "batch_size", "lr", "weight_decay",
                  "drop_recordings", "threshold_sigma", "val_every")},

@@ -174,3 +174,28 @@ def test_series_waterfall_appends_the_waves_read_down_the_waterfall(tiny, tmp_pa
     assert load_series(tmp_path).waterfall is True
     with pytest.raises(ConfigError, match=r"^config key 'series\.waterfall': expected false with model\.peak_head"):
         tiny_config(tmp_path, "series.waterfall=true", "model.peak_head=pooled")
+
+
+def test_series_microphonic_appends_each_recordings_microphonic_index(tiny, tmp_path):
+    from models.series import N_MICROPHONIC, microphonic_index
+    from training.series import load_series
+    from training.series_stage import save_series
+
+    cfg, bundle = tiny
+    net = build_model(cfg.model, bundle.stats).eval()
+    ev = extract(net, bundle.train)
+    np.testing.assert_allclose(ev.microphonic, microphonic_index(bundle.train.tensors["signal"][:, 0]), atol=1e-5)
+    plain, read = series_set(net, [bundle.train], "cpu"), series_set(net, [bundle.train], "cpu", microphonic=True)
+    assert read.evidence.shape[-1] == plain.evidence.shape[-1] + N_MICROPHONIC
+    rows = read.series.members[0]
+    torch.testing.assert_close(read.evidence[0, :len(rows), -N_MICROPHONIC:], torch.from_numpy(ev.microphonic[rows]))
+    on = tiny_config(tmp_path, "data.synthetic.patients=12", "series.microphonic=true", "series.epochs=1",
+                     "series.width=16", "series.heads=2")
+    stage = build_stage(on, int(bundle.class_weights.numel()))
+    stage.prepare(net, bundle)
+    assert stage.net.reads() == {"coherence": False, "waterfall": False, "microphonic": True}
+    save_series(tmp_path, stage.net, on.series, {"epoch": 1})
+    assert load_series(tmp_path).microphonic is True
+    ev.microphonic = None
+    with pytest.raises(ValueError, match="microphonic index"):
+        SeriesSet(ev, microphonic=True)
