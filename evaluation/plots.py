@@ -352,9 +352,11 @@ class Waterfall:
              latency: np.ndarray | None, threshold_db: float, path: Path, *, title: str,
              interval: tuple[float, float] | None = None, no_response_db: float = NO_RESPONSE_THRESHOLD_DB,
              units: str = "dB", early_waves: tuple[np.ndarray, np.ndarray] | None = None,
-             marks: Sequence[TraceMark] = (), note: str = "", gap: float | None = None) -> Path:
+             marks: Sequence[TraceMark] = (), note: str = "", gap: float | None = None,
+             wave_label: str = f"wave V (p ≥ {DETECTION_P:g})") -> Path:
         """``early_waves``: (probability, latency ms) of waves I and III, (n 2) each, from the wave map
-        head; each is marked where its probability is >= DETECTION_P."""
+        head; each is marked where its probability is >= DETECTION_P. ``wave_label``: wave V's legend entry
+        (what its marks are: the recording's own detections, or the waves read down the waterfall)."""
         order = np.argsort(-np.asarray(intensity, dtype=float), kind="stable")  # loudest first (top)
         x = np.asarray(signal, dtype=float)[order]
         x = x - np.median(x, axis=1, keepdims=True)  # (n L) each trace on its own baseline
@@ -380,12 +382,11 @@ class Waterfall:
                     max(offsets[0] + 1.3 * gap, drawn.max() + 0.3 * gap))
         handles = self._early_marks(early_waves, order, x, offsets, gap, t_ms)  # waves I, III first, as on the trace
         if peak_prob is not None:
-            handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4,
-                                  label=f"wave V (p ≥ {DETECTION_P:g})"))
+            handles.append(Line2D([], [], marker="v", color="tab:red", ls="none", ms=4, label=wave_label))
         handles += self._trace_marks(marks, order, x, offsets, gap, t_ms)
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
-                                  label="... below the series threshold"))
+                                  label="recording alone, below threshold"))
         handles += self._threshold_line(threshold_db, interval, no_response_db, levels, offsets, gap)
         bar, y0 = _scale_bar(gap), offsets[-1] - 1.15 * gap
         self.bar.set_data([0.25, 0.25], [y0, y0 + bar])

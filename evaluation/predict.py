@@ -267,8 +267,9 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
 
 
 def recordings_rows(batch: Batch, ev: Any, answers: Any, warnings: list[dict[str, str]], order: np.ndarray,
-                    trust: Trust) -> list[dict[str, Any]]:
-    replication, waterfall = replication_cells(ev), waterfall_cells(ev, answers)
+                    trust: Trust, read: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
+    """``read``: the waves read down the waterfall (:func:`training.series.waterfall_waves`), or None."""
+    replication, waterfall = replication_cells(ev), waterfall_cells(read, len(ev.static))
     rows = []
     for i in order:
         patient, series = batch.names[batch.records.series_id[i]]
@@ -306,21 +307,18 @@ def early_wave_cells(ev: Any, i: int) -> dict[str, str]:
     return cells
 
 
-def waterfall_cells(ev: Any, answers: Any) -> list[dict[str, str]]:
-    """Per recording: each wave read down its series' waterfall (training.series.waterfall_waves: presence
-    non-decreasing in level, wave V present from the series' threshold answer up, latency at the peak that
-    fits the series' latency-intensity function); none where the network has no wave map head."""
-    from training.series import waterfall_waves
-
-    read = waterfall_waves(ev, answers.thresholds[answers.best])
+def waterfall_cells(read: dict[str, np.ndarray] | None, n: int) -> list[dict[str, str]]:
+    """Per recording (``n``): each wave read down its series' waterfall (training.series.waterfall_waves:
+    presence non-decreasing in level, wave V present from the series' threshold answer up, latency at the peak
+    that fits the series' latency-intensity function); none where the network has no wave map head."""
     if read is None:
-        return [{} for _ in range(len(ev.static))]
+        return [{} for _ in range(n)]
     found = read["prob"] >= DETECTION_P  # (N 3)
     lat = read["latency"]  # (N 3) ms
     return [{c: cell for k, name in enumerate(WAVE_NAMES)
              for c, cell in ((f"wave_{name}_waterfall", "present" if found[i, k] else "absent"),
                              (f"wave_{name}_waterfall_latency_ms", f"{lat[i, k]:.3f}" if found[i, k] else ""))}
-            for i in range(len(ev.static))]
+            for i in range(n)]
 
 
 INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
@@ -452,8 +450,30 @@ def _draw(job: dict[str, Any] | None) -> None:
         _WATERFALL.draw(**job)
 
 
-def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str], trust: Trust):
-    """The arguments of plot_waterfall for each series (plain arrays and strings: they cross processes)."""
+def wave_marks(ev: Any, read: dict[str, np.ndarray] | None, members: np.ndarray, threshold_db: float
+               ) -> dict[str, Any]:
+    """What a series' waterfall marks (Waterfall.draw's ``peak_prob``, ``latency``, ``early_waves``,
+    ``wave_label``; rows ``members``). With the waterfall reading (``read``, training.series.waterfall_waves),
+    the waves as a clinician traces them: wave V at and above the series' threshold at the latency that fits
+    the series' latency-intensity function, waves I and III where read present; below the threshold the
+    recording's own wave V detections stay, drawn open (not counted). Without it, each recording's own answers."""
+    level = ev.static[members, 1]
+    if read is None:
+        return {"peak_prob": ev.peak_prob[members], "latency": ev.latency[members],
+                "early_waves": None if ev.waves is None else (ev.waves["prob"][members, :2],
+                                                              ev.waves["latency"][members, :2])}
+    v = WAVE_NAMES.index("V")
+    counted = level >= threshold_db  # (n,) where read["prob"][:, V] is 1
+    return {"peak_prob": np.where(counted, read["prob"][members, v], ev.peak_prob[members]),
+            "latency": np.where(counted, read["latency"][members, v], ev.latency[members]),
+            "early_waves": (read["prob"][members, :2], read["latency"][members, :2]),
+            "wave_label": "wave V, read down the waterfall"}
+
+
+def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str], trust: Trust,
+                   read: dict[str, np.ndarray] | None):
+    """The arguments of plot_waterfall for each series (plain arrays and strings: they cross processes);
+    ``read``: the waves read down the waterfall, or None (:func:`wave_marks`)."""
     best = answers.best
     for s, members in enumerate(answers.series.members):
         patient, series = batch.names[answers.series.ids[s]]
@@ -469,13 +489,10 @@ def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[s
                  + f"{who}\n{CLASS_NAMES[k]} (p = {p[k]:.2f}), by the {METHODS[best]}\n"
                  f"threshold: {threshold_text(thr, interval)}")
         epl = batch.sources[batch.source[members[0]]].fmt == "epl"
-        yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1],
-               "peak_prob": ev.peak_prob[members], "latency": ev.latency[members], "threshold_db": thr,
+        yield {"signal": batch.records.signal[members], "intensity": ev.static[members, 1], "threshold_db": thr,
                "path": out / names[s], "title": title, "interval": interval,
                "note": f"input check: {check['input_check']}" + (f" ({check['input_reason']})" if flagged else ""),
-               "units": "dB, as in the file" if epl else "dB nHL",
-               "early_waves": (None if ev.waves is None else
-                               (ev.waves["prob"][members, :2], ev.waves["latency"][members, :2]))}
+               "units": "dB, as in the file" if epl else "dB nHL", **wave_marks(ev, read, members, thr)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -621,7 +638,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
 
     from data.dataset import ABRDataset
     from training.checkpoint import load_run
-    from training.series import extract, load_series, series_answers
+    from training.series import extract, load_series, series_answers, waterfall_waves
 
     timer = Timer()
     with timer("reading"):
@@ -651,14 +668,15 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     for old in sorted(out.glob(FIGURE_GLOB)):  # --overwrite (checked): the previous run's figures
         old.unlink()
     order = np.concatenate([m[::-1] for m in answers.series.members])  # by series, loudest first
+    read = waterfall_waves(ev, answers.thresholds[answers.best])  # None without the wave map head
     with timer("tables"):
-        write_csv(out / "recordings.csv", recordings_rows(batch, ev, answers, rec_warn, order, trust),
+        write_csv(out / "recordings.csv", recordings_rows(batch, ev, answers, rec_warn, order, trust, read),
                   RECORDING_COLUMNS)
         write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names, trust, ser_flags),
                   PATIENT_COLUMNS)
     if not args.no_figures:
         with timer("figures"):
-            drawer.draw(list(waterfall_jobs(out, batch, ev, answers, names, trust)))
+            drawer.draw(list(waterfall_jobs(out, batch, ev, answers, names, trust, read)))
     written = [str(out / t) for t in TABLES] + [str(out / n) for n in names if n]
     summary = summary_markdown(args, loaded, series_net, batch, answers, rec_warn, span_source, written, timer, trust,
                                ser_flags)

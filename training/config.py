@@ -100,9 +100,10 @@ class SeriesConfig:
     extra_patients: int = spec(
         0, ge=0, le=20_000, help="synthetic data only: this many more patients from the run's generator settings at "
                                  "seed data.synthetic.seed + 90001, their series for the series model's training alone")
-    noise_series: float = share_spec(
-        "this share of the training series again as noise series: every recording replaced by coloured noise of its "
-        "own size, labelled TOTAL / no response (issue 33)")
+    noise_series: float = spec(
+        0.0, ge=0.0, le=4.0, help="this share of the train split's series again as noise series: every recording "
+                                  "replaced by coloured noise of its own size, labelled TOTAL / no response (issue "
+                                  "33); above 1, every series that many times over (2: each twice, a fresh draw each)")
     thinned_series: float = share_spec(
         "this share of the training series (train split and extra patients) again, each thinned to a random 4-10 of "
         "its levels with one recording at each: the short protocols clinics record")

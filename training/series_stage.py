@@ -71,6 +71,7 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float
     return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates, span=DRIFT_SPAN) if len(rows) else batch)
 
 
+NOISE_SEED_STEP = 1000  # the k-th whole noise copy draws from seed + k * this (thinned copies: seed + 7 + k)
 THINNED_LEVELS = (4, 10)  # a thinned copy keeps this many of its series' levels (fewer where it has fewer)
 THINNED_SEED_OFFSET = 7  # thinned copies draw from seed + this (the noise series from seed)
 
@@ -185,7 +186,7 @@ class SeriesStage:
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
         """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients,
         ``cfg.thinned_series`` of those series again thinned to a short protocol, and ``cfg.noise_series`` of the
-        train split's series as noise (all drawn the same on every call)."""
+        train split's series as noise, above 1 each series that many times (all drawn the same on every call)."""
         parts = [bundle.train]
         if self.cfg.extra_patients:
             if self.synthetic is None:
@@ -193,8 +194,10 @@ class SeriesStage:
             parts.append(extra_patients(self.synthetic, self.cfg.extra_patients, bundle.stats))
         if self.cfg.thinned_series:
             parts += [thinned_copies(p, self.cfg.thinned_series, self.seed + k) for k, p in enumerate(list(parts))]
-        if self.cfg.noise_series:
-            parts.append(noise_copies(bundle.train, self.cfg.noise_series, self.seed, self.cfg.noise_surrogates))
+        whole, rest = divmod(self.cfg.noise_series, 1.0)  # above 1: whole copies, then the rest's share
+        shares = [1.0] * int(whole) + ([rest] if rest else [])
+        parts += [noise_copies(bundle.train, share, self.seed + NOISE_SEED_STEP * k, self.cfg.noise_surrogates)
+                  for k, share in enumerate(shares)]  # one part each: their series stay apart (series_set)
         return parts
 
     def prepare_sets(self, train: SeriesSet, val: SeriesSet) -> None:

@@ -428,3 +428,28 @@ def test_unlike_training_data_is_marked_everywhere(trust_run, patients, tmp_path
         p = softmax_t(np.log(np.clip(want["proba"][i], 1e-12, 1)) / cal.recording + np.asarray(cal.recording_bias), 1.0)
         np.testing.assert_allclose([float(r[f"p_{c}"]) for c in CLASS_NAMES], p, atol=1e-4)
     assert all("coherence" in r for r in pat)
+
+
+def test_waterfall_marks_the_waves_read_down_the_waterfall():
+    """The figure marks wave V where the series hears it (at and above the threshold) at the waterfall's
+    latency; below it, the recording's own detections (drawn open, not counted); waves I and III as read down
+    the waterfall. Without the waterfall reading, each recording's own answers."""
+    from types import SimpleNamespace
+
+    from evaluation.predict import wave_marks
+
+    level = np.array([80.0, 60.0, 40.0, 20.0])
+    ev = SimpleNamespace(static=np.column_stack([np.ones(4), level, np.ones(4), np.ones(4)]),
+                         peak_prob=np.array([0.9, 0.2, 0.7, 0.6]), latency=np.array([5.6, 6.0, 6.9, 7.5]),
+                         waves={"prob": np.full((4, 3), 0.1), "latency": np.full((4, 3), 3.0)})
+    read = {"prob": np.column_stack([np.full(4, 0.8), np.zeros(4), (level >= 50).astype(float)]),
+            "latency": np.column_stack([np.full(4, 1.6), np.full(4, 3.7), [5.7, 6.2, 7.0, 7.4]])}
+    members = np.array([3, 1, 0])  # any order: the rows of one series
+    marks = wave_marks(ev, read, members, threshold_db=50.0)
+    assert marks["peak_prob"].tolist() == [0.6, 1.0, 1.0]  # 20 dB: its own detection; 60 and 80 dB: read present
+    assert marks["latency"].tolist() == [7.5, 6.2, 5.7]
+    assert marks["early_waves"][0].tolist() == read["prob"][members, :2].tolist()
+    assert "waterfall" in marks["wave_label"]
+    alone = wave_marks(ev, None, members, threshold_db=50.0)
+    assert alone["peak_prob"].tolist() == ev.peak_prob[members].tolist() and "wave_label" not in alone
+    assert alone["early_waves"][1].tolist() == ev.waves["latency"][members, :2].tolist()

@@ -125,6 +125,19 @@ def test_noise_surrogates_are_series_of_their_recordings_surrogates(tiny, tmp_pa
     assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, 1.0).tensors["signal"])
 
 
+def test_noise_series_above_one_are_whole_copies_each_its_own_draw(tiny, tmp_path):
+    _, bundle = tiny
+    n_series = len(torch.unique(bundle.train.tensors["series_id"]))
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=2.5")
+    noise = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)[1:]
+    assert [len(torch.unique(p.tensors["series_id"])) for p in noise] == [n_series, n_series, round(0.5 * n_series)]
+    first, second = noise[0].tensors, noise[1].tensors
+    assert torch.equal(first["series_id"], second["series_id"]) and not torch.equal(first["signal"], second["signal"])
+    assert torch.equal(first["signal"], noise_copies(bundle.train, 1.0, cfg.seed).tensors["signal"])  # = share 1
+    with pytest.raises(ConfigError, match=r"series\.noise_series"):
+        tiny_config(tmp_path, "series.noise_series=4.5")
+
+
 def test_thinned_copies_keep_a_few_levels_one_recording_each(tiny, tmp_path):
     from training.series_stage import THINNED_LEVELS, thinned_copies
 
