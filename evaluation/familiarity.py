@@ -35,14 +35,7 @@ whole training and validation series):
   and say nothing about direction); pure noise scores about 0, and only a series read more backwards than
   forwards (log-odds below 0) can be flagged.
 
-- the **gain** (its own check): the series' median amplitude alone, |z| against the training series'. In the
-  series-median check it is one of ten features, each scaled to its own 99th percentile, and the series is
-  judged by the largest: a threshold on a maximum of ten sits above each one's own 99th percentile, so a
-  series ten times too large from a quiet patient passed (bench/ood.py's x10 set, 94.5 % flagged). A gain
-  or unit error (mV read as µV, a wrong amplifier setting) is the likeliest way a clinic's file departs
-  from the training data, and it only moves the amplitude.
-
-The series-median, time-direction and gain checks each get their own [unusual, unlike] thresholds at the
+The series-median and time-direction checks each get their own [unusual, unlike] thresholds at the
 validation series' 95th / 99th percentiles, so each adds about 1 % false alarms on validation series.
 Static values outside the training split's span make a recording (and its series) at least ``unusual``;
 far outside (more than a quarter of the span), ``unlike``.
@@ -75,7 +68,6 @@ FAR_OUTSIDE = 0.25  # a static value further outside its span than this share of
 FEATURES = ("amplitude", *(f"band_{lo}_{hi}" for lo, hi in BANDS_HZ), *(f"denoise_{s:g}" for s in NOISE_SIGMAS),
             "feature_distance")
 SERIES_FEATURES = tuple(f"median_{f}" for f in FEATURES)
-GAIN_FEATURE = "median_amplitude"  # the gain check's series feature
 DIRECTION_TOP = 5  # recordings of a series whose forwards log-odds are averaged
 DIRECTION_C = 0.1  # inverse L2 strength of the direction regression (1e-2 to 1 read the same on a development split)
 
@@ -215,9 +207,6 @@ class Familiarity:
     direction_weights: list[float] | None = None
     direction_centre: float | None = None
     direction_thresholds: list[float] | None = None
-    # The gain check (None in a fit saved before it): [unusual, unlike] on |z| of the series' median amplitude
-    # alone (validation series' 95th / 99th percentiles; module docstring).
-    gain_thresholds: list[float] | None = None
     n_train_series: int = 0
 
     def save(self, run_dir: str | Path) -> Path:
@@ -244,11 +233,6 @@ class Familiarity:
         """The same for the series' medians (S J), against the training series' medians."""
         return np.abs(medians - np.asarray(self.series_centre)) / np.asarray(self.series_spread) / np.asarray(
             self.series_cap)
-
-    def gain_z(self, medians: np.ndarray) -> np.ndarray:
-        """|z| of the series' median amplitude (S,) against the training series' (no cap: the check is its own)."""
-        j = SERIES_FEATURES.index(GAIN_FEATURE)
-        return np.abs(medians[:, j] - self.series_centre[j]) / self.series_spread[j]
 
     @property
     def checks_series(self) -> bool:
@@ -335,7 +319,6 @@ def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_
     # at least 0: a series is only ever called backwards when it reads more backwards than forwards (a clean
     # validation split alone would put the thresholds among forwards series)
     fam.direction_thresholds = np.maximum(np.quantile(-w_val.direction, QUANTILES), 0.0).tolist()
-    fam.gain_thresholds = np.quantile(fam.gain_z(w_val.medians), QUANTILES).tolist()
     got = judge(fam, f_val, np.asarray(val.static), val_series, w_val).series_verdict
     fam.val_series_share = [float(np.mean([v != IN_RANGE for v in got])), float(np.mean([v == UNLIKE for v in got]))]
     return fam
@@ -414,22 +397,14 @@ def whole_series_parts(fam: Familiarity, whole: WholeSeries | None, n_series: in
     back = -whole.direction  # (S,) backwardness
     lo = -fam.direction_centre  # the training series' median backwardness
     unlike = fam.series_thresholds[1]
-    gain = fam.gain_z(whole.medians) if fam.gain_thresholds is not None else np.zeros(n_series)  # (S,)
-    gain_at = fam.gain_thresholds or [np.inf, np.inf]
-    score = np.maximum.reduce([zs.max(axis=1) * unlike / fam.series_feature_thresholds[1],
-                               unlike * (back - lo) / max(fam.direction_thresholds[1] - lo, 1e-9),
-                               gain * unlike / gain_at[1]])
+    score = np.maximum(zs.max(axis=1) * unlike / fam.series_feature_thresholds[1],
+                       unlike * (back - lo) / max(fam.direction_thresholds[1] - lo, 1e-9))
     parts = []
     for s in range(n_series):
         j = int(zs[s].argmax())
         g_med, g_dir = grade(float(zs[s, j]), fam.series_feature_thresholds), grade(back[s], fam.direction_thresholds)
-        g_gain = grade(float(gain[s]), gain_at)
-        if max(g_med, g_dir, g_gain) == 0:
+        if max(g_med, g_dir) == 0:
             parts.append((0, ""))
-        elif g_gain > max(g_med, g_dir):
-            j = SERIES_FEATURES.index(GAIN_FEATURE)
-            parts.append((g_gain, "series median: " + describe(fam, j, float(whole.medians[s, j]))
-                          + ": a gain or unit error?"))
         elif g_dir >= g_med:
             parts.append((g_dir, f"the series reads backwards in time (log-odds {whole.direction[s]:+.2f} that it runs "
                                  f"forwards on its {DIRECTION_TOP} most telling recordings; training series median "

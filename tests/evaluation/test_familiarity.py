@@ -195,22 +195,6 @@ def test_a_series_median_flags_what_its_recordings_one_by_one_do_not():
     assert judge(fam, feats, static, series).series_verdict == [UNUSUAL]  # without them: the median recording
 
 
-def test_the_gain_check_flags_a_series_too_large_that_the_ten_features_together_do_not():
-    fam = series_fam()  # the ten-feature check: unusual beyond |z| 2, unlike beyond 3
-    static = np.tile([1.0, 50.0, 20.0, 100.0], (3, 1))
-    series = series_index(np.arange(3), static[:, 1])
-    medians = np.zeros((3, J))
-    medians[:, 0] = [0.5, 1.2, 1.4]  # median amplitude |z| 1, 2.4, 2.8 (spread 0.5)
-    whole = WholeSeries(medians, np.full(3, 9.0))  # forwards in time
-    assert judge(fam, np.zeros((3, J)), static, series, whole).series_verdict == [IN_RANGE, UNUSUAL, UNUSUAL]
-    fam.gain_thresholds = [1.5, 2.5]  # a fit without it (None) is the line above
-    v = judge(fam, np.zeros((3, J)), static, series, whole)
-    assert v.series_verdict == [IN_RANGE, UNUSUAL, UNLIKE]
-    assert "a gain or unit error" in v.series_reason[2] and v.series_reason[2].startswith("series median: amplitude")
-    assert "gain" not in v.series_reason[1]  # as unusual by both: the ten features' reason
-    assert v.series_score[2] == pytest.approx(2.8 * 3.0 / 2.5)  # on the recording score's scale
-
-
 def test_the_time_direction_flags_only_a_series_that_runs_backwards():
     fam = series_fam()
     static = np.tile([1.0, 50.0, 20.0, 100.0], (3, 1))
