@@ -386,7 +386,7 @@ class Waterfall:
         handles += self._trace_marks(marks, order, x, offsets, gap, t_ms)
         if (mark & ~counted).any():
             handles.append(Line2D([], [], marker="v", mfc="none", mec="tab:red", ls="none", ms=4,
-                                  label="recording alone, below threshold"))
+                                  label="below threshold, alone"))
         handles += self._threshold_line(threshold_db, interval, no_response_db, levels, offsets, gap)
         bar, y0 = _scale_bar(gap), offsets[-1] - 1.15 * gap
         self.bar.set_data([0.25, 0.25], [y0, y0 + bar])

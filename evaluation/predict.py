@@ -467,7 +467,7 @@ def wave_marks(ev: Any, read: dict[str, np.ndarray] | None, members: np.ndarray,
     return {"peak_prob": np.where(counted, read["prob"][members, v], ev.peak_prob[members]),
             "latency": np.where(counted, read["latency"][members, v], ev.latency[members]),
             "early_waves": (read["prob"][members, :2], read["latency"][members, :2]),
-            "wave_label": "wave V, read down the waterfall"}
+            "wave_label": "wave V (waterfall)"}
 
 
 def waterfall_jobs(out: Path, batch: Batch, ev: Any, answers: Any, names: list[str], trust: Trust,
