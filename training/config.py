@@ -104,6 +104,9 @@ class SeriesConfig:
         0.0, ge=0.0, le=4.0, help="this share of the train split's series again as noise series: every recording "
                                   "replaced by coloured noise of its own size, labelled TOTAL / no response (issue "
                                   "33); above 1, every series that many times over (2: each twice, a fresh draw each)")
+    val_noise_series: float = share_spec(
+        "this share of the val split's series again as noise series (drawn as series.noise_series draws them); the "
+        "share answered 'no response' (val/series/noise/no_response) joins the score the best epoch is kept by")
     thinned_series: float = share_spec(
         "this share of the training series (train split and extra patients) again, each thinned to a random 4-10 of "
         "its levels with one recording at each: the short protocols clinics record")

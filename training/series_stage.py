@@ -35,8 +35,8 @@ from data.splits import class_weights
 from models.series import SeriesNet
 from training.augment import DRIFT_SPAN, noise_catch
 from training.callbacks.format import format_epoch_summary
-from training.clinical import N_THRESHOLD_BINS, flatten, series_index
-from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, score
+from training.clinical import N_THRESHOLD_BINS, NO_RESPONSE_DB, flatten, series_index
+from training.series import SERIES_CHECKPOINT, SeriesSet, concat_evidence, extract, predict, score
 
 EXTRA_SEED_OFFSET = 90_001  # series.extra_patients' generator seed: data.synthetic.seed + this (no bench cohort's)
 
@@ -72,6 +72,7 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float
 
 
 NOISE_SEED_STEP = 1000  # the k-th whole noise copy draws from seed + k * this (thinned copies: seed + 7 + k)
+VAL_NOISE_SEED_OFFSET = 500  # series.val_noise_series draws from seed + this (no training copy's seed)
 THINNED_LEVELS = (4, 10)  # a thinned copy keeps this many of its series' levels (fewer where it has fewer)
 THINNED_SEED_OFFSET = 7  # thinned copies draw from seed + this (the noise series from seed)
 
@@ -142,10 +143,12 @@ def series_losses(out: dict[str, Tensor], threshold_bin: Tensor, label: Tensor, 
     return {"series_threshold": thr, "series_type": typ}
 
 
-def selection_score(metrics: dict[str, Any]) -> float:
+def selection_score(metrics: dict[str, Any], noise_no_response: float | None = None) -> float:
     """What the stage keeps the best epoch by (on val): threshold within ±5 dB plus type macro-F1,
-    the two answers a clinician reads, with equal say."""
-    return metrics["threshold"]["within_5db"].value + metrics["type"]["macro_f1"].value
+    the two answers a clinician reads, with equal say; with ``series.val_noise_series``, plus the share of the
+    val split's noise series answered "no response" (``noise_no_response``): an epoch that reads waveforms."""
+    return (metrics["threshold"]["within_5db"].value + metrics["type"]["macro_f1"].value
+            + (noise_no_response or 0.0))
 
 
 class SeriesStage:
@@ -180,8 +183,16 @@ class SeriesStage:
         """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
         ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
         flags = {k: getattr(self.cfg, k) for k in SeriesNet.READS}
+        noise_val = None
+        if self.cfg.val_noise_series:
+            part = noise_copies(bundle.val, self.cfg.val_noise_series, self.seed + VAL_NOISE_SEED_OFFSET,
+                                self.cfg.noise_surrogates)
+            if not len(part):
+                raise ValueError(f"series.val_noise_series: {self.cfg.val_noise_series} of the val split's series is "
+                                 "none; expected a share that leaves at least one series (or 0)")
+            noise_val = series_set(network, [part], device, **flags)
         self.prepare_sets(series_set(network, self.training_parts(bundle), device, **flags),
-                          series_set(network, [bundle.val], device, **flags))
+                          series_set(network, [bundle.val], device, **flags), noise_val)
 
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
         """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients,
@@ -200,9 +211,10 @@ class SeriesStage:
                   for k, share in enumerate(shares)]  # one part each: their series stay apart (series_set)
         return parts
 
-    def prepare_sets(self, train: SeriesSet, val: SeriesSet) -> None:
+    def prepare_sets(self, train: SeriesSet, val: SeriesSet, noise_val: SeriesSet | None = None) -> None:
+        """``noise_val``: the val split's noise series (series.val_noise_series), or None."""
         cfg = self.cfg
-        self.train_set, self.val_set = train, val
+        self.train_set, self.val_set, self.noise_val_set = train, val, noise_val
         torch.manual_seed(self.seed)  # the init; a pending state brings its own RNG state back below
         self.net = SeriesNet(train.evidence.shape[-1], self.n_classes, N_THRESHOLD_BINS, cfg.width, cfg.heads,
                              cfg.layers, cfg.dropout,
@@ -291,8 +303,13 @@ class SeriesStage:
         if losses:
             out["val/total"] = out["val/series_threshold"] + out["val/series_type"]
         out.update(flatten(m, "val/series"))
-        if selection_score(m) > self.best["score"]:
-            self.best = {"score": selection_score(m), "state": {k: v.clone() for k, v in self.net.state_dict().items()},
+        noise = None
+        if self.noise_val_set is not None:  # the val split's series as noise: share answered "no response"
+            noise = float(np.mean(predict(self.net, self.noise_val_set)["threshold"] >= NO_RESPONSE_DB))
+            out["val/series/noise/no_response"] = noise
+        if selection_score(m, noise) > self.best["score"]:
+            self.best = {"score": selection_score(m, noise),
+                         "state": {k: v.clone() for k, v in self.net.state_dict().items()},
                          "record": {"epoch": self.epoch, **out}}
         return out
 
@@ -369,11 +386,11 @@ def same_config(saved: dict[str, Any], cfg: Any) -> bool:
 
 
 def fit_series(train: SeriesSet, val: SeriesSet, cfg: Any, n_classes: int, *, seed: int = 0, grad_clip: float = 1.0,
-               on_epoch: Any = None) -> tuple[SeriesNet, dict[str, Any]]:
+               on_epoch: Any = None, noise_val: SeriesSet | None = None) -> tuple[SeriesNet, dict[str, Any]]:
     """The stage alone, without a run (``python -m training.series_stage`` and tests): the same steps as
     under the trainer, its epoch summaries to ``on_epoch(summary)``. Returns the best net and its record."""
     stage = SeriesStage(cfg, n_classes, seed=seed, grad_clip=grad_clip)
-    stage.prepare_sets(train, val)
+    stage.prepare_sets(train, val, noise_val)
     while not stage.finished:
         for idx in stage.batches():
             _, _, finite = stage.train_step(idx)
@@ -409,7 +426,7 @@ def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: An
     log.info("series stage: %d train / %d val series, evidence of %d features per recording (%.0f s)",
              len(stage.train_set), len(stage.val_set), stage.train_set.evidence.shape[-1], time.time() - t0)
     net, best = fit_series(stage.train_set, stage.val_set, cfg.series, stage.n_classes, seed=cfg.seed,
-                           grad_clip=cfg.training.grad_clip,
+                           grad_clip=cfg.training.grad_clip, noise_val=stage.noise_val_set,
                            on_epoch=lambda s: log.info("%s", format_epoch_summary(s["epoch"], cfg.series.epochs, s,
                                                                                    title="Series epoch")))
     path = save_series(run_dir, net, cfg.series, best)

@@ -208,6 +208,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                            "test_noise_copies_replace_every_recording_of_a_share_of_the_series",
     "series.thinned_series": "tests/training/test_series_training_parts.py::"
                              "test_thinned_copies_keep_a_few_levels_one_recording_each",
+    "series.val_noise_series": "tests/training/test_series_training_parts.py::"
+                               "test_val_noise_series_join_the_score_the_best_epoch_is_kept_by",
     "series.noise_surrogates": "tests/training/test_series_training_parts.py::"
                                "test_noise_surrogates_are_series_of_their_recordings_surrogates",
     "series.coherence": "tests/training/test_series_training_parts.py::"

@@ -113,11 +113,11 @@ def test_every_series_key_is_flipped():
     from training.config import SeriesConfig
 
     # `enabled`: test_series_enabled_runs_the_stage_after_training; extra_patients, thinned_series, noise_series,
-    # noise_surrogates, coherence, waterfall and microphonic change what the stage trains on, not how it fits:
-    # tests/training/test_series_training_parts.py
+    # noise_surrogates, coherence, waterfall and microphonic change what the stage trains on, not how it fits,
+    # val_noise_series what it validates on: tests/training/test_series_training_parts.py
     keys = {f for f in SeriesConfig.__dataclass_fields__
             if f not in ("enabled", "extra_patients", "thinned_series", "noise_series", "noise_surrogates",
-                         "coherence", "waterfall", "microphonic")}
+                         "coherence", "waterfall", "microphonic", "val_noise_series")}
     assert set(SERIES_FLIPS) == keys
     assert _fit()[1] == _fit()[1]  # the fit is seeded: a difference below comes from the key
 
@@ -195,8 +195,8 @@ def test_the_refit_cli_uses_the_runs_config_as_it_stands(tmp_path):
     assert train_in_process(in_process_args(tmp_path, "r", *extra, "series.enabled=true")) == 0
     run = tmp_path / "r"
     text = (run / "config.yaml").read_text(encoding="utf-8")
-    assert "noise_series: 0.0" in text
-    (run / "config.yaml").write_text(text.replace("noise_series: 0.0", "noise_series: 0.5"), encoding="utf-8")
+    assert "\n  noise_series: 0.0" in text
+    (run / "config.yaml").write_text(text.replace("\n  noise_series: 0.0", "\n  noise_series: 0.5"), encoding="utf-8")
     assert main(["--run", str(run)]) == 0
     saved = load_checkpoint(run / "checkpoints" / "series.pt", required=SERIES_KEYS)
     assert saved["series_config"]["noise_series"] == 0.5

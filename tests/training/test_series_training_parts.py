@@ -212,3 +212,34 @@ def test_series_microphonic_appends_each_recordings_microphonic_index(tiny, tmp_
     ev.microphonic = None
     with pytest.raises(ValueError, match="microphonic index"):
         SeriesSet(ev, microphonic=True)
+
+
+def test_val_noise_series_join_the_score_the_best_epoch_is_kept_by(tiny, tmp_path):
+    from training.clinical import N_THRESHOLD_BINS, Estimate
+    from training.series_stage import selection_score
+
+    cfg, bundle = tiny
+    net = build_model(cfg.model, bundle.stats).eval()
+    on = tiny_config(tmp_path, "data.synthetic.patients=12", "series.val_noise_series=1", "series.epochs=1",
+                     "series.width=16", "series.heads=2")
+    stage = build_stage(on, int(bundle.class_weights.numel()))
+    stage.prepare(net, bundle)
+    noise = stage.noise_val_set
+    assert len(noise) == len(stage.val_set)  # every val series once more, as noise
+    assert (noise.type == CLASS_NAMES.index("TOTAL")).all() and (noise.threshold_bin == N_THRESHOLD_BINS - 1).all()
+    assert not torch.allclose(noise.evidence, stage.val_set.evidence)
+    got = stage.validate()
+    assert 0.0 <= got["val/series/noise/no_response"] <= 1.0
+    m = {"threshold": {"within_5db": Estimate(0.5, 0.4, 0.6)}, "type": {"macro_f1": Estimate(0.25, 0.2, 0.3)}}
+    assert selection_score(m) == pytest.approx(0.75)
+    assert selection_score(m, 0.9) == pytest.approx(1.65)  # equal say with the two answers
+    assert stage.best["score"] == pytest.approx(got["val/series/threshold/within_5db"]
+                                                + got["val/series/type/macro_f1"]
+                                                + got["val/series/noise/no_response"])
+    plain = build_stage(tiny_config(tmp_path, "data.synthetic.patients=12"), int(bundle.class_weights.numel()))
+    plain.prepare(net, bundle)
+    assert plain.noise_val_set is None and "val/series/noise/no_response" not in plain.validate()
+    few = build_stage(tiny_config(tmp_path, "data.synthetic.patients=12", "series.val_noise_series=0.01"),
+                      int(bundle.class_weights.numel()))
+    with pytest.raises(ValueError, match=r"^series\.val_noise_series: 0\.01 of the val split's series is none"):
+        few.prepare(net, bundle)
