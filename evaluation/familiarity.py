@@ -25,10 +25,6 @@ whole training and validation series):
   medians. A series' median varies far less than single recordings do, so a series ten times too large
   stands out where its recordings, one by one, are as large as a loud patient's (bench/ood.py: x10 series
   flagged 76 % by the median recording alone);
-- ``top_amplitude``: the TOP_QUANTILE of the series' recording amplitudes, its loudest responses, against the
-  training series'. A wave V's size is bounded (data/synthetic.py: at most 0.8 µV), while the noise floor that
-  sets the median varies five-fold between patients: ten times a quiet patient's series has a typical
-  noise floor but responses no ear makes;
 - the **time direction** (its own check): does the series run forwards in time? A response does (each
   wave's trough follows its peak, waves I to V in order); no amplitude, spectrum or denoising error sees
   the order. The network reads each recording as recorded and played backwards; a logistic regression
@@ -71,8 +67,7 @@ CAP_QUANTILE = 0.99  # of each feature's validation |z|
 FAR_OUTSIDE = 0.25  # a static value further outside its span than this share of the span: unlike
 FEATURES = ("amplitude", *(f"band_{lo}_{hi}" for lo, hi in BANDS_HZ), *(f"denoise_{s:g}" for s in NOISE_SIGMAS),
             "feature_distance")
-SERIES_FEATURES = (*(f"median_{f}" for f in FEATURES), "top_amplitude")
-TOP_QUANTILE = 0.9  # top_amplitude: this quantile of a series' recording amplitudes (its loudest responses)
+SERIES_FEATURES = tuple(f"median_{f}" for f in FEATURES)
 DIRECTION_TOP = 5  # recordings of a series whose forwards log-odds are averaged
 DIRECTION_C = 0.1  # inverse L2 strength of the direction regression (1e-2 to 1 read the same on a development split)
 
@@ -162,12 +157,9 @@ def series_direction(log_odds: np.ndarray, series: Any) -> np.ndarray:
                      for d in (log_odds[m] for m in series.members)])
 
 
-def series_summary(feats: np.ndarray, series: Any) -> np.ndarray:
-    """Recording features (N J) -> per series (S J+1): each feature's median over its recordings, then the
-    TOP_QUANTILE of their amplitude (SERIES_FEATURES' order)."""
-    amp = FEATURES.index("amplitude")
-    return np.array([[*np.median(feats[m], axis=0), np.quantile(feats[m, amp], TOP_QUANTILE)]
-                     for m in series.members]).reshape(-1, feats.shape[1] + 1)
+def series_medians(feats: np.ndarray, series: Any) -> np.ndarray:
+    """Recording features (N J) -> each feature's median over each series (S J)."""
+    return np.array([np.median(feats[m], axis=0) for m in series.members]).reshape(-1, feats.shape[1])
 
 
 def feature_distance(evidence: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
@@ -227,10 +219,9 @@ class Familiarity:
         fam = load_fit(cls, path, "a familiarity fit", f"python -m evaluation.trust --run {run_dir}")
         if fam is None:
             return None
-        # a fit saved before top_amplitude (the medians alone) still judges by them
-        for got, want in ((fam.features, [FEATURES]), (fam.series_features, [SERIES_FEATURES, SERIES_FEATURES[:-1]])):
-            if got is not None and list(got) not in [list(w) for w in want]:
-                raise ValueError(f"'{path}': expected features {list(want[0])}, found {got}; refit it with "
+        for got, want in ((fam.features, FEATURES), (fam.series_features, SERIES_FEATURES)):
+            if got is not None and list(got) != list(want):
+                raise ValueError(f"'{path}': expected features {list(want)}, found {got}; refit it with "
                                  f"python -m evaluation.trust --run {run_dir}")
         return fam
 
@@ -238,11 +229,9 @@ class Familiarity:
         """|z| / cap per feature (N J): 1 = as far from the training median as the validation's 99th percentile."""
         return np.abs(feats - np.asarray(self.centre)) / np.asarray(self.spread) / np.asarray(self.cap)
 
-    def series_z(self, summary: np.ndarray) -> np.ndarray:
-        """The same for the series' summaries (S J', SERIES_FEATURES), against the training series'; a fit saved
-        before top_amplitude reads the medians alone (S J)."""
-        k = len(self.series_features)
-        return np.abs(summary[:, :k] - np.asarray(self.series_centre)) / np.asarray(self.series_spread) / np.asarray(
+    def series_z(self, medians: np.ndarray) -> np.ndarray:
+        """The same for the series' medians (S J), against the training series' medians."""
+        return np.abs(medians - np.asarray(self.series_centre)) / np.asarray(self.series_spread) / np.asarray(
             self.series_cap)
 
     @property
@@ -255,7 +244,7 @@ class Familiarity:
 class WholeSeries:
     """What only whole series show, for S series (module docstring)."""
 
-    summary: np.ndarray  # (S J+1) each feature's median over the series, then its top amplitude (SERIES_FEATURES)
+    medians: np.ndarray  # (S J) each feature's median over the series
     direction: np.ndarray  # (S,) forwards log-odds, the mean over the DIRECTION_TOP largest |log-odds|
 
 
@@ -290,7 +279,7 @@ def whole_series(inp: Inputs, feats: np.ndarray, series: Any, model: Any, weight
     if backwards is None:
         backwards = reversed_evidence(model, inp.signal, inp.static, device=device, batch_size=batch_size)
     log_odds = (inp.evidence.astype(np.float64) - backwards) @ np.asarray(weights)  # (N,)
-    return WholeSeries(series_summary(feats, series), series_direction(log_odds, series))
+    return WholeSeries(series_medians(feats, series), series_direction(log_odds, series))
 
 
 def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_series: Any,
@@ -321,11 +310,11 @@ def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_
     weights = fit_direction(train.evidence, back)
     w_train = whole_series(train, f_train, train_series, model, weights, device=device, backwards=back)
     w_val = whole_series(val, f_val, val_series, model, weights, device=device)
-    s_centre, s_spread = robust_scale(w_train.summary)
-    s_cap = np.maximum(np.quantile(np.abs(w_val.summary - s_centre) / s_spread, CAP_QUANTILE, axis=0), 1e-3)
+    s_centre, s_spread = robust_scale(w_train.medians)
+    s_cap = np.maximum(np.quantile(np.abs(w_val.medians - s_centre) / s_spread, CAP_QUANTILE, axis=0), 1e-3)
     fam.series_features, fam.n_train_series = list(SERIES_FEATURES), len(w_train.direction)
     fam.series_centre, fam.series_spread, fam.series_cap = s_centre.tolist(), s_spread.tolist(), s_cap.tolist()
-    fam.series_feature_thresholds = np.quantile(fam.series_z(w_val.summary).max(axis=1), QUANTILES).tolist()
+    fam.series_feature_thresholds = np.quantile(fam.series_z(w_val.medians).max(axis=1), QUANTILES).tolist()
     fam.direction_weights, fam.direction_centre = weights.tolist(), float(np.median(w_train.direction))
     # at least 0: a series is only ever called backwards when it reads more backwards than forwards (a clean
     # validation split alone would put the thresholds among forwards series)
@@ -380,14 +369,6 @@ def describe(fam: Familiarity, j: int, value: float) -> str:
     return f"the network's features lie {10 ** (value - c):.3g}x as far from the training data as the median"
 
 
-def describe_series(fam: Familiarity, j: int, value: float) -> str:
-    """One series feature's value (SERIES_FEATURES[j]) in the reader's units."""
-    if fam.series_features[j] == "top_amplitude":
-        return (f"the series' loudest recordings: amplitude {10 ** value:.3g} µV RMS ({TOP_QUANTILE:.0%} quantile; "
-                f"training series median {10 ** fam.series_centre[j]:.3g})")
-    return "series median: " + describe(fam, j, value)
-
-
 def static_outside(static: np.ndarray, fam: Familiarity) -> list[tuple[int, str]]:
     """Per recording (N 4): (grade, reason) for its static values outside the training span (0, "" if none)."""
     units = {n: u for n, (_, _, u) in RANGES.items()}
@@ -412,7 +393,7 @@ def whole_series_parts(fam: Familiarity, whole: WholeSeries | None, n_series: in
     (grade, reason) of the stronger check ((0, "") when in range)."""
     if whole is None or not fam.checks_series:
         return np.zeros(n_series), [(0, "")] * n_series
-    zs = fam.series_z(whole.summary)  # (S J')
+    zs = fam.series_z(whole.medians)  # (S J)
     back = -whole.direction  # (S,) backwardness
     lo = -fam.direction_centre  # the training series' median backwardness
     unlike = fam.series_thresholds[1]
@@ -429,7 +410,7 @@ def whole_series_parts(fam: Familiarity, whole: WholeSeries | None, n_series: in
                                  f"forwards on its {DIRECTION_TOP} most telling recordings; training series median "
                                  f"{fam.direction_centre:+.2f}): recorded or written backwards?"))
         else:
-            parts.append((g_med, describe_series(fam, j, float(whole.summary[s, j]))))
+            parts.append((g_med, "series median: " + describe(fam, j, float(whole.medians[s, j]))))
     return score, parts
 
 
