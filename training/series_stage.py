@@ -180,8 +180,9 @@ class SeriesStage:
 
     # -- building -------------------------------------------------------------------------------
     def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
-        """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`) and of
-        ``bundle``'s val split, then a fresh model, or the checkpoint's stage state when one is pending."""
+        """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`), of
+        ``bundle``'s val split and (``cfg.val_noise_series``) of its noise copies, then a fresh model, or the
+        checkpoint's stage state when one is pending."""
         flags = {k: getattr(self.cfg, k) for k in SeriesNet.READS}
         noise_val = None
         if self.cfg.val_noise_series:
