@@ -45,9 +45,9 @@ class Objective(nn.Module):
     rows replaced by noise-only catch trials in training (training/augment.py; needs ``"clean"``), a share
     ``catch_surrogates`` of them phase surrogates of the row's recording, the others coloured noise synthesized
     on ``catch_span`` windows (training.augment.coloured_noise: 1 periodic, DRIFT_SPAN drifting).
-    ``label_drop``: (type, threshold) drop probabilities of a network with ``model.label_conditioning`` (None: a network without it): the
-    denoiser's half reads the batch's type and threshold, each dropped to its null independently in
-    training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
+    ``label_drop``: (type, threshold) drop probabilities of a network with ``model.label_conditioning``
+    (None: a network without it): the denoiser's half reads the batch's type and threshold, each dropped
+    to its null independently in training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
