@@ -47,7 +47,8 @@ class Objective(nn.Module):
     on ``catch_span`` windows (training.augment.coloured_noise: 1 periodic, DRIFT_SPAN drifting).
     ``label_drop``: (type, threshold) drop probabilities of a network with ``model.label_conditioning``
     (None: a network without it): the denoiser's half reads the batch's type and threshold, each dropped
-    to its null independently in training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
+    to its null independently in training (:meth:`draw_label_drop`); the heads' half gets both nulls (the
+    network enforces it too).
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
