@@ -9,7 +9,10 @@ forward over the noisy x_t (for ``signal``) and the clean x0 at t = 0 (for the h
 component losses, ``balancer.backward``, clipping, the optimizer step and
 ``balancer.after_optimizer_step``. Every strategy gets its own identically seeded model; the
 strategies take turns step by step (round robin) so that machine load drifts hit all of them
-alike. Reported: the median step time over ``--steps`` timed steps and its ratio to `fixed`.
+alike. Reported: the median step time over ``--steps`` timed steps and its ratio to `fixed`. A strategy
+that computes its weights only every N-th step (``jacobian:update_every=N``) has two kinds of step, so
+its time per step is the median over its complete N-step cycles of the cycle's time / N (the cost
+amortized over a cycle; for every other strategy N = 1 and it is the median step), and the ratio uses it.
 
 A strategy is a name or ``name:key=value,...``, the keys of that strategy's config block
 (``jacobian:engine=autojac``). ``--profile N`` then runs N more steps of each under
@@ -101,6 +104,24 @@ def balancer_config(spec: str) -> BalancerConfig:
     return load_config(None, [f"loss.balancer.strategy={strategy}", *overrides]).loss.balancer
 
 
+def update_every(spec: str) -> int:
+    """How many steps one cycle of the strategy ``spec`` spans (its weights computed on the first): 1 but for
+    ``jacobian:update_every=N``."""
+    return balancer_config(spec).jacobian.update_every if spec.partition(":")[0] == "jacobian" else 1
+
+
+def per_step_time(times: list[float], warmup: int, every: int) -> float:
+    """Seconds per step: the median over the complete cycles of ``every`` steps among the timed ones (step
+    ``warmup + j`` is ``times[j]``; a cycle starts where the step count is a multiple of ``every``) of the
+    cycle's time / ``every``; with ``every`` 1 the median step."""
+    first = (-warmup) % every  # the first timed step that starts a cycle
+    cycles = [sum(times[j:j + every]) / every for j in range(first, len(times) - every + 1, every)]
+    if not cycles:
+        raise ValueError(f"expected --steps of at least {first + every} to time one whole {every}-step cycle, "
+                         f"found {len(times)}")
+    return statistics.median(cycles)
+
+
 def profile_phases(setup: Setup, batches: list[dict[str, torch.Tensor]]) -> dict[str, float]:
     """CPU ms per step of each ``step.*`` / ``jacobian.*`` phase over ``batches`` (one step each)."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -140,17 +161,19 @@ def main(argv: list[str] | None = None) -> None:
                 if i >= args.warmup:
                     times[s].append(time.perf_counter() - t0)
             bar.update(1)  # between the timed calls, not inside them
-    base = statistics.median(times["fixed"])
+    per_step = {s: per_step_time(times[s], args.warmup, update_every(s)) for s in strategies}
+    base = per_step["fixed"]
     rows = []
     for s in strategies:
-        med = statistics.median(times[s])
-        rows.append({"strategy": s, "median_ms": round(1000 * med, 2), "relative_to_fixed": round(med / base, 3),
+        rows.append({"strategy": s, "update_every": update_every(s), "per_step_ms": round(1000 * per_step[s], 2),
+                     "relative_to_fixed": round(per_step[s] / base, 3),
+                     "median_ms": round(1000 * statistics.median(times[s]), 2),
                      "min_ms": round(1000 * min(times[s]), 2), "max_ms": round(1000 * max(times[s]), 2)})
     width = max(16, *map(len, strategies))
-    print(f"{'strategy':{width}s} {'median ms':>10s} {'x fixed':>8s} {'min ms':>8s} {'max ms':>8s}")
+    print(f"{'strategy':{width}s} {'ms/step':>8s} {'x fixed':>8s} {'median ms':>10s} {'min ms':>8s} {'max ms':>8s}")
     for r in rows:
-        print(f"{r['strategy']:{width}s} {r['median_ms']:10.1f} {r['relative_to_fixed']:8.2f} {r['min_ms']:8.1f} "
-              f"{r['max_ms']:8.1f}")
+        print(f"{r['strategy']:{width}s} {r['per_step_ms']:8.1f} {r['relative_to_fixed']:8.2f} {r['median_ms']:10.1f} "
+              f"{r['min_ms']:8.1f} {r['max_ms']:8.1f}")
     phases = {}
     if args.profile:
         batches = [make_batch(args.batch, g) for _ in range(args.profile)]

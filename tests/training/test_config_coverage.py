@@ -140,6 +140,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "loss.balancer.stch.mu": OP + "test_each_option_changes_the_weights",
     "loss.balancer.stch.inputs": (OP + "test_each_option_changes_the_weights", ST + "test_stch_inputs_raw_and_ratio"),
     "loss.balancer.jacobian.normalize": ST + "test_jacobian_normalize_initial_aggregates_loss_ratios",
+    "loss.balancer.jacobian.update_every": "tests/training/balancers/test_jacobian_engines.py::"
+                                           "test_update_every_applies_the_last_weights_in_between_without_a_jacobian",
     "loss.balancer.jacobian.engine": "tests/training/balancers/test_jacobian_engines.py::"
                                      "test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewhere",
     "loss.balancer.grouping.enabled": FW + "test_grouping_fixed_in_fixed_reproduces_fixed_and_reports_per_head",

@@ -135,6 +135,11 @@ class JacobianConfig:
         "nash_mtl); features: the Gramian of the gradients at the shared features instead (MGDA-UB, Sener & Koltun "
         "2018; about a fixed step, other weights; blind to signal-vs-heads conflicts, see docs/balancing.md)"
     )
+    update_every: int = spec(
+        1, ge=1, help="compute the aggregator's weights on every N-th step and apply the last ones in between (one "
+        "ordinary backward, about a fixed step), as Nash-MTL's update_weights_every (Navon et al. 2022); 1: every "
+        "step, exact Jacobian descent. Not for graddrop and config, which are no weighting of the rows"
+    )
 
 
 @dataclass

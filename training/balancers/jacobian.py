@@ -39,6 +39,14 @@ the weights from a cheaper surrogate of J's Gramian (other weights, the same kin
   trunk's parameters, are not seen at this level (the signal is weighted as if orthogonal to the heads).
 - ``auto`` (default): ``gramian`` where it applies, ``autojac`` otherwise (graddrop, config and
   nash_mtl aggregate J's rows themselves). Never ``features``.
+``update_every`` N (default 1): the weights are computed on every N-th step only (on any engine), and the
+steps in between apply the last ones through the same final backward (heads: their own gradients;
+trunk: w^T J through the features), with no Jacobian or Gramian: about a ``fixed`` step, so the cost per
+step falls to about (N - 1 + c) / N of a ``fixed`` step, c the cost of an update step (~4-5 here). The
+official code of Nash-MTL (Navon et al. 2022, ``update_weights_every``) skips the per-task gradients the
+same way. Between updates the step is the last weighting applied to the current Jacobian, not the
+aggregation of the current Jacobian: for ``upgrad``, a direction that may conflict with a component
+whose gradient has turned since the update.
 The heads' gradients are unweighted on both: weighting the losses themselves (sum_i w_i L_i, as
 TorchJD's autogram examples do) would scale each head's gradient by its weight too.
 
@@ -147,6 +155,10 @@ def build_aggregator(name: str, weights: Tensor):
 # The engines that take the aggregator's weights from a Gramian (its weighting object) and do one ordinary backward.
 GRAMIAN_ENGINES = ("gramian", "features")
 
+# Aggregators that are no weighting of the Jacobian's rows (TorchJD returns no weights): autojac only, and no
+# weights to apply between updates.
+ROW_AGGREGATORS = ("graddrop", "config")
+
 # Aggregators whose TorchJD weighting reads only the number of rows of the Jacobian (and its dtype):
 # the Gramian engine hands them an empty [K, 0] matrix and skips the Jacobian altogether.
 ROW_COUNT_AGGREGATORS = ("mean", "sum", "random")
@@ -215,6 +227,13 @@ class JacobianBalancer(Balancer):
         object.__setattr__(self, "weighting", None if self.engine == "autojac" else weighting)
         self.register_buffer("w", weights.clone())  # [K] weights applied to the raw losses on the last step
         self.initial = InitialLossScale(len(names), enabled=cfg.normalize == "initial")
+        if cfg.update_every > 1 and cfg.aggregator in ROW_AGGREGATORS:
+            raise ValueError(f"expected jacobian.update_every 1 for jacobian.aggregator={cfg.aggregator}, which is no "
+                             f"weighting of the rows (nothing to apply in between), found {cfg.update_every}")
+        # update_every: the step count and the last row weights [K] (on L_i / L_i(0)) travel in extra_state, so a
+        # resumed run updates on the same steps with the same weights in between
+        self.update_every, self.calls = cfg.update_every, 0
+        self.row_w = torch.ones(len(names))
 
     def combine(self, losses: dict[str, Tensor], *, update: bool = True) -> tuple[Tensor, Tensor]:
         total = (self.w * stack_losses(losses, self.names)).sum()
@@ -228,8 +247,13 @@ class JacobianBalancer(Balancer):
         self.initial.observe(L.detach())
         scale = self.initial.scale()  # [K] L_i(0), or 1 with normalize: none
         scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
-        w = self._autojac(scaled, ctx) if self.engine == "autojac" else self._gramian(scaled, ctx)
+        if self.calls % self.update_every:  # between updates: the last weights, one ordinary backward
+            w = self._apply(scaled, ctx, self.row_w)
+        else:
+            w = self._autojac(scaled, ctx) if self.engine == "autojac" else self._gramian(scaled, ctx)
+        self.calls += 1
         w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
+        self.row_w = w.cpu().clone()
         self.w.copy_(w / scale)
         total = (self.w * L.detach()).sum()
         return BalanceOutput(total, total)
@@ -256,17 +280,9 @@ class JacobianBalancer(Balancer):
         shared parameters (the same .grad as :meth:`_autojac`), on ``features`` that of the gradients at the
         shared features (MGDA-UB's bound: other weights, the same kind of step)."""
         weighting, reads_gramian = self.weighting
-        features = [f for f in ctx.features if f.requires_grad]
-        shared = [p for p in ctx.shared_params if p.requires_grad]
-        if not shared:
-            raise ValueError("expected BalanceContext.shared_params to hold the feature extractor, found none")
+        features, shared = self._shared(ctx)
         K = len(scaled)
-        # 1. d(L_i / L_i(0))/dfeature for each component: through its head only (cheap). A loss with no
-        #    graph (a constant) has a zero row. cot[j]: [K, *features[j].shape]
-        with record_function("jacobian.cotangents"):
-            rows = [torch.autograd.grad(L_i, features, retain_graph=True, allow_unused=True, materialize_grads=True)
-                    if L_i.requires_grad else [torch.zeros_like(f) for f in features] for L_i in scaled]
-            cot = [torch.stack([r[j] for r in rows]) for j in range(len(features))]
+        cot = _cotangents(scaled, features)  # 1. (through the heads only)
         if not reads_gramian:
             # [K] mean, sum, random: the row count is all they read (and the dtype: random draws in J's dtype)
             w = weighting(torch.empty(K, 0, dtype=shared[0].dtype))
@@ -285,28 +301,59 @@ class JacobianBalancer(Balancer):
             with record_function("jacobian.weights"):
                 G = sum(j.flatten(1) @ j.flatten(1).T for j in J)
                 w = weighting(G)  # [K]
-        # 3. One ordinary backward of sum_i L_i / L_i(0): each head gets its own components' gradients (as
-        #    mtl_backward gives them) and, through hooks on the features, the trunk gets sum_i w_i dL_i/dfeature
-        #    instead of the unweighted sum, so the shared parameters' .grad is w^T J (what jac_to_grad writes).
-        w_ = w.detach()
-        handles = [f.register_hook(lambda _, c=c: torch.tensordot(w_.to(c), c, dims=1))
-                   for f, c in zip(features, cot, strict=True)]
-        try:
-            with record_function("jacobian.backward"):
-                torch.stack(scaled).sum().backward()
-        finally:
-            for h in handles:
-                h.remove()
+        _weighted_backward(scaled, features, cot, w)  # 3.
         return w
+
+    def _apply(self, scaled: list[Tensor], ctx: BalanceContext, w: Tensor) -> Tensor:
+        """A step between updates (``update_every``): the given row weights [K], no Jacobian and no Gramian; the
+        heads get their own gradients and the trunk w^T J, as on an update step with these weights."""
+        features, _ = self._shared(ctx)
+        _weighted_backward(scaled, features, _cotangents(scaled, features), w)
+        return w
+
+    @staticmethod
+    def _shared(ctx: BalanceContext) -> tuple[list[Tensor], list[Tensor]]:
+        """(the shared features that carry a graph, the trainable shared parameters)."""
+        shared = [p for p in ctx.shared_params if p.requires_grad]
+        if not shared:
+            raise ValueError("expected BalanceContext.shared_params to hold the feature extractor, found none")
+        return [f for f in ctx.features if f.requires_grad], shared
 
     def weights_tensor(self) -> Tensor:
         return self.w
 
     def get_extra_state(self) -> Any:
-        return {"aggregator": aggregator_state(self.aggregator)}
+        return {"aggregator": aggregator_state(self.aggregator), "calls": self.calls, "row_w": self.row_w.clone()}
 
     def set_extra_state(self, state: Any) -> None:
         load_aggregator_state(self.aggregator, state["aggregator"])
+        # a checkpoint from before update_every: it updated on every step, so its count and weights do not matter
+        self.calls = int(state.get("calls", 0))
+        self.row_w = state.get("row_w", torch.ones_like(self.row_w)).clone()
+
+
+def _cotangents(scaled: list[Tensor], features: list[Tensor]) -> list[Tensor]:
+    """d(L_i / L_i(0))/dfeature for each component, through its head only (cheap); a loss with no graph (a
+    constant) has a zero row. One tensor per feature: [K, *features[j].shape]."""
+    with record_function("jacobian.cotangents"):
+        rows = [torch.autograd.grad(L_i, features, retain_graph=True, allow_unused=True, materialize_grads=True)
+                if L_i.requires_grad else [torch.zeros_like(f) for f in features] for L_i in scaled]
+        return [torch.stack([r[j] for r in rows]) for j in range(len(features))]
+
+
+def _weighted_backward(scaled: list[Tensor], features: list[Tensor], cot: list[Tensor], w: Tensor) -> None:
+    """One ordinary backward of sum_i L_i / L_i(0): each head gets its own components' gradients (as
+    mtl_backward gives them) and, through hooks on the features, the trunk gets sum_i w_i dL_i/dfeature
+    instead of the unweighted sum, so the shared parameters' .grad is w^T J (what jac_to_grad writes)."""
+    w_ = w.detach()
+    handles = [f.register_hook(lambda _, c=c: torch.tensordot(w_.to(c), c, dims=1))
+               for f, c in zip(features, cot, strict=True)]
+    try:
+        with record_function("jacobian.backward"):
+            torch.stack(scaled).sum().backward()
+    finally:
+        for h in handles:
+            h.remove()
 
 
 __all__ = ["JacobianBalancer", "build_aggregator", "gramian_weighting", "torch"]

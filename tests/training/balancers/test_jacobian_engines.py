@@ -7,6 +7,8 @@ autojac builds J in ``.jac`` and aggregates it (mtl_backward + jac_to_grad). Sam
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import Tensor, nn
@@ -49,21 +51,25 @@ class Toy6(nn.Module):
         return losses, [h, z]
 
 
-def jacobian_cfg(aggregator: str, engine: str) -> BalancerConfig:
+def jacobian_cfg(aggregator: str, engine: str, update_every: int = 1) -> BalancerConfig:
     prefer = aggregator in PREFERENCE_AGGREGATORS  # unequal config weights: the preference vector is used
     cfg = BalancerConfig(strategy="jacobian", weights={n: 1.0 + 0.5 * i * prefer for i, n in enumerate(NAMES)})
-    cfg.jacobian.aggregator, cfg.jacobian.engine = aggregator, engine
+    cfg.jacobian.aggregator, cfg.jacobian.engine, cfg.jacobian.update_every = aggregator, engine, update_every
     return cfg
 
 
-def steps(aggregator: str, engine: str, n: int = 3, dtype=torch.float64) -> list[tuple[Tensor, dict[str, Tensor]]]:
+def steps(aggregator: str, engine: str, n: int = 3, dtype=torch.float64, update_every: int = 1,
+          losses_seen: list | None = None) -> list[tuple[Tensor, dict[str, Tensor]]]:
     """(reported weights [K], every parameter's .grad) after each of ``n`` SGD steps (loss_scale 0.5,
-    as with grad_accum_steps 2; normalize: initial)."""
+    as with grad_accum_steps 2; normalize: initial). ``losses_seen``: each step's (model copy, raw losses)
+    appended before the balancer's backward."""
     model = Toy6().to(dtype)
-    balancer = build_balancer(jacobian_cfg(aggregator, engine), NAMES)
+    balancer = build_balancer(jacobian_cfg(aggregator, engine, update_every), NAMES)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     record = []
     for step in range(n):
+        if losses_seen is not None:
+            losses_seen.append(copy.deepcopy(model))
         losses, features = model()
         torch.manual_seed(step)  # random, pcgrad and gradvac draw from the global RNG
         balancer.backward(losses, BalanceContext(shared_params=[*model.trunk.parameters(), *model.to_h.parameters(),
@@ -138,6 +144,44 @@ def test_row_count_aggregators_skip_the_jacobian(batched_calls):
     batched.clear()
     steps("upgrad", "gramian", n=1)
     assert batched.count(True) == 1
+
+
+@pytest.mark.parametrize("engine", ["gramian", "autojac", "features"])
+def test_update_every_applies_the_last_weights_in_between_without_a_jacobian(engine, batched_calls):
+    """jacobian.update_every 3: steps 0 and 3 compute the weights (step 0 as update_every 1 does), steps 1, 2, 4,
+    5 apply the last ones: reported weights unchanged, no batched vector-Jacobian product, and .grad the heads'
+    own gradients plus w^T J on the trunk (checked against per-component gradients of the same model)."""
+    models: list = []
+    every3 = steps("upgrad", engine, n=6, update_every=3, losses_seen=models)
+    vjps = batched_calls.count(True)
+    assert vjps == (2 if engine == "gramian" else 0)  # autojac's own passes are not torch.autograd.grad calls
+    every1 = steps("upgrad", engine, n=1)
+    torch.testing.assert_close(every3[0][0], every1[0][0], rtol=0, atol=0)
+    for k, g in every1[0][1].items():
+        torch.testing.assert_close(every3[0][1][k], g, rtol=0, atol=0)
+    w = [rec[0] for rec in every3]
+    assert torch.equal(w[1], w[0]) and torch.equal(w[2], w[0]) and torch.equal(w[4], w[3]) and torch.equal(w[5], w[3])
+    assert (w[3] - w[0]).abs().max() > 1e-6  # step 3 computed new weights
+    # step 4 by hand: the trunk gets 0.5 sum_i w_i dL_i/dtheta (w: the reported raw-loss weights, loss_scale 0.5),
+    # each head 0.5 sum_i dL_i/dtheta / L_i(0), its own components' gradients unweighted (normalize: initial)
+    first, _ = models[0]()
+    model = models[4]
+    losses, _ = model()
+    expected = {k: torch.zeros_like(p) for k, p in model.named_parameters()}
+    for i, n in enumerate(NAMES):
+        grads = torch.autograd.grad(losses[n], list(model.parameters()), retain_graph=True, allow_unused=True)
+        for (k, _), g in zip(model.named_parameters(), grads, strict=True):
+            if g is not None:
+                expected[k] += 0.5 * g * (1 / first[n].detach() if k.startswith("heads.") else w[4][i])
+    for k, g in expected.items():
+        # the reported weights and L_i(0) are kept in float32: agreement to float32 precision
+        torch.testing.assert_close(every3[4][1][k], g, rtol=1e-6, atol=1e-6 * g.abs().max().item(), msg=k)
+
+
+def test_update_every_is_refused_for_aggregators_that_are_no_weighting():
+    for aggregator in JACOBIAN_ONLY:
+        with pytest.raises(ValueError, match=rf"expected jacobian.update_every 1 for jacobian.aggregator={aggregator}"):
+            build_balancer(jacobian_cfg(aggregator, "autojac", update_every=2), NAMES)
 
 
 def test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewhere(monkeypatch):

@@ -16,7 +16,8 @@ NAMES = ["alpha", "beta", "gamma"]
 SCALES = {"alpha": 1e-2, "beta": 1.0, "gamma": 1e2}  # extreme scales on purpose
 
 # Every strategy with its defaults (jacobian: engine auto, the Gramian engine for upgrad), and jacobian
-# on its other code paths, the autojac engine and the features engine (MGDA-UB's Gramian at the features).
+# on its other code paths, the autojac engine, the features engine (MGDA-UB's Gramian at the features) and
+# update_every (the weights of every third step applied in between).
 # The stateful gradvac (on every engine) joins the rollback and resume tests, which seed the global RNG it
 # draws its visiting order from.
 AUTOJAC = {"jacobian": {"engine": "autojac"}}
@@ -24,8 +25,9 @@ FEATURES = {"jacobian": {"engine": "features"}}
 GRADVAC = {"jacobian": {"aggregator": "gradvac"}}
 GRADVAC_AUTOJAC = {"jacobian": {"aggregator": "gradvac", "engine": "autojac"}}
 GRADVAC_FEATURES = {"jacobian": {"aggregator": "gradvac", "engine": "features"}}
-CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC), ("jacobian", FEATURES)]
-CASE_IDS = [*STRATEGIES, "jacobian-autojac", "jacobian-features"]
+EVERY3 = {"jacobian": {"update_every": 3}}  # weights every third step, the last ones in between
+CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC), ("jacobian", FEATURES), ("jacobian", EVERY3)]
+CASE_IDS = [*STRATEGIES, "jacobian-autojac", "jacobian-features", "jacobian-every3"]
 STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC), ("jacobian", GRADVAC_FEATURES)]
 STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac", "jacobian-gradvac-features"]
 
