@@ -23,9 +23,7 @@ as a catch trial: every wave absent, class TOTAL, threshold "no response" (as da
 sessions, docs/data.md 1.7). The generator's catch sessions carry residual-noise amplitudes only, so a
 network learns "large fluctuations = a response" and calls pure noise of a response's size present
 (bench/counterfactual.py: 22 % of white and 44 % of pink noise); these rows put noise of every size
-against the answer "absent". The denoiser's half keeps the recording. With ``training.catch_drift`` the
-noise is cut from a stretch DRIFT_SPAN windows long (:func:`coloured_noise`), so that its pink and brown
-rows drift across the window as real noise does instead of repeating one period.
+against the answer "absent". The denoiser's half keeps the recording.
 
 Surrogate catch rows (``training.catch_surrogates`` = s, :func:`phase_surrogate`): a share s of the catch
 rows is the row's own recording with its Fourier phases drawn at random instead (Theiler et al. 1992,
@@ -79,11 +77,11 @@ DRIFT_SPAN = 4  # drifting noise is synthesized on this many windows and the mid
 def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator, span: int = 1) -> Tensor:
     """(B L) unit-variance Gaussian noise with power spectrum 1/f^alpha (alpha (B,)), zero mean;
     synthesized in the frequency domain on ``span`` * L samples (the DC bin set to 0) and the middle L
-    kept. ``span`` 1: one period of the noise, drift-free (the network's catch rows by default); DRIFT_SPAN:
-    a window cut from a longer stretch, as real noise is, which keeps the slow drifts of pink and brown
-    noise below one cycle per window (the series stage's noise series, and the network's catch rows with
-    ``training.catch_drift``: pure 1/f noise cut from a longer stretch passed for a response to a series
-    model that had seen periodic noise only, bench/counterfactual.py)."""
+    kept. ``span`` 1: one period of the noise, drift-free (the network's catch rows, as the clinical recipe
+    trained); DRIFT_SPAN: a window cut from a longer stretch, as real noise is, which keeps the slow drifts
+    of pink and brown noise below one cycle per window (the series stage's noise series: pure 1/f noise
+    cut from a longer stretch passed for a response to a series model that had seen periodic noise only,
+    bench/counterfactual.py)."""
     B, L = shape
     device = alpha.device
     n = span * L

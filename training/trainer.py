@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from training.augment import DRIFT_SPAN, perturb_intensity
+from training.augment import perturb_intensity
 from training.balancers.base import BalanceContext
 from training.callbacks.base import Callback, CallbackList, Record
 from training.components import COMPONENTS
@@ -73,7 +73,6 @@ class Trainer:
                                    head_input=cfg.loss.head_input, autocast=self._autocast,
                                    noise_catch=cfg.training.noise_catch,
                                    catch_surrogates=cfg.training.catch_surrogates,
-                                   catch_span=DRIFT_SPAN if cfg.training.catch_drift else 1,
                                    label_drop=((cfg.model.type_drop_prob, cfg.model.threshold_drop_prob)
                                                if cfg.model.label_conditioning else None))
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it

@@ -143,26 +143,6 @@ def test_the_objective_replaces_only_the_heads_half(tmp_path):
     assert losses[0.0]["class"] != pytest.approx(losses[0.9]["class"], rel=1e-3)
 
 
-def test_catch_drift_reaches_the_catch_rows_of_the_objective(tmp_path):
-    """training.catch_drift: the objective draws its catch rows' noise on DRIFT_SPAN windows (1 without it), the
-    same rows with other noise: the heads' losses move, the denoiser's does not."""
-    losses, spans = {}, {}
-    for drift in (False, True):
-        trainer = build_trainer(tiny_config(tmp_path, *SMALL, "training.noise_catch=0.9",
-                                            f"training.catch_drift={str(drift).lower()}"),
-                                tmp_path / f"d{drift}", callbacks=[])
-        spans[drift] = trainer.objective.catch_span
-        batch = next(iter(torch.utils.data.DataLoader(trainer.data.train, batch_size=32)))
-        torch.manual_seed(0)
-        out = trainer.objective(trainer.model.train(), batch, torch.Generator().manual_seed(9), train=True)
-        losses[drift] = {k: v.item() for k, v in out.losses.items()}
-    assert spans == {False: 1, True: DRIFT_SPAN}
-    assert losses[False]["signal"] == pytest.approx(losses[True]["signal"], rel=1e-6)
-    assert losses[False]["class"] != pytest.approx(losses[True]["class"], rel=1e-4)
-    with pytest.raises(ConfigError, match=r"^config key 'training\.catch_drift': expected false with training"):
-        tiny_config(tmp_path, "training.catch_drift=true")
-
-
 def test_a_phase_surrogate_keeps_the_amplitude_spectrum_and_loses_the_waveform():
     x = torch.randn(64, 200, generator=_gen(10)) + torch.linspace(0, 3, 200)  # (B L), with a mean and a drift
     s = phase_surrogate(x, _gen(11))
