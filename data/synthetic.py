@@ -110,14 +110,21 @@ def _log_uniform(rng: np.random.Generator, low: float, high: float, size) -> np.
     return np.exp(rng.uniform(np.log(low), np.log(high), size))
 
 
+# The wide chain's recording filters (docs/data.md 1.6); training.augment's band-limited catch rows draw theirs
+# from the same ranges.
+HIGHPASS_HZ = (30.0, 300.0)  # log-uniform
+LOWPASS_HZ = (1500.0, 3000.0)  # uniform
+FILTER_ORDERS = (1, 4)  # each filter's Butterworth order, uniform over the integers, both ends included
+
+
 def draw_chain(rng: np.random.Generator, p: int) -> Chain:
     """The wide domain's per-patient chain: one session, one earphone, one amplifier (docs/data.md 1.6)."""
     return Chain(
         delay_ms=rng.uniform(-1.5, 1.5, p),
-        highpass_hz=_log_uniform(rng, 30.0, 300.0, p),
-        lowpass_hz=rng.uniform(1500.0, 3000.0, p),
-        hp_order=rng.integers(1, 5, p),
-        lp_order=rng.integers(1, 5, p),
+        highpass_hz=_log_uniform(rng, *HIGHPASS_HZ, p),
+        lowpass_hz=rng.uniform(*LOWPASS_HZ, p),
+        hp_order=rng.integers(FILTER_ORDERS[0], FILTER_ORDERS[1] + 1, p),
+        lp_order=rng.integers(FILTER_ORDERS[0], FILTER_ORDERS[1] + 1, p),
         gain=_log_uniform(rng, 0.5, 2.0, p),
         mains_hz=rng.choice([50.0, 60.0], p),
         rel_amp=_log_uniform(rng, 0.5, 2.0, (p, 2)),

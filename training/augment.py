@@ -25,6 +25,14 @@ network learns "large fluctuations = a response" and calls pure noise of a respo
 (bench/counterfactual.py: 22 % of white and 44 % of pink noise); these rows put noise of every size
 against the answer "absent". The denoiser's half keeps the recording.
 
+Band-limited catch rows (``training.catch_band``): the coloured noise also passes through a random recording
+filter (zero-phase Butterworth high-pass 30-300 Hz and low-pass 1.5-3 kHz, orders 1-4: the wide chain's
+ranges, data.synthetic), as every recording's noise does. Without it the catch rows carry power up to the
+Nyquist frequency (10 kHz) that no recording has, and the network learned that as the sign of a catch
+trial: the recipe's network called 0 % of full-band 1/f noise "wave V present", but 11 % of the same noise
+cut at 5 kHz, 32 % cut at 3 kHz and 30 % of 1/f noise through the recordings' own 100-3000 Hz band
+(seed-13579 cohort, docs/results.md).
+
 Surrogate catch rows (``training.catch_surrogates`` = s, :func:`phase_surrogate`): a share s of the catch
 rows is the row's own recording with its Fourier phases drawn at random instead (Theiler et al. 1992,
 "Testing for nonlinearity in time series: the method of surrogate data"): the same amplitude spectrum,
@@ -39,6 +47,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -74,14 +83,16 @@ def perturb_intensity(static: Tensor, *, dropout: float, jitter_db: float, fill_
 DRIFT_SPAN = 4  # drifting noise is synthesized on this many windows and the middle one kept
 
 
-def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator, span: int = 1) -> Tensor:
+def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Generator, span: int = 1,
+                   band: Tensor | None = None) -> Tensor:
     """(B L) unit-variance Gaussian noise with power spectrum 1/f^alpha (alpha (B,)), zero mean;
     synthesized in the frequency domain on ``span`` * L samples (the DC bin set to 0) and the middle L
     kept. ``span`` 1: one period of the noise, drift-free (the network's catch rows, as the clinical recipe
     trained); DRIFT_SPAN: a window cut from a longer stretch, as real noise is, which keeps the slow drifts
     of pink and brown noise below one cycle per window (the series stage's noise series: pure 1/f noise
     cut from a longer stretch passed for a response to a series model that had seen periodic noise only,
-    bench/counterfactual.py)."""
+    bench/counterfactual.py). ``band`` (B F), F = span * L // 2 + 1: an amplitude response multiplying the
+    spectrum (:func:`recording_band`); None: every frequency up to Nyquist."""
     B, L = shape
     device = alpha.device
     n = span * L
@@ -91,9 +102,31 @@ def coloured_noise(shape: tuple[int, int], alpha: Tensor, generator: torch.Gener
     f = torch.arange(F, device=device, dtype=torch.float32).clamp_min(1.0)  # (F)
     gain = f[None] ** (-alpha[:, None] / 2)  # (B F) amplitude ~ f^(-alpha/2)
     gain[:, 0] = 0.0
+    if band is not None:
+        gain = gain * band
     start = (n - L) // 2
     x = torch.fft.irfft(spec * gain, n=n)[:, start:start + L]  # (B L)
     return (x - x.mean(-1, keepdim=True)) / x.std(-1, keepdim=True).clamp_min(1e-12)
+
+
+def recording_band(n: int, samples: int, generator: torch.Generator, device: Any = "cpu") -> Tensor:
+    """(n F) amplitude responses of n random recording filters on the rfft grid of ``samples`` samples at the
+    pipeline's rate (F = samples // 2 + 1): zero-phase Butterworth high- and low-pass (data.waveform.
+    zero_phase_gain) with corners and orders drawn from the wide chain's ranges (data.synthetic)."""
+    from data.records import SAMPLE_RATE_HZ
+    from data.synthetic import FILTER_ORDERS, HIGHPASS_HZ, LOWPASS_HZ
+    from data.waveform import zero_phase_gain
+
+    # drawn on the generator's device (the CPU here: the gain is computed in numpy)
+    u = torch.rand(2, n, generator=generator, device=generator.device).double().cpu().numpy()  # (2 n)
+    orders = torch.randint(FILTER_ORDERS[0], FILTER_ORDERS[1] + 1, (2, n), generator=generator,
+                           device=generator.device).cpu().numpy()  # (2 n)
+    lo, hi = math.log(HIGHPASS_HZ[0]), math.log(HIGHPASS_HZ[1])
+    highpass = np.exp(lo + (hi - lo) * u[0])  # (n,) log-uniform
+    lowpass = LOWPASS_HZ[0] + (LOWPASS_HZ[1] - LOWPASS_HZ[0]) * u[1]  # (n,)
+    freqs = np.fft.rfftfreq(samples, 1.0 / SAMPLE_RATE_HZ)  # (F,)
+    gain = zero_phase_gain(freqs, highpass, lowpass, orders[0], orders[1])  # (n F)
+    return torch.as_tensor(gain, dtype=torch.float32, device=device)
 
 
 def catch_draws(n: int, generator: torch.Generator, device: Any = "cpu") -> tuple[Tensor, Tensor]:
@@ -119,11 +152,12 @@ def phase_surrogate(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
-                surrogates: float = 0.0, span: int = 1) -> dict[str, Tensor]:
+                surrogates: float = 0.0, span: int = 1, band: bool = False) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
     docstring), a share ``surrogates`` of them phase surrogates of the row itself, the others coloured
-    noise synthesized on ``span`` windows (:func:`coloured_noise`); ``batch`` itself when p is 0 (no random
-    draw; with ``surrogates`` 0 no draw beyond the coloured noise's). Signals (B 1 L), normalized units."""
+    noise synthesized on ``span`` windows (:func:`coloured_noise`), through a random recording filter with
+    ``band`` (:func:`recording_band`); ``batch`` itself when p is 0 (no random draw; with ``surrogates`` 0
+    and ``band`` false no draw beyond the coloured noise's). Signals (B 1 L), normalized units."""
     if p == 0.0:
         return batch
     x = batch["signal"]
@@ -132,7 +166,9 @@ def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
     alpha, scale = catch_draws(B, generator, device)  # (B,) each
     own = x[:, 0].float()  # (B L)
-    noise = coloured_noise((B, L), alpha, generator, span) * (own.std(-1) * scale)[:, None] + own.mean(-1, keepdim=True)
+    gain = recording_band(B, span * L, generator, device) if band else None  # (B F)
+    noise = (coloured_noise((B, L), alpha, generator, span, gain) * (own.std(-1) * scale)[:, None]
+             + own.mean(-1, keepdim=True))
     if surrogates > 0.0:
         swap = torch.rand(B, device=device, generator=generator) < surrogates  # (B,)
         noise = torch.where(swap[:, None], phase_surrogate(own, generator), noise)

@@ -172,6 +172,10 @@ class TrainingConfig:
     catch_surrogates: float = share_spec(
         "training: share of the noise catch rows that are phase surrogates of the row's own recording (its "
         "amplitude spectrum, random phases: no waveform; training/augment.py); 0: coloured noise only")
+    catch_band: bool = spec(
+        False, help="training: the catch rows' coloured noise also passes through a random recording filter "
+                    "(high-pass 30-300 Hz, low-pass 1.5-3 kHz, as the wide chain's), so that no catch row carries "
+                    "power a recording cannot have (training/augment.py); false: every frequency up to Nyquist")
     intensity_jitter_db: float = spec(
         0.0, ge=0.0, le=50.0, help="training batches: N(0, σ²) dB added to the stated intensity, clipped to "
                                    "0-100 dB (training/augment.py); 0: off")
@@ -274,6 +278,11 @@ class Config:
             raise ConfigError(
                 "config key 'training.catch_surrogates': expected 0 with training.noise_catch 0 (it is a share of "
                 "the catch rows)"
+            )
+        if self.training.catch_band and not self.training.noise_catch:
+            raise ConfigError(
+                "config key 'training.catch_band': expected false with training.noise_catch 0 (it shapes the catch "
+                "rows' noise)"
             )
         if self.series.waterfall and self.model.peak_head != "map":
             raise ConfigError(

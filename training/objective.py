@@ -43,7 +43,8 @@ class Objective(nn.Module):
     evaluation too) — or ``"noisy"``, the heads read x_t. ``autocast``: a context factory for
     mixed precision (bf16 on GPU); losses are computed in fp32. ``noise_catch``: the share of the heads'
     rows replaced by noise-only catch trials in training (training/augment.py; needs ``"clean"``), a share
-    ``catch_surrogates`` of them phase surrogates of the row's recording. ``label_drop``: (type, threshold)
+    ``catch_surrogates`` of them phase surrogates of the row's recording, the others' coloured noise through a
+    random recording filter with ``catch_band`` (training.augment.recording_band). ``label_drop``: (type, threshold)
     drop probabilities of a network with ``model.label_conditioning`` (None: a network without it): the
     denoiser's half reads the batch's type and threshold, each dropped to its null independently in
     training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
@@ -52,7 +53,8 @@ class Objective(nn.Module):
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
                  head_input: Literal["clean", "noisy"],
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
-                 catch_surrogates: float = 0.0, label_drop: tuple[float, float] | None = None) -> None:
+                 catch_surrogates: float = 0.0, catch_band: bool = False,
+                 label_drop: tuple[float, float] | None = None) -> None:
         super().__init__()
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
@@ -64,7 +66,7 @@ class Objective(nn.Module):
         if noise_catch and head_input != "clean":
             raise ValueError("training.noise_catch: expected loss.head_input 'clean' (catch rows are the heads' half)")
         self.cond_drop_prob, self.head_input, self.autocast = cond_drop_prob, head_input, autocast
-        self.noise_catch, self.catch_surrogates = noise_catch, catch_surrogates
+        self.noise_catch, self.catch_surrogates, self.catch_band = noise_catch, catch_surrogates, catch_band
 
     def draw(self, shape: tuple[int, ...], device: torch.device, generator: torch.Generator, *, train: bool,
              shard: tuple[int, int] = (0, 1)) -> tuple[Tensor, Tensor, Tensor]:
@@ -116,7 +118,8 @@ class Objective(nn.Module):
         x_t = self.diffusion.q_sample(x0, t, noise)
         clean = self.head_input == "clean"
         # the heads' batch: with training.noise_catch, some rows become noise-only catch trials (training/augment.py)
-        head_batch = noise_catch(batch, self.noise_catch, generator, self.catch_surrogates) if train else batch
+        head_batch = (noise_catch(batch, self.noise_catch, generator, self.catch_surrogates, band=self.catch_band)
+                      if train else batch)
         if clean:
             x_in = torch.cat([x_t, head_batch["signal"]])  # [2B,1,L]
             t_in = torch.cat([t, torch.zeros_like(t)])

@@ -73,6 +73,7 @@ class Trainer:
                                    head_input=cfg.loss.head_input, autocast=self._autocast,
                                    noise_catch=cfg.training.noise_catch,
                                    catch_surrogates=cfg.training.catch_surrogates,
+                                   catch_band=cfg.training.catch_band,
                                    label_drop=((cfg.model.type_drop_prob, cfg.model.threshold_drop_prob)
                                                if cfg.model.label_conditioning else None))
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it

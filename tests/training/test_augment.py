@@ -7,7 +7,15 @@ import torch
 
 from data.schema import ConfigError
 from tests.runs import tiny_config
-from training.augment import CATCH_LABEL, DRIFT_SPAN, coloured_noise, noise_catch, perturb_intensity, phase_surrogate
+from training.augment import (
+    CATCH_LABEL,
+    DRIFT_SPAN,
+    coloured_noise,
+    noise_catch,
+    perturb_intensity,
+    phase_surrogate,
+    recording_band,
+)
 from training.clinical import NO_RESPONSE_DB
 from training.setup import build_trainer
 
@@ -141,6 +149,44 @@ def test_the_objective_replaces_only_the_heads_half(tmp_path):
         losses[p] = {k: v.item() for k, v in out.losses.items()}
     assert losses[0.0]["signal"] == pytest.approx(losses[0.9]["signal"], rel=1e-6)
     assert losses[0.0]["class"] != pytest.approx(losses[0.9]["class"], rel=1e-3)
+
+
+def test_band_limited_catch_noise_carries_no_power_a_recording_cannot_have():
+    """training.catch_band: 1/f noise through random recording filters (low-pass 1.5-3 kHz, orders 1-4) keeps
+    about 0.1 % of its power above 5 kHz, against 14 % without (the cue the network learned); unit variance."""
+    f = torch.fft.rfftfreq(200, 1 / 20000)  # (F,) Hz
+    alpha = torch.full((4000,), 1.0)
+
+    def above_5khz(x: torch.Tensor) -> float:
+        power = torch.fft.rfft(x).abs().pow(2).mean(0)  # (F,)
+        return (power[f > 5000].sum() / power.sum()).item()
+
+    band = recording_band(4000, 200, _gen(20))  # (B F)
+    assert band.shape == (4000, 101) and bool((band[:, 0] == 0).all()) and float(band.max()) <= 1.0
+    x = coloured_noise((4000, 200), alpha, _gen(21), band=band)
+    torch.testing.assert_close(x.std(-1), torch.ones(4000), atol=1e-4, rtol=0)
+    assert above_5khz(x) < 0.005 < 0.10 < above_5khz(coloured_noise((4000, 200), alpha, _gen(21)))
+    drifting = coloured_noise((64, 200), alpha[:64], _gen(22), DRIFT_SPAN, recording_band(64, 800, _gen(23)))
+    assert above_5khz(drifting) < 0.005  # the band follows the grid of the longer stretch
+
+
+def test_catch_band_reaches_the_catch_rows_of_the_objective(tmp_path):
+    """The same catch rows, band-limited noise: the heads' losses move, the denoiser's does not."""
+    losses, band = {}, {}
+    for on in (False, True):
+        trainer = build_trainer(tiny_config(tmp_path, *SMALL, "training.noise_catch=0.9",
+                                            f"training.catch_band={str(on).lower()}"),
+                                tmp_path / f"b{on}", callbacks=[])
+        band[on] = trainer.objective.catch_band
+        batch = next(iter(torch.utils.data.DataLoader(trainer.data.train, batch_size=32)))
+        torch.manual_seed(0)
+        out = trainer.objective(trainer.model.train(), batch, torch.Generator().manual_seed(9), train=True)
+        losses[on] = {k: v.item() for k, v in out.losses.items()}
+    assert band == {False: False, True: True}
+    assert losses[False]["signal"] == pytest.approx(losses[True]["signal"], rel=1e-6)
+    assert losses[False]["class"] != pytest.approx(losses[True]["class"], rel=1e-4)
+    with pytest.raises(ConfigError, match=r"^config key 'training\.catch_band': expected false with training"):
+        tiny_config(tmp_path, "training.catch_band=true")
 
 
 def test_a_phase_surrogate_keeps_the_amplitude_spectrum_and_loses_the_waveform():

@@ -177,6 +177,7 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "training.noise_catch": "tests/training/test_augment.py::test_the_objective_replaces_only_the_heads_half",
     "training.catch_surrogates": "tests/training/test_augment.py::"
                                 "test_the_trainer_passes_catch_surrogates_to_the_objective",
+    "training.catch_band": "tests/training/test_augment.py::test_catch_band_reaches_the_catch_rows_of_the_objective",
     "training.intensity_dropout": "tests/training/test_augment.py::"
                                   "test_the_trainer_perturbs_the_stated_intensity_of_training_batches",
     "training.intensity_jitter_db": "tests/training/test_augment.py::"
