@@ -31,7 +31,8 @@ ranges, data.synthetic), as every recording's noise does. Without it the catch r
 Nyquist frequency (10 kHz) that no recording has, and the network learned that as the sign of a catch
 trial: the recipe's network called 0 % of full-band 1/f noise "wave V present", but 11 % of the same noise
 cut at 5 kHz, 32 % cut at 3 kHz and 30 % of 1/f noise through the recordings' own 100-3000 Hz band
-(seed-13579 cohort, docs/results.md).
+(seed-13579 cohort). Trained with it, 7 %, 10 %, 11 % and 12 %, but its heads' validation losses rose (class
+1.08 to 1.17): off in the clinical recipe (docs/data.md).
 
 Surrogate catch rows (``training.catch_surrogates`` = s, :func:`phase_surrogate`): a share s of the catch
 rows is the row's own recording with its Fourier phases drawn at random instead (Theiler et al. 1992,
