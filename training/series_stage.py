@@ -52,7 +52,8 @@ def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
     return ABRDataset(records, stats)
 
 
-def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float = 0.0) -> ABRDataset:
+def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float = 0.0,
+                 band: bool = False) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
     replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
     (training.augment.noise_catch with p = 1, its slope and size factor drawn per recording). What a series
@@ -61,14 +62,19 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float
     bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays.
     ``surrogates``: the share of recordings made phase surrogates of themselves instead (series.noise_surrogates):
     noise the network's heads call present as often as a response, which only the level coherence tells apart.
-    The coloured noise is cut from a stretch DRIFT_SPAN windows long (it drifts, as real noise does)."""
+    The coloured noise is cut from a stretch DRIFT_SPAN windows long (it drifts, as real noise does); with
+    ``band`` (series.noise_band) it passes through a random recording filter (training.augment.recording_band):
+    full-band noise the network dismisses by its high frequencies alone (docs/results.md), so without it the
+    series model learns noise series from evidence that says "absent" everywhere, not from the scattered, weak
+    detections that noise in a recording's band draws."""
     gen = torch.Generator().manual_seed(seed)
     sid = dataset.tensors["series_id"]  # (N,)
     series = torch.unique(sid)
     chosen = series[torch.randperm(len(series), generator=gen)[:round(share * len(series))]]
     rows = torch.nonzero(torch.isin(sid, chosen)).flatten()  # (N',)
     batch = dataset.batch(rows)
-    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates, span=DRIFT_SPAN) if len(rows) else batch)
+    return ABRDataset.from_tensors(noise_catch(batch, 1.0, gen, surrogates, span=DRIFT_SPAN, band=band)
+                                   if len(rows) else batch)
 
 
 NOISE_SEED_STEP = 1000  # the k-th whole noise copy draws from seed + k * this (thinned copies: seed + 7 + k)
@@ -187,7 +193,7 @@ class SeriesStage:
         noise_val = None
         if self.cfg.val_noise_series:
             part = noise_copies(bundle.val, self.cfg.val_noise_series, self.seed + VAL_NOISE_SEED_OFFSET,
-                                self.cfg.noise_surrogates)
+                                self.cfg.noise_surrogates, self.cfg.noise_band)
             if not len(part):
                 raise ValueError(f"series.val_noise_series: {self.cfg.val_noise_series} of the val split's series is "
                                  "none; expected a share that leaves at least one series (or 0)")
@@ -208,8 +214,9 @@ class SeriesStage:
             parts += [thinned_copies(p, self.cfg.thinned_series, self.seed + k) for k, p in enumerate(list(parts))]
         whole, rest = divmod(self.cfg.noise_series, 1.0)  # above 1: whole copies, then the rest's share
         shares = [1.0] * int(whole) + ([rest] if rest else [])
-        parts += [noise_copies(bundle.train, share, self.seed + NOISE_SEED_STEP * k, self.cfg.noise_surrogates)
-                  for k, share in enumerate(shares)]  # one part each: their series stay apart (series_set)
+        # one part each: their series stay apart (series_set)
+        parts += [noise_copies(bundle.train, share, self.seed + NOISE_SEED_STEP * k, self.cfg.noise_surrogates,
+                               self.cfg.noise_band) for k, share in enumerate(shares)]
         return parts
 
     def prepare_sets(self, train: SeriesSet, val: SeriesSet, noise_val: SeriesSet | None = None) -> None:

@@ -215,6 +215,8 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
                                "test_val_noise_series_join_the_score_the_best_epoch_is_kept_by",
     "series.noise_surrogates": "tests/training/test_series_training_parts.py::"
                                "test_noise_surrogates_are_series_of_their_recordings_surrogates",
+    "series.noise_band": "tests/training/test_series_training_parts.py::"
+                         "test_noise_band_puts_the_noise_series_in_a_recordings_band",
     "series.coherence": "tests/training/test_series_training_parts.py::"
                         "test_series_coherence_appends_each_recordings_level_coherence",
     "series.waterfall": "tests/training/test_series_training_parts.py::"

@@ -113,11 +113,11 @@ def test_every_series_key_is_flipped():
     from training.config import SeriesConfig
 
     # `enabled`: test_series_enabled_runs_the_stage_after_training; extra_patients, thinned_series, noise_series,
-    # noise_surrogates, coherence, waterfall and microphonic change what the stage trains on, not how it fits,
-    # val_noise_series what it validates on: tests/training/test_series_training_parts.py
+    # noise_surrogates, noise_band, coherence, waterfall and microphonic change what the stage trains on, not how it
+    # fits, val_noise_series what it validates on: tests/training/test_series_training_parts.py
     keys = {f for f in SeriesConfig.__dataclass_fields__
             if f not in ("enabled", "extra_patients", "thinned_series", "noise_series", "noise_surrogates",
-                         "coherence", "waterfall", "microphonic", "val_noise_series")}
+                         "noise_band", "coherence", "waterfall", "microphonic", "val_noise_series")}
     assert set(SERIES_FLIPS) == keys
     assert _fit()[1] == _fit()[1]  # the fit is seeded: a difference below comes from the key
 

@@ -125,6 +125,27 @@ def test_noise_surrogates_are_series_of_their_recordings_surrogates(tiny, tmp_pa
     assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, 1.0).tensors["signal"])
 
 
+def test_noise_band_puts_the_noise_series_in_a_recordings_band(tiny, tmp_path):
+    """series.noise_band: the same series and recordings, their coloured noise through random recording filters:
+    almost no power above 5 kHz (without it, white to brown noise to Nyquist keeps a good share there)."""
+    _, bundle = tiny
+    f = torch.fft.rfftfreq(bundle.train.tensors["signal"].shape[-1], 1 / 20000)  # (F,) Hz
+
+    def above_5khz(x: torch.Tensor) -> float:
+        power = torch.fft.rfft(x[:, 0]).abs().pow(2).mean(0)[1:]  # (F-1,) without the mean
+        return (power[f[1:] > 5000].sum() / power.sum()).item()
+
+    plain = noise_copies(bundle.train, 0.5, seed=3).tensors
+    band = noise_copies(bundle.train, 0.5, seed=3, band=True).tensors
+    assert torch.equal(plain["series_id"], band["series_id"]) and (band["threshold"] == NO_RESPONSE_DB).all()
+    assert above_5khz(band["signal"]) < 0.005 < 0.03 < above_5khz(plain["signal"])
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=0.5", "series.noise_band=true")
+    part = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)[1].tensors
+    assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, band=True).tensors["signal"])
+    with pytest.raises(ConfigError, match=r"^config key 'series\.noise_band': expected false with series\.noise_"):
+        tiny_config(tmp_path, "series.noise_band=true")
+
+
 def test_noise_series_above_one_are_whole_copies_each_its_own_draw(tiny, tmp_path):
     _, bundle = tiny
     n_series = len(torch.unique(bundle.train.tensors["series_id"]))
