@@ -153,12 +153,13 @@ def phase_surrogate(x: Tensor, generator: torch.Generator) -> Tensor:
 
 
 def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
-                surrogates: float = 0.0, span: int = 1, band: bool = False) -> dict[str, Tensor]:
+                surrogates: float = 0.0, span: int = 1, band: float = 0.0) -> dict[str, Tensor]:
     """The heads' copy of ``batch`` with each row replaced by a catch trial with probability p (module
     docstring), a share ``surrogates`` of them phase surrogates of the row itself, the others coloured
     noise synthesized on ``span`` windows (:func:`coloured_noise`), through a random recording filter with
-    ``band`` (:func:`recording_band`); ``batch`` itself when p is 0 (no random draw; with ``surrogates`` 0
-    and ``band`` false no draw beyond the coloured noise's). Signals (B 1 L), normalized units."""
+    probability ``band`` (:func:`recording_band`; 1: every row, no draw for the choice); ``batch`` itself when p
+    is 0 (no random draw; with ``surrogates`` and ``band`` 0 no draw beyond the coloured noise's). Signals
+    (B 1 L), normalized units."""
     if p == 0.0:
         return batch
     x = batch["signal"]
@@ -167,7 +168,10 @@ def noise_catch(batch: dict[str, Tensor], p: float, generator: torch.Generator,
     chosen = torch.rand(B, device=device, generator=generator) < p  # (B,)
     alpha, scale = catch_draws(B, generator, device)  # (B,) each
     own = x[:, 0].float()  # (B L)
-    gain = recording_band(B, span * L, generator, device) if band else None  # (B F)
+    gain = recording_band(B, span * L, generator, device) if band > 0.0 else None  # (B F)
+    if 0.0 < band < 1.0:  # the other rows keep every frequency (gain 1)
+        filtered = torch.rand(B, device=device, generator=generator) < band  # (B,)
+        gain = torch.where(filtered[:, None], gain, torch.ones_like(gain))
     noise = (coloured_noise((B, L), alpha, generator, span, gain) * (own.std(-1) * scale)[:, None]
              + own.mean(-1, keepdim=True))
     if surrogates > 0.0:

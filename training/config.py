@@ -113,10 +113,10 @@ class SeriesConfig:
     noise_surrogates: float = share_spec(
         "share of the noise series' recordings that are phase surrogates of the recording (its amplitude spectrum, "
         "random phases) instead of coloured noise (training/augment.py)")
-    noise_band: bool = spec(
-        False, help="the noise series' coloured noise also passes through a random recording filter (high-pass "
-                    "30-300 Hz, low-pass 1.5-3 kHz; training.augment.recording_band): noise in a recording's band, "
-                    "which the network cannot dismiss by its high frequencies; false: every frequency up to Nyquist")
+    noise_band: float = share_spec(
+        "share of the noise series' coloured-noise recordings that also pass through a random recording filter "
+        "(high-pass 30-300 Hz, low-pass 1.5-3 kHz; training.augment.recording_band): noise in a recording's band, "
+        "which the network cannot dismiss by its high frequencies; 0: every frequency up to Nyquist")
     coherence: bool = spec(
         False, help="the series model also reads each recording's correlation with its louder and quieter neighbours "
                     "and with the series' loudest recording (models.series.level_coherence): a response repeats "
@@ -290,8 +290,8 @@ class Config:
             )
         if self.series.noise_band and not (self.series.noise_series or self.series.val_noise_series):
             raise ConfigError(
-                "config key 'series.noise_band': expected false with series.noise_series and series.val_noise_series "
-                "0 (it shapes the noise series' noise)"
+                "config key 'series.noise_band': expected 0 with series.noise_series and series.val_noise_series 0 "
+                "(it shapes the noise series' noise)"
             )
         if self.series.waterfall and self.model.peak_head != "map":
             raise ConfigError(

@@ -118,7 +118,8 @@ class Objective(nn.Module):
         x_t = self.diffusion.q_sample(x0, t, noise)
         clean = self.head_input == "clean"
         # the heads' batch: with training.noise_catch, some rows become noise-only catch trials (training/augment.py)
-        head_batch = (noise_catch(batch, self.noise_catch, generator, self.catch_surrogates, band=self.catch_band)
+        head_batch = (noise_catch(batch, self.noise_catch, generator, self.catch_surrogates,
+                                  band=float(self.catch_band))
                       if train else batch)
         if clean:
             x_in = torch.cat([x_t, head_batch["signal"]])  # [2B,1,L]

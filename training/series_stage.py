@@ -53,7 +53,7 @@ def extra_patients(synthetic: Any, n: int, stats: Any) -> ABRDataset:
 
 
 def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float = 0.0,
-                 band: bool = False) -> ABRDataset:
+                 band: float = 0.0) -> ABRDataset:
     """``share`` of ``dataset``'s series again as noise series, at the same stated levels: each recording
     replaced by coloured noise (white to brown) of its own size and labelled TOTAL / no response / no wave
     (training.augment.noise_catch with p = 1, its slope and size factor drawn per recording). What a series
@@ -62,8 +62,8 @@ def noise_copies(dataset: ABRDataset, share: float, seed: int, surrogates: float
     bench/counterfactual.py's cohort, seed 24680, as with a slope per recording), so the simpler draw stays.
     ``surrogates``: the share of recordings made phase surrogates of themselves instead (series.noise_surrogates):
     noise the network's heads call present as often as a response, which only the level coherence tells apart.
-    The coloured noise is cut from a stretch DRIFT_SPAN windows long (it drifts, as real noise does); with
-    ``band`` (series.noise_band) it passes through a random recording filter (training.augment.recording_band):
+    The coloured noise is cut from a stretch DRIFT_SPAN windows long (it drifts, as real noise does); a share
+    ``band`` of it (series.noise_band) passes through a random recording filter (training.augment.recording_band):
     full-band noise the network dismisses by its high frequencies alone (docs/results.md), so without it the
     series model learns noise series from evidence that says "absent" everywhere, not from the scattered, weak
     detections that noise in a recording's band draws."""

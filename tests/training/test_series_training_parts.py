@@ -136,14 +136,16 @@ def test_noise_band_puts_the_noise_series_in_a_recordings_band(tiny, tmp_path):
         return (power[f[1:] > 5000].sum() / power.sum()).item()
 
     plain = noise_copies(bundle.train, 0.5, seed=3).tensors
-    band = noise_copies(bundle.train, 0.5, seed=3, band=True).tensors
+    band = noise_copies(bundle.train, 0.5, seed=3, band=1.0).tensors
     assert torch.equal(plain["series_id"], band["series_id"]) and (band["threshold"] == NO_RESPONSE_DB).all()
     assert above_5khz(band["signal"]) < 0.005 < 0.03 < above_5khz(plain["signal"])
-    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=0.5", "series.noise_band=true")
+    half = noise_copies(bundle.train, 0.5, seed=3, band=0.5).tensors  # about half the recordings filtered
+    assert above_5khz(band["signal"]) < above_5khz(half["signal"]) < above_5khz(plain["signal"])
+    cfg = tiny_config(tmp_path, "data.synthetic.patients=12", "series.noise_series=0.5", "series.noise_band=1")
     part = build_stage(cfg, int(bundle.class_weights.numel())).training_parts(bundle)[1].tensors
-    assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, band=True).tensors["signal"])
-    with pytest.raises(ConfigError, match=r"^config key 'series\.noise_band': expected false with series\.noise_"):
-        tiny_config(tmp_path, "series.noise_band=true")
+    assert torch.equal(part["signal"], noise_copies(bundle.train, 0.5, cfg.seed, band=1.0).tensors["signal"])
+    with pytest.raises(ConfigError, match=r"^config key 'series\.noise_band': expected 0 with series\.noise_"):
+        tiny_config(tmp_path, "series.noise_band=0.5")
 
 
 def test_noise_series_above_one_are_whole_copies_each_its_own_draw(tiny, tmp_path):
