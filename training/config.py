@@ -278,30 +278,11 @@ class Config:
                 "config key 'training.noise_catch': expected loss.head_input 'clean', found "
                 f"'{self.loss.head_input}': catch rows replace the heads' clean half"
             )
-        if self.training.catch_surrogates and not self.training.noise_catch:
-            raise ConfigError(
-                "config key 'training.catch_surrogates': expected 0 with training.noise_catch 0 (it is a share of "
-                "the catch rows)"
-            )
-        if self.training.catch_band and not self.training.noise_catch:
-            raise ConfigError(
-                "config key 'training.catch_band': expected false with training.noise_catch 0 (it shapes the catch "
-                "rows' noise)"
-            )
-        if self.series.noise_band and not (self.series.noise_series or self.series.val_noise_series):
-            raise ConfigError(
-                "config key 'series.noise_band': expected 0 with series.noise_series and series.val_noise_series 0 "
-                "(it shapes the noise series' noise)"
-            )
+        self._refuse_noise_options_without_noise()
         if self.series.waterfall and self.model.peak_head != "map":
             raise ConfigError(
                 "config key 'series.waterfall': expected false with model.peak_head 'pooled' (it reads the wave map "
                 "head's candidate peaks)"
-            )
-        if self.series.noise_surrogates and not self.series.noise_series:
-            raise ConfigError(
-                "config key 'series.noise_surrogates': expected 0 with series.noise_series 0 (it is a share of the "
-                "noise series' recordings)"
             )
         if self.series.extra_patients and self.data.source != "synthetic":
             raise ConfigError(
@@ -319,6 +300,22 @@ class Config:
                 f"'{self.loss.head_input}': the heads must answer from the pass at t = 0, which never reads the labels "
                 "(heads reading x_t would see their own labels)"
             )
+
+    def _refuse_noise_options_without_noise(self) -> None:
+        """An option that shapes noise rows or noise series is refused where there are none to shape."""
+        t, s = self.training, self.series
+        for key, on, needed, why in (
+            ("training.catch_surrogates", t.catch_surrogates, t.noise_catch,
+             "expected 0 with training.noise_catch 0 (it is a share of the catch rows)"),
+            ("training.catch_band", t.catch_band, t.noise_catch,
+             "expected false with training.noise_catch 0 (it shapes the catch rows' noise)"),
+            ("series.noise_band", s.noise_band, s.noise_series or s.val_noise_series,
+             "expected 0 with series.noise_series and series.val_noise_series 0 (it shapes the noise series' noise)"),
+            ("series.noise_surrogates", s.noise_surrogates, s.noise_series,
+             "expected 0 with series.noise_series 0 (it is a share of the noise series' recordings)"),
+        ):
+            if on and not needed:
+                raise ConfigError(f"config key '{key}': {why}")
 
 
 def read_config_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
