@@ -161,11 +161,12 @@ def main(argv: list[str] | None = None) -> None:
                 if i >= args.warmup:
                     times[s].append(time.perf_counter() - t0)
             bar.update(1)  # between the timed calls, not inside them
-    per_step = {s: per_step_time(times[s], args.warmup, update_every(s)) for s in strategies}
+    every = {s: update_every(s) for s in strategies}
+    per_step = {s: per_step_time(times[s], args.warmup, every[s]) for s in strategies}
     base = per_step["fixed"]
     rows = []
     for s in strategies:
-        rows.append({"strategy": s, "update_every": update_every(s), "per_step_ms": round(1000 * per_step[s], 2),
+        rows.append({"strategy": s, "update_every": every[s], "per_step_ms": round(1000 * per_step[s], 2),
                      "relative_to_fixed": round(per_step[s] / base, 3),
                      "median_ms": round(1000 * statistics.median(times[s]), 2),
                      "min_ms": round(1000 * min(times[s]), 2), "max_ms": round(1000 * max(times[s]), 2)})

@@ -253,7 +253,7 @@ class JacobianBalancer(Balancer):
             w = self._autojac(scaled, ctx) if self.engine == "autojac" else self._gramian(scaled, ctx)
         self.calls += 1
         w = torch.ones_like(self.w) if w is None else w.detach().to(self.w)  # [K] on the rows of L / L(0)
-        self.row_w = w.cpu().clone()
+        self.row_w = w  # on its device: no host copy per step (extra_state copies it to the CPU)
         self.w.copy_(w / scale)
         total = (self.w * L.detach()).sum()
         return BalanceOutput(total, total)
@@ -323,7 +323,8 @@ class JacobianBalancer(Balancer):
         return self.w
 
     def get_extra_state(self) -> Any:
-        return {"aggregator": aggregator_state(self.aggregator), "calls": self.calls, "row_w": self.row_w.clone()}
+        return {"aggregator": aggregator_state(self.aggregator), "calls": self.calls,
+                "row_w": self.row_w.detach().cpu().clone()}
 
     def set_extra_state(self, state: Any) -> None:
         load_aggregator_state(self.aggregator, state["aggregator"])
