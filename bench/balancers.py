@@ -38,7 +38,7 @@ from torch.profiler import record_function
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import progress_bar, write_result  # noqa: E402
+from bench.common import progress_bar, strategy_overrides, write_result  # noqa: E402
 from data.cli import phase  # noqa: E402
 from data.stats import DataStats  # noqa: E402
 from models import ModelConfig, build_model  # noqa: E402
@@ -99,9 +99,7 @@ class Setup:
 def balancer_config(spec: str) -> BalancerConfig:
     """``name`` or ``name:key=value,...`` (keys of the strategy's config block) -> its BalancerConfig,
     read as the config overrides ``loss.balancer.name.key=value`` (validated there)."""
-    strategy, _, options = spec.partition(":")
-    overrides = [f"loss.balancer.{strategy}.{o}" for o in options.split(",") if o]
-    return load_config(None, [f"loss.balancer.strategy={strategy}", *overrides]).loss.balancer
+    return load_config(None, strategy_overrides(spec)).loss.balancer
 
 
 def update_every(spec: str) -> int:

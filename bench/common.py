@@ -28,6 +28,14 @@ def write_result(out: str | Path, result: dict[str, Any]) -> Path:
     return out
 
 
+def strategy_overrides(spec: str) -> list[str]:
+    """A balancer strategy ``name`` or ``name:key=value,...`` (keys of that strategy's config block, e.g.
+    ``jacobian:aggregator=mgda,engine=autojac``) -> the config overrides that select it:
+    ``loss.balancer.strategy=name`` and ``loss.balancer.name.key=value`` for each key (validated by the config)."""
+    strategy, _, options = spec.partition(":")
+    return [f"loss.balancer.strategy={strategy}", *(f"loss.balancer.{strategy}.{o}" for o in options.split(",") if o)]
+
+
 def timed(fn: Callable[[], object], repeats: int, *, warmup: int = 0, clock: Callable[[], float] = time.perf_counter,
           sync: Callable[[], object] | None = None) -> list[float]:
     """Seconds that each of ``repeats`` calls of ``fn`` took on ``clock``, after ``warmup`` untimed

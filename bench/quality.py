@@ -1,14 +1,20 @@
 """Quality benchmark: every balancer strategy and the single-task baselines, one dataset, one seed.
 
     python bench/quality.py [--config configs/quickstart.yaml] [--seed 0] [--strategies fixed,dwa,...]
-        [--root logs/quality] [--generate] [--threads 1] [--dry-run] [key=value ...]
+        [--splits test,val] [--root logs/quality] [--generate] [--threads 1] [--dry-run] [key=value ...]
 
-For each strategy: ``python train.py --config CFG --experiment quality_<strategy> seed=S
-loss.balancer.strategy=<strategy> ...``; for each component a single-task run (strategy "fixed",
+A strategy is a name or ``name:key=value,...`` with keys of that strategy's config block
+(``jacobian:aggregator=mgda``, ``jacobian:update_every=8``); ``--strategies`` takes several arguments, each one
+such spec or a comma-separated list of plain names (``fixed,famo``). For each strategy: ``python train.py --config
+CFG --experiment quality_<strategy> seed=S loss.balancer.strategy=<strategy> ...`` (a spec's keys become
+``loss.balancer.<strategy>.<key>=<value>``, its run name ``quality_jacobian-aggregator_mgda``); for each component
+a single-task run (strategy "fixed",
 the other five weights ``--off-weight``: 1e-8 by default, because ``loss.balancer.weights`` must be
 > 0; the shared trunk then sees that task's gradient only, to 1e-8 relative, and Adam still fits
 the other heads on its features, which no single-task metric reads); then
-``python -m evaluation.evaluate --run ...`` on the test split.
+``python -m evaluation.evaluate --run ...`` on each of ``--splits`` (test: ``RUN/eval``, the table's; val:
+``RUN/eval_val``, where a strategy is chosen before the test split is read; bench/quality_seeds.py
+``--eval-dir eval_val`` tabulates it).
 Prints a table of per-task metrics and Δm% (the mean relative change against the single-task
 baselines, signed so that HIGHER is better: see ``evaluation.metrics.delta_m_percent``), writes
 bench/results/quality.json and its section of docs/results.md (with the command and the machine), and the run
@@ -34,7 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import machine, write_doc_section  # noqa: E402
+from bench.common import machine, strategy_overrides, write_doc_section  # noqa: E402
 from data.cli import phase  # noqa: E402
 from data.jsonable import to_jsonable  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, compare_runs, delta_m_for_run, headline_metrics  # noqa: E402
@@ -53,8 +59,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     """The runs: (name, kind, task or strategy, training command)."""
     runs = []
     for s in args.strategies:
-        runs.append({"name": f"quality_{s}", "kind": "multi", "strategy": s,
-                     "cmd": train_command(args, f"quality_{s}", [f"loss.balancer.strategy={s}"])})
+        name = run_name(s)
+        runs.append({"name": name, "kind": "multi", "strategy": s, "cmd": train_command(args, name, strategy_overrides(s))})
     if not args.no_single_task:
         for task in COMPONENTS:
             weights = [f"loss.balancer.weights.{c}={1.0 if c == task else args.off_weight:g}" for c in COMPONENTS]
@@ -62,6 +68,33 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
             runs.append({"name": name, "kind": "single", "task": task,
                          "cmd": train_command(args, name, ["loss.balancer.strategy=fixed", *weights])})
     return runs
+
+
+def run_name(spec: str) -> str:
+    """The run folder of a strategy spec: ``jacobian:aggregator=mgda,engine=autojac`` ->
+    ``quality_jacobian-aggregator_mgda-engine_autojac``."""
+    return "quality_" + spec.replace(":", "-").replace(",", "-").replace("=", "_")
+
+
+def strategy_specs(given: list[str]) -> list[str]:
+    """``--strategies``' arguments -> one spec each: an argument with ``:`` is one ``name:key=value,...`` spec,
+    any other a comma-separated list of names. Names are checked here, keys by loading the config, so a typo
+    stops the bench before its first run rather than failing that run."""
+    from training.config import load_config
+
+    specs = [s for g in given for s in ([g] if ":" in g else g.split(",")) if s]
+    for spec in specs:
+        name = spec.partition(":")[0]
+        if name not in STRATEGIES:
+            raise ValueError(f"--strategies {spec!r}: expected a name from {list(STRATEGIES)}, found {name!r}")
+        try:
+            load_config(None, strategy_overrides(spec))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"--strategies {spec!r}: {exc}") from None
+    return specs
+
+
+EVAL_DIRS = {"test": "eval", "val": "eval_val"}  # split -> the run's evaluation folder
 
 
 def _run(cmd: list[str], env: dict[str, str], log: Path) -> tuple[int, float]:
@@ -108,11 +141,14 @@ at {result['off_weight']:g}.
     write_doc_section(path, "quality", text)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", default=",".join(STRATEGIES), help="comma-separated balancer strategies")
+    p.add_argument("--strategies", nargs="+", default=[",".join(STRATEGIES)],
+                   help="strategies: comma-separated names, or one name:key=value,... spec per argument")
+    p.add_argument("--splits", default="test", help="comma-separated splits to evaluate each run on: test (the "
+                   "table's), val (RUN/eval_val, for choosing)")
     p.add_argument("--no-single-task", action="store_true", help="skip the single-task runs (no Δm%%)")
     p.add_argument("--off-weight", type=float, default=1e-8,
                    help="weight of the other five components in a single-task run (0 where the config allows it)")
@@ -127,47 +163,73 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
     p.add_argument("overrides", nargs="*", help="key=value passed to every training run")
     args = p.parse_args(argv)
-    args.strategies = [s for s in args.strategies.split(",") if s]
-    unknown = [s for s in args.strategies if s not in STRATEGIES]
-    if unknown:
-        p.error(f"--strategies: expected names from {list(STRATEGIES)}, found {unknown}")
+    try:
+        args.strategies = strategy_specs(args.strategies)
+    except ValueError as exc:
+        p.error(str(exc))
+    args.splits = [s for s in args.splits.split(",") if s]
+    if not args.splits or set(args.splits) - set(EVAL_DIRS):
+        p.error(f"--splits: expected names from {list(EVAL_DIRS)}, found {args.splits}")
+    return args
 
+
+def eval_command(args: argparse.Namespace, name: str, split: str) -> list[str]:
+    run = f"{args.root}/{name}"
+    return [sys.executable, "-m", "evaluation.evaluate", "--run", run, "--checkpoint", args.checkpoint,
+            "--split", split, "--out", f"{run}/{EVAL_DIRS[split]}", *([] if args.generate else ["--no-generate"])]
+
+
+def train_and_evaluate(args: argparse.Namespace, runs: list[dict[str, Any]], env: dict[str, str]) -> None:
+    """Each run trained, then evaluated on each split; its status, time and metrics (``metrics``: the test
+    split's, ``metrics_val``: the validation split's) written into the run's dict."""
+    for k, r in enumerate(runs, 1):
+        with phase(PROG, f"[{r['name']}] ({k}/{len(runs)}) training"):
+            rc, secs = _run(r["cmd"], env, ROOT / args.root / f"{r['name']}.train.out")
+        r["train_seconds"], r["status"] = secs, "ok" if rc == 0 else f"train failed (rc {rc})"
+        for split in args.splits if rc == 0 else ():
+            with phase(PROG, f"[{r['name']}] evaluating on the {split} split"):
+                rc, _ = _run(r["eval_cmds"][split], env, ROOT / args.root / f"{r['name']}.eval_{split}.out")
+            if rc != 0:
+                r["status"] = f"eval on {split} failed (rc {rc})"
+                break
+            m = json.loads((ROOT / args.root / r["name"] / EVAL_DIRS[split] / "metrics.json").read_text("utf-8"))
+            key = "metrics" if split == "test" else f"metrics_{split}"
+            r[key] = headline_metrics(m)
+            if split == "test":
+                r["flags"] = m.get("flags", [])
+        print(f"[{r['name']}] {r['status']} in {secs:.0f} s", flush=True)
+
+
+def add_delta_m(runs: list[dict[str, Any]], splits: list[str]) -> None:
+    """Each joint run's Δm% against the single-task runs, per split evaluated (``delta_m``: test)."""
+    for split in splits:
+        key = "metrics" if split == "test" else f"metrics_{split}"
+        single = {r["task"]: r[key] for r in runs if r["kind"] == "single" and r.get(key)}
+        for r in runs:
+            if r["kind"] == "multi" and r.get(key) and single:
+                dkey = "delta_m" if split == "test" else f"delta_m_{split}"
+                try:
+                    r[dkey] = delta_m_for_run(r[key], single)
+                except ValueError as exc:  # a metric the run did not produce (nan) or a zero baseline
+                    r[f"{dkey}_error"] = str(exc)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     runs = plan(args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
                WANDB_MODE="disabled")
     for r in runs:
-        r["eval_cmd"] = [sys.executable, "-m", "evaluation.evaluate", "--run", f"{args.root}/{r['name']}",
-                         "--checkpoint", args.checkpoint, "--split", "test",
-                         *([] if args.generate else ["--no-generate"])]
+        r["eval_cmds"] = {split: eval_command(args, r["name"], split) for split in args.splits}
         if args.dry_run:
-            print(shlex.join(r["cmd"]), "&&", shlex.join(r["eval_cmd"]))
+            print(shlex.join(r["cmd"]), *("&& " + shlex.join(c) for c in r["eval_cmds"].values()))
     if args.dry_run:
         return 0
 
     # A training run per strategy and per task: a progress line on stderr as each run's training and evaluation
     # start and end (their own output goes to ROOT/NAME.*.out); stdout keeps each run's status line and the table.
-    for k, r in enumerate(runs, 1):
-        with phase(PROG, f"[{r['name']}] ({k}/{len(runs)}) training"):
-            rc, secs = _run(r["cmd"], env, ROOT / args.root / f"{r['name']}.train.out")
-        r["train_seconds"], r["status"] = secs, "ok" if rc == 0 else f"train failed (rc {rc})"
-        if rc == 0:
-            with phase(PROG, f"[{r['name']}] evaluating on the test split"):
-                rc, _ = _run(r["eval_cmd"], env, ROOT / args.root / f"{r['name']}.eval.out")
-            if rc != 0:
-                r["status"] = f"eval failed (rc {rc})"
-        mpath = ROOT / args.root / r["name"] / "eval" / "metrics.json"
-        if r["status"] == "ok" and mpath.is_file():
-            m = json.loads(mpath.read_text(encoding="utf-8"))
-            r["metrics"], r["flags"] = headline_metrics(m), m.get("flags", [])
-        print(f"[{r['name']}] {r['status']} in {secs:.0f} s", flush=True)
-
-    single = {r["task"]: r["metrics"] for r in runs if r["kind"] == "single" and r.get("metrics")}
-    for r in runs:
-        if r["kind"] == "multi" and r.get("metrics") and single:
-            try:
-                r["delta_m"] = delta_m_for_run(r["metrics"], single)
-            except ValueError as exc:  # a metric the run did not produce (nan) or a zero baseline
-                r["delta_m_error"] = str(exc)
+    train_and_evaluate(args, runs, env)
+    add_delta_m(runs, args.splits)
     result = {
         "command": shlex.join(["python", "bench/quality.py", *(argv if argv is not None else sys.argv[1:])]),
         "machine": machine(),
@@ -176,20 +238,22 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "off_weight": args.off_weight,
         "checkpoint": args.checkpoint,
+        "splits": args.splits,
         "delta_m_metrics": DELTA_M_METRICS,
-        "runs": [{k: v for k, v in r.items() if k not in ("cmd", "eval_cmd")} | {"cmd": shlex.join(r["cmd"])}
+        "runs": [{k: v for k, v in r.items() if k not in ("cmd", "eval_cmds")} | {"cmd": shlex.join(r["cmd"])}
                  for r in runs],
     }
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_doc(result, ROOT / args.doc)
+    if "test" in args.splits:
+        write_doc(result, ROOT / args.doc)
     done = [ROOT / args.root / r["name"] for r in runs if (ROOT / args.root / r["name"] / "metrics.jsonl").is_file()]
     if done:
         with phase(PROG, f"comparing the runs ({len(done)})"):
             compare_runs(done, ROOT / args.root / "comparison")
     print(render(result))
-    print(f"wrote {args.out} and {args.doc}")
+    print(f"wrote {args.out}" + (f" and {args.doc}" if "test" in args.splits else ""))
     return 0
 
 

@@ -1,0 +1,55 @@
+"""bench/quality.py: strategy specs, run names, the commands it plans (nothing is trained here)."""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from bench import quality
+from bench.common import strategy_overrides
+
+
+def test_specs_split_name_lists_and_keep_keyed_specs_whole():
+    specs = quality.strategy_specs(["fixed,famo", "jacobian:aggregator=mgda,engine=autojac", "stch"])
+    assert specs == ["fixed", "famo", "jacobian:aggregator=mgda,engine=autojac", "stch"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("famx", "expected a name from"),
+    ("jacobian:nope=1", "unknown key"),
+    ("jacobian:update_every=0", "update_every"),
+])
+def test_a_bad_spec_is_refused_naming_it(spec, message):
+    with pytest.raises(ValueError, match=message) as exc:
+        quality.strategy_specs([spec])
+    assert repr(spec) in str(exc.value)
+
+
+def test_overrides_and_run_names_follow_the_spec():
+    assert strategy_overrides("famo") == ["loss.balancer.strategy=famo"]
+    assert strategy_overrides("jacobian:aggregator=mgda,update_every=8") == [
+        "loss.balancer.strategy=jacobian", "loss.balancer.jacobian.aggregator=mgda",
+        "loss.balancer.jacobian.update_every=8"]
+    assert quality.run_name("jacobian:aggregator=mgda,update_every=8") == "quality_jacobian-aggregator_mgda-update_every_8"
+    assert quality.run_name("famo") == "quality_famo"
+
+
+def test_dry_run_trains_each_spec_and_evaluates_each_split(capsys):
+    assert quality.main(["--dry-run", "--no-single-task", "--strategies", "famo", "jacobian:update_every=8",
+                         "--splits", "test,val", "--root", "logs/q", "training.epochs=1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    train, test_eval, val_eval = (shlex.split(part) for part in lines[1].split(" && "))
+    assert {"loss.balancer.strategy=jacobian", "loss.balancer.jacobian.update_every=8", "training.epochs=1",
+            "logging.log_dir=logs/q"} <= set(train)
+    assert train[train.index("--experiment") + 1] == "quality_jacobian-update_every_8"
+    for cmd, split, folder in ((test_eval, "test", "eval"), (val_eval, "val", "eval_val")):
+        assert cmd[cmd.index("--split") + 1] == split
+        assert cmd[cmd.index("--out") + 1] == f"logs/q/quality_jacobian-update_every_8/{folder}"
+
+
+def test_an_unknown_split_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        quality.main(["--dry-run", "--splits", "test,holdout"])
+    assert "--splits: expected names from ['test', 'val']" in capsys.readouterr().err
