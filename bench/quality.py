@@ -60,7 +60,8 @@ def plan(args: argparse.Namespace) -> list[dict[str, Any]]:
     runs = []
     for s in args.strategies:
         name = run_name(s)
-        runs.append({"name": name, "kind": "multi", "strategy": s, "cmd": train_command(args, name, strategy_overrides(s))})
+        runs.append({"name": name, "kind": "multi", "strategy": s,
+                     "cmd": train_command(args, name, strategy_overrides(s))})
     if not args.no_single_task:
         for task in COMPONENTS:
             weights = [f"loss.balancer.weights.{c}={1.0 if c == task else args.off_weight:g}" for c in COMPONENTS]

@@ -31,7 +31,8 @@ def test_overrides_and_run_names_follow_the_spec():
     assert strategy_overrides("jacobian:aggregator=mgda,update_every=8") == [
         "loss.balancer.strategy=jacobian", "loss.balancer.jacobian.aggregator=mgda",
         "loss.balancer.jacobian.update_every=8"]
-    assert quality.run_name("jacobian:aggregator=mgda,update_every=8") == "quality_jacobian-aggregator_mgda-update_every_8"
+    name = quality.run_name("jacobian:aggregator=mgda,update_every=8")
+    assert name == "quality_jacobian-aggregator_mgda-update_every_8"
     assert quality.run_name("famo") == "quality_famo"
 
 
