@@ -85,7 +85,8 @@ after the first step (a checkpoint could not be loaded into a fresh balancer, an
 rollback of a skipped first step failed), and ``.to(device)`` would have moved what TorchJD
 computes on the CPU. So the aggregator is held outside the module tree, its state is created at
 construction (the zeros the first call would create) and travels in ``extra_state``.
-``nash_mtl`` keeps its state in NumPy/cvxpy objects outside torch: a resumed run restarts it.
+``nash_mtl`` keeps its state in NumPy attributes and a cvxpy problem outside torch: the attributes travel in
+``extra_state`` as tensors and the problem is rebuilt from them, so a resumed run solves from the same alpha.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.profiler import record_function  # phases for bench/balancers.py --profile
@@ -147,6 +149,8 @@ def build_aggregator(name: str, weights: Tensor):
         aggregator = factories[name]()
     except ImportError as exc:  # TorchJD's optional solvers (quadprog, cvxpy, ...)
         raise ValueError(f"expected the optional dependencies of jacobian.aggregator '{name}', found: {exc}") from None
+    if name == "nash_mtl":  # TorchJD's problem is not DPP: cvxpy warns on every solve that it cannot cache it
+        warnings.filterwarnings("ignore", message="You are solving a parameterized problem that is not DPP")
     if isinstance(aggregator, A.GradVac):  # its phi_hat now, as the first call would make it (zeros, CPU)
         aggregator.gramian_weighting._ensure_state(len(weights), torch.float32)
     return aggregator
@@ -176,13 +180,42 @@ def gramian_weighting(name: str, aggregator) -> tuple[Any, bool] | None:
     return None
 
 
+# Nash-MTL's state lives in NumPy attributes of its weighting (beside a cvxpy problem built from them on the first
+# call): the step count, the last solution alpha and the Gramian's norm, which seeds the next solve. They travel as
+# tensors under these keys, so that a checkpoint loads with weights_only=True and a resume solves from the same alpha.
+NASH_STATE = ("step", "prvs_alpha", "normalization_factor")
+
+
+def _nash_weighting(aggregator):
+    """The Nash-MTL weighting of ``aggregator``, or None for any other aggregator."""
+    from torchjd.aggregation import NashMTL
+
+    return aggregator.weighting if isinstance(aggregator, NashMTL) else None
+
+
 def aggregator_state(aggregator) -> dict[str, Tensor]:
-    """The tensors a (stateful) TorchJD aggregator keeps, by buffer name (copies, on the CPU)."""
-    return {name: b.detach().cpu().clone() for name, b in aggregator.named_buffers()}
+    """The tensors a (stateful) TorchJD aggregator keeps, by buffer name (copies, on the CPU); Nash-MTL's
+    NumPy state as float64 tensors under ``nash_mtl.<attribute>``."""
+    state = {name: b.detach().cpu().clone() for name, b in aggregator.named_buffers()}
+    nash = _nash_weighting(aggregator)
+    if nash is not None:
+        state |= {f"nash_mtl.{k}": torch.as_tensor(np.asarray(getattr(nash, k), dtype=np.float64)) for k in NASH_STATE}
+    return state
 
 
 def load_aggregator_state(aggregator, state: dict[str, Tensor]) -> None:
-    """Copy ``state`` (from :func:`aggregator_state`) into the aggregator's buffers, in place."""
+    """Copy ``state`` (from :func:`aggregator_state`) into the aggregator's buffers, in place; Nash-MTL's
+    attributes set from theirs and its problem rebuilt when it had solved before (its first call builds it
+    otherwise). A checkpoint from before Nash-MTL's state was saved restarts it, as it did then."""
+    state = dict(state)
+    nash = _nash_weighting(aggregator)
+    saved = {k: state.pop(f"nash_mtl.{k}") for k in NASH_STATE if f"nash_mtl.{k}" in state}
+    if nash is not None and saved:
+        nash.step = float(saved["step"])
+        nash.prvs_alpha = saved["prvs_alpha"].numpy()  # float64, as cvxpy leaves it (the first ones: equal values)
+        nash.normalization_factor = saved["normalization_factor"].numpy().reshape(1)
+        if nash.step > 0:
+            nash._init_optim_problem()
     own = dict(aggregator.named_buffers())
     if sorted(own) != sorted(state) or any(own[k].shape != v.shape for k, v in state.items()):
         found = {k: tuple(v.shape) for k, v in state.items()}

@@ -14,15 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from training.balancers import BalanceContext, BalancerConfig, build_balancer
-from training.balancers.jacobian import PREFERENCE_AGGREGATORS, ROW_COUNT_AGGREGATORS
+from training.balancers.jacobian import PREFERENCE_AGGREGATORS, ROW_AGGREGATORS, ROW_COUNT_AGGREGATORS
 
 NAMES = ["sig", "cls", "exist", "latency", "amplitude", "thr"]
 PEAK = ("exist", "latency", "amplitude")  # three components of one head, as in the pipeline
 
-# The aggregators the Gramian engine serves (cagrad too, where cvxpy is installed: not here).
-GRAMIAN = ["upgrad", "dualproj", "pcgrad", "mgda", "imtl_g", "aligned_mtl", "gradvac", "fairgrad",
+# The aggregators the Gramian engine serves.
+GRAMIAN = ["upgrad", "dualproj", "pcgrad", "mgda", "imtl_g", "aligned_mtl", "gradvac", "fairgrad", "cagrad",
            *ROW_COUNT_AGGREGATORS]
-JACOBIAN_ONLY = ["graddrop", "config"]  # (and nash_mtl, which needs cvxpy)
+JACOBIAN_ONLY = ["graddrop", "config", "nash_mtl"]
 
 
 class Toy6(nn.Module):
@@ -179,9 +179,10 @@ def test_update_every_applies_the_last_weights_in_between_without_a_jacobian(eng
 
 
 def test_update_every_is_refused_for_aggregators_that_are_no_weighting():
-    for aggregator in JACOBIAN_ONLY:
+    for aggregator in ROW_AGGREGATORS:
         with pytest.raises(ValueError, match=rf"expected jacobian.update_every 1 for jacobian.aggregator={aggregator}"):
             build_balancer(jacobian_cfg(aggregator, "autojac", update_every=2), NAMES)
+    assert build_balancer(jacobian_cfg("nash_mtl", "autojac", update_every=2), NAMES).update_every == 2  # weights
 
 
 def test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewhere(monkeypatch):
@@ -197,7 +198,7 @@ def test_engine_auto_is_gramian_where_it_applies_and_gramian_is_refused_elsewher
     for aggregator in JACOBIAN_ONLY:
         calls.clear()
         steps(aggregator, "auto", n=1)
-        assert calls == [1]  # auto: graddrop and config need J's rows
+        assert calls == [1]  # auto: graddrop, config and nash_mtl need J's rows
         with pytest.raises(ValueError, match=rf"^expected jacobian.engine auto or autojac for jacobian.aggregator="
                                              rf"{aggregator}, whose aggregation reads the Jacobian's rows, not only "
                                              r"their Gramian, found gramian$"):

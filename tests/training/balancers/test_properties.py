@@ -6,6 +6,7 @@ import copy
 import io
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,10 +27,14 @@ GRADVAC = {"jacobian": {"aggregator": "gradvac"}}
 GRADVAC_AUTOJAC = {"jacobian": {"aggregator": "gradvac", "engine": "autojac"}}
 GRADVAC_FEATURES = {"jacobian": {"aggregator": "gradvac", "engine": "features"}}
 EVERY3 = {"jacobian": {"update_every": 3}}  # weights every third step, the last ones in between
-CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC), ("jacobian", FEATURES), ("jacobian", EVERY3)]
-CASE_IDS = [*STRATEGIES, "jacobian-autojac", "jacobian-features", "jacobian-every3"]
-STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC), ("jacobian", GRADVAC_FEATURES)]
-STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac", "jacobian-gradvac-features"]
+NASH = {"jacobian": {"aggregator": "nash_mtl"}}  # its state: NumPy attributes and a cvxpy problem
+CAGRAD = {"jacobian": {"aggregator": "cagrad"}}
+CASES = [(s, {}) for s in STRATEGIES] + [("jacobian", AUTOJAC), ("jacobian", FEATURES), ("jacobian", EVERY3),
+                                          ("jacobian", NASH), ("jacobian", CAGRAD)]
+CASE_IDS = [*STRATEGIES, "jacobian-autojac", "jacobian-features", "jacobian-every3", "jacobian-nash_mtl",
+            "jacobian-cagrad"]
+STATEFUL = [("jacobian", GRADVAC), ("jacobian", GRADVAC_AUTOJAC), ("jacobian", GRADVAC_FEATURES), ("jacobian", NASH)]
+STATEFUL_IDS = ["jacobian-gradvac", "jacobian-gradvac-autojac", "jacobian-gradvac-features", "jacobian-nash_mtl"]
 
 
 @pytest.mark.parametrize(("strategy", "blocks"), CASES, ids=CASE_IDS)
@@ -138,7 +143,11 @@ def test_resume_of_a_stateful_aggregator(strategy, blocks, toy_run, toy_cfg):
     cfg = toy_cfg(strategy, NAMES, **blocks)
     run = toy_run(cfg, NAMES, SCALES)
     run.steps(5)
-    assert run.balancer.aggregator.gramian_weighting._phi_t.abs().sum() > 0  # state worth resuming
+    agg = run.balancer.aggregator
+    if blocks["jacobian"]["aggregator"] == "nash_mtl":  # state worth resuming: alpha moved from its first ones
+        assert agg.weighting.step == 5 and not np.allclose(agg.weighting.prvs_alpha, 1.0)
+    else:
+        assert agg.gramian_weighting._phi_t.abs().sum() > 0
     buffer = io.BytesIO()
     torch.save(run.balancer.state_dict(), buffer)
     buffer.seek(0)
@@ -146,6 +155,9 @@ def test_resume_of_a_stateful_aggregator(strategy, blocks, toy_run, toy_cfg):
     resumed.model = copy.deepcopy(run.model)
     resumed.balancer = build_balancer(cfg, NAMES)
     resumed.balancer.load_state_dict(torch.load(buffer, weights_only=True))
+    if blocks["jacobian"]["aggregator"] == "nash_mtl":  # the solve starts from the saved alpha, not from ones
+        mine, theirs = run.balancer.aggregator.weighting, resumed.balancer.aggregator.weighting
+        assert theirs.step == mine.step and np.array_equal(theirs.prvs_alpha, mine.prvs_alpha)
     for r in (run, resumed):
         torch.manual_seed(1)
         r.steps(3)

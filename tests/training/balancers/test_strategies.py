@@ -414,7 +414,7 @@ def test_jacobian_upgrad_resolves_a_conflict():
 
 
 @pytest.mark.parametrize("name", ["upgrad", "dualproj", "pcgrad", "mgda", "imtl_g", "aligned_mtl", "graddrop",
-                                  "gradvac", "config", "fairgrad", "random", "mean", "sum"])
+                                  "gradvac", "config", "fairgrad", "random", "mean", "sum", "cagrad", "nash_mtl"])
 def test_jacobian_aggregators_build_from_torchjd(name):
     from torchjd.aggregation import Aggregator
 
