@@ -4,8 +4,9 @@
         [--splits test,val] [--root logs/quality] [--generate] [--threads 1] [--dry-run] [key=value ...]
 
 A strategy is a name or ``name:key=value,...`` with keys of that strategy's config block
-(``jacobian:aggregator=mgda``, ``jacobian:update_every=8``); ``--strategies`` takes several arguments, each one
-such spec or a comma-separated list of plain names (``fixed,famo``). For each strategy: ``python train.py --config
+(``jacobian:aggregator=mgda``, ``jacobian:update_every=8``); ``--strategies`` takes one such spec or a
+comma-separated list of plain names (``fixed,famo``), and may be repeated (``--strategies fixed,famo --strategies
+jacobian:update_every=8``). For each strategy: ``python train.py --config
 CFG --experiment quality_<strategy> seed=S loss.balancer.strategy=<strategy> ...`` (a spec's keys become
 ``loss.balancer.<strategy>.<key>=<value>``, its run name ``quality_jacobian-aggregator_mgda``); for each component
 a single-task run (strategy "fixed",
@@ -146,8 +147,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default="configs/quickstart.yaml")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--strategies", nargs="+", default=[",".join(STRATEGIES)],
-                   help="strategies: comma-separated names, or one name:key=value,... spec per argument")
+    p.add_argument("--strategies", action="append", default=None,
+                   help="comma-separated names, or one name:key=value,... spec; repeat the flag for more")
     p.add_argument("--splits", default="test", help="comma-separated splits to evaluate each run on: test (the "
                    "table's), val (RUN/eval_val, for choosing)")
     p.add_argument("--no-single-task", action="store_true", help="skip the single-task runs (no Δm%%)")
@@ -165,7 +166,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("overrides", nargs="*", help="key=value passed to every training run")
     args = p.parse_args(argv)
     try:
-        args.strategies = strategy_specs(args.strategies)
+        args.strategies = strategy_specs(args.strategies or [",".join(STRATEGIES)])
     except ValueError as exc:
         p.error(str(exc))
     args.splits = [s for s in args.splits.split(",") if s]

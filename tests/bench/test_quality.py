@@ -37,8 +37,9 @@ def test_overrides_and_run_names_follow_the_spec():
 
 
 def test_dry_run_trains_each_spec_and_evaluates_each_split(capsys):
-    assert quality.main(["--dry-run", "--no-single-task", "--strategies", "famo", "jacobian:update_every=8",
-                         "--splits", "test,val", "--root", "logs/q", "training.epochs=1"]) == 0
+    argv = ["--dry-run", "--no-single-task", "--strategies", "famo", "--strategies", "jacobian:update_every=8",
+            "--splits", "test,val", "--root", "logs/q", "training.epochs=1"]
+    assert quality.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2
     train, test_eval, val_eval = (shlex.split(part) for part in lines[1].split(" && "))
