@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -185,10 +185,14 @@ class SeriesStage:
         self.epoch, self.epoch_step = 1, 0
 
     # -- building -------------------------------------------------------------------------------
-    def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu") -> None:
+    def prepare(self, network: nn.Module, bundle: Any, device: Any = "cpu",
+                progress: Callable[[str], None] | None = None) -> None:
         """Evidence from ``network`` (eval, t = 0) of the training series (:meth:`training_parts`), of
         ``bundle``'s val split and (``cfg.val_noise_series``) of its noise copies, then a fresh model, or the
-        checkpoint's stage state when one is pending."""
+        checkpoint's stage state when one is pending. ``progress(message)`` is called before each part of this
+        work (minutes in the clinical recipe, before the stage's first step): the trainer logs it and stops there
+        when a signal has arrived."""
+        say = progress or (lambda _message: None)
         flags = {k: getattr(self.cfg, k) for k in SeriesNet.READS}
         noise_val = None
         if self.cfg.val_noise_series:
@@ -197,9 +201,15 @@ class SeriesStage:
             if not len(part):
                 raise ValueError(f"series.val_noise_series: {self.cfg.val_noise_series} of the val split's series is "
                                  "none; expected a share that leaves at least one series (or 0)")
+            say(f"the network's evidence on the val split's noise series ({len(part):,} recordings)")
             noise_val = series_set(network, [part], device, **flags)
-        self.prepare_sets(series_set(network, self.training_parts(bundle), device, **flags),
-                          series_set(network, [bundle.val], device, **flags), noise_val)
+        more = f", {self.cfg.extra_patients:,} more patients" if self.cfg.extra_patients else ""
+        say(f"building the training series (the train split{more}, thinned and noise copies)")
+        parts = self.training_parts(bundle)
+        say(f"the network's evidence on the training series ({sum(len(p) for p in parts):,} recordings)")
+        train = series_set(network, parts, device, **flags)
+        say(f"the network's evidence on the val split ({len(bundle.val):,} recordings)")
+        self.prepare_sets(train, series_set(network, [bundle.val], device, **flags), noise_val)
 
     def training_parts(self, bundle: Any) -> list[ABRDataset]:
         """What the series model trains on: the train split, then ``cfg.extra_patients`` more patients,
@@ -430,7 +440,7 @@ def run_series_stage(run_dir: str | Path, model: nn.Module, bundle: Any, cfg: An
     log = log or logging.getLogger("abr")
     t0 = time.time()
     stage = build_stage(cfg, int(bundle.class_weights.numel()))
-    stage.prepare(model, bundle, device)
+    stage.prepare(model, bundle, device, progress=lambda message: log.info("series stage: %s", message))
     log.info("series stage: %d train / %d val series, evidence of %d features per recording (%.0f s)",
              len(stage.train_set), len(stage.val_set), stage.train_set.evidence.shape[-1], time.time() - t0)
     net, best = fit_series(stage.train_set, stage.val_set, cfg.series, stage.n_classes, seed=cfg.seed,

@@ -378,7 +378,9 @@ class Trainer:
 
         view = StageView(self, stage)
         if stage.net is None:  # not prepared yet (a fresh stage, or one resumed from a checkpoint)
-            stage.prepare(load_run(self.run_dir, "best", self.device).model, self.data, self.device)
+            stage.prepare(load_run(self.run_dir, "best", self.device).model, self.data, self.device,
+                          progress=self._stage_progress)
+            self._stage_progress(f"{len(stage.train_set):,} training and {len(stage.val_set):,} val series ready")
         while not stage.finished:
             self.callbacks.call("on_epoch_start", view, stage.epoch)
             for idx in stage.batches():
@@ -406,6 +408,14 @@ class Trainer:
             if stage.finished:  # before the checkpoint that records the stage as done
                 stage.save(self.run_dir, self.logger)
             self.callbacks.call("on_epoch_end", view, stage.epoch - 1, summary)
+
+    def _stage_progress(self, message: str) -> None:
+        """A later stage's preparation, before its first step (minutes of evidence passes in the clinical recipe):
+        each part said in the log, and a signal that arrived during the last one honoured here, not after them
+        all. The checkpoint then holds the stage as not started, so a resume prepares it again."""
+        if self._signal is not None:
+            raise TrainingInterrupted(self._signal)
+        self.logger.info("series stage: %s", message)
 
     def _advance_epoch(self) -> None:
         self.epoch += 1

@@ -5,6 +5,7 @@ exact resume."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -150,3 +151,45 @@ def test_a_terminal_shows_the_series_stage_with_a_bar_and_summaries(tmp_path):
         assert "Total=" in screen[bars[0]] and "LR=" in screen[bars[0]]
         summary = screen.index(f"Series epoch {k}/2 Summary:")
         assert network < bars[0] < summary and screen[summary + 1].startswith("  Train - Total: ")
+
+
+def test_a_signal_while_the_stage_prepares_stops_there_and_a_resume_prepares_again(tmp_path, monkeypatch):
+    """SIGTERM during the stage's evidence passes (minutes in the clinical recipe, no step yet): the run stops
+    before the next pass with the stage not started, each pass said in the log, and a resume fits the same
+    series model as a run never stopped."""
+    import os
+    import signal
+
+    import training.series_stage as stage_module
+    from training.trainer import TrainingInterrupted
+
+    model = [s for s in TINY_MODEL if not s.startswith("data.")]
+    cfg = tiny_config(tmp_path, *model, "training.epochs=1", "data.synthetic.patients=30",
+                      "logging.use_tensorboard=false", *SERIES)
+    whole = train_run(cfg, tmp_path / "whole")
+    passes = []
+    series_set = stage_module.series_set
+
+    def signalled_on_the_first_pass(*args, **kwargs):
+        passes.append(1)
+        if len(passes) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler only sets a flag
+        return series_set(*args, **kwargs)
+
+    monkeypatch.setattr(stage_module, "series_set", signalled_on_the_first_pass)
+    with pytest.raises(TrainingInterrupted):
+        train_run(cfg, tmp_path / "cut")
+    assert passes == [1]  # stopped before the val split's pass
+    log = (tmp_path / "cut" / "train.log").read_text(encoding="utf-8").splitlines()
+    said = [line.split(" INFO ", 1)[1] for line in log if " INFO series stage: " in line]
+    assert said[0] == "series stage: building the training series (the train split, thinned and noise copies)"
+    assert re.fullmatch(r"series stage: the network's evidence on the training series \([\d,]+ recordings\)", said[1])
+    assert len(said) == 2  # nothing after the pass the signal came in
+    state = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")
+    assert state["series"] is None and state["step"] == whole.steps_per_epoch
+    monkeypatch.setattr(stage_module, "series_set", series_set)
+    resumed = train_run(cfg, tmp_path / "cut", resume=True)
+    assert resumed.step == whole.step
+    a = load_checkpoint(tmp_path / "whole" / "checkpoints" / "series.pt", required=SERIES_KEYS)["series_model"]
+    b = load_checkpoint(tmp_path / "cut" / "checkpoints" / "series.pt", required=SERIES_KEYS)["series_model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
