@@ -191,10 +191,11 @@ def train_and_evaluate(args: argparse.Namespace, runs: list[dict[str, Any]], env
         for split in args.splits if rc == 0 else ():
             with phase(PROG, f"[{r['name']}] evaluating on the {split} split"):
                 rc, _ = _run(r["eval_cmds"][split], env, ROOT / args.root / f"{r['name']}.eval_{split}.out")
-            if rc != 0:
-                r["status"] = f"eval on {split} failed (rc {rc})"
+            path = ROOT / args.root / r["name"] / EVAL_DIRS[split] / "metrics.json"
+            if rc != 0 or not path.is_file():
+                r["status"] = f"eval on {split} failed (rc {rc})" if rc else f"eval on {split} wrote no {path.name}"
                 break
-            m = json.loads((ROOT / args.root / r["name"] / EVAL_DIRS[split] / "metrics.json").read_text("utf-8"))
+            m = json.loads(path.read_text("utf-8"))
             key = "metrics" if split == "test" else f"metrics_{split}"
             r[key] = headline_metrics(m)
             if split == "test":
