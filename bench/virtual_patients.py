@@ -130,7 +130,7 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
                      kw["sampler"], kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                      batch_size=batch_size, label=torch.from_numpy(cohort.label[rows]),
                      threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels),
-                     share=kw["share"])
+                     share=kw["share"], lowpass_hz=kw["lowpass_hz"])
         out[rows] = x[:, 0].numpy()  # (n L)
     if not np.isfinite(out).all():
         raise ValueError(f"generated {int((~np.isfinite(out)).sum())} non-finite values with {kw}; nothing written")
@@ -444,6 +444,7 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     s, c = result["sampling"], result["cohort"]
     links = "\n".join(f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in figures)
     with_series = "with" if result["series_model"] else "without"
+    lowpass = f"{s['lowpass_hz']:g} Hz" if s.get("lowpass_hz") else "none"
     return f"""## Virtual patients: read back and fidelity (issue 28; bench/virtual_patients.py)
 
 Command: `{result['command']}`
@@ -454,7 +455,8 @@ Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {re
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
 {s['sampler']}, {s['steps']} steps,
-eta {s['eta']:g}, guidance w = {s['guidance']:g}, clip {s['clip']}, seed {s['seed']}. 95 % bootstrap intervals over
+eta {s['eta']:g}, guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
+95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
 

@@ -108,17 +108,19 @@ def check_number(
     gt: float | None = None,
     le: float | None = None,
     limit: str = "",
+    lt: float | None = None,
 ) -> Any:
     """``value`` as ``kind`` (int or float) when it is finite and within the bounds; ``ValueError``
     naming ``where`` (a flag, a key) and what was expected otherwise. ``limit`` names the constant
     behind the upper bound (``MAX_SIGNALS``), so the message says where the number comes from."""
-    expected = _expected(kind, ge, gt, le, limit)
+    expected = _expected(kind, ge, gt, le, limit, lt)
     try:
         number = _parse(kind, value)
     except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where}: expected {expected}, found {value!r}") from None
     if not math.isfinite(number) or any((
         ge is not None and number < ge, gt is not None and number <= gt, le is not None and number > le,
+        lt is not None and number >= lt,
     )):
         raise ValueError(f"{where}: expected {expected}, found {value!r}")
     return number
@@ -136,12 +138,13 @@ def _parse(kind: type, value: Any) -> Any:
     return float(value)
 
 
-def _expected(kind: type, ge: float | None, gt: float | None, le: float | None, limit: str) -> str:
+def _expected(kind: type, ge: float | None, gt: float | None, le: float | None, limit: str,
+              lt: float | None = None) -> str:
     what = "an integer" if kind is int else "a finite number"
     bounds = [f">= {ge:g}" if ge is not None else "", f"> {gt:g}" if gt is not None else "",
-              f"<= {le:g}" if le is not None else ""]
+              f"<= {le:g}" if le is not None else "", f"< {lt:g}" if lt is not None else ""]
     text = " and ".join(b for b in bounds if b)
-    named = f" ({limit})" if limit and le is not None else ""
+    named = f" ({limit})" if limit and (le is not None or lt is not None) else ""
     return f"{what} {text}{named}".rstrip()
 
 
@@ -152,13 +155,14 @@ def number(
     gt: float | None = None,
     le: float | None = None,
     limit: str = "",
+    lt: float | None = None,
 ) -> Callable[[str], Any]:
     """An argparse ``type=`` for a finite number within bounds; a bad value is refused by the parser
     as ``argument --flag: expected an integer >= 1 and <= 100000 (MAX_SIGNALS), found '0'``."""
 
     def parse(text: str) -> Any:
         try:
-            return check_number("", text, kind, ge=ge, gt=gt, le=le, limit=limit)
+            return check_number("", text, kind, ge=ge, gt=gt, le=le, limit=limit, lt=lt)
         except ValueError as exc:
             raise argparse.ArgumentTypeError(str(exc).removeprefix(": ")) from None
 

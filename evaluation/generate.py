@@ -101,13 +101,15 @@ def generate(
     threshold: float | Tensor | None = None,
     tied: int = 1,
     share: float = 1.0,
+    lowpass_hz: float | None = None,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
 
     ``label`` (a class index) and ``threshold`` (dB nHL), one for all rows or one per row ([n]), condition a
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
-    rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian).
+    rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
+    ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
     mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
     recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
@@ -136,6 +138,7 @@ def generate(
 
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
                                           eta=eta, guidance=guidance, generator=generator, clip=clip,
+                                          lowpass_hz=lowpass_hz,
                                           **({"tied": tied, "share": share} if tied > 1 else {})))
     finally:
         model.train(was_training)
@@ -187,7 +190,7 @@ def series_rows(static: Tensor, levels: list[float], n: int) -> tuple[Tensor, np
     return rows, np.repeat(np.arange(n, dtype=np.int64), K)
 
 
-SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip")
+SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip", "lowpass_hz")
 
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -203,6 +206,10 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance w (1: off); default: the run's diffusion.guidance")
     p.add_argument("--clip", type=number(float, ge=0.0), help="clamp x0_hat to [-c, c] (standardized units), "
                    "0: no clamping; default: the run's diffusion.clip_x0")
+    p.add_argument("--lowpass-hz", dest="lowpass_hz",
+                   type=number(float, ge=0.0, lt=SAMPLE_RATE_HZ / 2, limit="the Nyquist frequency"),
+                   help="the generated signals through a zero-phase low-pass at this frequency (Hz), 0: none; "
+                   "default: the run's diffusion.lowpass_hz")
 
 
 def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
@@ -398,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, total_signals, kw["sampler"],
                           kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                           batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
-                          tied=tied, share=args.share)
+                          tied=tied, share=args.share, lowpass_hz=kw["lowpass_hz"])
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from data.config import DataConfig
+from data.records import SAMPLE_RATE_HZ
 from data.schema import (
     ConfigError,
     apply_override,
@@ -55,6 +56,10 @@ class DiffusionConfig:
     )
     guidance: float = spec(1.0, ge=0.0, help="classifier-free guidance w: uncond + w*(cond - uncond); 1: off")
     clip_x0: float = spec(0.0, ge=0.0, help="clamp predicted x0 to [-c, c] while sampling; 0: no clamping")
+    lowpass_hz: float = spec(
+        0.0, ge=0.0, lt=SAMPLE_RATE_HZ / 2, help="generated signals through a zero-phase low-pass at this frequency "
+        "(data.waveform.lowpass_zero_phase); 0: none. The sampler leaves residual power above the training "
+        "recordings' band, which the heads read as noise (docs/generate.md)")
 
     def __post_init__(self) -> None:
         if self.sampling_steps > self.timesteps:

@@ -24,6 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from data.waveform import lowpass_zero_phase
 from training.config import DiffusionConfig
 from training.samplers import (
     CLEAN,
@@ -167,7 +168,7 @@ class GaussianDiffusion(nn.Module):
         """The config's sampling defaults, as keyword arguments of :meth:`sample`."""
         c = self.cfg
         return {"sampler": c.sampler, "steps": c.sampling_steps, "eta": c.eta, "guidance": c.guidance,
-                "clip": c.clip_x0 or None}
+                "clip": c.clip_x0 or None, "lowpass_hz": c.lowpass_hz}
 
     def _guided(self, denoise_fn: DenoiseFn, x_t: Tensor, t: Tensor, guidance: float) -> Tensor:
         """Classifier-free guidance (Ho & Salimans 2022, eq. 6): uncond + w (cond - uncond).
@@ -194,6 +195,7 @@ class GaussianDiffusion(nn.Module):
         spacing: str | None = None,
         tied: int = 1,
         share: float = 1.0,
+        lowpass_hz: float | None = None,
     ) -> Tensor:
         """Draw x0 of ``shape`` (e.g. [B, 1, L]) by running the reverse process from x_T ~ N(0, I).
 
@@ -208,6 +210,8 @@ class GaussianDiffusion(nn.Module):
         ``tied`` consecutive rows shares every noise draw, x_T and the stochastic samplers' step noise
         (one virtual patient's series, evaluation.generate); 1 (default) draws as before; ``share``: the
         share of each draw's variance the run has in common (1: all; training.samplers.gaussian).
+        ``lowpass_hz``: the samples through data.waveform.lowpass_zero_phase at that frequency at the end; None:
+        ``cfg.lowpass_hz``; 0: none.
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
@@ -235,4 +239,7 @@ class GaussianDiffusion(nn.Module):
                 x = ddpm_step(x, x0, cur, nxt, generator, tied, share)
             else:
                 x = solver.step(x, x0, cur, nxt)
+        cutoff = self.cfg.lowpass_hz if lowpass_hz is None else lowpass_hz
+        if cutoff:  # one host round trip per call, after the last step
+            x = torch.from_numpy(lowpass_zero_phase(x.cpu().numpy(), cutoff)).to(x)
         return x

@@ -69,7 +69,7 @@ def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition
     series = series_index(cohort.series_id, cohort.static[:, 1])
     loaded = RowEcho.loaded()
     net = loaded.model
-    kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None, "share": 1.0}
+    kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None, "lowpass_hz": 0.0, "share": 1.0}
     x = sample_twins(loaded, cohort, series, kw, seed=0, batch_size=1000)  # (N L)
     assert x.shape == cohort.signal.shape
     for rows in series.members:

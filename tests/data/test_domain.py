@@ -177,3 +177,15 @@ def test_mixed_records_each_patient_through_one_chain():
     alone = simulate(np.random.default_rng(2), pat, idx2[:k], level2[:k], rate2[:k])
     assert np.array_equal(out[:k], alone["signal"])
     assert np.array_equal(cols["peak_latency"][:k], alone["peak_latency"], equal_nan=True)
+
+
+def test_lowpass_keeps_the_waves_band_and_removes_what_lies_above():
+    """data.waveform.lowpass_zero_phase (generated signals, diffusion.lowpass_hz): a 500 Hz wave and the DC
+    pass in place, an 8 kHz one is gone; a cutoff outside (0, Nyquist) is refused."""
+    t = np.arange(200) / 20_000.0
+    slow, fast = np.sin(2 * np.pi * 500 * t), np.sin(2 * np.pi * 8000 * t)
+    out = wf.lowpass_zero_phase(np.stack([slow + 0.3, fast]), 5000.0)
+    assert np.abs(out[0] - (slow + 0.3))[20:-20].max() < 1e-3  # zero phase: no shift, no gain change
+    assert np.sqrt(np.mean(out[1, 20:-20] ** 2)) < 1e-3
+    with pytest.raises(ValueError, match=r"low-pass cutoff: expected a frequency in \(0, 10000\) Hz, found 10000"):
+        wf.lowpass_zero_phase(out, 10000.0)

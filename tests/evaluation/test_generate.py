@@ -200,6 +200,8 @@ def _one_error_line(capsys) -> str:
     ("--guidance", "-1", r"argument --guidance: expected a finite number >= 0"),
     ("--eta", "2", r"argument --eta: expected a finite number >= 0 and <= 1, found '2'"),
     ("--clip", "-1", r"argument --clip: expected a finite number >= 0"),
+    ("--lowpass-hz", "10000",
+     r"argument --lowpass-hz: expected a finite number >= 0 and < 10000 \(the Nyquist frequency\), found '10000'"),
     ("--fmp", "nan", r"argument --fmp: expected a finite number >= 0 and <= 100000 \(STATIC_LIMITS\)"),
     ("--intensity", "500", r"argument --intensity: expected a finite number >= -20 and <= 140 \(STATIC_LIMITS\)"),
     ("--age", "-1", r"argument --age: expected a finite number >= 0 and <= 120 \(STATIC_LIMITS\), found '-1'"),

@@ -100,6 +100,7 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "diffusion.timestep_spacing": "tests/training/test_samplers.py::test_config_timestep_spacing_is_used",
     "diffusion.guidance": "tests/evaluation/test_generate.py::test_cli_uses_run_defaults_and_flags",
     "diffusion.clip_x0": DI + "test_config_keys_validated",
+    "diffusion.lowpass_hz": DI + "test_lowpass_hz_filters_the_samples_after_the_last_step",
     # loss
     "loss.class_loss": LO + "test_focal_keeps_class_weights_and_reduces_to_weighted_ce_at_gamma_zero",
     "loss.focal_gamma": LO + "test_focal_gamma_is_read",

@@ -200,7 +200,9 @@ def test_config_keys_validated():
         load_config(None, ["diffusion.schedule=linear", "diffusion.beta_start=0.05"])
     cfg = load_config(None, ["diffusion.sampler=dpmpp2m", "diffusion.sampling_steps=20", "diffusion.clip_x0=3"])
     kw = GaussianDiffusion(cfg.diffusion).sampling_kwargs()
-    assert kw == {"sampler": "dpmpp2m", "steps": 20, "eta": 0.0, "guidance": 1.0, "clip": 3.0}
+    assert kw == {"sampler": "dpmpp2m", "steps": 20, "eta": 0.0, "guidance": 1.0, "clip": 3.0, "lowpass_hz": 0.0}
+    with pytest.raises(ConfigError, match="diffusion.lowpass_hz"):
+        load_config(None, ["diffusion.lowpass_hz=10000"])  # the Nyquist frequency of 20 kHz sampling
     assert GaussianDiffusion(DiffusionConfig()).sampling_kwargs()["clip"] is None  # no clamping by default
 
 
@@ -215,3 +217,27 @@ def test_config_eta_is_the_sampling_default():
         assert d.sampling_kwargs()["eta"] == eta
         out[eta] = d.sample(zero, (4, 1, 8), generator=torch.Generator().manual_seed(0), **d.sampling_kwargs())
     assert not torch.allclose(out[0.0], out[1.0])
+
+
+def test_lowpass_hz_filters_the_samples_after_the_last_step():
+    """diffusion.lowpass_hz (or the call's lowpass_hz) is the zero-phase low-pass of the finished samples and
+    nothing else: the same draw, filtered; 0 leaves the samples as they were."""
+    from data.waveform import lowpass_zero_phase
+
+    def noisy(x_t, t, drop_cond):  # eps-ish output with power up to the Nyquist frequency
+        return torch.sin(3.0 * x_t) + 0.5 * x_t
+
+    def draw(d, **kw):
+        return d.sample(noisy, (3, 1, 200), sampler="ddim", steps=5, eta=1.0,
+                        generator=torch.Generator().manual_seed(0), **kw)
+
+    plain, filtered = make(timesteps=100), make(timesteps=100, lowpass_hz=3000.0)
+    raw = draw(plain)
+    assert torch.equal(draw(filtered, lowpass_hz=0.0), raw)
+    want = torch.from_numpy(lowpass_zero_phase(raw.numpy(), 3000.0)).float()
+    torch.testing.assert_close(draw(filtered), want)  # the config's cutoff
+    torch.testing.assert_close(draw(plain, lowpass_hz=3000.0), want)  # the call's
+    def high(x):  # power above 5 kHz (bins of 100 Hz), Hann-windowed against the window's edges
+        return torch.fft.rfft(x * torch.hann_window(200, dtype=x.dtype), dim=-1)[..., 50:].abs().pow(2).sum()
+
+    assert high(want) < 1e-3 * high(raw)
