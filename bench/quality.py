@@ -113,12 +113,16 @@ def _fmt(v: Any) -> str:
 
 
 def render(result: dict[str, Any]) -> str:
+    """The test split's metrics per run, its Δm%, and (when the validation split was evaluated) the
+    validation Δm% on which a strategy is chosen."""
     cols = [h[0] for h in HEADLINE]
-    lines = ["| run | " + " | ".join(cols) + " | Δm% (↑) | train s |", "|---" * (len(cols) + 3) + "|"]
+    val = "val" in result.get("splits", [])
+    extra = " Δm% val (↑) |" if val else ""
+    lines = ["| run | " + " | ".join(cols) + f" | Δm% (↑) |{extra} train s |", "|---" * (len(cols) + 3 + val) + "|"]
     for r in result["runs"]:
         h = r.get("metrics") or {}
-        lines.append(f"| {r['name']} | " + " | ".join(_fmt(h.get(c)) for c in cols) +
-                     f" | {_fmt(r.get('delta_m'))} | {_fmt(r.get('train_seconds'))} |")
+        lines.append(f"| {r['name']} | " + " | ".join(_fmt(h.get(c)) for c in cols) + f" | {_fmt(r.get('delta_m'))} |"
+                     + (f" {_fmt(r.get('delta_m_val'))} |" if val else "") + f" {_fmt(r.get('train_seconds'))} |")
     return "\n".join(lines)
 
 

@@ -55,3 +55,11 @@ def test_an_unknown_split_is_refused(capsys):
     with pytest.raises(SystemExit):
         quality.main(["--dry-run", "--splits", "test,holdout"])
     assert "--splits: expected names from ['test', 'val']" in capsys.readouterr().err
+
+
+def test_the_table_shows_the_validation_dm_where_the_validation_split_was_evaluated():
+    run = {"name": "quality_famo", "metrics": {}, "delta_m": -1.5, "delta_m_val": 0.25, "train_seconds": 40}
+    with_val = quality.render({"splits": ["val", "test"], "runs": [run]}).splitlines()
+    assert with_val[0].endswith("| Δm% (↑) | Δm% val (↑) | train s |")
+    assert with_val[2].endswith("| -1.5 | 0.25 | 40 |")
+    assert "Δm% val" not in quality.render({"splits": ["test"], "runs": [run]})
