@@ -62,7 +62,7 @@ from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
 from evaluation.distribution import auroc, c2st_scores  # noqa: E402
-from evaluation.generate import SERIES_SHARE, add_sampling_flags, generate, sampling_settings  # noqa: E402
+from evaluation.generate import SAMPLING_KEYS, SERIES_SHARE, add_sampling_flags, generate, sampling_settings  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
     Series,
@@ -536,7 +536,7 @@ def run(p, args, argv: list[str] | None) -> int:
         "machine": machine(), "threads": args.threads, "date": datetime.date.today().isoformat(),
         "run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
         "benchmark": {"patients": args.patients, "seed": args.seed}, "types": list(CLASS_NAMES),
-        "sampling": {k: kw[k] for k in ("sampler", "steps", "eta", "guidance", "clip", "share")}
+        "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share")}
         | {"seed": args.gen_seed},
         "n_boot": args.n_boot, "cohort": {"series": len(series), "recordings": len(cohort), "series_per_type": {
             name: int((truth[1] == k).sum()) for k, name in enumerate(CLASS_NAMES)}}}

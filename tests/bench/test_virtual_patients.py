@@ -135,7 +135,7 @@ def _estimates(tree, path=""):
 def test_the_bench_on_a_tiny_label_run(label_run, tmp_path, capsys):
     out, doc, figures = tmp_path / "vp.json", tmp_path / "results.md", tmp_path / "img"
     assert main(["--run", str(label_run), *TINY_BENCH, "--out", str(out), "--doc", str(doc),
-                 "--figures", str(figures)]) == 0
+                 "--figures", str(figures), "--lowpass-hz", "5000"]) == 0
     r = json.loads(out.read_text(encoding="utf-8"))
     S = r["cohort"]["series"]
     assert S == 10 and sum(r["cohort"]["series_per_type"].values()) == S and r["types"] == list(CLASS_NAMES)
@@ -160,6 +160,8 @@ def test_the_bench_on_a_tiny_label_run(label_run, tmp_path, capsys):
         if lo is not None and hi is not None and v is not None:
             assert lo - 1e-9 <= hi, path
     assert r["sampling"]["steps"] == 2 and r["sampling"]["sampler"]  # the run's sampler, steps overridden
+    assert r["sampling"]["lowpass_hz"] == 5000.0  # the flag, recorded and said in the doc
+    assert "low-pass 5000 Hz" in doc.read_text(encoding="utf-8")
     text = doc.read_text(encoding="utf-8")
     assert "<!-- virtual_patients: begin -->" in text and "| reader | type macro-F1, generated" in text
     assert "](img/virtual_patients_waterfall.png)" in text
