@@ -281,7 +281,7 @@ class JacobianBalancer(Balancer):
         scale = self.initial.scale()  # [K] L_i(0), or 1 with normalize: none
         scaled = [losses[n] * (ctx.loss_scale / scale[i]) for i, n in enumerate(self.names)]
         if self.calls % self.update_every:  # between updates: the last weights, one ordinary backward
-            w = self._apply(scaled, ctx, self.row_w)
+            w = self._apply_last_weights(scaled, ctx, self.row_w)
         else:
             w = self._autojac(scaled, ctx) if self.engine == "autojac" else self._gramian(scaled, ctx)
         self.calls += 1
@@ -337,7 +337,7 @@ class JacobianBalancer(Balancer):
         _weighted_backward(scaled, features, cot, w)  # 3.
         return w
 
-    def _apply(self, scaled: list[Tensor], ctx: BalanceContext, w: Tensor) -> Tensor:
+    def _apply_last_weights(self, scaled: list[Tensor], ctx: BalanceContext, w: Tensor) -> Tensor:
         """A step between updates (``update_every``): the given row weights [K], no Jacobian and no Gramian; the
         heads get their own gradients and the trunk w^T J, as on an update step with these weights."""
         features, _ = self._shared(ctx)
