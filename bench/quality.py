@@ -221,7 +221,44 @@ def add_delta_m(runs: list[dict[str, Any]], splits: list[str]) -> None:
                     r[f"{dkey}_error"] = str(exc)
 
 
+def _training_overrides(command: str) -> list[str]:
+    """The key=value overrides every training run of a quality.py command got (strategy specs left out)."""
+    from bench.quality_seeds import _overrides
+
+    return [o for o in _overrides(command) if ":" not in o]
+
+
+def merge(paths: list[str]) -> dict[str, Any]:
+    """Several results of one seed and config as one (a rerun of the runs that failed, more strategies later):
+    the runs of each file in order, a later run of the same name replacing an earlier one, and Δm% recomputed
+    against the merged single-task runs. ValueError naming the file whose seed, config or overrides differ."""
+    results = [(q, json.loads(Path(q).read_text(encoding="utf-8"))) for q in paths]
+    first_path, first = results[0]
+    for q, r in results[1:]:
+        for key in ("seed", "config", "off_weight", "checkpoint"):
+            if r.get(key) != first.get(key):
+                raise ValueError(f"--merge {q}: expected {key} {first.get(key)!r} as in {first_path}, "
+                                 f"found {r.get(key)!r}")
+        if _training_overrides(r["command"]) != _training_overrides(first["command"]):
+            raise ValueError(f"--merge {q}: expected the overrides {_training_overrides(first['command'])} as in "
+                             f"{first_path}, found {_training_overrides(r['command'])}")
+    runs: dict[str, dict[str, Any]] = {}
+    for _, r in results:
+        runs |= {run["name"]: dict(run) for run in r["runs"]}
+    splits = sorted({s for _, r in results for s in r.get("splits", ["test"])}, key=list(EVAL_DIRS).index)
+    merged = dict(first, runs=list(runs.values()), splits=splits, merged_from=[r["command"] for _, r in results])
+    for run in merged["runs"]:
+        for key in [k for k in run if k.startswith("delta_m")]:
+            del run[key]
+    add_delta_m(merged["runs"], splits)
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--merge":
+        return merge_main(argv[1:])
     args = parse_args(argv)
     runs = plan(args)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
@@ -238,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     train_and_evaluate(args, runs, env)
     add_delta_m(runs, args.splits)
     result = {
-        "command": shlex.join(["python", "bench/quality.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", "bench/quality.py", *argv]),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d"),
         "config": args.config,
@@ -261,6 +298,27 @@ def main(argv: list[str] | None = None) -> int:
             compare_runs(done, ROOT / args.root / "comparison")
     print(render(result))
     print(f"wrote {args.out}" + (f" and {args.doc}" if "test" in args.splits else ""))
+    return 0
+
+
+def merge_main(argv: list[str]) -> int:
+    """``python bench/quality.py --merge A.json B.json ... --out C.json [--doc FILE]``."""
+    p = argparse.ArgumentParser(prog="bench/quality.py --merge", description=merge.__doc__.split("\n")[0])
+    p.add_argument("results", nargs="+", help="bench/quality.py result JSON files of one seed and config")
+    p.add_argument("--out", required=True)
+    p.add_argument("--doc", default=None, help="write the table as the quality section of this file")
+    args = p.parse_args(argv)
+    try:
+        result = merge(args.results)
+    except (OSError, ValueError, KeyError) as exc:
+        p.error(str(exc))
+    out = ROOT / args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    if args.doc:
+        write_doc(result, ROOT / args.doc)
+    print(render(result))
+    print(f"wrote {args.out}" + (f" and {args.doc}" if args.doc else ""))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 
 import pytest
@@ -63,3 +64,45 @@ def test_the_table_shows_the_validation_dm_where_the_validation_split_was_evalua
     assert with_val[0].endswith("| Δm% (↑) | Δm% val (↑) | train s |")
     assert with_val[2].endswith("| -1.5 | 0.25 | 40 |")
     assert "Δm% val" not in quality.render({"splits": ["test"], "runs": [run]})
+
+
+def _result(tmp_path, name: str, runs: list[dict], **kw) -> str:
+    base = {"command": "python bench/quality.py --seed 0 training.epochs=2", "seed": 0, "config": "q.yaml",
+            "off_weight": 0.0, "checkpoint": "last", "splits": ["val", "test"], "runs": runs}
+    path = tmp_path / name
+    path.write_text(json.dumps(base | kw), encoding="utf-8")
+    return str(path)
+
+
+def _metrics(value: float) -> dict:
+    from evaluation.compare import HEADLINE
+
+    return {h[0]: value for h in HEADLINE}
+
+
+def test_merge_takes_the_later_run_of_a_name_and_recomputes_dm_against_the_merged_single_task_runs(tmp_path):
+    from evaluation.compare import DELTA_M_METRICS
+
+    singles = [{"name": f"quality_single_{t}", "kind": "single", "task": t, "metrics": _metrics(1.0),
+                "metrics_val": _metrics(1.0)} for t in DELTA_M_METRICS]
+    failed = {"name": "quality_jacobian", "kind": "multi", "strategy": "jacobian", "status": "train failed (rc 1)"}
+    first = _result(tmp_path, "a.json", [{"name": "quality_fixed", "kind": "multi", "strategy": "fixed",
+                                          "metrics": _metrics(1.0), "metrics_val": _metrics(1.0)}, failed, *singles])
+    rerun = {"name": "quality_jacobian", "kind": "multi", "strategy": "jacobian", "status": "ok",
+             "metrics": _metrics(1.0), "metrics_val": _metrics(1.0)}
+    second = _result(tmp_path, "b.json", [rerun], command="python bench/quality.py --seed 0 --strategies jacobian "
+                     "--no-single-task training.epochs=2")
+    merged = quality.merge([first, second])
+    by_name = {r["name"]: r for r in merged["runs"]}
+    assert by_name["quality_jacobian"]["status"] == "ok"
+    assert by_name["quality_jacobian"]["delta_m"] == pytest.approx(0.0)  # equal to every single-task run
+    assert by_name["quality_jacobian"]["delta_m_val"] == pytest.approx(0.0)
+    assert len(merged["merged_from"]) == 2
+
+
+def test_merge_refuses_results_of_another_seed_or_other_overrides(tmp_path):
+    a = _result(tmp_path, "a.json", [])
+    with pytest.raises(ValueError, match=r"b.json: expected seed 0 as in .*a.json, found 1"):
+        quality.merge([a, _result(tmp_path, "b.json", [], seed=1)])
+    with pytest.raises(ValueError, match=r"c.json: expected the overrides \['training.epochs=2'\]"):
+        quality.merge([a, _result(tmp_path, "c.json", [], command="python bench/quality.py training.epochs=3")])
