@@ -222,10 +222,10 @@ def add_delta_m(runs: list[dict[str, Any]], splits: list[str]) -> None:
 
 
 def _training_overrides(command: str) -> list[str]:
-    """The key=value overrides every training run of a quality.py command got (strategy specs left out)."""
+    """The key=value overrides every training run of a quality.py command got (bench.quality_seeds' reading)."""
     from bench.quality_seeds import _overrides
 
-    return [o for o in _overrides(command) if ":" not in o]
+    return _overrides(command)
 
 
 def merge(paths: list[str]) -> dict[str, Any]:

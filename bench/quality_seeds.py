@@ -44,8 +44,9 @@ PATIENT = {
 
 
 def _overrides(command: str) -> list[str]:
-    """The trailing key=value overrides of a quality.py command line (seed, paths and output left out)."""
-    return sorted(a for a in shlex.split(command) if "=" in a and not a.startswith("-"))
+    """The trailing key=value overrides of a quality.py command line (seed, paths, output and the strategy specs,
+    ``name:key=value``, left out: seeds may compare different strategies)."""
+    return sorted(a for a in shlex.split(command) if "=" in a and not a.startswith("-") and ":" not in a)
 
 
 def check_same_experiment(results: list[tuple[str, dict[str, Any]]]) -> None:
