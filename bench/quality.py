@@ -128,6 +128,11 @@ def render(result: dict[str, Any]) -> str:
 
 def write_doc(result: dict[str, Any], path: Path) -> None:
     """The table as the ``quality`` section of ``path`` (the rest of the file is kept)."""
+    val = ("\nΔm% val: the same against the single-task runs on the validation split, where a strategy is chosen "
+           "before the test split is read." if "val" in result.get("splits", []) else "")
+    merged = ("\nMerged from: " + "; ".join(f"`{c}`" for c in result["merged_from"]) + " (`bench/quality.py "
+              "--merge`: a later run of a name replaces an earlier one)." if result.get("merged_from") else "")
+    val += merged
     text = f"""## Balancer strategies against single-task baselines, one seed
 
 Command: `{result['command']}`
@@ -140,7 +145,7 @@ One synthetic dataset (config `{result['config']}`), seed {result['seed']}, test
 at {result['off_weight']:g}.
 Δm% is the mean relative change against the single-task run of each task on its own metric
 ({', '.join(f'{t}: {c}' for t, c in DELTA_M_METRICS.items())}), signed so that higher is better
-(the papers' -Δm). A dash: not measured (or the run failed: see bench/results/quality.json).
+(the papers' -Δm). A dash: not measured (or the run failed: see bench/results/quality.json).{val}
 
 {render(result)}
 """
@@ -312,6 +317,7 @@ def merge_main(argv: list[str]) -> int:
         result = merge(args.results)
     except (OSError, ValueError, KeyError) as exc:
         p.error(str(exc))
+    result["command"] = shlex.join(["python", "bench/quality.py", "--merge", *argv])
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
