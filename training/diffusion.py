@@ -241,5 +241,5 @@ class GaussianDiffusion(nn.Module):
                 x = solver.step(x, x0, cur, nxt)
         cutoff = self.cfg.lowpass_hz if lowpass_hz is None else lowpass_hz
         if cutoff:  # one host round trip per call, after the last step
-            x = torch.from_numpy(lowpass_zero_phase(x.cpu().numpy(), cutoff)).to(x)
+            x = torch.from_numpy(lowpass_zero_phase(x.detach().float().cpu().numpy(), cutoff)).to(x)
         return x
