@@ -135,7 +135,7 @@ def write_doc(result: dict[str, Any], path: Path) -> None:
     val += merged
     text = f"""## Balancer strategies against single-task baselines, one seed
 
-Command: `{result['command']}`
+Command: `{result.get('merge_command', result['command'])}`
 
 Machine: {result['machine']}. Date: {result['date']}.
 
@@ -317,7 +317,8 @@ def merge_main(argv: list[str]) -> int:
         result = merge(args.results)
     except (OSError, ValueError, KeyError) as exc:
         p.error(str(exc))
-    result["command"] = shlex.join(["python", "bench/quality.py", "--merge", *argv])
+    # "command" stays the first result's (bench/quality_seeds.py reads the training overrides from it)
+    result["merge_command"] = shlex.join(["python", "bench/quality.py", "--merge", *argv])
     out = ROOT / args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(to_jsonable(result), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
