@@ -97,11 +97,8 @@ def generate(
     batch_size: int = 256,
     length: int = SIGNAL_LENGTH,
     progress: Any = None,
-    label: int | Tensor | None = None,
-    threshold: float | Tensor | None = None,
-    tied: int = 1,
-    share: float = 1.0,
-    lowpass_hz: float | None = None,
+    label: int | Tensor | None = None, threshold: float | Tensor | None = None,
+    tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
@@ -136,10 +133,10 @@ def generate(
                     progress.update(1)  # counted on the host: no device sync
                 return model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]
 
+            ties = {"tied": tied, "share": share} if tied > 1 else {}
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
                                           eta=eta, guidance=guidance, generator=generator, clip=clip,
-                                          lowpass_hz=lowpass_hz,
-                                          **({"tied": tied, "share": share} if tied > 1 else {})))
+                                          lowpass_hz=lowpass_hz, **ties))
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized

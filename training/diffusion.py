@@ -239,7 +239,11 @@ class GaussianDiffusion(nn.Module):
                 x = ddpm_step(x, x0, cur, nxt, generator, tied, share)
             else:
                 x = solver.step(x, x0, cur, nxt)
-        cutoff = self.cfg.lowpass_hz if lowpass_hz is None else lowpass_hz
-        if cutoff:  # one host round trip per call, after the last step
-            x = torch.from_numpy(lowpass_zero_phase(x.detach().float().cpu().numpy(), cutoff)).to(x)
-        return x
+        return self._lowpass(x, self.cfg.lowpass_hz if lowpass_hz is None else lowpass_hz)
+
+    @staticmethod
+    def _lowpass(x: Tensor, cutoff_hz: float) -> Tensor:
+        """Samples (B C L) through data.waveform.lowpass_zero_phase (0: as they are); one host round trip."""
+        if not cutoff_hz:
+            return x
+        return torch.from_numpy(lowpass_zero_phase(x.detach().float().cpu().numpy(), cutoff_hz)).to(x)
