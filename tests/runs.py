@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
+from training.callbacks.base import Callback
 from training.config import load_config
 
 TINY = [
@@ -57,3 +59,14 @@ def train_run(cfg, run_dir: Path, resume: bool = False, extra_callbacks=()):
         write_run_files(trainer)
     trainer.fit()
     return trainer
+
+
+class StopAt(Callback):
+    """Mimics SIGTERM arriving during step ``at`` (the trainer checkpoints and stops after it)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def on_step_end(self, trainer, out) -> None:
+        if out.step == self.at:
+            trainer._signal = signal.SIGTERM

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import signal
-
 import pytest
 import torch
 
-from tests.runs import read_jsonl, strip_times, tiny_config, train_run
-from training.callbacks.base import Callback
+from tests.runs import StopAt, read_jsonl, strip_times, tiny_config, train_run
 from training.checkpoint import load_checkpoint
 from training.trainer import TrainingInterrupted
 
@@ -39,23 +36,12 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     assert a == b
 
 
-class _StopAt(Callback):
-    """Mimics SIGTERM arriving during step ``at``."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer, out) -> None:
-        if out.step == self.at:
-            trainer._signal = signal.SIGTERM
-
-
 @pytest.mark.parametrize("stop_at", [2, 5])  # mid-epoch and (with 3 steps/epoch) in the second epoch
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path, stop_at):
     cfg = tiny_config(tmp_path)
     full = run(cfg, tmp_path / "full")
     with pytest.raises(TrainingInterrupted):
-        run(cfg, tmp_path / "cut", extra_callbacks=[_StopAt(stop_at)])
+        run(cfg, tmp_path / "cut", extra_callbacks=[StopAt(stop_at)])
     resumed = run(cfg, tmp_path / "cut", resume=True)
     assert resumed.step == full.step
     a = strip_times(read_jsonl(tmp_path / "full" / "metrics.jsonl"))

@@ -6,31 +6,18 @@ and resumes exactly). The property tests drive balancers by hand; this one goes 
 from __future__ import annotations
 
 import math
-import signal
 
 import pytest
 import torch
 
 from tests.reliability.procs import TINY_MODEL
-from tests.runs import tiny_config, train_run
+from tests.runs import StopAt, tiny_config, train_run
 from training.balancers.config import STRATEGIES
-from training.callbacks.base import Callback
 from training.trainer import TrainingInterrupted
 
 JACOBIAN = ["jacobian.update_every=3", "jacobian.engine=autojac", "jacobian.engine=features",
             "jacobian.aggregator=nash_mtl", "jacobian.aggregator=cagrad"]
 CASES = [(s, None) for s in STRATEGIES] + [("jacobian", o) for o in JACOBIAN]
-
-
-class _StopAt(Callback):
-    """SIGTERM arriving during step ``at`` (the trainer checkpoints and stops after it)."""
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-
-    def on_step_end(self, trainer, out) -> None:
-        if out.step == self.at:
-            trainer._signal = signal.SIGTERM
 
 
 @pytest.mark.parametrize(("strategy", "option"), CASES, ids=[s if o is None else f"{s}-{o}" for s, o in CASES])
@@ -43,7 +30,7 @@ def test_strategy_trains_through_the_trainer_and_resumes_to_the_same_weights(tmp
     assert all(math.isfinite(v) for v in whole.last_val.values())
     stop = whole.steps_per_epoch + 2  # mid-epoch 2 (and mid-cycle for update_every=3)
     with pytest.raises(TrainingInterrupted):
-        train_run(cfg, tmp_path / "cut", extra_callbacks=[_StopAt(stop)])
+        train_run(cfg, tmp_path / "cut", extra_callbacks=[StopAt(stop)])
     resumed = train_run(cfg, tmp_path / "cut", resume=True)
     assert resumed.step == whole.step
     for k, v in whole.model.state_dict().items():
