@@ -455,7 +455,7 @@ Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {re
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
 {s['sampler']}, {s['steps']} steps,
-eta {s['eta']:g}, guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
+{'eta ' + format(s['eta'], 'g') + ', ' if s['sampler'] == 'ddim' else ''}guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
 95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.

@@ -216,6 +216,8 @@ def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
     for key in SAMPLING_KEYS:
         if getattr(args, key, None) is not None:
             kw[key] = getattr(args, key)
+    if getattr(args, "eta", None) is not None and kw["sampler"] != "ddim":
+        raise ValueError(f"--eta: only --sampler ddim reads it; the sampler here is {kw['sampler']} (leave --eta out)")
     timesteps = getattr(getattr(diffusion, "cfg", None), "timesteps", None)
     if getattr(args, "steps", None) is not None and timesteps is not None:
         check_number("--steps", args.steps, int, ge=1, le=timesteps, limit="the run's diffusion.timesteps")

@@ -224,6 +224,15 @@ def test_cli_steps_beyond_the_runs_timesteps(fake_run, tmp_path, capsys):
                      _one_error_line(capsys))
 
 
+def test_cli_refuses_eta_for_a_sampler_that_does_not_read_it(fake_run, tmp_path, capsys):
+    out = tmp_path / "g.npz"
+    assert main(["--run", str(fake_run.run_dir), "--out", str(out), "--sampler", "dpmpp2m", "--eta", "0.5"]) == 2
+    assert ("--eta: only --sampler ddim reads it; the sampler here is dpmpp2m (leave --eta out)"
+            in _one_error_line(capsys))
+    assert not out.exists() and not fake_run.model.seen_static
+    assert main(["--run", str(fake_run.run_dir), "--out", str(out), "--sampler", "ddim", "--eta", "0.5"]) == 0
+
+
 def test_cli_refuses_to_write_non_finite_signals(fake_run, tmp_path, capsys):
     fake_run.model.a = float("nan")
     out = tmp_path / "g.npz"
