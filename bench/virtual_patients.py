@@ -445,6 +445,7 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     links = "\n".join(f"![{p.stem}]({os.path.relpath(p, doc.parent)})" for p in figures)
     with_series = "with" if result["series_model"] else "without"
     lowpass = f"{s['lowpass_hz']:g} Hz" if s.get("lowpass_hz") else "none"
+    eta = f"eta {s['eta']:g}, " if s["sampler"] == "ddim" else ""  # only DDIM reads eta
     return f"""## Virtual patients: read back and fidelity (issue 28; bench/virtual_patients.py)
 
 Command: `{result['command']}`
@@ -455,7 +456,7 @@ Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {re
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
 {s['sampler']}, {s['steps']} steps,
-{'eta ' + format(s['eta'], 'g') + ', ' if s['sampler'] == 'ddim' else ''}guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
+{eta}guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
 95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
