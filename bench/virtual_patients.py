@@ -35,7 +35,10 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
    0.5 ms centred moving average (:func:`residual_rms`: what lies above about 1 kHz, where the waves carry
    little energy), and the whole trace's RMS; generated over real, the twins paired, ratio of means per type
    with a bootstrap interval over series.
-5. **Figures** (``--figures DIR``): requested vs read-back type confusion (counts), requested vs read-back
+5. **Per condition** (bench/condition_grid.py): the twins grouped over a grid of age, stated level, rate and FMP;
+   per cell and per bin the waves' shares read by the network's wave map on both sides and the mean waveform's
+   correlation with the real one, beside its real-vs-real floor.
+6. **Figures** (``--figures DIR``): requested vs read-back type confusion (counts), requested vs read-back
    threshold (±10 dB band), and one generated series' waterfall beside its real twin (same type, threshold,
    levels; evaluation.plots.Waterfall, with the network's wave V marks).
 
@@ -59,6 +62,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
+from bench.condition_grid import condition_grid, grid_table  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
 from evaluation.distribution import auroc, c2st_scores  # noqa: E402
@@ -446,6 +450,9 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     with_series = "with" if result["series_model"] else "without"
     lowpass = f"{s['lowpass_hz']:g} Hz" if s.get("lowpass_hz") else "none"
     eta = f"eta {s['eta']:g}, " if s["sampler"] == "ddim" else ""  # only DDIM reads eta
+    grid = ("\nPer condition (bench/condition_grid.py: the twins grouped by age, stated level, rate and FMP; waves "
+            "read by the network's wave map at p >= 0.5 on both sides):\n\n" + grid_table(result["grid"]) + "\n"
+            if result.get("grid") else "")
     return f"""## Virtual patients: read back and fidelity (issue 28; bench/virtual_patients.py)
 
 Command: `{result['command']}`
@@ -462,7 +469,7 @@ series ({result['n_boot']} resamples). Independent classifier: {result['independ
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
 
 {table(result)}
-
+{grid}
 {links}"""
 
 
@@ -566,6 +573,11 @@ def score(loaded, series_net, cohort: Records, generated: Records, series: Serie
                                             answers["generated"][best][0], args.n_boot)
     with phase(PROG, "telling generated from real recordings per type"):
         result["fidelity"] = fidelity(cohort.signal, generated.signal, series, truth[1], seed=0, n_boot=args.n_boot)
+    if evidence["real"].waves is not None:  # a network with the wave map head
+        with phase(PROG, "scoring the waves and the mean waveform per condition"):
+            result["grid"] = condition_grid(cohort.static, cohort.signal, generated.signal,
+                                            {side: evidence[side].waves["prob"] for side in ("real", "generated")},
+                                            cohort.series_id)
     return answers, evidence
 
 
