@@ -23,6 +23,9 @@ The run must be trained with ``model.label_conditioning: true``.
    with a paired bootstrap interval (the same resampled series for both). Beside them what a trivial answer gets
    (the source's commonest type and median threshold) and the run's own series model (trained on the run's full
    series stage: what more real data buys).
+4. **Augmentation** (issue 28, point 4): a third fit per seed on the real training series plus the generated
+   twins of those of a rare type (less than RARE_SHARE of the training series), its epoch chosen on the real
+   selection series; the recall of each rare type on the real test series beside the real series alone.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from bench.virtual_patients import BENCHMARK_SEED, K, sample_twins  # noqa: E402
 from bench.virtual_patients import load as load_run_checked  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
-from data.records import Records  # noqa: E402
+from data.records import CLASS_NAMES, Records  # noqa: E402
 from evaluation.generate import SAMPLING_KEYS, SERIES_SHARE, add_sampling_flags, sampling_settings  # noqa: E402
 from training.clinical import (  # noqa: E402
     bootstrap,
@@ -60,7 +63,8 @@ PROG = "tstr"
 DOC_KEY = "tstr"
 SELECTION_SHARE = 0.15  # of the source cohort's series: where each side chooses its series model's epoch
 TRAIN_SEED = 24601  # the source cohort's generator seed (neither the benchmark's nor a recipe's)
-SIDES = ("TRTR", "TSTR")
+SIDES = ("TRTR", "TSTR", "augmented")
+RARE_SHARE = 0.10  # a type with less than this share of the source's training series is rare (augmented)
 
 
 def split_series(cohort: Records, seed: int) -> tuple[Records, Records]:
@@ -72,9 +76,10 @@ def split_series(cohort: Records, seed: int) -> tuple[Records, Records]:
     return cohort.subset(pick[0]), cohort.subset(pick[1])
 
 
-def series_sets(loaded: Any, train: Records, select: Records, seed: int) -> tuple[Any, Any]:
+def series_sets(loaded: Any, train: Records, select: Records, seed: int, extra: Records | None = None
+                ) -> tuple[Any, Any]:
     """SeriesSets of the run's network evidence: the training series as the run's stage builds them (thinned and
-    noise copies of ``train``, no extra patients) and the selection series as they are."""
+    noise copies of ``train``, no extra patients; ``extra``'s series added as they are) and the selection series."""
     from data.dataset import ABRDataset
     from models.series import SeriesNet
     from training.series_stage import SeriesStage, series_set
@@ -82,9 +87,21 @@ def series_sets(loaded: Any, train: Records, select: Records, seed: int) -> tupl
     cfg = replace(loaded.cfg.series, extra_patients=0)
     stage = SeriesStage(cfg, K, seed=seed, grad_clip=loaded.cfg.training.grad_clip)
     parts = stage.training_parts(SimpleNamespace(train=ABRDataset(train, loaded.stats), stats=loaded.stats))
+    if extra is not None and len(extra):
+        parts.append(ABRDataset(extra, loaded.stats))
     flags = {k: getattr(cfg, k) for k in SeriesNet.READS}
     return (series_set(loaded.model, parts, "cpu", **flags),
             series_set(loaded.model, [ABRDataset(select, loaded.stats)], "cpu", **flags))
+
+
+def rare_twins(real_train: Records, twins: Records) -> tuple[Records, list[int]]:
+    """The generated twins of ``real_train``'s series whose type has less than RARE_SHARE of its series, and
+    those types (the augmentation: generated series of the rare classes added to the real ones)."""
+    series = series_index(real_train.series_id, real_train.static[:, 1])
+    _, types = series_truth(series, real_train.threshold, real_train.label)
+    rare = [k for k in range(K) if 0 < (types == k).mean() < RARE_SHARE]
+    keep = np.isin(twins.series_id, real_train.series_id) & np.isin(twins.label, rare)
+    return twins.subset(np.flatnonzero(keep)), rare
 
 
 def fit(loaded: Any, sets: tuple[Any, Any], seed: int) -> Any:
@@ -107,7 +124,8 @@ def answers(net: Any, test: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def scores(truth: tuple[np.ndarray, np.ndarray], got: tuple[np.ndarray, np.ndarray], n_boot: int) -> dict:
     """Type macro-F1 and threshold within ±10 dB of one reader's answers, with intervals over series."""
-    return {"type_macro_f1": type_metrics(truth[1], got[0], K, n_boot=n_boot)["macro_f1"],
+    t = type_metrics(truth[1], got[0], K, n_boot=n_boot)
+    return {"type_macro_f1": t["macro_f1"], "recall": {str(k): e for k, e in t["recall"].items()},
             "threshold_within_10db": threshold_metrics(truth[0], got[1], n_boot=n_boot)["within_10db"]}
 
 
@@ -142,24 +160,40 @@ def trivial(source: Records, truth, n_boot: int) -> dict:
 
 
 def table(r: dict) -> str:
-    """The Markdown table of a result (Estimates or their JSON form)."""
+    """The Markdown table of a result (Estimates or their JSON form) and the augmentation's recall line."""
+    def value(e: Any) -> float:
+        return e.value if not isinstance(e, dict) else e["value"]
+
     def cell(e: Any) -> str:
         return str(e) if not isinstance(e, dict) else f"{e['value']:.3f} [{e['ci'][0]:.3f}, {e['ci'][1]:.3f}]"
 
-    n_src = r["source"]["series"]
-    lines = ["| reader | trained on | type macro-F1 | threshold within ±10 dB |", "|---|---|---|---|",
+    def recall(got: dict) -> str:
+        return " / ".join(f"{value(got['recall'][k]):.2f}" if k in got["recall"] else "-" for k in map(str, range(K)))
+
+    n_src, n_aug = r["source"]["train_series"], r.get("augmented_series", 0)
+    trained = {"TRTR": f"{n_src} real series", "TSTR": f"their {n_src} generated twins",
+               "augmented": f"the {n_src} real series and {n_aug} generated twins of the rare types"}
+    lines = [f"| reader | trained on | type macro-F1 | threshold within ±10 dB | recall {' / '.join(CLASS_NAMES)} |",
+             "|---|---|---|---|---|",
              f"| trivial | every series the source's commonest type and median threshold | "
-             f"{cell(r['trivial']['type_macro_f1'])} | {cell(r['trivial']['threshold_within_10db'])} |"]
+             f"{cell(r['trivial']['type_macro_f1'])} | {cell(r['trivial']['threshold_within_10db'])} | - |"]
     for seed, got in r["seeds"].items():
-        for side, what in (("TRTR", f"{n_src} real series"), ("TSTR", f"their {n_src} generated twins")):
-            lines.append(f"| {side}, seed {seed} | {what} | {cell(got[side]['type_macro_f1'])} | "
-                         f"{cell(got[side]['threshold_within_10db'])} |")
+        lines += [f"| {side}, seed {seed} | {trained[side]} | {cell(got[side]['type_macro_f1'])} | "
+                  f"{cell(got[side]['threshold_within_10db'])} | {recall(got[side])} |"
+                  for side in SIDES if side in got]
         lines.append(f"| TSTR / TRTR, seed {seed} | (paired) | {cell(got['ratio']['type_macro_f1'])} | "
-                     f"{cell(got['ratio']['threshold_within_10db'])} |")
+                     f"{cell(got['ratio']['threshold_within_10db'])} | |")
     if "run_series_model" in r:
-        lines.append(f"| the run's series model | the run's series stage | "
-                     f"{cell(r['run_series_model']['type_macro_f1'])} | "
-                     f"{cell(r['run_series_model']['threshold_within_10db'])} |")
+        m = r["run_series_model"]
+        lines.append(f"| the run's series model | the run's series stage | {cell(m['type_macro_f1'])} | "
+                     f"{cell(m['threshold_within_10db'])} | {recall(m)} |")
+    seeds = list(r["seeds"].values())
+    rare = ", ".join(f"{CLASS_NAMES[k]} {np.mean([value(g['TRTR']['recall'][str(k)]) for g in seeds]):.2f} -> "
+                     f"{np.mean([value(g['augmented']['recall'][str(k)]) for g in seeds]):.2f}"
+                     for k in r.get("rare_types", []) if all(str(k) in g["augmented"]["recall"] for g in seeds))
+    if rare:
+        lines += ["", f"Recall of the rare types on the real test series, mean over {len(seeds)} seeds, real series "
+                  f"alone -> with the generated ones: {rare}."]
     return "\n".join(lines)
 
 
@@ -176,7 +210,9 @@ for training and {SELECTION_SHARE:.0%} for choosing the epoch; TRTR on its real 
 twins ({s['sampler']}, {s['steps']} steps, guidance w = {s['guidance']:g}, low-pass {s['lowpass_hz']:g} Hz, share
 {s['share']:g}, seed {s['seed']}). Test: the benchmark cohort's real series ({r['test']['patients']} patients,
 generator seed {r['test']['seed']}). 95 % bootstrap intervals over test series ({r['n_boot']} resamples); the
-ratio's resamples score both sides on the same series. Method: the bench's docstring.
+ratio's resamples score both sides on the same series. Augmented: the real training series and the generated
+twins of those whose type has less than {RARE_SHARE:.0%} of them ({', '.join(CLASS_NAMES[k] for k in r['rare_types'])}),
+epoch chosen on the real selection series. Method: the bench's docstring.
 
 {table(r)}
 """
@@ -253,6 +289,12 @@ def run(p, args, argv: list[str] | None) -> int:
     for side, cohort in (("TRTR", source), ("TSTR", twins)):
         with phase(PROG, f"{side}: the network's evidence on the source cohort's series"):
             sets[side] = series_sets(loaded, *split_series(cohort, args.train_seed), seed=0)
+    real_train, real_select = split_series(source, args.train_seed)
+    extra, result["rare_types"] = rare_twins(real_train, twins)
+    result["source"]["train_series"] = len(np.unique(real_train.series_id))
+    result["augmented_series"] = len(np.unique(extra.series_id))
+    with phase(PROG, f"augmented: the real series and {result['augmented_series']} generated ones of the rare types"):
+        sets["augmented"] = series_sets(loaded, real_train, real_select, seed=0, extra=extra)
     for seed in args.fit_seeds:
         got = {}
         for side in SIDES:
