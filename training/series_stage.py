@@ -203,8 +203,10 @@ class SeriesStage:
                                  "none; expected a share that leaves at least one series (or 0)")
             say(f"the network's evidence on the val split's noise series ({len(part):,} recordings)")
             noise_val = series_set(network, [part], device, **flags)
-        more = f", {self.cfg.extra_patients:,} more patients" if self.cfg.extra_patients else ""
-        say(f"building the training series (the train split{more}, thinned and noise copies)")
+        what = ["the train split", *([f"{self.cfg.extra_patients:,} more patients"] if self.cfg.extra_patients else []),
+                *(["thinned copies"] if self.cfg.thinned_series else []),
+                *(["noise copies"] if self.cfg.noise_series else [])]
+        say(f"building the training series ({', '.join(what)})")
         parts = self.training_parts(bundle)
         say(f"the network's evidence on the training series ({sum(len(p) for p in parts):,} recordings)")
         train = series_set(network, parts, device, **flags)
