@@ -109,7 +109,6 @@ def fit(loaded: Any, sets: tuple[Any, Any], seed: int) -> Any:
     from training.series_stage import fit_series
 
     cfg = replace(loaded.cfg.series, extra_patients=0)
-    torch.manual_seed(seed)
     net, _ = fit_series(*sets, cfg, K, seed=seed, grad_clip=loaded.cfg.training.grad_clip)
     return net
 
