@@ -76,6 +76,11 @@ def split_series(cohort: Records, seed: int) -> tuple[Records, Records]:
     return cohort.subset(pick[0]), cohort.subset(pick[1])
 
 
+def series_config(loaded: Any) -> Any:
+    """The run's series config without the stage's extra patients: both sides learn from the source cohort alone."""
+    return replace(loaded.cfg.series, extra_patients=0)
+
+
 def series_sets(loaded: Any, train: Records, select: Records, seed: int, extra: Records | None = None
                 ) -> tuple[Any, Any]:
     """SeriesSets of the run's network evidence: the training series as the run's stage builds them (thinned and
@@ -84,7 +89,7 @@ def series_sets(loaded: Any, train: Records, select: Records, seed: int, extra: 
     from models.series import SeriesNet
     from training.series_stage import SeriesStage, series_set
 
-    cfg = replace(loaded.cfg.series, extra_patients=0)
+    cfg = series_config(loaded)
     stage = SeriesStage(cfg, K, seed=seed, grad_clip=loaded.cfg.training.grad_clip)
     parts = stage.training_parts(SimpleNamespace(train=ABRDataset(train, loaded.stats), stats=loaded.stats))
     if extra is not None and len(extra):
@@ -108,7 +113,7 @@ def fit(loaded: Any, sets: tuple[Any, Any], seed: int) -> Any:
     """The run's series model recipe fitted on ``sets`` (training, selection) with ``seed``."""
     from training.series_stage import fit_series
 
-    cfg = replace(loaded.cfg.series, extra_patients=0)
+    cfg = series_config(loaded)
     net, _ = fit_series(*sets, cfg, K, seed=seed, grad_clip=loaded.cfg.training.grad_clip)
     return net
 
