@@ -1,7 +1,7 @@
 """Quality benchmark: every balancer strategy and the single-task baselines, one dataset, one seed.
 
     python bench/quality.py [--config configs/quickstart.yaml] [--seed 0] [--strategies fixed,dwa,...]
-        [--splits test,val] [--root logs/quality] [--generate] [--threads 1] [--dry-run] [key=value ...]
+        [--splits test,val] [--root logs/quality] [--generate] [--threads 1] [--dry-run] [--reuse] [key=value ...]
 
 A strategy is a name or ``name:key=value,...`` with keys of that strategy's config block
 (``jacobian:aggregator=mgda``, ``jacobian:update_every=8``); ``--strategies`` takes one such spec or a
@@ -23,7 +23,9 @@ comparison (``evaluation.compare``) under ROOT/comparison. Trailing ``key=value`
 passed to every training run (e.g. ``training.epochs=5``).
 
 Training runs in subprocesses, one at a time; OMP/MKL threads are limited to ``--threads``.
-A run that fails is reported as failed and the others go on.
+A run that fails is reported as failed and the others go on. A run whose training and evaluations finished
+leaves ROOT/NAME.done.json with its commands; ``--reuse`` reads such a run instead of training it again when
+the commands are the same, so a bench stopped part-way (a session's end, a reboot) goes on where it stopped.
 """
 
 from __future__ import annotations
@@ -172,6 +174,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default="bench/results/quality.json")
     p.add_argument("--doc", default="docs/results.md")
     p.add_argument("--dry-run", action="store_true", help="print the commands and stop")
+    p.add_argument("--reuse", action="store_true",
+                   help="read a run that finished with the same commands (its ROOT/NAME.done.json) instead of "
+                        "training it again: a bench stopped part-way goes on where it stopped")
     p.add_argument("overrides", nargs="*", help="key=value passed to every training run")
     args = p.parse_args(argv)
     try:
@@ -192,24 +197,55 @@ def eval_command(args: argparse.Namespace, name: str, split: str) -> list[str]:
 
 def train_and_evaluate(args: argparse.Namespace, runs: list[dict[str, Any]], env: dict[str, str]) -> None:
     """Each run trained, then evaluated on each split; its status, time and metrics (``metrics``: the test
-    split's, ``metrics_val``: the validation split's) written into the run's dict."""
+    split's, ``metrics_val``: the validation split's) written into the run's dict. With ``--reuse``, a run whose
+    stamp (:func:`stamp`) records the same training and evaluation commands is read, not run again."""
     for k, r in enumerate(runs, 1):
+        done = stamp(args, r)
+        before = json.loads(done.read_text("utf-8")) if args.reuse and done.is_file() else {}
+        if before.get("commands") == _commands(r):
+            r["train_seconds"], r["status"] = before["train_seconds"], "ok (reused)"
+            read_evaluations(args, r)
+            print(f"[{r['name']}] {r['status']}: {done}", flush=True)
+            continue
+        done.unlink(missing_ok=True)  # a run trained again is finished only when its stamp is written again
         with phase(PROG, f"[{r['name']}] ({k}/{len(runs)}) training"):
             rc, secs = _run(r["cmd"], env, ROOT / args.root / f"{r['name']}.train.out")
         r["train_seconds"], r["status"] = secs, "ok" if rc == 0 else f"train failed (rc {rc})"
         for split in args.splits if rc == 0 else ():
             with phase(PROG, f"[{r['name']}] evaluating on the {split} split"):
                 rc, _ = _run(r["eval_cmds"][split], env, ROOT / args.root / f"{r['name']}.eval_{split}.out")
-            path = ROOT / args.root / r["name"] / EVAL_DIRS[split] / "metrics.json"
-            if rc != 0 or not path.is_file():
-                r["status"] = f"eval on {split} failed (rc {rc})" if rc else f"eval on {split} wrote no {path.name}"
+            if rc != 0:
+                r["status"] = f"eval on {split} failed (rc {rc})"
                 break
-            m = json.loads(path.read_text("utf-8"))
-            key = "metrics" if split == "test" else f"metrics_{split}"
-            r[key] = headline_metrics(m)
-            if split == "test":
-                r["flags"] = m.get("flags", [])
+        if r["status"] == "ok":
+            read_evaluations(args, r)
+        if r["status"] == "ok":
+            done.write_text(json.dumps({"commands": _commands(r), "train_seconds": secs}) + "\n", encoding="utf-8")
         print(f"[{r['name']}] {r['status']} in {secs:.0f} s", flush=True)
+
+
+def stamp(args: argparse.Namespace, r: dict[str, Any]) -> Path:
+    """ROOT/NAME.done.json: written when a run's training and every evaluation finished (``--reuse`` reads it)."""
+    return ROOT / args.root / f"{r['name']}.done.json"
+
+
+def _commands(r: dict[str, Any]) -> list[list[str]]:
+    """A run's training and evaluation commands without the interpreter's path (another venv runs the same)."""
+    return [r["cmd"][1:], *(c[1:] for _, c in sorted(r["eval_cmds"].items()))]
+
+
+def read_evaluations(args: argparse.Namespace, r: dict[str, Any]) -> None:
+    """Each split's metrics.json of run ``r`` into ``r`` (``metrics``, ``metrics_val``, ``flags``); a missing
+    one sets its status."""
+    for split in args.splits:
+        path = ROOT / args.root / r["name"] / EVAL_DIRS[split] / "metrics.json"
+        if not path.is_file():
+            r["status"] = f"eval on {split} wrote no {path.name}"
+            return
+        m = json.loads(path.read_text("utf-8"))
+        r["metrics" if split == "test" else f"metrics_{split}"] = headline_metrics(m)
+        if split == "test":
+            r["flags"] = m.get("flags", [])
 
 
 def add_delta_m(runs: list[dict[str, Any]], splits: list[str]) -> None:

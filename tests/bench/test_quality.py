@@ -106,3 +106,32 @@ def test_merge_refuses_results_of_another_seed_or_other_overrides(tmp_path):
         quality.merge([a, _result(tmp_path, "b.json", [], seed=1)])
     with pytest.raises(ValueError, match=r"c.json: expected the overrides \['training.epochs=2'\]"):
         quality.merge([a, _result(tmp_path, "c.json", [], command="python bench/quality.py training.epochs=3")])
+
+
+def test_reuse_reads_the_runs_that_finished_with_the_same_commands_and_trains_the_rest(tmp_path, monkeypatch):
+    root = tmp_path / "q"
+    ran: list[str] = []
+
+    def fake_run(cmd, env, log):  # training: nothing to write; evaluation: a metrics.json where --out says
+        ran.append(cmd[cmd.index("--experiment") + 1] if "--experiment" in cmd else "eval")
+        if "--out" in cmd:
+            out = quality.ROOT / cmd[cmd.index("--out") + 1]
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "metrics.json").write_text("{}", encoding="utf-8")
+        return 0, 1.0
+
+    monkeypatch.setattr(quality, "_run", fake_run)
+    base = ["--no-single-task", "--strategies", "fixed,famo", "--root", str(root), "--out", str(tmp_path / "r.json"),
+            "--doc", str(tmp_path / "d.md")]
+    assert quality.main(base) == 0
+    assert ran == ["quality_fixed", "eval", "quality_famo", "eval"]
+    assert sorted(p.name for p in root.glob("*.done.json")) == ["quality_famo.done.json", "quality_fixed.done.json"]
+    ran.clear()
+    (root / "quality_famo.done.json").unlink()  # famo stopped before its stamp
+    assert quality.main([*base, "--reuse"]) == 0
+    assert ran == ["quality_famo", "eval"]  # fixed read, famo trained again
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert [r["status"] for r in runs] == ["ok (reused)", "ok"]
+    ran.clear()
+    assert quality.main([*base, "--reuse", "training.epochs=2"]) == 0  # other commands: nothing reused
+    assert ran == ["quality_fixed", "eval", "quality_famo", "eval"]
