@@ -262,27 +262,20 @@ def add_delta_m(runs: list[dict[str, Any]], splits: list[str]) -> None:
                     r[f"{dkey}_error"] = str(exc)
 
 
-def _training_overrides(command: str) -> list[str]:
-    """The key=value overrides every training run of a quality.py command got (bench.quality_seeds' reading)."""
-    from bench.quality_seeds import _overrides
-
-    return _overrides(command)
-
-
 def merge(paths: list[str]) -> dict[str, Any]:
     """Several results of one seed and config as one (a rerun of the runs that failed, more strategies later):
     the runs of each file in order, a later run of the same name replacing an earlier one, and Δm% recomputed
     against the merged single-task runs. ValueError naming the file whose seed, config or overrides differ."""
+    from bench.quality_seeds import first_difference
+
     results = [(q, json.loads(Path(q).read_text(encoding="utf-8"))) for q in paths]
     first_path, first = results[0]
-    for q, r in results[1:]:
-        for key in ("seed", "config", "off_weight", "checkpoint"):
-            if r.get(key) != first.get(key):
-                raise ValueError(f"--merge {q}: expected {key} {first.get(key)!r} as in {first_path}, "
-                                 f"found {r.get(key)!r}")
-        if _training_overrides(r["command"]) != _training_overrides(first["command"]):
-            raise ValueError(f"--merge {q}: expected the overrides {_training_overrides(first['command'])} as in "
-                             f"{first_path}, found {_training_overrides(r['command'])}")
+    diff = first_difference(results, ("seed", "config", "off_weight", "checkpoint"))
+    if diff is not None:
+        q, key, want, got = diff
+        if key == "overrides":
+            raise ValueError(f"--merge {q}: expected the overrides {want} as in {first_path}, found {got}")
+        raise ValueError(f"--merge {q}: expected {key} {want!r} as in {first_path}, found {got!r}")
     runs: dict[str, dict[str, Any]] = {}
     for _, r in results:
         runs |= {run["name"]: dict(run) for run in r["runs"]}

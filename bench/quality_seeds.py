@@ -49,16 +49,28 @@ def _overrides(command: str) -> list[str]:
     return sorted(a for a in shlex.split(command) if "=" in a and not a.startswith("-") and ":" not in a)
 
 
-def check_same_experiment(results: list[tuple[str, dict[str, Any]]]) -> None:
-    first_name, first = results[0]
+def first_difference(results: list[tuple[str, dict[str, Any]]], keys: tuple[str, ...]
+                     ) -> tuple[str, str, Any, Any] | None:
+    """The first result after the first whose value of one of ``keys``, or whose training overrides
+    ("overrides", :func:`_overrides`), differ from the first's: (its name, the key, the first's value, its own);
+    None when every result agrees. One rule for quality_seeds and ``quality.py --merge``; each words its error."""
+    first = results[0][1]
     for name, r in results[1:]:
-        for key in SAME:
+        for key in keys:
             if r.get(key) != first.get(key):
-                raise ValueError(f"'{name}': expected {key} = {first.get(key)!r} as in '{first_name}', "
-                                 f"found {r.get(key)!r}")
+                return name, key, first.get(key), r.get(key)
         if _overrides(r["command"]) != _overrides(first["command"]):
-            raise ValueError(f"'{name}': expected the overrides {_overrides(first['command'])} as in "
-                             f"'{first_name}', found {_overrides(r['command'])}")
+            return name, "overrides", _overrides(first["command"]), _overrides(r["command"])
+    return None
+
+
+def check_same_experiment(results: list[tuple[str, dict[str, Any]]]) -> None:
+    diff, first_name = first_difference(results, SAME), results[0][0]
+    if diff is not None:
+        name, key, want, got = diff
+        if key == "overrides":
+            raise ValueError(f"'{name}': expected the overrides {want} as in '{first_name}', found {got}")
+        raise ValueError(f"'{name}': expected {key} = {want!r} as in '{first_name}', found {got!r}")
     seeds = [r["seed"] for _, r in results]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"expected one result per seed, found seeds {seeds}")
