@@ -289,11 +289,10 @@ def run(p, args, argv: list[str] | None) -> int:
     own = load_series(args.run)
     if own is not None:
         result["run_series_model"] = scores(truth, answers(own, test_set), args.n_boot)
-    sets = {}
-    for side, cohort in (("TRTR", source), ("TSTR", twins)):
+    (real_train, real_select), sets = split_series(source, args.train_seed), {}
+    for side, parts in (("TRTR", (real_train, real_select)), ("TSTR", split_series(twins, args.train_seed))):
         with phase(PROG, f"{side}: the network's evidence on the source cohort's series"):
-            sets[side] = series_sets(loaded, *split_series(cohort, args.train_seed), seed=0)
-    real_train, real_select = split_series(source, args.train_seed)
+            sets[side] = series_sets(loaded, *parts, seed=0)
     extra, result["rare_types"] = rare_twins(real_train, twins)
     result["source"]["train_series"] = len(np.unique(real_train.series_id))
     result["augmented_series"] = len(np.unique(extra.series_id))
