@@ -314,6 +314,10 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
             summary = trainer.fit()  # the network, then the series stage when series.enabled
             if main and cfg.data.normalization == "global":  # what predict says about trust (evaluation/trust.py)
                 fit_run_trust(run_dir, trainer.data, cfg.data, device, logger)
+            if main and cfg.model.wave_conditioning:  # what generate asks the network for (issue 28)
+                from evaluation.wave_profile import fit_run_profile
+
+                logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train))
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)

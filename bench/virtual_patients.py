@@ -124,21 +124,40 @@ def recording_features(uv: np.ndarray) -> np.ndarray:
 
 def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int, batch_size: int) -> np.ndarray:
     """(N L) µV: each recording's generated twin, with its static values and its series' type and threshold,
-    every series one tied noise path (evaluation.generate, ``tied``); series of one length go in one call."""
+    every series one tied noise path (evaluation.generate, ``tied``); series of one length go in one call. A
+    network with ``model.wave_conditioning`` also gets each series' wave V drawn from the run's wave profile
+    (evaluation/wave_profile.py: the requested type and threshold only, never the cohort's own wave V)."""
     lengths = np.array([len(m) for m in series.members])  # (S,)
     out = np.empty(cohort.signal.shape, np.float32)  # (N L)
     generator = torch.Generator().manual_seed(seed)
+    wave = profile_waves(loaded, cohort, seed)  # (N 3) or None
     for n_levels in np.unique(lengths):
         rows = np.concatenate([series.members[s] for s in np.flatnonzero(lengths == n_levels)])  # whole series
         x = generate(loaded.model, loaded.diffusion, loaded.stats, torch.from_numpy(cohort.static[rows]), len(rows),
                      kw["sampler"], kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                      batch_size=batch_size, label=torch.from_numpy(cohort.label[rows]),
                      threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels),
-                     share=kw["share"], lowpass_hz=kw["lowpass_hz"])
+                     share=kw["share"], lowpass_hz=kw["lowpass_hz"],
+                     wave=None if wave is None else torch.from_numpy(wave[rows]))
         out[rows] = x[:, 0].numpy()  # (n L)
     if not np.isfinite(out).all():
         raise ValueError(f"generated {int((~np.isfinite(out)).sum())} non-finite values with {kw}; nothing written")
     return out
+
+
+def profile_waves(loaded, cohort: Records, seed: int) -> np.ndarray | None:
+    """(N 3) wave V conditions for the cohort's series from the run's wave profile, or None for a network
+    without ``model.wave_conditioning``; one line where the run has no profile."""
+    from evaluation.wave_profile import FILE, draw_waves, load_profile
+
+    if not getattr(loaded.model, "wave_conditioned", False):
+        return None
+    profile = load_profile(loaded.run_dir)
+    if profile is None:
+        raise ValueError(f"run '{loaded.run_dir}': expected {FILE} beside a network trained with "
+                         f"model.wave_conditioning (python -m evaluation.wave_profile --run {loaded.run_dir})")
+    return draw_waves(profile, cohort.static, cohort.threshold, cohort.label, cohort.series_id,
+                      np.random.default_rng([seed, 28]))
 
 
 # --------------------------------------------------------------------------------------------

@@ -98,7 +98,7 @@ def generate(
     length: int = SIGNAL_LENGTH,
     progress: Any = None,
     label: int | Tensor | None = None, threshold: float | Tensor | None = None,
-    tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None,
+    tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None, wave: Tensor | None = None,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
@@ -107,6 +107,8 @@ def generate(
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
     rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
     ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
+    ``wave`` ([n, 3]: present 1 / 0 / NaN, latency ms, amplitude µV; evaluation.wave_profile draws it) conditions
+    a network with ``model.wave_conditioning`` on each row's wave V (None: its null).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
     mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
     recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
@@ -120,6 +122,11 @@ def generate(
     calls_per_step = 1 if guidance == 1.0 else 2  # guidance adds an unconditional evaluation
     calls = 0
     every = label_inputs(n, device, label, threshold)  # {} or label (n), threshold (n)
+    if wave is not None:
+        wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
+        if wave.shape != (n, 3):
+            raise ValueError(f"generate wave: expected shape [{n}, 3], found {list(wave.shape)}")
+        every["wave"] = wave  # (n 3)
     try:
         parts = []
         for start in range(0, n, batch_size):
@@ -343,6 +350,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threshold", type=number(float, **THRESHOLD_LIMITS, limit="data.records.RANGES"), metavar="DB",
                    help="hearing threshold, dB nHL; 105: no response (a run trained with model.label_conditioning; "
                         "default: not conditioned on, the threshold's null)")
+    p.add_argument("--no-wave-profile", action="store_true",
+                   help="a run trained with model.wave_conditioning: leave wave V's condition at its null instead of "
+                        "drawing each ear's latency-intensity function from the run's wave_profile.json (drawn only "
+                        "when both --type and --threshold are given)")
     p.add_argument("--levels", type=_levels_flag, metavar="DB,DB,...",
                    help="series mode: --n virtual patients, each one series at these levels (dB nHL) with one set "
                         "of individual traits (module docstring)")
@@ -385,6 +396,7 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_run(args.run, which=args.checkpoint, device=device)  # seconds; its errors stay one line
     kw = sampling_settings(loaded.diffusion, args)
     check_labels(loaded.model, args)
+    profile = requested_profile(loaded.model, args)  # before any warning: a missing file is the one line
     for line in span_warnings(loaded.stats, args):
         print(f"warning: {line}", file=sys.stderr)
     levels, series_id, tied, total_signals = args.levels, None, 1, args.n
@@ -393,6 +405,7 @@ def run(args: argparse.Namespace) -> int:
         static, series_id = series_rows(static, levels, args.n)  # (n*K 4), (n*K)
         tied, total_signals = len(levels), args.n * len(levels)
     generator = torch.Generator().manual_seed(args.seed)
+    wave = None if profile is None else profile_waves(profile, args, static.expand(total_signals, 4), series_id)
     per_batch = max(tied, args.batch_size // tied * tied)
     total = -(-total_signals // per_batch) * kw["steps"]
     what = (f"sampling {args.n} series x {len(levels)} levels = {total_signals} signals" if levels is not None
@@ -404,7 +417,8 @@ def run(args: argparse.Namespace) -> int:
         signal = generate(loaded.model, loaded.diffusion, loaded.stats, static, total_signals, kw["sampler"],
                           kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                           batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
-                          tied=tied, share=args.share, lowpass_hz=kw["lowpass_hz"])
+                          tied=tied, share=args.share, lowpass_hz=kw["lowpass_hz"],
+                          wave=None if wave is None else torch.from_numpy(wave))
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "
@@ -413,11 +427,39 @@ def run(args: argparse.Namespace) -> int:
     settings = kw | {"seed": args.seed, "run": str(args.run), "checkpoint": args.checkpoint,
                      "ema_weights": ckpt.get("ema") is not None,
                      "type": None if args.type is None else CLASS_NAMES[args.type], "threshold": args.threshold,
-                     "levels": levels, "series": args.n if levels is not None else None}
+                     "levels": levels, "series": args.n if levels is not None else None,
+                     "wave_profile": wave is not None}
     npz, png = write_generated(out, signal, static, settings, series_id=series_id)
     what = f"{args.n} series x {len(levels)} levels" if levels is not None else f"{args.n} signals"
     print(f"wrote {npz} ({what}, µV) and {png}")
     return 0
+
+
+def requested_profile(model: nn.Module, args: argparse.Namespace) -> dict | None:
+    """The run's wave profile (evaluation/wave_profile.py) where generate draws each ear's wave V from it: a
+    network with model.wave_conditioning asked for both --type and --threshold, without --no-wave-profile;
+    None otherwise (wave V's null). One line where the run has no profile."""
+    from evaluation.wave_profile import FILE, load_profile
+
+    if not getattr(model, "wave_conditioned", False) or args.no_wave_profile or None in (args.type, args.threshold):
+        return None
+    profile = load_profile(args.run)
+    if profile is None:
+        raise ValueError(f"run '{args.run}': expected {FILE} beside a network trained with model.wave_conditioning "
+                         f"(python -m evaluation.wave_profile --run {args.run} fits it), or --no-wave-profile")
+    return profile
+
+
+def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None
+                  ) -> np.ndarray:
+    """(N 3) wave V conditions drawn from ``profile`` for rows ``static`` (N 4): one ear per series (each
+    signal its own without --levels), of the requested type and threshold."""
+    from evaluation.wave_profile import draw_waves
+
+    rows = static.shape[0]  # N
+    ids = np.arange(rows) if series_id is None else series_id
+    return draw_waves(profile, static.numpy(), np.full(rows, args.threshold), np.full(rows, args.type), ids,
+                      np.random.default_rng(args.seed))
 
 
 def check_labels(model: nn.Module, args: argparse.Namespace) -> None:

@@ -30,6 +30,16 @@ threshold, so that evaluation.generate can make a virtual patient of a chosen ty
   samplers' last step) do not read them either: by then the signal is already fixed.
 - MLP_y's last layer starts at zero: a new run begins as the network without labels.
 
+Wave conditioning (``model.wave_conditioning``, issue 28; needs label conditioning): e_w = MLP_w(u) reads
+wave V of the recording, so that a virtual patient's series follows one latency-intensity function
+(evaluation/wave_profile.py draws it) instead of each level's wave V regressing to the middle:
+
+    u = [ present (1) | absent (1) | null (1) | z latency (1) | z amplitude (1) ]
+
+from ``wave`` (B 3) = [present 1 / absent 0 / NaN: unknown, latency ms, amplitude µV]; z with the training
+split's wave V statistics (DataStats), 0 where absent or unknown. Dropped to its null with
+``model.wave_drop_prob``, and, like the labels, always null at t = 0 and under the guidance drop.
+
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
 stated level); the denoiser at t > 0 reads every column.
@@ -52,6 +62,7 @@ from data.synthetic import NO_RESPONSE_THRESHOLD_DB
 
 FMP_INDEX = 3
 LABEL_WIDTH = NUM_CLASSES + 4  # v: one-hot type, type null, z threshold, no response, threshold null
+WAVE_WIDTH = 5  # u: present, absent, null, z latency, z amplitude
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -90,8 +101,34 @@ class LabelEmbedding(nn.Module):
         return self.mlp(v)  # (B E)
 
 
+class WaveEmbedding(nn.Module):
+    """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude (module docstring: u, the null)."""
+
+    def __init__(self, E: int, stats: DataStats):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH, E), nn.SiLU(), nn.Linear(E, E))
+        nn.init.zeros_(self.mlp[-1].weight)  # e_w = 0 at the start, as e_y
+        nn.init.zeros_(self.mlp[-1].bias)
+        for name in ("latency_mean", "latency_std", "amplitude_mean", "amplitude_std"):  # () ms, µV
+            value = torch.tensor(float(getattr(stats, name)))
+            self.register_buffer(name, value.clamp_min(1e-6) if name.endswith("std") else value)
+
+    def forward(self, wave: Tensor, null: Tensor) -> Tensor:
+        """wave (B 3): present (1 / 0 / NaN unknown), latency ms, amplitude µV; null (B) bool."""
+        wave = wave.float()
+        unknown = null | torch.isnan(wave[:, 0])  # (B)
+        present = (wave[:, 0] > 0.5) & ~unknown  # (B)
+        absent = ~present & ~unknown  # (B)
+        z_lat = (wave[:, 1] - self.latency_mean) / self.latency_std  # (B)
+        z_amp = (wave[:, 2] - self.amplitude_mean) / self.amplitude_std  # (B)
+        z = torch.stack([z_lat, z_amp], dim=-1).nan_to_num(0.0) * present[:, None]  # (B 2)
+        u = torch.cat([torch.stack([present, absent, unknown], dim=-1).float(), z], dim=-1)  # (B 5)
+        return self.mlp(u)  # (B E)
+
+
 class Conditioning(nn.Module):
-    def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False):
+    def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False,
+                 waves: bool = False):
         super().__init__()
         self.E = E
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
@@ -102,15 +139,16 @@ class Conditioning(nn.Module):
         # (4) 1 where the answer pass (t = 0) does not read the column; not saved: it comes from the config
         self.register_buffer("blind", torch.tensor([float(i in blind) for i in range(4)]), persistent=False)
         self.label = LabelEmbedding(E, stats) if labels else None  # model.label_conditioning (issue 28)
+        self.wave = WaveEmbedding(E, stats) if waves else None  # model.wave_conditioning (issue 28)
 
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)
         return torch.cat([z[:, :FMP_INDEX], torch.asinh(z[:, FMP_INDEX:])], dim=-1)  # (B 4)
 
     def forward(self, t: Tensor, static: Tensor, drop_cond: Tensor, label: Tensor | None = None,
-                threshold: Tensor | None = None) -> Tensor:
-        """t (B), static (B 4) physical units, drop_cond (B) bool; label (B) int64 and threshold (B) dB nHL
-        (None: every row's null) are read only with label conditioning, never at t = 0."""
+                threshold: Tensor | None = None, wave: Tensor | None = None) -> Tensor:
+        """t (B), static (B 4) physical units, drop_cond (B) bool; label (B) int64, threshold (B) dB nHL and
+        wave (B 3) (None: every row's null) are read only with label (wave) conditioning, never at t = 0."""
         e_t = self.time_mlp(timestep_embedding(t, self.E))  # (B E)
         z = self.standardize(static)  # (B 4)
         # Blind columns read as the training mean (0 after standardization) at t = 0, the pass whose
@@ -125,4 +163,8 @@ class Conditioning(nn.Module):
         threshold = torch.full((B,), math.nan, device=t.device) if threshold is None else threshold
         # The answer pass (t = 0) never reads the labels: the heads would learn to copy them (no leakage).
         null = drop_cond | (t == 0)  # (B)
-        return nn.functional.silu(e_t + e_s + self.label(label, threshold, null))  # (B E)
+        e_y = self.label(label, threshold, null)  # (B E)
+        if self.wave is not None:
+            wave = torch.full((B, 3), math.nan, device=t.device) if wave is None else wave
+            e_y = e_y + self.wave(wave, null)  # (B E)
+        return nn.functional.silu(e_t + e_s + e_y)  # (B E)

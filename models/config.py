@@ -58,8 +58,20 @@ class ModelConfig:
     threshold_drop_prob: float = spec(
         0.2, ge=0.0, le=1.0, help="label_conditioning: drop the threshold (its own null) with p in training, "
                                   "independently of the type, so that --type alone works")
+    # Issue 28: wave V of each recording (present or absent, latency, amplitude) as a condition too, so that a
+    # virtual patient's series follows a latency-intensity function drawn for that ear (evaluation/wave_profile.py)
+    # instead of regressing to the middle. Needs label_conditioning (the same null rule at t = 0).
+    wave_conditioning: bool = spec(
+        False, help="condition the denoiser (t > 0) on wave V's presence, latency and amplitude too "
+                    "(docs/generate.md); needs label_conditioning")
+    wave_drop_prob: float = spec(
+        0.2, ge=0.0, le=1.0, help="wave_conditioning: drop wave V's condition (its own null) with p in training, "
+                                  "so that type and threshold alone still work")
 
     def __post_init__(self) -> None:
+        if self.wave_conditioning and not self.label_conditioning:
+            raise ValueError("model.wave_conditioning: expected model.label_conditioning true as well (wave V's "
+                             "condition rides on the labels' embedding and its null rule), found false")
         unknown = [v for v in self.blind_static if v not in STATIC_NAMES]
         if unknown or len(set(self.blind_static)) != len(self.blind_static):
             raise ValueError(f"model.blind_static: expected distinct names among {', '.join(STATIC_NAMES)}, "

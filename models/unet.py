@@ -85,7 +85,7 @@ class ABRNet(nn.Module):
             return TransformerBlock(C, E, cfg.attn_heads, cfg.mlp_ratio, cfg.dropout, cross=cross)
 
         self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
-                                 labels=cfg.label_conditioning)
+                                 labels=cfg.label_conditioning, waves=cfg.wave_conditioning)
         self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
@@ -125,20 +125,23 @@ class ABRNet(nn.Module):
         *,
         label: Tensor | None = None,
         threshold: Tensor | None = None,
+        wave: Tensor | None = None,
     ) -> dict[str, Tensor | list[Tensor]]:
         """x_t (B 1 L) normalized signal; t (B) diffusion step (0 = clean); static (B 4) physical units;
         drop_cond (B) bool, True: null condition for that sample. None: in training mode each sample is
         dropped with probability ``cfg.cond_drop_prob`` (global RNG); in eval mode none is dropped.
         label (B) int64 class index (-1: the type's null) and threshold (B) dB nHL (NaN: the threshold's
         null): only with ``model.label_conditioning`` (None: every row's null); rows at t = 0 never read
-        them (models/conditioning.py). The caller draws their training drops (training.objective)."""
+        them (models/conditioning.py). The caller draws their training drops (training.objective). wave (B 3)
+        [present 1 / 0 / NaN, latency ms, amplitude µV]: only with ``model.wave_conditioning``, the same rules."""
         B = self._check_inputs(x_t, t, static, drop_cond)
         self._check_labels(B, label, threshold)
+        self._check_wave(B, wave)
         if drop_cond is None:
             drop_cond = torch.zeros(B, dtype=torch.bool, device=x_t.device)
             if self.training and self.cfg.cond_drop_prob > 0:
                 drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
-        c = self.cond(t, static, drop_cond.bool(), label, threshold)  # (B E)
+        c = self.cond(t, static, drop_cond.bool(), label, threshold, wave)  # (B E)
         h, z = self.trunk(x_t, c)  # (B L C0), (B Lb head_dim)
         out = self.read_heads(h, z, x_t)
         if return_features:
@@ -237,6 +240,21 @@ class ABRNet(nn.Module):
         if threshold is not None and (threshold.shape != (B,) or not threshold.is_floating_point()):
             raise ValueError(f"ABRNet input threshold: expected a float tensor of shape [{B}], "
                              f"found {threshold.dtype} {list(threshold.shape)}")
+
+    @property
+    def wave_conditioned(self) -> bool:
+        """Whether the network reads wave V's presence, latency and amplitude (``model.wave_conditioning``)."""
+        return self.cond.wave is not None
+
+    def _check_wave(self, B: int, wave: Tensor | None) -> None:
+        if wave is None:
+            return
+        if not self.wave_conditioned:
+            raise ValueError("ABRNet input wave: expected None (the network was built without "
+                             "model.wave_conditioning), found a tensor")
+        if wave.shape != (B, 3) or not wave.is_floating_point():
+            raise ValueError(f"ABRNet input wave: expected a float tensor of shape [{B}, 3], "
+                             f"found {wave.dtype} {list(wave.shape)}")
 
     # ------------------------------------------------------------------ parameter views
 

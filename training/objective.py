@@ -48,20 +48,24 @@ class Objective(nn.Module):
     drop probabilities of a network with ``model.label_conditioning`` (None: a network without it): the
     denoiser's half reads the batch's type and threshold, each dropped to its null independently in
     training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
+    ``wave_drop``: the drop probability of wave V's condition (``model.wave_conditioning``; None: a network
+    without it), drawn after the labels' drops; the heads' half gets its null.
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
                  head_input: Literal["clean", "noisy"],
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
                  catch_surrogates: float = 0.0, catch_band: bool = False,
-                 label_drop: tuple[float, float] | None = None) -> None:
+                 label_drop: tuple[float, float] | None = None, wave_drop: float | None = None) -> None:
         super().__init__()
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
         if label_drop is not None and head_input != "clean":
             raise ValueError("model.label_conditioning: expected loss.head_input 'clean' (the heads answer from the "
                              "pass at t = 0, which never reads the labels)")
-        self.label_drop = label_drop
+        if wave_drop is not None and label_drop is None:
+            raise ValueError("model.wave_conditioning: expected model.label_conditioning as well")
+        self.label_drop, self.wave_drop = label_drop, wave_drop
         self.diffusion, self.components = diffusion, components
         if noise_catch and head_input != "clean":
             raise ValueError("training.noise_catch: expected loss.head_input 'clean' (catch rows are the heads' half)")
@@ -104,8 +108,26 @@ class Objective(nn.Module):
             drop_type, drop_threshold = self.draw_label_drop(y.shape[0], y.device, generator, shard)
             y = torch.where(drop_type, torch.full_like(y, UNKNOWN_LABEL), y)
             h = torch.where(drop_threshold, torch.full_like(h, math.nan), h)
-        return {"label": torch.cat([y, torch.full_like(y, UNKNOWN_LABEL)]),
-                "threshold": torch.cat([h, torch.full_like(h, math.nan)])}
+        labels = {"label": torch.cat([y, torch.full_like(y, UNKNOWN_LABEL)]),
+                  "threshold": torch.cat([h, torch.full_like(h, math.nan)])}
+        if self.wave_drop is not None:
+            labels["wave"] = self.wave_inputs(batch, generator, train=train, shard=shard)
+        return labels
+
+    def wave_inputs(self, batch: dict[str, Tensor], generator: torch.Generator, *, train: bool,
+                    shard: tuple[int, int]) -> Tensor:
+        """[2B 3] wave V's condition: the batch's [present, latency ms, amplitude µV] (latency and amplitude
+        NaN where absent), rows dropped to the null (all NaN) with ``wave_drop`` in training; the heads' half
+        all nulls."""
+        present = batch["peak_mask"].float()  # [B]
+        B, (r, n) = present.shape[0], shard
+        nan = torch.full_like(present, math.nan)
+        wave = torch.stack([present, torch.where(present > 0, batch["peak_latency"].float(), nan),
+                            torch.where(present > 0, batch["peak_amplitude"].float(), nan)], dim=-1)  # [B 3]
+        if train:
+            drop = (torch.rand(n * B, device=present.device, generator=generator) < self.wave_drop)[r * B:(r + 1) * B]
+            wave = torch.where(drop[:, None], math.nan, wave)  # [B 3]
+        return torch.cat([wave, torch.full_like(wave, math.nan)])  # [2B 3]
 
     def forward(self, net: nn.Module, batch: dict[str, Tensor], generator: torch.Generator, *,
                 train: bool, shard: tuple[int, int] = (0, 1)) -> ObjectiveOutput:

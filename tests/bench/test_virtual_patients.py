@@ -88,6 +88,48 @@ def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition
     assert seen == truth
 
 
+class WaveEcho(RowEcho):
+    """RowEcho for a network with model.wave_conditioning: records the wave V condition of every row."""
+
+    wave_conditioned = True
+
+    def forward(self, x_t, t, static, drop_cond=None, label=None, threshold=None, wave=None):
+        self.seen.append((static.clone(), wave.clone()))
+        return {"signal": torch.zeros_like(x_t) * self.scale}
+
+
+def test_a_wave_network_gets_each_series_wave_v_from_the_runs_profile_not_the_cohorts(tmp_path):
+    """model.wave_conditioning: sample_twins draws every series' wave V from RUN/wave_profile.json (fitted on
+    another cohort), one ear per series: presence never falls with level within a series, and the drawn
+    latencies are not the cohort's own; a run without the file is one line."""
+    from evaluation.wave_profile import fit_profile, save_profile
+
+    train = synthetic_cohort(120, 3)
+    save_profile(tmp_path, fit_profile(train.static, train.threshold, train.label, train.peak_mask,
+                                       np.nan_to_num(train.peak_latency), np.nan_to_num(train.peak_amplitude),
+                                       train.series_id))
+    cohort = synthetic_cohort(4, 5)
+    series = series_index(cohort.series_id, cohort.static[:, 1])
+    loaded = SimpleNamespace(model=WaveEcho(), stats=DataStats.identity(), run_dir=tmp_path,
+                             diffusion=GaussianDiffusion(DiffusionConfig(prediction="eps", timesteps=50)))
+    kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None, "lowpass_hz": 0.0, "share": 0.5}
+    sample_twins(loaded, cohort, series, kw, seed=0, batch_size=1000)
+    static = torch.cat([s for s, _ in loaded.model.seen[::2]]).numpy()
+    wave = torch.cat([w for _, w in loaded.model.seen[::2]]).numpy()
+    assert len(wave) == len(cohort)
+    by_row = {tuple(s): w for s, w in zip(static.tolist(), wave, strict=True)}
+    drawn = np.array([by_row[tuple(s)] for s in cohort.static.tolist()])  # (N 3) in the cohort's order
+    for rows in series.members:
+        order = rows[np.argsort(cohort.static[rows, 1])]
+        assert (np.diff(drawn[order, 0]) >= 0).all()  # one ear: present from some level up
+    both = (drawn[:, 0] == 1) & cohort.peak_mask
+    assert both.sum() > 10 and not np.allclose(drawn[both, 1], cohort.peak_latency[both])
+    (tmp_path / "wave_profile.json").unlink()
+    with pytest.raises(ValueError, match="expected wave_profile.json beside a network trained with "
+                                         "model.wave_conditioning"):
+        sample_twins(loaded, cohort, series, kw, seed=0, batch_size=1000)
+
+
 def test_features_see_the_noise_level_and_residual_rms_ignores_slow_waves():
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((4, 200))

@@ -188,3 +188,16 @@ def tiny_label_run(tmp_path_factory) -> Path:
                       "model.label_conditioning=true")
     train_run(cfg, root / "run")
     return root / "run"
+
+
+@pytest.fixture(scope="session")
+def tiny_wave_run(tmp_path_factory) -> Path:
+    """tiny_run trained with model.label_conditioning and model.wave_conditioning (issue 28) through train.py's
+    own entry point, which writes its wave_profile.json (generate draws each ear's wave V from it)."""
+    from tests.reliability.procs import in_process_args, train_in_process
+
+    root = tmp_path_factory.mktemp("tiny_wave_run")
+    assert train_in_process(in_process_args(root, "run", "training.epochs=1", "model.base_channels=4",
+                                            "data.synthetic.patients=6", "model.label_conditioning=true",
+                                            "model.wave_conditioning=true", "logging.use_tensorboard=false")) == 0
+    return root / "run"

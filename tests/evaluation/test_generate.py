@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -569,3 +570,28 @@ def test_cli_warns_for_a_threshold_or_a_level_outside_the_training_span(label_fa
         "warning: intensity 130 dB nHL lies outside the run's training span 0 to 100: the model extrapolates"]
     assert main([*argv, "--threshold", "105", "--levels", "20,100", "--overwrite"]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_wave_run_draws_each_ears_wave_v_from_its_profile(tiny_wave_run, tmp_path, capsys):
+    """model.wave_conditioning: training leaves wave_profile.json; with --type and --threshold generate draws
+    each series' wave V from it (meta says so), --no-wave-profile leaves its null (other signals), and a run
+    without the file is one line naming the command that fits it."""
+    assert (tiny_wave_run / "wave_profile.json").is_file()
+    base = ["--run", str(tiny_wave_run), "--n", "2", "--steps", "3", "--seed", "7", "--type", "SNIK",
+            "--threshold", "40", "--levels", "20,60,90"]
+    signals, metas = {}, {}
+    for name, flags in {"drawn": [], "null": ["--no-wave-profile"]}.items():
+        out = tmp_path / f"{name}.npz"
+        assert main([*base, *flags, "--out", str(out)]) == 0
+        capsys.readouterr()
+        with np.load(out, allow_pickle=False) as f:
+            signals[name], metas[name] = f["signal"], json.loads(str(f["meta"]))["generation"]
+    assert metas["drawn"]["wave_profile"] is True and metas["null"]["wave_profile"] is False
+    assert not np.array_equal(signals["drawn"], signals["null"])
+    copy = tmp_path / "no_profile"
+    shutil.copytree(tiny_wave_run, copy)
+    (copy / "wave_profile.json").unlink()
+    assert main([*base[:1], str(copy), *base[2:], "--out", str(tmp_path / "x.npz")]) == 2
+    err = _one_error_line(capsys)
+    assert "expected wave_profile.json beside a network trained with model.wave_conditioning" in err
+    assert f"python -m evaluation.wave_profile --run {copy}" in err

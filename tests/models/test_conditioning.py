@@ -129,3 +129,63 @@ def test_bad_label_inputs_are_one_line(kw, match, make_inputs, make_stats, tiny_
     net = build_model(tiny_cfg(label_conditioning=True), make_stats())
     with pytest.raises(ValueError, match=match):
         net(*make_inputs(3), **kw)
+
+
+def wave_net(tiny_cfg, make_stats):
+    """A wave-conditioned tiny network whose wave MLP is not at its zero start."""
+    net = label_net(tiny_cfg, make_stats, wave_conditioning=True)
+    with torch.no_grad():
+        for p in net.cond.wave.mlp[-1].parameters():
+            p.normal_(0.0, 0.5)
+    return net
+
+
+# wave V requests [present, latency ms, amplitude µV]: present at two latencies and amplitudes, absent, unknown
+WAVES = [(1.0, 6.0, 0.3), (1.0, 8.0, 0.3), (1.0, 6.0, 0.6), (0.0, NAN, NAN), (NAN, NAN, NAN)]
+
+
+def test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
+    """model.wave_conditioning: at t > 0 each wave V request gives another denoiser output; at t = 0 (the
+    answers) and under the guidance drop nothing changes, bit for bit; absent ignores latency and amplitude."""
+    net = wave_net(tiny_cfg, make_stats)
+    x, _, static = make_inputs(3)
+    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
+    keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+    drop = torch.ones(3, dtype=torch.bool)
+    with torch.no_grad():
+        base0, base_drop = net(x, t0, static), net(x, t, static, drop_cond=drop)["signal"]
+        noisy = []
+        for w in WAVES:
+            wave = torch.tensor(w).expand(3, 3)
+            out = net(x, t0, static, **labels(3, 2, 60.0), wave=wave)
+            assert all(torch.equal(out[k], base0[k]) for k in keys), w
+            assert torch.equal(net(x, t, static, drop_cond=drop, wave=wave)["signal"], base_drop)
+            noisy.append(net(x, t, static, **labels(3, 2, 60.0), wave=wave)["signal"])
+        unknown = net(x, t, static, **labels(3, 2, 60.0))["signal"]  # wave None: the null
+        absent_elsewhere = net(x, t, static, **labels(3, 2, 60.0), wave=torch.tensor([0.0, 7.0, 0.5]).expand(3, 3))
+    torch.testing.assert_close(noisy[4], unknown)
+    torch.testing.assert_close(noisy[3], absent_elsewhere["signal"])
+    for i in range(4):
+        for j in range(i):
+            assert not torch.allclose(noisy[i], noisy[j], atol=1e-6), (WAVES[i], WAVES[j])
+
+
+def test_a_new_wave_network_starts_as_the_one_without(make_inputs, make_stats, tiny_cfg):
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True), make_stats()).eval()
+    x, t, static = make_inputs(2)
+    with torch.no_grad():
+        assert torch.equal(net(x, t, static, wave=torch.tensor([[1.0, 6.0, 0.3]] * 2))["signal"],
+                           net(x, t, static)["signal"])
+    off = build_model(tiny_cfg(label_conditioning=True), make_stats())
+    assert not off.wave_conditioned and not any(k.startswith("cond.wave") for k in off.state_dict())
+    with pytest.raises(ValueError, match=r"^ABRNet input wave: expected None \(the network was built without "
+                                         r"model.wave_conditioning\), found a tensor$"):
+        off(x, t, static, wave=torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"^ABRNet input wave: expected a float tensor of shape \[2, 3\]"):
+        net(x, t, static, wave=torch.zeros(2, 2))
+
+
+def test_wave_conditioning_needs_label_conditioning(tiny_cfg):
+    with pytest.raises(ValueError, match="model.wave_conditioning: expected model.label_conditioning true"):
+        tiny_cfg(wave_conditioning=True)

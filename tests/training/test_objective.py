@@ -127,3 +127,38 @@ def test_label_conditioning_needs_the_clean_head_pass():
     with pytest.raises(ValueError, match=r"^model.label_conditioning: expected loss.head_input 'clean'"):
         Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
                   head_input="noisy", label_drop=(0.2, 0.2))
+
+
+def test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null():
+    """model.wave_conditioning: the denoiser's half reads [present, latency, amplitude] of each recording
+    (NaN latency and amplitude where wave V is absent), dropped to the all-NaN null with wave_drop_prob, drawn
+    after the labels' drops; the heads' half is all null; validation drops nothing."""
+    B = 20_000
+    mask = torch.arange(B) % 3 != 0
+    batch = _label_batch(B) | {"peak_mask": mask, "peak_latency": torch.where(mask, 6.5, 0.0),
+                               "peak_amplitude": torch.where(mask, 0.3, 0.0)}
+    obj = Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                    head_input="clean", label_drop=(0.3, 0.6), wave_drop=0.25)
+    out = obj.label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))
+    wave = out["wave"]
+    assert wave.shape == (2 * B, 3) and wave[B:].isnan().all()
+    dropped = wave[:B, 0].isnan()
+    assert dropped.float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert wave[:B][dropped].isnan().all()
+    kept = wave[:B][~dropped]
+    kept_mask = mask[~dropped]
+    assert torch.equal(kept[:, 0], kept_mask.float())
+    assert (kept[kept_mask, 1] == 6.5).all() and (kept[kept_mask, 2] == 0.3).all()
+    assert kept[~kept_mask, 1:].isnan().all()
+    # the labels' drops are drawn first, as without the wave condition: the same type and threshold drops
+    without = _label_objective(0.3, 0.6).label_inputs(batch, torch.Generator().manual_seed(0), train=True,
+                                                      shard=(0, 1))
+    assert torch.equal(out["label"], without["label"])
+    val = obj.label_inputs(batch, torch.Generator().manual_seed(0), train=False, shard=(0, 1))["wave"]
+    assert not val[:B, 0].isnan().any()
+
+
+def test_wave_condition_needs_the_labels():
+    with pytest.raises(ValueError, match="model.wave_conditioning: expected model.label_conditioning as well"):
+        Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                  head_input="clean", wave_drop=0.2)

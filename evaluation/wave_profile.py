@@ -1,0 +1,195 @@
+"""Wave V profiles for virtual patients (issue 28): what a wave-conditioned network (``model.wave_conditioning``)
+is asked to draw, level by level, for one ear of a requested type and threshold.
+
+    python -m evaluation.wave_profile --run logs/EXP      # writes RUN/wave_profile.json (training runs it too)
+
+Conditioned on the static values, the type and the threshold alone, the network let each level's wave V regress
+to the middle (docs/results.md, "Virtual patients": an infant NORMAL twin at 8.00 / 7.53 / 7.51 ms at 20 / 60 /
+100 dB against about 8.7 -> 6.0 ms recorded), and the latency-intensity function is what tells SNİK from İTİK
+and NORMAL. This module draws one latency- and amplitude-intensity function per series, fitted on the run's own
+training split as a varying-intercept model (Gelman & Hill 2007, "Data Analysis Using Regression and
+Multilevel/Hierarchical Models", ch. 12):
+
+    latency_ij  = x_ij' b_k + u_i + e_ij,     u_i ~ N(0, sd_between²),  e_ij ~ N(0, sd_within²)
+    log amp_ij  = the same with its own b_k, u_i and e_ij
+    present_ij  = U_i < p_k(SL_ij),           U_i ~ U(0, 1), one per series
+
+for recording j of series i of type k; x = [1, level, level², level³, SL, SL², log age, log age², level x log age,
+SL x log age, rate] with SL the
+sensation level (level - threshold, clipped at 0; 0 for no response), b_k least squares over type k's training
+recordings with wave V (the pooled fit for a type with fewer than MIN_ROWS), p_k the share of type k's
+recordings with wave V per 5 dB bin of level - threshold (made non-decreasing; no response: one share). One
+uniform per series makes presence monotone in level, as in one ear. Nothing here reads a test split or a
+benchmark cohort.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from data.records import CLASS_NAMES
+from data.synthetic import NO_RESPONSE_THRESHOLD_DB
+
+FILE = "wave_profile.json"
+VERSION = 1
+MIN_ROWS = 200  # recordings with wave V below which a type uses the pooled fit
+SL_EDGES = np.arange(-40.0, 65.0, 5.0)  # dB, level - threshold: bins of the presence share
+RIDGE = 1e-3  # per row, on the regressors' scale (each about 0-1)
+FEATURES = ("1", "level", "level^2", "level^3", "SL", "SL^2", "log age", "log age^2", "level x log age",
+            "SL x log age", "rate")
+
+
+def design(static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """(N 11) the regressors x (FEATURES) of recordings: static (N 4) age, level, rate, FMP; threshold (N,) dB."""
+    level = static[:, 1].astype(np.float64) / 100.0
+    none = threshold >= NO_RESPONSE_THRESHOLD_DB
+    sl = np.where(none, 0.0, np.clip(static[:, 1] - threshold, 0.0, None)) / 100.0
+    age = np.log1p(np.clip(static[:, 0].astype(np.float64), 0.0, None)) / 4.0
+    rate = static[:, 2].astype(np.float64) / 50.0
+    return np.column_stack([np.ones_like(level), level, level**2, level**3, sl, sl**2, age, age**2, level * age,
+                            sl * age, rate])
+
+
+def fit_part(x: np.ndarray, y: np.ndarray, series: np.ndarray) -> dict[str, Any]:
+    """Ridge least squares b (RIDGE on every coefficient but the intercept, per row: a few patients' collinear
+    regressors must not extrapolate to absurd values) and the varying intercept's spread: sd_between of the
+    series' mean residuals, sd_within of the residuals about their series' mean (series with >= 2 rows)."""
+    penalty = RIDGE * len(y) * np.diag([0.0] + [1.0] * (x.shape[1] - 1))
+    beta = np.linalg.solve(x.T @ x + penalty, x.T @ y)
+    r = y - x @ beta
+    ids, inverse, counts = np.unique(series, return_inverse=True, return_counts=True)
+    means = np.bincount(inverse, r) / counts  # (S,)
+    within = r - means[inverse]
+    several = counts[inverse] >= 2
+    return {"beta": beta.tolist(), "sd_between": float(np.std(means[counts >= 2])) if (counts >= 2).any() else 0.0,
+            "sd_within": float(np.std(within[several])) if several.any() else float(np.std(r))}
+
+
+def presence_share(level: np.ndarray, threshold: np.ndarray, present: np.ndarray) -> dict[str, Any]:
+    """p(SL) per SL_EDGES bin (non-decreasing; an empty bin takes its left neighbour's) and p for no response."""
+    none = threshold >= NO_RESPONSE_THRESHOLD_DB
+    sl = level[~none] - threshold[~none]
+    k = np.clip(np.searchsorted(SL_EDGES, sl, side="right") - 1, 0, len(SL_EDGES) - 1)
+    hits = np.bincount(k, present[~none].astype(float), minlength=len(SL_EDGES))
+    rows = np.bincount(k, minlength=len(SL_EDGES))
+    share = np.zeros(len(SL_EDGES))
+    for i in range(len(SL_EDGES)):
+        share[i] = hits[i] / rows[i] if rows[i] else (share[i - 1] if i else 0.0)
+    return {"share": np.maximum.accumulate(share).tolist(),
+            "no_response": float(present[none].mean()) if none.any() else 0.0}
+
+
+def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, present: np.ndarray,
+                latency: np.ndarray, amplitude: np.ndarray, series_id: np.ndarray) -> dict[str, Any]:
+    """The profile (module docstring) from training recordings: static (N 4), threshold (N,) dB, label (N,),
+    present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,)."""
+    present = present.astype(bool) & (amplitude > 0)  # log amplitude: a marked wave V has a positive amplitude
+    x = design(static, threshold)
+    pooled = {"latency": fit_part(x[present], latency[present], series_id[present]),
+              "log_amplitude": fit_part(x[present], np.log(amplitude[present]), series_id[present])}
+    types = {}
+    for k, name in enumerate(CLASS_NAMES):
+        mine = label == k
+        rows = mine & present
+        parts = pooled if rows.sum() < MIN_ROWS else {
+            "latency": fit_part(x[rows], latency[rows], series_id[rows]),
+            "log_amplitude": fit_part(x[rows], np.log(amplitude[rows]), series_id[rows])}
+        types[name] = {**parts, "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
+                       "recordings": int(mine.sum()), "with_wave_v": int(rows.sum()),
+                       "pooled": bool(rows.sum() < MIN_ROWS)}
+    return {"version": VERSION, "features": list(FEATURES), "sl_edges_db": SL_EDGES.tolist(), "types": types,
+            "latency_range_ms": [float(latency[present].min()), float(latency[present].max())],
+            "amplitude_range_uv": [float(amplitude[present].min()), float(amplitude[present].max())]}
+
+
+def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
+               series_id: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N 3) float32 [present 1/0, latency ms, amplitude µV] (NaN where absent): one drawn ear per series_id
+    (its intercepts and its presence uniform shared by its recordings), for recordings with static (N 4),
+    threshold (N,) dB and label (N,) a class index."""
+    x = design(static, threshold)
+    out = np.full((len(static), 3), np.nan, np.float32)
+    ids, inverse = np.unique(series_id, return_inverse=True)
+    u_lat, u_amp, u_pres = rng.standard_normal(len(ids)), rng.standard_normal(len(ids)), rng.random(len(ids))
+    e_lat, e_amp = rng.standard_normal(len(static)), rng.standard_normal(len(static))
+    none = threshold >= NO_RESPONSE_THRESHOLD_DB
+    sl = static[:, 1] - threshold
+    edges = np.asarray(profile["sl_edges_db"])
+    for k, name in enumerate(CLASS_NAMES):
+        rows = np.flatnonzero(label == k)
+        if not len(rows):
+            continue
+        part = profile["types"][name]
+        share = np.asarray(part["presence"]["share"])
+        bins = np.clip(np.searchsorted(edges, sl[rows], side="right") - 1, 0, len(edges) - 1)
+        p = np.where(none[rows], part["presence"]["no_response"], np.where(sl[rows] < edges[0], 0.0, share[bins]))
+        present = u_pres[inverse[rows]] < p
+        lat, amp = part["latency"], part["log_amplitude"]
+        latency = (x[rows] @ np.asarray(lat["beta"]) + lat["sd_between"] * u_lat[inverse[rows]]
+                   + lat["sd_within"] * e_lat[rows])
+        log_amp = (x[rows] @ np.asarray(amp["beta"]) + amp["sd_between"] * u_amp[inverse[rows]]
+                   + amp["sd_within"] * e_amp[rows])
+        out[rows, 0] = present
+        # a draw stays within what the training split recorded
+        out[rows[present], 1] = np.clip(latency[present], *profile["latency_range_ms"])
+        out[rows[present], 2] = np.clip(np.exp(np.minimum(log_amp[present], 10.0)), *profile["amplitude_range_uv"])
+    return out
+
+
+def save_profile(run_dir: str | Path, profile: dict[str, Any]) -> Path:
+    path = Path(run_dir) / FILE
+    path.write_text(json.dumps(profile, indent=1) + "\n")
+    return path
+
+
+def load_profile(run_dir: str | Path) -> dict[str, Any] | None:
+    """RUN/wave_profile.json, or None where the run has none (one line where it is not a profile)."""
+    path = Path(run_dir) / FILE
+    if not path.is_file():
+        return None
+    profile = json.loads(path.read_text())
+    if not isinstance(profile, dict) or profile.get("version") != VERSION or \
+            set(profile.get("types", {})) != set(CLASS_NAMES):
+        raise ValueError(f"{path}: expected a wave profile of version {VERSION} with every type "
+                         f"({', '.join(CLASS_NAMES)}); refit it with python -m evaluation.wave_profile --run {run_dir}")
+    return profile
+
+
+def fit_run_profile(run_dir: str | Path, train: Any) -> Path:
+    """Fit and save the profile of a run from its training split ``train`` (an ABRDataset)."""
+    t = {k: v.numpy() for k, v in train.tensors.items()}
+    profile = fit_profile(t["static"], t["threshold"], t["label"], t["peak_mask"], t["peak_latency"],
+                          t["peak_amplitude"], t["series_id"])
+    return save_profile(run_dir, profile)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from data.cli import ArgumentParser, run_main
+
+    p = ArgumentParser(prog="python -m evaluation.wave_profile", description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="run directory trained with model.wave_conditioning, e.g. logs/EXP")
+    args = p.parse_args(argv)
+
+    def body() -> int:
+        from data.dataset import build_data
+        from training.checkpoint import load_run
+
+        cfg = load_run(args.run).cfg
+        if not cfg.model.wave_conditioning:
+            raise ValueError(f"run '{args.run}': expected a run trained with model.wave_conditioning true, found "
+                             f"one trained without it (its network reads no wave V condition)")
+        path = fit_run_profile(args.run, build_data(cfg.data, cfg.loss.class_weights).train)
+        print(f"wrote {path}")
+        return 0
+
+    return run_main(body, debug=args.debug)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""evaluation/wave_profile.py (issue 28): the wave V each virtual ear is asked for, fitted on a training split."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from data.records import CLASS_NAMES
+from data.synthetic import generate as synthetic_cohort
+from evaluation.wave_profile import FILE, draw_waves, fit_profile, load_profile, main, save_profile
+
+LEVELS = np.array([10.0, 30.0, 50.0, 70.0, 90.0])
+
+
+@pytest.fixture(scope="module")
+def profile():
+    c = synthetic_cohort(300, 11)
+    return fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
+                       np.nan_to_num(c.peak_amplitude), c.series_id)
+
+
+def ears(k: int, threshold: float, n: int, age: float = 30.0) -> tuple[np.ndarray, ...]:
+    """n series of one type and threshold over LEVELS: static (n*5 4), threshold, label, series_id."""
+    static = np.tile(np.column_stack([np.full(5, age), LEVELS, np.full(5, 21.1), np.full(5, 2.0)]), (n, 1))
+    return static.astype(np.float32), np.full(5 * n, threshold), np.full(5 * n, k), np.repeat(np.arange(n), 5)
+
+
+def test_the_fit_covers_every_type_with_presence_non_decreasing_in_sensation_level(profile):
+    assert set(profile["types"]) == set(CLASS_NAMES)
+    for name, part in profile["types"].items():
+        share = np.asarray(part["presence"]["share"])
+        assert (np.diff(share) >= 0).all() and share.min() >= 0 and share.max() <= 1, name
+    assert profile["types"]["TOTAL"]["presence"]["no_response"] == 0.0  # a total loss never shows wave V
+    normal = profile["types"]["NORMAL"]
+    assert not normal["pooled"] and normal["presence"]["share"][-1] > 0.95  # loud above threshold: wave V
+    assert 0.05 < normal["latency"]["sd_between"] < 2.0 and 0.0 < normal["latency"]["sd_within"] < 1.0
+
+
+def test_drawn_ears_follow_one_latency_intensity_function_each(profile):
+    """Within each drawn NORMAL ear: wave V present from some level up (never a gap), latency falling with
+    level on average by more than a millisecond from 10 to 90 dB, amplitude rising; ears differ from each
+    other (their own intercepts) more than one ear's two draws at one level would."""
+    static, thr, label, sid = ears(CLASS_NAMES.index("NORMAL"), 0.0, 300)
+    w = draw_waves(profile, static, thr, label, sid, np.random.default_rng(0)).reshape(300, 5, 3)
+    present = w[:, :, 0] == 1
+    assert (np.diff(present.astype(int), axis=1) >= 0).all()  # monotone in level within every ear
+    assert np.isnan(w[~present][:, 1:]).all() and np.isfinite(w[present][:, 1:]).all()
+    both = present[:, 0] & present[:, 4]
+    assert (w[both, 0, 1] - w[both, 4, 1]).mean() > 1.0
+    assert (w[both, 4, 2] > w[both, 0, 2]).mean() > 0.8
+    r = np.corrcoef(w[both, 2, 1], w[both, 3, 1])[0, 1]  # one ear's latencies at two levels: its intercept
+    assert r > 0.5
+    again = draw_waves(profile, static, thr, label, sid, np.random.default_rng(0))
+    np.testing.assert_array_equal(again, w.reshape(-1, 3))
+
+
+def test_a_raised_threshold_silences_the_quiet_levels_and_no_response_silences_all(profile):
+    k = CLASS_NAMES.index("SNİK")
+    static, thr, label, sid = ears(k, 60.0, 200)
+    w = draw_waves(profile, static, thr, label, sid, np.random.default_rng(1)).reshape(200, 5, 3)
+    assert (w[:, :2, 0] == 0).mean() > 0.95 and (w[:, 4, 0] == 1).mean() > 0.9  # 10, 30 dB below a 60 dB threshold
+    static, thr, label, sid = ears(CLASS_NAMES.index("TOTAL"), 105.0, 50)
+    assert (draw_waves(profile, static, thr, label, sid, np.random.default_rng(2))[:, 0] == 0).all()
+
+
+def test_save_load_round_trip_and_a_bad_file_is_one_line(profile, tmp_path):
+    assert load_profile(tmp_path) is None
+    save_profile(tmp_path, profile)
+    assert load_profile(tmp_path) == json.loads(json.dumps(profile))
+    (tmp_path / FILE).write_text(json.dumps({"version": 0}))
+    with pytest.raises(ValueError, match=rf"{FILE}: expected a wave profile of version 1 with every type"):
+        load_profile(tmp_path)
+
+
+def test_the_cli_refuses_a_run_without_wave_conditioning(tiny_run, capsys):
+    assert main(["--run", str(tiny_run)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "expected a run trained with model.wave_conditioning true" in err[0]
