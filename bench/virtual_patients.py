@@ -65,7 +65,7 @@ from bench.common import add_output_args, machine, write_outputs  # noqa: E402
 from bench.condition_grid import condition_grid, grid_table  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
-from evaluation.distribution import auroc, c2st_scores  # noqa: E402
+from evaluation.distribution import auroc, c2st_scores, frechet_distance  # noqa: E402
 from evaluation.generate import SAMPLING_KEYS, SERIES_SHARE, add_sampling_flags, generate, sampling_settings  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
@@ -268,6 +268,22 @@ def discriminative(a: np.ndarray, b: np.ndarray, units_a: list[np.ndarray], unit
             "auroc": bootstrap(area, len(units), n_boot=n_boot, seed=seed)}
 
 
+def frechet(a: np.ndarray, b: np.ndarray, units_a: list[np.ndarray], units_b: list[np.ndarray], *, seed: int,
+            n_boot: int) -> Estimate:
+    """Fréchet distance between Gaussians fitted to the rows of a (N F) and b (M F) (evaluation.distribution),
+    each a list of units (series); 95 % bootstrap over the units of both sets."""
+    units = [(0, r) for r in units_a] + [(1, r) for r in units_b]
+
+    def stat(i: np.ndarray) -> float:
+        ra = [units[j][1] for j in i if units[j][0] == 0]
+        rb = [units[j][1] for j in i if units[j][0] == 1]
+        if not ra or not rb:
+            return float("nan")
+        return frechet_distance(a[np.concatenate(ra)], b[np.concatenate(rb)])
+
+    return bootstrap(stat, len(units), n_boot=n_boot, seed=seed)
+
+
 def ratio(gen: np.ndarray, real: np.ndarray, units: list[np.ndarray], n_boot: int, seed: int) -> Estimate:
     """mean(gen) / mean(real) over the rows of ``units``, bootstrap over units (twins paired: a resample draws both)."""
 
@@ -282,8 +298,12 @@ def ratio(gen: np.ndarray, real: np.ndarray, units: list[np.ndarray], n_boot: in
 
 def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.ndarray, *, seed: int,
              n_boot: int) -> dict[str, dict]:
-    """Point 4 per type (module docstring): discriminative score against its real-vs-real floor, noise level."""
+    """Point 4 per type (module docstring): discriminative score and Fréchet distance, each against its
+    real-vs-real floor, noise level. The Fréchet distance reads the features z-scored by the real recordings'
+    spread (every type together), so that each counts alike."""
     fr, fg = recording_features(real_uv), recording_features(gen_uv)  # (N F) each
+    centre, spread = fr.mean(0), fr.std(0) + 1e-12  # (F,) real recordings
+    zr, zg = (fr - centre) / spread, (fg - centre) / spread  # (N F) each
     noise = {"generated": residual_rms(gen_uv), "real": residual_rms(real_uv)}  # (N,) µV
     rms = {"generated": np.sqrt((gen_uv.astype(np.float64) ** 2).mean(1)),
            "real": np.sqrt((real_uv.astype(np.float64) ** 2).mean(1))}
@@ -309,6 +329,8 @@ def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.
             row["half_series"] = half
             row["generated_vs_real"] = discriminative(fg[ra], fr[rb], a, b, **kw)
             row["real_vs_real_floor"] = discriminative(fr[ra], fr[rb], a, b, **kw)
+            row["frechet"] = {"generated_vs_real": frechet(zg[ra], zr[rb], a, b, **kw),
+                              "real_vs_real_floor": frechet(zr[ra], zr[rb], a, b, **kw)}
         out[name] = row
     return out
 
@@ -453,13 +475,16 @@ def table(result: dict) -> str:
               "vs real B beside real A vs real B; noise: residual RMS after a 0.5 ms moving average, "
               "generated / real):",
               "", "| type | series | recall, generated | recall, real | discriminative, generated | "
-              "discriminative, real-vs-real floor | noise ratio | RMS ratio |", "|---|---|---|---|---|---|---|---|"]
+              "discriminative, real-vs-real floor | Fréchet, generated | Fréchet, real-vs-real floor | noise ratio | "
+              "RMS ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for k, name in enumerate(CLASS_NAMES):
         f = result["fidelity"][name]
         rec = [rb[side][best]["type"]["recall"].get(k) for side in ("generated", "real")]
         dis = [f.get(key, {}).get("score") for key in ("generated_vs_real", "real_vs_real_floor")]
+        fd = [f.get("frechet", {}).get(key) for key in ("generated_vs_real", "real_vs_real_floor")]
         lines.append(f"| {name} | {f['series']} | {_cell(rec[0], True)} | {_cell(rec[1], True)} | {_cell(dis[0])} | "
-                     f"{_cell(dis[1])} | {_cell(f.get('noise_ratio'))} | {_cell(f.get('rms_ratio'))} |")
+                     f"{_cell(dis[1])} | {_cell(fd[0])} | {_cell(fd[1])} | {_cell(f.get('noise_ratio'))} | "
+                     f"{_cell(f.get('rms_ratio'))} |")
     return "\n".join(lines)
 
 

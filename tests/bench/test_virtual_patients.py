@@ -16,6 +16,7 @@ from torch import nn
 from bench.virtual_patients import (
     CLASS_NAMES,
     discriminative,
+    frechet,
     main,
     ratio,
     recording_features,
@@ -156,6 +157,17 @@ def test_discriminative_score_is_near_zero_for_one_distribution_and_near_half_fo
         assert e.low <= e.value <= e.high
 
 
+def test_frechet_is_small_for_one_distribution_large_for_two_and_bootstraps_over_series():
+    rng = np.random.default_rng(1)
+    _, units = stacked([np.arange(20) + 20 * i for i in range(20)])  # 20 series of 20 recordings
+    a, b = rng.standard_normal((400, 4)), rng.standard_normal((400, 4))
+    same = frechet(a, b, units, units, seed=0, n_boot=50)
+    apart = frechet(a + 2.0, b, units, units, seed=0, n_boot=50)
+    assert same.value < 0.2 and apart.value == pytest.approx(16.0, rel=0.15)  # |mean shift|² = 4 x 2²
+    for e in (same, apart):
+        assert e.low <= e.value <= e.high and e.high > e.low
+
+
 def test_ratio_pairs_the_twins_and_has_no_interval_for_one_series():
     gen, real = np.array([2.0, 2.0, 6.0]), np.array([1.0, 1.0, 3.0])
     r = ratio(gen, real, [np.array([0, 1]), np.array([2])], n_boot=20, seed=0)
@@ -195,6 +207,8 @@ def test_the_bench_on_a_tiny_label_run(label_run, tmp_path, capsys):
         assert v is None or np.isfinite(v), path
         if "ratio" in path or path.endswith("mae_db"):
             assert v > 0 or path.endswith("mae_db"), path
+        elif "/frechet/" in path:
+            assert v >= 0, path
         elif v is not None:
             assert 0 <= v <= 1, path
             if "/score" in path:
