@@ -48,7 +48,13 @@ from bench.virtual_patients import BENCHMARK_SEED, K, sample_twins  # noqa: E402
 from bench.virtual_patients import load as load_run_checked  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, Records  # noqa: E402
-from evaluation.generate import SAMPLING_KEYS, SERIES_SHARE, add_sampling_flags, sampling_settings  # noqa: E402
+from evaluation.generate import (  # noqa: E402
+    SAMPLING_KEYS,
+    SERIES_SHARE,
+    add_sampling_flags,
+    add_wave_guidance_flag,
+    sampling_settings,
+)
 from training.clinical import (  # noqa: E402
     bootstrap,
     from_bin,
@@ -235,6 +241,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="the test cohort's generator seed")
     p.add_argument("--fit-seeds", default="0,1,2", help="series model seeds, comma-separated (default 0,1,2)")
     add_sampling_flags(p)
+    add_wave_guidance_flag(p)
     p.add_argument("--gen-seed", type=number(int, ge=0), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
@@ -267,7 +274,8 @@ def run(p, args, argv: list[str] | None) -> int:
     loaded = load_run_checked(p, SimpleNamespace(run=args.run, checkpoint=args.checkpoint, seed=args.train_seed))
     if loaded.cfg.data.source == "synthetic" and loaded.cfg.data.synthetic.seed == args.seed:
         p.error(f"--seed {args.seed}: the run trained on that generator seed; the test cohort needs its own")
-    kw = sampling_settings(loaded.diffusion, args) | {"share": SERIES_SHARE}
+    kw = sampling_settings(loaded.diffusion, args) | {"share": SERIES_SHARE, "wave_guidance": (
+        args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None)}
     source = synthetic_cohort(args.train_patients, args.train_seed)
     with phase(PROG, f"sampling the source cohort's twins ({len(source)} signals)"):
         series = series_index(source.series_id, source.static[:, 1])
@@ -284,7 +292,7 @@ def run(p, args, argv: list[str] | None) -> int:
               "run": str(args.run), "source": {"patients": args.train_patients, "seed": args.train_seed,
                                                "series": len(series.members), "recordings": len(source)},
               "test": {"patients": args.patients, "seed": args.seed, "series": len(test_series.members)},
-              "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share")} | {"seed": args.gen_seed},
+              "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share", "wave_guidance")} | {"seed": args.gen_seed},
               "n_boot": args.n_boot, "trivial": trivial(source, truth, args.n_boot), "seeds": {}}
     own = load_series(args.run)
     if own is not None:

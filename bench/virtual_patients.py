@@ -66,7 +66,14 @@ from bench.condition_grid import condition_grid, grid_table  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
 from evaluation.distribution import auroc, c2st_scores, frechet_distance  # noqa: E402
-from evaluation.generate import SAMPLING_KEYS, SERIES_SHARE, add_sampling_flags, generate, sampling_settings  # noqa: E402
+from evaluation.generate import (  # noqa: E402
+    SAMPLING_KEYS,
+    SERIES_SHARE,
+    add_sampling_flags,
+    add_wave_guidance_flag,
+    generate,
+    sampling_settings,
+)
 from training.clinical import (  # noqa: E402
     Estimate,
     Series,
@@ -138,7 +145,8 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
                      batch_size=batch_size, label=torch.from_numpy(cohort.label[rows]),
                      threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels),
                      share=kw["share"], lowpass_hz=kw["lowpass_hz"],
-                     wave=None if wave is None else torch.from_numpy(wave[rows]))
+                     wave=None if wave is None else torch.from_numpy(wave[rows]),
+                     wave_guidance=kw.get("wave_guidance") or 1.0)
         out[rows] = x[:, 0].numpy()  # (n L)
     if not np.isfinite(out).all():
         raise ValueError(f"generated {int((~np.isfinite(out)).sum())} non-finite values with {kw}; nothing written")
@@ -528,6 +536,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--patients", type=number(int, ge=1, le=200_000), default=300, help="benchmark cohort size")
     p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="benchmark cohort generator seed")
     add_sampling_flags(p)
+    add_wave_guidance_flag(p)
     p.add_argument("--gen-seed", type=number(int, ge=0, le=2**63 - 1), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
@@ -572,6 +581,7 @@ def run(p, args, argv: list[str] | None) -> int:
     loaded = load(p, args)
     kw = sampling_settings(loaded.diffusion, args)
     kw["share"] = args.share
+    kw["wave_guidance"] = args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None
     series_net = load_series(args.run)
     cohort = synthetic_cohort(args.patients, args.seed)
     series = series_index(cohort.series_id, cohort.static[:, 1])
@@ -588,7 +598,7 @@ def run(p, args, argv: list[str] | None) -> int:
         "machine": machine(), "threads": args.threads, "date": datetime.date.today().isoformat(),
         "run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
         "benchmark": {"patients": args.patients, "seed": args.seed}, "types": list(CLASS_NAMES),
-        "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share")}
+        "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share", "wave_guidance")}
         | {"seed": args.gen_seed},
         "n_boot": args.n_boot, "cohort": {"series": len(series), "recordings": len(cohort), "series_per_type": {
             name: int((truth[1] == k).sum()) for k, name in enumerate(CLASS_NAMES)}}}

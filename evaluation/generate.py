@@ -79,6 +79,9 @@ MAX_GUIDANCE = 100.0  # classifier-free guidance w; useful values are 1-10
 # ±10 dB 66.5 / 75.5 / 74.0 / 69.0 % at share 1 / 0.5 / 0.2 / 0.
 SERIES_SHARE = 0.5
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed
+# Guidance by wave V alone (a run with model.wave_conditioning; generate()'s wave_guidance): chosen on a
+# development cohort (docs/generate.md, "Wave V per ear").
+WAVE_GUIDANCE = 1.0
 
 
 def generate(
@@ -99,6 +102,7 @@ def generate(
     progress: Any = None,
     label: int | Tensor | None = None, threshold: float | Tensor | None = None,
     tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None, wave: Tensor | None = None,
+    wave_guidance: float = 1.0,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
@@ -108,7 +112,10 @@ def generate(
     rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
     ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
     ``wave`` ([n, 3]: present 1 / 0 / NaN, latency ms, amplitude µV; evaluation.wave_profile draws it) conditions
-    a network with ``model.wave_conditioning`` on each row's wave V (None: its null).
+    a network with ``model.wave_conditioning`` on each row's wave V (None: its null); ``wave_guidance`` w_v != 1
+    guides by it on its own (compositional guidance, Liu et al. 2022, "Compositional Visual Generation with
+    Composable Diffusion Models"): the conditional branch becomes c_0 + w_v (c_w - c_0), c_w and c_0 the
+    network with and without wave V, at one more evaluation per step.
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
     mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
     recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
@@ -138,7 +145,12 @@ def generate(
                 calls += 1
                 if progress is not None and calls % calls_per_step == 0:
                     progress.update(1)  # counted on the host: no device sync
-                return model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]
+                out = model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]  # (b 1 L)
+                if wave_guidance == 1.0 or "wave" not in labels or drop_cond.all():
+                    return out
+                without = {k: v for k, v in labels.items() if k != "wave"}  # wave V's null
+                plain = model(x_t, t, cond, drop_cond=drop_cond, **without)["signal"]  # (b 1 L)
+                return plain + wave_guidance * (out - plain)  # rows dropped: out == plain there
 
             ties = {"tied": tied, "share": share} if tied > 1 else {}
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
@@ -214,6 +226,14 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    type=number(float, ge=0.0, lt=SAMPLE_RATE_HZ / 2, limit="the Nyquist frequency"),
                    help="the generated signals through a zero-phase low-pass at this frequency (Hz), 0: none; "
                    "default: the run's diffusion.lowpass_hz")
+
+
+def add_wave_guidance_flag(p: argparse.ArgumentParser) -> None:
+    """--wave-guidance: generate()'s wave_guidance, for a run with model.wave_conditioning (ignored otherwise)."""
+    p.add_argument("--wave-guidance", type=number(float, ge=0.0, le=MAX_GUIDANCE, limit="MAX_GUIDANCE"),
+                   default=WAVE_GUIDANCE, metavar="W",
+                   help=f"a run trained with model.wave_conditioning: guidance by the drawn wave V alone, on top of "
+                        f"--guidance (default {WAVE_GUIDANCE:g}; 1: none, one evaluation per step less)")
 
 
 def sampling_settings(diffusion, args: argparse.Namespace) -> dict:
@@ -361,6 +381,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"series mode: the share of the sampler's noise a series' levels have in common, the rest "
                         f"each level's own (default {SERIES_SHARE}; 1: every draw shared)")
     add_sampling_flags(p)
+    add_wave_guidance_flag(p)
     p.add_argument("--seed", type=number(int, ge=0, le=MAX_SEED, limit="MAX_SEED"), default=0)
     p.add_argument("--batch-size", type=number(int, ge=1, le=MAX_BATCH_SIZE, limit="MAX_BATCH_SIZE"), default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, auto")
@@ -418,7 +439,7 @@ def run(args: argparse.Namespace) -> int:
                           kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                           batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
                           tied=tied, share=args.share, lowpass_hz=kw["lowpass_hz"],
-                          wave=None if wave is None else torch.from_numpy(wave))
+                          wave=None if wave is None else torch.from_numpy(wave), wave_guidance=args.wave_guidance)
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "
@@ -428,7 +449,8 @@ def run(args: argparse.Namespace) -> int:
                      "ema_weights": ckpt.get("ema") is not None,
                      "type": None if args.type is None else CLASS_NAMES[args.type], "threshold": args.threshold,
                      "levels": levels, "series": args.n if levels is not None else None,
-                     "wave_profile": wave is not None}
+                     "wave_profile": wave is not None,
+                     "wave_guidance": args.wave_guidance if wave is not None else None}
     npz, png = write_generated(out, signal, static, settings, series_id=series_id)
     what = f"{args.n} series x {len(levels)} levels" if levels is not None else f"{args.n} signals"
     print(f"wrote {npz} ({what}, µV) and {png}")

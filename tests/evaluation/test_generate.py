@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from dataclasses import dataclass
@@ -370,6 +371,31 @@ class LabelConstantX0(ConstantX0):
     def forward(self, x_t, t, static, drop_cond=None, label=None, threshold=None):
         self.seen_labels.append((label.clone(), threshold.clone()))
         return super().forward(x_t, t, static, drop_cond)
+
+
+class WaveConstantX0(ConstantX0):
+    """x0 = a + (the row's wave latency, or 0 for wave V's null) with the condition, b without."""
+
+    label_conditioned = wave_conditioned = True
+
+    def forward(self, x_t, t, static, drop_cond=None, label=None, threshold=None, wave=None):
+        out = super().forward(x_t, t, static, drop_cond)["signal"]
+        shift = torch.zeros(x_t.shape[0]) if wave is None else wave[:, 1].nan_to_num(0.0)
+        return {"signal": out + torch.where(drop_cond, 0.0, shift).view(-1, 1, 1)}
+
+
+@pytest.mark.parametrize("w_v", [1.0, 2.5])
+def test_wave_guidance_scales_what_wave_v_adds_to_the_conditional_branch(w_v):
+    """wave_guidance w_v: cond = c_0 + w_v (c_w - c_0), then the usual guidance w: uncond + w (cond - uncond)."""
+    net = WaveConstantX0(a=2.0, b=-1.0)
+    wave = torch.tensor([[1.0, 0.4, 0.2], [0.0, math.nan, math.nan], [math.nan] * 3])
+    x = generate(net, x0_diffusion(), STATS, STATIC, 3, "ddim", 4, 2.0, torch.Generator().manual_seed(0),
+                 label=1, threshold=40.0, wave=wave, wave_guidance=w_v)
+    cond = 2.0 + w_v * torch.tensor([0.4, 0.0, 0.0])  # absent and null rows add nothing
+    guided = -1.0 + 2.0 * (cond - -1.0)
+    torch.testing.assert_close(x[:, 0, 0], guided * 0.25 + 0.1)
+    with pytest.raises(ValueError, match=r"generate wave: expected shape \[3, 3\], found \[3, 2\]"):
+        generate(net, x0_diffusion(), STATS, STATIC, 3, "ddim", 4, 2.0, wave=torch.zeros(3, 2))
 
 
 class NoiseEcho(nn.Module):
