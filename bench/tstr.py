@@ -209,6 +209,8 @@ def table(r: dict) -> str:
 
 def doc_section(r: dict) -> str:
     s = r["sampling"]
+    wave = (f", wave V per ear from the run's wave profile with wave guidance w_v = {s['wave_guidance']:g}"
+            if s.get("wave_guidance") is not None else "")
     return f"""## Train on generated, test on real (issue 28; bench/tstr.py)
 
 Command: `{r['command']}`
@@ -217,8 +219,8 @@ Machine: {r['machine']}; {r['threads']} thread(s); {r['seconds']:.0f} s. Date: {
 Run `{r['run']}`. Source cohort: {r['source']['patients']} patients, generator seed {r['source']['seed']}
 ({r['source']['series']} series, {r['source']['recordings']} recordings), {1 - SELECTION_SHARE:.0%} of its series
 for training and {SELECTION_SHARE:.0%} for choosing the epoch; TRTR on its real series, TSTR on their generated
-twins ({s['sampler']}, {s['steps']} steps, guidance w = {s['guidance']:g}, low-pass {s['lowpass_hz']:g} Hz, share
-{s['share']:g}, seed {s['seed']}). Test: the benchmark cohort's real series ({r['test']['patients']} patients,
+twins ({s['sampler']}, {s['steps']} steps, guidance w = {s['guidance']:g}{wave}, low-pass {s['lowpass_hz']:g} Hz,
+share {s['share']:g}, seed {s['seed']}). Test: the benchmark cohort's real series ({r['test']['patients']} patients,
 generator seed {r['test']['seed']}). 95 % bootstrap intervals over test series ({r['n_boot']} resamples); the
 ratio's resamples score both sides on the same series. Augmented: the real training series and the generated
 twins of those whose type has less than {RARE_SHARE:.0%} of them ({', '.join(CLASS_NAMES[k] for k in r['rare_types'])}),

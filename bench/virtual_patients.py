@@ -502,6 +502,8 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     with_series = "with" if result["series_model"] else "without"
     lowpass = f"{s['lowpass_hz']:g} Hz" if s.get("lowpass_hz") else "none"
     eta = f"eta {s['eta']:g}, " if s["sampler"] == "ddim" else ""  # only DDIM reads eta
+    wave = (f"; wave V per ear drawn from the run's wave profile, wave guidance w_v = {s['wave_guidance']:g}"
+            if s.get("wave_guidance") is not None else "")
     grid = ("\nPer condition (bench/condition_grid.py: the twins grouped by age, stated level, rate and FMP; waves "
             "read by the network's wave map at p >= 0.5 on both sides):\n\n" + grid_table(result["grid"]) + "\n"
             if result.get("grid") else "")
@@ -515,7 +517,7 @@ Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {re
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
 {s['sampler']}, {s['steps']} steps,
-{eta}guidance w = {s['guidance']:g}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
+{eta}guidance w = {s['guidance']:g}{wave}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
 95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
