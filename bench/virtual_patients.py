@@ -156,15 +156,11 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
 def profile_waves(loaded, cohort: Records, seed: int) -> np.ndarray | None:
     """(N 3) wave V conditions for the cohort's series from the run's wave profile, or None for a network
     without ``model.wave_conditioning``; one line where the run has no profile."""
-    from evaluation.wave_profile import FILE, draw_waves, load_profile
+    from evaluation.wave_profile import draw_waves, require_profile
 
     if not getattr(loaded.model, "wave_conditioned", False):
         return None
-    profile = load_profile(loaded.run_dir)
-    if profile is None:
-        raise ValueError(f"run '{loaded.run_dir}': expected {FILE} beside a network trained with "
-                         f"model.wave_conditioning (python -m evaluation.wave_profile --run {loaded.run_dir})")
-    return draw_waves(profile, cohort.static, cohort.threshold, cohort.label, cohort.series_id,
+    return draw_waves(require_profile(loaded.run_dir), cohort.static, cohort.threshold, cohort.label, cohort.series_id,
                       np.random.default_rng([seed, 28]))
 
 

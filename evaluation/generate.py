@@ -461,15 +461,11 @@ def requested_profile(model: nn.Module, args: argparse.Namespace) -> dict | None
     """The run's wave profile (evaluation/wave_profile.py) where generate draws each ear's wave V from it: a
     network with model.wave_conditioning asked for both --type and --threshold, without --no-wave-profile;
     None otherwise (wave V's null). One line where the run has no profile."""
-    from evaluation.wave_profile import FILE, load_profile
+    from evaluation.wave_profile import require_profile
 
     if not getattr(model, "wave_conditioned", False) or args.no_wave_profile or None in (args.type, args.threshold):
         return None
-    profile = load_profile(args.run)
-    if profile is None:
-        raise ValueError(f"run '{args.run}': expected {FILE} beside a network trained with model.wave_conditioning "
-                         f"(python -m evaluation.wave_profile --run {args.run} fits it), or --no-wave-profile")
-    return profile
+    return require_profile(args.run, ", or --no-wave-profile")
 
 
 def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None

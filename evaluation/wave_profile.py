@@ -161,6 +161,15 @@ def load_profile(run_dir: str | Path) -> dict[str, Any] | None:
     return profile
 
 
+def require_profile(run_dir: str | Path, opt_out: str = "") -> dict[str, Any]:
+    """The run's profile, or one line naming the command that fits it (``opt_out``: the caller's way around)."""
+    profile = load_profile(run_dir)
+    if profile is None:
+        raise ValueError(f"run '{run_dir}': expected {FILE} beside a network trained with model.wave_conditioning "
+                         f"(python -m evaluation.wave_profile --run {run_dir} fits it){opt_out}")
+    return profile
+
+
 def fit_run_profile(run_dir: str | Path, train: Any) -> Path:
     """Fit and save the profile of a run from its training split ``train`` (an ABRDataset)."""
     t = {k: v.numpy() for k, v in train.tensors.items()}
