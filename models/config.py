@@ -68,13 +68,6 @@ class ModelConfig:
         0.2, ge=0.0, le=1.0, help="wave_conditioning: drop wave V's condition (its own null) with p in training, "
                                   "so that type and threshold alone still work")
 
-    # Issue 28: the condition also as a waveform. FiLM modulates channels, not positions, so a condition that
-    # says "wave V at 5.4 ms" reaches the output only through the learned position embedding and many layers;
-    # a template T(c) (B L) = Linear(c) beside x_t in the stem gives the denoiser a position-wise path.
-    condition_template: bool = spec(
-        False, help="feed a waveform made from the condition (a linear map of c) beside x_t into the stem "
-                    "(docs/generate.md)")
-
     def __post_init__(self) -> None:
         if self.wave_conditioning and not self.label_conditioning:
             raise ValueError("model.wave_conditioning: expected model.label_conditioning true as well (wave V's "

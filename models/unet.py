@@ -86,12 +86,7 @@ class ABRNet(nn.Module):
 
         self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
                                  labels=cfg.label_conditioning, waves=cfg.wave_conditioning)
-        self.stem = nn.Linear(2 if cfg.condition_template else 1, W[0])
-        # model.condition_template: T(c) (B L), the condition as a waveform beside x_t; zero at the start
-        self.template = nn.Linear(E, signal_length) if cfg.condition_template else None
-        if self.template is not None:
-            nn.init.zeros_(self.template.weight)
-            nn.init.zeros_(self.template.bias)
+        self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
         self.encoder = nn.ModuleList(nn.ModuleList(s4(W[i]) for _ in range(n)) for i in levels)
@@ -154,10 +149,7 @@ class ABRNet(nn.Module):
         return out
 
     def trunk(self, x_t: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-        x_in = x_t.transpose(1, 2)  # (B L 1)
-        if self.template is not None:
-            x_in = torch.cat([x_in, self.template(c)[:, :, None].to(x_in.dtype)], dim=-1)  # (B L 2)
-        x = self.stem(x_in) + self.pos  # (B L C0)
+        x = self.stem(x_t.transpose(1, 2)) + self.pos  # (B L C0)
         skips = []
         for blocks, down in zip(self.encoder, self.down, strict=True):
             for block in blocks:

@@ -190,24 +190,3 @@ def test_wave_conditioning_needs_label_conditioning(tiny_cfg):
     with pytest.raises(ValueError, match="model.wave_conditioning: expected model.label_conditioning true"):
         tiny_cfg(wave_conditioning=True)
 
-
-def test_the_condition_template_is_a_position_wise_path_that_starts_at_zero(make_inputs, make_stats, tiny_cfg):
-    """model.condition_template: T(c) (B L) beside x_t in the stem. A new network's T is zero, so the output
-    is that of x_t alone with the same stem column; once T is not zero, the condition moves the output
-    through it, and at t = 0 the labels and wave V still change nothing (T reads the nulled condition)."""
-    torch.manual_seed(0)
-    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, condition_template=True),
-                      make_stats()).eval()
-    x, t, static = make_inputs(3)
-    assert net.stem.in_features == 2 and net.template.out_features == x.shape[-1]
-    with torch.no_grad():
-        assert torch.equal(net.template(torch.randn(3, net.cfg.cond_dim)), torch.zeros(3, x.shape[-1]))
-        before = net(x, t, static)["signal"]
-        net.template.weight.normal_(0.0, 0.5)
-        after = net(x, t, static)["signal"]
-        assert not torch.allclose(before, after)
-        t0 = torch.zeros(3, dtype=torch.long)
-        base = net(x, t0, static)
-        asked = net(x, t0, static, **labels(3, 2, 60.0), wave=torch.tensor([[1.0, 6.0, 0.3]] * 3))
-        assert all(torch.equal(asked[k], base[k]) for k in ("signal", *HEAD_OUTPUTS))
-    assert build_model(tiny_cfg(), make_stats()).template is None

@@ -77,8 +77,6 @@ BEHAVIOUR_KEYS = {
                             "test_label_drops_honour_their_probabilities_independently"),
     "wave_conditioning": ("tests/models/test_conditioning.py::"
                           "test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass"),
-    "condition_template": ("tests/models/test_conditioning.py::"
-                           "test_the_condition_template_is_a_position_wise_path_that_starts_at_zero"),
     "wave_drop_prob": ("tests/training/test_objective.py::"
                        "test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),
 }
