@@ -621,3 +621,17 @@ def test_a_wave_run_draws_each_ears_wave_v_from_its_profile(tiny_wave_run, tmp_p
     err = _one_error_line(capsys)
     assert "expected wave_profile.json beside a network trained with model.wave_conditioning" in err
     assert f"python -m evaluation.wave_profile --run {copy}" in err
+
+
+def test_the_wave_profile_cli_refits_a_runs_profile(tiny_wave_run, tmp_path, capsys):
+    """python -m evaluation.wave_profile --run RUN writes RUN/wave_profile.json from the run's training split,
+    the same file training wrote."""
+    from evaluation.wave_profile import main as profile_main
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_wave_run, copy)
+    written = (copy / "wave_profile.json").read_text()
+    (copy / "wave_profile.json").unlink()
+    assert profile_main(["--run", str(copy)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {copy / 'wave_profile.json'}"
+    assert json.loads((copy / "wave_profile.json").read_text()) == json.loads(written)
