@@ -312,12 +312,8 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
         logger.info("%s", trainer.model.parameter_table())
         with logging_redirect_tqdm(loggers=[logger]):
             summary = trainer.fit()  # the network, then the series stage when series.enabled
-            if main and cfg.data.normalization == "global":  # what predict says about trust (evaluation/trust.py)
-                fit_run_trust(run_dir, trainer.data, cfg.data, device, logger)
-            if main and cfg.model.wave_conditioning:  # what generate asks the network for (issue 28)
-                from evaluation.wave_profile import fit_run_profile
-
-                logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train))
+            if main:
+                after_training(run_dir, trainer, cfg, device, logger)
         record.end("finished")
     except BaseException as exc:
         record.end(exit_status(exc), exc)
@@ -334,6 +330,17 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
     if evaluate and main:
         evaluate_run(run_dir, device, logger)
     return summary
+
+
+def after_training(run_dir: Path, trainer: Any, cfg: Any, device: Any, logger: logging.Logger) -> None:
+    """What a finished run fits from its own splits: the input check and calibration (what predict says about
+    trust, evaluation/trust.py) and, for a wave-conditioned network, the wave profile generate draws from."""
+    if cfg.data.normalization == "global":
+        fit_run_trust(run_dir, trainer.data, cfg.data, device, logger)
+    if cfg.model.wave_conditioning:  # issue 28: what generate asks the network for
+        from evaluation.wave_profile import fit_run_profile
+
+        logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train))
 
 
 def fit_run_trust(run_dir: Path, data: Any, data_cfg: Any, device: Any, logger: logging.Logger) -> None:

@@ -85,21 +85,9 @@ WAVE_GUIDANCE = 1.0
 
 
 def generate(
-    model: nn.Module,
-    diffusion,
-    stats: DataStats,
-    static: Tensor,
-    n: int,
-    sampler: str = "ddim",
-    steps: int = 50,
-    guidance: float = 1.0,
-    generator: torch.Generator | None = None,
-    *,
-    eta: float = 0.0,
-    clip: float | None = None,
-    batch_size: int = 256,
-    length: int = SIGNAL_LENGTH,
-    progress: Any = None,
+    model: nn.Module, diffusion, stats: DataStats, static: Tensor, n: int, sampler: str = "ddim", steps: int = 50,
+    guidance: float = 1.0, generator: torch.Generator | None = None, *, eta: float = 0.0, clip: float | None = None,
+    batch_size: int = 256, length: int = SIGNAL_LENGTH, progress: Any = None,
     label: int | Tensor | None = None, threshold: float | Tensor | None = None,
     tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None, wave: Tensor | None = None,
     wave_guidance: float = 1.0,
@@ -111,11 +99,7 @@ def generate(
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
     rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
     ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
-    ``wave`` ([n, 3]: present 1 / 0 / NaN, latency ms, amplitude µV; evaluation.wave_profile draws it) conditions
-    a network with ``model.wave_conditioning`` on each row's wave V (None: its null); ``wave_guidance`` w_v != 1
-    guides by it on its own (compositional guidance, Liu et al. 2022, "Compositional Visual Generation with
-    Composable Diffusion Models"): the conditional branch becomes c_0 + w_v (c_w - c_0), c_w and c_0 the
-    network with and without wave V, at one more evaluation per step.
+    ``wave`` ([n, 3]; evaluation.wave_profile draws it) and ``wave_guidance``: wave V's condition (:func:`denoise`).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
     mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
     recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
@@ -128,12 +112,7 @@ def generate(
     model.eval()
     calls_per_step = 1 if guidance == 1.0 else 2  # guidance adds an unconditional evaluation
     calls = 0
-    every = label_inputs(n, device, label, threshold)  # {} or label (n), threshold (n)
-    if wave is not None:
-        wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
-        if wave.shape != (n, 3):
-            raise ValueError(f"generate wave: expected shape [{n}, 3], found {list(wave.shape)}")
-        every["wave"] = wave  # (n 3)
+    every = label_inputs(n, device, label, threshold, wave)  # {} or label (n), threshold (n)[, wave (n 3)]
     try:
         parts = []
         for start in range(0, n, batch_size):
@@ -145,12 +124,7 @@ def generate(
                 calls += 1
                 if progress is not None and calls % calls_per_step == 0:
                     progress.update(1)  # counted on the host: no device sync
-                out = model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]  # (b 1 L)
-                if wave_guidance == 1.0 or "wave" not in labels or drop_cond.all():
-                    return out
-                without = {k: v for k, v in labels.items() if k != "wave"}  # wave V's null
-                plain = model(x_t, t, cond, drop_cond=drop_cond, **without)["signal"]  # (b 1 L)
-                return plain + wave_guidance * (out - plain)  # rows dropped: out == plain there
+                return denoise(model, x_t, t, cond, drop_cond, labels, wave_guidance)
 
             ties = {"tied": tied, "share": share} if tied > 1 else {}
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
@@ -160,6 +134,21 @@ def generate(
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
     return stats.to_uv(x.float()).cpu()  # (n 1 L) µV
+
+
+def denoise(model: nn.Module, x_t: Tensor, t: Tensor, cond: Tensor, drop_cond: Tensor, labels: dict[str, Tensor],
+            wave_guidance: float) -> Tensor:
+    """The denoiser's signal output (b 1 L) for one sampler evaluation. ``labels["wave"]`` ([b, 3]: present
+    1 / 0 / NaN, latency ms, amplitude µV) conditions a network with ``model.wave_conditioning`` on each row's
+    wave V (absent: its null); ``wave_guidance`` w_v != 1 guides by it on its own (compositional guidance, Liu et
+    al. 2022, "Compositional Visual Generation with Composable Diffusion Models"): the conditional branch becomes
+    c_0 + w_v (c_w - c_0), c_w and c_0 the network with and without wave V, at one more evaluation per step."""
+    out = model(x_t, t, cond, drop_cond=drop_cond, **labels)["signal"]  # (b 1 L)
+    if wave_guidance == 1.0 or "wave" not in labels or drop_cond.all():
+        return out
+    without = {k: v for k, v in labels.items() if k != "wave"}  # wave V's null
+    plain = model(x_t, t, cond, drop_cond=drop_cond, **without)["signal"]  # (b 1 L)
+    return plain + wave_guidance * (out - plain)  # rows dropped: out == plain there
 
 
 def condition_rows(static: Tensor, n: int, tied: int, device: torch.device) -> Tensor:
@@ -176,12 +165,17 @@ def condition_rows(static: Tensor, n: int, tied: int, device: torch.device) -> T
     return static
 
 
-def label_inputs(b: int, device: torch.device, label: int | Tensor | None, threshold: float | Tensor | None
-                 ) -> dict[str, Tensor]:
+def label_inputs(b: int, device: torch.device, label: int | Tensor | None, threshold: float | Tensor | None,
+                 wave: Tensor | None = None) -> dict[str, Tensor]:
     """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
     in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
-    is given (the network is called as before). Guidance's unconditional branch drops them with the rest
-    (models/conditioning.py)."""
+    is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition. Guidance's
+    unconditional branch drops them with the rest (models/conditioning.py)."""
+    if wave is not None:
+        wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
+        if wave.shape != (b, 3):
+            raise ValueError(f"generate wave: expected shape [{b}, 3], found {list(wave.shape)}")
+        return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3)
     if label is None and threshold is None:
         return {}
 

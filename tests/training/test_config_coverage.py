@@ -84,6 +84,13 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "model.threshold_drop_prob": (
         T + "test_label_conditioning_and_its_drop_probabilities_reach_the_network",
         "tests/training/test_objective.py::test_label_drops_honour_their_probabilities_independently"),
+    "model.wave_conditioning": (
+        "tests/models/test_conditioning.py::test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass",
+        "tests/models/test_conditioning.py::test_wave_conditioning_needs_label_conditioning",
+        T + "test_wave_conditioning_and_its_drop_probability_reach_the_network"),
+    "model.wave_drop_prob": (
+        T + "test_wave_conditioning_and_its_drop_probability_reach_the_network",
+        "tests/training/test_objective.py::test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),
     "model.ssm_lr": "tests/models/test_optim.py::test_groups_cover_every_parameter_once",
     # diffusion
     "diffusion.timesteps": DI + "test_cosine_alpha_bar_endpoints",

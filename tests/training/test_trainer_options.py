@@ -290,3 +290,34 @@ def test_device_is_resolved_from_the_config(tmp_path):
     with pytest.raises(ValueError, match=r"^config key 'device': expected auto, cpu, cuda or cuda:N, found 'tpu'$"):
         build_trainer(small(tmp_path, "device=tpu"), tmp_path, callbacks=[])
     assert build_trainer(small(tmp_path, "device=cpu"), tmp_path, callbacks=[]).device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("p_wave", [0.0, 1.0])
+def test_wave_conditioning_and_its_drop_probability_reach_the_network(tmp_path, p_wave):
+    """model.wave_conditioning passes each noisy row its recording's wave V [present, latency, amplitude] (NaN
+    latency and amplitude where absent), all NaN (the null) with model.wave_drop_prob; the clean rows always get
+    the null. Without the key the network is called without a wave V condition."""
+    calls = []
+
+    def hook(module, args, kwargs):
+        if module.training:
+            calls.append((args[1].clone(), kwargs.get("wave")))
+
+    cfg = small(tmp_path, "model.label_conditioning=true", "model.wave_conditioning=true",
+                f"model.wave_drop_prob={p_wave}", "model.cond_drop_prob=0")
+    trainer = build_trainer(cfg, tmp_path / "run", callbacks=[])
+    assert trainer.objective.wave_drop == p_wave
+    trainer.model.register_forward_pre_hook(hook, with_kwargs=True)
+    trainer.fit()
+    assert calls
+    for t, wave in calls:
+        B = t.shape[0] // 2
+        assert wave.shape == (2 * B, 3) and wave[B:].isnan().all() and (t[B:] == 0).all()
+        if p_wave == 1.0:
+            assert wave[:B].isnan().all()
+        else:
+            present = wave[:B, 0] == 1
+            assert not wave[:B, 0].isnan().any() and wave[:B][present, 1:].isfinite().all()
+            assert wave[:B][~present, 1:].isnan().all()
+    plain = build_trainer(small(tmp_path, "model.label_conditioning=true"), tmp_path / "plain", callbacks=[])
+    assert plain.objective.wave_drop is None
