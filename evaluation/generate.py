@@ -307,7 +307,8 @@ def plot_series(signal: np.ndarray, static: np.ndarray, f, settings: dict) -> No
                       if x) or "no type or threshold asked for"
     title = (f"generated series_id 0 (of {settings.get('series')}): {asked}\n"
              f"age {age:g}, rate {rate:g}, FMP {fmp:g}; {settings.get('sampler')} {settings.get('steps')} steps, "
-             f"w={settings.get('guidance')}")
+             f"w={settings.get('guidance')}" + ("; wave V per ear: the run's profile" if settings.get("wave_profile")
+                                                else ""))
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "series.png"
         plot_waterfall(signal, static[:, STATIC_NAMES.index("intensity")], None, None,
