@@ -340,7 +340,10 @@ def after_training(run_dir: Path, trainer: Any, cfg: Any, device: Any, logger: l
     if cfg.model.wave_conditioning:  # issue 28: what generate asks the network for
         from evaluation.wave_profile import fit_run_profile
 
-        logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train))
+        try:
+            logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train))
+        except ValueError as exc:  # e.g. no marked wave V: the run is fine, generate will say what is missing
+            logger.warning("wave profile not fitted (%s); generate draws no wave V per ear without it", exc)
 
 
 def fit_run_trust(run_dir: Path, data: Any, data_cfg: Any, device: Any, logger: logging.Logger) -> None:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from data.files import write_atomic
 from data.records import CLASS_NAMES
 from data.synthetic import NO_RESPONSE_THRESHOLD_DB
 
@@ -90,6 +91,9 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
     """The profile (module docstring) from training recordings: static (N 4), threshold (N,) dB, label (N,),
     present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,)."""
     present = present.astype(bool) & (amplitude > 0)  # log amplitude: a marked wave V has a positive amplitude
+    if not present.any():
+        raise ValueError("wave profile: expected training recordings with a marked wave V (positive amplitude), "
+                         "found none")
     x = design(static, threshold)
     pooled = {"latency": fit_part(x[present], latency[present], series_id[present]),
               "log_amplitude": fit_part(x[present], np.log(amplitude[present]), series_id[present])}
@@ -143,9 +147,8 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
 
 
 def save_profile(run_dir: str | Path, profile: dict[str, Any]) -> Path:
-    path = Path(run_dir) / FILE
-    path.write_text(json.dumps(profile, indent=1) + "\n")
-    return path
+    text = (json.dumps(profile, indent=1) + "\n").encode()
+    return write_atomic(Path(run_dir) / FILE, lambda f: f.write(text))
 
 
 def load_profile(run_dir: str | Path) -> dict[str, Any] | None:
@@ -153,7 +156,11 @@ def load_profile(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / FILE
     if not path.is_file():
         return None
-    profile = json.loads(path.read_text())
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:  # not JSON (or not UTF-8)
+        raise ValueError(f"{path}: expected the JSON of a wave profile, found unreadable text ({exc}); refit it with "
+                         f"python -m evaluation.wave_profile --run {run_dir}") from None
     if not isinstance(profile, dict) or profile.get("version") != VERSION or \
             set(profile.get("types", {})) != set(CLASS_NAMES):
         raise ValueError(f"{path}: expected a wave profile of version {VERSION} with every type "

@@ -72,6 +72,16 @@ def test_save_load_round_trip_and_a_bad_file_is_one_line(profile, tmp_path):
     (tmp_path / FILE).write_text(json.dumps({"version": 0}))
     with pytest.raises(ValueError, match=rf"{FILE}: expected a wave profile of version 1 with every type"):
         load_profile(tmp_path)
+    (tmp_path / FILE).write_text("{not json")
+    with pytest.raises(ValueError, match=rf"{FILE}: expected the JSON of a wave profile, found unreadable text"):
+        load_profile(tmp_path)
+
+
+def test_a_training_split_without_a_marked_wave_v_is_one_line():
+    c = synthetic_cohort(5, 2)
+    with pytest.raises(ValueError, match=r"^wave profile: expected training recordings with a marked wave V"):
+        fit_profile(c.static, c.threshold, c.label, np.zeros(len(c.label), bool), np.zeros(len(c.label)),
+                    np.zeros(len(c.label)), c.series_id)
 
 
 def test_the_cli_refuses_a_run_without_wave_conditioning(tiny_run, capsys):
