@@ -83,6 +83,9 @@ class LossConfig:
         "huber", help="gaussian_nll is refused until the network has a variance head (threshold_logvar)"
     )
     head_input: Literal["clean", "noisy"] = spec("clean", help="what x the auxiliary heads see in training")
+    signal_class_weights: bool = spec(
+        False, help="weight each recording's signal loss by its type's class weight (loss.class_weights): a rare "
+                    "type's waveform (neuropathy's cochlear microphonic) counts as its label does in the class loss")
     balancer: BalancerConfig = spec(BalancerConfig())
 
 

@@ -137,12 +137,18 @@ class GaussianDiffusion(nn.Module):
         w = snr.clamp(max=gamma)
         return {"x0": w, "eps": w / snr, "v": w / (snr + 1)}[self.cfg.prediction]
 
-    def signal_loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> Tensor:
-        """The ``signal`` component: per-sample MSE to :meth:`target`, Min-SNR-weighted, mean over batch."""
+    def signal_loss(self, pred: Tensor, x0: Tensor, noise: Tensor, t: Tensor,
+                    sample_weight: Tensor | None = None) -> Tensor:
+        """The ``signal`` component: per-sample MSE to :meth:`target`, Min-SNR-weighted, mean over batch;
+        with ``sample_weight`` [B] (>= 0, not all 0) the weighted mean sum(w l) / sum(w) instead."""
         if pred.shape != x0.shape:
             raise ValueError(f"signal prediction: expected shape {tuple(x0.shape)}, found {tuple(pred.shape)}")
         mse = (pred.float() - self.target(x0, noise, t).float()).pow(2).flatten(1).mean(dim=1)  # (B)
-        return (self.loss_weight(t) * mse).mean()
+        loss = self.loss_weight(t) * mse  # (B)
+        if sample_weight is None:
+            return loss.mean()
+        w = sample_weight.float()
+        return (w * loss).sum() / w.sum().clamp_min(torch.finfo(w.dtype).tiny)
 
     def predict_x0_eps(self, model_out: Tensor, x_t: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         """(x0_hat, eps_hat) from the network output in the configured parameterization:

@@ -49,15 +49,19 @@ class Objective(nn.Module):
     denoiser's half reads the batch's type and threshold, each dropped to its null independently in
     training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
     ``wave_drop``: the drop probability of wave V's condition (``model.wave_conditioning``; None: a network
-    without it), drawn after the labels' drops; the heads' half gets its null.
+    without it), drawn after the labels' drops; the heads' half gets its null. ``signal_class_weights``: each
+    recording's signal loss weighted by its type's class weight (``components.class_weights``, the class
+    loss's), a weighted mean over the batch, so the rare types' waveforms are learned as their labels are.
     """
 
     def __init__(self, diffusion: nn.Module, components: nn.Module, *, cond_drop_prob: float,
                  head_input: Literal["clean", "noisy"],
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
                  catch_surrogates: float = 0.0, catch_band: bool = False,
-                 label_drop: tuple[float, float] | None = None, wave_drop: float | None = None) -> None:
+                 label_drop: tuple[float, float] | None = None, wave_drop: float | None = None,
+                 signal_class_weights: bool = False) -> None:
         super().__init__()
+        self.signal_class_weights = signal_class_weights
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
         if label_drop is not None and head_input != "clean":
@@ -153,9 +157,19 @@ class Objective(nn.Module):
         with self.autocast():
             out = net(x_in, t_in, static_in, drop_cond=drop_in, return_features=True, **labels)
         heads = {k: out[k][B:].float() if clean else out[k].float() for k in (*HEAD_OUTPUTS, *WAVE_OUTPUTS) if k in out}
-        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t)}
+        losses = {"signal": self.diffusion.signal_loss(out["signal"][:B].float(), x0, noise, t,
+                                                       self.signal_weights(batch["label"]))}
         losses.update(self.components(heads, head_batch))
         return ObjectiveOutput({k: losses[k] for k in COMPONENTS}, list(out["features"]))
+
+    def signal_weights(self, label: Tensor) -> Tensor | None:
+        """[B] each recording's signal-loss weight, its type's class weight; None without ``signal_class_weights``."""
+        if not self.signal_class_weights:
+            return None
+        if bool((label < 0).any()):
+            raise ValueError("loss.signal_class_weights: expected every training recording labelled with a type, "
+                             f"found {int((label < 0).sum())} without one")
+        return self.components.class_weights[label]
 
     @torch.no_grad()
     def denoise(self, net: nn.Module, x0: Tensor, static: Tensor, fraction: float,

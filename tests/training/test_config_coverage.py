@@ -117,6 +117,9 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "loss.threshold_loss": "tests/training/test_config.py::"
                            "test_an_option_the_network_cannot_serve_is_refused_when_the_config_is_read",
     "loss.head_input": T + "test_head_input_clean_shows_the_heads_the_recorded_signal",
+    "loss.signal_class_weights": ("tests/training/test_objective.py::"
+                                  "test_signal_class_weights_weight_each_recording_by_its_type",
+                                  DI + "test_signal_loss_sample_weights_are_a_weighted_mean"),
     "loss.balancer.strategy": FW + "test_each_strategy_declares_its_registry_name",
     "loss.balancer.weights": (ST + "test_fixed_is_the_weighted_sum",
                               OP + "test_dwa_config_weights_are_a_constant_prior",

@@ -171,6 +171,21 @@ def test_gamma_zero_is_plain_mse(prediction):
     assert d.signal_loss(pred, x0, eps, t).item() == pytest.approx(expected.item(), rel=1e-6)
 
 
+def test_signal_loss_sample_weights_are_a_weighted_mean():
+    """loss.signal_class_weights' mean: sum(w l) / sum(w); equal weights give the plain mean, a zero weight
+    drops its row, and doubling every weight changes nothing."""
+    d = make(min_snr_gamma=0.0)
+    x0, eps, pred = torch.randn(3, 1, 7), torch.randn(3, 1, 7), torch.randn(3, 1, 7)
+    t = torch.tensor([1, 500, 998])
+    per_row = (pred - d.target(x0, eps, t)).pow(2).flatten(1).mean(1)
+    plain = d.signal_loss(pred, x0, eps, t).item()
+    assert d.signal_loss(pred, x0, eps, t, torch.full((3,), 4.0)).item() == pytest.approx(plain, rel=1e-6)
+    w = torch.tensor([2.0, 0.0, 6.0])
+    expected = ((2 * per_row[0] + 6 * per_row[2]) / 8).item()
+    assert d.signal_loss(pred, x0, eps, t, w).item() == pytest.approx(expected, rel=1e-6)
+    assert d.signal_loss(pred, x0, eps, t, 2 * w).item() == pytest.approx(expected, rel=1e-6)
+
+
 def test_signal_loss_rejects_wrong_shape():
     d = make()
     with pytest.raises(ValueError, match=r"signal prediction: expected shape \(2, 1, 5\), found \(2, 5\)"):

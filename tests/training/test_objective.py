@@ -162,3 +162,19 @@ def test_wave_condition_needs_the_labels():
     with pytest.raises(ValueError, match="model.wave_conditioning: expected model.label_conditioning as well"):
         Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
                   head_input="clean", wave_drop=0.2)
+
+
+def test_signal_class_weights_weight_each_recording_by_its_type():
+    """loss.signal_class_weights: the signal loss's weight of a recording is its type's class weight (the class
+    loss's buffer); off, no weights; a recording without a type is refused by name."""
+    components = torch.nn.Module()
+    components.register_buffer("class_weights", torch.tensor([1.0, 8.0, 2.0, 3.0, 4.0]))
+    diffusion = GaussianDiffusion(DiffusionConfig(timesteps=100))
+    on = Objective(diffusion, components, cond_drop_prob=0.1, head_input="clean", signal_class_weights=True)
+    off = Objective(diffusion, components, cond_drop_prob=0.1, head_input="clean")
+    label = torch.tensor([0, 1, 1, 4, 2])
+    assert torch.equal(on.signal_weights(label), torch.tensor([1.0, 8.0, 8.0, 4.0, 2.0]))
+    assert off.signal_weights(label) is None
+    with pytest.raises(ValueError, match=r"^loss.signal_class_weights: expected every training recording "
+                                         r"labelled with a type, found 1 without one$"):
+        on.signal_weights(torch.tensor([0, -1]))
