@@ -34,7 +34,8 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
    against B's (same sizes, same conditions, same B). Noise level: the RMS of each recording's residual after a
    0.5 ms centred moving average (:func:`residual_rms`: what lies above about 1 kHz, where the waves carry
    little energy), and the whole trace's RMS; generated over real, the twins paired, ratio of means per type
-   with a bootstrap interval over series.
+   with a bootstrap interval over series. Neuropathy's signature, its cochlear microphonic: the mean early
+   1.4-3.2 kHz ringing at 70 dB or more (:func:`early_ringing`, log10 power ratio, 0 for noise), generated and real.
 5. **Per condition** (bench/condition_grid.py): the twins grouped over a grid of age, stated level, rate and FMP;
    per cell and per bin the waves' shares read by the network's wave map on both sides and the mean waveform's
    correlation with the real one, beside its real-vs-real floor.
@@ -95,6 +96,9 @@ READER_NAMES = {"heads": "network heads (summed class evidence; rule over wave V
 DOWNSAMPLE = 4  # waveform feature: the mean of each 4 samples (0.2 ms), 50 values
 BANDS_HZ = (0, 300, 600, 1000, 1500, 2500, 5000, 10_001)  # log band powers of the 100 Hz rFFT grid
 SMOOTH_MS = 0.5  # residual_rms: the width of the centred moving average
+# The cochlear microphonic's band and time (data.synthetic._microphonic: 1.5-3 kHz ringing from ~0.4 ms; Berlin
+# et al. 2010), against the same band late in the window, where no response rings; read at loud levels only.
+MICROPHONIC_HZ, MICROPHONIC_MS, LATE_MS, MICROPHONIC_MIN_DB = (1400.0, 3200.0), (0.3, 2.0), 7.0, 70.0
 MIN_SERIES_PER_HALF = 2  # a type's fidelity needs at least this many series in each half (2-fold C2ST)
 WATERFALL_REQUEST = (CLASS_NAMES.index("SNİK"), 60.0)  # the figure's twin: SNİK nearest to 60 dB, issue 28's example
 
@@ -124,6 +128,19 @@ def recording_features(uv: np.ndarray) -> np.ndarray:
     bands = [power[:, (freq >= lo) & (freq < hi)].mean(1) for lo, hi in zip(BANDS_HZ[:-1], BANDS_HZ[1:], strict=True)]
     levels = [np.sqrt((x**2).mean(1)), residual_rms(x), *bands]
     return np.concatenate([wave, np.log10(np.stack(levels, 1) + 1e-12)], axis=1)  # (N L/4 + 2 + bands)
+
+
+def early_ringing(uv: np.ndarray) -> np.ndarray:
+    """(N L) µV -> (N,) log10 of the mean power in the MICROPHONIC_HZ band over MICROPHONIC_MS over its mean power
+    after LATE_MS: about 0 for noise, well above for a cochlear microphonic (neuropathy's signature)."""
+    x = uv.astype(np.float64)
+    spectrum = np.fft.rfft(x - x.mean(1, keepdims=True), axis=1)  # (N L/2+1)
+    freq = np.fft.rfftfreq(x.shape[1], 1.0 / SAMPLE_RATE_HZ)
+    band = np.fft.irfft(np.where((freq >= MICROPHONIC_HZ[0]) & (freq <= MICROPHONIC_HZ[1]), spectrum, 0),
+                        n=x.shape[1], axis=1)  # (N L) the band alone
+    t_ms = np.arange(x.shape[1]) * 1000.0 / SAMPLE_RATE_HZ
+    early = (t_ms >= MICROPHONIC_MS[0]) & (t_ms <= MICROPHONIC_MS[1])
+    return np.log10((band[:, early] ** 2).mean(1) + 1e-12) - np.log10((band[:, t_ms >= LATE_MS] ** 2).mean(1) + 1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,10 +319,12 @@ def ratio(gen: np.ndarray, real: np.ndarray, units: list[np.ndarray], n_boot: in
 
 
 def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.ndarray, *, seed: int,
-             n_boot: int) -> dict[str, dict]:
+             n_boot: int, level_db: np.ndarray | None = None) -> dict[str, dict]:
     """Point 4 per type (module docstring): discriminative score and Fréchet distance, each against its
-    real-vs-real floor, noise level. The Fréchet distance reads the features z-scored by the real recordings'
-    spread (every type together), so that each counts alike."""
+    real-vs-real floor, noise level; with ``level_db`` (N,) the mean :func:`early_ringing` of the recordings at
+    MICROPHONIC_MIN_DB or more (``ringing``, generated and real). The Fréchet distance reads the features
+    z-scored by the real recordings' spread (every type together), so that each counts alike."""
+    ringing = {"generated": early_ringing(gen_uv), "real": early_ringing(real_uv)} if level_db is not None else None
     fr, fg = recording_features(real_uv), recording_features(gen_uv)  # (N F) each
     centre, spread = fr.mean(0), fr.std(0) + 1e-12  # (F,) real recordings
     zr, zg = (fr - centre) / spread, (fg - centre) / spread  # (N F) each
@@ -326,6 +345,9 @@ def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.
         row["noise_ratio"] = ratio(noise["generated"], noise["real"], units, n_boot, seed)
         row["rms_uv"] = {key: float(v[rows].mean()) for key, v in rms.items()}
         row["rms_ratio"] = ratio(rms["generated"], rms["real"], units, n_boot, seed)
+        loud = rows[level_db[rows] >= MICROPHONIC_MIN_DB] if ringing is not None else rows[:0]
+        if len(loud):
+            row["ringing"] = {key: float(v[loud].mean()) for key, v in ringing.items()} | {"recordings": len(loud)}
         half = len(ids) // 2
         if half >= MIN_SERIES_PER_HALF:
             order = rng.permutation(len(ids))
@@ -464,6 +486,10 @@ def _cell(e: Any, pct: bool = False) -> str:
     return f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]"
 
 
+def _ringing_cell(r: dict | None) -> str:
+    return "—" if r is None else f"{r['generated']:+.2f} / {r['real']:+.2f}"
+
+
 def table(result: dict) -> str:
     """The read-back table (readers x generated / real) and the per-type fidelity table."""
     rb, ind = result["read_back"], result["independent"]
@@ -481,7 +507,8 @@ def table(result: dict) -> str:
               "generated / real):",
               "", "| type | series | recall, generated | recall, real | discriminative, generated | "
               "discriminative, real-vs-real floor | Fréchet, generated | Fréchet, real-vs-real floor | noise ratio | "
-              "RMS ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+              f"RMS ratio | early {MICROPHONIC_HZ[0] / 1000:g}-{MICROPHONIC_HZ[1] / 1000:g} kHz ringing at ≥ "
+              f"{MICROPHONIC_MIN_DB:g} dB, generated / real |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for k, name in enumerate(CLASS_NAMES):
         f = result["fidelity"][name]
         rec = [rb[side][best]["type"]["recall"].get(k) for side in ("generated", "real")]
@@ -489,7 +516,7 @@ def table(result: dict) -> str:
         fd = [f.get("frechet", {}).get(key) for key in ("generated_vs_real", "real_vs_real_floor")]
         lines.append(f"| {name} | {f['series']} | {_cell(rec[0], True)} | {_cell(rec[1], True)} | {_cell(dis[0])} | "
                      f"{_cell(dis[1])} | {_cell(fd[0])} | {_cell(fd[1])} | {_cell(f.get('noise_ratio'))} | "
-                     f"{_cell(f.get('rms_ratio'))} |")
+                     f"{_cell(f.get('rms_ratio'))} | {_ringing_cell(f.get('ringing'))} |")
     return "\n".join(lines)
 
 
@@ -625,7 +652,8 @@ def score(loaded, series_net, cohort: Records, generated: Records, series: Serie
         result["independent"] = independent(loaded, cohort, generated.signal, series, truth[1],
                                             answers["generated"][best][0], args.n_boot)
     with phase(PROG, "telling generated from real recordings per type"):
-        result["fidelity"] = fidelity(cohort.signal, generated.signal, series, truth[1], seed=0, n_boot=args.n_boot)
+        result["fidelity"] = fidelity(cohort.signal, generated.signal, series, truth[1], seed=0, n_boot=args.n_boot,
+                                      level_db=cohort.static[:, 1])
     if evidence["real"].waves is not None:  # a network with the wave map head
         with phase(PROG, "scoring the waves and the mean waveform per condition"):
             result["grid"] = condition_grid(cohort.static, cohort.signal, generated.signal,

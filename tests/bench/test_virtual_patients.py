@@ -19,6 +19,7 @@ from bench.virtual_patients import (
     frechet,
     main,
     ratio,
+    early_ringing,
     recording_features,
     residual_rms,
     sample_twins,
@@ -142,6 +143,18 @@ def test_features_see_the_noise_level_and_residual_rms_ignores_slow_waves():
     slow = np.sin(2 * np.pi * 0.2 * t)[None]  # 200 Hz: the waves' band, far below the residual's
     assert residual_rms(slow)[0] < 0.05 * np.sqrt(np.mean(slow**2))
     assert 0.8 < residual_rms(noise).mean() < 1.0  # white noise: most of it above a 0.5 ms average
+
+
+def test_early_ringing_sees_a_microphonic_and_not_noise_or_a_wave():
+    """A 2 kHz ring decaying from 0.4 ms reads well above 0; white noise and a slow 6 ms wave about 0 or below."""
+    rng = np.random.default_rng(0)
+    t = np.arange(200) / 20.0  # ms
+    noise = 0.1 * rng.standard_normal((50, 200))
+    ring = np.sin(2 * np.pi * 2.0 * t) * np.exp(-np.maximum(t - 0.4, 0) / 1.0) * (t >= 0.4)
+    wave = np.exp(-((t - 6.0) / 0.4) ** 2)
+    assert abs(np.median(early_ringing(noise))) < 0.3
+    assert np.median(early_ringing(noise + 0.3 * ring)) > 0.6
+    assert np.median(early_ringing(noise + wave)) < 0.3
 
 
 def test_discriminative_score_is_near_zero_for_one_distribution_and_near_half_for_two():
