@@ -16,10 +16,10 @@ from torch import nn
 from bench.virtual_patients import (
     CLASS_NAMES,
     discriminative,
+    early_ringing,
     frechet,
     main,
     ratio,
-    early_ringing,
     recording_features,
     residual_rms,
     sample_twins,
