@@ -49,6 +49,7 @@ docs/results.md (unless --no-doc); phase lines on stderr.
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import sys
@@ -74,6 +75,7 @@ from evaluation.generate import (  # noqa: E402
     add_wave_guidance_flag,
     generate,
     sampling_settings,
+    type_flag,
 )
 from training.clinical import (  # noqa: E402
     Estimate,
@@ -555,6 +557,14 @@ series ({result['n_boot']} resamples). Independent classifier: {result['independ
 # command line
 
 
+def _types_flag(text: str) -> list[int]:
+    """--types SNIK,ITIK -> their class indices (evaluation.generate's --type rules, each once)."""
+    types = [type_flag(name.strip()) for name in text.split(",")]
+    if len(set(types)) != len(types):
+        raise argparse.ArgumentTypeError(f"expected distinct types, found {text!r}")
+    return types
+
+
 def parse_args(argv: list[str] | None):
     p = ArgumentParser(prog="bench/virtual_patients.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True)
@@ -563,6 +573,9 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--seed", type=number(int, ge=0), default=BENCHMARK_SEED, help="benchmark cohort generator seed")
     add_sampling_flags(p)
     add_wave_guidance_flag(p)
+    p.add_argument("--types", type=_types_flag, metavar="NAME,NAME",
+                   help="keep only the cohort's series of these types (a development aid: the rare types' read-back "
+                        "for less sampling; macro-F1 is then over these types)")
     p.add_argument("--gen-seed", type=number(int, ge=0, le=2**63 - 1), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
@@ -610,6 +623,11 @@ def run(p, args, argv: list[str] | None) -> int:
     kw["wave_guidance"] = args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None
     series_net = load_series(args.run)
     cohort = synthetic_cohort(args.patients, args.seed)
+    if args.types:
+        cohort = cohort.subset(np.flatnonzero(np.isin(cohort.label, args.types)))
+        if not len(cohort):
+            p.error(f"--types: the cohort of {args.patients} patients (seed {args.seed}) has no series of "
+                    f"{', '.join(CLASS_NAMES[k] for k in args.types)}")
     series = series_index(cohort.series_id, cohort.static[:, 1])
     truth = series_truth(series, cohort.threshold, cohort.label)  # (S,) dB, (S,) type: the requests
     what = (f"sampling {len(series)} twins, {len(cohort)} signals ({kw['sampler']}, {kw['steps']} steps, "
@@ -623,7 +641,9 @@ def run(p, args, argv: list[str] | None) -> int:
         "command": "python bench/virtual_patients.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": machine(), "threads": args.threads, "date": datetime.date.today().isoformat(),
         "run": str(args.run), "checkpoint": args.checkpoint, "series_model": series_net is not None,
-        "benchmark": {"patients": args.patients, "seed": args.seed}, "types": list(CLASS_NAMES),
+        "benchmark": {"patients": args.patients, "seed": args.seed,
+                      "types": [CLASS_NAMES[k] for k in args.types] if args.types else "all"},
+        "types": list(CLASS_NAMES),
         "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share", "wave_guidance")}
         | {"seed": args.gen_seed},
         "n_boot": args.n_boot, "cohort": {"series": len(series), "recordings": len(cohort), "series_per_type": {

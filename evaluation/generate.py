@@ -324,7 +324,7 @@ def _static_flag(name: str) -> Callable[[str], float]:
     return number(float, **STATIC_LIMITS[name], limit="STATIC_LIMITS")
 
 
-def _type_flag(text: str) -> int:
+def type_flag(text: str) -> int:
     """--type NAME -> its class index (case and Turkish diacritics ignored: SNIK is SNİK)."""
     index = class_index(text)
     if index < 0:
@@ -359,7 +359,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"dB nHL (default {DEFAULT_INTENSITY:g}; not with --levels)")
     p.add_argument("--rate", type=_static_flag("rate"), default=21.1, help="stimulus rate, 1/s")
     p.add_argument("--fmp", type=_static_flag("fmp"), default=300.0, help="FMP")
-    p.add_argument("--type", type=_type_flag, metavar="NAME",
+    p.add_argument("--type", type=type_flag, metavar="NAME",
                    help=f"hearing-loss type, one of {', '.join(CLASS_NAMES)} (a run trained with "
                         "model.label_conditioning; default: not conditioned on, the type's null)")
     p.add_argument("--threshold", type=number(float, **THRESHOLD_LIMITS, limit="data.records.RANGES"), metavar="DB",

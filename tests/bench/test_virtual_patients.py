@@ -251,3 +251,20 @@ def test_a_run_without_label_conditioning_is_one_error_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"error: run '{tmp_path / 'run'}': expected a run trained with "
                                                "model.label_conditioning true")
     assert not out.exists()
+
+
+def test_types_keeps_only_the_series_of_those_types(label_run, tmp_path, capsys):
+    """--types: the cohort's series of the named types alone (a development aid), said in the JSON; an
+    unknown or repeated name is one error line, as is a type the cohort lacks."""
+    out = tmp_path / "vp.json"
+    assert main(["--run", str(label_run), *TINY_BENCH, "--types", "normal", "--out", str(out), "--no-doc"]) == 0
+    r = json.loads(out.read_text(encoding="utf-8"))
+    per_type = r["cohort"]["series_per_type"]
+    assert per_type["NORMAL"] == r["cohort"]["series"] > 0 and sum(per_type.values()) == per_type["NORMAL"]
+    assert r["benchmark"]["types"] == ["NORMAL"]
+    capsys.readouterr()
+    for flag, expected in (("FOO", "expected one of"), ("NORMAL,normal", "expected distinct types")):
+        with pytest.raises(SystemExit):
+            main(["--run", str(label_run), *TINY_BENCH, "--types", flag, "--out", str(out), "--no-doc"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert expected in err[-1] and "--types" in err[-1]
