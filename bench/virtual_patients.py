@@ -34,8 +34,9 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
    against B's (same sizes, same conditions, same B). Noise level: the RMS of each recording's residual after a
    0.5 ms centred moving average (:func:`residual_rms`: what lies above about 1 kHz, where the waves carry
    little energy), and the whole trace's RMS; generated over real, the twins paired, ratio of means per type
-   with a bootstrap interval over series. Neuropathy's signature, its cochlear microphonic: the mean early
-   1.4-3.2 kHz ringing at 70 dB or more (:func:`early_ringing`, log10 power ratio, 0 for noise), generated and real.
+   with a bootstrap interval over series. Neuropathy's signature, its cochlear microphonic: the mean microphonic
+   index at 70 dB or more (models.series.microphonic_index, what the series model reads: about 0 without one),
+   generated and real.
 5. **Per condition** (bench/condition_grid.py): the twins grouped over a grid of age, stated level, rate and FMP;
    per cell and per bin the waves' shares read by the network's wave map on both sides and the mean waveform's
    correlation with the real one, beside its real-vs-real floor.
@@ -77,6 +78,7 @@ from evaluation.generate import (  # noqa: E402
     sampling_settings,
     type_flag,
 )
+from models.series import microphonic_index  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
     Series,
@@ -98,9 +100,7 @@ READER_NAMES = {"heads": "network heads (summed class evidence; rule over wave V
 DOWNSAMPLE = 4  # waveform feature: the mean of each 4 samples (0.2 ms), 50 values
 BANDS_HZ = (0, 300, 600, 1000, 1500, 2500, 5000, 10_001)  # log band powers of the 100 Hz rFFT grid
 SMOOTH_MS = 0.5  # residual_rms: the width of the centred moving average
-# The cochlear microphonic's band and time (data.synthetic._microphonic: 1.5-3 kHz ringing from ~0.4 ms; Berlin
-# et al. 2010), against the same band late in the window, where no response rings; read at loud levels only.
-MICROPHONIC_HZ, MICROPHONIC_MS, LATE_MS, MICROPHONIC_MIN_DB = (1400.0, 3200.0), (0.3, 2.0), 7.0, 70.0
+MICROPHONIC_MIN_DB = 70.0  # the microphonic grows with level (data.synthetic: from 50 dB); read it where it is large
 MIN_SERIES_PER_HALF = 2  # a type's fidelity needs at least this many series in each half (2-fold C2ST)
 WATERFALL_REQUEST = (CLASS_NAMES.index("SNİK"), 60.0)  # the figure's twin: SNİK nearest to 60 dB, issue 28's example
 
@@ -130,19 +130,6 @@ def recording_features(uv: np.ndarray) -> np.ndarray:
     bands = [power[:, (freq >= lo) & (freq < hi)].mean(1) for lo, hi in zip(BANDS_HZ[:-1], BANDS_HZ[1:], strict=True)]
     levels = [np.sqrt((x**2).mean(1)), residual_rms(x), *bands]
     return np.concatenate([wave, np.log10(np.stack(levels, 1) + 1e-12)], axis=1)  # (N L/4 + 2 + bands)
-
-
-def early_ringing(uv: np.ndarray) -> np.ndarray:
-    """(N L) µV -> (N,) log10 of the mean power in the MICROPHONIC_HZ band over MICROPHONIC_MS over its mean power
-    after LATE_MS: about 0 for noise, well above for a cochlear microphonic (neuropathy's signature)."""
-    x = uv.astype(np.float64)
-    spectrum = np.fft.rfft(x - x.mean(1, keepdims=True), axis=1)  # (N L/2+1)
-    freq = np.fft.rfftfreq(x.shape[1], 1.0 / SAMPLE_RATE_HZ)
-    band = np.fft.irfft(np.where((freq >= MICROPHONIC_HZ[0]) & (freq <= MICROPHONIC_HZ[1]), spectrum, 0),
-                        n=x.shape[1], axis=1)  # (N L) the band alone
-    t_ms = np.arange(x.shape[1]) * 1000.0 / SAMPLE_RATE_HZ
-    early = (t_ms >= MICROPHONIC_MS[0]) & (t_ms <= MICROPHONIC_MS[1])
-    return np.log10((band[:, early] ** 2).mean(1) + 1e-12) - np.log10((band[:, t_ms >= LATE_MS] ** 2).mean(1) + 1e-12)
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,10 +310,11 @@ def ratio(gen: np.ndarray, real: np.ndarray, units: list[np.ndarray], n_boot: in
 def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.ndarray, *, seed: int,
              n_boot: int, level_db: np.ndarray | None = None) -> dict[str, dict]:
     """Point 4 per type (module docstring): discriminative score and Fréchet distance, each against its
-    real-vs-real floor, noise level; with ``level_db`` (N,) the mean :func:`early_ringing` of the recordings at
-    MICROPHONIC_MIN_DB or more (``ringing``, generated and real). The Fréchet distance reads the features
+    real-vs-real floor, noise level; with ``level_db`` (N,) the mean microphonic index of the recordings at
+    MICROPHONIC_MIN_DB or more (``microphonic``, generated and real). The Fréchet distance reads the features
     z-scored by the real recordings' spread (every type together), so that each counts alike."""
-    ringing = {"generated": early_ringing(gen_uv), "real": early_ringing(real_uv)} if level_db is not None else None
+    microphonic = ({"generated": microphonic_index(gen_uv)[:, 0], "real": microphonic_index(real_uv)[:, 0]}
+               if level_db is not None else None)  # (N,) each
     fr, fg = recording_features(real_uv), recording_features(gen_uv)  # (N F) each
     centre, spread = fr.mean(0), fr.std(0) + 1e-12  # (F,) real recordings
     zr, zg = (fr - centre) / spread, (fg - centre) / spread  # (N F) each
@@ -347,9 +335,10 @@ def fidelity(real_uv: np.ndarray, gen_uv: np.ndarray, series: Series, types: np.
         row["noise_ratio"] = ratio(noise["generated"], noise["real"], units, n_boot, seed)
         row["rms_uv"] = {key: float(v[rows].mean()) for key, v in rms.items()}
         row["rms_ratio"] = ratio(rms["generated"], rms["real"], units, n_boot, seed)
-        loud = rows[level_db[rows] >= MICROPHONIC_MIN_DB] if ringing is not None else rows[:0]
+        loud = rows[level_db[rows] >= MICROPHONIC_MIN_DB] if microphonic is not None else rows[:0]
         if len(loud):
-            row["ringing"] = {key: float(v[loud].mean()) for key, v in ringing.items()} | {"recordings": len(loud)}
+            row["microphonic"] = {key: float(v[loud].mean()) for key, v in microphonic.items()}
+            row["microphonic"]["recordings"] = len(loud)
         half = len(ids) // 2
         if half >= MIN_SERIES_PER_HALF:
             order = rng.permutation(len(ids))
@@ -488,7 +477,7 @@ def _cell(e: Any, pct: bool = False) -> str:
     return f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]"
 
 
-def _ringing_cell(r: dict | None) -> str:
+def _microphonic_cell(r: dict | None) -> str:
     return "—" if r is None else f"{r['generated']:+.2f} / {r['real']:+.2f}"
 
 
@@ -509,8 +498,8 @@ def table(result: dict) -> str:
               "generated / real):",
               "", "| type | series | recall, generated | recall, real | discriminative, generated | "
               "discriminative, real-vs-real floor | Fréchet, generated | Fréchet, real-vs-real floor | noise ratio | "
-              f"RMS ratio | early {MICROPHONIC_HZ[0] / 1000:g}-{MICROPHONIC_HZ[1] / 1000:g} kHz ringing at ≥ "
-              f"{MICROPHONIC_MIN_DB:g} dB, generated / real |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"RMS ratio | microphonic index at ≥ {MICROPHONIC_MIN_DB:g} dB, generated / real |",
+              "|---" * 11 + "|"]
     for k, name in enumerate(CLASS_NAMES):
         f = result["fidelity"][name]
         rec = [rb[side][best]["type"]["recall"].get(k) for side in ("generated", "real")]
@@ -518,7 +507,7 @@ def table(result: dict) -> str:
         fd = [f.get("frechet", {}).get(key) for key in ("generated_vs_real", "real_vs_real_floor")]
         lines.append(f"| {name} | {f['series']} | {_cell(rec[0], True)} | {_cell(rec[1], True)} | {_cell(dis[0])} | "
                      f"{_cell(dis[1])} | {_cell(fd[0])} | {_cell(fd[1])} | {_cell(f.get('noise_ratio'))} | "
-                     f"{_cell(f.get('rms_ratio'))} | {_ringing_cell(f.get('ringing'))} |")
+                     f"{_cell(f.get('rms_ratio'))} | {_microphonic_cell(f.get('microphonic'))} |")
     return "\n".join(lines)
 
 
