@@ -99,7 +99,8 @@ def generate(
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
     rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
     ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
-    ``wave`` ([n, 3]; evaluation.wave_profile draws it) and ``wave_guidance``: wave V's condition (:func:`denoise`).
+    ``wave`` ([n, 3], [n, 4] with the microphonic index; evaluation.wave_profile draws it) and ``wave_guidance``:
+    wave V's condition (:func:`denoise`).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
     mode (restored afterwards); ``diffusion``: the run's GaussianDiffusion. Per-sample normalization knows no
     recording's scale: the training split's ``signal_mean`` / ``signal_std`` are used then. ``progress`` (a
@@ -169,13 +170,15 @@ def label_inputs(b: int, device: torch.device, label: int | Tensor | None, thres
                  wave: Tensor | None = None) -> dict[str, Tensor]:
     """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
     in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
-    is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition. Guidance's
+    is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition ([b, 4]: and the
+    microphonic index, ``model.microphonic_conditioning``). Guidance's
     unconditional branch drops them with the rest (models/conditioning.py)."""
     if wave is not None:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
-        if wave.shape != (b, 3):
-            raise ValueError(f"generate wave: expected shape [{b}, 3], found {list(wave.shape)}")
-        return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3)
+        if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4):
+            raise ValueError(f"generate wave: expected shape [{b}, 3] ([{b}, 4] with the microphonic index), found "
+                             f"{list(wave.shape)}")
+        return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3) or (b 4)
     if label is None and threshold is None:
         return {}
 
@@ -421,7 +424,8 @@ def run(args: argparse.Namespace) -> int:
         static, series_id = series_rows(static, levels, args.n)  # (n*K 4), (n*K)
         tied, total_signals = len(levels), args.n * len(levels)
     generator = torch.Generator().manual_seed(args.seed)
-    wave = None if profile is None else profile_waves(profile, args, static.expand(total_signals, 4), series_id)
+    wave = None if profile is None else profile_waves(profile, args, static.expand(total_signals, 4), series_id,
+                                                      getattr(loaded.model, "microphonic_conditioned", False))
     per_batch = max(tied, args.batch_size // tied * tied)
     total = -(-total_signals // per_batch) * kw["steps"]
     what = (f"sampling {args.n} series x {len(levels)} levels = {total_signals} signals" if levels is not None
@@ -463,16 +467,16 @@ def requested_profile(model: nn.Module, args: argparse.Namespace) -> dict | None
     return require_profile(args.run, ", or --no-wave-profile")
 
 
-def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None
-                  ) -> np.ndarray:
+def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None,
+                  microphonic: bool = False) -> np.ndarray:
     """(N 3) wave V conditions drawn from ``profile`` for rows ``static`` (N 4): one ear per series (each
-    signal its own without --levels), of the requested type and threshold."""
+    signal its own without --levels), of the requested type and threshold; (N 4) with ``microphonic``."""
     from evaluation.wave_profile import draw_waves
 
     rows = static.shape[0]  # N
     ids = np.arange(rows) if series_id is None else series_id
     return draw_waves(profile, static.numpy(), np.full(rows, args.threshold), np.full(rows, args.type), ids,
-                      np.random.default_rng(args.seed))
+                      np.random.default_rng(args.seed), microphonic)
 
 
 def check_labels(model: nn.Module, args: argparse.Namespace) -> None:

@@ -19,8 +19,11 @@ SL x log age, rate] with SL the
 sensation level (level - threshold, clipped at 0; 0 for no response), b_k least squares over type k's training
 recordings with wave V (the pooled fit for a type with fewer than MIN_ROWS), p_k the share of type k's
 recordings with wave V per 5 dB bin of level - threshold (made non-decreasing; no response: one share). One
-uniform per series makes presence monotone in level, as in one ear. Nothing here reads a test split or a
-benchmark cohort.
+uniform per series makes presence monotone in level, as in one ear. For a network with
+``model.microphonic_conditioning`` the profile also holds, per type and 10 dB level bin, MICROPHONIC_QUANTILES of
+the training recordings' microphonic index (models.series.microphonic_index; the type's recordings at every level
+where a bin holds fewer than MIN_BIN); a series draws one uniform and reads each level's quantile at it, so an ear
+with a strong microphonic has it at every level. Nothing here reads a test split or a benchmark cohort.
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ VERSION = 1
 MIN_ROWS = 200  # recordings with wave V below which a type uses the pooled fit
 SL_EDGES = np.arange(-40.0, 65.0, 5.0)  # dB, level - threshold: bins of the presence share
 RIDGE = 1e-3  # per row, on the regressors' scale (each about 0-1)
+LEVEL_EDGES = np.arange(0.0, 110.0, 10.0)  # dB, the microphonic index's level bins
+MICROPHONIC_QUANTILES = np.linspace(0.0, 1.0, 21)
+MIN_BIN = 20  # recordings below which a level bin uses its type's recordings at every level
 FEATURES = ("1", "level", "level^2", "level^3", "SL", "SL^2", "log age", "log age^2", "level x log age",
             "SL x log age", "rate")
 
@@ -86,10 +92,20 @@ def presence_share(level: np.ndarray, threshold: np.ndarray, present: np.ndarray
             "no_response": float(present[none].mean()) if none.any() else 0.0}
 
 
+def microphonic_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[float]]:
+    """(len(LEVEL_EDGES), len(MICROPHONIC_QUANTILES)) quantiles of one type's microphonic index per level bin."""
+    k = np.clip(np.searchsorted(LEVEL_EDGES, level, side="right") - 1, 0, len(LEVEL_EDGES) - 1)
+    pooled = np.quantile(index, MICROPHONIC_QUANTILES)
+    return [(np.quantile(index[k == b], MICROPHONIC_QUANTILES) if (k == b).sum() >= MIN_BIN else pooled).tolist()
+            for b in range(len(LEVEL_EDGES))]
+
+
 def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, present: np.ndarray,
-                latency: np.ndarray, amplitude: np.ndarray, series_id: np.ndarray) -> dict[str, Any]:
+                latency: np.ndarray, amplitude: np.ndarray, series_id: np.ndarray,
+                microphonic: np.ndarray | None = None) -> dict[str, Any]:
     """The profile (module docstring) from training recordings: static (N 4), threshold (N,) dB, label (N,),
-    present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,)."""
+    present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,);
+    ``microphonic`` (N,) each recording's microphonic index, for a network that reads it."""
     present = present.astype(bool) & (amplitude > 0)  # log amplitude: a marked wave V has a positive amplitude
     if not present.any():
         raise ValueError("wave profile: expected training recordings with a marked wave V (positive amplitude), "
@@ -107,16 +123,22 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
         types[name] = {**parts, "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
                        "recordings": int(mine.sum()), "with_wave_v": int(rows.sum()),
                        "pooled": bool(rows.sum() < MIN_ROWS)}
-    return {"version": VERSION, "features": list(FEATURES), "sl_edges_db": SL_EDGES.tolist(), "types": types,
+        if microphonic is not None:
+            source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
+            types[name]["microphonic"] = microphonic_quantiles(static[source, 1], microphonic[source])
+    extra = {"level_edges_db": LEVEL_EDGES.tolist(), "microphonic_quantiles": MICROPHONIC_QUANTILES.tolist()} \
+        if microphonic is not None else {}
+    return {"version": VERSION, "features": list(FEATURES), "sl_edges_db": SL_EDGES.tolist(), "types": types, **extra,
             "latency_range_ms": [float(latency[present].min()), float(latency[present].max())],
             "amplitude_range_uv": [float(amplitude[present].min()), float(amplitude[present].max())]}
 
 
 def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
-               series_id: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+               series_id: np.ndarray, rng: np.random.Generator, microphonic: bool = False) -> np.ndarray:
     """(N 3) float32 [present 1/0, latency ms, amplitude µV] (NaN where absent): one drawn ear per series_id
     (its intercepts and its presence uniform shared by its recordings), for recordings with static (N 4),
-    threshold (N,) dB and label (N,) a class index."""
+    threshold (N,) dB and label (N,) a class index; (N 4) with ``microphonic``, the drawn microphonic index last
+    (its own uniform per series, drawn after the rest: wave V's draws are those without it)."""
     x = design(static, threshold)
     out = np.full((len(static), 3), np.nan, np.float32)
     ids, inverse = np.unique(series_id, return_inverse=True)
@@ -143,6 +165,28 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
         # a draw stays within what the training split recorded
         out[rows[present], 1] = np.clip(latency[present], *profile["latency_range_ms"])
         out[rows[present], 2] = np.clip(np.exp(np.minimum(log_amp[present], 10.0)), *profile["amplitude_range_uv"])
+    if microphonic:
+        out = np.concatenate([out, draw_microphonic(profile, static[:, 1], label, inverse, rng)[:, None]], axis=1)
+    return out
+
+
+def draw_microphonic(profile: dict[str, Any], level: np.ndarray, label: np.ndarray, inverse: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """(N,) float32 microphonic indices: per series (``inverse``: each recording's series, 0..S-1) one uniform,
+    read at each recording's type and level bin off the profile's quantiles."""
+    if "microphonic_quantiles" not in profile:
+        raise ValueError("wave profile: expected the microphonic index's quantiles (a run trained with "
+                         "model.microphonic_conditioning), found a profile without them; refit it with "
+                         "python -m evaluation.wave_profile --run RUN")
+    grid, edges = np.asarray(profile["microphonic_quantiles"]), np.asarray(profile["level_edges_db"])
+    u = rng.random(inverse.max() + 1 if len(inverse) else 0)[inverse]  # (N,) one per series
+    bins = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, len(edges) - 1)
+    out = np.empty(len(level), np.float32)
+    for k, name in enumerate(CLASS_NAMES):
+        table = np.asarray(profile["types"][name]["microphonic"])  # (bins quantiles)
+        for b in np.unique(bins[label == k]):
+            rows = (label == k) & (bins == b)
+            out[rows] = np.interp(u[rows], grid, table[b])
     return out
 
 
@@ -177,11 +221,15 @@ def require_profile(run_dir: str | Path, opt_out: str = "") -> dict[str, Any]:
     return profile
 
 
-def fit_run_profile(run_dir: str | Path, train: Any) -> Path:
-    """Fit and save the profile of a run from its training split ``train`` (an ABRDataset)."""
+def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False) -> Path:
+    """Fit and save the profile of a run from its training split ``train`` (an ABRDataset); ``microphonic``: with
+    the microphonic index's quantiles (``model.microphonic_conditioning``)."""
+    from models.series import microphonic_index
+
     t = {k: v.numpy() for k, v in train.tensors.items()}
+    index = microphonic_index(t["signal"][:, 0])[:, 0] if microphonic else None  # (N,) scale-free
     profile = fit_profile(t["static"], t["threshold"], t["label"], t["peak_mask"], t["peak_latency"],
-                          t["peak_amplitude"], t["series_id"])
+                          t["peak_amplitude"], t["series_id"], index)
     return save_profile(run_dir, profile)
 
 
@@ -200,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not cfg.model.wave_conditioning:
             raise ValueError(f"run '{args.run}': expected a run trained with model.wave_conditioning true, found "
                              f"one trained without it (its network reads no wave V condition)")
-        path = fit_run_profile(args.run, build_data(cfg.data, cfg.loss.class_weights).train)
+        path = fit_run_profile(args.run, build_data(cfg.data, cfg.loss.class_weights).train,
+                               cfg.model.microphonic_conditioning)
         print(f"wrote {path}")
         return 0
 

@@ -40,6 +40,10 @@ from ``wave`` (B 3) = [present 1 / absent 0 / NaN: unknown, latency ms, amplitud
 split's wave V statistics (DataStats), 0 where absent or unknown. Dropped to its null with
 ``model.wave_drop_prob``, and, like the labels, always null at t = 0 and under the guidance drop.
 
+With ``model.microphonic_conditioning`` the wave condition has a fourth column, the recording's microphonic
+index (models.series.microphonic_index, neuropathy's sign: the series model reads it), and u two more entries,
+[ known (1) | index (1), 0 where unknown ]; it shares wave V's null.
+
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
 stated level); the denoiser at t > 0 reads every column.
@@ -102,11 +106,14 @@ class LabelEmbedding(nn.Module):
 
 
 class WaveEmbedding(nn.Module):
-    """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude (module docstring: u, the null)."""
+    """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude, and with ``microphonic`` the recording's
+    microphonic index (module docstring: u, the null)."""
 
-    def __init__(self, E: int, stats: DataStats):
+    def __init__(self, E: int, stats: DataStats, microphonic: bool = False):
         super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH, E), nn.SiLU(), nn.Linear(E, E))
+        self.microphonic = microphonic
+        self.columns = 3 + int(microphonic)  # of the wave tensor the network takes
+        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH + 2 * int(microphonic), E), nn.SiLU(), nn.Linear(E, E))
         nn.init.zeros_(self.mlp[-1].weight)  # e_w = 0 at the start, as e_y
         nn.init.zeros_(self.mlp[-1].bias)
         for name in ("latency_mean", "latency_std", "amplitude_mean", "amplitude_std"):  # () ms, µV
@@ -114,7 +121,8 @@ class WaveEmbedding(nn.Module):
             self.register_buffer(name, value.clamp_min(1e-6) if name.endswith("std") else value)
 
     def forward(self, wave: Tensor, null: Tensor) -> Tensor:
-        """wave (B 3): present (1 / 0 / NaN unknown), latency ms, amplitude µV; null (B) bool."""
+        """wave (B columns): present (1 / 0 / NaN unknown), latency ms, amplitude µV[, microphonic index (NaN
+        unknown)]; null (B) bool."""
         wave = wave.float()
         unknown = null | torch.isnan(wave[:, 0])  # (B)
         present = (wave[:, 0] > 0.5) & ~unknown  # (B)
@@ -123,12 +131,16 @@ class WaveEmbedding(nn.Module):
         z_amp = (wave[:, 2] - self.amplitude_mean) / self.amplitude_std  # (B)
         z = torch.stack([z_lat, z_amp], dim=-1).nan_to_num(0.0) * present[:, None]  # (B 2)
         u = torch.cat([torch.stack([present, absent, unknown], dim=-1).float(), z], dim=-1)  # (B 5)
+        if self.microphonic:
+            known = ~null & torch.isfinite(wave[:, 3])  # (B)
+            index = wave[:, 3].nan_to_num(0.0) * known  # (B)
+            u = torch.cat([u, torch.stack([known.float(), index], dim=-1)], dim=-1)  # (B 7)
         return self.mlp(u)  # (B E)
 
 
 class Conditioning(nn.Module):
     def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False,
-                 waves: bool = False):
+                 waves: bool = False, microphonic: bool = False):
         super().__init__()
         self.E = E
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
@@ -139,7 +151,7 @@ class Conditioning(nn.Module):
         # (4) 1 where the answer pass (t = 0) does not read the column; not saved: it comes from the config
         self.register_buffer("blind", torch.tensor([float(i in blind) for i in range(4)]), persistent=False)
         self.label = LabelEmbedding(E, stats) if labels else None  # model.label_conditioning (issue 28)
-        self.wave = WaveEmbedding(E, stats) if waves else None  # model.wave_conditioning (issue 28)
+        self.wave = WaveEmbedding(E, stats, microphonic) if waves else None  # model.wave_conditioning (issue 28)
 
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)
@@ -165,6 +177,6 @@ class Conditioning(nn.Module):
         null = drop_cond | (t == 0)  # (B)
         e_y = self.label(label, threshold, null)  # (B E)
         if self.wave is not None:
-            wave = torch.full((B, 3), math.nan, device=t.device) if wave is None else wave
+            wave = torch.full((B, self.wave.columns), math.nan, device=t.device) if wave is None else wave
             e_y = e_y + self.wave(wave, null)  # (B E)
         return nn.functional.silu(e_t + e_s + e_y)  # (B E)

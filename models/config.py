@@ -68,7 +68,17 @@ class ModelConfig:
         0.2, ge=0.0, le=1.0, help="wave_conditioning: drop wave V's condition (its own null) with p in training, "
                                   "so that type and threshold alone still work")
 
+    # Issue 28: neuropathy's sign (the cochlear microphonic), which the twins of a wave-conditioned network lacked
+    # although the series model reads it (docs/generate.md), as a fourth column of the wave condition.
+    microphonic_conditioning: bool = spec(
+        False, help="with wave_conditioning: the wave condition holds each recording's microphonic index too "
+                    "(models.series.microphonic_index of the training signal; generation draws it per ear from "
+                    "the run's wave profile)")
+
     def __post_init__(self) -> None:
+        if self.microphonic_conditioning and not self.wave_conditioning:
+            raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning true as well (the "
+                             "microphonic index is a column of the wave condition), found false")
         if self.wave_conditioning and not self.label_conditioning:
             raise ValueError("model.wave_conditioning: expected model.label_conditioning true as well (wave V's "
                              "condition rides on the labels' embedding and its null rule), found false")

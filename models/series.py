@@ -115,15 +115,16 @@ def band_passed(signal: np.ndarray | Tensor, band_hz: tuple[float, float], order
     zero phase (the square root of data.waveform.zero_phase_gain's power response): (N L) float32. Each
     recording's straight line (offset and drift) is removed first: the zero padding would turn it into steps at
     the ends, which the band-pass rings on."""
-    x = torch.as_tensor(np.asarray(signal), dtype=torch.float32)  # (N L)
+    x = signal.detach().float() if isinstance(signal, Tensor) else torch.as_tensor(np.asarray(signal),
+                                                                                   dtype=torch.float32)  # (N L)
     N, L = x.shape
-    t = torch.linspace(-1.0, 1.0, L)
+    t = torch.linspace(-1.0, 1.0, L, device=x.device)
     x = x - x.mean(1, keepdim=True)
     x = x - (x @ t / (t @ t))[:, None] * t
     n_fft = 1 << int(math.ceil(math.log2(3 * L)))  # room for the filter's ringing and every lag
     gain = np.sqrt(zero_phase_gain(np.fft.rfftfreq(n_fft, 1.0 / SAMPLE_RATE_HZ),
                                    *(np.array([v]) for v in (*band_hz, order, order))))[0]
-    band = torch.from_numpy(gain).float()
+    band = torch.from_numpy(gain).float().to(x.device)
     if not N:
         return x
     return torch.cat([torch.fft.irfft(torch.fft.rfft(x[i:i + chunk], n_fft) * band, n_fft)[:, :L]
@@ -136,10 +137,15 @@ def microphonic_index(signal: np.ndarray | Tensor) -> np.ndarray:
     -> (N N_MICROPHONIC) float32, the log ratio of the MICROPHONIC_BAND_HZ band's mean power in
     MICROPHONIC_WINDOW_MS to its mean power in MICROPHONIC_BACKGROUND_MS (where no microphonic rings). About 0
     for a recording without one; the series model reads it beside the level (the microphonic grows with it)."""
+    return microphonic_log_ratio(signal)[:, None].cpu().numpy()
+
+
+def microphonic_log_ratio(signal: np.ndarray | Tensor) -> Tensor:
+    """:func:`microphonic_index`'s value as a tensor (N,) on the signal's device (a training batch's)."""
     x = band_passed(signal, MICROPHONIC_BAND_HZ, 4)  # (N L)
     power = [x[:, slice(*(int(round(ms * SAMPLE_RATE_HZ / 1000)) for ms in window))].pow(2).mean(1)
              for window in (MICROPHONIC_WINDOW_MS, MICROPHONIC_BACKGROUND_MS)]  # 2 x (N,)
-    return torch.log(power[0].clamp_min(1e-20) / power[1].clamp_min(1e-20))[:, None].numpy()
+    return torch.log(power[0].clamp_min(1e-20) / power[1].clamp_min(1e-20))
 
 
 def _max_xcorr(w: Tensor, a: np.ndarray, b: np.ndarray, lag_ms: float, chunk: int) -> np.ndarray:

@@ -85,7 +85,8 @@ class ABRNet(nn.Module):
             return TransformerBlock(C, E, cfg.attn_heads, cfg.mlp_ratio, cfg.dropout, cross=cross)
 
         self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
-                                 labels=cfg.label_conditioning, waves=cfg.wave_conditioning)
+                                 labels=cfg.label_conditioning, waves=cfg.wave_conditioning,
+                                 microphonic=cfg.microphonic_conditioning)
         self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
@@ -133,7 +134,8 @@ class ABRNet(nn.Module):
         label (B) int64 class index (-1: the type's null) and threshold (B) dB nHL (NaN: the threshold's
         null): only with ``model.label_conditioning`` (None: every row's null); rows at t = 0 never read
         them (models/conditioning.py). The caller draws their training drops (training.objective). wave (B 3)
-        [present 1 / 0 / NaN, latency ms, amplitude µV]: only with ``model.wave_conditioning``, the same rules."""
+        [present 1 / 0 / NaN, latency ms, amplitude µV]: only with ``model.wave_conditioning``, the same rules;
+        (B 4) with ``model.microphonic_conditioning``, the recording's microphonic index (NaN: unknown) last."""
         B = self._check_inputs(x_t, t, static, drop_cond)
         self._check_labels(B, label, threshold)
         self._check_wave(B, wave)
@@ -246,14 +248,20 @@ class ABRNet(nn.Module):
         """Whether the network reads wave V's presence, latency and amplitude (``model.wave_conditioning``)."""
         return self.cond.wave is not None
 
+    @property
+    def microphonic_conditioned(self) -> bool:
+        """Whether the wave condition also holds the microphonic index (``model.microphonic_conditioning``)."""
+        return self.cond.wave is not None and self.cond.wave.microphonic
+
     def _check_wave(self, B: int, wave: Tensor | None) -> None:
         if wave is None:
             return
         if not self.wave_conditioned:
             raise ValueError("ABRNet input wave: expected None (the network was built without "
                              "model.wave_conditioning), found a tensor")
-        if wave.shape != (B, 3) or not wave.is_floating_point():
-            raise ValueError(f"ABRNet input wave: expected a float tensor of shape [{B}, 3], "
+        C = self.cond.wave.columns
+        if wave.shape != (B, C) or not wave.is_floating_point():
+            raise ValueError(f"ABRNet input wave: expected a float tensor of shape [{B}, {C}], "
                              f"found {wave.dtype} {list(wave.shape)}")
 
     # ------------------------------------------------------------------ parameter views

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from data.records import UNKNOWN_LABEL
+from models.series import microphonic_log_ratio
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.augment import noise_catch
 from training.components import COMPONENTS
@@ -49,7 +50,9 @@ class Objective(nn.Module):
     denoiser's half reads the batch's type and threshold, each dropped to its null independently in
     training (:meth:`draw_label_drop`); the heads' half gets both nulls (the network enforces it too).
     ``wave_drop``: the drop probability of wave V's condition (``model.wave_conditioning``; None: a network
-    without it), drawn after the labels' drops; the heads' half gets its null. ``signal_class_weights``: each
+    without it), drawn after the labels' drops; the heads' half gets its null. ``wave_microphonic``
+    (``model.microphonic_conditioning``): the wave condition's fourth column, each recording's microphonic index
+    (models.series.microphonic_log_ratio of its clean signal), dropped with the rest. ``signal_class_weights``: each
     recording's signal loss weighted by its type's class weight (``components.class_weights``, the class
     loss's), a weighted mean over the batch, so the rare types' waveforms are learned as their labels are.
     """
@@ -59,8 +62,11 @@ class Objective(nn.Module):
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
                  catch_surrogates: float = 0.0, catch_band: bool = False,
                  label_drop: tuple[float, float] | None = None, wave_drop: float | None = None,
-                 signal_class_weights: bool = False) -> None:
+                 signal_class_weights: bool = False, wave_microphonic: bool = False) -> None:
         super().__init__()
+        if wave_microphonic and wave_drop is None:
+            raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning as well")
+        self.wave_microphonic = wave_microphonic
         self.signal_class_weights = signal_class_weights
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
@@ -121,13 +127,16 @@ class Objective(nn.Module):
     def wave_inputs(self, batch: dict[str, Tensor], generator: torch.Generator, *, train: bool,
                     shard: tuple[int, int]) -> Tensor:
         """[2B 3] wave V's condition: the batch's [present, latency ms, amplitude µV] (latency and amplitude
-        NaN where absent), rows dropped to the null (all NaN) with ``wave_drop`` in training; the heads' half
-        all nulls."""
+        NaN where absent; [2B 4] with ``wave_microphonic``: the microphonic index last), rows dropped to the
+        null (all NaN) with ``wave_drop`` in training; the heads' half all nulls."""
         present = batch["peak_mask"].float()  # [B]
         B, (r, n) = present.shape[0], shard
         nan = torch.full_like(present, math.nan)
         wave = torch.stack([present, torch.where(present > 0, batch["peak_latency"].float(), nan),
                             torch.where(present > 0, batch["peak_amplitude"].float(), nan)], dim=-1)  # [B 3]
+        if self.wave_microphonic:
+            index = microphonic_log_ratio(batch["signal"][:, 0]).to(wave)  # [B] scale-free: the normalized signal
+            wave = torch.cat([wave, index[:, None]], dim=-1)  # [B 4]
         if train:
             drop = (torch.rand(n * B, device=present.device, generator=generator) < self.wave_drop)[r * B:(r + 1) * B]
             wave = torch.where(drop[:, None], math.nan, wave)  # [B 3]

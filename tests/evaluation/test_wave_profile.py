@@ -88,3 +88,34 @@ def test_the_cli_refuses_a_run_without_wave_conditioning(tiny_run, capsys):
     assert main(["--run", str(tiny_run)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "expected a run trained with model.wave_conditioning true" in err[0]
+
+
+def test_the_microphonic_index_is_drawn_per_ear_from_its_quantiles():
+    """model.microphonic_conditioning's profile: per type and 10 dB level bin, the quantiles of the training
+    recordings' microphonic index; a drawn ear keeps one rank across its levels; neuropathy ears ring more than
+    normal ones at loud levels; wave V's draws are those without the column; a profile without it is one line."""
+    from models.series import microphonic_index
+
+    c = synthetic_cohort(1500, 13)  # about a dozen neuropathy patients
+    index = microphonic_index(c.signal)[:, 0]
+    fitted = fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
+                         np.nan_to_num(c.peak_amplitude), c.series_id, index)
+    table = np.asarray(fitted["types"]["NÖROPATİ"]["microphonic"])
+    assert table.shape == (len(fitted["level_edges_db"]), len(fitted["microphonic_quantiles"]))
+    assert (np.diff(table, axis=1) >= 0).all()  # quantiles
+    static, thr, label, sid = ears(CLASS_NAMES.index("NÖROPATİ"), 40.0, 200)
+    w = draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0), microphonic=True)
+    assert w.shape == (1000, 4)
+    np.testing.assert_array_equal(w[:, :3], draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0)))
+    m = w[:, 3].reshape(200, 5)
+    assert np.corrcoef(m[:, 3], m[:, 4])[0, 1] > 0.5  # one rank per ear
+    normal = draw_waves(fitted, static, thr, np.full_like(label, CLASS_NAMES.index("NORMAL")), sid,
+                        np.random.default_rng(0), microphonic=True)[:, 3].reshape(200, 5)
+    assert m[:, 4].mean() > normal[:, 4].mean() + 0.5  # at 90 dB neuropathy rings, a normal ear does not
+    with pytest.raises(ValueError, match="wave profile: expected the microphonic index's quantiles"):
+        draw_waves(load_profile_free(fitted), static, thr, label, sid, np.random.default_rng(0), microphonic=True)
+
+
+def load_profile_free(profile: dict) -> dict:
+    """The profile without the microphonic index's quantiles (as a run without the condition saves it)."""
+    return {k: v for k, v in profile.items() if k not in ("microphonic_quantiles", "level_edges_db")}

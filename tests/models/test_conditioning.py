@@ -190,3 +190,36 @@ def test_wave_conditioning_needs_label_conditioning(tiny_cfg):
     with pytest.raises(ValueError, match="model.wave_conditioning: expected model.label_conditioning true"):
         tiny_cfg(wave_conditioning=True)
 
+
+
+def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
+    """model.microphonic_conditioning: the wave condition's fourth column (the microphonic index) gives another
+    denoiser output at t > 0, none at t = 0; NaN is its unknown; a new network starts as the one without it, and
+    a wave tensor of the wrong width is one line naming the width."""
+    torch.manual_seed(0)
+    fresh = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, microphonic_conditioning=True,
+                                 peak_head="map"), make_stats()).eval()
+    x, _, static = make_inputs(3)
+    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
+    ring, quiet = torch.tensor([1.0, 6.0, 0.3, 2.0]).expand(3, 4), torch.tensor([1.0, 6.0, 0.3, 0.0]).expand(3, 4)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, t, static, wave=ring)["signal"], fresh(x, t, static)["signal"])  # zero start
+        for p in fresh.cond.label.mlp[-1].parameters():
+            p.normal_(0.0, 0.5)
+        for p in fresh.cond.wave.mlp[-1].parameters():
+            p.normal_(0.0, 0.5)
+        net = fresh
+        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+        at0 = [net(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (ring, quiet)]
+        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
+        a, b = (net(x, t, static, **labels(3, 1, 60.0), wave=w)["signal"] for w in (ring, quiet))
+        unknown = net(x, t, static, **labels(3, 1, 60.0), wave=torch.tensor([1.0, 6.0, 0.3, NAN]).expand(3, 4))
+    assert not torch.allclose(a, b, atol=1e-6) and not torch.allclose(unknown["signal"], b, atol=1e-6)
+    assert net.microphonic_conditioned and net.wave_conditioned
+    with pytest.raises(ValueError, match=r"^ABRNet input wave: expected a float tensor of shape \[3, 4\]"):
+        net(x, t, static, wave=torch.zeros(3, 3))
+
+
+def test_microphonic_conditioning_needs_wave_conditioning(tiny_cfg):
+    with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning true"):
+        tiny_cfg(label_conditioning=True, microphonic_conditioning=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -178,3 +180,34 @@ def test_signal_class_weights_weight_each_recording_by_its_type():
     with pytest.raises(ValueError, match=r"^loss.signal_class_weights: expected every training recording "
                                          r"labelled with a type, found 1 without one$"):
         on.signal_weights(torch.tensor([0, -1]))
+
+
+def test_the_wave_condition_carries_the_microphonic_index_when_asked():
+    """model.microphonic_conditioning: a fourth column, each recording's microphonic index of its own signal
+    (models.series.microphonic_log_ratio), dropped with the rest of the row; without it, three columns."""
+    from models.series import microphonic_log_ratio
+
+    B = 400
+    g = torch.Generator().manual_seed(1)
+    t_ms = torch.arange(200) / 20.0
+    ring = torch.sin(2 * math.pi * 2.0 * t_ms) * torch.exp(-(t_ms - 0.4).clamp_min(0)) * (t_ms >= 0.4)
+    signal = torch.randn(B, 1, 200, generator=g) * 0.1 + (torch.arange(B) % 2 == 0)[:, None, None] * ring
+    mask = torch.ones(B, dtype=torch.bool)
+    batch = _label_batch(B) | {"signal": signal, "peak_mask": mask, "peak_latency": torch.full((B,), 6.5),
+                               "peak_amplitude": torch.full((B,), 0.3)}
+    kw = {"cond_drop_prob": 0.1, "head_input": "clean", "label_drop": (0.3, 0.6), "wave_drop": 0.25}
+    obj = Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), wave_microphonic=True,
+                    **kw)
+    wave = obj.label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))["wave"]
+    assert wave.shape == (2 * B, 4) and wave[B:].isnan().all()
+    kept = ~wave[:B, 0].isnan()
+    assert 0.6 < kept.float().mean() < 0.9 and wave[:B][~kept].isnan().all()
+    torch.testing.assert_close(wave[:B][kept, 3], microphonic_log_ratio(signal[:, 0])[kept])
+    even = torch.arange(B) % 2 == 0  # the ringing rows
+    assert wave[:B][kept & even, 3].mean() > wave[:B][kept & ~even, 3].mean() + 1
+    plain = Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), **kw)
+    three = plain.label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))["wave"]
+    assert three.shape == (2 * B, 3)
+    with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning"):
+        Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                  head_input="clean", label_drop=(0.3, 0.6), wave_microphonic=True)
