@@ -109,12 +109,14 @@ def _evaluated(run: dict[str, Any], eval_dir: str) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval") -> dict[str, Any]:
+def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval",
+              clinical: str = "clinical.json") -> dict[str, Any]:
     """{run name: {"kind", "task", "seeds", "failed", "metrics": {column: mean_interval},
     "delta_m": mean_interval | None, "patient": {key: mean_interval}}}. Metrics are read from each
     run's ``EVAL_DIR/metrics.json`` (``eval``: the test split quality.py evaluated; another folder:
     e.g. the validation split) and Δm% is recomputed per seed against that seed's single-task runs.
-    A run that failed or has no metrics there counts in "failed"."""
+    A run that failed or has no metrics there counts in "failed". The benchmark cohort's rows come from each
+    run's ``CLINICAL`` file (a ``bench/clinical.py --out``); those files must describe one cohort."""
     names = list(dict.fromkeys(run["name"] for _, r in results for run in r["runs"]))
     per_seed: list[dict[str, tuple[dict[str, Any], dict[str, Any]]]] = []  # name -> (run, metrics.json)
     for _, r in results:
@@ -125,6 +127,7 @@ def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval")
                 found[run["name"]] = (run, m)
         per_seed.append(found)
     out: dict[str, Any] = {}
+    cohorts: dict[str, Path] = {}  # the benchmark cohort's description -> a file that scored it
     for name in names:
         done = [seed[name] for seed in per_seed if name in seed]
         run0 = done[0][0] if done else {}
@@ -145,12 +148,21 @@ def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval")
                     dms.append(delta_m_for_run(headline_metrics(seed[name][1]), single))
             entry["delta_m"] = mean_interval(dms) if dms else None
         entry["patient"] = _patient_means([m for _, m in done])
-        # issue 11's benchmark cohort, where bench/clinical.py scored the run (RUN/clinical.json)
-        cohorts = [json.loads(p.read_text(encoding="utf-8"))["cohorts"]["benchmark"]
-                   for p in (_run_dir(run) / "clinical.json" for run, _ in done) if p.is_file()]
-        entry["benchmark"] = _patient_means([{"patient": c} for c in cohorts])
+        # issue 11's benchmark cohort, where bench/clinical.py scored the run (RUN/CLINICAL)
+        scored = [_benchmark(p) for p in (_run_dir(run) / clinical for run, _ in done) if p.is_file()]
+        cohorts.update({json.dumps(b, sort_keys=True): p for p, b, _ in scored})
+        entry["benchmark"] = _patient_means([{"patient": c} for _, _, c in scored])
         out[name] = entry
+    if len(cohorts) > 1:
+        (a, pa), (b, pb) = list(cohorts.items())[:2]
+        raise ValueError(f"{pb}: its benchmark cohort {b} differs from {pa}'s {a}; score every run on one cohort")
     return out
+
+
+def _benchmark(path: Path) -> tuple[Path, dict[str, Any], dict[str, Any]]:
+    """A bench/clinical.py result: (its path, the cohort's description (patients, seed, domain), its metrics)."""
+    r = json.loads(path.read_text(encoding="utf-8"))
+    return path, r.get("benchmark", {}), r["cohorts"]["benchmark"]
 
 
 def _patient_means(metrics: list[dict[str, Any]]) -> dict[str, Any]:
@@ -185,8 +197,9 @@ def render(result: dict[str, Any]) -> str:
                                                                   for c in columns)
                      + f" | {_cell(r['delta_m'], seeds)} |")
     multi = [n for n, r in runs.items() if r["kind"] == "multi"]
+    clinical = result.get("clinical", "clinical.json")
     for section, title in (("patient", f"per patient ({result['eval_dir']}/)"),
-                           ("benchmark", "per patient, benchmark cohort (RUN/clinical.json)")):
+                           ("benchmark", f"per patient, benchmark cohort (RUN/{clinical})")):
         rows = [k for k in PATIENT if any(k in runs[n].get(section, {}) for n in multi)]
         if rows:
             lines += ["", f"| {title} | " + " | ".join(multi) + " |", "|---" * (len(multi) + 1) + "|"]
@@ -219,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="bench/results/quality_seeds.json")
     p.add_argument("--eval-dir", default="eval", help="each run's evaluation folder to read (eval: the test split "
                    "quality.py wrote; another: an `evaluation.evaluate --out` folder, e.g. of the val split)")
+    p.add_argument("--clinical", default="clinical.json", help="each run's bench/clinical.py result, read for the "
+                   "benchmark cohort's rows (one cohort for every run)")
     p.add_argument("--doc", default="docs/results.md", help="Markdown file whose section KEY is written")
     p.add_argument("--doc-key", default=DOC_KEY, help="the section of --doc (default %(default)s)")
     args = p.parse_args(argv)
@@ -236,7 +251,8 @@ def _run(args: Any, argv: list[str] | None) -> int:
         "seeds": [r["seed"] for _, r in results],
         **{k: first[k] for k in SAME},
         "eval_dir": args.eval_dir,
-        "runs": aggregate(results, args.eval_dir),
+        "clinical": args.clinical,
+        "runs": aggregate(results, args.eval_dir, args.clinical),
     }
     write_result(ROOT / args.out, result)
     print(render(result))

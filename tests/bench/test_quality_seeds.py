@@ -121,3 +121,25 @@ def test_the_benchmark_cohort_is_read_where_scored_and_a_partial_mean_says_its_n
     assert est == {"mean": 0.8, "half_width": None, "ci": None, "n": 1}
     table = quality_seeds.render({"runs": runs, "seeds": [0, 1], "eval_dir": "eval"})
     assert "| patient threshold within 10 dB, wave V rule | 0.8 (n=1) |" in table
+
+
+def test_another_clinical_file_is_read_and_two_cohorts_are_refused(tmp_path, capsys):
+    paths = [_seed(tmp_path, 0, 1.0, 1.0), _seed(tmp_path, 1, 1.0, 1.0)]
+
+    def scored(seed: int, value: float, patients: int) -> None:
+        cohort = {"threshold": {"rule": {"within_10db": {"value": value, "ci": [0.0, 1.0]}}}}
+        (tmp_path / f"s{seed}" / "quality_fixed" / "clinical1000.json").write_text(json.dumps(
+            {"benchmark": {"patients": patients, "seed": 12345}, "cohorts": {"benchmark": cohort}}))
+
+    scored(0, 0.8, 1000)
+    scored(1, 0.6, 1000)
+    runs = quality_seeds.aggregate(quality_seeds.load(paths), clinical="clinical1000.json")
+    assert runs["quality_fixed"]["benchmark"]["patient/threshold/rule/within_10db"]["mean"] == pytest.approx(0.7)
+    assert quality_seeds.aggregate(quality_seeds.load(paths))["quality_fixed"]["benchmark"] == {}
+    scored(1, 0.6, 5000)
+    out = tmp_path / "o.json"
+    assert quality_seeds.main([*paths, "--clinical", "clinical1000.json", "--out", str(out),
+                               "--doc", str(tmp_path / "d.md")]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "score every run on one cohort" in err and "5000" in err
+    assert not out.exists()
