@@ -334,9 +334,15 @@ def train_one(cfg, run_dir: Path, *, resume: bool = False, overwrite: bool = Fal
 
 def after_training(run_dir: Path, trainer: Any, cfg: Any, device: Any, logger: logging.Logger) -> None:
     """What a finished run fits from its own splits: the input check and calibration (what predict says about
-    trust, evaluation/trust.py) and, for a wave-conditioned network, the wave profile generate draws from."""
+    trust, evaluation/trust.py) and, for a label-conditioned network, the microphonic bank generate composes from
+    (and, wave-conditioned, the wave profile it draws from)."""
     if cfg.data.normalization == "global":
         fit_run_trust(run_dir, trainer.data, cfg.data, device, logger)
+    if cfg.model.label_conditioning:  # issue 28: the microphonic generate composes for a requested type
+        from evaluation.microphonic_bank import fit_run_bank
+
+        logger.info("microphonic bank for generation: %s", fit_run_bank(run_dir, trainer.data.train,
+                                                                         trainer.data.stats))
     if cfg.model.wave_conditioning:  # issue 28: what generate asks the network for
         from evaluation.wave_profile import fit_run_profile
 

@@ -13,7 +13,9 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
    (age, level, rate, FMP), the series' type and threshold as the label condition, and a share (``--share``,
    evaluation.generate.SERIES_SHARE) of every noise draw in common across the series (evaluation.generate's
    series mode, ``tied``), the rest each recording's own; series of one length are sampled together.
-   Sampler, steps, eta, guidance and clipping: the run's ``diffusion`` section unless given.
+   Sampler, steps, eta, guidance and clipping: the run's ``diffusion`` section unless given. Where the run has
+   a microphonic bank (evaluation/microphonic_bank.py), each twin gets the cochlear microphonic of one training
+   ear of its type composed onto it, as evaluation.generate does (``--no-microphonic-bank``: not).
 2. **Read back by the network.** The run's network at t = 0 (training.series.extract) reads every generated
    series exactly as it reads a real one: the per-recording heads (type: class evidence summed over the
    series; threshold: the rule over wave V probabilities) and the series model when the run has one. Scored
@@ -78,6 +80,7 @@ from evaluation.generate import (  # noqa: E402
     sampling_settings,
     type_flag,
 )
+from evaluation.microphonic_bank import compose, load_bank  # noqa: E402
 from models.series import microphonic_index  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
@@ -155,6 +158,11 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
                      wave=None if wave is None else torch.from_numpy(wave[rows]),
                      wave_guidance=kw.get("wave_guidance") or 1.0)
         out[rows] = x[:, 0].numpy()  # (n L)
+    bank = None if kw.get("no_microphonic_bank") else load_bank(loaded.run_dir)
+    if bank is not None:  # the microphonic the network does not draw (evaluation/microphonic_bank.py)
+        extra, kw["microphonic_composed"] = compose(bank, cohort.static[:, 1], cohort.label, cohort.series_id,
+                                                    np.random.default_rng([seed, 28]))
+        out += extra
     if not np.isfinite(out).all():
         raise ValueError(f"generated {int((~np.isfinite(out)).sum())} non-finite values with {kw}; nothing written")
     return out
@@ -565,6 +573,8 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--types", type=_types_flag, metavar="NAME,NAME",
                    help="keep only the cohort's series of these types (a development aid: the rare types' read-back "
                         "for less sampling; macro-F1 is then over these types)")
+    p.add_argument("--no-microphonic-bank", action="store_true",
+                   help="compose no cochlear microphonic from the run's microphonic bank onto the twins")
     p.add_argument("--gen-seed", type=number(int, ge=0, le=2**63 - 1), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
@@ -609,6 +619,7 @@ def run(p, args, argv: list[str] | None) -> int:
     loaded = load(p, args)
     kw = sampling_settings(loaded.diffusion, args)
     kw["share"] = args.share
+    kw["no_microphonic_bank"] = args.no_microphonic_bank
     kw["wave_guidance"] = args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None
     series_net = load_series(args.run)
     cohort = synthetic_cohort(args.patients, args.seed)
@@ -633,7 +644,7 @@ def run(p, args, argv: list[str] | None) -> int:
         "benchmark": {"patients": args.patients, "seed": args.seed,
                       "types": [CLASS_NAMES[k] for k in args.types] if args.types else "all"},
         "types": list(CLASS_NAMES),
-        "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share", "wave_guidance")}
+        "sampling": {k: kw.get(k) for k in (*SAMPLING_KEYS, "share", "wave_guidance", "microphonic_composed")}
         | {"seed": args.gen_seed},
         "n_boot": args.n_boot, "cohort": {"series": len(series), "recordings": len(cohort), "series_per_type": {
             name: int((truth[1] == k).sum()) for k, name in enumerate(CLASS_NAMES)}}}

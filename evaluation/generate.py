@@ -372,6 +372,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a run trained with model.wave_conditioning: leave wave V's condition at its null instead of "
                         "drawing each ear's latency-intensity function from the run's wave_profile.json (drawn only "
                         "when both --type and --threshold are given)")
+    p.add_argument("--no-microphonic-bank", action="store_true",
+                   help="with --type: compose no cochlear microphonic from the run's microphonic_bank.safetensors "
+                        "(by default each ear gets one training ear's of the type: evaluation/microphonic_bank.py)")
     p.add_argument("--levels", type=_levels_flag, metavar="DB,DB,...",
                    help="series mode: --n virtual patients, each one series at these levels (dB nHL) with one set "
                         "of individual traits (module docstring)")
@@ -416,6 +419,7 @@ def run(args: argparse.Namespace) -> int:
     kw = sampling_settings(loaded.diffusion, args)
     check_labels(loaded.model, args)
     profile = requested_profile(loaded.model, args)  # before any warning: a missing file is the one line
+    bank = requested_bank(args)
     for line in span_warnings(loaded.stats, args):
         print(f"warning: {line}", file=sys.stderr)
     levels, series_id, tied, total_signals = args.levels, None, 1, args.n
@@ -443,13 +447,15 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "
                          f"{signal.numel()} with {kw}; nothing written")
+    signal, composed = with_microphonic(bank, signal, static.expand(total_signals, 4), series_id, args)
     ckpt = getattr(loaded, "checkpoint", None) or {}
     settings = kw | {"seed": args.seed, "run": str(args.run), "checkpoint": args.checkpoint,
                      "ema_weights": ckpt.get("ema") is not None,
                      "type": None if args.type is None else CLASS_NAMES[args.type], "threshold": args.threshold,
                      "levels": levels, "series": args.n if levels is not None else None,
                      "wave_profile": wave is not None,
-                     "wave_guidance": args.wave_guidance if wave is not None else None}
+                     "wave_guidance": args.wave_guidance if wave is not None else None,
+                     "microphonic_composed": composed}
     npz, png = write_generated(out, signal, static, settings, series_id=series_id)
     what = f"{args.n} series x {len(levels)} levels" if levels is not None else f"{args.n} signals"
     print(f"wrote {npz} ({what}, µV) and {png}")
@@ -465,6 +471,36 @@ def requested_profile(model: nn.Module, args: argparse.Namespace) -> dict | None
     if not getattr(model, "wave_conditioned", False) or args.no_wave_profile or None in (args.type, args.threshold):
         return None
     return require_profile(args.run, ", or --no-wave-profile")
+
+
+def requested_bank(args: argparse.Namespace) -> dict | None:
+    """The run's microphonic bank (evaluation/microphonic_bank.py) where generate composes each ear's cochlear
+    microphonic from it: --type given, without --no-microphonic-bank; None otherwise, with a warning line where
+    the run has none (its neuropathy then rings with no microphonic)."""
+    from evaluation.microphonic_bank import FILE, load_bank
+
+    if args.type is None or args.no_microphonic_bank:
+        return None
+    bank = load_bank(args.run)
+    if bank is None:
+        print(f"warning: run '{args.run}' has no {FILE}: no cochlear microphonic is composed (the network draws none; "
+              f"python -m evaluation.microphonic_bank --run {args.run} fits it)", file=sys.stderr)
+    return bank
+
+
+def with_microphonic(bank: dict | None, signal: Tensor, static: Tensor, series_id: np.ndarray | None,
+                     args: argparse.Namespace) -> tuple[Tensor, int | None]:
+    """Generated ``signal`` (N 1 L) µV with static rows (N 4) and the cochlear microphonic the network does not
+    draw composed from ``bank`` (one training ear of the requested type per series, each signal its own ear
+    without --levels), and the number of signals given one; unchanged and None without a bank."""
+    from evaluation.microphonic_bank import compose
+
+    if bank is None:
+        return signal, None
+    n = signal.shape[0]
+    extra, composed = compose(bank, static[:, 1].numpy(), np.full(n, args.type),
+                              np.arange(n) if series_id is None else series_id, np.random.default_rng([args.seed, 28]))
+    return signal + torch.from_numpy(extra)[:, None].to(signal), composed
 
 
 def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None,

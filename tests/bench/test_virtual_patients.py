@@ -59,23 +59,23 @@ class RowEcho(nn.Module):
         return {"signal": torch.zeros_like(x_t) * self.scale}
 
     @classmethod
-    def loaded(cls) -> SimpleNamespace:
-        """A run as sample_twins reads it, with this network."""
-        return SimpleNamespace(model=cls(), stats=DataStats.identity(),
+    def loaded(cls, run_dir: Path) -> SimpleNamespace:
+        """A run in ``run_dir`` as sample_twins reads it, with this network."""
+        return SimpleNamespace(model=cls(), stats=DataStats.identity(), run_dir=run_dir,
                                diffusion=GaussianDiffusion(DiffusionConfig(prediction="eps", timesteps=50)))
 
 
-def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition():
+def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition(tmp_path):
     cohort = synthetic_cohort(3, 5)
     series = series_index(cohort.series_id, cohort.static[:, 1])
-    loaded = RowEcho.loaded()
+    loaded = RowEcho.loaded(tmp_path)
     net = loaded.model
     kw = {"sampler": "ddim", "steps": 2, "guidance": 1.0, "eta": 0.0, "clip": None, "lowpass_hz": 0.0, "share": 1.0}
     x = sample_twins(loaded, cohort, series, kw, seed=0, batch_size=1000)  # (N L)
     assert x.shape == cohort.signal.shape
     for rows in series.members:
         assert (x[rows] == x[rows[0]]).all()  # every draw shared: one noise path over its levels
-    half = sample_twins(RowEcho.loaded(), cohort, series, kw | {"share": 0.5}, seed=0, batch_size=1000)
+    half = sample_twins(RowEcho.loaded(tmp_path), cohort, series, kw | {"share": 0.5}, seed=0, batch_size=1000)
     rows = series.members[0]
     r = np.corrcoef(half[rows])[np.triu_indices(len(rows), 1)]  # pairs of one series' levels
     assert (r > 0.2).all() and (r < 0.8).all()  # half of every draw in common: related, not identical
@@ -87,6 +87,27 @@ def test_twins_share_one_noise_path_per_series_and_get_each_recordings_condition
     truth = {tuple(s.tolist()) + (int(y), float(h))
              for s, y, h in zip(cohort.static, cohort.label, cohort.threshold, strict=True)}
     assert seen == truth
+
+
+def test_twins_get_the_microphonic_of_a_training_ear_of_their_type(tmp_path):
+    """With a bank in the run, each twin of a type whose training ears ring gets one ear's microphonic on top of
+    what --no-microphonic-bank's twins are (same seed); the other types' twins stay as they were."""
+    from evaluation.microphonic_bank import fit_bank, save_bank, window
+
+    cohort = synthetic_cohort(6, 5)
+    series = series_index(cohort.series_id, cohort.static[:, 1])
+    k = int(cohort.label[0])  # the first series' type rings in every training recording of the bank
+    levels = np.arange(0.0, 105.0, 5.0)
+    bank = fit_bank(np.zeros((len(levels), 200), np.float32), levels, np.full(len(levels), k), np.zeros(len(levels)))
+    bank["component"], bank["row"] = np.repeat(window()[None], len(levels), 0), np.arange(len(levels))
+    save_bank(tmp_path, bank)
+    kw = {"sampler": "ddim", "steps": 1, "guidance": 1.0, "eta": 0.0, "clip": None, "lowpass_hz": 0.0, "share": 1.0}
+    x = sample_twins(RowEcho.loaded(tmp_path), cohort, series, kw, seed=0, batch_size=1000)
+    plain = sample_twins(RowEcho.loaded(tmp_path), cohort, series, kw | {"no_microphonic_bank": True}, seed=0,
+                         batch_size=1000)
+    mine = cohort.label == k
+    np.testing.assert_allclose((x - plain)[mine], np.broadcast_to(window(), (mine.sum(), 200)), atol=1e-4)
+    assert (x[~mine] == plain[~mine]).all() and kw["microphonic_composed"] == mine.sum()
 
 
 class WaveEcho(RowEcho):

@@ -656,3 +656,35 @@ def test_a_microphonic_run_draws_the_index_beside_wave_v(tmp_path, capsys):
     capsys.readouterr()
     with np.load(out, allow_pickle=False) as f:
         assert f["signal"].shape == (4, 200) and json.loads(str(f["meta"]))["generation"]["wave_profile"] is True
+
+
+def test_a_requested_type_gets_the_microphonic_of_one_training_ear(tiny_wave_run, tmp_path, capsys):
+    """--type composes each series' cochlear microphonic from the run's bank (one ear of the type, level by level:
+    the signal differs from --no-microphonic-bank's, same seed, by exactly that ear's components); a run without
+    a bank generates with one warning line naming the command that fits it."""
+    from evaluation.microphonic_bank import FILE, fit_bank, save_bank, window
+
+    assert (tiny_wave_run / FILE).is_file()  # training fitted it: the run is label-conditioned
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_wave_run, copy)
+    levels = np.array([20.0, 60.0, 90.0])
+    bank = fit_bank(np.zeros((3, 200), np.float32), levels, np.full(3, 2), np.zeros(3))  # one SNİK ear
+    bank["component"], bank["row"] = (np.arange(1, 4)[:, None] * window()[None]).astype(np.float32), np.arange(3)
+    save_bank(copy, bank)
+    base = ["--run", str(copy), "--n", "2", "--steps", "3", "--seed", "7", "--type", "SNIK", "--threshold", "40",
+            "--levels", "20,60,90"]
+    signals, metas = {}, {}
+    for name, flags in {"composed": [], "plain": ["--no-microphonic-bank"]}.items():
+        out = tmp_path / f"{name}.npz"
+        assert main([*base, *flags, "--out", str(out)]) == 0
+        assert "microphonic" not in capsys.readouterr().err
+        with np.load(out, allow_pickle=False) as f:
+            signals[name], metas[name] = f["signal"], json.loads(str(f["meta"]))["generation"]
+    assert metas["composed"]["microphonic_composed"] == 6 and metas["plain"]["microphonic_composed"] is None
+    diff = (signals["composed"] - signals["plain"]).reshape(2, 3, 200)
+    np.testing.assert_allclose(diff, np.broadcast_to(bank["component"], (2, 3, 200)), atol=1e-5)
+    (copy / FILE).unlink()
+    assert main([*base, "--out", str(tmp_path / "none.npz")]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "microphonic" in line]
+    assert len(err) == 1 and err[0].startswith(f"warning: run '{copy}' has no {FILE}")
+    assert err[0].endswith(f"python -m evaluation.microphonic_bank --run {copy} fits it)")
