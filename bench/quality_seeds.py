@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_doc_section, write_result  # noqa: E402
+from bench.quality import succeeded  # noqa: E402
 from data.cli import ArgumentParser, run_main  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, delta_m_for_run, headline_metrics, patient_metrics  # noqa: E402
 from evaluation.seed_groups import mean_interval  # noqa: E402
@@ -122,7 +123,7 @@ def aggregate(results: list[tuple[str, dict[str, Any]]], eval_dir: str = "eval",
     for _, r in results:
         found = {}
         for run in r["runs"]:
-            m = _evaluated(run, eval_dir) if run.get("status") == "ok" else None
+            m = _evaluated(run, eval_dir) if succeeded(run) else None
             if m is not None:
                 found[run["name"]] = (run, m)
         per_seed.append(found)

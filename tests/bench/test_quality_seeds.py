@@ -65,6 +65,16 @@ def test_delta_m_is_recomputed_per_seed_against_that_seeds_single_task_runs(tmp_
     assert runs["quality_fixed"]["patient"]["patient/threshold/head_mean/mae_db"]["mean"] == pytest.approx(10.5)
 
 
+def test_a_run_reused_from_an_earlier_call_counts_and_a_failed_one_does_not(tmp_path):
+    paths = [_seed(tmp_path, 0, 1.0, 1.0), _seed(tmp_path, 1, 1.1, 1.0)]
+    for path, status in zip(paths, ("ok (reused)", "train failed (rc 1)"), strict=True):
+        r = json.loads(Path(path).read_text())
+        r["runs"][0]["status"] = status  # quality_fixed
+        Path(path).write_text(json.dumps(r))
+    fixed = quality_seeds.aggregate(quality_seeds.load(paths))["quality_fixed"]
+    assert fixed["seeds"] == 1 and fixed["failed"] == 1 and fixed["delta_m"]["n"] == 1
+
+
 def test_another_eval_dir_is_read_and_a_missing_one_counts_as_failed(tmp_path):
     paths = [_seed(tmp_path, 0, 0.5, 1.0, eval_dir="eval_val"), _seed(tmp_path, 1, 0.7, 1.0, eval_dir="eval_val")]
     runs = quality_seeds.aggregate(quality_seeds.load(paths), "eval_val")
