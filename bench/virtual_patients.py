@@ -527,6 +527,9 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     eta = f"eta {s['eta']:g}, " if s["sampler"] == "ddim" else ""  # only DDIM reads eta
     wave = (f"; wave V per ear drawn from the run's wave profile, wave guidance w_v = {s['wave_guidance']:g}"
             if s.get("wave_guidance") is not None else "")
+    if s.get("microphonic_composed") is not None:
+        wave += (f"; the cochlear microphonic of one training ear of the series' type composed onto "
+                 f"{s['microphonic_composed']} twins (evaluation/microphonic_bank.py)")
     grid = ("\nPer condition (bench/condition_grid.py: the twins grouped by age, stated level, rate and FMP; waves "
             "read by the network's wave map at p >= 0.5 on both sides):\n\n" + grid_table(result["grid"]) + "\n"
             if result.get("grid") else "")
