@@ -3,7 +3,8 @@ stand in for recordings when a series model learns the type and the threshold? (
 
     python bench/tstr.py --run logs/clinical_lc [--train-patients 1000 --train-seed 24601] [--patients 1000]
         [--fit-seeds 0,1,2] [--sampler S --steps N --guidance W --clip C --lowpass-hz HZ] [--gen-seed 0]
-        [--n-boot 1000] [--threads 1] [--out bench/results/tstr.json] [--doc docs/results.md | --no-doc]
+        [--no-microphonic-bank] [--n-boot 1000] [--threads 1] [--out bench/results/tstr.json]
+        [--doc docs/results.md | --no-doc]
 
 The run must be trained with ``model.label_conditioning: true``.
 
@@ -11,7 +12,8 @@ The run must be trained with ``model.label_conditioning: true``.
    the run's seed nor the benchmark's) split by series into training and selection series (SELECTION_SHARE).
    Its real series are TRTR's data; their generated twins (bench/virtual_patients.py's: each recording's static
    values, the series' type and threshold as the label condition, a share of every noise draw common to the
-   series) are TSTR's, the same conditions one for one, so the two sides differ only in where the signals came
+   series, and the microphonic of one training ear of the type where the run has a bank; ``--no-microphonic-bank``:
+   not) are TSTR's, the same conditions one for one, so the two sides differ only in where the signals came
    from.
 2. **The same series model, fitted twice per seed**: the run's ``series`` config (reads, epochs, selection) on
    the run's network's evidence, its training series built as the run's series stage builds them (thinned and
@@ -44,7 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from bench.virtual_patients import BENCHMARK_SEED, K, sample_twins  # noqa: E402
+from bench.virtual_patients import BENCHMARK_SEED, K, add_microphonic_flag, microphonic_note, sample_twins  # noqa: E402
 from bench.virtual_patients import load as load_run_checked  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, Records  # noqa: E402
@@ -210,7 +212,7 @@ def table(r: dict) -> str:
 def doc_section(r: dict) -> str:
     s = r["sampling"]
     wave = (f", wave V per ear from the run's wave profile with wave guidance w_v = {s['wave_guidance']:g}"
-            if s.get("wave_guidance") is not None else "")
+            if s.get("wave_guidance") is not None else "") + microphonic_note(s)
     return f"""## Train on generated, test on real (issue 28; bench/tstr.py)
 
 Command: `{r['command']}`
@@ -244,6 +246,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--fit-seeds", default="0,1,2", help="series model seeds, comma-separated (default 0,1,2)")
     add_sampling_flags(p)
     add_wave_guidance_flag(p)
+    add_microphonic_flag(p)
     p.add_argument("--gen-seed", type=number(int, ge=0), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
@@ -277,7 +280,8 @@ def run(p, args, argv: list[str] | None) -> int:
     if loaded.cfg.data.source == "synthetic" and loaded.cfg.data.synthetic.seed == args.seed:
         p.error(f"--seed {args.seed}: the run trained on that generator seed; the test cohort needs its own")
     kw = sampling_settings(loaded.diffusion, args) | {"share": SERIES_SHARE, "wave_guidance": (
-        args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None)}
+        args.wave_guidance if getattr(loaded.model, "wave_conditioned", False) else None),
+        "no_microphonic_bank": args.no_microphonic_bank}
     source = synthetic_cohort(args.train_patients, args.train_seed)
     with phase(PROG, f"sampling the source cohort's twins ({len(source)} signals)"):
         series = series_index(source.series_id, source.static[:, 1])
@@ -294,7 +298,8 @@ def run(p, args, argv: list[str] | None) -> int:
               "run": str(args.run), "source": {"patients": args.train_patients, "seed": args.train_seed,
                                                "series": len(series.members), "recordings": len(source)},
               "test": {"patients": args.patients, "seed": args.seed, "series": len(test_series.members)},
-              "sampling": {k: kw[k] for k in (*SAMPLING_KEYS, "share", "wave_guidance")} | {"seed": args.gen_seed},
+              "sampling": {k: kw.get(k) for k in (*SAMPLING_KEYS, "share", "wave_guidance", "microphonic_composed")}
+              | {"seed": args.gen_seed},
               "n_boot": args.n_boot, "trivial": trivial(source, truth, args.n_boot), "seeds": {}}
     own = load_series(args.run)
     if own is not None:

@@ -527,9 +527,7 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     eta = f"eta {s['eta']:g}, " if s["sampler"] == "ddim" else ""  # only DDIM reads eta
     wave = (f"; wave V per ear drawn from the run's wave profile, wave guidance w_v = {s['wave_guidance']:g}"
             if s.get("wave_guidance") is not None else "")
-    if s.get("microphonic_composed") is not None:
-        wave += (f"; the cochlear microphonic of one training ear of the series' type composed onto "
-                 f"{s['microphonic_composed']} twins (evaluation/microphonic_bank.py)")
+    wave += microphonic_note(s)
     grid = ("\nPer condition (bench/condition_grid.py: the twins grouped by age, stated level, rate and FMP; waves "
             "read by the network's wave map at p >= 0.5 on both sides):\n\n" + grid_table(result["grid"]) + "\n"
             if result.get("grid") else "")
@@ -557,6 +555,19 @@ series ({result['n_boot']} resamples). Independent classifier: {result['independ
 # command line
 
 
+def add_microphonic_flag(p) -> None:
+    """--no-microphonic-bank, for every bench that samples twins (sample_twins reads ``no_microphonic_bank``)."""
+    p.add_argument("--no-microphonic-bank", action="store_true",
+                   help="compose no cochlear microphonic from the run's microphonic bank onto the twins")
+
+
+def microphonic_note(sampling: dict) -> str:
+    """The doc sections' words for the composed microphonic ('' when none was)."""
+    n = sampling.get("microphonic_composed")
+    return ("" if n is None else f"; the cochlear microphonic of one training ear of the series' type composed onto "
+            f"{n} twins (evaluation/microphonic_bank.py)")
+
+
 def _types_flag(text: str) -> list[int]:
     """--types SNIK,ITIK -> their class indices (evaluation.generate's --type rules, each once)."""
     types = [type_flag(name.strip()) for name in text.split(",")]
@@ -576,8 +587,7 @@ def parse_args(argv: list[str] | None):
     p.add_argument("--types", type=_types_flag, metavar="NAME,NAME",
                    help="keep only the cohort's series of these types (a development aid: the rare types' read-back "
                         "for less sampling; macro-F1 is then over these types)")
-    p.add_argument("--no-microphonic-bank", action="store_true",
-                   help="compose no cochlear microphonic from the run's microphonic bank onto the twins")
+    add_microphonic_flag(p)
     p.add_argument("--gen-seed", type=number(int, ge=0, le=2**63 - 1), default=0, help="sampling seed")
     p.add_argument("--batch-size", type=number(int, ge=1, le=65_536), default=256)
     p.add_argument("--n-boot", type=number(int, ge=0, le=100_000), default=1000)
