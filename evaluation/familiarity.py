@@ -35,7 +35,13 @@ whole training and validation series):
   and say nothing about direction); pure noise scores about 0, and only a series read more backwards than
   forwards (log-odds below 0) can be flagged.
 
-The series-median and time-direction checks each get their own [unusual, unlike] thresholds at the
+- the **gain**: how much louder than the training series a series' median amplitude is (signed, on the series
+  medians' scale), on its own. The ten-feature maximum dilutes it (a quiet patient's series ten times too
+  large stays inside the maximum's thresholds, which the ten features together set), and a gain or unit
+  error only ever shows in the amplitude (bench/ood.py on a development split of `logs/clinical_lc`: x10
+  series flagged 0.950 -> 0.980).
+
+The series-median, time-direction and gain checks each get their own [unusual, unlike] thresholds at the
 validation series' 95th / 99th percentiles, so each adds about 1 % false alarms on validation series.
 Static values outside the training split's span make a recording (and its series) at least ``unusual``;
 far outside (more than a quarter of the span), ``unlike``.
@@ -68,6 +74,7 @@ FAR_OUTSIDE = 0.25  # a static value further outside its span than this share of
 FEATURES = ("amplitude", *(f"band_{lo}_{hi}" for lo, hi in BANDS_HZ), *(f"denoise_{s:g}" for s in NOISE_SIGMAS),
             "feature_distance")
 SERIES_FEATURES = tuple(f"median_{f}" for f in FEATURES)
+AMPLITUDE = FEATURES.index("amplitude")
 DIRECTION_TOP = 5  # recordings of a series whose forwards log-odds are averaged
 DIRECTION_C = 0.1  # inverse L2 strength of the direction regression (1e-2 to 1 read the same on a development split)
 
@@ -208,6 +215,9 @@ class Familiarity:
     direction_centre: float | None = None
     direction_thresholds: list[float] | None = None
     n_train_series: int = 0
+    # The gain check (None in a fit saved before it): [unusual, unlike] on how much louder than the training
+    # series a series' median amplitude is (loudness, signed), at the validation series' QUANTILES.
+    gain_thresholds: list[float] | None = None
 
     def save(self, run_dir: str | Path) -> Path:
         return save_fit(Path(run_dir) / FILE, asdict(self))  # whole or not at all
@@ -228,6 +238,11 @@ class Familiarity:
     def z(self, feats: np.ndarray) -> np.ndarray:
         """|z| / cap per feature (N J): 1 = as far from the training median as the validation's 99th percentile."""
         return np.abs(feats - np.asarray(self.centre)) / np.asarray(self.spread) / np.asarray(self.cap)
+
+    def loudness(self, medians: np.ndarray) -> np.ndarray:
+        """The series' median amplitude (S,) above the training series' median, on series_z's scale, signed."""
+        j = AMPLITUDE
+        return (medians[:, j] - self.series_centre[j]) / self.series_spread[j] / self.series_cap[j]
 
     def series_z(self, medians: np.ndarray) -> np.ndarray:
         """The same for the series' medians (S J), against the training series' medians."""
@@ -315,6 +330,7 @@ def fit_familiarity(model: Any, diffusion: Any, train: Inputs, val: Inputs, val_
     fam.series_features, fam.n_train_series = list(SERIES_FEATURES), len(w_train.direction)
     fam.series_centre, fam.series_spread, fam.series_cap = s_centre.tolist(), s_spread.tolist(), s_cap.tolist()
     fam.series_feature_thresholds = np.quantile(fam.series_z(w_val.medians).max(axis=1), QUANTILES).tolist()
+    fam.gain_thresholds = np.quantile(fam.loudness(w_val.medians), QUANTILES).tolist()
     fam.direction_weights, fam.direction_centre = weights.tolist(), float(np.median(w_train.direction))
     # at least 0: a series is only ever called backwards when it reads more backwards than forwards (a clean
     # validation split alone would put the thresholds among forwards series)
@@ -399,10 +415,16 @@ def whole_series_parts(fam: Familiarity, whole: WholeSeries | None, n_series: in
     unlike = fam.series_thresholds[1]
     score = np.maximum(zs.max(axis=1) * unlike / fam.series_feature_thresholds[1],
                        unlike * (back - lo) / max(fam.direction_thresholds[1] - lo, 1e-9))
+    gain = fam.gain_thresholds or [np.inf, np.inf]  # a fit saved before the gain check: none
+    loud = fam.loudness(whole.medians) if fam.gain_thresholds else np.zeros(n_series)  # (S,)
+    score = np.maximum(score, loud * unlike / gain[1])
     parts = []
     for s in range(n_series):
         j = int(zs[s].argmax())
         g_med, g_dir = grade(float(zs[s, j]), fam.series_feature_thresholds), grade(back[s], fam.direction_thresholds)
+        g_gain = grade(float(loud[s]), gain)
+        if g_gain > g_med:  # louder than training series: a gain or unit error the ten-feature maximum dilutes
+            j, g_med = AMPLITUDE, g_gain
         if max(g_med, g_dir) == 0:
             parts.append((0, ""))
         elif g_dir >= g_med:

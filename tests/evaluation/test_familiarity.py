@@ -195,6 +195,25 @@ def test_a_series_median_flags_what_its_recordings_one_by_one_do_not():
     assert judge(fam, feats, static, series).series_verdict == [UNUSUAL]  # without them: the median recording
 
 
+def test_the_gain_check_flags_a_louder_series_that_the_feature_maximum_keeps_in_range():
+    """Loudness alone (signed, on the series medians' scale) against its own thresholds: a series whose median
+    amplitude lies at z 2.5 (unusual by the ten-feature maximum, 2 / 3) is unlike when the gain check's unlike
+    threshold is 2; as quiet a series stays unusual (a gain error makes a series louder)."""
+    fam = series_fam()
+    fam.gain_thresholds = [1.0, 2.0]
+    static = np.tile([1.0, 50.0, 20.0, 100.0], (2, 1))
+    series = series_index(np.arange(2), static[:, 1])
+    medians = np.zeros((2, J))
+    medians[:, 0] = [1.25, -1.25]  # z = +2.5, -2.5 (series spread 0.5)
+    v = judge(fam, np.zeros((2, J)), static, series, WholeSeries(medians, np.array([4.0, 4.0])))
+    assert v.series_verdict == [UNLIKE, UNUSUAL]
+    assert v.series_reason[0].startswith("series median: amplitude")
+    assert v.series_score[0] == pytest.approx(2.5 * 3.0 / 2.0)  # rescaled onto the series' unlike threshold 3
+    fam.gain_thresholds = None  # a fit saved before the gain check: the ten-feature maximum alone
+    assert judge(fam, np.zeros((2, J)), static, series, WholeSeries(medians, np.array([4.0, 4.0]))).series_verdict \
+        == [UNUSUAL, UNUSUAL]
+
+
 def test_the_time_direction_flags_only_a_series_that_runs_backwards():
     fam = series_fam()
     static = np.tile([1.0, 50.0, 20.0, 100.0], (3, 1))
