@@ -224,11 +224,6 @@ def train_and_evaluate(args: argparse.Namespace, runs: list[dict[str, Any]], env
         print(f"[{r['name']}] {r['status']} in {secs:.0f} s", flush=True)
 
 
-def succeeded(r: dict[str, Any]) -> bool:
-    """Whether run ``r`` trained and was evaluated, in this call or (``--reuse``) an earlier one."""
-    return r.get("status") in ("ok", "ok (reused)")
-
-
 def stamp(args: argparse.Namespace, r: dict[str, Any]) -> Path:
     """ROOT/NAME.done.json: written when a run's training and every evaluation finished (``--reuse`` reads it)."""
     return ROOT / args.root / f"{r['name']}.done.json"

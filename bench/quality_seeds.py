@@ -28,7 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.common import write_doc_section, write_result  # noqa: E402
-from bench.quality import succeeded  # noqa: E402
 from data.cli import ArgumentParser, run_main  # noqa: E402
 from evaluation.compare import DELTA_M_METRICS, HEADLINE, delta_m_for_run, headline_metrics, patient_metrics  # noqa: E402
 from evaluation.seed_groups import mean_interval  # noqa: E402
@@ -48,6 +47,12 @@ def _overrides(command: str) -> list[str]:
     """The trailing key=value overrides of a quality.py command line (seed, paths, output and the strategy specs,
     ``name:key=value``, left out: seeds may compare different strategies)."""
     return sorted(a for a in shlex.split(command) if "=" in a and not a.startswith("-") and ":" not in a)
+
+
+def succeeded(r: dict[str, Any]) -> bool:
+    """Whether bench/quality.py's run ``r`` trained and was evaluated, in its call or (``--reuse``) an earlier one
+    (the statuses bench/quality.py writes: "ok", "ok (reused)", or what failed)."""
+    return r.get("status") in ("ok", "ok (reused)")
 
 
 def first_difference(results: list[tuple[str, dict[str, Any]]], keys: tuple[str, ...]
