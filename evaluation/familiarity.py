@@ -241,8 +241,8 @@ class Familiarity:
 
     def loudness(self, medians: np.ndarray) -> np.ndarray:
         """The series' median amplitude (S,) above the training series' median, on series_z's scale, signed."""
-        j = AMPLITUDE
-        return (medians[:, j] - self.series_centre[j]) / self.series_spread[j] / self.series_cap[j]
+        a = AMPLITUDE
+        return (medians[:, a] - self.series_centre[a]) / self.series_spread[a] / self.series_cap[a]
 
     def series_z(self, medians: np.ndarray) -> np.ndarray:
         """The same for the series' medians (S J), against the training series' medians."""

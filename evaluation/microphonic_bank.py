@@ -19,7 +19,7 @@ drawn as often as it occurs.
 
 Composing (:func:`compose`): per requested series, one training ear of the requested type drawn at random; each
 recording of the series gets the component of that ear's recording nearest in level, when one lies within
-LEVEL_TOLERANCE_DB and has a component. A type without training ears gets nothing (and is counted).
+LEVEL_TOLERANCE_DB and has a component. A type without training ears gets nothing.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ GATE = 2.0  # microphonic index (log power ratio) above which a recording's band
 WINDOW_MS = (0.3, 3.0)  # where the component is kept (the microphonic rings from about 0.4 ms for about 1 ms)
 TAPER_MS = 0.3  # raised-cosine edges of the window: no step where the component is cut
 LEVEL_TOLERANCE_DB = 10.0  # the drawn ear's nearest level must lie this close to the requested one
-MAX_BYTES = 256 << 20  # a larger file is refused unread (about 1.7 million components)
+MAX_BYTES = 256 << 20  # a larger file is refused unread (about 300,000 components of 200 float32 samples)
 KEYS = ("component", "row", "ear", "level", "type")
 
 
@@ -73,6 +73,7 @@ def compose(bank: dict[str, np.ndarray], level: np.ndarray, label: np.ndarray, s
     ids (one ear each; every recording of a series must ask for one type). Also returns the number of
     recordings given a microphonic."""
     out = np.zeros((len(level), SIGNAL_LENGTH), np.float32)
+    composed = 0
     ears = {k: np.unique(bank["ear"][bank["type"] == k]) for k in np.unique(label)}  # type -> its training ears
     members: dict[int, np.ndarray] = {}  # training ear -> its recordings
     for s in np.unique(series):
@@ -91,7 +92,8 @@ def compose(bank: dict[str, np.ndarray], level: np.ndarray, label: np.ndarray, s
             j = own[np.argmin(np.abs(bank["level"][own] - level[r]))]
             if abs(float(bank["level"][j]) - float(level[r])) <= LEVEL_TOLERANCE_DB and bank["row"][j] >= 0:
                 out[r] = bank["component"][bank["row"][j]]
-    return out, int(np.abs(out).max(axis=1).astype(bool).sum())
+                composed += 1
+    return out, composed
 
 
 def save_bank(run_dir: str | Path, bank: dict[str, np.ndarray]) -> Path:
