@@ -108,6 +108,9 @@ class Pass:
     # (N,) bool: wave V read down the waterfall (training.series.waterfall_waves: present from the series'
     # threshold answer up); None without the wave map head
     waterfall: np.ndarray | None = None
+    # (N,) bool: the recording's own wave V reading kept only where its series holds a response
+    # (training.series.gated_waves; the recordings.csv column `wave_V_gated`)
+    gated: np.ndarray | None = None
 
 
 def answer(model: Any, series_net: Any, records: Records, stats: Any, device: str, judge: Any = None) -> Pass:
@@ -115,7 +118,7 @@ def answer(model: Any, series_net: Any, records: Records, stats: Any, device: st
     -> (S,) bool, when given, says which series the run's input check flags (issue 27)."""
     from data.dataset import ABRDataset
     from data.records import WAVE_NAMES
-    from training.series import extract, series_answers, waterfall_waves
+    from training.series import extract, gated_waves, series_answers, waterfall_waves
 
     ds = ABRDataset(records, stats)
     ev = extract(model, ds, device=device)
@@ -124,7 +127,8 @@ def answer(model: Any, series_net: Any, records: Records, stats: Any, device: st
     flagged = judge(ds, ev, a.series) if judge is not None else None
     read = waterfall_waves(ev, a.thresholds[a.best])
     waterfall = None if read is None else read["prob"][:, WAVE_NAMES.index("V")] >= DETECTION_P
-    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series, flagged, waterfall)
+    gated = gated_waves(ev, a.thresholds[a.best])["prob"][:, WAVE_NAMES.index("V")] >= DETECTION_P
+    return Pass(ev.peak_prob >= DETECTION_P, a.thresholds, types, a.series, flagged, waterfall, gated)
 
 
 def unlike_training(run: Any, run_dir: str, device: Any) -> Any:
@@ -190,6 +194,10 @@ def noise_check(base: Pass, noisy: Pass, level: np.ndarray, *, n_boot: int, seed
         **({} if noisy.waterfall is None else {
             "detected_down_the_waterfall": rate(noisy.series, everyone, noisy.waterfall, **kw),
             "real_detected_down_the_waterfall": rate(base.series, everyone, base.waterfall, **kw)}),
+        "detected_gated": rate(noisy.series, everyone, noisy.gated, **kw),
+        "detected_gated_by_level": {f"{v:g}": rate(noisy.series, level == v, noisy.gated, **kw)
+                                    for v in np.unique(level)},
+        "real_detected_gated": rate(base.series, everyone, base.gated, **kw),
         "detected_by_level": {f"{v:g}": rate(noisy.series, level == v, noisy.detected, **kw)
                               for v in np.unique(level)},
         "no_response": {k: share(v >= NO_RESPONSE_DB, **kw) for k, v in noisy.thresholds.items()},
@@ -235,6 +243,8 @@ def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *
         present = records.peak_mask.astype(bool)
         out["absent_at_90db"] = paired_rates(base.series, ~present, base.detected, restated.detected, **kw)
         out["present_30db_lower"] = paired_rates(base.series, present, base.detected, restated.detected, **kw)
+        out["gated"] = {"absent_at_90db": paired_rates(base.series, ~present, base.gated, restated.gated, **kw),
+                        "present_30db_lower": paired_rates(base.series, present, base.gated, restated.gated, **kw)}
     with phase(PROG, f"levels shuffled within each series: the network on {n}, {n_boot} bootstrap resamples"):
         shuffled = answer(model, series_net, with_levels(records, shuffled_levels(rng, records)), stats, device)
         out["levels_shuffled"] = shuffle_check(base, shuffled, **kw)
@@ -287,12 +297,36 @@ def markdown(result: dict[str, Any]) -> str:
                   "| noise | detected down the waterfall, all levels |", "|---|---|"]
         lines += [f"| {kind} | {r['detected_down_the_waterfall']} ({r['real_detected_down_the_waterfall'].value:.3f}) |"
                   for kind, r in cf["noise"].items()]
+    lines += gated_lines(cf)
     s = cf["levels_shuffled"]
     lines += ["", "Each series' levels shuffled among its recordings (share of series whose answer changed):", "",
               "| answer | method | changed | mean change (dB) |", "|---|---|---|---|"]
     lines += [f"| threshold | {k} | {v['changed']} | {v['mean_abs_change_db']} |" for k, v in s["threshold"].items()]
     lines += [f"| type | {k} | {v['changed']} | |" for k, v in s["type"].items()]
     return "\n".join(lines) + "\n"
+
+
+def gated_lines(cf: dict[str, Any]) -> list[str]:
+    """The table of the gated reading (training.series.gated_waves): every check on one reading."""
+    if "gated" not in cf:  # a result written before the gated reading
+        return []
+    g, noise = cf["gated"], cf["noise"]
+    rows = []
+    for kind, r in noise.items():
+        by, own = r["detected_gated_by_level"], r["detected_by_level"]
+        hi = max(by, key=lambda k: by[k].value)
+        rows += [(f"{kind} noise: detected, all levels", r["detected_gated"], r["detected"]),
+                 (f"{kind} noise: detected at its worst level ({hi} dB)", by[hi], own[hi])]
+    rows += [(f"no wave V, re-stated at {LOUD_DB:g} dB: moved", g["absent_at_90db"]["difference"],
+              cf["absent_at_90db"]["difference"]),
+             (f"wave V, re-stated {QUIETER_DB:g} dB lower: moved", g["present_30db_lower"]["difference"],
+              cf["present_30db_lower"]["difference"]),
+             ("real recordings: detected", noise["white"]["real_detected_gated"], cf["real_detected"])]
+    return ["", "Each check on the gated reading (training.series.gated_waves: the recording's own wave V "
+                "kept only where its series' threshold answer is a response; the recordings.csv column "
+                "`wave_V_gated`), beside the recording's own reading:", "",
+            "| check | gated | the recording's own |", "|---|---|---|",
+            *(f"| {name} | {gated} | {own} |" for name, gated, own in rows)]
 
 
 def main(argv: list[str] | None = None) -> int:

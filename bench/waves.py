@@ -13,6 +13,8 @@ marked inside the stored window):
   response seen at 40 dB is there at 60 dB) and its latency at the candidate peak that fits the series'
   latency-intensity function (training.clinical.waterfall_latency; settings chosen on a development cohort,
   generator seed 777, docs/waves.md);
+- **network, gated by the series' response** (training.series.gated_waves): the network's own reading, each
+  wave kept only where its series' threshold answer is a response (issue 33);
 - **baseline run** (``--baseline-run``, e.g. the same recipe with ``model.peak_head=pooled``): the same rows;
 - **no-learning picker** (issue 25's reference): a gradient-boosted regression of each wave's latency on the
   static values alone (age, intensity, rate, FMP; sklearn defaults, fitted on the run's TRAINING split), then
@@ -53,7 +55,14 @@ from models.heads import local_maxima, parabolic_peak  # noqa: E402
 from models.unet import MS_PER_SAMPLE  # noqa: E402
 from training.checkpoint import load_run  # noqa: E402
 from training.clinical import Estimate, series_index, wave_metrics  # noqa: E402
-from training.series import extract, load_series, per_wave_metrics, series_answers, waterfall_waves  # noqa: E402
+from training.series import (  # noqa: E402
+    extract,
+    gated_waves,
+    load_series,
+    per_wave_metrics,
+    series_answers,
+    waterfall_waves,
+)
 
 BENCHMARK_SEED = 12345  # bench/clinical.py's benchmark cohort
 PICKER_WINDOW_MS = 1.5  # issue 25's no-learning picker: ±1.5 ms around the static-value regression
@@ -169,8 +178,11 @@ def network_rows(run_dir: str, checkpoint: str, records, n_boot: int) -> dict[st
     ev = extract(run.model, ABRDataset(records, run.stats))
     out = {"peak_head": run.cfg.model.peak_head, "waves": per_wave_metrics(ev, n_boot=n_boot)}
     answers = series_answers(ev, load_series(run_dir))
+    out["series_threshold"] = answers.best
+    gated = gated_waves(ev, answers.thresholds[answers.best])
+    out["gated"] = per_wave_metrics(replace(ev, waves=gated) if ev.waves is not None else  # pooled: wave V alone
+                                    replace(ev, peak_prob=gated["prob"][:, WAVE_NAMES.index("V")]), n_boot=n_boot)
     if (waterfall := waterfall_waves(ev, answers.thresholds[answers.best])) is not None:
-        out["series_threshold"] = answers.best
         out["waterfall"] = per_wave_metrics(replace(ev, waves=waterfall), n_boot=n_boot)
     return out
 
@@ -182,6 +194,8 @@ def table(result: dict) -> str:
         return f"{e.value:.3f} [{e.low:.3f}, {e.high:.3f}]" if isinstance(e, Estimate) else str(e)
 
     methods = [("network", f"network ({result['network']['peak_head']} head)", result["network"]["waves"])]
+    if "gated" in result["network"]:
+        methods.append(("gated", "network, gated by the series' response", result["network"]["gated"]))
     if "waterfall" in result["network"]:
         methods.append(("waterfall", "network, read down the waterfall", result["network"]["waterfall"]))
     if "baseline" in result:

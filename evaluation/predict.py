@@ -267,8 +267,10 @@ def threshold_text(db: float, interval: tuple[float, float] | None) -> str:
 
 
 def recordings_rows(batch: Batch, ev: Any, answers: Any, warnings: list[dict[str, str]], order: np.ndarray,
-                    trust: Trust, read: dict[str, np.ndarray] | None) -> list[dict[str, Any]]:
-    """``read``: the waves read down the waterfall (:func:`training.series.waterfall_waves`), or None."""
+                    trust: Trust, read: dict[str, np.ndarray] | None, gated: np.ndarray) -> list[dict[str, Any]]:
+    """``read``: the waves read down the waterfall (:func:`training.series.waterfall_waves`), or None;
+    ``gated`` (N 3): each wave's probability kept only in a series with a response
+    (:func:`training.series.gated_waves`'s "prob")."""
     replication, waterfall = replication_cells(ev), waterfall_cells(read, len(ev.static))
     rows = []
     for i in order:
@@ -283,7 +285,8 @@ def recordings_rows(batch: Batch, ev: Any, answers: Any, warnings: list[dict[str
             "wave_v_probability": f"{ev.peak_prob[i]:.4f}",
             "wave_v": "present" if ev.peak_prob[i] >= DETECTION_P else "absent",
             "latency_ms": f"{ev.latency[i]:.3f}", "amplitude_uv": f"{ev.amplitude[i]:.4f}",
-            **early_wave_cells(ev, i), **waterfall[i], **replication[i], **trust.recording(i),
+            **early_wave_cells(ev, i), **waterfall[i], **gated_cells(gated[i]), **replication[i],
+            **trust.recording(i),
             "warnings": "; ".join(warnings[i].values()),
         })
     return rows
@@ -319,6 +322,14 @@ def waterfall_cells(read: dict[str, np.ndarray] | None, n: int) -> list[dict[str
              for c, cell in ((f"wave_{name}_waterfall", "present" if found[i, k] else "absent"),
                              (f"wave_{name}_waterfall_latency_ms", f"{lat[i, k]:.3f}" if found[i, k] else ""))}
             for i in range(n)]
+
+
+def gated_cells(prob: np.ndarray) -> dict[str, str]:
+    """One recording's waves (``prob`` (3,), NaN where unread) gated by its series' response
+    (training.series.gated_waves): present where the recording's own reading says so and its series' threshold
+    answer is a response; empty for a wave the network does not read (the pooled head's waves I and III)."""
+    return {f"wave_{name}_gated": "" if np.isnan(p) else "present" if p >= DETECTION_P else "absent"
+            for name, p in zip(WAVE_NAMES, prob, strict=True)}
 
 
 INTERPEAKS = (("I", "III"), ("III", "V"), ("I", "V"))  # the clinical interpeak intervals
@@ -385,6 +396,7 @@ RECORDING_COLUMNS = ("source", "sample", "patient", "series", "intensity_db", "r
                        for part in ("_probability", "", "_latency_ms", "_amplitude_uv")),
                      *(f"interpeak_{a}_{b}_ms" for a, b in INTERPEAKS),
                      *(f"wave_{w}_waterfall{part}" for w in WAVE_NAMES for part in ("", "_latency_ms")),
+                     *(f"wave_{w}_gated" for w in WAVE_NAMES),
                      *REPLICATION_COLUMNS, *TRUST_COLUMNS,
                      "warnings")
 PATIENT_COLUMNS = ("source", "patient", "series", "n_recordings", "levels_db", "threshold_db", "threshold_low_db",
@@ -638,7 +650,7 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
 
     from data.dataset import ABRDataset
     from training.checkpoint import load_run
-    from training.series import extract, load_series, series_answers, waterfall_waves
+    from training.series import extract, gated_waves, load_series, series_answers, waterfall_waves
 
     timer = Timer()
     with timer("reading"):
@@ -670,7 +682,8 @@ def _predict(args: argparse.Namespace, out: Path, drawer: FigureDrawer) -> int:
     order = np.concatenate([m[::-1] for m in answers.series.members])  # by series, loudest first
     read = waterfall_waves(ev, answers.thresholds[answers.best])  # None without the wave map head
     with timer("tables"):
-        write_csv(out / "recordings.csv", recordings_rows(batch, ev, answers, rec_warn, order, trust, read),
+        gated = gated_waves(ev, answers.thresholds[answers.best])["prob"]  # (N 3)
+        write_csv(out / "recordings.csv", recordings_rows(batch, ev, answers, rec_warn, order, trust, read, gated),
                   RECORDING_COLUMNS)
         write_csv(out / "patients.csv", patients_rows(batch, answers, ser_warn, names, trust, ser_flags),
                   PATIENT_COLUMNS)

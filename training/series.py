@@ -29,6 +29,7 @@ from models.series import SeriesNet, level_coherence, microphonic_index, recordi
 from training.clinical import (
     DETECTION_P,
     N_THRESHOLD_BINS,
+    NO_RESPONSE_DB,
     Series,
     evidence_proba,
     flatten,
@@ -363,14 +364,46 @@ def waterfall_waves(ev: Evidence, threshold_db: np.ndarray | None = None) -> dic
     series = series_index(ev.series_id, level)
     prob = np.stack([waterfall_presence(series, level, w["prob"][:, k]) for k in range(len(WAVE_NAMES))], axis=1)
     if threshold_db is not None:
-        per_row = np.empty(len(level))
-        for s, rows in enumerate(series.members):
-            per_row[rows] = threshold_db[s]
-        prob[:, WAVE_NAMES.index("V")] = (level >= per_row).astype(np.float64)
+        prob[:, WAVE_NAMES.index("V")] = (level >= per_recording(series, threshold_db)).astype(np.float64)
     read = [waterfall_latency(series, level, w["prob"][:, k], w["cand_latency"][:, k], w["cand_amplitude"][:, k],
                               w["cand_logp"][:, k]) for k in range(len(WAVE_NAMES))]
     return {"prob": prob, "latency": np.stack([r[0] for r in read], axis=1),
             "amplitude": np.stack([r[1] for r in read], axis=1)}
+
+
+def per_recording(series: Series, values: np.ndarray) -> np.ndarray:
+    """(N,) each recording's series' value of ``values`` (S,), in ``series.members`` order."""
+    out = np.empty(sum(len(rows) for rows in series.members), dtype=np.asarray(values).dtype)
+    for s, rows in enumerate(series.members):
+        out[rows] = values[s]
+    return out
+
+
+def responding(ev: Evidence, threshold_db: np.ndarray) -> np.ndarray:
+    """(N,) bool: the recording's series holds a response, its threshold answer ``threshold_db`` (S,), in
+    series_index order as SeriesAnswers holds them, below "no response" (NO_RESPONSE_DB)."""
+    return per_recording(series_index(ev.series_id, ev.static[:, 1]), np.asarray(threshold_db) < NO_RESPONSE_DB)
+
+
+def gated_waves(ev: Evidence, threshold_db: np.ndarray) -> dict[str, np.ndarray]:
+    """Each recording's own reading of the waves (the wave map head's, wave V alone from the pooled head), kept
+    where its series holds a response and absent (prob 0) where the series' threshold answer ``threshold_db``
+    (S,) is "no response": no wave is reported in a series the series model reads as holding none. Why (issue
+    33): a blind reader of one recording calls pure 1/f noise a wave V about as often as a real recording
+    without one (11 % against 23 %), a wall it cannot pass without losing sensitivity; the series model, which
+    reads all of a series' recordings, answers "no response" for about nine in ten pure-noise series. The gate
+    reads the stated levels only through that answer, and the recording's own reading not at all, so a
+    recording re-stated at another level keeps its answer unless its whole series' answer flips. Same keys as
+    ``ev.waves`` ("prob", "latency", "amplitude", each (N 3) for WAVE_NAMES); latency and amplitude unchanged."""
+    if ev.waves is not None:
+        prob, latency, amplitude = (ev.waves[k].copy() for k in ("prob", "latency", "amplitude"))  # (N 3) each
+    else:  # the pooled head reads wave V alone: I and III unread (NaN)
+        nan = np.full((len(ev.peak_prob), len(WAVE_NAMES)), np.nan)
+        prob, latency, amplitude = nan.copy(), nan.copy(), nan.copy()
+        v = WAVE_NAMES.index("V")
+        prob[:, v], latency[:, v], amplitude[:, v] = ev.peak_prob, ev.latency, ev.amplitude
+    prob = np.where(responding(ev, threshold_db)[:, None] | np.isnan(prob), prob, 0.0)  # (N 3) unread stays NaN
+    return {"prob": prob, "latency": latency, "amplitude": amplitude}
 
 
 def per_wave_metrics(ev: Evidence, **kw: Any) -> dict[str, dict[str, Any]]:

@@ -102,6 +102,10 @@ def test_a_network_that_reads_the_waveform_does_not_move(records):
     r = counterfactuals(StubNet("waveform"), None, records, _stats(records), seed=0, n_boot=20)
     for key in ("absent_at_90db", "present_30db_lower"):
         assert r[key]["difference"].value == 0.0 and r[key]["as_stated"].value == r[key]["counterfactual"].value
+        # gated by the series' response: a subset of the recording's own detections, as stated and re-stated
+        # (the rule's threshold reads the levels' order, so a series' answer may flip: no equality here)
+        for side in ("as_stated", "counterfactual"):
+            assert r["gated"][key][side].value <= r[key][side].value + 1e-12
     s = r["levels_shuffled"]
     assert set(s["threshold"]) == {"rule", "head_mean"} and s["threshold"]["head_mean"]["changed"].value == 0.0
     assert s["type"]["evidence_sum"]["changed"].value == 0.0  # the class evidence ignores the level here
@@ -114,7 +118,9 @@ def test_cli_on_a_tiny_run_with_a_series_model(series_run, tmp_path, capsys):
     result = json.loads(out.read_text(encoding="utf-8"))
     assert result["series_model"] is True and result["cohort"]["patients"] == 8
     checks = result["checks"]
-    assert set(checks) == {"noise", "absent_at_90db", "present_30db_lower", "levels_shuffled", "real_detected"}
+    assert set(checks) == {"noise", "absent_at_90db", "present_30db_lower", "levels_shuffled", "real_detected", "gated"}
+    for r in checks["noise"].values():  # the gate only removes detections
+        assert r["detected_gated"]["value"] <= r["detected"]["value"] + 1e-12
     assert set(checks["noise"]["white"]["no_response"]) == {"rule", "head_mean", "series_model"}
     for r in checks["noise"].values():  # flagged or "no response": never fewer series than "no response" alone
         assert 0.0 <= r["flagged"]["value"] <= 1.0 and 0.0 <= r["real_flagged"]["value"] <= 1.0
@@ -127,6 +133,7 @@ def test_cli_on_a_tiny_run_with_a_series_model(series_run, tmp_path, capsys):
         assert np.isclose(r["difference"]["value"], r["counterfactual"]["value"] - r["as_stated"]["value"])
     assert "<!-- counterfactual: begin -->" in doc.read_text(encoding="utf-8")
     printed = capsys.readouterr()
+    assert "Each check on the gated reading" in printed.out
     assert "re-stated at 90 dB" in printed.out and "'no response' or flagged (series_model)" in printed.out
     # issue 29: progress on stderr, a line when each pass of the network starts and one with its seconds
     steps = finished_phases(printed.err, "bench/counterfactual.py")

@@ -30,6 +30,8 @@ def test_waves_bench_scores_map_and_pooled_runs(tmp_path, capsys):
     # read down the waterfall: every row, wave V's presence from the series' threshold answer
     assert set(result["network"]["waterfall"]["V"]) == set(result["network"]["waves"]["V"])
     assert result["network"]["series_threshold"] in ("series_model", "rule")
+    # gated by the series' response: detections can only be dropped, never added
+    assert set(result["network"]["gated"]) == {"I", "III", "V"} and set(result["baseline"]["gated"]) == {"V"}
     assert set(result["baseline"]["waves"]) == {"V"}  # the pooled head, wave V only
     for method in ("picker", "cap", "told_waveform"):
         assert set(result["reference"][method]) == {"I", "III", "V"}

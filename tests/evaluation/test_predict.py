@@ -203,6 +203,9 @@ def test_csv_without_labels(run, patients, tmp_path, capsys):
     threshold = {r["series"]: db(r["threshold_db"]) for r in pat}
     for r in rec:  # wave V down the waterfall: present from the series' threshold up, as a clinician marks it
         assert (r["wave_V_waterfall"] == "present") == (float(r["intensity_db"]) >= threshold[r["series"]])
+        # gated: the recording's own wave V, kept only where its series holds a response
+        silent = threshold[r["series"]] >= NO_RESPONSE_DB
+        assert (r["wave_V_gated"] == "present") == (r["wave_v"] == "present" and not silent)
     for r in pat:
         assert (tmp_path / "out" / r["figure"]).is_file()
         assert r["figure"] == f"waterfall_{r['patient']}_{r['series']}.png"
