@@ -78,11 +78,14 @@ def with_levels(records: Records, level: np.ndarray) -> Records:
     return dataclasses.replace(records, static=static)
 
 
-def restated_levels(records: Records) -> np.ndarray:
-    """(N,) absent recordings at LOUD_DB, present ones QUIETER_DB lower (>= 0): one pass serves both
-    checks, as each recording's answer depends on that recording alone."""
+def restated_levels(records: Records, present: bool) -> np.ndarray:
+    """(N,) the stated levels with the absent recordings at LOUD_DB (``present`` False) or the present ones
+    QUIETER_DB lower (>= 0; ``present`` True), the others as they were. One pass per check: the recording's
+    own reading depends on that recording alone, but the series' answers (and so the gated and waterfall
+    readings) on all of its recordings, and a series with both moved is neither check."""
     level = records.static[:, 1]
-    return np.where(records.peak_mask, np.maximum(level - QUIETER_DB, 0.0), LOUD_DB).astype(np.float32)
+    moved = np.maximum(level - QUIETER_DB, 0.0) if present else np.full_like(level, LOUD_DB)
+    return np.where(records.peak_mask == present, moved, level).astype(np.float32)
 
 
 def shuffled_levels(rng: np.random.Generator, records: Records) -> np.ndarray:
@@ -227,7 +230,7 @@ def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *
     rng = np.random.default_rng([seed, 33])
     kw = {"n_boot": n_boot, "seed": seed}
     level = records.static[:, 1]
-    # five passes of the network over the whole cohort, each with its bootstrap: one progress line each
+    # six passes of the network over the whole cohort, each with its bootstrap: one progress line each
     n = f"{len(records)} recordings"
     with phase(PROG, f"the recordings as stated: the network on {n}"):
         base = answer(model, series_net, records, stats, device, judge)
@@ -237,14 +240,15 @@ def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *
             noisy = answer(model, series_net, with_signal(records, noise_like(rng, records.signal, kind)), stats,
                            device, judge)
             out["noise"][kind] = noise_check(base, noisy, level, **kw)
-    with phase(PROG, f"levels re-stated ({LOUD_DB:g} dB, {QUIETER_DB:g} dB lower): the network on {n}, "
-                     f"{n_boot} bootstrap resamples"):
-        restated = answer(model, series_net, with_levels(records, restated_levels(records)), stats, device)
-        present = records.peak_mask.astype(bool)
-        out["absent_at_90db"] = paired_rates(base.series, ~present, base.detected, restated.detected, **kw)
-        out["present_30db_lower"] = paired_rates(base.series, present, base.detected, restated.detected, **kw)
-        out["gated"] = {"absent_at_90db": paired_rates(base.series, ~present, base.gated, restated.gated, **kw),
-                        "present_30db_lower": paired_rates(base.series, present, base.gated, restated.gated, **kw)}
+    present = records.peak_mask.astype(bool)
+    out["gated"] = {}
+    for key, rows, what in (("absent_at_90db", ~present, f"absent re-stated at {LOUD_DB:g} dB"),
+                            ("present_30db_lower", present, f"present re-stated {QUIETER_DB:g} dB lower")):
+        with phase(PROG, f"{what}: the network on {n}, {n_boot} bootstrap resamples"):
+            restated = answer(model, series_net, with_levels(records, restated_levels(records, key[0] == "p")),
+                              stats, device)
+            out[key] = paired_rates(base.series, rows, base.detected, restated.detected, **kw)
+            out["gated"][key] = paired_rates(base.series, rows, base.gated, restated.gated, **kw)
     with phase(PROG, f"levels shuffled within each series: the network on {n}, {n_boot} bootstrap resamples"):
         shuffled = answer(model, series_net, with_levels(records, shuffled_levels(rng, records)), stats, device)
         out["levels_shuffled"] = shuffle_check(base, shuffled, **kw)

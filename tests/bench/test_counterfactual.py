@@ -32,10 +32,12 @@ def records():
 
 def test_restated_levels_move_only_the_stated_intensity(records):
     level = records.static[:, 1]
-    new = restated_levels(records)
-    assert np.all(new[~records.peak_mask] == LOUD_DB)
-    assert np.array_equal(new[records.peak_mask], np.maximum(level[records.peak_mask] - QUIETER_DB, 0.0))
-    moved = with_levels(records, new)
+    loud, quieter = restated_levels(records, present=False), restated_levels(records, present=True)
+    absent = ~records.peak_mask
+    assert np.all(loud[absent] == LOUD_DB) and np.array_equal(loud[~absent], level[~absent])  # one check each
+    assert np.array_equal(quieter[~absent], np.maximum(level[~absent] - QUIETER_DB, 0.0))
+    assert np.array_equal(quieter[absent], level[absent])
+    moved = with_levels(records, loud)
     assert np.array_equal(moved.signal, records.signal) and np.array_equal(moved.static[:, [0, 2, 3]],
                                                                            records.static[:, [0, 2, 3]])
     assert np.array_equal(records.static[:, 1], level)  # the cohort itself is untouched
@@ -138,7 +140,8 @@ def test_cli_on_a_tiny_run_with_a_series_model(series_run, tmp_path, capsys):
     # issue 29: progress on stderr, a line when each pass of the network starts and one with its seconds
     steps = finished_phases(printed.err, "bench/counterfactual.py")
     assert "generating the held-out cohort (8 patients, seed 24680, narrow domain)" in steps
-    for check in ("the recordings as stated", "white noise", "pink noise", "levels re-stated", "levels shuffled"):
+    for check in ("the recordings as stated", "white noise", "pink noise", "absent re-stated", "present re-stated",
+                  "levels shuffled"):
         assert any(step.startswith(check) for step in steps), check
     assert "bench/counterfactual.py:" not in printed.out  # stdout: the report alone
     from training.checkpoint import load_run
