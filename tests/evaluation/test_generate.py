@@ -395,7 +395,7 @@ def test_wave_guidance_scales_what_wave_v_adds_to_the_conditional_branch(w_v):
     guided = -1.0 + 2.0 * (cond - -1.0)
     torch.testing.assert_close(x[:, 0, 0], guided * 0.25 + 0.1)
     with pytest.raises(ValueError, match=r"generate wave: expected shape \[3, 3\] \(\[3, 4\] with the microphonic "
-                                         r"index\), found \[3, 2\]"):
+                                         r"index, six more columns with waves I and III\), found \[3, 2\]"):
         generate(net, x0_diffusion(), STATS, STATIC, 3, "ddim", 4, 2.0, wave=torch.zeros(3, 2))
 
 
@@ -652,6 +652,27 @@ def test_a_microphonic_run_draws_the_index_beside_wave_v(tmp_path, capsys):
     assert len(profile["microphonic_quantiles"]) == len(profile["types"]["NÖROPATİ"]["microphonic"][0])
     out = tmp_path / "mic.npz"
     assert main(["--run", str(run), "--n", "2", "--steps", "3", "--type", "NOROPATI", "--threshold", "40",
+                 "--levels", "50,90", "--out", str(out)]) == 0
+    capsys.readouterr()
+    with np.load(out, allow_pickle=False) as f:
+        assert f["signal"].shape == (4, 200) and json.loads(str(f["meta"]))["generation"]["wave_profile"] is True
+
+
+def test_an_early_wave_run_draws_waves_i_and_iii_beside_wave_v(tmp_path, capsys):
+    """model.early_wave_conditioning through train.py and generate: the run's profile holds waves I and III per
+    type, and --type/--threshold generation hands the network its ten-column condition (with the microphonic)."""
+    from tests.reliability.procs import in_process_args, train_in_process
+
+    assert train_in_process(in_process_args(tmp_path, "run", "training.epochs=1", "model.base_channels=4",
+                                            "data.synthetic.patients=6", "model.label_conditioning=true",
+                                            "model.wave_conditioning=true", "model.microphonic_conditioning=true",
+                                            "model.early_wave_conditioning=true",
+                                            "logging.use_tensorboard=false")) == 0
+    run = tmp_path / "run"
+    profile = json.loads((run / "wave_profile.json").read_text(encoding="utf-8"))
+    assert set(profile["types"]["SNİK"]["early"]) == {"I", "III"}
+    out = tmp_path / "early.npz"
+    assert main(["--run", str(run), "--n", "2", "--steps", "3", "--type", "SNIK", "--threshold", "40",
                  "--levels", "50,90", "--out", str(out)]) == 0
     capsys.readouterr()
     with np.load(out, allow_pickle=False) as f:
