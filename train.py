@@ -348,8 +348,7 @@ def after_training(run_dir: Path, trainer: Any, cfg: Any, device: Any, logger: l
 
         try:
             logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train,
-                                                                           cfg.model.microphonic_conditioning,
-                                                                           cfg.model.early_wave_conditioning))
+                                                                           cfg.model.microphonic_conditioning))
         except ValueError as exc:  # e.g. no marked wave V: the run is fine, generate will say what is missing
             logger.warning("wave profile not fitted (%s); generate draws no wave V per ear without it", exc)
 

@@ -170,15 +170,13 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
 
 def profile_waves(loaded, cohort: Records, seed: int) -> np.ndarray | None:
     """(N 3) wave V conditions for the cohort's series from the run's wave profile ((N 4) with the microphonic
-    index, six more columns with waves I and III), or None for a network without ``model.wave_conditioning``;
-    one line where the run has no profile."""
+    index), or None for a network without ``model.wave_conditioning``; one line where the run has no profile."""
     from evaluation.wave_profile import draw_waves, require_profile
 
     if not getattr(loaded.model, "wave_conditioned", False):
         return None
     return draw_waves(require_profile(loaded.run_dir), cohort.static, cohort.threshold, cohort.label, cohort.series_id,
-                      np.random.default_rng([seed, 28]), getattr(loaded.model, "microphonic_conditioned", False),
-                      getattr(loaded.model, "early_wave_conditioned", False))
+                      np.random.default_rng([seed, 28]), getattr(loaded.model, "microphonic_conditioned", False))
 
 
 # --------------------------------------------------------------------------------------------

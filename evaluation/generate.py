@@ -171,14 +171,13 @@ def label_inputs(b: int, device: torch.device, label: int | Tensor | None, thres
     """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
     in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
     is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition ([b, 4]: and the
-    microphonic index, ``model.microphonic_conditioning``; six more with waves I and III,
-    ``model.early_wave_conditioning``). Guidance's
+    microphonic index, ``model.microphonic_conditioning``). Guidance's
     unconditional branch drops them with the rest (models/conditioning.py)."""
     if wave is not None:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
-        if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4, 9, 10):
-            raise ValueError(f"generate wave: expected shape [{b}, 3] ([{b}, 4] with the microphonic index, six "
-                             f"more columns with waves I and III), found {list(wave.shape)}")
+        if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4):
+            raise ValueError(f"generate wave: expected shape [{b}, 3] ([{b}, 4] with the microphonic index), found "
+                             f"{list(wave.shape)}")
         return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3) or (b 4)
     if label is None and threshold is None:
         return {}
@@ -430,8 +429,7 @@ def run(args: argparse.Namespace) -> int:
         tied, total_signals = len(levels), args.n * len(levels)
     generator = torch.Generator().manual_seed(args.seed)
     wave = None if profile is None else profile_waves(profile, args, static.expand(total_signals, 4), series_id,
-                                                      getattr(loaded.model, "microphonic_conditioned", False),
-                                                      getattr(loaded.model, "early_wave_conditioned", False))
+                                                      getattr(loaded.model, "microphonic_conditioned", False))
     per_batch = max(tied, args.batch_size // tied * tied)
     total = -(-total_signals // per_batch) * kw["steps"]
     what = (f"sampling {args.n} series x {len(levels)} levels = {total_signals} signals" if levels is not None
@@ -506,16 +504,15 @@ def with_microphonic(bank: dict | None, signal: Tensor, static: Tensor, series_i
 
 
 def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None,
-                  microphonic: bool = False, early: bool = False) -> np.ndarray:
+                  microphonic: bool = False) -> np.ndarray:
     """(N 3) wave V conditions drawn from ``profile`` for rows ``static`` (N 4): one ear per series (each
-    signal its own without --levels), of the requested type and threshold; (N 4) with ``microphonic``, six more
-    columns with ``early`` (waves I and III: evaluation.wave_profile.draw_waves)."""
+    signal its own without --levels), of the requested type and threshold; (N 4) with ``microphonic``."""
     from evaluation.wave_profile import draw_waves
 
     rows = static.shape[0]  # N
     ids = np.arange(rows) if series_id is None else series_id
     return draw_waves(profile, static.numpy(), np.full(rows, args.threshold), np.full(rows, args.type), ids,
-                      np.random.default_rng(args.seed), microphonic, early)
+                      np.random.default_rng(args.seed), microphonic)
 
 
 def check_labels(model: nn.Module, args: argparse.Namespace) -> None:

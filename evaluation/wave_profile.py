@@ -23,12 +23,7 @@ uniform per series makes presence monotone in level, as in one ear. For a networ
 ``model.microphonic_conditioning`` the profile also holds, per type and 10 dB level bin, MICROPHONIC_QUANTILES of
 the training recordings' microphonic index (models.series.microphonic_index; the type's recordings at every level
 where a bin holds fewer than MIN_BIN); a series draws one uniform and reads each level's quantile at it, so an ear
-with a strong microphonic has it at every level. For a network with ``model.early_wave_conditioning`` the
-profile also holds waves I and III per type, each relative to wave V, as the clinic reads them: the interpeak
-interval to wave V and the log amplitude ratio to it, each the same varying-intercept model (so one ear keeps its
-intervals and ratios across levels), and the share present among recordings with wave V per 5 dB bin of
-level - threshold (non-decreasing; one uniform per series and wave). A wave is drawn only where wave V is.
-Nothing here reads a test split or a benchmark cohort.
+with a strong microphonic has it at every level. Nothing here reads a test split or a benchmark cohort.
 """
 
 from __future__ import annotations
@@ -105,40 +100,12 @@ def microphonic_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[flo
             for b in range(len(LEVEL_EDGES))]
 
 
-EARLY_WAVES = ("I", "III")  # drawn relative to wave V (data.records.WAVE_NAMES' first two)
-
-
-def fit_early(x: np.ndarray, threshold: np.ndarray, level: np.ndarray, series_id: np.ndarray, v_present: np.ndarray,
-              v_latency: np.ndarray, v_amplitude: np.ndarray, waves: dict[str, np.ndarray],
-              pooled: dict[str, Any] | None) -> dict[str, Any]:
-    """One type's waves I and III relative to wave V (module docstring) from its recordings' rows: ``waves``
-    "known", "present", "latency", "amplitude", each (n 3) in WAVE_NAMES order; ``pooled`` (every type's fit)
-    stands in for a wave with fewer than MIN_ROWS recordings beside wave V."""
-    out = {}
-    for k, name in enumerate(EARLY_WAVES):
-        known = waves["known"][:, k] & v_present
-        both = known & waves["present"][:, k] & (waves["amplitude"][:, k] > 0)
-        if both.sum() < MIN_ROWS and pooled is not None:
-            out[name] = pooled[name]
-            continue
-        if both.sum() < 2:
-            raise ValueError(f"wave profile: expected training recordings with wave {name} marked beside wave V "
-                             f"(model.early_wave_conditioning reads it), found {int(both.sum())}")
-        ratio = np.log(waves["amplitude"][both, k] / v_amplitude[both])
-        out[name] = {"interval": fit_part(x[both], v_latency[both] - waves["latency"][both, k], series_id[both]),
-                     "log_ratio": fit_part(x[both], ratio, series_id[both]),
-                     "presence": presence_share(level[known], threshold[known], waves["present"][known, k]),
-                     "with_wave": int(both.sum())}
-    return out
-
-
 def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, present: np.ndarray,
                 latency: np.ndarray, amplitude: np.ndarray, series_id: np.ndarray,
-                microphonic: np.ndarray | None = None, waves: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
+                microphonic: np.ndarray | None = None) -> dict[str, Any]:
     """The profile (module docstring) from training recordings: static (N 4), threshold (N,) dB, label (N,),
     present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,);
-    ``microphonic`` (N,) each recording's microphonic index, for a network that reads it; ``waves`` (the batch's
-    wave columns "known", "present", "latency", "amplitude", each (N 3)), for one that reads waves I and III."""
+    ``microphonic`` (N,) each recording's microphonic index, for a network that reads it."""
     present = present.astype(bool) & (amplitude > 0)  # log amplitude: a marked wave V has a positive amplitude
     if not present.any():
         raise ValueError("wave profile: expected training recordings with a marked wave V (positive amplitude), "
@@ -147,20 +114,13 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
     pooled = {"latency": fit_part(x[present], latency[present], series_id[present]),
               "log_amplitude": fit_part(x[present], np.log(amplitude[present]), series_id[present])}
     types = {}
-    early_pooled = None if waves is None else fit_early(x, threshold, static[:, 1], series_id, present, latency,
-                                                         amplitude, waves, None)
     for k, name in enumerate(CLASS_NAMES):
         mine = label == k
         rows = mine & present
-        if waves is not None:
-            types.setdefault(name, {})["early"] = fit_early(
-                x[mine], threshold[mine], static[mine, 1], series_id[mine], present[mine], latency[mine],
-                amplitude[mine], {key: v[mine] for key, v in waves.items()}, early_pooled)
         parts = pooled if rows.sum() < MIN_ROWS else {
             "latency": fit_part(x[rows], latency[rows], series_id[rows]),
             "log_amplitude": fit_part(x[rows], np.log(amplitude[rows]), series_id[rows])}
-        types[name] = {**types.get(name, {}), **parts,
-                       "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
+        types[name] = {**parts, "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
                        "recordings": int(mine.sum()), "with_wave_v": int(rows.sum()),
                        "pooled": bool(rows.sum() < MIN_ROWS)}
         if microphonic is not None:
@@ -174,13 +134,11 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
 
 
 def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
-               series_id: np.ndarray, rng: np.random.Generator, microphonic: bool = False,
-               early: bool = False) -> np.ndarray:
+               series_id: np.ndarray, rng: np.random.Generator, microphonic: bool = False) -> np.ndarray:
     """(N 3) float32 [present 1/0, latency ms, amplitude µV] (NaN where absent): one drawn ear per series_id
     (its intercepts and its presence uniform shared by its recordings), for recordings with static (N 4),
-    threshold (N,) dB and label (N,) a class index; (N 4) with ``microphonic``, the drawn microphonic index next
-    (its own uniform per series, drawn after the rest: wave V's draws are those without it); six more columns with
-    ``early``, waves I and III as wave V's three (:func:`draw_early`, drawn last)."""
+    threshold (N,) dB and label (N,) a class index; (N 4) with ``microphonic``, the drawn microphonic index last
+    (its own uniform per series, drawn after the rest: wave V's draws are those without it)."""
     x = design(static, threshold)
     out = np.full((len(static), 3), np.nan, np.float32)
     ids, inverse = np.unique(series_id, return_inverse=True)
@@ -209,45 +167,6 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
         out[rows[present], 2] = np.clip(np.exp(np.minimum(log_amp[present], 10.0)), *profile["amplitude_range_uv"])
     if microphonic:
         out = np.concatenate([out, draw_microphonic(profile, static[:, 1], label, inverse, rng)[:, None]], axis=1)
-    if early:
-        out = np.concatenate([out, draw_early(profile, x, sl, none, label, inverse, out[:, :3], rng)], axis=1)
-    return out
-
-
-def draw_early(profile: dict[str, Any], x: np.ndarray, sl: np.ndarray, none: np.ndarray, label: np.ndarray,
-               inverse: np.ndarray, wave_v: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(N 6) float32 waves I and III, each [present 1/0, latency ms, amplitude µV] (NaN where absent), drawn
-    relative to the drawn wave V (``wave_v`` (N 3)): the interval and the log amplitude ratio with one intercept
-    per series (``inverse``) and wave, presence with one uniform per series and wave, only where wave V is."""
-    if any("early" not in profile["types"][name] for name in CLASS_NAMES):
-        raise ValueError("wave profile: expected waves I and III (a run trained with model.early_wave_conditioning), "
-                         "found a profile without them; refit it with python -m evaluation.wave_profile --run RUN")
-    n, S = len(x), (inverse.max() + 1 if len(inverse) else 0)
-    out = np.full((n, 3 * len(EARLY_WAVES)), np.nan, np.float32)
-    edges = np.asarray(profile["sl_edges_db"])
-    v_present = wave_v[:, 0] > 0.5
-    for w, wave in enumerate(EARLY_WAVES):
-        u_int, u_amp, u_pres = rng.standard_normal(S), rng.standard_normal(S), rng.random(S)
-        e_int, e_amp = rng.standard_normal(n), rng.standard_normal(n)
-        for k, name in enumerate(CLASS_NAMES):
-            rows = np.flatnonzero(label == k)
-            if not len(rows):
-                continue
-            part = profile["types"][name]["early"][wave]
-            share = np.asarray(part["presence"]["share"])
-            bins = np.clip(np.searchsorted(edges, sl[rows], side="right") - 1, 0, len(edges) - 1)
-            p = np.where(none[rows], part["presence"]["no_response"], np.where(sl[rows] < edges[0], 0.0, share[bins]))
-            present = v_present[rows] & (u_pres[inverse[rows]] < p)
-            interval = (x[rows] @ np.asarray(part["interval"]["beta"]) + part["interval"]["sd_between"]
-                        * u_int[inverse[rows]] + part["interval"]["sd_within"] * e_int[rows])
-            ratio = (x[rows] @ np.asarray(part["log_ratio"]["beta"]) + part["log_ratio"]["sd_between"]
-                     * u_amp[inverse[rows]] + part["log_ratio"]["sd_within"] * e_amp[rows])
-            on = rows[present]
-            out[rows, 3 * w] = present
-            # a wave stays after the stimulus and before wave V; its amplitude within what wave V's may be
-            out[on, 3 * w + 1] = np.clip(wave_v[on, 1] - np.clip(interval[present], 0.5, None), 0.5, None)
-            out[on, 3 * w + 2] = np.clip(wave_v[on, 2] * np.exp(np.clip(ratio[present], -5.0, 2.0)),
-                                         *profile["amplitude_range_uv"])
     return out
 
 
@@ -302,18 +221,15 @@ def require_profile(run_dir: str | Path, opt_out: str = "") -> dict[str, Any]:
     return profile
 
 
-def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False, early: bool = False) -> Path:
+def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False) -> Path:
     """Fit and save the profile of a run from its training split ``train`` (an ABRDataset); ``microphonic``: with
-    the microphonic index's quantiles (``model.microphonic_conditioning``); ``early``: with waves I and III
-    (``model.early_wave_conditioning``)."""
+    the microphonic index's quantiles (``model.microphonic_conditioning``)."""
     from models.series import microphonic_index
 
     t = {k: v.numpy() for k, v in train.tensors.items()}
     index = microphonic_index(t["signal"][:, 0])[:, 0] if microphonic else None  # (N,) scale-free
-    waves = {"known": t["wave_known"], "present": t["wave_mask"], "latency": t["wave_latency"],
-             "amplitude": t["wave_amplitude"]} if early else None
     profile = fit_profile(t["static"], t["threshold"], t["label"], t["peak_mask"], t["peak_latency"],
-                          t["peak_amplitude"], t["series_id"], index, waves)
+                          t["peak_amplitude"], t["series_id"], index)
     return save_profile(run_dir, profile)
 
 
@@ -333,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"run '{args.run}': expected a run trained with model.wave_conditioning true, found "
                              f"one trained without it (its network reads no wave V condition)")
         path = fit_run_profile(args.run, build_data(cfg.data, cfg.loss.class_weights).train,
-                               cfg.model.microphonic_conditioning, cfg.model.early_wave_conditioning)
+                               cfg.model.microphonic_conditioning)
         print(f"wrote {path}")
         return 0
 

@@ -44,13 +44,6 @@ With ``model.microphonic_conditioning`` the wave condition has a fourth column, 
 index (models.series.microphonic_index, neuropathy's sign: the series model reads it), and u two more entries,
 [ known (1) | index (1), 0 where unknown ]; it shares wave V's null.
 
-With ``model.early_wave_conditioning`` the wave condition has six more columns after those, waves I and III
-as wave V's three [present, latency ms, amplitude µV], and u five more entries per wave, as wave V's: [ present
-| absent | unknown | z latency | z amplitude ]. "Unknown" is per wave (a source may mark wave V and not the
-others); all three share the null. z reads wave V's statistics after moving the latency by the wave's typical
-distance to wave V (EARLY_INTERVALS_MS: the I-V and III-V interpeak intervals, Hood 1998): only the scale
-matters to the linear layer that reads u.
-
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
 stated level); the denoiser at t > 0 reads every column.
@@ -74,7 +67,6 @@ from data.synthetic import NO_RESPONSE_THRESHOLD_DB
 FMP_INDEX = 3
 LABEL_WIDTH = NUM_CLASSES + 4  # v: one-hot type, type null, z threshold, no response, threshold null
 WAVE_WIDTH = 5  # u: present, absent, null, z latency, z amplitude
-EARLY_INTERVALS_MS = (4.0, 2.0)  # waves I and III: typical I-V and III-V interpeak intervals (Hood 1998)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -117,12 +109,11 @@ class WaveEmbedding(nn.Module):
     """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude, and with ``microphonic`` the recording's
     microphonic index (module docstring: u, the null)."""
 
-    def __init__(self, E: int, stats: DataStats, microphonic: bool = False, early: bool = False):
+    def __init__(self, E: int, stats: DataStats, microphonic: bool = False):
         super().__init__()
-        self.microphonic, self.early = microphonic, early
-        self.columns = 3 + int(microphonic) + 6 * int(early)  # of the wave tensor the network takes
-        width = WAVE_WIDTH + 2 * int(microphonic) + 2 * WAVE_WIDTH * int(early)
-        self.mlp = nn.Sequential(nn.Linear(width, E), nn.SiLU(), nn.Linear(E, E))
+        self.microphonic = microphonic
+        self.columns = 3 + int(microphonic)  # of the wave tensor the network takes
+        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH + 2 * int(microphonic), E), nn.SiLU(), nn.Linear(E, E))
         nn.init.zeros_(self.mlp[-1].weight)  # e_w = 0 at the start, as e_y
         nn.init.zeros_(self.mlp[-1].bias)
         for name in ("latency_mean", "latency_std", "amplitude_mean", "amplitude_std"):  # () ms, µV
@@ -131,34 +122,25 @@ class WaveEmbedding(nn.Module):
 
     def forward(self, wave: Tensor, null: Tensor) -> Tensor:
         """wave (B columns): present (1 / 0 / NaN unknown), latency ms, amplitude µV[, microphonic index (NaN
-        unknown)][, waves I and III as wave V's three]; null (B) bool."""
+        unknown)]; null (B) bool."""
         wave = wave.float()
-        u = self.one_wave(wave[:, :3], null, 0.0)  # (B 5)
+        unknown = null | torch.isnan(wave[:, 0])  # (B)
+        present = (wave[:, 0] > 0.5) & ~unknown  # (B)
+        absent = ~present & ~unknown  # (B)
+        z_lat = (wave[:, 1] - self.latency_mean) / self.latency_std  # (B)
+        z_amp = (wave[:, 2] - self.amplitude_mean) / self.amplitude_std  # (B)
+        z = torch.stack([z_lat, z_amp], dim=-1).nan_to_num(0.0) * present[:, None]  # (B 2)
+        u = torch.cat([torch.stack([present, absent, unknown], dim=-1).float(), z], dim=-1)  # (B 5)
         if self.microphonic:
             known = ~null & torch.isfinite(wave[:, 3])  # (B)
             index = wave[:, 3].nan_to_num(0.0) * known  # (B)
             u = torch.cat([u, torch.stack([known.float(), index], dim=-1)], dim=-1)  # (B 7)
-        if self.early:
-            first = 3 + int(self.microphonic)
-            u = torch.cat([u, *(self.one_wave(wave[:, first + 3 * k:first + 3 * k + 3], null, interval)
-                                for k, interval in enumerate(EARLY_INTERVALS_MS))], dim=-1)  # (B + 10)
         return self.mlp(u)  # (B E)
-
-    def one_wave(self, wave: Tensor, null: Tensor, interval_ms: float) -> Tensor:
-        """u (B 5) of one wave (B 3): present, absent, unknown, z latency, z amplitude; the latency moved by
-        ``interval_ms`` towards wave V's before it is standardized with wave V's statistics."""
-        unknown = null | torch.isnan(wave[:, 0])  # (B)
-        present = (wave[:, 0] > 0.5) & ~unknown  # (B)
-        absent = ~present & ~unknown  # (B)
-        z_lat = (wave[:, 1] + interval_ms - self.latency_mean) / self.latency_std  # (B)
-        z_amp = (wave[:, 2] - self.amplitude_mean) / self.amplitude_std  # (B)
-        z = torch.stack([z_lat, z_amp], dim=-1).nan_to_num(0.0) * present[:, None]  # (B 2)
-        return torch.cat([torch.stack([present, absent, unknown], dim=-1).float(), z], dim=-1)  # (B 5)
 
 
 class Conditioning(nn.Module):
     def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False,
-                 waves: bool = False, microphonic: bool = False, early: bool = False):
+                 waves: bool = False, microphonic: bool = False):
         super().__init__()
         self.E = E
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
@@ -169,7 +151,7 @@ class Conditioning(nn.Module):
         # (4) 1 where the answer pass (t = 0) does not read the column; not saved: it comes from the config
         self.register_buffer("blind", torch.tensor([float(i in blind) for i in range(4)]), persistent=False)
         self.label = LabelEmbedding(E, stats) if labels else None  # model.label_conditioning (issue 28)
-        self.wave = WaveEmbedding(E, stats, microphonic, early) if waves else None  # model.wave_conditioning (issue 28)
+        self.wave = WaveEmbedding(E, stats, microphonic) if waves else None  # model.wave_conditioning (issue 28)
 
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)

@@ -75,16 +75,7 @@ class ModelConfig:
                     "(models.series.microphonic_index of the training signal; generation draws it per ear from "
                     "the run's wave profile)")
 
-    # Issue 28: İTİK and SNİK twins read as each other; waves I and III (their presence, latency and amplitude:
-    # sensorineural loss shrinks wave I) join wave V in the wave condition, drawn per ear by the wave profile.
-    early_wave_conditioning: bool = spec(
-        False, help="with wave_conditioning: the wave condition holds waves I and III too (presence, latency, "
-                    "amplitude; generation draws them per ear from the run's wave profile)")
-
     def __post_init__(self) -> None:
-        if self.early_wave_conditioning and not self.wave_conditioning:
-            raise ValueError("model.early_wave_conditioning: expected model.wave_conditioning true as well (waves I "
-                             "and III are columns of the wave condition), found false")
         if self.microphonic_conditioning and not self.wave_conditioning:
             raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning true as well (the "
                              "microphonic index is a column of the wave condition), found false")

@@ -86,7 +86,7 @@ class ABRNet(nn.Module):
 
         self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
                                  labels=cfg.label_conditioning, waves=cfg.wave_conditioning,
-                                 microphonic=cfg.microphonic_conditioning, early=cfg.early_wave_conditioning)
+                                 microphonic=cfg.microphonic_conditioning)
         self.stem = nn.Linear(1, W[0])
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
@@ -135,8 +135,7 @@ class ABRNet(nn.Module):
         null): only with ``model.label_conditioning`` (None: every row's null); rows at t = 0 never read
         them (models/conditioning.py). The caller draws their training drops (training.objective). wave (B 3)
         [present 1 / 0 / NaN, latency ms, amplitude µV]: only with ``model.wave_conditioning``, the same rules;
-        (B 4) with ``model.microphonic_conditioning``, the recording's microphonic index (NaN: unknown) next;
-        with ``model.early_wave_conditioning`` six more columns, waves I and III as wave V's three."""
+        (B 4) with ``model.microphonic_conditioning``, the recording's microphonic index (NaN: unknown) last."""
         B = self._check_inputs(x_t, t, static, drop_cond)
         self._check_labels(B, label, threshold)
         self._check_wave(B, wave)
@@ -253,11 +252,6 @@ class ABRNet(nn.Module):
     def microphonic_conditioned(self) -> bool:
         """Whether the wave condition also holds the microphonic index (``model.microphonic_conditioning``)."""
         return self.cond.wave is not None and self.cond.wave.microphonic
-
-    @property
-    def early_wave_conditioned(self) -> bool:
-        """Whether the wave condition also holds waves I and III (``model.early_wave_conditioning``)."""
-        return self.cond.wave is not None and self.cond.wave.early
 
     def _check_wave(self, B: int, wave: Tensor | None) -> None:
         if wave is None:

@@ -52,10 +52,7 @@ class Objective(nn.Module):
     ``wave_drop``: the drop probability of wave V's condition (``model.wave_conditioning``; None: a network
     without it), drawn after the labels' drops; the heads' half gets its null. ``wave_microphonic``
     (``model.microphonic_conditioning``): the wave condition's fourth column, each recording's microphonic index
-    (models.series.microphonic_log_ratio of its clean signal), dropped with the rest. ``wave_early``
-    (``model.early_wave_conditioning``): six more columns, the batch's waves I and III (``wave_mask``,
-    ``wave_latency``, ``wave_amplitude``; NaN where the source does not mark them, ``wave_known``), dropped with the
-    rest. ``signal_class_weights``: each
+    (models.series.microphonic_log_ratio of its clean signal), dropped with the rest. ``signal_class_weights``: each
     recording's signal loss weighted by its type's class weight (``components.class_weights``, the class
     loss's), a weighted mean over the batch, so the rare types' waveforms are learned as their labels are.
     """
@@ -65,12 +62,11 @@ class Objective(nn.Module):
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
                  catch_surrogates: float = 0.0, catch_band: bool = False,
                  label_drop: tuple[float, float] | None = None, wave_drop: float | None = None,
-                 signal_class_weights: bool = False, wave_microphonic: bool = False, wave_early: bool = False) -> None:
+                 signal_class_weights: bool = False, wave_microphonic: bool = False) -> None:
         super().__init__()
-        for on, key in ((wave_microphonic, "microphonic_conditioning"), (wave_early, "early_wave_conditioning")):
-            if on and wave_drop is None:
-                raise ValueError(f"model.{key}: expected model.wave_conditioning as well")
-        self.wave_microphonic, self.wave_early = wave_microphonic, wave_early
+        if wave_microphonic and wave_drop is None:
+            raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning as well")
+        self.wave_microphonic = wave_microphonic
         self.signal_class_weights = signal_class_weights
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
@@ -131,9 +127,8 @@ class Objective(nn.Module):
     def wave_inputs(self, batch: dict[str, Tensor], generator: torch.Generator, *, train: bool,
                     shard: tuple[int, int]) -> Tensor:
         """[2B 3] wave V's condition: the batch's [present, latency ms, amplitude µV] (latency and amplitude
-        NaN where absent; [2B 4] with ``wave_microphonic``: the microphonic index next; six more with
-        ``wave_early``: waves I and III, :func:`early_waves`), rows dropped to the null (all NaN) with
-        ``wave_drop`` in training; the heads' half all nulls."""
+        NaN where absent; [2B 4] with ``wave_microphonic``: the microphonic index last), rows dropped to the
+        null (all NaN) with ``wave_drop`` in training; the heads' half all nulls."""
         present = batch["peak_mask"].float()  # [B]
         B, (r, n) = present.shape[0], shard
         nan = torch.full_like(present, math.nan)
@@ -142,8 +137,6 @@ class Objective(nn.Module):
         if self.wave_microphonic:
             index = microphonic_log_ratio(batch["signal"][:, 0]).to(wave)  # [B] scale-free: the normalized signal
             wave = torch.cat([wave, index[:, None]], dim=-1)  # [B 4]
-        if self.wave_early:
-            wave = torch.cat([wave, early_waves(batch).to(wave)], dim=-1)  # [B +6]
         if train:
             drop = (torch.rand(n * B, device=present.device, generator=generator) < self.wave_drop)[r * B:(r + 1) * B]
             wave = torch.where(drop[:, None], math.nan, wave)  # [B 3]
@@ -204,15 +197,3 @@ class Objective(nn.Module):
         kw = self.diffusion.sampling_kwargs() | overrides
         return self.diffusion.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
                                      (static.shape[0], 1, length), generator=generator, **kw)
-
-
-def early_waves(batch: dict[str, Tensor]) -> Tensor:
-    """[B 6] waves I and III of the batch as the wave condition takes them: [present, latency ms, amplitude µV]
-    each (data.records.WAVE_NAMES order); presence NaN where the source does not mark the wave (``wave_known``),
-    latency and amplitude NaN where it is not present."""
-    known, mask = batch["wave_known"][:, :2], batch["wave_mask"][:, :2]  # [B 2] waves I, III
-    nan = torch.full(mask.shape, math.nan, device=mask.device)
-    present = torch.where(known, mask.float(), nan)  # [B 2]
-    latency = torch.where(mask & known, batch["wave_latency"][:, :2].float(), nan)  # [B 2]
-    amplitude = torch.where(mask & known, batch["wave_amplitude"][:, :2].float(), nan)  # [B 2]
-    return torch.stack([present, latency, amplitude], dim=-1).flatten(1)  # [B 6]: I's three, then III's

@@ -78,8 +78,7 @@ class Trainer:
                                                if cfg.model.label_conditioning else None),
                                    wave_drop=cfg.model.wave_drop_prob if cfg.model.wave_conditioning else None,
                                    signal_class_weights=cfg.loss.signal_class_weights,
-                                   wave_microphonic=cfg.model.microphonic_conditioning,
-                                   wave_early=cfg.model.early_wave_conditioning)
+                                   wave_microphonic=cfg.model.microphonic_conditioning)
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
         self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
         if self.dist.enabled:

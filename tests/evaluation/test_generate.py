@@ -395,7 +395,7 @@ def test_wave_guidance_scales_what_wave_v_adds_to_the_conditional_branch(w_v):
     guided = -1.0 + 2.0 * (cond - -1.0)
     torch.testing.assert_close(x[:, 0, 0], guided * 0.25 + 0.1)
     with pytest.raises(ValueError, match=r"generate wave: expected shape \[3, 3\] \(\[3, 4\] with the microphonic "
-                                         r"index, six more columns with waves I and III\), found \[3, 2\]"):
+                                         r"index\), found \[3, 2\]"):
         generate(net, x0_diffusion(), STATS, STATIC, 3, "ddim", 4, 2.0, wave=torch.zeros(3, 2))
 
 
@@ -638,37 +638,24 @@ def test_the_wave_profile_cli_refits_a_runs_profile(tiny_wave_run, tmp_path, cap
     assert json.loads((copy / "wave_profile.json").read_text()) == json.loads(written)
 
 
-def profile_and_series(tmp_path, capsys, kind: str, *keys: str) -> dict:
-    """Train a tiny wave-conditioned run with ``keys`` (train.py in process), generate one series of ``kind`` at
-    50 and 90 dB from it through generate's CLI, and return the run's wave profile."""
+def test_a_microphonic_run_draws_the_index_beside_wave_v(tmp_path, capsys):
+    """model.microphonic_conditioning through train.py and generate: the run's profile holds the microphonic
+    index's quantiles, and --type/--threshold generation hands the network its four-column condition."""
     from tests.reliability.procs import in_process_args, train_in_process
 
     assert train_in_process(in_process_args(tmp_path, "run", "training.epochs=1", "model.base_channels=4",
                                             "data.synthetic.patients=6", "model.label_conditioning=true",
-                                            "model.wave_conditioning=true", *keys,
+                                            "model.wave_conditioning=true", "model.microphonic_conditioning=true",
                                             "logging.use_tensorboard=false")) == 0
-    run, out = tmp_path / "run", tmp_path / "series.npz"
-    assert main(["--run", str(run), "--n", "2", "--steps", "3", "--type", kind, "--threshold", "40",
+    run = tmp_path / "run"
+    profile = json.loads((run / "wave_profile.json").read_text(encoding="utf-8"))
+    assert len(profile["microphonic_quantiles"]) == len(profile["types"]["NÖROPATİ"]["microphonic"][0])
+    out = tmp_path / "mic.npz"
+    assert main(["--run", str(run), "--n", "2", "--steps", "3", "--type", "NOROPATI", "--threshold", "40",
                  "--levels", "50,90", "--out", str(out)]) == 0
     capsys.readouterr()
     with np.load(out, allow_pickle=False) as f:
         assert f["signal"].shape == (4, 200) and json.loads(str(f["meta"]))["generation"]["wave_profile"] is True
-    return json.loads((run / "wave_profile.json").read_text(encoding="utf-8"))
-
-
-def test_a_microphonic_run_draws_the_index_beside_wave_v(tmp_path, capsys):
-    """model.microphonic_conditioning through train.py and generate: the run's profile holds the microphonic
-    index's quantiles, and --type/--threshold generation hands the network its four-column condition."""
-    profile = profile_and_series(tmp_path, capsys, "NOROPATI", "model.microphonic_conditioning=true")
-    assert len(profile["microphonic_quantiles"]) == len(profile["types"]["NÖROPATİ"]["microphonic"][0])
-
-
-def test_an_early_wave_run_draws_waves_i_and_iii_beside_wave_v(tmp_path, capsys):
-    """model.early_wave_conditioning through train.py and generate: the run's profile holds waves I and III per
-    type, and --type/--threshold generation hands the network its ten-column condition (with the microphonic)."""
-    profile = profile_and_series(tmp_path, capsys, "SNIK", "model.microphonic_conditioning=true",
-                                 "model.early_wave_conditioning=true")
-    assert set(profile["types"]["SNİK"]["early"]) == {"I", "III"} and "microphonic_quantiles" in profile
 
 
 def test_a_requested_type_gets_the_microphonic_of_one_training_ear(tiny_wave_run, tmp_path, capsys):

@@ -119,37 +119,3 @@ def test_the_microphonic_index_is_drawn_per_ear_from_its_quantiles():
 def load_profile_free(profile: dict) -> dict:
     """The profile without the microphonic index's quantiles (as a run without the condition saves it)."""
     return {k: v for k, v in profile.items() if k not in ("microphonic_quantiles", "level_edges_db")}
-
-
-def test_waves_i_and_iii_are_drawn_per_ear_relative_to_wave_v():
-    """model.early_wave_conditioning's profile: waves I and III per type as the interval to wave V and the
-    amplitude ratio to it; drawn only where wave V is, before it, keeping wave V's draws; a sensorineural ear's
-    wave I is smaller beside its wave V than a normal ear's (the generator's); a profile without them is one line."""
-    from data.dataset import wave_tensors
-
-    c = synthetic_cohort(600, 17)
-    t = {k: v.numpy() for k, v in wave_tensors(c).items()}
-    waves = {"known": t["wave_known"], "present": t["wave_mask"], "latency": t["wave_latency"],
-             "amplitude": t["wave_amplitude"]}
-    fitted = fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
-                         np.nan_to_num(c.peak_amplitude), c.series_id, waves=waves)
-    assert all(set(fitted["types"][n]["early"]) == {"I", "III"} for n in CLASS_NAMES)
-    draws = {}
-    for name, thr in (("NORMAL", 10.0), ("SNİK", 50.0)):
-        static, th, label, sid = ears(CLASS_NAMES.index(name), thr, 300)
-        w = draw_waves(fitted, static, th, label, sid, np.random.default_rng(0), early=True)
-        assert w.shape == (1500, 9)
-        np.testing.assert_array_equal(w[:, :3], draw_waves(fitted, static, th, label, sid, np.random.default_rng(0)))
-        v = w[:, 0] == 1
-        for k in (3, 6):  # waves I and III
-            assert not (w[~v, k] == 1).any() and (w[v, k] == 1).mean() > 0.3
-            there = w[:, k] == 1
-            assert (w[there, k + 1] < w[there, 1]).all()  # before wave V
-        assert np.median(w[w[:, 3] == 1, 4]) < np.median(w[w[:, 6] == 1, 7])  # wave I before wave III
-        loud = (static[:, 1] == 90.0) & (w[:, 3] == 1)
-        draws[name] = np.median(w[loud, 5] / w[loud, 2])  # wave I / wave V amplitude at 90 dB
-    assert draws["SNİK"] < 0.85 * draws["NORMAL"]
-    plain = fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
-                        np.nan_to_num(c.peak_amplitude), c.series_id)
-    with pytest.raises(ValueError, match="wave profile: expected waves I and III"):
-        draw_waves(plain, *ears(0, 10.0, 2), np.random.default_rng(0), early=True)

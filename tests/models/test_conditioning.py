@@ -223,35 +223,3 @@ def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(mak
 def test_microphonic_conditioning_needs_wave_conditioning(tiny_cfg):
     with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning true"):
         tiny_cfg(label_conditioning=True, microphonic_conditioning=True)
-
-
-def test_waves_i_and_iii_move_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
-    """model.early_wave_conditioning: six more wave columns (waves I and III, after the microphonic index) give
-    another denoiser output at t > 0 and none at t = 0; a wave I marked unknown (NaN) differs from one absent."""
-    torch.manual_seed(0)
-    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, microphonic_conditioning=True,
-                               early_wave_conditioning=True, peak_head="map"), make_stats()).eval()
-    x, _, static = make_inputs(3)
-    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
-
-    def wave(i_present: float, i_latency: float) -> torch.Tensor:  # V, microphonic, I, III
-        return torch.tensor([1.0, 6.0, 0.3, 0.5, i_present, i_latency, 0.1, 1.0, 4.0, 0.2]).expand(3, 10)
-
-    with torch.no_grad():
-        assert torch.equal(net(x, t, static, wave=wave(1.0, 1.6))["signal"], net(x, t, static)["signal"])
-        for p in (*net.cond.label.mlp[-1].parameters(), *net.cond.wave.mlp[-1].parameters()):
-            p.normal_(0.0, 0.5)
-        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
-        at0 = [net(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (wave(1.0, 1.6), wave(0.0, NAN))]
-        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
-        early, late, absent, unknown = (net(x, t, static, **labels(3, 1, 60.0), wave=wave(*w))["signal"]
-                                        for w in ((1.0, 1.6), (1.0, 2.4), (0.0, NAN), (NAN, NAN)))
-    assert not torch.allclose(early, late, atol=1e-6) and not torch.allclose(absent, unknown, atol=1e-6)
-    assert net.early_wave_conditioned and net.microphonic_conditioned
-    with pytest.raises(ValueError, match=r"^ABRNet input wave: expected a float tensor of shape \[3, 10\]"):
-        net(x, t, static, wave=torch.zeros(3, 4))
-
-
-def test_early_wave_conditioning_needs_wave_conditioning(tiny_cfg):
-    with pytest.raises(ValueError, match="model.early_wave_conditioning: expected model.wave_conditioning true"):
-        tiny_cfg(label_conditioning=True, early_wave_conditioning=True)

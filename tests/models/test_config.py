@@ -79,8 +79,6 @@ BEHAVIOUR_KEYS = {
                           "test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass"),
     "microphonic_conditioning": ("tests/models/test_conditioning.py::"
                                  "test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass"),
-    "early_wave_conditioning": ("tests/models/test_conditioning.py::"
-                                "test_waves_i_and_iii_move_the_denoiser_and_never_the_answer_pass"),
     "wave_drop_prob": ("tests/training/test_objective.py::"
                        "test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),
 }

@@ -93,12 +93,6 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
         "tests/models/test_conditioning.py::test_microphonic_conditioning_needs_wave_conditioning",
         "tests/training/test_objective.py::test_the_wave_condition_carries_the_microphonic_index_when_asked",
         "tests/evaluation/test_wave_profile.py::test_the_microphonic_index_is_drawn_per_ear_from_its_quantiles"),
-    "model.early_wave_conditioning": (
-        "tests/models/test_conditioning.py::test_waves_i_and_iii_move_the_denoiser_and_never_the_answer_pass",
-        "tests/models/test_conditioning.py::test_early_wave_conditioning_needs_wave_conditioning",
-        "tests/training/test_objective.py::test_the_wave_condition_carries_waves_i_and_iii_when_asked",
-        "tests/evaluation/test_wave_profile.py::test_waves_i_and_iii_are_drawn_per_ear_relative_to_wave_v",
-        "tests/evaluation/test_generate.py::test_an_early_wave_run_draws_waves_i_and_iii_beside_wave_v"),
     "model.wave_drop_prob": (
         T + "test_wave_conditioning_and_its_drop_probability_reach_the_network",
         "tests/training/test_objective.py::test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),

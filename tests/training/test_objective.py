@@ -211,37 +211,3 @@ def test_the_wave_condition_carries_the_microphonic_index_when_asked():
     with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning"):
         Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
                   head_input="clean", label_drop=(0.3, 0.6), wave_microphonic=True)
-
-
-def test_the_wave_condition_carries_waves_i_and_iii_when_asked():
-    """model.early_wave_conditioning: six more columns, the batch's waves I and III (present 1 / 0, NaN where the
-    source does not mark them; latency and amplitude NaN where not present), dropped with the rest of the row."""
-    from training.objective import early_waves
-
-    B = 400
-    mask = torch.ones(B, dtype=torch.bool)
-    i_present = torch.arange(B) % 3 == 0
-    known = torch.stack([torch.arange(B) % 5 != 0, torch.ones(B, dtype=torch.bool), torch.ones(B, dtype=torch.bool)], 1)
-    wave_mask = torch.stack([i_present, torch.ones(B, dtype=torch.bool), mask], 1)
-    batch = _label_batch(B) | {"signal": torch.zeros(B, 1, 200), "peak_mask": mask,
-                               "peak_latency": torch.full((B,), 6.5), "peak_amplitude": torch.full((B,), 0.3),
-                               "wave_known": known, "wave_mask": wave_mask,
-                               "wave_latency": torch.tensor([1.6, 3.8, 6.5]).expand(B, 3) * wave_mask,
-                               "wave_amplitude": torch.tensor([0.1, 0.2, 0.3]).expand(B, 3) * wave_mask}
-    cols = early_waves(batch)
-    assert cols.shape == (B, 6)
-    unmarked, there = ~known[:, 0], known[:, 0] & i_present
-    assert cols[unmarked, :3].isnan().all() and (cols[known[:, 0] & ~i_present, 0] == 0).all()
-    assert cols[known[:, 0] & ~i_present, 1:3].isnan().all()
-    torch.testing.assert_close(cols[there, :3], torch.tensor([1.0, 1.6, 0.1]).expand(int(there.sum()), 3))
-    torch.testing.assert_close(cols[:, 3:], torch.tensor([1.0, 3.8, 0.2]).expand(B, 3))
-    kw = {"cond_drop_prob": 0.1, "head_input": "clean", "label_drop": (0.3, 0.6), "wave_drop": 0.25}
-    obj = Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), wave_early=True, **kw)
-    wave = obj.label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))["wave"]
-    assert wave.shape == (2 * B, 9) and wave[B:].isnan().all()
-    kept = ~wave[:B, 0].isnan()
-    assert wave[:B][~kept].isnan().all()  # a dropped row drops waves I and III with wave V
-    torch.testing.assert_close(wave[:B][kept, 6:], cols[kept, 3:])
-    with pytest.raises(ValueError, match="model.early_wave_conditioning: expected model.wave_conditioning"):
-        Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
-                  head_input="clean", label_drop=(0.3, 0.6), wave_early=True)
