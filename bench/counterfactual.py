@@ -242,11 +242,12 @@ def counterfactuals(model: Any, series_net: Any, records: Records, stats: Any, *
             out["noise"][kind] = noise_check(base, noisy, level, **kw)
     present = records.peak_mask.astype(bool)
     out["gated"] = {}
-    for key, rows, what in (("absent_at_90db", ~present, f"absent re-stated at {LOUD_DB:g} dB"),
-                            ("present_30db_lower", present, f"present re-stated {QUIETER_DB:g} dB lower")):
+    for key, moved, what in (("absent_at_90db", False, f"absent re-stated at {LOUD_DB:g} dB"),
+                             ("present_30db_lower", True, f"present re-stated {QUIETER_DB:g} dB lower")):
+        rows = present == moved  # (N,) the recordings this check re-states
         with phase(PROG, f"{what}: the network on {n}, {n_boot} bootstrap resamples"):
-            restated = answer(model, series_net, with_levels(records, restated_levels(records, key[0] == "p")),
-                              stats, device)
+            restated = answer(model, series_net, with_levels(records, restated_levels(records, moved)), stats,
+                              device)
             out[key] = paired_rates(base.series, rows, base.detected, restated.detected, **kw)
             out["gated"][key] = paired_rates(base.series, rows, base.gated, restated.gated, **kw)
     with phase(PROG, f"levels shuffled within each series: the network on {n}, {n_boot} bootstrap resamples"):
