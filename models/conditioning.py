@@ -40,6 +40,13 @@ from ``wave`` (B 3) = [present 1 / absent 0 / NaN: unknown, latency ms, amplitud
 split's wave V statistics (DataStats), 0 where absent or unknown. Dropped to its null with
 ``model.wave_drop_prob``, and, like the labels, always null at t = 0 and under the guidance drop.
 
+With ``model.wave_template`` the same wave V is also drawn where it lies: a channel beside x_t (B 1 L),
+
+    m(τ) = amplitude / mean amplitude · exp(-(τ - latency)² / (2 · TEMPLATE_SIGMA_MS²)),   0 where absent or null,
+
+which the stem reads (models/unet.py), so that placing the wave is a local operation for the U-Net rather than
+a translation of one number into a position through FiLM.
+
 With ``model.microphonic_conditioning`` the wave condition has a fourth column, the recording's microphonic
 index (models.series.microphonic_index, neuropathy's sign: the series model reads it), and u two more entries,
 [ known (1) | index (1), 0 where unknown ]; it shares wave V's null.
@@ -63,6 +70,8 @@ from torch import Tensor, nn
 from data.records import NUM_CLASSES
 from data.stats import DataStats
 from data.synthetic import NO_RESPONSE_THRESHOLD_DB
+
+TEMPLATE_SIGMA_MS = 0.3  # the template's width: about a wave V's half width at a moderate level (data.synthetic)
 
 FMP_INDEX = 3
 LABEL_WIDTH = NUM_CLASSES + 4  # v: one-hot type, type null, z threshold, no response, threshold null
@@ -137,6 +146,16 @@ class WaveEmbedding(nn.Module):
             u = torch.cat([u, torch.stack([known.float(), index], dim=-1)], dim=-1)  # (B 7)
         return self.mlp(u)  # (B E)
 
+    def template(self, wave: Tensor, null: Tensor, L: int, ms_per_sample: float) -> Tensor:
+        """(B 1 L) the bump m(τ) of the module docstring at τ = 0, ms_per_sample, ... (L samples) for wave (B
+        columns) as :meth:`forward` reads it; 0 for rows whose wave V is absent, unknown or ``null`` (B) bool."""
+        wave = wave.float()
+        present = (wave[:, 0] > 0.5) & ~null & ~torch.isnan(wave[:, 0])  # (B)
+        tau = torch.arange(L, device=wave.device, dtype=torch.float32) * ms_per_sample  # (L) ms
+        lat, amp = wave[:, 1:2].nan_to_num(0.0), wave[:, 2:3].nan_to_num(0.0)  # (B 1) ms, µV
+        bump = torch.exp(-0.5 * ((tau[None, :] - lat) / TEMPLATE_SIGMA_MS) ** 2)  # (B L)
+        return (amp / self.amplitude_mean * bump * present[:, None])[:, None, :]  # (B 1 L)
+
 
 class Conditioning(nn.Module):
     def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False,
@@ -156,6 +175,15 @@ class Conditioning(nn.Module):
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)
         return torch.cat([z[:, :FMP_INDEX], torch.asinh(z[:, FMP_INDEX:])], dim=-1)  # (B 4)
+
+    def wave_template(self, t: Tensor, drop_cond: Tensor, wave: Tensor | None, L: int, ms_per_sample: float
+                      ) -> Tensor:
+        """(B 1 L) WaveEmbedding.template under :meth:`forward`'s null rule (the guidance drop, t = 0); zeros where
+        ``wave`` is None. Needs wave conditioning."""
+        null = drop_cond | (t == 0)  # (B)
+        if wave is None:
+            return torch.zeros(t.shape[0], 1, L, device=t.device)
+        return self.wave.template(wave, null, L, ms_per_sample)
 
     def forward(self, t: Tensor, static: Tensor, drop_cond: Tensor, label: Tensor | None = None,
                 threshold: Tensor | None = None, wave: Tensor | None = None) -> Tensor:

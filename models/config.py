@@ -68,6 +68,14 @@ class ModelConfig:
         0.2, ge=0.0, le=1.0, help="wave_conditioning: drop wave V's condition (its own null) with p in training, "
                                   "so that type and threshold alone still work")
 
+    # Issue 28: the same wave V also drawn where it lies. Through the FiLM embedding alone the denoiser must turn a
+    # latency into a place; two trainings of one recipe differed in how well they did (docs/generate.md, "Wave V
+    # as a place"). With the template the input gets a second channel, a bump at the requested latency.
+    wave_template: bool = spec(
+        False, help="with wave_conditioning: wave V's condition also enters the stem as a channel beside x_t, a "
+                    "Gaussian bump of the requested amplitude at the requested latency (0 where absent, unknown "
+                    "or null)")
+
     # Issue 28: neuropathy's sign (the cochlear microphonic), which the twins of a wave-conditioned network lacked
     # although the series model reads it (docs/generate.md), as a fourth column of the wave condition.
     microphonic_conditioning: bool = spec(
@@ -79,6 +87,9 @@ class ModelConfig:
         if self.microphonic_conditioning and not self.wave_conditioning:
             raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning true as well (the "
                              "microphonic index is a column of the wave condition), found false")
+        if self.wave_template and not self.wave_conditioning:
+            raise ValueError("model.wave_template: expected model.wave_conditioning true as well (the template draws "
+                             "wave V's condition), found false")
         if self.wave_conditioning and not self.label_conditioning:
             raise ValueError("model.wave_conditioning: expected model.label_conditioning true as well (wave V's "
                              "condition rides on the labels' embedding and its null rule), found false")

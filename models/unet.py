@@ -88,6 +88,10 @@ class ABRNet(nn.Module):
                                  labels=cfg.label_conditioning, waves=cfg.wave_conditioning,
                                  microphonic=cfg.microphonic_conditioning)
         self.stem = nn.Linear(1, W[0])
+        # model.wave_template: wave V's bump as a second input channel; starts at zero, as the embeddings do
+        self.template_stem = nn.Linear(1, W[0], bias=False) if cfg.wave_template else None
+        if self.template_stem is not None:
+            nn.init.zeros_(self.template_stem.weight)
         self.pos = nn.Parameter(0.02 * torch.randn(signal_length, W[0]))  # (L C0) learned absolute position
         levels = range(len(cfg.down_factors))
         self.encoder = nn.ModuleList(nn.ModuleList(s4(W[i]) for _ in range(n)) for i in levels)
@@ -144,14 +148,19 @@ class ABRNet(nn.Module):
             if self.training and self.cfg.cond_drop_prob > 0:
                 drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
         c = self.cond(t, static, drop_cond.bool(), label, threshold, wave)  # (B E)
-        h, z = self.trunk(x_t, c)  # (B L C0), (B Lb head_dim)
+        template = None if self.template_stem is None else \
+            self.cond.wave_template(t, drop_cond.bool(), wave, self.L, MS_PER_SAMPLE)  # (B 1 L)
+        h, z = self.trunk(x_t, c, template)  # (B L C0), (B Lb head_dim)
         out = self.read_heads(h, z, x_t)
         if return_features:
             out["features"] = [h, z]
         return out
 
-    def trunk(self, x_t: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
+    def trunk(self, x_t: Tensor, c: Tensor, template: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x_t (B 1 L), c (B E), template (B 1 L) wave V's bump (model.wave_template) or None."""
         x = self.stem(x_t.transpose(1, 2)) + self.pos  # (B L C0)
+        if template is not None:
+            x = x + self.template_stem(template.to(x.dtype).transpose(1, 2))  # (B L C0)
         skips = []
         for blocks, down in zip(self.encoder, self.down, strict=True):
             for block in blocks:

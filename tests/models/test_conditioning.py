@@ -223,3 +223,44 @@ def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(mak
 def test_microphonic_conditioning_needs_wave_conditioning(tiny_cfg):
     with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning true"):
         tiny_cfg(label_conditioning=True, microphonic_conditioning=True)
+
+
+def test_the_wave_template_is_a_bump_at_the_requested_latency_and_never_reaches_the_answer_pass(
+        make_inputs, make_stats, tiny_cfg):
+    """model.wave_template: wave V's condition drawn where it lies (a bump of the requested amplitude, relative to
+    the training mean, peaking at the requested latency), zero where wave V is absent, unknown or null (t = 0,
+    the guidance drop); the denoiser's output at t > 0 moves with the latency through the template alone (the
+    FiLM embedding kept at zero), never the answer pass; a new network starts as the one without it."""
+    from models.unet import MS_PER_SAMPLE
+
+    torch.manual_seed(0)
+    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, wave_template=True,
+                               peak_head="map"), make_stats()).eval()
+    x, _, static = make_inputs(4)
+    t0, t = torch.zeros(4, dtype=torch.long), torch.full((4,), 300)
+    wave = torch.tensor([[1.0, 6.0, 0.3], [1.0, 8.0, 0.15], [0.0, NAN, NAN], [NAN, NAN, NAN]])
+    keep, drop = torch.zeros(4, dtype=torch.bool), torch.tensor([True, False, False, False])
+    m = net.cond.wave_template(t, keep, wave, 200, MS_PER_SAMPLE)[:, 0]  # (4 200)
+    mean = float(net.cond.wave.amplitude_mean)
+    assert m.argmax(1)[:2].tolist() == [round(6.0 / MS_PER_SAMPLE), round(8.0 / MS_PER_SAMPLE)]
+    torch.testing.assert_close(m.amax(1)[:2], torch.tensor([0.3, 0.15]) / mean)
+    assert not m[2:].any()  # absent, unknown
+    assert not net.cond.wave_template(t0, keep, wave, 200, MS_PER_SAMPLE).any()  # the answer pass
+    assert not net.cond.wave_template(t, drop, wave, 200, MS_PER_SAMPLE)[0].any()  # the guidance drop
+    early, late = wave[:1].expand(4, 3), torch.tensor([[1.0, 8.0, 0.3]]).expand(4, 3)
+    with torch.no_grad():
+        start = [net(x, t, static, wave=w)["signal"] for w in (early, late)]
+        assert torch.equal(*start)  # the template's weights start at zero
+        net.template_stem.weight.normal_(0.0, 0.5)
+        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+        at0 = [net(x, t0, static, **labels(4, 1, 60.0), wave=w) for w in (early, late)]
+        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
+        a, b = (net(x, t, static, **labels(4, 1, 60.0), wave=w)["signal"] for w in (early, late))
+    assert not torch.allclose(a, b, atol=1e-6)
+    off = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True), make_stats())
+    assert off.template_stem is None and not any(k.startswith("template_stem") for k in off.state_dict())
+
+
+def test_wave_template_needs_wave_conditioning(tiny_cfg):
+    with pytest.raises(ValueError, match="model.wave_template: expected model.wave_conditioning true"):
+        tiny_cfg(label_conditioning=True, wave_template=True)

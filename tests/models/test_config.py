@@ -77,6 +77,8 @@ BEHAVIOUR_KEYS = {
                             "test_label_drops_honour_their_probabilities_independently"),
     "wave_conditioning": ("tests/models/test_conditioning.py::"
                           "test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass"),
+    "wave_template": ("tests/models/test_conditioning.py::"
+                      "test_the_wave_template_is_a_bump_at_the_requested_latency_and_never_reaches_the_answer_pass"),
     "microphonic_conditioning": ("tests/models/test_conditioning.py::"
                                  "test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass"),
     "wave_drop_prob": ("tests/training/test_objective.py::"

@@ -88,6 +88,10 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
         "tests/models/test_conditioning.py::test_the_wave_condition_moves_the_denoiser_and_never_the_answer_pass",
         "tests/models/test_conditioning.py::test_wave_conditioning_needs_label_conditioning",
         T + "test_wave_conditioning_and_its_drop_probability_reach_the_network"),
+    "model.wave_template": (
+        "tests/models/test_conditioning.py::"
+        "test_the_wave_template_is_a_bump_at_the_requested_latency_and_never_reaches_the_answer_pass",
+        "tests/models/test_conditioning.py::test_wave_template_needs_wave_conditioning"),
     "model.microphonic_conditioning": (
         "tests/models/test_conditioning.py::test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass",
         "tests/models/test_conditioning.py::test_microphonic_conditioning_needs_wave_conditioning",
