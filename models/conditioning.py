@@ -114,6 +114,17 @@ class LabelEmbedding(nn.Module):
         return self.mlp(v)  # (B E)
 
 
+def wave_present(wave: Tensor, null: Tensor) -> Tensor:
+    """(B) bool: wave V marked present (column 0 is 1) in a row that is not ``null`` (B) bool; NaN is unknown."""
+    return (wave[:, 0] > 0.5) & ~null & ~torch.isnan(wave[:, 0])
+
+
+def condition_null(t: Tensor, drop_cond: Tensor) -> Tensor:
+    """(B) bool: rows whose labels and wave V read as their nulls, the guidance drop and the answer pass (t = 0):
+    the heads would learn to copy a condition they could read (no leakage)."""
+    return drop_cond | (t == 0)
+
+
 class WaveEmbedding(nn.Module):
     """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude, and with ``microphonic`` the recording's
     microphonic index (module docstring: u, the null)."""
@@ -134,7 +145,7 @@ class WaveEmbedding(nn.Module):
         unknown)]; null (B) bool."""
         wave = wave.float()
         unknown = null | torch.isnan(wave[:, 0])  # (B)
-        present = (wave[:, 0] > 0.5) & ~unknown  # (B)
+        present = wave_present(wave, null)  # (B)
         absent = ~present & ~unknown  # (B)
         z_lat = (wave[:, 1] - self.latency_mean) / self.latency_std  # (B)
         z_amp = (wave[:, 2] - self.amplitude_mean) / self.amplitude_std  # (B)
@@ -150,7 +161,7 @@ class WaveEmbedding(nn.Module):
         """(B 1 L) the bump m(τ) of the module docstring at τ = 0, ms_per_sample, ... (L samples) for wave (B
         columns) as :meth:`forward` reads it; 0 for rows whose wave V is absent, unknown or ``null`` (B) bool."""
         wave = wave.float()
-        present = (wave[:, 0] > 0.5) & ~null & ~torch.isnan(wave[:, 0])  # (B)
+        present = wave_present(wave, null)  # (B)
         tau = torch.arange(L, device=wave.device, dtype=torch.float32) * ms_per_sample  # (L) ms
         lat, amp = wave[:, 1:2].nan_to_num(0.0), wave[:, 2:3].nan_to_num(0.0)  # (B 1) ms, µV
         bump = torch.exp(-0.5 * ((tau[None, :] - lat) / TEMPLATE_SIGMA_MS) ** 2)  # (B L)
@@ -177,13 +188,10 @@ class Conditioning(nn.Module):
         return torch.cat([z[:, :FMP_INDEX], torch.asinh(z[:, FMP_INDEX:])], dim=-1)  # (B 4)
 
     def wave_template(self, t: Tensor, drop_cond: Tensor, wave: Tensor | None, L: int, ms_per_sample: float
-                      ) -> Tensor:
-        """(B 1 L) WaveEmbedding.template under :meth:`forward`'s null rule (the guidance drop, t = 0); zeros where
-        ``wave`` is None. Needs wave conditioning."""
-        null = drop_cond | (t == 0)  # (B)
-        if wave is None:
-            return torch.zeros(t.shape[0], 1, L, device=t.device)
-        return self.wave.template(wave, null, L, ms_per_sample)
+                      ) -> Tensor | None:
+        """(B 1 L) WaveEmbedding.template under :meth:`forward`'s null rule (condition_null); None where ``wave`` is
+        None (every row's null: no bump). Needs wave conditioning."""
+        return None if wave is None else self.wave.template(wave, condition_null(t, drop_cond), L, ms_per_sample)
 
     def forward(self, t: Tensor, static: Tensor, drop_cond: Tensor, label: Tensor | None = None,
                 threshold: Tensor | None = None, wave: Tensor | None = None) -> Tensor:
@@ -201,8 +209,7 @@ class Conditioning(nn.Module):
         B = t.shape[0]
         label = torch.full((B,), -1, dtype=torch.long, device=t.device) if label is None else label
         threshold = torch.full((B,), math.nan, device=t.device) if threshold is None else threshold
-        # The answer pass (t = 0) never reads the labels: the heads would learn to copy them (no leakage).
-        null = drop_cond | (t == 0)  # (B)
+        null = condition_null(t, drop_cond)  # (B) the answer pass (t = 0) never reads the labels
         e_y = self.label(label, threshold, null)  # (B E)
         if self.wave is not None:
             wave = torch.full((B, self.wave.columns), math.nan, device=t.device) if wave is None else wave

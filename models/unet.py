@@ -149,7 +149,7 @@ class ABRNet(nn.Module):
                 drop_cond = torch.rand(B, device=x_t.device) < self.cfg.cond_drop_prob
         c = self.cond(t, static, drop_cond.bool(), label, threshold, wave)  # (B E)
         template = None if self.template_stem is None else \
-            self.cond.wave_template(t, drop_cond.bool(), wave, self.L, MS_PER_SAMPLE)  # (B 1 L)
+            self.cond.wave_template(t, drop_cond.bool(), wave, self.L, MS_PER_SAMPLE)  # (B 1 L) or None
         h, z = self.trunk(x_t, c, template)  # (B L C0), (B Lb head_dim)
         out = self.read_heads(h, z, x_t)
         if return_features:
