@@ -345,10 +345,12 @@ def after_training(run_dir: Path, trainer: Any, cfg: Any, device: Any, logger: l
                                                                          trainer.data.stats))
     if cfg.model.wave_conditioning:  # issue 28: what generate asks the network for
         from evaluation.wave_profile import fit_run_profile
+        from training.objective import noise_scale
 
         try:
-            logger.info("wave profile for generation: %s", fit_run_profile(run_dir, trainer.data.train,
-                                                                           cfg.model.microphonic_conditioning))
+            logger.info("wave profile for generation: %s", fit_run_profile(
+                run_dir, trainer.data.train, cfg.model.microphonic_conditioning,
+                noise_scale(cfg.model.noise_conditioning, trainer.data.stats)))
         except ValueError as exc:  # e.g. no marked wave V: the run is fine, generate will say what is missing
             logger.warning("wave profile not fitted (%s); generate draws no wave V per ear without it", exc)
 

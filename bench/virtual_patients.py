@@ -82,6 +82,7 @@ from evaluation.generate import (  # noqa: E402
 )
 from evaluation.microphonic_bank import compose, load_bank  # noqa: E402
 from models.series import microphonic_index  # noqa: E402
+from models.series import residual_rms as series_residual_rms  # noqa: E402
 from training.clinical import (  # noqa: E402
     Estimate,
     Series,
@@ -102,7 +103,6 @@ READERS = {"heads": ("evidence_sum", "rule"), "series_model": ("series_model", "
 READER_NAMES = {"heads": "network heads (summed class evidence; rule over wave V)", "series_model": "series model"}
 DOWNSAMPLE = 4  # waveform feature: the mean of each 4 samples (0.2 ms), 50 values
 BANDS_HZ = (0, 300, 600, 1000, 1500, 2500, 5000, 10_001)  # log band powers of the 100 Hz rFFT grid
-SMOOTH_MS = 0.5  # residual_rms: the width of the centred moving average
 MICROPHONIC_MIN_DB = 70.0  # the microphonic grows with level (data.synthetic: from 50 dB); read it where it is large
 MIN_SERIES_PER_HALF = 2  # a type's fidelity needs at least this many series in each half (2-fold C2ST)
 WATERFALL_REQUEST = (CLASS_NAMES.index("SNİK"), 60.0)  # the figure's twin: SNİK nearest to 60 dB, issue 28's example
@@ -113,12 +113,8 @@ WATERFALL_REQUEST = (CLASS_NAMES.index("SNİK"), 60.0)  # the figure's twin: SN�
 
 
 def residual_rms(uv: np.ndarray) -> np.ndarray:
-    """(N L) µV -> (N,) µV: RMS of x − its centred SMOOTH_MS moving average (edges: nearest value)."""
-    from scipy.ndimage import uniform_filter1d
-
-    width = int(round(SMOOTH_MS * SAMPLE_RATE_HZ / 1000)) | 1  # 11 samples at 20 kHz
-    smooth = uniform_filter1d(uv.astype(np.float64), width, axis=1, mode="nearest")  # (N L)
-    return np.sqrt(np.mean((uv - smooth) ** 2, axis=1))
+    """(N L) µV -> (N,) float64 µV: each recording's residual noise level (models.series.residual_rms)."""
+    return series_residual_rms(uv).double().numpy()
 
 
 def recording_features(uv: np.ndarray) -> np.ndarray:
@@ -176,7 +172,8 @@ def profile_waves(loaded, cohort: Records, seed: int) -> np.ndarray | None:
     if not getattr(loaded.model, "wave_conditioned", False):
         return None
     return draw_waves(require_profile(loaded.run_dir), cohort.static, cohort.threshold, cohort.label, cohort.series_id,
-                      np.random.default_rng([seed, 28]), getattr(loaded.model, "microphonic_conditioned", False))
+                      np.random.default_rng([seed, 28]), getattr(loaded.model, "microphonic_conditioned", False),
+                      getattr(loaded.model, "noise_conditioned", False))
 
 
 # --------------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ PROG = "generate"  # the name its phase lines on stderr start with
 MAX_SIGNALS = 100_000  # one command: 80 MB of float32 signals, hours of sampling on a CPU
 MAX_BATCH_SIZE = 65_536
 MAX_GUIDANCE = 100.0  # classifier-free guidance w; useful values are 1-10
+NOISE_UV_LIMITS = (1e-4, 10.0)  # µV: --noise-uv; recordings lie at about 0.005-0.15 (a thousandfold margin)
 # Series mode: the share of every noise draw a virtual patient's recordings have in common (the rest is each
 # recording's own). Chosen on a development cohort (bench/virtual_patients.py --patients 200 --seed 777,
 # logs/clinical_lc): series-model type macro-F1 read back 0.216 / 0.392 / 0.389 / 0.364 and threshold within
@@ -170,15 +171,16 @@ def label_inputs(b: int, device: torch.device, label: int | Tensor | None, thres
                  wave: Tensor | None = None) -> dict[str, Tensor]:
     """The network's label keywords for ``b`` rows: the class index (-1: the type's null) and the threshold
     in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
-    is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition ([b, 4]: and the
-    microphonic index, ``model.microphonic_conditioning``). Guidance's
-    unconditional branch drops them with the rest (models/conditioning.py)."""
+    is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition (a column more each
+    with the microphonic index and the residual noise: ``model.microphonic_conditioning``,
+    ``model.noise_conditioning``). Guidance's unconditional branch drops them with the rest
+    (models/conditioning.py)."""
     if wave is not None:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
-        if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4):
-            raise ValueError(f"generate wave: expected shape [{b}, 3] ([{b}, 4] with the microphonic index), found "
-                             f"{list(wave.shape)}")
-        return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3) or (b 4)
+        if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4, 5):
+            raise ValueError(f"generate wave: expected shape [{b}, 3] (up to [{b}, 5] with the microphonic index and "
+                             f"the residual noise), found {list(wave.shape)}")
+        return label_inputs(b, device, label, threshold) | {"wave": wave}  # (b 3 to 5)
     if label is None and threshold is None:
         return {}
 
@@ -372,6 +374,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="a run trained with model.wave_conditioning: leave wave V's condition at its null instead of "
                         "drawing each ear's latency-intensity function from the run's wave_profile.json (drawn only "
                         "when both --type and --threshold are given)")
+    p.add_argument("--noise-uv", type=number(float, ge=NOISE_UV_LIMITS[0], le=NOISE_UV_LIMITS[1],
+                                             limit="NOISE_UV_LIMITS"), metavar="UV",
+                   help="a run trained with model.noise_conditioning: every signal's residual noise level, µV RMS "
+                        "above about 1 kHz (models.series.residual_rms; recordings: about 0.005-0.15); default: drawn "
+                        "per ear from the run's wave_profile.json with the wave profile, unknown without it")
     p.add_argument("--no-microphonic-bank", action="store_true",
                    help="with --type: compose no cochlear microphonic from the run's microphonic_bank.safetensors "
                         "(by default each ear gets one training ear's of the type: evaluation/microphonic_bank.py)")
@@ -428,8 +435,7 @@ def run(args: argparse.Namespace) -> int:
         static, series_id = series_rows(static, levels, args.n)  # (n*K 4), (n*K)
         tied, total_signals = len(levels), args.n * len(levels)
     generator = torch.Generator().manual_seed(args.seed)
-    wave = None if profile is None else profile_waves(profile, args, static.expand(total_signals, 4), series_id,
-                                                      getattr(loaded.model, "microphonic_conditioned", False))
+    wave = wave_condition(loaded.model, profile, args, static.expand(total_signals, 4), series_id)
     per_batch = max(tied, args.batch_size // tied * tied)
     total = -(-total_signals // per_batch) * kw["steps"]
     what = (f"sampling {args.n} series x {len(levels)} levels = {total_signals} signals" if levels is not None
@@ -453,7 +459,7 @@ def run(args: argparse.Namespace) -> int:
                      "ema_weights": ckpt.get("ema") is not None,
                      "type": None if args.type is None else CLASS_NAMES[args.type], "threshold": args.threshold,
                      "levels": levels, "series": args.n if levels is not None else None,
-                     "wave_profile": wave is not None,
+                     "wave_profile": profile is not None, "noise_uv": args.noise_uv,
                      "wave_guidance": args.wave_guidance if wave is not None else None,
                      "microphonic_composed": composed}
     npz, png = write_generated(out, signal, static, settings, series_id=series_id)
@@ -503,20 +509,34 @@ def with_microphonic(bank: dict | None, signal: Tensor, static: Tensor, series_i
     return signal + torch.from_numpy(extra)[:, None].to(signal), composed
 
 
-def profile_waves(profile: dict, args: argparse.Namespace, static: Tensor, series_id: np.ndarray | None,
-                  microphonic: bool = False) -> np.ndarray:
-    """(N 3) wave V conditions drawn from ``profile`` for rows ``static`` (N 4): one ear per series (each
-    signal its own without --levels), of the requested type and threshold; (N 4) with ``microphonic``."""
+def wave_condition(model: nn.Module, profile: dict | None, args: argparse.Namespace, static: Tensor,
+                   series_id: np.ndarray | None) -> np.ndarray | None:
+    """(N columns) the wave condition for rows ``static`` (N 4), or None (its null): drawn from ``profile`` where
+    there is one (one ear per series, each signal its own without --levels, of the requested type and threshold),
+    with --noise-uv as every row's residual noise; without a profile, only --noise-uv's column known."""
     from evaluation.wave_profile import draw_waves
 
+    noise = getattr(model, "noise_conditioned", False)  # check_labels: --noise-uv only with it
     rows = static.shape[0]  # N
-    ids = np.arange(rows) if series_id is None else series_id
-    return draw_waves(profile, static.numpy(), np.full(rows, args.threshold), np.full(rows, args.type), ids,
-                      np.random.default_rng(args.seed), microphonic)
+    if profile is None:
+        if args.noise_uv is None:
+            return None
+        wave = np.full((rows, model.cond.wave.columns), np.nan, np.float32)  # every other column unknown
+    else:
+        ids = np.arange(rows) if series_id is None else series_id
+        wave = draw_waves(profile, static.numpy(), np.full(rows, args.threshold), np.full(rows, args.type), ids,
+                          np.random.default_rng(args.seed), getattr(model, "microphonic_conditioned", False), noise)
+    if args.noise_uv is not None:
+        wave[:, -1] = args.noise_uv  # µV: the noise column is the last (models/conditioning.py)
+    return wave
 
 
 def check_labels(model: nn.Module, args: argparse.Namespace) -> None:
-    """--type and --threshold need a network trained with label conditioning: one line otherwise."""
+    """--type and --threshold need a network trained with label conditioning, --noise-uv one trained with noise
+    conditioning: one line otherwise."""
+    if args.noise_uv is not None and not getattr(model, "noise_conditioned", False):
+        raise ValueError(f"--noise-uv: expected a run trained with model.noise_conditioning true, found run "
+                         f"'{args.run}' trained without it (leave --noise-uv out)")
     given = [flag for flag, value in (("--type", args.type), ("--threshold", args.threshold)) if value is not None]
     if given and not getattr(model, "label_conditioned", False):
         raise ValueError(f"{' and '.join(given)}: expected a run trained with model.label_conditioning true, found "

@@ -23,7 +23,13 @@ uniform per series makes presence monotone in level, as in one ear. For a networ
 ``model.microphonic_conditioning`` the profile also holds, per type and 10 dB level bin, MICROPHONIC_QUANTILES of
 the training recordings' microphonic index (models.series.microphonic_index; the type's recordings at every level
 where a bin holds fewer than MIN_BIN); a series draws one uniform and reads each level's quantile at it, so an ear
-with a strong microphonic has it at every level. Nothing here reads a test split or a benchmark cohort.
+with a strong microphonic has it at every level. For a network with ``model.noise_conditioning`` the profile holds
+the same quantiles of log10 of the training recordings' residual noise (µV, models.series.residual_rms), and the
+share of its spread that lies between series, rho (the intra-class correlation of the recordings' normal scores:
+sd_between² / (sd_between² + sd_within²) of fit_part): a series draws z_s ~ N(0, 1), each recording
+u = Phi(sqrt(rho) z_s + sqrt(1 - rho) e), e ~ N(0, 1), and reads its quantile at u, so that one ear's recordings
+are alike in noise as a patient's are, and differ as a session's do. Nothing here reads a test split or a
+benchmark cohort.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtr, ndtri
 
 from data.files import write_atomic
 from data.records import CLASS_NAMES
@@ -48,6 +55,7 @@ RIDGE = 1e-3  # per row, on the regressors' scale (each about 0-1)
 LEVEL_EDGES = np.arange(0.0, 110.0, 10.0)  # dB, the microphonic index's level bins
 MICROPHONIC_QUANTILES = np.linspace(0.0, 1.0, 21)
 MIN_BIN = 20  # recordings below which a level bin uses its type's recordings at every level
+QUANTILE_FLAGS = {"microphonic": "model.microphonic_conditioning", "log10_noise_uv": "model.noise_conditioning"}
 FEATURES = ("1", "level", "level^2", "level^3", "SL", "SL^2", "log age", "log age^2", "level x log age",
             "SL x log age", "rate")
 
@@ -92,8 +100,9 @@ def presence_share(level: np.ndarray, threshold: np.ndarray, present: np.ndarray
             "no_response": float(present[none].mean()) if none.any() else 0.0}
 
 
-def microphonic_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[float]]:
-    """(len(LEVEL_EDGES), len(MICROPHONIC_QUANTILES)) quantiles of one type's microphonic index per level bin."""
+def level_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[float]]:
+    """(len(LEVEL_EDGES), len(MICROPHONIC_QUANTILES)) quantiles of one type's values (the microphonic index, the
+    log noise) per level bin."""
     k = np.clip(np.searchsorted(LEVEL_EDGES, level, side="right") - 1, 0, len(LEVEL_EDGES) - 1)
     pooled = np.quantile(index, MICROPHONIC_QUANTILES)
     return [(np.quantile(index[k == b], MICROPHONIC_QUANTILES) if (k == b).sum() >= MIN_BIN else pooled).tolist()
@@ -102,10 +111,11 @@ def microphonic_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[flo
 
 def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, present: np.ndarray,
                 latency: np.ndarray, amplitude: np.ndarray, series_id: np.ndarray,
-                microphonic: np.ndarray | None = None) -> dict[str, Any]:
+                microphonic: np.ndarray | None = None, noise: np.ndarray | None = None) -> dict[str, Any]:
     """The profile (module docstring) from training recordings: static (N 4), threshold (N,) dB, label (N,),
     present (N,) bool wave V, latency (N,) ms and amplitude (N,) µV (read where present), series_id (N,);
-    ``microphonic`` (N,) each recording's microphonic index, for a network that reads it."""
+    ``microphonic`` (N,) each recording's microphonic index and ``noise`` (N,) its residual noise µV, for a
+    network that reads them."""
     present = present.astype(bool) & (amplitude > 0)  # log amplitude: a marked wave V has a positive amplitude
     if not present.any():
         raise ValueError("wave profile: expected training recordings with a marked wave V (positive amplitude), "
@@ -123,22 +133,44 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
         types[name] = {**parts, "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
                        "recordings": int(mine.sum()), "with_wave_v": int(rows.sum()),
                        "pooled": bool(rows.sum() < MIN_ROWS)}
+        source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
         if microphonic is not None:
-            source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
-            types[name]["microphonic"] = microphonic_quantiles(static[source, 1], microphonic[source])
+            types[name]["microphonic"] = level_quantiles(static[source, 1], microphonic[source])
+        if noise is not None:
+            types[name]["log10_noise_uv"] = level_quantiles(static[source, 1], np.log10(noise[source]))
     extra = {"level_edges_db": LEVEL_EDGES.tolist(), "microphonic_quantiles": MICROPHONIC_QUANTILES.tolist()} \
-        if microphonic is not None else {}
+        if microphonic is not None or noise is not None else {}
+    if noise is not None:
+        extra["noise_within_series"] = noise_correlation(types, static[:, 1], label, np.log10(noise), series_id)
     return {"version": VERSION, "features": list(FEATURES), "sl_edges_db": SL_EDGES.tolist(), "types": types, **extra,
             "latency_range_ms": [float(latency[present].min()), float(latency[present].max())],
             "amplitude_range_uv": [float(amplitude[present].min()), float(amplitude[present].max())]}
 
 
+def noise_correlation(types: dict[str, Any], level: np.ndarray, label: np.ndarray, log_noise: np.ndarray,
+                      series_id: np.ndarray) -> float:
+    """rho (module docstring): each recording's normal score within its type's level bin (``types``' quantiles of
+    log10 noise), the share of the scores' variance that lies between series (fit_part's two spreads)."""
+    grid, score = MICROPHONIC_QUANTILES, np.zeros(len(level))
+    bins = np.clip(np.searchsorted(LEVEL_EDGES, level, side="right") - 1, 0, len(LEVEL_EDGES) - 1)
+    for k, name in enumerate(CLASS_NAMES):
+        for b in np.unique(bins[label == k]):
+            rows = (label == k) & (bins == b)
+            u = np.interp(log_noise[rows], types[name]["log10_noise_uv"][b], grid)  # (n,) in [0, 1]
+            score[rows] = ndtri(np.clip(u, 0.01, 0.99))
+    part = fit_part(np.ones((len(level), 1)), score, series_id)
+    between, within = part["sd_between"] ** 2, part["sd_within"] ** 2
+    return float(between / (between + within)) if between + within > 0 else 0.0
+
+
 def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
-               series_id: np.ndarray, rng: np.random.Generator, microphonic: bool = False) -> np.ndarray:
+               series_id: np.ndarray, rng: np.random.Generator, microphonic: bool = False,
+               noise: bool = False) -> np.ndarray:
     """(N 3) float32 [present 1/0, latency ms, amplitude µV] (NaN where absent): one drawn ear per series_id
     (its intercepts and its presence uniform shared by its recordings), for recordings with static (N 4),
-    threshold (N,) dB and label (N,) a class index; (N 4) with ``microphonic``, the drawn microphonic index last
-    (its own uniform per series, drawn after the rest: wave V's draws are those without it)."""
+    threshold (N,) dB and label (N,) a class index; with ``microphonic`` a column more, the drawn microphonic index
+    (its own uniform per series, drawn after the rest: wave V's draws are those without it), and with ``noise``
+    one more, the drawn residual noise µV, last (drawn after everything else)."""
     x = design(static, threshold)
     out = np.full((len(static), 3), np.nan, np.float32)
     ids, inverse = np.unique(series_id, return_inverse=True)
@@ -165,25 +197,37 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
         # a draw stays within what the training split recorded
         out[rows[present], 1] = np.clip(latency[present], *profile["latency_range_ms"])
         out[rows[present], 2] = np.clip(np.exp(np.minimum(log_amp[present], 10.0)), *profile["amplitude_range_uv"])
+    S = inverse.max() + 1 if len(inverse) else 0
     if microphonic:
-        out = np.concatenate([out, draw_microphonic(profile, static[:, 1], label, inverse, rng)[:, None]], axis=1)
+        u = rng.random(S)[inverse]  # (N,) one per series
+        out = np.concatenate([out, read_quantiles(profile, "microphonic", static[:, 1], label, u)[:, None]], axis=1)
+    if noise:
+        rho = require_key(profile, "noise_within_series", "model.noise_conditioning")
+        z = np.sqrt(rho) * rng.standard_normal(S)[inverse] + np.sqrt(1.0 - rho) * rng.standard_normal(len(inverse))
+        log_noise = read_quantiles(profile, "log10_noise_uv", static[:, 1], label, ndtr(z))  # (N,)
+        out = np.concatenate([out, (10.0 ** log_noise)[:, None].astype(np.float32)], axis=1)
     return out
 
 
-def draw_microphonic(profile: dict[str, Any], level: np.ndarray, label: np.ndarray, inverse: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """(N,) float32 microphonic indices: per series (``inverse``: each recording's series, 0..S-1) one uniform,
-    read at each recording's type and level bin off the profile's quantiles."""
-    if "microphonic_quantiles" not in profile:
-        raise ValueError("wave profile: expected the microphonic index's quantiles (a run trained with "
-                         "model.microphonic_conditioning), found a profile without them; refit it with "
-                         "python -m evaluation.wave_profile --run RUN")
+def require_key(profile: dict[str, Any], key: str, flag: str) -> Any:
+    """profile[key], or one line naming the training flag and the refit command."""
+    if key not in profile:
+        raise ValueError(f"wave profile: expected '{key}' (a run trained with {flag}), found a profile without it; "
+                         f"refit it with python -m evaluation.wave_profile --run RUN")
+    return profile[key]
+
+
+def read_quantiles(profile: dict[str, Any], key: str, level: np.ndarray, label: np.ndarray, u: np.ndarray
+                   ) -> np.ndarray:
+    """(N,) float32: each recording's value of ``key`` (a type's quantiles per level bin: "microphonic",
+    "log10_noise_uv") read at its type and level bin at the uniform ``u`` (N,)."""
+    flag = QUANTILE_FLAGS[key]
+    require_key(profile, "microphonic_quantiles", flag)
     grid, edges = np.asarray(profile["microphonic_quantiles"]), np.asarray(profile["level_edges_db"])
-    u = rng.random(inverse.max() + 1 if len(inverse) else 0)[inverse]  # (N,) one per series
     bins = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, len(edges) - 1)
     out = np.empty(len(level), np.float32)
     for k, name in enumerate(CLASS_NAMES):
-        table = np.asarray(profile["types"][name]["microphonic"])  # (bins quantiles)
+        table = np.asarray(require_key(profile["types"][name], key, flag))  # (bins quantiles)
         for b in np.unique(bins[label == k]):
             rows = (label == k) & (bins == b)
             out[rows] = np.interp(u[rows], grid, table[b])
@@ -221,15 +265,18 @@ def require_profile(run_dir: str | Path, opt_out: str = "") -> dict[str, Any]:
     return profile
 
 
-def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False) -> Path:
+def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False, noise_uv: float | None = None
+                    ) -> Path:
     """Fit and save the profile of a run from its training split ``train`` (an ABRDataset); ``microphonic``: with
-    the microphonic index's quantiles (``model.microphonic_conditioning``)."""
-    from models.series import microphonic_index
+    the microphonic index's quantiles (``model.microphonic_conditioning``); ``noise_uv``: with the residual noise's
+    (``model.noise_conditioning``; µV per unit of the standardized signal, training.objective.noise_scale)."""
+    from models.series import microphonic_index, residual_rms
 
     t = {k: v.numpy() for k, v in train.tensors.items()}
     index = microphonic_index(t["signal"][:, 0])[:, 0] if microphonic else None  # (N,) scale-free
+    noise = None if noise_uv is None else residual_rms(t["signal"][:, 0]).double().numpy() * noise_uv  # (N,) µV
     profile = fit_profile(t["static"], t["threshold"], t["label"], t["peak_mask"], t["peak_latency"],
-                          t["peak_amplitude"], t["series_id"], index)
+                          t["peak_amplitude"], t["series_id"], index, noise)
     return save_profile(run_dir, profile)
 
 
@@ -243,13 +290,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     def body() -> int:
         from data.dataset import build_data
         from training.checkpoint import load_run
+        from training.objective import noise_scale
 
         cfg = load_run(args.run).cfg
         if not cfg.model.wave_conditioning:
             raise ValueError(f"run '{args.run}': expected a run trained with model.wave_conditioning true, found "
                              f"one trained without it (its network reads no wave V condition)")
-        path = fit_run_profile(args.run, build_data(cfg.data, cfg.loss.class_weights).train,
-                               cfg.model.microphonic_conditioning)
+        data = build_data(cfg.data, cfg.loss.class_weights)
+        path = fit_run_profile(args.run, data.train, cfg.model.microphonic_conditioning,
+                               noise_scale(cfg.model.noise_conditioning, data.stats))
         print(f"wrote {path}")
         return 0
 

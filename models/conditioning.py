@@ -51,6 +51,13 @@ With ``model.microphonic_conditioning`` the wave condition has a fourth column, 
 index (models.series.microphonic_index, neuropathy's sign: the series model reads it), and u two more entries,
 [ known (1) | index (1), 0 where unknown ]; it shares wave V's null.
 
+With ``model.noise_conditioning`` the wave condition's last column is the recording's residual noise level in µV
+(models.series.residual_rms: what a recording holds above about 1 kHz), and u two more entries, [ known (1) |
+z noise (1), 0 where unknown ] with z = (log10 µV - NOISE_LOG10_CENTRE) / NOISE_LOG10_SCALE; it shares wave V's
+null. The residual noise of an averaged ABR spans about a decade between recordings (sweeps, the patient's EEG
+and muscle); without the column the denoiser drew each twin's noise from the average at its condition, and the
+loudest drawn twins sat far beyond any recording (docs/generate.md, "Noise level").
+
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
 stated level); the denoiser at t > 0 reads every column.
@@ -76,6 +83,9 @@ TEMPLATE_SIGMA_MS = 0.3  # the template's width: about a wave V's half width at 
 FMP_INDEX = 3
 LABEL_WIDTH = NUM_CLASSES + 4  # v: one-hot type, type null, z threshold, no response, threshold null
 WAVE_WIDTH = 5  # u: present, absent, null, z latency, z amplitude
+# model.noise_conditioning: log10 of the residual noise (µV) about an averaged ABR's typical 20 nV, in units of
+# the spread between recordings (about 0.3 decades; data.synthetic: the patient's level and the recording's)
+NOISE_LOG10_CENTRE, NOISE_LOG10_SCALE = -1.7, 0.3
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10_000.0) -> Tensor:
@@ -125,15 +135,23 @@ def condition_null(t: Tensor, drop_cond: Tensor) -> Tensor:
     return drop_cond | (t == 0)
 
 
-class WaveEmbedding(nn.Module):
-    """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude, and with ``microphonic`` the recording's
-    microphonic index (module docstring: u, the null)."""
+def known_value(value: Tensor, null: Tensor) -> Tensor:
+    """(B 2) [known 1 / 0, value, 0 where unknown] of an optional condition ``value`` (B) (NaN: unknown), null in
+    the rows ``null`` (B) bool."""
+    known = ~null & torch.isfinite(value)  # (B)
+    return torch.stack([known.float(), value.nan_to_num(0.0) * known], dim=-1)
 
-    def __init__(self, E: int, stats: DataStats, microphonic: bool = False):
+
+class WaveEmbedding(nn.Module):
+    """e_w (B E) = MLP_w(u) of wave V's presence, latency and amplitude, with ``microphonic`` the recording's
+    microphonic index and with ``noise`` its residual noise level (module docstring: u, the null)."""
+
+    def __init__(self, E: int, stats: DataStats, microphonic: bool = False, noise: bool = False):
         super().__init__()
-        self.microphonic = microphonic
-        self.columns = 3 + int(microphonic)  # of the wave tensor the network takes
-        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH + 2 * int(microphonic), E), nn.SiLU(), nn.Linear(E, E))
+        self.microphonic, self.noise = microphonic, noise
+        self.columns = 3 + int(microphonic) + int(noise)  # of the wave tensor the network takes
+        extra = 2 * (int(microphonic) + int(noise))  # a known bit and a value each
+        self.mlp = nn.Sequential(nn.Linear(WAVE_WIDTH + extra, E), nn.SiLU(), nn.Linear(E, E))
         nn.init.zeros_(self.mlp[-1].weight)  # e_w = 0 at the start, as e_y
         nn.init.zeros_(self.mlp[-1].bias)
         for name in ("latency_mean", "latency_std", "amplitude_mean", "amplitude_std"):  # () ms, µV
@@ -141,8 +159,8 @@ class WaveEmbedding(nn.Module):
             self.register_buffer(name, value.clamp_min(1e-6) if name.endswith("std") else value)
 
     def forward(self, wave: Tensor, null: Tensor) -> Tensor:
-        """wave (B columns): present (1 / 0 / NaN unknown), latency ms, amplitude µV[, microphonic index (NaN
-        unknown)]; null (B) bool."""
+        """wave (B columns): present (1 / 0 / NaN unknown), latency ms, amplitude µV[, microphonic index][, residual
+        noise µV] (each NaN: unknown); null (B) bool."""
         wave = wave.float()
         unknown = null | torch.isnan(wave[:, 0])  # (B)
         present = wave_present(wave, null)  # (B)
@@ -152,9 +170,10 @@ class WaveEmbedding(nn.Module):
         z = torch.stack([z_lat, z_amp], dim=-1).nan_to_num(0.0) * present[:, None]  # (B 2)
         u = torch.cat([torch.stack([present, absent, unknown], dim=-1).float(), z], dim=-1)  # (B 5)
         if self.microphonic:
-            known = ~null & torch.isfinite(wave[:, 3])  # (B)
-            index = wave[:, 3].nan_to_num(0.0) * known  # (B)
-            u = torch.cat([u, torch.stack([known.float(), index], dim=-1)], dim=-1)  # (B 7)
+            u = torch.cat([u, known_value(wave[:, 3], null)], dim=-1)  # (B 7)
+        if self.noise:
+            z_noise = (torch.log10(wave[:, -1].clamp_min(1e-6)) - NOISE_LOG10_CENTRE) / NOISE_LOG10_SCALE  # (B)
+            u = torch.cat([u, known_value(torch.where(wave[:, -1] > 0, z_noise, math.nan), null)], dim=-1)  # (B +2)
         return self.mlp(u)  # (B E)
 
     def template(self, wave: Tensor, null: Tensor, L: int, ms_per_sample: float) -> Tensor:
@@ -170,7 +189,7 @@ class WaveEmbedding(nn.Module):
 
 class Conditioning(nn.Module):
     def __init__(self, E: int, stats: DataStats, blind: tuple[int, ...] = (), labels: bool = False,
-                 waves: bool = False, microphonic: bool = False):
+                 waves: bool = False, microphonic: bool = False, noise: bool = False):
         super().__init__()
         self.E = E
         self.time_mlp = nn.Sequential(nn.Linear(E, E), nn.SiLU(), nn.Linear(E, E))
@@ -181,7 +200,7 @@ class Conditioning(nn.Module):
         # (4) 1 where the answer pass (t = 0) does not read the column; not saved: it comes from the config
         self.register_buffer("blind", torch.tensor([float(i in blind) for i in range(4)]), persistent=False)
         self.label = LabelEmbedding(E, stats) if labels else None  # model.label_conditioning (issue 28)
-        self.wave = WaveEmbedding(E, stats, microphonic) if waves else None  # model.wave_conditioning (issue 28)
+        self.wave = WaveEmbedding(E, stats, microphonic, noise) if waves else None  # model.wave_conditioning (issue 28)
 
     def standardize(self, static: Tensor) -> Tensor:
         z = (static.float() - self.static_mean) / self.static_std  # (B 4)

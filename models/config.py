@@ -83,7 +83,18 @@ class ModelConfig:
                     "(models.series.microphonic_index of the training signal; generation draws it per ear from "
                     "the run's wave profile)")
 
+    # Issue 28: the residual noise level of each recording as the wave condition's last column. Without it the
+    # denoiser drew each twin's noise from the average at its condition: too loud on average for İTİK and
+    # NÖROPATİ, and a tail far beyond any recording (docs/generate.md, "Noise level").
+    noise_conditioning: bool = spec(
+        False, help="with wave_conditioning: the wave condition holds each recording's residual noise level too "
+                    "(models.series.residual_rms of the training signal, µV; generation draws it per ear from the "
+                    "run's wave profile, or evaluation.generate --noise-uv states it)")
+
     def __post_init__(self) -> None:
+        if self.noise_conditioning and not self.wave_conditioning:
+            raise ValueError("model.noise_conditioning: expected model.wave_conditioning true as well (the noise "
+                             "level is a column of the wave condition), found false")
         if self.microphonic_conditioning and not self.wave_conditioning:
             raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning true as well (the "
                              "microphonic index is a column of the wave condition), found false")

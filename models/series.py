@@ -140,6 +140,22 @@ def microphonic_index(signal: np.ndarray | Tensor) -> np.ndarray:
     return microphonic_log_ratio(signal)[:, None].cpu().numpy()
 
 
+# The residual noise level (residual_rms): what a recording holds above a RESIDUAL_SMOOTH_MS centred moving average,
+# about 1 kHz up, where the waves carry little and the averaged EEG most.
+RESIDUAL_SMOOTH_MS = 0.5
+
+
+def residual_rms(signal: np.ndarray | Tensor) -> Tensor:
+    """(N L) signals -> (N,) float32, in the signals' unit: the RMS of x minus its centred RESIDUAL_SMOOTH_MS
+    moving average (edges: the nearest value), on the signal's device. Slow waves barely reach it; white
+    noise mostly does. The bench compares it (bench/virtual_patients.py) and ``model.noise_conditioning`` reads it."""
+    x = torch.as_tensor(signal).float()  # (N L)
+    width = int(round(RESIDUAL_SMOOTH_MS * SAMPLE_RATE_HZ / 1000)) | 1  # 11 samples at 20 kHz: odd, centred
+    padded = nn.functional.pad(x[:, None], (width // 2, width // 2), mode="replicate")  # (N 1 L+width-1)
+    smooth = nn.functional.avg_pool1d(padded, width, stride=1)[:, 0]  # (N L)
+    return (x - smooth).pow(2).mean(1).sqrt()
+
+
 def microphonic_log_ratio(signal: np.ndarray | Tensor) -> Tensor:
     """:func:`microphonic_index`'s value as a tensor (N,) on the signal's device (a training batch's)."""
     x = band_passed(signal, MICROPHONIC_BAND_HZ, 4)  # (N L)

@@ -86,7 +86,7 @@ class ABRNet(nn.Module):
 
         self.cond = Conditioning(E, stats, blind=tuple(STATIC_NAMES.index(n) for n in cfg.blind_static),
                                  labels=cfg.label_conditioning, waves=cfg.wave_conditioning,
-                                 microphonic=cfg.microphonic_conditioning)
+                                 microphonic=cfg.microphonic_conditioning, noise=cfg.noise_conditioning)
         self.stem = nn.Linear(1, W[0])
         # model.wave_template: wave V's bump as a second input channel; starts at zero, as the embeddings do
         self.template_stem = nn.Linear(1, W[0], bias=False) if cfg.wave_template else None
@@ -139,7 +139,8 @@ class ABRNet(nn.Module):
         null): only with ``model.label_conditioning`` (None: every row's null); rows at t = 0 never read
         them (models/conditioning.py). The caller draws their training drops (training.objective). wave (B 3)
         [present 1 / 0 / NaN, latency ms, amplitude µV]: only with ``model.wave_conditioning``, the same rules;
-        (B 4) with ``model.microphonic_conditioning``, the recording's microphonic index (NaN: unknown) last."""
+        one more column with ``model.microphonic_conditioning``, the recording's microphonic index, and one more
+        with ``model.noise_conditioning``, its residual noise µV, last (each NaN: unknown)."""
         B = self._check_inputs(x_t, t, static, drop_cond)
         self._check_labels(B, label, threshold)
         self._check_wave(B, wave)
@@ -261,6 +262,11 @@ class ABRNet(nn.Module):
     def microphonic_conditioned(self) -> bool:
         """Whether the wave condition also holds the microphonic index (``model.microphonic_conditioning``)."""
         return self.cond.wave is not None and self.cond.wave.microphonic
+
+    @property
+    def noise_conditioned(self) -> bool:
+        """Whether the wave condition's last column is the residual noise level (``model.noise_conditioning``)."""
+        return self.cond.wave is not None and self.cond.wave.noise
 
     def _check_wave(self, B: int, wave: Tensor | None) -> None:
         if wave is None:

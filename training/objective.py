@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from data.records import UNKNOWN_LABEL
-from models.series import microphonic_log_ratio
+from models.series import microphonic_log_ratio, residual_rms
 from models.unet import HEAD_OUTPUTS, WAVE_OUTPUTS
 from training.augment import noise_catch
 from training.components import COMPONENTS
@@ -52,7 +52,10 @@ class Objective(nn.Module):
     ``wave_drop``: the drop probability of wave V's condition (``model.wave_conditioning``; None: a network
     without it), drawn after the labels' drops; the heads' half gets its null. ``wave_microphonic``
     (``model.microphonic_conditioning``): the wave condition's fourth column, each recording's microphonic index
-    (models.series.microphonic_log_ratio of its clean signal), dropped with the rest. ``signal_class_weights``: each
+    (models.series.microphonic_log_ratio of its clean signal), dropped with the rest. ``wave_noise_uv``
+    (``model.noise_conditioning``): µV per unit of the standardized signal (DataStats.signal_std); the wave
+    condition's last column is then each recording's residual noise in µV (models.series.residual_rms of its clean
+    signal times it), dropped with the rest. ``signal_class_weights``: each
     recording's signal loss weighted by its type's class weight (``components.class_weights``, the class
     loss's), a weighted mean over the batch, so the rare types' waveforms are learned as their labels are.
     """
@@ -62,11 +65,14 @@ class Objective(nn.Module):
                  autocast: Callable[[], AbstractContextManager[Any]] = nullcontext, noise_catch: float = 0.0,
                  catch_surrogates: float = 0.0, catch_band: bool = False,
                  label_drop: tuple[float, float] | None = None, wave_drop: float | None = None,
-                 signal_class_weights: bool = False, wave_microphonic: bool = False) -> None:
+                 signal_class_weights: bool = False, wave_microphonic: bool = False,
+                 wave_noise_uv: float | None = None) -> None:
         super().__init__()
         if wave_microphonic and wave_drop is None:
             raise ValueError("model.microphonic_conditioning: expected model.wave_conditioning as well")
-        self.wave_microphonic = wave_microphonic
+        if wave_noise_uv is not None and wave_drop is None:
+            raise ValueError("model.noise_conditioning: expected model.wave_conditioning as well")
+        self.wave_microphonic, self.wave_noise_uv = wave_microphonic, wave_noise_uv
         self.signal_class_weights = signal_class_weights
         if head_input not in ("clean", "noisy"):
             raise ValueError(f"loss.head_input: expected 'clean' or 'noisy', found {head_input!r}")
@@ -127,8 +133,9 @@ class Objective(nn.Module):
     def wave_inputs(self, batch: dict[str, Tensor], generator: torch.Generator, *, train: bool,
                     shard: tuple[int, int]) -> Tensor:
         """[2B 3] wave V's condition: the batch's [present, latency ms, amplitude µV] (latency and amplitude
-        NaN where absent; [2B 4] with ``wave_microphonic``: the microphonic index last), rows dropped to the
-        null (all NaN) with ``wave_drop`` in training; the heads' half all nulls."""
+        NaN where absent; one more column with ``wave_microphonic``, the microphonic index, and one more with
+        ``wave_noise_uv``, the residual noise µV, last), rows dropped to the null (all NaN) with ``wave_drop`` in
+        training; the heads' half all nulls."""
         present = batch["peak_mask"].float()  # [B]
         B, (r, n) = present.shape[0], shard
         nan = torch.full_like(present, math.nan)
@@ -137,6 +144,9 @@ class Objective(nn.Module):
         if self.wave_microphonic:
             index = microphonic_log_ratio(batch["signal"][:, 0]).to(wave)  # [B] scale-free: the normalized signal
             wave = torch.cat([wave, index[:, None]], dim=-1)  # [B 4]
+        if self.wave_noise_uv is not None:  # residual_rms ignores the standardization's shift, not its scale
+            noise = residual_rms(batch["signal"][:, 0]).to(wave) * self.wave_noise_uv  # [B] µV
+            wave = torch.cat([wave, noise[:, None]], dim=-1)  # [B 4 or 5]
         if train:
             drop = (torch.rand(n * B, device=present.device, generator=generator) < self.wave_drop)[r * B:(r + 1) * B]
             wave = torch.where(drop[:, None], math.nan, wave)  # [B 3]
@@ -197,3 +207,15 @@ class Objective(nn.Module):
         kw = self.diffusion.sampling_kwargs() | overrides
         return self.diffusion.sample(lambda x, tt, drop: net(x, tt, static, drop_cond=drop)["signal"],
                                      (static.shape[0], 1, length), generator=generator, **kw)
+
+
+def noise_scale(noise_conditioning: bool, stats: Any) -> float | None:
+    """``Objective``'s ``wave_noise_uv`` (µV per unit of the standardized signal) for ``model.noise_conditioning``,
+    None without it. Only a global standardization keeps the recordings' µV: under per-sample normalization every
+    recording has unit spread and its noise level is lost (data.normalization, data/stats.py)."""
+    if not noise_conditioning:
+        return None
+    if stats.normalization != "global":
+        raise ValueError(f"model.noise_conditioning: expected data.normalization 'global' (the noise level in µV), "
+                         f"found '{stats.normalization}'")
+    return float(stats.signal_std)

@@ -39,7 +39,7 @@ from training.config import Config
 from training.distributed import DistInfo, all_reduce_grads, reduce_mean, reduce_sum, shard_rows
 from training.ema import EMA
 from training.epoch_order import EpochSampler
-from training.objective import Objective
+from training.objective import Objective, noise_scale
 from training.optim import build_optimizer, build_scheduler
 from training.series import clinical_summary, gathered_evidence
 from training.step import StepOutput, TrainingInterrupted  # noqa: F401 (TrainingInterrupted: re-exported)
@@ -78,7 +78,8 @@ class Trainer:
                                                if cfg.model.label_conditioning else None),
                                    wave_drop=cfg.model.wave_drop_prob if cfg.model.wave_conditioning else None,
                                    signal_class_weights=cfg.loss.signal_class_weights,
-                                   wave_microphonic=cfg.model.microphonic_conditioning)
+                                   wave_microphonic=cfg.model.microphonic_conditioning,
+                                   wave_noise_uv=noise_scale(cfg.model.noise_conditioning, data.stats))
         self.model = model.to(device)  # the bare module: checkpoints, EMA and head lookups use it
         self.net = self.model  # what forward calls go through (the DDP wrapper under torchrun)
         if self.dist.enabled:

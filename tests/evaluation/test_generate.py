@@ -394,8 +394,8 @@ def test_wave_guidance_scales_what_wave_v_adds_to_the_conditional_branch(w_v):
     cond = 2.0 + w_v * torch.tensor([0.4, 0.0, 0.0])  # absent and null rows add nothing
     guided = -1.0 + 2.0 * (cond - -1.0)
     torch.testing.assert_close(x[:, 0, 0], guided * 0.25 + 0.1)
-    with pytest.raises(ValueError, match=r"generate wave: expected shape \[3, 3\] \(\[3, 4\] with the microphonic "
-                                         r"index\), found \[3, 2\]"):
+    with pytest.raises(ValueError, match=r"generate wave: expected shape \[3, 3\] \(up to \[3, 5\] with the "
+                                         r"microphonic index and the residual noise\), found \[3, 2\]"):
         generate(net, x0_diffusion(), STATS, STATIC, 3, "ddim", 4, 2.0, wave=torch.zeros(3, 2))
 
 
@@ -638,24 +638,49 @@ def test_the_wave_profile_cli_refits_a_runs_profile(tiny_wave_run, tmp_path, cap
     assert json.loads((copy / "wave_profile.json").read_text()) == json.loads(written)
 
 
-def test_a_microphonic_run_draws_the_index_beside_wave_v(tmp_path, capsys):
-    """model.microphonic_conditioning through train.py and generate: the run's profile holds the microphonic
-    index's quantiles, and --type/--threshold generation hands the network its four-column condition."""
+def test_a_microphonic_and_noise_run_draws_both_beside_wave_v(tmp_path, capsys, monkeypatch):
+    """model.microphonic_conditioning and model.noise_conditioning through train.py and generate: the run's profile
+    holds the microphonic index's and the residual noise's quantiles, --type/--threshold generation hands the
+    network its five-column condition (the noise drawn, in µV, last), and --noise-uv states every row's noise."""
+    import evaluation.generate as gen
     from tests.reliability.procs import in_process_args, train_in_process
 
     assert train_in_process(in_process_args(tmp_path, "run", "training.epochs=1", "model.base_channels=4",
                                             "data.synthetic.patients=6", "model.label_conditioning=true",
                                             "model.wave_conditioning=true", "model.microphonic_conditioning=true",
-                                            "logging.use_tensorboard=false")) == 0
+                                            "model.noise_conditioning=true", "logging.use_tensorboard=false")) == 0
     run = tmp_path / "run"
     profile = json.loads((run / "wave_profile.json").read_text(encoding="utf-8"))
     assert len(profile["microphonic_quantiles"]) == len(profile["types"]["NÖROPATİ"]["microphonic"][0])
-    out = tmp_path / "mic.npz"
-    assert main(["--run", str(run), "--n", "2", "--steps", "3", "--type", "NOROPATI", "--threshold", "40",
-                 "--levels", "50,90", "--out", str(out)]) == 0
-    capsys.readouterr()
-    with np.load(out, allow_pickle=False) as f:
-        assert f["signal"].shape == (4, 200) and json.loads(str(f["meta"]))["generation"]["wave_profile"] is True
+    assert len(profile["types"]["NÖROPATİ"]["log10_noise_uv"]) == len(profile["level_edges_db"])
+    assert 0.0 <= profile["noise_within_series"] <= 1.0
+    seen = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **kw: seen.append(kw["wave"]) or real(*a, **kw))
+    base = ["--run", str(run), "--n", "2", "--steps", "3", "--type", "NOROPATI", "--threshold", "40",
+            "--levels", "50,90"]
+    metas = []
+    for flags in ([], ["--noise-uv", "0.03"], ["--no-wave-profile", "--noise-uv", "0.03"]):
+        out = tmp_path / f"g{len(metas)}.npz"
+        assert main([*base, *flags, "--out", str(out)]) == 0
+        capsys.readouterr()
+        with np.load(out, allow_pickle=False) as f:
+            assert f["signal"].shape == (4, 200)
+            metas.append(json.loads(str(f["meta"]))["generation"])
+    drawn, stated, alone = seen
+    assert drawn.shape == (4, 5) and (drawn[:, 4] > 0).all() and drawn[:, 4].unique().numel() > 1
+    torch.testing.assert_close(stated[:, :4], drawn[:, :4], equal_nan=True)
+    assert (stated[:, 4] == 0.03).all() and alone[:, :4].isnan().all() and (alone[:, 4] == 0.03).all()
+    assert [m["wave_profile"] for m in metas] == [True, True, False]
+    assert [m["noise_uv"] for m in metas] == [None, 0.03, 0.03]
+
+
+def test_noise_uv_on_a_run_without_noise_conditioning_is_one_line(tiny_wave_run, tmp_path, capsys):
+    assert main(["--run", str(tiny_wave_run), "--n", "2", "--steps", "3", "--noise-uv", "0.03",
+                 "--out", str(tmp_path / "x.npz")]) == 2
+    err = _one_error_line(capsys)
+    assert "--noise-uv: expected a run trained with model.noise_conditioning true" in err
+    assert not (tmp_path / "x.npz").exists()
 
 
 def test_a_requested_type_gets_the_microphonic_of_one_training_ear(tiny_wave_run, tmp_path, capsys):

@@ -112,10 +112,42 @@ def test_the_microphonic_index_is_drawn_per_ear_from_its_quantiles():
     normal = draw_waves(fitted, static, thr, np.full_like(label, CLASS_NAMES.index("NORMAL")), sid,
                         np.random.default_rng(0), microphonic=True)[:, 3].reshape(200, 5)
     assert m[:, 4].mean() > normal[:, 4].mean() + 0.5  # at 90 dB neuropathy rings, a normal ear does not
-    with pytest.raises(ValueError, match="wave profile: expected the microphonic index's quantiles"):
+    with pytest.raises(ValueError, match="wave profile: expected 'microphonic_quantiles' \\(a run trained with "
+                                         "model.microphonic_conditioning\\)"):
         draw_waves(load_profile_free(fitted), static, thr, label, sid, np.random.default_rng(0), microphonic=True)
 
 
 def load_profile_free(profile: dict) -> dict:
     """The profile without the microphonic index's quantiles (as a run without the condition saves it)."""
     return {k: v for k, v in profile.items() if k not in ("microphonic_quantiles", "level_edges_db")}
+
+
+def test_the_noise_level_is_drawn_per_ear_as_alike_within_a_series_as_in_training():
+    """model.noise_conditioning's profile: per type and 10 dB level bin, quantiles of log10 of the training
+    recordings' residual noise (µV), and rho, the share of its normal scores' variance between series. Drawn ears
+    reproduce the level's spread and, within a series, about rho's correlation; the noise comes after the
+    microphonic index and leaves the earlier columns' draws as they were; a profile without it is one line."""
+    from models.series import microphonic_index, residual_rms
+
+    c = synthetic_cohort(600, 17)
+    noise = residual_rms(c.signal).double().numpy()  # (N,) µV
+    fitted = fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
+                         np.nan_to_num(c.peak_amplitude), c.series_id, microphonic_index(c.signal)[:, 0], noise)
+    rho = fitted["noise_within_series"]
+    assert 0.3 < rho < 0.9  # data.synthetic: the patient's level (0.5 in log) against the recording's (0.3)
+    k = CLASS_NAMES.index("SNİK")
+    static, thr, label, sid = ears(k, 40.0, 400)
+    w = draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0), microphonic=True, noise=True)
+    assert w.shape == (2000, 5) and (w[:, 4] > 0).all()
+    np.testing.assert_array_equal(w[:, :4], draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0),
+                                                       microphonic=True))
+    drawn = np.log10(w[:, 4]).reshape(400, 5)
+    real = np.log10(noise[(c.label == k) & (c.static[:, 1] >= 70) & (c.static[:, 1] < 80)])
+    assert abs(np.median(drawn[:, 3]) - np.median(real)) < 0.08  # 70 dB: the 70-80 dB bin's middle
+    assert abs(np.std(drawn[:, 3]) - np.std(real)) < 0.25 * np.std(real)
+    within = np.mean([np.corrcoef(drawn[:, i], drawn[:, j])[0, 1] for i in range(5) for j in range(i + 1, 5)])
+    assert abs(within - rho) < 0.15
+    with pytest.raises(ValueError, match="wave profile: expected 'noise_within_series' \\(a run trained with "
+                                         "model.noise_conditioning\\)"):
+        draw_waves({k: v for k, v in fitted.items() if k != "noise_within_series"}, static, thr, label, sid,
+                   np.random.default_rng(0), noise=True)

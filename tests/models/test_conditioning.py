@@ -220,6 +220,45 @@ def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(mak
         net(x, t, static, wave=torch.zeros(3, 3))
 
 
+def test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
+    """model.noise_conditioning: the wave condition's last column (the residual noise, µV) gives another denoiser
+    output at t > 0, none at t = 0; NaN is its unknown; with the microphonic index too it comes after it; a new
+    network starts as the one without it."""
+    from models.conditioning import NOISE_LOG10_CENTRE, NOISE_LOG10_SCALE, WaveEmbedding
+
+    torch.manual_seed(0)
+    fresh = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, noise_conditioning=True,
+                                 peak_head="map"), make_stats()).eval()
+    x, _, static = make_inputs(3)
+    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
+    loud, quiet = torch.tensor([1.0, 6.0, 0.3, 0.1]).expand(3, 4), torch.tensor([1.0, 6.0, 0.3, 0.01]).expand(3, 4)
+    with torch.no_grad():
+        assert torch.equal(fresh(x, t, static, wave=loud)["signal"], fresh(x, t, static)["signal"])  # zero start
+        for p in (*fresh.cond.label.mlp[-1].parameters(), *fresh.cond.wave.mlp[-1].parameters()):
+            p.normal_(0.0, 0.5)
+        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+        at0 = [fresh(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (loud, quiet)]
+        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
+        a, b = (fresh(x, t, static, **labels(3, 1, 60.0), wave=w)["signal"] for w in (loud, quiet))
+        unknown = fresh(x, t, static, **labels(3, 1, 60.0), wave=torch.tensor([1.0, 6.0, 0.3, NAN]).expand(3, 4))
+    assert not torch.allclose(a, b, atol=1e-6) and not torch.allclose(unknown["signal"], b, atol=1e-6)
+    assert fresh.noise_conditioned and not fresh.microphonic_conditioned
+    both = WaveEmbedding(8, make_stats(), microphonic=True, noise=True)
+    assert both.columns == 5 and both.mlp[0].in_features == 9
+    # u's last two entries: known, z of log10 µV about the centre; unknown (NaN) and the null read as 0, 0
+    both.mlp = torch.nn.Identity()  # read u itself
+    u = both(torch.tensor([[1.0, 6.0, 0.3, 0.5, 10 ** NOISE_LOG10_CENTRE * 10 ** NOISE_LOG10_SCALE],
+                           [1.0, 6.0, 0.3, 0.5, NAN], [1.0, 6.0, 0.3, 0.5, 0.02]]),
+             torch.tensor([False, False, True]))
+    seen = u[:, -2:].tolist()
+    assert seen[0] == pytest.approx([1.0, 1.0]) and seen[1] == [0.0, 0.0] and seen[2] == [0.0, 0.0]
+
+
+def test_noise_conditioning_needs_wave_conditioning(tiny_cfg):
+    with pytest.raises(ValueError, match="model.noise_conditioning: expected model.wave_conditioning true"):
+        tiny_cfg(label_conditioning=True, noise_conditioning=True)
+
+
 def test_microphonic_conditioning_needs_wave_conditioning(tiny_cfg):
     with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning true"):
         tiny_cfg(label_conditioning=True, microphonic_conditioning=True)

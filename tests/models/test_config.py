@@ -81,6 +81,8 @@ BEHAVIOUR_KEYS = {
                       "test_the_wave_template_is_a_bump_at_the_requested_latency_and_never_reaches_the_answer_pass"),
     "microphonic_conditioning": ("tests/models/test_conditioning.py::"
                                  "test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass"),
+    "noise_conditioning": ("tests/models/test_conditioning.py::"
+                           "test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass"),
     "wave_drop_prob": ("tests/training/test_objective.py::"
                        "test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from data.records import SAMPLE_RATE_HZ
 from models.series import N_COHERENCE, level_coherence
@@ -71,3 +72,16 @@ def test_microphonic_index_reads_early_ringing_whatever_the_size():
     assert m[1, 0] > m[0, 0] + 2 and m[3, 0] > m[2, 0] + 2  # ringing: many times the background's band power
     assert abs(m[2, 0]) < 1.5  # noise alone: the same power early and late
     np.testing.assert_allclose(microphonic_index(7.0 * x + 3.0), m, atol=1e-4)  # size and offset do not matter
+
+
+def test_residual_rms_is_the_rms_above_a_centred_half_millisecond_average():
+    """models.series.residual_rms: x minus its centred 11-sample (0.5 ms) moving average with the edges held,
+    as scipy's uniform_filter1d computes it; in the signal's unit, on tensors and arrays alike."""
+    from scipy.ndimage import uniform_filter1d
+
+    from models.series import residual_rms
+
+    x = np.random.default_rng(0).standard_normal((6, 200)).cumsum(1) * 0.1  # (N L) slow and fast parts
+    expected = np.sqrt(((x - uniform_filter1d(x, 11, axis=1, mode="nearest")) ** 2).mean(1))
+    np.testing.assert_allclose(residual_rms(x).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(residual_rms(torch.from_numpy(3 * x)).numpy(), 3 * expected, rtol=1e-5)

@@ -97,6 +97,13 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
         "tests/models/test_conditioning.py::test_microphonic_conditioning_needs_wave_conditioning",
         "tests/training/test_objective.py::test_the_wave_condition_carries_the_microphonic_index_when_asked",
         "tests/evaluation/test_wave_profile.py::test_the_microphonic_index_is_drawn_per_ear_from_its_quantiles"),
+    "model.noise_conditioning": (
+        "tests/models/test_conditioning.py::test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass",
+        "tests/models/test_conditioning.py::test_noise_conditioning_needs_wave_conditioning",
+        "tests/training/test_objective.py::test_the_wave_condition_carries_the_residual_noise_in_uv_when_asked",
+        "tests/evaluation/test_wave_profile.py::"
+        "test_the_noise_level_is_drawn_per_ear_as_alike_within_a_series_as_in_training",
+        "tests/evaluation/test_generate.py::test_a_microphonic_and_noise_run_draws_both_beside_wave_v"),
     "model.wave_drop_prob": (
         T + "test_wave_conditioning_and_its_drop_probability_reach_the_network",
         "tests/training/test_objective.py::test_wave_condition_carries_the_batch_wave_v_and_drops_to_its_null"),

@@ -211,3 +211,38 @@ def test_the_wave_condition_carries_the_microphonic_index_when_asked():
     with pytest.raises(ValueError, match="model.microphonic_conditioning: expected model.wave_conditioning"):
         Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
                   head_input="clean", label_drop=(0.3, 0.6), wave_microphonic=True)
+
+
+def test_the_wave_condition_carries_the_residual_noise_in_uv_when_asked():
+    """model.noise_conditioning: the last column is each recording's residual noise in µV (models.series.
+    residual_rms of its standardized signal times the µV scale), after the microphonic index, dropped with the
+    rest of the row; noise_scale gives the scale only under a global standardization."""
+    from types import SimpleNamespace
+
+    from models.series import microphonic_log_ratio, residual_rms
+    from training.objective import noise_scale
+
+    B = 400
+    g = torch.Generator().manual_seed(1)
+    level = torch.where(torch.arange(B) % 2 == 0, 1.0, 0.1)  # (B) loud and quiet rows, standardized units
+    signal = torch.randn(B, 1, 200, generator=g) * level[:, None, None]
+    batch = _label_batch(B) | {"signal": signal, "peak_mask": torch.ones(B, dtype=torch.bool),
+                               "peak_latency": torch.full((B,), 6.5), "peak_amplitude": torch.full((B,), 0.3)}
+    kw = {"cond_drop_prob": 0.1, "head_input": "clean", "label_drop": (0.3, 0.6), "wave_drop": 0.25}
+    scale = noise_scale(True, SimpleNamespace(normalization="global", signal_std=0.4))
+    obj = Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), wave_microphonic=True,
+                    wave_noise_uv=scale, **kw)
+    wave = obj.label_inputs(batch, torch.Generator().manual_seed(0), train=True, shard=(0, 1))["wave"]
+    assert wave.shape == (2 * B, 5) and wave[B:].isnan().all()
+    kept = ~wave[:B, 0].isnan()
+    assert 0.6 < kept.float().mean() < 0.9 and wave[:B][~kept].isnan().all()
+    torch.testing.assert_close(wave[:B][kept, 3], microphonic_log_ratio(signal[:, 0])[kept])
+    torch.testing.assert_close(wave[:B][kept, 4], 0.4 * residual_rms(signal[:, 0])[kept])
+    loud = torch.arange(B) % 2 == 0
+    assert wave[:B][kept & loud, 4].median() > 8 * wave[:B][kept & ~loud, 4].median()
+    assert noise_scale(False, SimpleNamespace(normalization="per_sample", signal_std=1.0)) is None
+    with pytest.raises(ValueError, match="model.noise_conditioning: expected data.normalization 'global'"):
+        noise_scale(True, SimpleNamespace(normalization="per_sample", signal_std=1.0))
+    with pytest.raises(ValueError, match="model.noise_conditioning: expected model.wave_conditioning"):
+        Objective(GaussianDiffusion(DiffusionConfig(timesteps=100)), torch.nn.Identity(), cond_drop_prob=0.1,
+                  head_input="clean", label_drop=(0.3, 0.6), wave_noise_uv=0.4)
