@@ -192,32 +192,36 @@ def test_wave_conditioning_needs_label_conditioning(tiny_cfg):
 
 
 
+def fourth_column_moves_only_the_denoiser(net: torch.nn.Module, make_inputs, high: float, low: float) -> None:
+    """A new ``net`` whose wave condition has a fourth column: at the zero start the column changes nothing; with
+    the embeddings' last layers drawn, ``high`` against ``low`` (and NaN, its unknown, against ``low``) moves the
+    denoiser's output at t > 0 and no output at t = 0."""
+    x, _, static = make_inputs(3)
+    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
+    one, other, unknown = (torch.tensor([1.0, 6.0, 0.3, v]).expand(3, 4) for v in (high, low, NAN))
+    with torch.no_grad():
+        assert torch.equal(net(x, t, static, wave=one)["signal"], net(x, t, static)["signal"])  # zero start
+        for p in (*net.cond.label.mlp[-1].parameters(), *net.cond.wave.mlp[-1].parameters()):
+            p.normal_(0.0, 0.5)
+        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
+        at0 = [net(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (one, other)]
+        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
+        a, b, c = (net(x, t, static, **labels(3, 1, 60.0), wave=w)["signal"] for w in (one, other, unknown))
+    assert not torch.allclose(a, b, atol=1e-6) and not torch.allclose(c, b, atol=1e-6)
+
+
 def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
     """model.microphonic_conditioning: the wave condition's fourth column (the microphonic index) gives another
     denoiser output at t > 0, none at t = 0; NaN is its unknown; a new network starts as the one without it, and
     a wave tensor of the wrong width is one line naming the width."""
     torch.manual_seed(0)
-    fresh = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, microphonic_conditioning=True,
-                                 peak_head="map"), make_stats()).eval()
-    x, _, static = make_inputs(3)
-    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
-    ring, quiet = torch.tensor([1.0, 6.0, 0.3, 2.0]).expand(3, 4), torch.tensor([1.0, 6.0, 0.3, 0.0]).expand(3, 4)
-    with torch.no_grad():
-        assert torch.equal(fresh(x, t, static, wave=ring)["signal"], fresh(x, t, static)["signal"])  # zero start
-        for p in fresh.cond.label.mlp[-1].parameters():
-            p.normal_(0.0, 0.5)
-        for p in fresh.cond.wave.mlp[-1].parameters():
-            p.normal_(0.0, 0.5)
-        net = fresh
-        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
-        at0 = [net(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (ring, quiet)]
-        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
-        a, b = (net(x, t, static, **labels(3, 1, 60.0), wave=w)["signal"] for w in (ring, quiet))
-        unknown = net(x, t, static, **labels(3, 1, 60.0), wave=torch.tensor([1.0, 6.0, 0.3, NAN]).expand(3, 4))
-    assert not torch.allclose(a, b, atol=1e-6) and not torch.allclose(unknown["signal"], b, atol=1e-6)
+    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, microphonic_conditioning=True,
+                               peak_head="map"), make_stats()).eval()
+    fourth_column_moves_only_the_denoiser(net, make_inputs, 2.0, 0.0)
     assert net.microphonic_conditioned and net.wave_conditioned
+    x, _, static = make_inputs(3)
     with pytest.raises(ValueError, match=r"^ABRNet input wave: expected a float tensor of shape \[3, 4\]"):
-        net(x, t, static, wave=torch.zeros(3, 3))
+        net(x, torch.full((3,), 300), static, wave=torch.zeros(3, 3))
 
 
 def test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
@@ -227,22 +231,10 @@ def test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass(make_inpu
     from models.conditioning import NOISE_LOG10_CENTRE, NOISE_LOG10_SCALE, WaveEmbedding
 
     torch.manual_seed(0)
-    fresh = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, noise_conditioning=True,
-                                 peak_head="map"), make_stats()).eval()
-    x, _, static = make_inputs(3)
-    t0, t = torch.zeros(3, dtype=torch.long), torch.full((3,), 300)
-    loud, quiet = torch.tensor([1.0, 6.0, 0.3, 0.1]).expand(3, 4), torch.tensor([1.0, 6.0, 0.3, 0.01]).expand(3, 4)
-    with torch.no_grad():
-        assert torch.equal(fresh(x, t, static, wave=loud)["signal"], fresh(x, t, static)["signal"])  # zero start
-        for p in (*fresh.cond.label.mlp[-1].parameters(), *fresh.cond.wave.mlp[-1].parameters()):
-            p.normal_(0.0, 0.5)
-        keys = ("signal", *HEAD_OUTPUTS, *WAVE_OUTPUTS)
-        at0 = [fresh(x, t0, static, **labels(3, 1, 60.0), wave=w) for w in (loud, quiet)]
-        assert all(torch.equal(at0[0][k], at0[1][k]) for k in keys)
-        a, b = (fresh(x, t, static, **labels(3, 1, 60.0), wave=w)["signal"] for w in (loud, quiet))
-        unknown = fresh(x, t, static, **labels(3, 1, 60.0), wave=torch.tensor([1.0, 6.0, 0.3, NAN]).expand(3, 4))
-    assert not torch.allclose(a, b, atol=1e-6) and not torch.allclose(unknown["signal"], b, atol=1e-6)
-    assert fresh.noise_conditioned and not fresh.microphonic_conditioned
+    net = build_model(tiny_cfg(label_conditioning=True, wave_conditioning=True, noise_conditioning=True,
+                               peak_head="map"), make_stats()).eval()
+    fourth_column_moves_only_the_denoiser(net, make_inputs, 0.1, 0.01)
+    assert net.noise_conditioned and not net.microphonic_conditioned
     both = WaveEmbedding(8, make_stats(), microphonic=True, noise=True)
     assert both.columns == 5 and both.mlp[0].in_features == 9
     # u's last two entries: known, z of log10 µV about the centre; unknown (NaN) and the null read as 0, 0
