@@ -53,10 +53,14 @@ index (models.series.microphonic_index, neuropathy's sign: the series model read
 
 With ``model.noise_conditioning`` the wave condition's last column is the recording's residual noise level in µV
 (models.series.residual_rms: what a recording holds above about 1 kHz), and u two more entries, [ known (1) |
-z noise (1), 0 where unknown ] with z = (log10 µV - NOISE_LOG10_CENTRE) / NOISE_LOG10_SCALE; it shares wave V's
-null. The residual noise of an averaged ABR spans about a decade between recordings (sweeps, the patient's EEG
-and muscle); without the column the denoiser drew each twin's noise from the average at its condition, and the
-loudest drawn twins sat far beyond any recording (docs/generate.md, "Noise level").
+z noise (1), 0 where unknown ] with z = (log10 µV - NOISE_LOG10_CENTRE) / NOISE_LOG10_SCALE. It is null at t = 0
+and where the whole wave row is dropped (``model.wave_drop_prob``), but not under the guidance drop: the
+unconditional branch of guidance reads the same noise level as the conditional one, so w extrapolates the type,
+threshold and wave V and never the noise (read only in the conditional branch, a requested level came out
+amplified, a slope of 1.32 in log10 at w = 2; docs/generate.md, "Noise level"). The residual noise of an
+averaged ABR spans about a decade between recordings (sweeps, the patient's EEG and muscle); without the column
+the denoiser drew each twin's noise from the average at its condition, and the loudest twins sat far beyond any
+recording.
 
 ``blind`` columns (``model.blind_static``, issue 33) are set to their training mean at t = 0: the
 pass the heads answer from does not read them (a recording's wave V is present or not whatever the
@@ -158,9 +162,9 @@ class WaveEmbedding(nn.Module):
             value = torch.tensor(float(getattr(stats, name)))
             self.register_buffer(name, value.clamp_min(1e-6) if name.endswith("std") else value)
 
-    def forward(self, wave: Tensor, null: Tensor) -> Tensor:
+    def forward(self, wave: Tensor, null: Tensor, noise_null: Tensor | None = None) -> Tensor:
         """wave (B columns): present (1 / 0 / NaN unknown), latency ms, amplitude µV[, microphonic index][, residual
-        noise µV] (each NaN: unknown); null (B) bool."""
+        noise µV] (each NaN: unknown); null (B) bool; noise_null (B) bool, the noise column's (None: ``null``)."""
         wave = wave.float()
         unknown = null | torch.isnan(wave[:, 0])  # (B)
         present = wave_present(wave, null)  # (B)
@@ -173,7 +177,8 @@ class WaveEmbedding(nn.Module):
             u = torch.cat([u, known_value(wave[:, 3], null)], dim=-1)  # (B 7)
         if self.noise:
             z_noise = (torch.log10(wave[:, -1].clamp_min(1e-6)) - NOISE_LOG10_CENTRE) / NOISE_LOG10_SCALE  # (B)
-            u = torch.cat([u, known_value(torch.where(wave[:, -1] > 0, z_noise, math.nan), null)], dim=-1)  # (B +2)
+            value = torch.where(wave[:, -1] > 0, z_noise, math.nan)  # (B) NaN: unknown
+            u = torch.cat([u, known_value(value, null if noise_null is None else noise_null)], dim=-1)  # (B +2)
         return self.mlp(u)  # (B E)
 
     def template(self, wave: Tensor, null: Tensor, L: int, ms_per_sample: float) -> Tensor:
@@ -232,5 +237,5 @@ class Conditioning(nn.Module):
         e_y = self.label(label, threshold, null)  # (B E)
         if self.wave is not None:
             wave = torch.full((B, self.wave.columns), math.nan, device=t.device) if wave is None else wave
-            e_y = e_y + self.wave(wave, null)  # (B E)
+            e_y = e_y + self.wave(wave, null, noise_null=t == 0)  # (B E) the noise level: under guidance's drop too
         return nn.functional.silu(e_t + e_s + e_y)  # (B E)
