@@ -226,8 +226,8 @@ def test_the_microphonic_column_moves_the_denoiser_and_never_the_answer_pass(mak
 
 def test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass(make_inputs, make_stats, tiny_cfg):
     """model.noise_conditioning: the wave condition's last column (the residual noise, µV) gives another denoiser
-    output at t > 0, none at t = 0; NaN is its unknown; with the microphonic index too it comes after it; a new
-    network starts as the one without it."""
+    output at t > 0, none at t = 0, and under guidance's drop too (which nulls the rest); NaN is its unknown; with
+    the microphonic index too it comes after it; a new network starts as the one without it."""
     from models.conditioning import NOISE_LOG10_CENTRE, NOISE_LOG10_SCALE, WaveEmbedding
 
     torch.manual_seed(0)
@@ -235,6 +235,16 @@ def test_the_noise_column_moves_the_denoiser_and_never_the_answer_pass(make_inpu
                                peak_head="map"), make_stats()).eval()
     fourth_column_moves_only_the_denoiser(net, make_inputs, 0.1, 0.01)
     assert net.noise_conditioned and not net.microphonic_conditioned
+    # guidance's drop nulls type, threshold and wave V but not the noise level: both branches read it
+    x, _, static = make_inputs(3)
+    t, dropped = torch.full((3,), 300), torch.ones(3, dtype=torch.bool)
+    with torch.no_grad():
+        loud, quiet = (net(x, t, static, drop_cond=dropped, **labels(3, 1, 60.0),
+                           wave=torch.tensor([1.0, 6.0, 0.3, v]).expand(3, 4))["signal"] for v in (0.1, 0.01))
+        other_wave = net(x, t, static, drop_cond=dropped, **labels(3, 2, 30.0),
+                         wave=torch.tensor([0.0, NAN, NAN, 0.01]).expand(3, 4))["signal"]
+    assert not torch.allclose(loud, quiet, atol=1e-6)
+    torch.testing.assert_close(other_wave, quiet)  # the rest of the condition is null under the drop
     both = WaveEmbedding(8, make_stats(), microphonic=True, noise=True)
     assert both.columns == 5 and both.mlp[0].in_features == 9
     # u's last two entries: known, z of log10 µV about the centre; unknown (NaN) and the null read as 0, 0
