@@ -24,12 +24,10 @@ uniform per series makes presence monotone in level, as in one ear. For a networ
 the training recordings' microphonic index (models.series.microphonic_index; the type's recordings at every level
 where a bin holds fewer than MIN_BIN); a series draws one uniform and reads each level's quantile at it, so an ear
 with a strong microphonic has it at every level. For a network with ``model.noise_conditioning`` the profile holds
-the same quantiles of log10 of the training recordings' residual noise (µV, models.series.residual_rms), and the
-share of its spread that lies between series, rho (the intra-class correlation of the recordings' normal scores:
-sd_between² / (sd_between² + sd_within²) of fit_part): a series draws z_s ~ N(0, 1), each recording
-u = Phi(sqrt(rho) z_s + sqrt(1 - rho) e), e ~ N(0, 1), and reads its quantile at u, so that one ear's recordings
-are alike in noise as a patient's are, and differ as a session's do. Nothing here reads a test split or a
-benchmark cohort.
+one more varying-intercept fit per type, of log10 of the training recordings' residual noise (µV,
+models.series.residual_rms) on x and log10 FMP and its square (NOISE_FEATURES; FMP is the recording's own
+signal-to-noise, a static value every request states, so a drawn noise level agrees with it), drawn as latency
+is: one intercept per ear, one residual per recording. Nothing here reads a test split or a benchmark cohort.
 """
 
 from __future__ import annotations
@@ -41,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr, ndtri
 
 from data.files import write_atomic
 from data.records import CLASS_NAMES
@@ -55,9 +52,11 @@ RIDGE = 1e-3  # per row, on the regressors' scale (each about 0-1)
 LEVEL_EDGES = np.arange(0.0, 110.0, 10.0)  # dB, the microphonic index's level bins
 MICROPHONIC_QUANTILES = np.linspace(0.0, 1.0, 21)
 MIN_BIN = 20  # recordings below which a level bin uses its type's recordings at every level
-QUANTILE_FLAGS = {"microphonic": "model.microphonic_conditioning", "log10_noise_uv": "model.noise_conditioning"}
+QUANTILE_FLAGS = {"microphonic": "model.microphonic_conditioning"}  # read_quantiles: the flag each key needs
+MIN_FMP = 0.05  # noise_design: FMP below it reads as this (a recording of noise alone sits about 1)
 FEATURES = ("1", "level", "level^2", "level^3", "SL", "SL^2", "log age", "log age^2", "level x log age",
             "SL x log age", "rate")
+NOISE_FEATURES = (*FEATURES, "log10 FMP", "log10 FMP^2")  # model.noise_conditioning: noise_design
 
 
 def design(static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
@@ -69,6 +68,12 @@ def design(static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
     rate = static[:, 2].astype(np.float64) / 50.0
     return np.column_stack([np.ones_like(level), level, level**2, level**3, sl, sl**2, age, age**2, level * age,
                             sl * age, rate])
+
+
+def noise_design(static: np.ndarray, threshold: np.ndarray) -> np.ndarray:
+    """(N 13) the noise fit's regressors (NOISE_FEATURES): design's and log10 FMP (clipped at MIN_FMP), squared."""
+    log_fmp = np.log10(np.clip(static[:, 3].astype(np.float64), MIN_FMP, None))
+    return np.column_stack([design(static, threshold), log_fmp, log_fmp**2])
 
 
 def fit_part(x: np.ndarray, y: np.ndarray, series: np.ndarray) -> dict[str, Any]:
@@ -100,9 +105,8 @@ def presence_share(level: np.ndarray, threshold: np.ndarray, present: np.ndarray
             "no_response": float(present[none].mean()) if none.any() else 0.0}
 
 
-def level_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[float]]:
-    """(len(LEVEL_EDGES), len(MICROPHONIC_QUANTILES)) quantiles of one type's values (the microphonic index, the
-    log noise) per level bin."""
+def microphonic_quantiles(level: np.ndarray, index: np.ndarray) -> list[list[float]]:
+    """(len(LEVEL_EDGES), len(MICROPHONIC_QUANTILES)) quantiles of one type's microphonic index per level bin."""
     k = np.clip(np.searchsorted(LEVEL_EDGES, level, side="right") - 1, 0, len(LEVEL_EDGES) - 1)
     pooled = np.quantile(index, MICROPHONIC_QUANTILES)
     return [(np.quantile(index[k == b], MICROPHONIC_QUANTILES) if (k == b).sum() >= MIN_BIN else pooled).tolist()
@@ -135,32 +139,40 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
                        "pooled": bool(rows.sum() < MIN_ROWS)}
         source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
         if microphonic is not None:
-            types[name]["microphonic"] = level_quantiles(static[source, 1], microphonic[source])
-        if noise is not None:
-            types[name]["log10_noise_uv"] = level_quantiles(static[source, 1], np.log10(noise[source]))
+            types[name]["microphonic"] = microphonic_quantiles(static[source, 1], microphonic[source])
     extra = {"level_edges_db": LEVEL_EDGES.tolist(), "microphonic_quantiles": MICROPHONIC_QUANTILES.tolist()} \
-        if microphonic is not None or noise is not None else {}
+        if microphonic is not None else {}
     if noise is not None:
-        extra["noise_within_series"] = noise_correlation(types, static[:, 1], label, np.log10(noise), series_id)
+        extra |= fit_noise(static, threshold, label, np.log10(noise), series_id)
     return {"version": VERSION, "features": list(FEATURES), "sl_edges_db": SL_EDGES.tolist(), "types": types, **extra,
             "latency_range_ms": [float(latency[present].min()), float(latency[present].max())],
             "amplitude_range_uv": [float(amplitude[present].min()), float(amplitude[present].max())]}
 
 
-def noise_correlation(types: dict[str, Any], level: np.ndarray, label: np.ndarray, log_noise: np.ndarray,
-                      series_id: np.ndarray) -> float:
-    """rho (module docstring): each recording's normal score within its type's level bin (``types``' quantiles of
-    log10 noise), the share of the scores' variance that lies between series (fit_part's two spreads)."""
-    grid, score = MICROPHONIC_QUANTILES, np.zeros(len(level))
-    bins = np.clip(np.searchsorted(LEVEL_EDGES, level, side="right") - 1, 0, len(LEVEL_EDGES) - 1)
+def fit_noise(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, log_noise: np.ndarray,
+              series_id: np.ndarray) -> dict[str, Any]:
+    """The noise fit (module docstring) of log10 residual noise ``log_noise`` (N,): per type (the pooled fit for a
+    type with fewer than MIN_ROWS recordings) and the span the draws are kept within."""
+    x = noise_design(static, threshold)
+    pooled = fit_part(x, log_noise, series_id)
+    fits = {name: pooled if (label == k).sum() < MIN_ROWS else
+            fit_part(x[label == k], log_noise[label == k], series_id[label == k]) for k, name in enumerate(CLASS_NAMES)}
+    return {"noise_features": list(NOISE_FEATURES), "log10_noise_uv": fits,
+            "log10_noise_range": [float(log_noise.min()), float(log_noise.max())]}
+
+
+def draw_noise(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
+               inverse: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(N,) float32 residual noise µV: per series (``inverse``: each recording's series, 0..S-1) one intercept,
+    per recording one residual, about its type's fit (fit_noise), within the training span."""
+    fits = require_key(profile, "log10_noise_uv", "model.noise_conditioning")
+    x = noise_design(static, threshold)
+    u, e = rng.standard_normal(inverse.max() + 1 if len(inverse) else 0)[inverse], rng.standard_normal(len(inverse))
+    out = np.empty(len(label), np.float32)
     for k, name in enumerate(CLASS_NAMES):
-        for b in np.unique(bins[label == k]):
-            rows = (label == k) & (bins == b)
-            u = np.interp(log_noise[rows], types[name]["log10_noise_uv"][b], grid)  # (n,) in [0, 1]
-            score[rows] = ndtri(np.clip(u, 0.01, 0.99))
-    part = fit_part(np.ones((len(level), 1)), score, series_id)
-    between, within = part["sd_between"] ** 2, part["sd_within"] ** 2
-    return float(between / (between + within)) if between + within > 0 else 0.0
+        rows, fit = label == k, fits[name]
+        out[rows] = x[rows] @ np.asarray(fit["beta"]) + fit["sd_between"] * u[rows] + fit["sd_within"] * e[rows]
+    return 10.0 ** np.clip(out, *profile["log10_noise_range"])
 
 
 def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarray, label: np.ndarray,
@@ -202,10 +214,7 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
         u = rng.random(S)[inverse]  # (N,) one per series
         out = np.concatenate([out, read_quantiles(profile, "microphonic", static[:, 1], label, u)[:, None]], axis=1)
     if noise:
-        rho = require_key(profile, "noise_within_series", "model.noise_conditioning")
-        z = np.sqrt(rho) * rng.standard_normal(S)[inverse] + np.sqrt(1.0 - rho) * rng.standard_normal(len(inverse))
-        log_noise = read_quantiles(profile, "log10_noise_uv", static[:, 1], label, ndtr(z))  # (N,)
-        out = np.concatenate([out, (10.0 ** log_noise)[:, None].astype(np.float32)], axis=1)
+        out = np.concatenate([out, draw_noise(profile, static, threshold, label, inverse, rng)[:, None]], axis=1)
     return out
 
 
@@ -219,8 +228,8 @@ def require_key(profile: dict[str, Any], key: str, flag: str) -> Any:
 
 def read_quantiles(profile: dict[str, Any], key: str, level: np.ndarray, label: np.ndarray, u: np.ndarray
                    ) -> np.ndarray:
-    """(N,) float32: each recording's value of ``key`` (a type's quantiles per level bin: "microphonic",
-    "log10_noise_uv") read at its type and level bin at the uniform ``u`` (N,)."""
+    """(N,) float32: each recording's value of ``key`` (a type's quantiles per level bin: "microphonic") read at
+    its type and level bin at the uniform ``u`` (N,)."""
     flag = QUANTILE_FLAGS[key]
     require_key(profile, "microphonic_quantiles", flag)
     grid, edges = np.asarray(profile["microphonic_quantiles"]), np.asarray(profile["level_edges_db"])

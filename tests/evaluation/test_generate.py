@@ -640,7 +640,7 @@ def test_the_wave_profile_cli_refits_a_runs_profile(tiny_wave_run, tmp_path, cap
 
 def test_a_microphonic_and_noise_run_draws_both_beside_wave_v(tmp_path, capsys, monkeypatch):
     """model.microphonic_conditioning and model.noise_conditioning through train.py and generate: the run's profile
-    holds the microphonic index's and the residual noise's quantiles, --type/--threshold generation hands the
+    holds the microphonic index's quantiles and the residual noise's fit, --type/--threshold generation hands the
     network its five-column condition (the noise drawn, in µV, last), and --noise-uv states every row's noise."""
     import evaluation.generate as gen
     from tests.reliability.procs import in_process_args, train_in_process
@@ -652,8 +652,7 @@ def test_a_microphonic_and_noise_run_draws_both_beside_wave_v(tmp_path, capsys, 
     run = tmp_path / "run"
     profile = json.loads((run / "wave_profile.json").read_text(encoding="utf-8"))
     assert len(profile["microphonic_quantiles"]) == len(profile["types"]["NÖROPATİ"]["microphonic"][0])
-    assert len(profile["types"]["NÖROPATİ"]["log10_noise_uv"]) == len(profile["level_edges_db"])
-    assert 0.0 <= profile["noise_within_series"] <= 1.0
+    assert len(profile["log10_noise_uv"]["NÖROPATİ"]["beta"]) == len(profile["noise_features"])
     seen = []
     real = gen.generate
     monkeypatch.setattr(gen, "generate", lambda *a, **kw: seen.append(kw["wave"]) or real(*a, **kw))

@@ -123,31 +123,36 @@ def load_profile_free(profile: dict) -> dict:
 
 
 def test_the_noise_level_is_drawn_per_ear_as_alike_within_a_series_as_in_training():
-    """model.noise_conditioning's profile: per type and 10 dB level bin, quantiles of log10 of the training
-    recordings' residual noise (µV), and rho, the share of its normal scores' variance between series. Drawn ears
-    reproduce the level's spread and, within a series, about rho's correlation; the noise comes after the
-    microphonic index and leaves the earlier columns' draws as they were; a profile without it is one line."""
+    """model.noise_conditioning's profile: per type a varying-intercept fit of log10 of the training recordings'
+    residual noise (µV) on the wave regressors and log10 FMP. Drawn ears keep the recordings' level at a stated FMP,
+    fall in noise as FMP rises (FMP is the recording's own signal-to-noise), are alike within a series as the
+    fit's two spreads say; the noise comes after the microphonic index and leaves the earlier columns' draws as
+    they were; a profile without it is one line."""
     from models.series import microphonic_index, residual_rms
 
     c = synthetic_cohort(600, 17)
     noise = residual_rms(c.signal).double().numpy()  # (N,) µV
     fitted = fit_profile(c.static, c.threshold, c.label, c.peak_mask, np.nan_to_num(c.peak_latency),
                          np.nan_to_num(c.peak_amplitude), c.series_id, microphonic_index(c.signal)[:, 0], noise)
-    rho = fitted["noise_within_series"]
-    assert 0.3 < rho < 0.9  # data.synthetic: the patient's level (0.5 in log) against the recording's (0.3)
     k = CLASS_NAMES.index("SNİK")
-    static, thr, label, sid = ears(k, 40.0, 400)
+    fit = fitted["log10_noise_uv"]["SNİK"]
+    assert 0.05 < fit["sd_between"] < 0.5 and 0.05 < fit["sd_within"] < 0.5
+    static, thr, label, sid = ears(k, 40.0, 400)  # FMP 2 at every level
     w = draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0), microphonic=True, noise=True)
     assert w.shape == (2000, 5) and (w[:, 4] > 0).all()
     np.testing.assert_array_equal(w[:, :4], draw_waves(fitted, static, thr, label, sid, np.random.default_rng(0),
                                                        microphonic=True))
     drawn = np.log10(w[:, 4]).reshape(400, 5)
-    real = np.log10(noise[(c.label == k) & (c.static[:, 1] >= 70) & (c.static[:, 1] < 80)])
-    assert abs(np.median(drawn[:, 3]) - np.median(real)) < 0.08  # 70 dB: the 70-80 dB bin's middle
-    assert abs(np.std(drawn[:, 3]) - np.std(real)) < 0.25 * np.std(real)
+    near = (c.label == k) & (np.abs(c.static[:, 1] - 70) <= 5) & (np.abs(np.log10(c.static[:, 3]) - np.log10(2)) < 0.15)
+    assert abs(np.median(drawn[:, 3]) - np.median(np.log10(noise[near]))) < 0.1  # 70 dB, FMP about 2
+    rho = fit["sd_between"] ** 2 / (fit["sd_between"] ** 2 + fit["sd_within"] ** 2)
     within = np.mean([np.corrcoef(drawn[:, i], drawn[:, j])[0, 1] for i in range(5) for j in range(i + 1, 5)])
-    assert abs(within - rho) < 0.15
-    with pytest.raises(ValueError, match="wave profile: expected 'noise_within_series' \\(a run trained with "
+    assert abs(within - rho) < 0.1
+    clean = static.copy()
+    clean[:, 3] = 20.0  # a clean recording states a high FMP
+    quiet = draw_waves(fitted, clean, thr, label, sid, np.random.default_rng(0), noise=True)[:, 3]
+    assert np.median(np.log10(quiet)) < np.median(drawn) - 0.1
+    with pytest.raises(ValueError, match="wave profile: expected 'log10_noise_uv' \\(a run trained with "
                                          "model.noise_conditioning\\)"):
-        draw_waves({k: v for k, v in fitted.items() if k != "noise_within_series"}, static, thr, label, sid,
+        draw_waves({k: v for k, v in fitted.items() if k != "log10_noise_uv"}, static, thr, label, sid,
                    np.random.default_rng(0), noise=True)
