@@ -52,7 +52,6 @@ RIDGE = 1e-3  # per row, on the regressors' scale (each about 0-1)
 LEVEL_EDGES = np.arange(0.0, 110.0, 10.0)  # dB, the microphonic index's level bins
 MICROPHONIC_QUANTILES = np.linspace(0.0, 1.0, 21)
 MIN_BIN = 20  # recordings below which a level bin uses its type's recordings at every level
-QUANTILE_FLAGS = {"microphonic": "model.microphonic_conditioning"}  # read_quantiles: the flag each key needs
 MIN_FMP = 0.05  # noise_design: FMP below it reads as this (a recording of noise alone sits about 1)
 FEATURES = ("1", "level", "level^2", "level^3", "SL", "SL^2", "log age", "log age^2", "level x log age",
             "SL x log age", "rate")
@@ -137,8 +136,8 @@ def fit_profile(static: np.ndarray, threshold: np.ndarray, label: np.ndarray, pr
         types[name] = {**parts, "presence": presence_share(static[mine, 1], threshold[mine], present[mine]),
                        "recordings": int(mine.sum()), "with_wave_v": int(rows.sum()),
                        "pooled": bool(rows.sum() < MIN_ROWS)}
-        source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
         if microphonic is not None:
+            source = mine if mine.any() else np.ones_like(mine)  # a type the split lacks: every recording's
             types[name]["microphonic"] = microphonic_quantiles(static[source, 1], microphonic[source])
     extra = {"level_edges_db": LEVEL_EDGES.tolist(), "microphonic_quantiles": MICROPHONIC_QUANTILES.tolist()} \
         if microphonic is not None else {}
@@ -209,10 +208,8 @@ def draw_waves(profile: dict[str, Any], static: np.ndarray, threshold: np.ndarra
         # a draw stays within what the training split recorded
         out[rows[present], 1] = np.clip(latency[present], *profile["latency_range_ms"])
         out[rows[present], 2] = np.clip(np.exp(np.minimum(log_amp[present], 10.0)), *profile["amplitude_range_uv"])
-    S = inverse.max() + 1 if len(inverse) else 0
     if microphonic:
-        u = rng.random(S)[inverse]  # (N,) one per series
-        out = np.concatenate([out, read_quantiles(profile, "microphonic", static[:, 1], label, u)[:, None]], axis=1)
+        out = np.concatenate([out, draw_microphonic(profile, static[:, 1], label, inverse, rng)[:, None]], axis=1)
     if noise:
         out = np.concatenate([out, draw_noise(profile, static, threshold, label, inverse, rng)[:, None]], axis=1)
     return out
@@ -226,17 +223,17 @@ def require_key(profile: dict[str, Any], key: str, flag: str) -> Any:
     return profile[key]
 
 
-def read_quantiles(profile: dict[str, Any], key: str, level: np.ndarray, label: np.ndarray, u: np.ndarray
-                   ) -> np.ndarray:
-    """(N,) float32: each recording's value of ``key`` (a type's quantiles per level bin: "microphonic") read at
-    its type and level bin at the uniform ``u`` (N,)."""
-    flag = QUANTILE_FLAGS[key]
-    require_key(profile, "microphonic_quantiles", flag)
-    grid, edges = np.asarray(profile["microphonic_quantiles"]), np.asarray(profile["level_edges_db"])
+def draw_microphonic(profile: dict[str, Any], level: np.ndarray, label: np.ndarray, inverse: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """(N,) float32 microphonic indices: per series (``inverse``: each recording's series, 0..S-1) one uniform,
+    read at each recording's type and level bin off the profile's quantiles."""
+    grid = np.asarray(require_key(profile, "microphonic_quantiles", "model.microphonic_conditioning"))
+    edges = np.asarray(profile["level_edges_db"])
+    u = rng.random(inverse.max() + 1 if len(inverse) else 0)[inverse]  # (N,) one per series
     bins = np.clip(np.searchsorted(edges, level, side="right") - 1, 0, len(edges) - 1)
     out = np.empty(len(level), np.float32)
     for k, name in enumerate(CLASS_NAMES):
-        table = np.asarray(require_key(profile["types"][name], key, flag))  # (bins quantiles)
+        table = np.asarray(profile["types"][name]["microphonic"])  # (bins quantiles)
         for b in np.unique(bins[label == k]):
             rows = (label == k) & (bins == b)
             out[rows] = np.interp(u[rows], grid, table[b])
@@ -277,7 +274,7 @@ def require_profile(run_dir: str | Path, opt_out: str = "") -> dict[str, Any]:
 def fit_run_profile(run_dir: str | Path, train: Any, microphonic: bool = False, noise_uv: float | None = None
                     ) -> Path:
     """Fit and save the profile of a run from its training split ``train`` (an ABRDataset); ``microphonic``: with
-    the microphonic index's quantiles (``model.microphonic_conditioning``); ``noise_uv``: with the residual noise's
+    the microphonic index's quantiles (``model.microphonic_conditioning``); ``noise_uv``: with the residual noise's fit
     (``model.noise_conditioning``; µV per unit of the standardized signal, training.objective.noise_scale)."""
     from models.series import microphonic_index, residual_rms
 
