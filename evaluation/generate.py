@@ -173,8 +173,8 @@ def label_inputs(b: int, device: torch.device, label: int | Tensor | None, thres
     in dB nHL (NaN: the threshold's null), each given once for every row or per row ([b]); {} when neither
     is given (the network is called as before); ``wave`` [b, 3] adds wave V's condition (a column more each
     with the microphonic index and the residual noise: ``model.microphonic_conditioning``,
-    ``model.noise_conditioning``). Guidance's unconditional branch drops them with the rest
-    (models/conditioning.py)."""
+    ``model.noise_conditioning``). Guidance's unconditional branch drops them with the rest, all but the noise
+    level, which both branches read (models/conditioning.py)."""
     if wave is not None:
         wave = torch.as_tensor(wave, dtype=torch.float32, device=device)
         if wave.ndim != 2 or wave.shape[0] != b or wave.shape[1] not in (3, 4, 5):
