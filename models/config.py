@@ -85,7 +85,8 @@ class ModelConfig:
 
     # Issue 28: the residual noise level of each recording as the wave condition's last column. Without it the
     # denoiser drew each twin's noise from the average at its condition: too loud on average for İTİK and
-    # NÖROPATİ, and a tail far beyond any recording (docs/generate.md, "Noise level").
+    # NÖROPATİ, and a tail far beyond any recording. Tried with two seeds: the noise matched for SNİK and İTİK,
+    # but the twins read back worse, so configs/virtual_patients.yaml leaves it off (docs/generate.md, "Noise level").
     noise_conditioning: bool = spec(
         False, help="with wave_conditioning: the wave condition holds each recording's residual noise level too "
                     "(models.series.residual_rms of the training signal, µV; generation draws it per ear from the "
