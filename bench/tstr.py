@@ -46,7 +46,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from bench.virtual_patients import BENCHMARK_SEED, K, add_microphonic_flag, microphonic_note, sample_twins  # noqa: E402
+from bench.virtual_patients import (  # noqa: E402
+    BENCHMARK_SEED,
+    K,
+    add_microphonic_flag,
+    guidance_note,
+    microphonic_note,
+    sample_twins,
+)
 from bench.virtual_patients import load as load_run_checked  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, Records  # noqa: E402
@@ -221,7 +228,8 @@ Machine: {r['machine']}; {r['threads']} thread(s); {r['seconds']:.0f} s. Date: {
 Run `{r['run']}`. Source cohort: {r['source']['patients']} patients, generator seed {r['source']['seed']}
 ({r['source']['series']} series, {r['source']['recordings']} recordings), {1 - SELECTION_SHARE:.0%} of its series
 for training and {SELECTION_SHARE:.0%} for choosing the epoch; TRTR on its real series, TSTR on their generated
-twins ({s['sampler']}, {s['steps']} steps, guidance w = {s['guidance']:g}{wave}, low-pass {s['lowpass_hz']:g} Hz,
+twins ({s['sampler']}, {s['steps']} steps, guidance w = {s['guidance']:g}{guidance_note(s)}{wave},
+low-pass {s['lowpass_hz']:g} Hz,
 share {s['share']:g}, seed {s['seed']}). Test: the benchmark cohort's real series ({r['test']['patients']} patients,
 generator seed {r['test']['seed']}). 95 % bootstrap intervals over test series ({r['n_boot']} resamples); the
 ratio's resamples score both sides on the same series. Augmented: the real training series and the generated

@@ -152,7 +152,7 @@ def sample_twins(loaded, cohort: Records, series: Series, kw: dict, *, seed: int
                      threshold=torch.from_numpy(cohort.threshold[rows].astype(np.float32)), tied=int(n_levels),
                      share=kw["share"], lowpass_hz=kw["lowpass_hz"],
                      wave=None if wave is None else torch.from_numpy(wave[rows]),
-                     wave_guidance=kw.get("wave_guidance") or 1.0)
+                     wave_guidance=kw.get("wave_guidance") or 1.0, guidance_sigma_min=kw.get("guidance_sigma_min"))
         out[rows] = x[:, 0].numpy()  # (n L)
     bank = None if kw.get("no_microphonic_bank") else load_bank(loaded.run_dir)
     if bank is not None:  # the microphonic the network does not draw (evaluation/microphonic_bank.py)
@@ -538,7 +538,7 @@ Benchmark cohort: {result['benchmark']['patients']} patients, generator seed {re
 ({c['series']} series, {c['recordings']} recordings). One generated twin per series (the series' type,
 threshold and each recording's static values; a share {s['share']:g} of every noise draw common to the series):
 {s['sampler']}, {s['steps']} steps,
-{eta}guidance w = {s['guidance']:g}{wave}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
+{eta}guidance w = {s['guidance']:g}{guidance_note(s)}{wave}, clip {s['clip']}, low-pass {lowpass}, seed {s['seed']}.
 95 % bootstrap intervals over
 series ({result['n_boot']} resamples). Independent classifier: {result['independent']['classifier']}, fitted on
 {result['independent']['train_recordings']} real recordings of the run's training split. Method: the bench's docstring.
@@ -556,6 +556,12 @@ def add_microphonic_flag(p) -> None:
     """--no-microphonic-bank, for every bench that samples twins (sample_twins reads ``no_microphonic_bank``)."""
     p.add_argument("--no-microphonic-bank", action="store_true",
                    help="compose no cochlear microphonic from the run's microphonic bank onto the twins")
+
+
+def guidance_note(sampling: dict) -> str:
+    """The doc sections' words for guidance's interval ('' when guidance acts at every step)."""
+    sigma = sampling.get("guidance_sigma_min")
+    return f" above the noise level σ = {sigma:g} only" if sigma else ""
 
 
 def microphonic_note(sampling: dict) -> str:

@@ -91,7 +91,7 @@ def generate(
     batch_size: int = 256, length: int = SIGNAL_LENGTH, progress: Any = None,
     label: int | Tensor | None = None, threshold: float | Tensor | None = None,
     tied: int = 1, share: float = 1.0, lowpass_hz: float | None = None, wave: Tensor | None = None,
-    wave_guidance: float = 1.0,
+    wave_guidance: float = 1.0, guidance_sigma_min: float | None = None,
 ) -> Tensor:
     """``n`` signals for the condition ``static`` (float [4] or [n, 4], physical units: age in years,
     intensity dB nHL, rate 1/s, FMP), de-normalized to µV: float32 [n, 1, length] on the CPU.
@@ -99,7 +99,8 @@ def generate(
     ``label`` (a class index) and ``threshold`` (dB nHL), one for all rows or one per row ([n]), condition a
     network with ``model.label_conditioning`` (:func:`label_inputs`); ``tied``: each run of ``tied`` consecutive
     rows shares ``share`` of every noise draw (one virtual patient's series; training.samplers.gaussian);
-    ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none).
+    ``lowpass_hz``: the samples' low-pass (GaussianDiffusion.sample; None: the run's diffusion.lowpass_hz, 0: none);
+    ``guidance_sigma_min``: guidance only above this noise level (GaussianDiffusion.sample; None: the run's).
     ``wave`` ([n, 3], [n, 4] with the microphonic index; evaluation.wave_profile draws it) and ``wave_guidance``:
     wave V's condition (:func:`denoise`).
     ``model(x_t, t, static, drop_cond)["signal"]`` is the denoiser (DESIGN.md network contract), run in eval
@@ -131,7 +132,7 @@ def generate(
             ties = {"tied": tied, "share": share} if tied > 1 else {}
             parts.append(diffusion.sample(denoise_fn, (cond.shape[0], 1, length), sampler=sampler, steps=steps,
                                           eta=eta, guidance=guidance, generator=generator, clip=clip,
-                                          lowpass_hz=lowpass_hz, **ties))
+                                          lowpass_hz=lowpass_hz, guidance_sigma_min=guidance_sigma_min, **ties))
     finally:
         model.train(was_training)
     x = torch.cat(parts)  # (n 1 L) standardized
@@ -205,7 +206,7 @@ def series_rows(static: Tensor, levels: list[float], n: int) -> tuple[Tensor, np
     return rows, np.repeat(np.arange(n, dtype=np.int64), K)
 
 
-SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "clip", "lowpass_hz")
+SAMPLING_KEYS = ("sampler", "steps", "eta", "guidance", "guidance_sigma_min", "clip", "lowpass_hz")
 
 
 def add_sampling_flags(p: argparse.ArgumentParser) -> None:
@@ -219,6 +220,9 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    "diffusion.eta")
     p.add_argument("--guidance", type=number(float, ge=0.0, le=MAX_GUIDANCE, limit="MAX_GUIDANCE"),
                    help="classifier-free guidance w (1: off); default: the run's diffusion.guidance")
+    p.add_argument("--guidance-sigma-min", dest="guidance_sigma_min", type=number(float, ge=0.0), metavar="SIGMA",
+                   help="guidance only at the sampler's steps whose noise level sigma_t / alpha_t exceeds SIGMA, the "
+                   "conditional model alone below it (0: every step); default: the run's diffusion.guidance_sigma_min")
     p.add_argument("--clip", type=number(float, ge=0.0), help="clamp x0_hat to [-c, c] (standardized units), "
                    "0: no clamping; default: the run's diffusion.clip_x0")
     p.add_argument("--lowpass-hz", dest="lowpass_hz",
@@ -448,7 +452,8 @@ def run(args: argparse.Namespace) -> int:
                           kw["steps"], kw["guidance"], generator, eta=kw["eta"], clip=kw["clip"],
                           batch_size=args.batch_size, progress=bar, label=args.type, threshold=args.threshold,
                           tied=tied, share=args.share, lowpass_hz=kw["lowpass_hz"],
-                          wave=None if wave is None else torch.from_numpy(wave), wave_guidance=args.wave_guidance)
+                          wave=None if wave is None else torch.from_numpy(wave), wave_guidance=args.wave_guidance,
+                          guidance_sigma_min=kw["guidance_sigma_min"])
     bad = int((~torch.isfinite(signal)).sum())
     if bad:
         raise ValueError(f"run '{args.run}' ({args.checkpoint} checkpoint): generated {bad} non-finite values of "

@@ -55,6 +55,10 @@ class DiffusionConfig:
         "auto", help="how steps pick timesteps; auto: linspace for ddpm/ddim, logsnr for dpmpp2m"
     )
     guidance: float = spec(1.0, ge=0.0, help="classifier-free guidance w: uncond + w*(cond - uncond); 1: off")
+    guidance_sigma_min: float = spec(
+        0.0, ge=0.0, help="guidance only at steps whose noise level sigma_t / alpha_t exceeds this (Kynkäänniemi "
+        "et al. 2024, guidance in a limited interval); the steps below it are the conditional model alone; "
+        "0: every step")
     clip_x0: float = spec(0.0, ge=0.0, help="clamp predicted x0 to [-c, c] while sampling; 0: no clamping")
     lowpass_hz: float = spec(
         0.0, ge=0.0, lt=SAMPLE_RATE_HZ / 2, help="generated signals through a zero-phase low-pass at this frequency "

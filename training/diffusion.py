@@ -174,7 +174,7 @@ class GaussianDiffusion(nn.Module):
         """The config's sampling defaults, as keyword arguments of :meth:`sample`."""
         c = self.cfg
         return {"sampler": c.sampler, "steps": c.sampling_steps, "eta": c.eta, "guidance": c.guidance,
-                "clip": c.clip_x0 or None, "lowpass_hz": c.lowpass_hz}
+                "clip": c.clip_x0 or None, "lowpass_hz": c.lowpass_hz, "guidance_sigma_min": c.guidance_sigma_min}
 
     def _guided(self, denoise_fn: DenoiseFn, x_t: Tensor, t: Tensor, guidance: float) -> Tensor:
         """Classifier-free guidance (Ho & Salimans 2022, eq. 6): uncond + w (cond - uncond).
@@ -202,6 +202,7 @@ class GaussianDiffusion(nn.Module):
         tied: int = 1,
         share: float = 1.0,
         lowpass_hz: float | None = None,
+        guidance_sigma_min: float | None = None,
     ) -> Tensor:
         """Draw x0 of ``shape`` (e.g. [B, 1, L]) by running the reverse process from x_T ~ N(0, I).
 
@@ -217,25 +218,22 @@ class GaussianDiffusion(nn.Module):
         (one virtual patient's series, evaluation.generate); 1 (default) draws as before; ``share``: the
         share of each draw's variance the run has in common (1: all; training.samplers.gaussian).
         ``lowpass_hz``: the samples through data.waveform.lowpass_zero_phase at that frequency at the end; None:
-        ``cfg.lowpass_hz``; 0: none.
+        ``cfg.lowpass_hz``; 0: none. ``guidance_sigma_min``: ``guidance`` only at the steps whose noise level
+        sigma_t / alpha_t exceeds it, the conditional model alone below (one evaluation per step); None:
+        ``cfg.guidance_sigma_min``; 0: every step.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
-        spacing = spacing or self.cfg.timestep_spacing
-        spacing = AUTO_SPACING[sampler] if spacing == "auto" else spacing
-        if spacing not in SPACINGS:
-            raise ValueError(f"timestep spacing: expected one of {list(SPACINGS)}, found {spacing!r}")
         if clip is not None and clip <= 0:
             raise ValueError(f"clip: expected a positive bound or None, found {clip}")
-        lam = (self.sqrt_alphas_cumprod / self.sqrt_one_minus_alphas_cumprod).log()  # (T) lambda_t
-        ts = timestep_sequence(self.T, steps, spacing, lam)  # (S) descending
+        ts = self._sampling_timesteps(sampler, steps, spacing)  # (S) descending
         device = self.betas.device
         solver = DPMSolverPP2M()
+        sigma_min = self.cfg.guidance_sigma_min if guidance_sigma_min is None else guidance_sigma_min
         x = gaussian(shape, device, generator, tied, share)  # x_T (B C L)
         for i, t in enumerate(ts):
             cur, nxt = self.level(t), (self.level(ts[i + 1]) if i + 1 < len(ts) else CLEAN)
             tt = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B)
-            x0, eps = self.predict_x0_eps(self._guided(denoise_fn, x, tt, guidance), x, tt)
+            w = guidance if cur.sigma / cur.alpha > sigma_min else 1.0  # guidance's interval (Kynkäänniemi 2024)
+            x0, eps = self.predict_x0_eps(self._guided(denoise_fn, x, tt, w), x, tt)
             if clip is not None:
                 x0 = x0.clamp(-clip, clip)
                 eps = (x - cur.alpha * x0) / cur.sigma  # keep (x0, eps) consistent with x_t
@@ -246,6 +244,17 @@ class GaussianDiffusion(nn.Module):
             else:
                 x = solver.step(x, x0, cur, nxt)
         return self._lowpass(x, self.cfg.lowpass_hz if lowpass_hz is None else lowpass_hz)
+
+    def _sampling_timesteps(self, sampler: str, steps: int, spacing: str | None) -> list[int]:
+        """:meth:`sample`'s timesteps, descending; ValueError for an unknown sampler or spacing."""
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler: expected one of {list(SAMPLERS)}, found {sampler!r}")
+        spacing = spacing or self.cfg.timestep_spacing
+        spacing = AUTO_SPACING[sampler] if spacing == "auto" else spacing
+        if spacing not in SPACINGS:
+            raise ValueError(f"timestep spacing: expected one of {list(SPACINGS)}, found {spacing!r}")
+        lam = (self.sqrt_alphas_cumprod / self.sqrt_one_minus_alphas_cumprod).log()  # (T) lambda_t
+        return timestep_sequence(self.T, steps, spacing, lam)
 
     @staticmethod
     def _lowpass(x: Tensor, cutoff_hz: float) -> Tensor:

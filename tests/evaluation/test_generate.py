@@ -169,6 +169,13 @@ def test_cli_uses_run_defaults_and_flags(tmp_path, monkeypatch, capsys):
     assert (gen["sampler"], gen["steps"], gen["guidance"], gen["ema_weights"]) == ("dpmpp2m", 4, 1.5, True)
     assert len(net.seen_static) == 4 * 2  # 4 steps (flag), two evaluations each (w = 1.5)
     assert out.with_suffix(".png").is_file()
+    net.seen_static.clear()  # --guidance-sigma-min above every step's noise level: the conditional model alone
+    bounded = tmp_path / "bounded.npz"
+    assert main(["--run", str(tmp_path), "--n", "3", "--out", str(bounded), "--steps", "4",
+                 "--guidance-sigma-min", "1e9"]) == 0
+    assert len(net.seen_static) == 4
+    with np.load(bounded, allow_pickle=False) as f:
+        assert json.loads(str(f["meta"][()]))["generation"]["guidance_sigma_min"] == 1e9
 
 
 # --------------------------------------------------------------------------------------------

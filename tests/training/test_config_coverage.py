@@ -124,6 +124,7 @@ COVERAGE: dict[str, str | tuple[str, ...]] = {
     "diffusion.guidance": "tests/evaluation/test_generate.py::test_cli_uses_run_defaults_and_flags",
     "diffusion.clip_x0": DI + "test_config_keys_validated",
     "diffusion.lowpass_hz": DI + "test_lowpass_hz_filters_the_samples_after_the_last_step",
+    "diffusion.guidance_sigma_min": DI + "test_guidance_sigma_min_guides_only_the_steps_above_it",
     # loss
     "loss.class_loss": LO + "test_focal_keeps_class_weights_and_reduces_to_weighted_ce_at_gamma_zero",
     "loss.focal_gamma": LO + "test_focal_gamma_is_read",

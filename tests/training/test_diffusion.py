@@ -215,7 +215,8 @@ def test_config_keys_validated():
         load_config(None, ["diffusion.schedule=linear", "diffusion.beta_start=0.05"])
     cfg = load_config(None, ["diffusion.sampler=dpmpp2m", "diffusion.sampling_steps=20", "diffusion.clip_x0=3"])
     kw = GaussianDiffusion(cfg.diffusion).sampling_kwargs()
-    assert kw == {"sampler": "dpmpp2m", "steps": 20, "eta": 0.0, "guidance": 1.0, "clip": 3.0, "lowpass_hz": 0.0}
+    assert kw == {"sampler": "dpmpp2m", "steps": 20, "eta": 0.0, "guidance": 1.0, "clip": 3.0, "lowpass_hz": 0.0,
+                  "guidance_sigma_min": 0.0}
     with pytest.raises(ConfigError, match="diffusion.lowpass_hz"):
         load_config(None, ["diffusion.lowpass_hz=10000"])  # the Nyquist frequency of 20 kHz sampling
     assert GaussianDiffusion(DiffusionConfig()).sampling_kwargs()["clip"] is None  # no clamping by default
@@ -256,3 +257,35 @@ def test_lowpass_hz_filters_the_samples_after_the_last_step():
         return torch.fft.rfft(x * torch.hann_window(200, dtype=x.dtype), dim=-1)[..., 50:].abs().pow(2).sum()
 
     assert high(want) < 1e-3 * high(raw)
+
+
+def test_guidance_sigma_min_guides_only_the_steps_above_it():
+    """diffusion.guidance_sigma_min (or the call's): guidance's second, unconditional evaluation happens at the
+    steps whose sigma_t / alpha_t exceeds it and nowhere else; a bound above every step's noise level is the
+    conditional model alone (w = 1), 0 guides every step."""
+    def counting(calls):
+        def denoise(x_t, t, drop_cond):  # the guided branch differs from the plain one
+            calls.append((int(t[0]), bool(drop_cond.all())))
+            return 0.3 * x_t + torch.where(drop_cond[:, None, None], 0.0, 0.2)
+        return denoise
+
+    def draw(d, **kw):
+        calls = []
+        x = d.sample(counting(calls), (2, 1, 16), sampler="dpmpp2m", steps=8, guidance=3.0,
+                     generator=torch.Generator().manual_seed(0), **kw)
+        return x, calls
+
+    plain, bounded = make(timesteps=100), make(timesteps=100, guidance_sigma_min=1.0)
+    x_all, calls_all = draw(plain)
+    x_cut, calls_cut = draw(bounded)
+    ratio = {t: plain.level(t).sigma / plain.level(t).alpha for t, _ in calls_all}  # every step's noise level
+    guided = sorted({t for t, dropped in calls_cut if dropped})
+    assert guided and guided == sorted(t for t in ratio if ratio[t] > 1.0)  # the config's bound
+    assert len({t for t, _ in calls_cut}) == len(guided) + sum(r <= 1.0 for r in ratio.values())
+    assert sum(dropped for _, dropped in calls_all) == len(ratio)  # 0: every step guided
+    assert not torch.equal(x_all, x_cut)
+    x_none, calls_none = draw(plain, guidance_sigma_min=1e9)  # the call's bound, above every step
+    assert not any(dropped for _, dropped in calls_none)
+    x_w1 = plain.sample(counting([]), (2, 1, 16), sampler="dpmpp2m", steps=8, guidance=1.0,
+                        generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x_none, x_w1)
