@@ -336,13 +336,14 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"--split {args.split}: the run's {args.split} split has no recordings")
     # generate_fn's positional contract (collect.GenerateFn) has no eta/clip: bind them here
     generate_fn = None if args.no_generate else functools.partial(generate, eta=kw["eta"], clip=kw["clip"],
-                                                                  lowpass_hz=kw["lowpass_hz"])
+                                                                  lowpass_hz=kw["lowpass_hz"],
+                                                                  guidance_sigma_min=kw["guidance_sigma_min"])
     m = evaluate(
         model, diffusion, loaded.stats, bundle.train, getattr(bundle, args.split), args.out or Path(args.run) / "eval",
         generate_fn=generate_fn, run_dir=args.run, single_task=single_task, snr_levels_db=levels,
         meta={"run": str(args.run), "checkpoint": f"{args.checkpoint} ({describe_position(loaded.checkpoint)})",
               "split": args.split, "data": describe_data(loaded.cfg.data),
-              "sampling": {"eta": kw["eta"], "clip": kw["clip"], "lowpass_hz": kw["lowpass_hz"]}},
+              "sampling": {k: kw[k] for k in ("eta", "clip", "lowpass_hz", "guidance_sigma_min")}},
         gen_n=args.gen_n, sampler=kw["sampler"], steps=kw["steps"], guidance=kw["guidance"], seed=args.seed,
         batch_size=args.batch_size, device=device, figures=not args.no_figures,
         series_net=load_series(args.run),

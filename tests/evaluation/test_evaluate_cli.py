@@ -108,3 +108,22 @@ def test_evaluates_a_real_tiny_run(tiny_run, tmp_path, capsys):
     assert report.index("## Flags") < report.index("## Per patient") < report.index("## Per recording")
     lo, hi = m["class"]["model_ci"]["accuracy"]
     assert lo <= m["class"]["model"]["accuracy"] <= hi
+
+
+def test_sampling_flags_reach_the_generated_signals(tiny_run, tmp_path, monkeypatch):
+    """--guidance-sigma-min (like --eta, --clip, --lowpass-hz) is bound into the generation evaluate() runs and
+    recorded in the metrics' meta: no sampling flag is read and then dropped."""
+    import evaluation.evaluate as ev
+
+    seen = {}
+
+    def fake_evaluate(*args, generate_fn=None, meta=None, **kw):
+        seen.update(bound=generate_fn.keywords, meta=meta)
+        raise SystemExit(0)  # the binding is what is checked; nothing is scored
+
+    monkeypatch.setattr(ev, "evaluate", fake_evaluate)
+    with pytest.raises(SystemExit):
+        main(["--run", str(tiny_run), "--out", str(tmp_path / "out"), "--guidance-sigma-min", "2.5",
+              "--lowpass-hz", "3000", "--device", "cpu"])
+    assert seen["bound"]["guidance_sigma_min"] == 2.5 and seen["bound"]["lowpass_hz"] == 3000.0
+    assert seen["meta"]["sampling"]["guidance_sigma_min"] == 2.5
