@@ -102,3 +102,67 @@ def grid_table(g: dict[str, Any]) -> str:
               f"waveform r median {g['r_median']:.3f}, lowest {g['r_min']:.3f}; {g['cells_r_at_floor']} of "
               f"{g['n_cells']} cells at or above their real-vs-real floor."]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# per type and level: where the waves lie, not only whether they are read
+
+# Stated-level bands (left-closed, dB nHL) for the per-type latency table: a type's waves move with the level
+# (a conductive loss delays all three, a sensorineural one mostly the quiet end), so medians are taken per band.
+LEVEL_BANDS_DB: tuple[float, ...] = (-np.inf, 40.0, 60.0, 80.0, np.inf)
+MIN_BAND = 20  # recordings of a type in a band for its row to be reported
+
+
+def band_label(k: int) -> str:
+    lo, hi = LEVEL_BANDS_DB[k], LEVEL_BANDS_DB[k + 1]
+    return f"<{hi:g}dB" if not np.isfinite(lo) else (f">={lo:g}dB" if not np.isfinite(hi) else f"{lo:g}-{hi:g}dB")
+
+
+def _median(x: np.ndarray) -> float:
+    return float(np.median(x)) if len(x) else float("nan")
+
+
+def score_band(waves: dict[str, dict[str, np.ndarray]], rows: np.ndarray) -> dict[str, Any]:
+    """One type x band row: per wave and side the share read (p >= PRESENT) and the median latency (ms) of those
+    read; per side the median interval I-V (ms) over the recordings where both waves are read."""
+    out: dict[str, Any] = {"n": int(len(rows))}
+    for side, w in waves.items():
+        present = w["prob"][rows] >= PRESENT  # (n 3)
+        latency = w["latency"][rows]  # (n 3) ms
+        for j, wave in enumerate(WAVE_NAMES):
+            out[f"{wave}_{side}"] = float(present[:, j].mean())
+            out[f"{wave}_latency_{side}"] = _median(latency[present[:, j], j])
+        both = present[:, 0] & present[:, -1]
+        out[f"I_V_{side}"] = _median(latency[both, -1] - latency[both, 0])
+    return out
+
+
+def type_level_waves(types: np.ndarray, level_db: np.ndarray, waves: dict[str, dict[str, np.ndarray]],
+                     names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows per type (``types`` (N) index into ``names``) and stated-level band holding at least MIN_BAND
+    recordings; ``waves``: per side ("real", "generated") the wave map's "prob" and "latency" (N 3), read by one
+    network on both sides. The twins carry their recording's type and level, so each row compares like with like."""
+    band = np.clip(np.searchsorted(LEVEL_BANDS_DB, level_db, side="right") - 1, 0, len(LEVEL_BANDS_DB) - 2)  # (N)
+    out = []
+    for k, name in enumerate(names):
+        for b in range(len(LEVEL_BANDS_DB) - 1):
+            rows = np.flatnonzero((types == k) & (band == b))
+            if len(rows) >= MIN_BAND:
+                out.append({"type": name, "level": band_label(b)} | score_band(waves, rows))
+    return out
+
+
+def type_level_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: per type and level band, each wave's share and median latency, real / generated."""
+    def ms(v: float) -> str:
+        return "—" if not np.isfinite(v) else f"{v:.2f}"
+
+    lines = ["| type | level | recordings | " + " | ".join(f"wave {w} read, real / generated | wave {w} latency ms"
+                                                             for w in WAVE_NAMES) + " | I-V interval ms |",
+             "|---" * (4 + 2 * len(WAVE_NAMES)) + "|"]
+    for r in rows:
+        cols = " | ".join(f"{r[f'{w}_real']:.0%} / {r[f'{w}_generated']:.0%} | {ms(r[f'{w}_latency_real'])} / "
+                          f"{ms(r[f'{w}_latency_generated'])}" for w in WAVE_NAMES)
+        lines.append(f"| {r['type']} | {r['level']} | {r['n']} | {cols} | {ms(r['I_V_real'])} / "
+                     f"{ms(r['I_V_generated'])} |")
+    return "\n".join(lines)

@@ -41,7 +41,9 @@ The run must be trained with ``model.label_conditioning: true`` (one error line 
    generated and real.
 5. **Per condition** (bench/condition_grid.py): the twins grouped over a grid of age, stated level, rate and FMP;
    per cell and per bin the waves' shares read by the network's wave map on both sides and the mean waveform's
-   correlation with the real one, beside its real-vs-real floor.
+   correlation with the real one, beside its real-vs-real floor. And per type and band of stated level
+   (bench/condition_grid.py, type_level_waves): each wave's share and median latency read by the same wave map on
+   both sides, and the median I-V interval: whether a type's waves lie where its recordings' do.
 6. **Figures** (``--figures DIR``): requested vs read-back type confusion (counts), requested vs read-back
    threshold (±10 dB band), and one generated series' waterfall beside its real twin (same type, threshold,
    levels; evaluation.plots.Waterfall, with the network's wave V marks).
@@ -67,7 +69,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import add_output_args, machine, write_outputs  # noqa: E402
-from bench.condition_grid import condition_grid, grid_table  # noqa: E402
+from bench.condition_grid import condition_grid, grid_table, type_level_table, type_level_waves  # noqa: E402
 from data.cli import ArgumentParser, number, phase, run_main  # noqa: E402
 from data.records import CLASS_NAMES, SAMPLE_RATE_HZ, Records  # noqa: E402
 from evaluation.distribution import auroc, c2st_scores, frechet_distance  # noqa: E402
@@ -528,6 +530,9 @@ def doc_section(result: dict, figures: list[Path], doc: Path) -> str:
     grid = ("\nPer condition (bench/condition_grid.py: the twins grouped by age, stated level, rate and FMP; waves "
             "read by the network's wave map at p >= 0.5 on both sides):\n\n" + grid_table(result["grid"]) + "\n"
             if result.get("grid") else "")
+    grid += ("\nPer type and stated level (bench/condition_grid.py, type_level_waves: the same wave map on both sides, "
+             "latencies the median over the recordings where the wave is read):\n\n"
+             + type_level_table(result["type_waves"]) + "\n" if result.get("type_waves") else "")
     return f"""## Virtual patients: read back and fidelity (issue 28; bench/virtual_patients.py)
 
 Command: `{result['command']}`
@@ -671,6 +676,8 @@ def run(p, args, argv: list[str] | None) -> int:
     figures = write_figures(Path(args.figures), result, series, cohort, gen_uv, truth, answers, evidence) \
         if args.figures else []
     print(table(result))
+    if result.get("type_waves"):
+        print("\n" + type_level_table(result["type_waves"]))
     write_outputs(args, DOC_KEY, result, doc_section(result, figures, Path(args.doc)))
     return 0
 
@@ -695,6 +702,9 @@ def score(loaded, series_net, cohort: Records, generated: Records, series: Serie
             result["grid"] = condition_grid(cohort.static, cohort.signal, generated.signal,
                                             {side: evidence[side].waves["prob"] for side in ("real", "generated")},
                                             cohort.series_id)
+            result["type_waves"] = type_level_waves(cohort.label, cohort.static[:, 1],
+                                                    {side: evidence[side].waves for side in ("real", "generated")},
+                                                    CLASS_NAMES)
     return answers, evidence
 
 

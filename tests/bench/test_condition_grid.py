@@ -5,7 +5,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.condition_grid import GRID, MIN_CELL, bin_label, cells, condition_grid, grid_table
+from bench.condition_grid import (
+    GRID,
+    LEVEL_BANDS_DB,
+    MIN_BAND,
+    MIN_CELL,
+    band_label,
+    bin_label,
+    cells,
+    condition_grid,
+    grid_table,
+    type_level_table,
+    type_level_waves,
+)
 
 
 def _cohort(n: int = 1200, seed: int = 0):
@@ -39,3 +51,41 @@ def test_twins_equal_to_the_real_recordings_have_no_gap_and_a_dropped_wave_shows
     loud = [m for m in dropped["marginals"] if m["factor"] == "intensity" and m["bin"] == ">=65dB"][0]
     assert loud["V_real"] == 1.0 and loud["V_generated"] == 0.0
     assert "| intensity | >=65dB |" in grid_table(dropped)
+
+
+def _waves(n: int, latency_i: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """(N 3) probabilities and latencies (ms): waves I and V read everywhere, wave III nowhere."""
+    rng = np.random.default_rng(seed)
+    prob = np.tile([0.9, 0.1, 0.9], (n, 1))
+    latency = np.stack([latency_i + 0.01 * rng.standard_normal(n), np.full(n, 4.0), np.full(n, 7.0)], axis=1)
+    return {"prob": prob, "latency": latency}
+
+
+def test_a_wave_out_of_place_shows_in_its_types_latency_and_the_interval():
+    n = 200
+    types = np.repeat([0, 1], n // 2)  # (N) two types
+    level = np.tile([30.0, 90.0], n // 2)  # (N) two bands, 50 recordings of each type in each
+    real, gen = _waves(n, 2.7), _waves(n, 2.7)
+    gen["latency"][types == 1, 0] -= 0.2  # the second type's twins: wave I 0.2 ms early
+    rows = type_level_waves(types, level, {"real": real, "generated": gen}, ("A", "B"))
+    assert [(r["type"], r["level"], r["n"]) for r in rows] == [("A", "<40dB", 50), ("A", ">=80dB", 50),
+                                                               ("B", "<40dB", 50), ("B", ">=80dB", 50)]
+    for r in rows:
+        shift = 0.2 if r["type"] == "B" else 0.0
+        assert abs(r["I_latency_real"] - r["I_latency_generated"] - shift) < 0.01
+        assert abs(r["I_V_generated"] - r["I_V_real"] - shift) < 0.01
+        assert r["V_latency_real"] == r["V_latency_generated"] == 7.0
+        assert r["I_real"] == r["I_generated"] == 1.0 and r["III_real"] == 0.0
+        assert np.isnan(r["III_latency_real"])  # no wave III read: no latency, not a zero
+    table = type_level_table(rows)
+    assert "| B | >=80dB | 50 |" in table and "— / —" in table
+
+
+def test_a_type_band_with_too_few_recordings_is_left_out():
+    n = MIN_BAND + 10
+    types, level = np.zeros(n, dtype=int), np.full(n, 50.0)
+    level[:6] = 90.0  # 6 loud recordings: below MIN_BAND
+    w = _waves(n, 2.5)
+    rows = type_level_waves(types, level, {"real": w, "generated": w}, ("A",))
+    assert [r["level"] for r in rows] == ["40-60dB"] and rows[0]["n"] == n - 6
+    assert band_label(0) == "<40dB" and band_label(len(LEVEL_BANDS_DB) - 2) == ">=80dB"

@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from bench.condition_grid import MIN_BAND
 from bench.virtual_patients import (
     CLASS_NAMES,
     discriminative,
@@ -39,7 +40,7 @@ def label_run(tmp_path_factory) -> Path:
     """A one-epoch label-conditioned run with a series model (6 synthetic patients; seconds)."""
     root = tmp_path_factory.mktemp("vp_label_run")
     cfg = tiny_config(root, "training.epochs=1", "model.base_channels=4", "data.synthetic.patients=6",
-                      "model.label_conditioning=true", "series.enabled=true", "series.epochs=2")
+                      "model.label_conditioning=true", "series.enabled=true", "series.epochs=2", "model.peak_head=map")
     train_run(cfg, root / "run")
     return root / "run"
 
@@ -238,6 +239,10 @@ def test_the_bench_on_a_tiny_label_run(label_run, tmp_path, capsys):
                 assert v <= 0.5, path
         if lo is not None and hi is not None and v is not None:
             assert lo - 1e-9 <= hi, path
+    assert "grid" in r and isinstance(r["type_waves"], list)  # the wave map head: per condition, per type and level
+    assert all(row["n"] >= MIN_BAND and row["type"] in CLASS_NAMES for row in r["type_waves"])
+    if r["type_waves"]:
+        assert "| type | level | recordings | wave I read" in doc.read_text(encoding="utf-8")
     assert r["sampling"]["steps"] == 2 and r["sampling"]["sampler"]  # the run's sampler, steps overridden
     assert r["sampling"]["lowpass_hz"] == 5000.0  # the flag, recorded and said in the doc
     assert "low-pass 5000 Hz" in doc.read_text(encoding="utf-8")
