@@ -26,18 +26,26 @@ MIN_CELL = 30  # recordings in a cell for its numbers to be reported
 PRESENT = 0.5  # wave probability read as present
 
 
-def bin_label(name: str, k: int) -> str:
-    lo, hi = GRID[name][k], GRID[name][k + 1]
-    u = UNITS[name]
+def edge_label(edges: tuple[float, ...], k: int, unit: str) -> str:
+    """Bin k of left-closed ``edges`` as text: "<hi", ">=lo" or "lo-hi", with ``unit``."""
+    lo, hi = edges[k], edges[k + 1]
     if not np.isfinite(lo):
-        return f"<{hi:g}{u}"
-    return f">={lo:g}{u}" if not np.isfinite(hi) else f"{lo:g}-{hi:g}{u}"
+        return f"<{hi:g}{unit}"
+    return f">={lo:g}{unit}" if not np.isfinite(hi) else f"{lo:g}-{hi:g}{unit}"
+
+
+def bin_label(name: str, k: int) -> str:
+    return edge_label(GRID[name], k, UNITS[name])
+
+
+def bin_index(values: np.ndarray, edges: tuple[float, ...]) -> np.ndarray:
+    """(N) bin of each value in left-closed ``edges``, values beyond either end in the outer bins."""
+    return np.clip(np.searchsorted(edges, values, side="right") - 1, 0, len(edges) - 2)
 
 
 def cells(static: np.ndarray) -> np.ndarray:
     """(N 4) static values -> (N 4) bin index of each value in GRID (STATIC_NAMES order)."""
-    return np.stack([np.clip(np.searchsorted(GRID[n], static[:, k], side="right") - 1, 0, len(GRID[n]) - 2)
-                     for k, n in enumerate(STATIC_NAMES)], axis=1)
+    return np.stack([bin_index(static[:, k], GRID[n]) for k, n in enumerate(STATIC_NAMES)], axis=1)
 
 
 def mean_r(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,8 +122,7 @@ MIN_BAND = 20  # recordings of a type in a band for its row to be reported
 
 
 def band_label(k: int) -> str:
-    lo, hi = LEVEL_BANDS_DB[k], LEVEL_BANDS_DB[k + 1]
-    return f"<{hi:g}dB" if not np.isfinite(lo) else (f">={lo:g}dB" if not np.isfinite(hi) else f"{lo:g}-{hi:g}dB")
+    return edge_label(LEVEL_BANDS_DB, k, "dB")
 
 
 def _median(x: np.ndarray) -> float:
@@ -142,7 +149,7 @@ def type_level_waves(types: np.ndarray, level_db: np.ndarray, waves: dict[str, d
     """Rows per type (``types`` (N) index into ``names``) and stated-level band holding at least MIN_BAND
     recordings; ``waves``: per side ("real", "generated") the wave map's "prob" and "latency" (N 3), read by one
     network on both sides. The twins carry their recording's type and level, so each row compares like with like."""
-    band = np.clip(np.searchsorted(LEVEL_BANDS_DB, level_db, side="right") - 1, 0, len(LEVEL_BANDS_DB) - 2)  # (N)
+    band = bin_index(level_db, LEVEL_BANDS_DB)  # (N)
     out = []
     for k, name in enumerate(names):
         for b in range(len(LEVEL_BANDS_DB) - 1):
